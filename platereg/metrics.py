@@ -1,0 +1,32 @@
+"""Every Prometheus metric of the contract (section 6), defined once.
+
+Each long-running process serves the default registry on ``/metrics``; a
+process only moves the metrics it owns.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter(
+    "platereg_events", "Plate events consumed by the registry.", ["type", "outcome"]
+)
+DLQ = Counter("platereg_dlq", "Messages sent to the dead-letter topic.", ["reason"])
+APPLY_LATENCY = Histogram(
+    "platereg_event_apply_latency_seconds",
+    "Kafka record timestamp to database commit.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+)
+CONSUMER_LAG = Gauge("platereg_consumer_lag", "Messages behind the log end.", ["partition"])
+LOOKUPS = Counter("platereg_lookups", "Plate lookups.", ["kind", "result"])
+HTTP_DURATION = Histogram(
+    "platereg_http_request_duration_seconds",
+    "HTTP request duration by route template.",
+    ["route", "method", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+INGEST_EVENTS = Counter("platereg_ingest_events", "Events through the ingest API.", ["outcome"])
+NOTICES = Counter("platereg_notices", "Notices created.", ["kind"])
+NOTICE_DELIVERIES = Counter(
+    "platereg_notice_deliveries", "Notice delivery attempts.", ["channel", "outcome"]
+)

@@ -1,0 +1,150 @@
+"""All configuration, read once from ``PLATEREG_*`` environment variables.
+
+One pydantic-settings class; every service takes what it needs from it. A bad
+value stops start-up with a message that names the variable (see
+:func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+ENV_PREFIX = "PLATEREG_"
+
+
+class ConfigError(RuntimeError):
+    """Raised when the environment holds an invalid setting."""
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # --- servers -----------------------------------------------------------
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="PostgreSQL DSN. Unset: `make run`/tests start an embedded PostgreSQL.",
+    )
+    kafka_bootstrap_servers: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers (host:port,...). Unset: an embedded broker is started.",
+    )
+    data_dir: Path = Field(
+        default=Path(".platereg"),
+        description="Where `make run` keeps the embedded PostgreSQL data (survives restarts).",
+    )
+    db_pool_min: int = Field(default=2, ge=1, le=100)
+    db_pool_max: int = Field(default=10, ge=1, le=200)
+
+    # --- topics --------------------------------------------------------------
+    topic_prefix: str = Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._-]{0,64}$",
+        description="Prefix for every topic name (tests use it to isolate runs).",
+    )
+    events_partitions: int = Field(default=12, ge=1, le=1000)
+    status_partitions: int = Field(default=6, ge=1, le=1000)
+    notices_partitions: int = Field(default=6, ge=1, le=1000)
+    dlq_partitions: int = Field(default=1, ge=1, le=1000)
+    replication_factor: int = Field(default=1, ge=1, le=10)
+    consumer_group: str = Field(default="platereg-registry", min_length=1, max_length=200)
+
+    # --- domain --------------------------------------------------------------
+    timezone: str = Field(default="America/Toronto")
+    renewal_reminder_days: Annotated[list[int], NoDecode] = Field(default=[60, 30, 7])
+    notice_max_attempts: int = Field(default=8, ge=1, le=100)
+    audit_retention_days: int = Field(default=365, ge=1, le=36500)
+
+    # --- HTTP ----------------------------------------------------------------
+    host: str = Field(default="127.0.0.1")
+    registry_port: int = Field(default=8080, ge=0, le=65535)
+    ingest_port: int = Field(default=8081, ge=0, le=65535)
+    consumer_metrics_port: int = Field(default=9102, ge=0, le=65535)
+    rate_limit_per_second: float = Field(
+        default=200.0, gt=0, description="Default per-key request rate (token bucket)."
+    )
+    rate_limit_burst: int = Field(default=400, ge=1)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    kafka_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    webhook_secret: SecretStr = Field(default=SecretStr("change-me"))
+
+    # --- logging -------------------------------------------------------------
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @field_validator("renewal_reminder_days", mode="before")
+    @classmethod
+    def _parse_days(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("renewal_reminder_days")
+    @classmethod
+    def _check_days(cls, value: list[int]) -> list[int]:
+        if not value or any(d < 1 or d > 366 for d in value):
+            raise ValueError("must be a comma-separated list of days between 1 and 366")
+        return sorted(set(value), reverse=True)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def topic(self, name: str) -> str:
+        """The real topic name for a contract topic name (adds the prefix)."""
+        return f"{self.topic_prefix}{name}"
+
+    def dsn(self) -> str:
+        if self.database_url is None:
+            raise ConfigError(
+                "PLATEREG_DATABASE_URL is not set (run through `platereg run` or set it)"
+            )
+        return self.database_url.get_secret_value()
+
+    def bootstrap(self) -> str:
+        if not self.kafka_bootstrap_servers:
+            raise ConfigError(
+                "PLATEREG_KAFKA_BOOTSTRAP_SERVERS is not set (run through `platereg run` or set it)"
+            )
+        return self.kafka_bootstrap_servers
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line per bad variable, naming it as the operator would type it."""
+    lines = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        lines.append(f"{ENV_PREFIX}{field.upper()}: {err['msg']}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the environment; raise :class:`ConfigError` naming bad variables."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(describe_error(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,233 @@
+"""The registry's domain rules as pure functions: the fold and the status.
+
+A plate's state is the fold of its accepted events sorted by (time, id)
+(contract section 2). ``apply`` takes the event type and its JSON ``data``
+(as stored in ``plate_events.data``), so the same code folds events fresh
+from Kafka and events re-read from the history.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+STATUS_ORDER = ("stolen", "cancelled", "suspended", "expired")
+
+
+@dataclass(frozen=True, slots=True)
+class PlateState:
+    """Current state of one plate; ``issued`` is False until plate.issued is folded."""
+
+    jurisdiction: str
+    plate: str
+    issued: bool = False
+    plate_class: str | None = None
+    expires_on: dt.date | None = None
+    vehicle: Mapping[str, Any] | None = None
+    owner: Mapping[str, Any] | None = None
+    device_id: str | None = None
+    suspension_reasons: tuple[str, ...] = ()
+    stolen: bool = False
+    cancelled: bool = False
+    last_event_time: dt.datetime | None = None
+    last_event_id: str | None = None
+    event_count: int = 0
+
+    @property
+    def plate_key(self) -> str:
+        return f"{self.jurisdiction}/{self.plate}"
+
+    @property
+    def owner_id(self) -> str | None:
+        return None if self.owner is None else self.owner.get("owner_id")
+
+    @property
+    def fold_position(self) -> tuple[dt.datetime, str] | None:
+        if self.last_event_time is None or self.last_event_id is None:
+            return None
+        return (self.last_event_time, self.last_event_id)
+
+
+def _date(value: Any) -> dt.date | None:
+    if value is None or isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(value)
+
+
+def _owner(value: Mapping[str, Any]) -> dict[str, Any]:
+    owner = dict(value)
+    owner.setdefault("language", "en")
+    return owner
+
+
+def apply(state: PlateState, event_type: str, data: Mapping[str, Any] | None,
+          event_time: dt.datetime, event_id: str) -> PlateState:
+    """The state after one more event (the caller keeps (time, id) order)."""
+    data = data or {}
+    changes: dict[str, Any] = {
+        "last_event_time": event_time,
+        "last_event_id": event_id,
+        "event_count": state.event_count + 1,
+    }
+    if event_type == "plate.issued":
+        changes.update(issued=True, cancelled=False)
+        if "plate_class" in data:
+            changes["plate_class"] = data["plate_class"]
+        if "expires_on" in data:
+            changes["expires_on"] = _date(data["expires_on"])
+        if data.get("vehicle") is not None:
+            changes["vehicle"] = dict(data["vehicle"])
+        if data.get("owner") is not None:
+            changes["owner"] = _owner(data["owner"])
+        if data.get("device_id") is not None:
+            changes["device_id"] = data["device_id"]
+    elif event_type == "plate.renewed":
+        changes["expires_on"] = _date(data["expires_on"])
+    elif event_type == "plate.suspended":
+        changes["suspension_reasons"] = tuple(
+            sorted(set(state.suspension_reasons) | {data["reason"]})
+        )
+    elif event_type == "plate.reinstated":
+        reason = data.get("reason")
+        changes["suspension_reasons"] = (
+            () if reason is None else tuple(r for r in state.suspension_reasons if r != reason)
+        )
+    elif event_type == "plate.stolen_reported":
+        changes["stolen"] = True
+    elif event_type == "plate.recovered":
+        changes["stolen"] = False
+    elif event_type == "plate.transferred":
+        changes["owner"] = _owner(data["owner"])
+    elif event_type == "plate.owner_updated":
+        if state.owner is not None:
+            owner = dict(state.owner)
+            owner.update({k: v for k, v in data.items()
+                          if k in ("name", "email", "phone", "language")})
+            changes["owner"] = owner
+    elif event_type == "plate.cancelled":
+        changes["cancelled"] = True
+    elif event_type == "plate.device_paired":
+        changes["device_id"] = data["device_id"]
+    elif event_type == "plate.device_unpaired":
+        changes["device_id"] = None
+    else:
+        raise ValueError(f"unknown event type {event_type!r}")
+    return replace(state, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    """One stored event, as much of it as the fold needs."""
+
+    event_id: str
+    type: str
+    time: dt.datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+def fold(jurisdiction: str, plate: str, events: Iterable[HistoryEvent]) -> PlateState:
+    """The state of a plate from its whole history, in (time, id) order."""
+    state = PlateState(jurisdiction=jurisdiction, plate=plate)
+    for ev in sorted(events, key=lambda e: (e.time, e.event_id)):
+        state = apply(state, ev.type, ev.data, ev.time, ev.event_id)
+    return state
+
+
+# --- status ------------------------------------------------------------------
+
+def flags_of(state: PlateState, today: dt.date) -> list[str]:
+    """Every flag that holds, in the contract's precedence order."""
+    held = {
+        "stolen": state.stolen,
+        "cancelled": state.cancelled,
+        "suspended": bool(state.suspension_reasons),
+        "expired": state.expires_on is not None and today > state.expires_on,
+    }
+    return [name for name in STATUS_ORDER if held[name]]
+
+
+def status_of(flags: list[str]) -> str:
+    return flags[0] if flags else "valid"
+
+
+def today_in(tz: dt.tzinfo, now: dt.datetime | None = None) -> dt.date:
+    """The registry's calendar date (``PLATEREG_TIMEZONE``) at ``now``."""
+    now = now or dt.datetime.now(dt.UTC)
+    return now.astimezone(tz).date()
+
+
+def enforcement_view(state: PlateState, *, today: dt.date, as_of: dt.datetime) -> dict[str, Any]:
+    """The enforcement view (contract section 5): never any owner data."""
+    flags = flags_of(state, today)
+    vehicle = None
+    if state.vehicle is not None:
+        vehicle = {k: state.vehicle.get(k) for k in ("make", "model", "year", "colour")}
+    return {
+        "jurisdiction": state.jurisdiction,
+        "plate": state.plate,
+        "status": status_of(flags),
+        "flags": flags,
+        "expires_on": state.expires_on.isoformat() if state.expires_on else None,
+        "plate_class": state.plate_class,
+        "suspension_reasons": list(state.suspension_reasons),
+        "vehicle": vehicle,
+        "smart_plate": state.device_id is not None,
+        "as_of": as_of.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+    }
+
+
+def owner_view(state: PlateState) -> dict[str, Any] | None:
+    if state.owner is None:
+        return None
+    return {k: state.owner.get(k) for k in ("owner_id", "name", "email", "phone", "language")}
+
+
+def full_view(state: PlateState, *, today: dt.date, as_of: dt.datetime) -> dict[str, Any]:
+    """The portal/operator view: the enforcement view plus the owner."""
+    return {**enforcement_view(state, today=today, as_of=as_of), "owner": owner_view(state)}
+
+
+def comparable(view: Mapping[str, Any]) -> dict[str, Any]:
+    """A view without ``as_of``: two views are the same change iff these are equal."""
+    return {k: v for k, v in view.items() if k != "as_of"}
+
+
+# --- rows ----------------------------------------------------------------------
+
+PLATE_COLUMNS = (
+    "plate_key", "jurisdiction", "plate", "issued", "plate_class", "expires_on", "vehicle",
+    "owner_id", "owner", "device_id", "suspension_reasons", "stolen", "cancelled",
+    "last_event_time", "last_event_id", "event_count",
+)
+
+
+def state_from_row(row: Mapping[str, Any]) -> PlateState:
+    """A ``plates`` row (asyncpg Record or dict) as a PlateState."""
+    return PlateState(
+        jurisdiction=row["jurisdiction"],
+        plate=row["plate"],
+        issued=row["issued"],
+        plate_class=row["plate_class"],
+        expires_on=row["expires_on"],
+        vehicle=row["vehicle"],
+        owner=row["owner"],
+        device_id=row["device_id"],
+        suspension_reasons=tuple(row["suspension_reasons"] or ()),
+        stolen=row["stolen"],
+        cancelled=row["cancelled"],
+        last_event_time=row["last_event_time"],
+        last_event_id=row["last_event_id"],
+        event_count=row["event_count"],
+    )
+
+
+def state_to_row(state: PlateState) -> tuple[Any, ...]:
+    """Values in PLATE_COLUMNS order, for set-based writes."""
+    return (
+        state.plate_key, state.jurisdiction, state.plate, state.issued, state.plate_class,
+        state.expires_on, state.vehicle, state.owner_id, state.owner, state.device_id,
+        list(state.suspension_reasons), state.stolen, state.cancelled,
+        state.last_event_time, state.last_event_id, state.event_count,
+    )

@@ -1,0 +1,140 @@
+"""Test harness: one real PostgreSQL and one real Kafka-protocol broker per session.
+
+Both are the embedded servers (``platereg.embedded``) unless
+``PLATEREG_DATABASE_URL`` / ``PLATEREG_KAFKA_BOOTSTRAP_SERVERS`` point at
+existing ones. Each test gets its own database (a copy of a migrated template)
+and its own topic names (a unique prefix), so tests run in any order.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from platereg.db import create_pool, migrate
+from platereg.embedded import EmbeddedKafka, EmbeddedPostgres
+from platereg.kafka import ensure_topics
+from platereg.settings import Settings, load_settings
+
+warnings.filterwarnings("ignore", module="platformdirs")
+
+TEMPLATE_DB = "platereg_test_template"
+
+
+@dataclass
+class Servers:
+    admin_dsn: str
+    bootstrap: str
+    pg: EmbeddedPostgres | None
+    kafka: EmbeddedKafka | None
+
+    def dsn_for(self, database: str) -> str:
+        parts = urlsplit(self.admin_dsn)
+        return urlunsplit(parts._replace(path="/" + database))
+
+
+@pytest.fixture(scope="session")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
+    base = tmp_path_factory.mktemp("servers")
+    pg = kafka = None
+    try:
+        admin_dsn = os.environ.get("PLATEREG_DATABASE_URL")
+        if not admin_dsn:
+            pg = EmbeddedPostgres(base / "pg", durable=False)
+            admin_dsn = pg.start()
+        bootstrap = os.environ.get("PLATEREG_KAFKA_BOOTSTRAP_SERVERS")
+        if not bootstrap:
+            kafka = EmbeddedKafka(base / "kafka")
+            bootstrap = kafka.start()
+        yield Servers(admin_dsn=admin_dsn, bootstrap=bootstrap, pg=pg, kafka=kafka)
+    finally:
+        if kafka is not None:
+            kafka.stop()
+        if pg is not None:
+            pg.stop()
+
+
+@pytest.fixture(scope="session")
+def embedded(servers: Servers) -> Servers:
+    """For tests that stop and start the servers themselves (outages)."""
+    if servers.pg is None or servers.kafka is None:
+        pytest.skip("needs the embedded servers (PLATEREG_* server URLs are set)")
+    return servers
+
+
+@pytest.fixture(scope="session")
+async def template_db(servers: Servers) -> str:
+    conn = await asyncpg.connect(servers.admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    finally:
+        await conn.close()
+    migrate(servers.dsn_for(TEMPLATE_DB))
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+async def database_url(servers: Servers, template_db: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for this test only."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    conn = await asyncpg.connect(servers.admin_dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    finally:
+        await conn.close()
+    yield servers.dsn_for(name)
+    if servers.pg is not None and not servers.pg.running:
+        return  # an outage test left it down; the next fixture use restarts nothing
+    conn = await asyncpg.connect(servers.admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def settings(servers: Servers, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings for this test: its own database and topic prefix.
+
+    Also exported as PLATEREG_* variables so subprocesses see the same.
+    """
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    env = {
+        "PLATEREG_DATABASE_URL": database_url,
+        "PLATEREG_KAFKA_BOOTSTRAP_SERVERS": servers.bootstrap,
+        "PLATEREG_TOPIC_PREFIX": prefix,
+        "PLATEREG_EVENTS_PARTITIONS": "4",
+        "PLATEREG_STATUS_PARTITIONS": "2",
+        "PLATEREG_NOTICES_PARTITIONS": "2",
+        "PLATEREG_CONSUMER_GROUP": f"registry-{prefix}",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    return load_settings()
+
+
+@pytest.fixture
+async def topics(settings: Settings) -> Settings:
+    """``settings`` with the contract topics created on the broker."""
+    await ensure_topics(settings)
+    return settings
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(database_url, min_size=1, max_size=5)
+    yield pool
+    await pool.close()
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
