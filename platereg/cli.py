@@ -183,11 +183,12 @@ def run(
 def _register_services() -> None:
     import importlib
 
-    for package in ("registry", "ingest", "notifications"):
+    # Each service package owns its commands in these modules.
+    for name in ("registry.cli", "registry.api_cli", "ingest.cli", "notifications.cli"):
         try:
-            module = importlib.import_module(f"{package}.cli")
+            module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
-            if exc.name != f"{package}.cli":
+            if exc.name != name:
                 raise
             continue
         module.register(app, GROUPS)

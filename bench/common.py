@@ -1,0 +1,103 @@
+"""Shared pieces of the benchmark harness."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from platereg.db import migrate
+from platereg.embedded import EmbeddedKafka, EmbeddedPostgres
+from platereg.settings import Settings, load_settings
+
+
+@dataclass
+class Figure:
+    """One line of the table: a measured value beside its same-run baseline."""
+
+    bench: str
+    metric: str
+    value: float
+    unit: str
+    baseline: float | None = None
+    baseline_name: str = ""
+    target: str = ""
+    notes: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline in (None, 0):
+            return None
+        return self.value / self.baseline
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ratio": self.ratio}
+
+
+@dataclass
+class BenchContext:
+    admin_dsn: str
+    bootstrap: str
+    work_dir: Path
+    quick: bool = False
+    _dbs: list[str] = field(default_factory=list)
+
+    def dsn_for(self, database: str) -> str:
+        from urllib.parse import urlsplit, urlunsplit
+
+        return urlunsplit(urlsplit(self.admin_dsn)._replace(path="/" + database))
+
+    async def fresh_database(self) -> str:
+        """A new migrated database; returns its DSN."""
+        name = f"bench_{uuid.uuid4().hex[:10]}"
+        conn = await asyncpg.connect(self.admin_dsn)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        dsn = self.dsn_for(name)
+        migrate(dsn)
+        self._dbs.append(name)
+        return dsn
+
+    def settings(self, dsn: str, **env: str) -> Settings:
+        """Settings for one benchmark (own topic prefix), also exported to os.environ."""
+        prefix = f"b{uuid.uuid4().hex[:8]}."
+        values = {
+            "PLATEREG_DATABASE_URL": dsn,
+            "PLATEREG_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "PLATEREG_TOPIC_PREFIX": prefix,
+            "PLATEREG_CONSUMER_GROUP": f"bench-{prefix}",
+            **env,
+        }
+        os.environ.update(values)
+        return load_settings()
+
+
+class Servers:
+    """Embedded servers for the whole benchmark run (unless PLATEREG_* URLs are set)."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.work_dir = work_dir
+        self.pg: EmbeddedPostgres | None = None
+        self.kafka: EmbeddedKafka | None = None
+
+    def __enter__(self) -> tuple[str, str]:
+        dsn = os.environ.get("PLATEREG_DATABASE_URL")
+        if not dsn:
+            self.pg = EmbeddedPostgres(self.work_dir / "pg", durable=False)
+            dsn = self.pg.start()
+        bootstrap = os.environ.get("PLATEREG_KAFKA_BOOTSTRAP_SERVERS")
+        if not bootstrap:
+            self.kafka = EmbeddedKafka(self.work_dir)
+            bootstrap = self.kafka.start()
+        return dsn, bootstrap
+
+    def __exit__(self, *exc: object) -> None:
+        if self.kafka:
+            self.kafka.stop()
+        if self.pg:
+            self.pg.stop()
