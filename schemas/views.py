@@ -1,0 +1,154 @@
+"""HTTP API bodies of the registry (contract section 5) and ``plates.status`` values (section 3).
+
+Every model forbids unknown fields. In particular :class:`EnforcementView` has
+no owner field and rejects one, so owner data cannot reach enforcement
+clients by accident; only :class:`FullView` (``portal`` / ``operator``) has
+``owner``. Serializing a ``FullView`` through a response model declared as
+``EnforcementView`` drops the owner (pydantic serializes the declared type).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from schemas._types import OUTPUT, STRICT_INPUT, Rfc3339Datetime, text
+from schemas.events import Language, OwnerId, PlateClass, SuspensionReason
+from schemas.plates import Jurisdiction, Plate, plate_key
+
+__all__ = [
+    "Status",
+    "Flag",
+    "STATUS_PRECEDENCE",
+    "VehicleView",
+    "EnforcementView",
+    "OwnerView",
+    "FullView",
+    "UnknownPlateResult",
+    "HotlistEntry",
+    "Hotlist",
+    "PlateRef",
+    "LookupRequest",
+    "LookupResponse",
+    "MAX_LOOKUP_PLATES",
+    "IngestAccepted",
+]
+
+Status = Literal["valid", "expired", "suspended", "cancelled", "stolen"]
+Flag = Literal["stolen", "cancelled", "suspended", "expired"]
+#: ``status`` is the first of these that is in ``flags``, else ``valid``.
+STATUS_PRECEDENCE: tuple[Flag, ...] = ("stolen", "cancelled", "suspended", "expired")
+MAX_LOOKUP_PLATES = 1000
+
+
+class VehicleView(BaseModel):
+    """Vehicle as shown to enforcement: no VIN."""
+
+    model_config = OUTPUT
+
+    make: str
+    model: str
+    year: int
+    colour: str
+
+
+class EnforcementView(BaseModel):
+    """What enforcement sees of a plate; never owner data."""
+
+    model_config = OUTPUT
+
+    jurisdiction: Jurisdiction
+    plate: Plate
+    status: Status
+    flags: list[Flag] = Field(description="Every one of stolen, cancelled, suspended, expired that holds")
+    expires_on: date | None
+    plate_class: PlateClass
+    suspension_reasons: list[SuspensionReason]
+    vehicle: VehicleView | None
+    smart_plate: bool = Field(description="A smart plate device is paired")
+    as_of: Rfc3339Datetime = Field(description="When the view was derived")
+
+    @property
+    def plate_key(self) -> str:
+        return plate_key(self.jurisdiction, self.plate)
+
+
+class OwnerView(BaseModel):
+    model_config = OUTPUT
+
+    owner_id: str
+    name: str
+    email: str | None = None
+    phone: str | None = None
+    language: Language = Language.EN
+
+
+class FullView(EnforcementView):
+    """The enforcement view plus the owner, for ``portal`` and ``operator`` keys."""
+
+    owner: OwnerView | None
+
+
+class UnknownPlateResult(BaseModel):
+    """A batch lookup result for a plate with no ``plate.issued`` event."""
+
+    model_config = OUTPUT
+
+    jurisdiction: Jurisdiction
+    plate: Plate
+    status: Literal["unknown"] = "unknown"
+
+
+class HotlistEntry(EnforcementView):
+    """A hotlist change: the current view, ``removed`` when the plate left the flagged list."""
+
+    removed: bool
+
+
+class Hotlist(BaseModel):
+    """``GET /v1/hotlist`` body; pass ``next`` as ``since`` to get the following changes."""
+
+    model_config = OUTPUT
+
+    entries: list[HotlistEntry]
+    next: str = Field(description="Opaque cursor")
+
+
+class PlateRef(BaseModel):
+    """One plate of a lookup request; both parts are normalized."""
+
+    model_config = STRICT_INPUT
+
+    jurisdiction: Jurisdiction
+    plate: Plate
+
+
+class LookupRequest(BaseModel):
+    """``POST /v1/plates/lookup`` body; an invalid plate anywhere makes the request invalid (422)."""
+
+    model_config = STRICT_INPUT
+
+    plates: list[PlateRef] = Field(min_length=1, max_length=MAX_LOOKUP_PLATES)
+    purpose: text(200) | None = None  # type: ignore[valid-type]
+
+
+class LookupResponse(BaseModel):
+    """``POST /v1/plates/lookup`` response: one result per requested plate, in request order.
+
+    ``FullView`` for ``operator`` keys, ``EnforcementView`` for ``enforcement`` keys.
+    """
+
+    model_config = OUTPUT
+
+    results: list[FullView | EnforcementView | UnknownPlateResult]
+
+
+class IngestAccepted(BaseModel):
+    """Ingest API ``202`` body."""
+
+    model_config = OUTPUT
+
+    accepted: int = Field(ge=0)
+    ids: list[str]
