@@ -322,7 +322,10 @@ def parse_event_obj(obj: object, *, now: datetime) -> BaseEvent:
     try:
         size = len(orjson.dumps(obj))
     except (TypeError, orjson.JSONEncodeError):
-        raise Rejection(RejectReason.MALFORMED_JSON, "not representable as JSON") from None
+        try:  # e.g. integers beyond 64 bits, which the stdlib decoder produces
+            size = len(json.dumps(obj, separators=(",", ":"), allow_nan=False).encode())
+        except (TypeError, ValueError, RecursionError):
+            raise Rejection(RejectReason.MALFORMED_JSON, "not representable as JSON") from None
     if size > MAX_EVENT_BYTES:
         raise Rejection(RejectReason.TOO_LARGE, f"event is over {MAX_EVENT_BYTES} bytes as JSON")
     return _parse(obj, now)
