@@ -25,30 +25,36 @@ OUTPUT = ConfigDict(extra="forbid", hide_input_in_errors=True)
 NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 
 
-def text(max_length: int, *, min_length: int = 1, description: str | None = None) -> Any:
-    """A bounded free-text string without control characters."""
-    return Annotated[
-        str,
-        Strict(),
-        Field(
-            min_length=min_length,
-            max_length=max_length,
-            pattern=NO_CONTROL_PATTERN,
-            description=description,
-        ),
-    ]
+def _text(max_length: int) -> Any:
+    return Field(min_length=1, max_length=max_length, pattern=NO_CONTROL_PATTERN)
 
+
+# Bounded, non-empty free text without control characters.
+Text50 = Annotated[str, Strict(), _text(50)]
+Text100 = Annotated[str, Strict(), _text(100)]
+Text128 = Annotated[str, Strict(), _text(128)]
+Text200 = Annotated[str, Strict(), _text(200)]
+Text500 = Annotated[str, Strict(), _text(500)]
+Text512 = Annotated[str, Strict(), _text(512)]
 
 #: Identifiers used in URLs and headers: owner ids, device ids.
 SAFE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]*$"
 
-
-def safe_id(max_length: int, description: str | None = None) -> Any:
-    return Annotated[
-        str,
-        Strict(),
-        Field(min_length=1, max_length=max_length, pattern=SAFE_ID_PATTERN, description=description),
-    ]
+OwnerId = Annotated[
+    str,
+    Strict(),
+    Field(min_length=1, max_length=64, pattern=SAFE_ID_PATTERN, description="Owner identifier"),
+]
+DeviceId = Annotated[
+    str,
+    Strict(),
+    Field(
+        min_length=1,
+        max_length=128,
+        pattern=SAFE_ID_PATTERN,
+        description="Smart plate device identifier",
+    ),
+]
 
 
 _ISO_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)

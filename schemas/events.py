@@ -36,7 +36,20 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from schemas._types import STRICT_INPUT, IsoDate, Rfc3339Datetime, safe_id, text, utc_iso
+from schemas._types import (
+    STRICT_INPUT,
+    DeviceId,
+    IsoDate,
+    OwnerId,
+    Rfc3339Datetime,
+    Text50,
+    Text100,
+    Text128,
+    Text200,
+    Text500,
+    Text512,
+    utc_iso,
+)
 from schemas.plates import PlateKey, parse_plate_key
 
 __all__ = [
@@ -144,8 +157,6 @@ Phone = Annotated[
         description="Phone number, E.164 preferred (+15551234567); spaces, '-', '.', '()' allowed",
     ),
 ]
-OwnerId = safe_id(64, "Owner identifier")
-DeviceId = safe_id(128, "Smart plate device identifier")
 
 
 def _check_phone_digits(value: str | None) -> str | None:
@@ -161,11 +172,13 @@ class Vehicle(BaseModel):
 
     model_config = STRICT_INPUT
 
-    vin: Annotated[str, Strict(), Field(pattern=VIN_PATTERN, description="Vehicle identification number")]
-    make: text(100)  # type: ignore[valid-type]
-    model: text(100)  # type: ignore[valid-type]
+    vin: Annotated[
+        str, Strict(), Field(pattern=VIN_PATTERN, description="Vehicle identification number")
+    ]
+    make: Text100
+    model: Text100
     year: Annotated[int, Strict(), Field(ge=1886, le=2100)]
-    colour: text(50)  # type: ignore[valid-type]
+    colour: Text50
 
 
 class Owner(BaseModel):
@@ -173,8 +186,8 @@ class Owner(BaseModel):
 
     model_config = STRICT_INPUT
 
-    owner_id: OwnerId  # type: ignore[valid-type]
-    name: text(200)  # type: ignore[valid-type]
+    owner_id: OwnerId
+    name: Text200
     email: Email | None = None
     phone: Phone | None = None
     language: Language = Language.EN
@@ -196,7 +209,7 @@ class PlateIssuedData(EventData):
     expires_on: IsoDate
     vehicle: Vehicle
     owner: Owner
-    device_id: DeviceId | None = None  # type: ignore[valid-type]
+    device_id: DeviceId | None = None
 
 
 class PlateRenewedData(EventData):
@@ -205,7 +218,7 @@ class PlateRenewedData(EventData):
 
 class PlateSuspendedData(EventData):
     reason: SuspensionReason
-    detail: text(500) | None = None  # type: ignore[valid-type]
+    detail: Text500 | None = None
 
 
 class PlateReinstatedData(EventData):
@@ -215,12 +228,12 @@ class PlateReinstatedData(EventData):
 
 
 class PlateStolenReportedData(EventData):
-    agency: text(100)  # type: ignore[valid-type]
-    report_id: text(100)  # type: ignore[valid-type]
+    agency: Text100
+    report_id: Text100
 
 
 class PlateRecoveredData(EventData):
-    agency: text(100) | None = None  # type: ignore[valid-type]
+    agency: Text100 | None = None
 
 
 class PlateTransferredData(EventData):
@@ -230,7 +243,7 @@ class PlateTransferredData(EventData):
 class PlateOwnerUpdatedData(EventData):
     """Fields of the current owner to change; ``null`` or absent means unchanged."""
 
-    name: text(200) | None = None  # type: ignore[valid-type]
+    name: Text200 | None = None
     email: Email | None = None
     phone: Phone | None = None
     language: Language | None = None
@@ -251,7 +264,7 @@ class PlateCancelledData(EventData):
 
 
 class PlateDevicePairedData(EventData):
-    device_id: DeviceId  # type: ignore[valid-type]
+    device_id: DeviceId
 
 
 class PlateDeviceUnpairedData(EventData):
@@ -275,8 +288,8 @@ class BaseEvent(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, hide_input_in_errors=True)
 
     specversion: Literal["1.0"] = Field(description="CloudEvents version, exactly the string '1.0'")
-    id: text(128) = Field(description="Producer idempotency key, unique across all events")  # type: ignore[valid-type]
-    source: text(512) = Field(description="CloudEvents source (URI-reference) of the producer")  # type: ignore[valid-type]
+    id: Text128 = Field(description="Producer idempotency key, unique across all events")
+    source: Text512 = Field(description="CloudEvents source (URI-reference) of the producer")
     type: str
     time: Rfc3339Datetime = Field(description="When the fact happened (RFC 3339 with offset)")
     subject: PlateKey

@@ -35,7 +35,15 @@ from schemas.views import (
     UnknownPlateResult,
 )
 
-__all__ = ["GENERATED_DIR", "SCHEMA_FILES", "json_schemas", "asyncapi", "export_all", "check", "write"]
+__all__ = [
+    "GENERATED_DIR",
+    "SCHEMA_FILES",
+    "json_schemas",
+    "asyncapi",
+    "export_all",
+    "check",
+    "write",
+]
 
 GENERATED_DIR = Path(__file__).resolve().parent / "generated"
 SCHEMA_ID_PREFIX = "urn:plate-registry:schema:"
@@ -159,7 +167,10 @@ def asyncapi() -> dict[str, Any]:
                 "description": "The original bytes of the rejected message value (may be absent)",
             },
             "bindings": _kafka_binding(
-                {**_KEY, "description": "The original message key (normally the plate key JUR/PLATE)"}
+                {
+                    **_KEY,
+                    "description": "The original message key (normally the plate key JUR/PLATE)",
+                }
             ),
         },
         "PlateStatus": {
@@ -238,8 +249,9 @@ def export_all() -> dict[str, str]:
     return dict(sorted(files.items()))
 
 
-def check(directory: Path = GENERATED_DIR) -> list[str]:
+def check(directory: Path | None = None) -> list[str]:
     """Names of generated files that are missing, differ, or should not be there."""
+    directory = directory or GENERATED_DIR
     expected = export_all()
     stale = [
         name
@@ -255,8 +267,9 @@ def check(directory: Path = GENERATED_DIR) -> list[str]:
     return stale
 
 
-def write(directory: Path = GENERATED_DIR) -> list[str]:
+def write(directory: Path | None = None) -> list[str]:
     """Write every generated file, remove obsolete ones; return the names that changed."""
+    directory = directory or GENERATED_DIR
     changed = check(directory)
     directory.mkdir(parents=True, exist_ok=True)
     expected = export_all()
@@ -269,7 +282,9 @@ def write(directory: Path = GENERATED_DIR) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m schemas.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m schemas.export", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--check", action="store_true", help="only compare, exit 1 if stale")
     args = parser.parse_args(argv)
     if args.check:

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from schemas._types import OUTPUT, Rfc3339Datetime, text
-from schemas.events import Language, OwnerId
+from schemas._types import OUTPUT, OwnerId, Rfc3339Datetime, Text128
+from schemas.events import Language
 from schemas.plates import Jurisdiction, Plate, plate_key
 
 __all__ = ["NoticeKind", "Channel", "Notice"]
@@ -44,11 +44,13 @@ class Notice(BaseModel):
 
     model_config = OUTPUT
 
-    notice_id: text(128) = Field(description="Unique; deliveries use <notice_id>:<channel> as Idempotency-Key")  # type: ignore[valid-type]
+    notice_id: Text128 = Field(
+        description="Unique; deliveries use <notice_id>:<channel> as Idempotency-Key"
+    )
     kind: NoticeKind
     jurisdiction: Jurisdiction
     plate: Plate
-    owner_id: OwnerId  # type: ignore[valid-type]
+    owner_id: OwnerId
     language: Language
     channels: list[Channel]
     created_at: Rfc3339Datetime

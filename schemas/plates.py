@@ -65,7 +65,9 @@ def _check_raw(value: object, what: str, max_length: int = MAX_RAW_LENGTH) -> st
     if not isinstance(value, str):
         raise InvalidPlate(f"{what} must be a string")
     if len(value) > max_length:
-        raise InvalidPlate(f"{what} is too long (at most {max_length} characters before normalization)")
+        raise InvalidPlate(
+            f"{what} is too long (at most {max_length} characters before normalization)"
+        )
     if not value.isascii():
         raise InvalidPlate(f"{what} must contain only ASCII characters")
     return value

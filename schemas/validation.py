@@ -185,8 +185,10 @@ def _message(error: Any) -> str:
     if kind == "extra_forbidden":
         return "unknown field"
     if kind == "string_too_short":
-        return "must not be empty" if ctx.get("min_length") == 1 else (
-            f"must be at least {ctx.get('min_length')} characters"
+        return (
+            "must not be empty"
+            if ctx.get("min_length") == 1
+            else (f"must be at least {ctx.get('min_length')} characters")
         )
     if kind == "string_too_long":
         return f"must be at most {ctx.get('max_length')} characters"
@@ -207,8 +209,12 @@ def _message(error: Any) -> str:
     if kind == "literal_error":
         return f"must be {ctx.get('expected')}"
     if kind in ("greater_than_equal", "less_than_equal", "greater_than", "less_than"):
-        op = {"greater_than_equal": ">=", "less_than_equal": "<=",
-              "greater_than": ">", "less_than": "<"}[kind]
+        op = {
+            "greater_than_equal": ">=",
+            "less_than_equal": "<=",
+            "greater_than": ">",
+            "less_than": "<",
+        }[kind]
         bound = next(iter(ctx.values()), "")
         return f"must be {op} {bound}"
     if kind == "value_error":

@@ -14,8 +14,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from schemas._types import OUTPUT, STRICT_INPUT, Rfc3339Datetime, text
-from schemas.events import Language, OwnerId, PlateClass, SuspensionReason
+from schemas._types import OUTPUT, STRICT_INPUT, Rfc3339Datetime, Text200
+from schemas.events import Language, PlateClass, SuspensionReason
 from schemas.plates import Jurisdiction, Plate, plate_key
 
 __all__ = [
@@ -62,7 +62,9 @@ class EnforcementView(BaseModel):
     jurisdiction: Jurisdiction
     plate: Plate
     status: Status
-    flags: list[Flag] = Field(description="Every one of stolen, cancelled, suspended, expired that holds")
+    flags: list[Flag] = Field(
+        description="Every one of stolen, cancelled, suspended, expired that holds"
+    )
     expires_on: date | None
     plate_class: PlateClass
     suspension_reasons: list[SuspensionReason]
@@ -126,12 +128,12 @@ class PlateRef(BaseModel):
 
 
 class LookupRequest(BaseModel):
-    """``POST /v1/plates/lookup`` body; an invalid plate anywhere makes the request invalid (422)."""
+    """``POST /v1/plates/lookup`` body; any invalid plate makes the whole request invalid (422)."""
 
     model_config = STRICT_INPUT
 
     plates: list[PlateRef] = Field(min_length=1, max_length=MAX_LOOKUP_PLATES)
-    purpose: text(200) | None = None  # type: ignore[valid-type]
+    purpose: Text200 | None = None
 
 
 class LookupResponse(BaseModel):

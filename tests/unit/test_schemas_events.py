@@ -26,8 +26,8 @@ from schemas.events import (
 from schemas.validation import (
     FUTURE_TOLERANCE,
     MAX_EVENT_BYTES,
-    RejectReason,
     Rejection,
+    RejectReason,
     parse_event_bytes,
     parse_event_obj,
 )
@@ -41,7 +41,13 @@ OWNER = {
     "phone": "+15551234567",
     "language": "fr",
 }
-VEHICLE = {"vin": "2HGFC2F59KH500001", "make": "Honda", "model": "Civic", "year": 2019, "colour": "blue"}
+VEHICLE = {
+    "vin": "2HGFC2F59KH500001",
+    "make": "Honda",
+    "model": "Civic",
+    "year": 2019,
+    "colour": "blue",
+}
 
 DATA: dict[str, Any] = {
     "plate.issued": {
@@ -283,7 +289,11 @@ def test_schema_invalid_has_one_precise_message(changes: dict[str, Any], detail:
     [
         ("plate.renewed", {}, "data.expires_on: field required"),
         ("plate.suspended", {"reason": "speeding"}, "data.reason: must be one of"),
-        ("plate.suspended", {"reason": "court_order", "detail": "x" * 501}, "data.detail: must be at most 500"),
+        (
+            "plate.suspended",
+            {"reason": "court_order", "detail": "x" * 501},
+            "data.detail: must be at most 500",
+        ),
         ("plate.cancelled", {"reason": "lost"}, "data.reason: must be one of"),
         ("plate.stolen_reported", {"agency": "OPP"}, "data.report_id: field required"),
         ("plate.device_paired", {}, "data.device_id: field required"),
@@ -291,19 +301,46 @@ def test_schema_invalid_has_one_precise_message(changes: dict[str, Any], detail:
         ("plate.device_unpaired", {"device_id": "dev-1"}, "data.device_id: unknown field"),
         ("plate.transferred", {}, "data.owner: field required"),
         ("plate.transferred", {"owner": {"owner_id": "o1"}}, "data.owner.name: field required"),
-        ("plate.transferred", {"owner": {"owner_id": "o1", "name": ""}}, "data.owner.name: must not be empty"),
-        ("plate.transferred", {"owner": {"owner_id": "o/1", "name": "N"}}, "data.owner.owner_id: must start with"),
-        ("plate.transferred", {"owner": {"owner_id": "o1", "name": "N", "email": "nope"}},
-         "data.owner.email: value is not a valid email address"),
-        ("plate.transferred", {"owner": {"owner_id": "o1", "name": "N", "phone": "call me"}},
-         "data.owner.phone: value is not a valid phone number"),
-        ("plate.transferred", {"owner": {"owner_id": "o1", "name": "N", "phone": "+1234567890123456"}},
-         "data.owner.phone: phone number must have 4 to 15 digits"),
-        ("plate.transferred", {"owner": {"owner_id": "o1", "name": "N", "language": "de"}},
-         "data.owner.language: must be one of"),
-        ("plate.transferred", {"owner": {"owner_id": "o1", "name": "A\r\nBcc: x"}},
-         "data.owner.name: must not contain control characters"),
-        ("plate.owner_updated", {}, "data: at least one of name, email, phone, language is required"),
+        (
+            "plate.transferred",
+            {"owner": {"owner_id": "o1", "name": ""}},
+            "data.owner.name: must not be empty",
+        ),
+        (
+            "plate.transferred",
+            {"owner": {"owner_id": "o/1", "name": "N"}},
+            "data.owner.owner_id: must start with",
+        ),
+        (
+            "plate.transferred",
+            {"owner": {"owner_id": "o1", "name": "N", "email": "nope"}},
+            "data.owner.email: value is not a valid email address",
+        ),
+        (
+            "plate.transferred",
+            {"owner": {"owner_id": "o1", "name": "N", "phone": "call me"}},
+            "data.owner.phone: value is not a valid phone number",
+        ),
+        (
+            "plate.transferred",
+            {"owner": {"owner_id": "o1", "name": "N", "phone": "+1234567890123456"}},
+            "data.owner.phone: phone number must have 4 to 15 digits",
+        ),
+        (
+            "plate.transferred",
+            {"owner": {"owner_id": "o1", "name": "N", "language": "de"}},
+            "data.owner.language: must be one of",
+        ),
+        (
+            "plate.transferred",
+            {"owner": {"owner_id": "o1", "name": "A\r\nBcc: x"}},
+            "data.owner.name: must not contain control characters",
+        ),
+        (
+            "plate.owner_updated",
+            {},
+            "data: at least one of name, email, phone, language is required",
+        ),
         ("plate.owner_updated", {"name": None}, "data: at least one of"),
         ("plate.owner_updated", {"owner_id": "x"}, "data.owner_id: unknown field"),
     ],
@@ -367,7 +404,9 @@ def test_several_problems_are_all_listed() -> None:
     ]
 
 
-@pytest.mark.parametrize("event_type", ["plate.exploded", "Plate.Issued", "plate.issued ", "", "x" * 500])
+@pytest.mark.parametrize(
+    "event_type", ["plate.exploded", "Plate.Issued", "plate.issued ", "", "x" * 500]
+)
 def test_unknown_type(event_type: str) -> None:
     rejection = reject_obj(event("plate.renewed", type=event_type, id=""))
     assert rejection.reason is RejectReason.UNKNOWN_TYPE
@@ -375,7 +414,14 @@ def test_unknown_type(event_type: str) -> None:
     assert len(rejection.detail) < 100
 
 
-@pytest.mark.parametrize(("value", "detail"), [(_DROP, "type: field required"), (None, "type: must be a string"), (3, "type: must be a string")])
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        (_DROP, "type: field required"),
+        (None, "type: must be a string"),
+        (3, "type: must be a string"),
+    ],
+)
 def test_missing_or_non_string_type_is_schema_invalid(value: Any, detail: str) -> None:
     rejection = reject_obj(event(type=value))
     assert (rejection.reason, rejection.detail) == (RejectReason.SCHEMA_INVALID, detail)
@@ -383,7 +429,16 @@ def test_missing_or_non_string_type_is_schema_invalid(value: Any, detail: str) -
 
 @pytest.mark.parametrize(
     "subject",
-    ["ABC123", "CA-ON/", "ONT/ABC123", "CA-ON/ABCDEFGHIJK", "CA-ON/ABC/1", "CA-ON/\u0410BC123", "", "CA-ON/SECRET'--"],
+    [
+        "ABC123",
+        "CA-ON/",
+        "ONT/ABC123",
+        "CA-ON/ABCDEFGHIJK",
+        "CA-ON/ABC/1",
+        "CA-ON/\u0410BC123",
+        "",
+        "CA-ON/SECRET'--",
+    ],
 )
 def test_invalid_subject(subject: str) -> None:
     rejection = reject_obj(event(subject=subject, id=""))  # plate problems win over schema ones
@@ -399,7 +454,9 @@ def test_future_time() -> None:
     rejection = reject_obj(event(time=too_late))
     assert rejection.reason is RejectReason.FUTURE_TIME
     # the same instant written with another offset
-    other_offset = (NOW + timedelta(minutes=6)).astimezone(timezone(timedelta(hours=-5))).isoformat()
+    other_offset = (
+        (NOW + timedelta(minutes=6)).astimezone(timezone(timedelta(hours=-5))).isoformat()
+    )
     assert reject_obj(event(time=other_offset)).reason is RejectReason.FUTURE_TIME
 
 
@@ -445,7 +502,10 @@ def test_raw_value_rejections(raw: bytes | None, reason: RejectReason) -> None:
 def test_duplicate_keys_anywhere_are_rejected() -> None:
     raw = orjson.dumps(event()).replace(b'"expires_on"', b'"expires_on":"2020-01-01","expires_on"')
     rejection = reject(raw)
-    assert (rejection.reason, rejection.detail) == (RejectReason.MALFORMED_JSON, "duplicate object key")
+    assert (rejection.reason, rejection.detail) == (
+        RejectReason.MALFORMED_JSON,
+        "duplicate object key",
+    )
 
 
 @pytest.mark.parametrize(
@@ -498,7 +558,10 @@ def test_too_large_wins_over_malformed() -> None:
 
 def test_accepts_bytearray_and_memoryview() -> None:
     raw = orjson.dumps(event())
-    assert parse_event_bytes(bytearray(raw), now=NOW).id == parse_event_bytes(memoryview(raw), now=NOW).id
+    assert (
+        parse_event_bytes(bytearray(raw), now=NOW).id
+        == parse_event_bytes(memoryview(raw), now=NOW).id
+    )
 
 
 def test_details_never_contain_personal_data() -> None:
@@ -523,8 +586,14 @@ def test_random_bytes_only_ever_reject(raw: bytes) -> None:
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -576,8 +645,12 @@ def test_fingerprint_fills_defaults_and_drops_nulls() -> None:
         data={"owner": {"owner_id": "o1", "name": "N", "language": "en", "email": None}},
     )
     assert fp(with_default) == fp(explicit)
-    assert fp(event("plate.reinstated", data={})) == fp(event("plate.reinstated", data={"reason": None}))
-    assert fp(event("plate.device_unpaired", data=_DROP)) == fp(event("plate.device_unpaired", data=None))
+    assert fp(event("plate.reinstated", data={})) == fp(
+        event("plate.reinstated", data={"reason": None})
+    )
+    assert fp(event("plate.device_unpaired", data=_DROP)) == fp(
+        event("plate.device_unpaired", data=None)
+    )
 
 
 @pytest.mark.parametrize(

@@ -223,9 +223,12 @@ class _Model(BaseModel):
 def test_annotated_types_normalize() -> None:
     model = _Model(jurisdiction="ca-on", plate="abc-123", key="us-ny/x 1")
     assert (model.jurisdiction, model.plate, model.key) == ("CA-ON", "ABC123", "US-NY/X1")
-    assert _Model.model_validate_json(
-        '{"jurisdiction": "ca-on", "plate": "abc 123", "key": "ca-on/abc.123"}'
-    ).key == "CA-ON/ABC123"
+    assert (
+        _Model.model_validate_json(
+            '{"jurisdiction": "ca-on", "plate": "abc 123", "key": "ca-on/abc.123"}'
+        ).key
+        == "CA-ON/ABC123"
+    )
 
 
 def test_annotated_types_report_invalid_plate_without_value() -> None:
