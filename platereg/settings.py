@@ -78,7 +78,6 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(default=400, ge=1)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     kafka_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    webhook_secret: SecretStr = Field(default=SecretStr("change-me"))
 
     # --- logging -------------------------------------------------------------
     log_format: Literal["console", "json"] = "console"
