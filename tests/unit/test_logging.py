@@ -1,0 +1,43 @@
+"""Logs: console for people, JSON in production, and never a plate or a name."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+
+def _run(fmt: str) -> str:
+    code = textwrap.dedent(
+        f"""
+        import logging
+        from platereg.logging import configure_logging, get_logger
+        configure_logging({fmt!r}, "INFO")
+        log = get_logger("probe")
+        log.info("lookup", route="/v1/plates/{{jurisdiction}}/{{plate}}", plate="ABC123",
+                 name="Jane Doe", path="/v1/plates/CA-ON/ABC123", key_id="k1")
+        logging.getLogger("uvicorn.access").info("GET /v1/plates/CA-ON/ABC123 200")
+        logging.getLogger("third.party").warning("stdlib line")
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    return res.stderr
+
+
+def test_json_format_is_one_object_per_line() -> None:
+    lines = [json.loads(line) for line in _run("json").splitlines() if line.strip()]
+    lookup = next(line for line in lines if line["event"] == "lookup")
+    assert lookup["key_id"] == "k1"
+    assert lookup["route"] == "/v1/plates/{jurisdiction}/{plate}"
+    assert lookup["level"] == "info"
+    assert any(line["event"] == "stdlib line" for line in lines)
+
+
+def test_sensitive_fields_and_uvicorn_access_lines_never_reach_the_log() -> None:
+    for fmt in ("json", "console"):
+        out = _run(fmt)
+        assert "ABC123" not in out
+        assert "Jane Doe" not in out
+        assert "[redacted]" in out
