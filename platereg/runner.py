@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 
 from platereg.embedded import EmbeddedKafka, EmbeddedPostgres, _die_with_parent
 from platereg.logging import get_logger

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from typing_extensions import Annotated
 
 ENV_PREFIX = "PLATEREG_"
 
@@ -39,7 +38,7 @@ class Settings(BaseSettings):
     )
     kafka_bootstrap_servers: str | None = Field(
         default=None,
-        description="Kafka bootstrap servers (host:port,...). Unset: an embedded broker is started.",
+        description="Kafka bootstrap servers (host:port,...). Unset: an embedded broker.",
     )
     data_dir: Path = Field(
         default=Path(".platereg"),
