@@ -88,6 +88,15 @@ RFC3339_MESSAGE = "must be RFC 3339 with a UTC offset, e.g. 2026-11-24T15:04:05Z
 
 
 def _rfc3339(value: object) -> object:
+    parsed = _parse_rfc3339(value)
+    try:
+        parsed.astimezone(UTC)  # e.g. 0001-01-01T00:00:00+01:00 is before datetime.min in UTC
+    except OverflowError:
+        raise PydanticCustomError("rfc3339_time", RFC3339_MESSAGE) from None
+    return parsed
+
+
+def _parse_rfc3339(value: object) -> datetime:
     if isinstance(value, datetime):
         if value.tzinfo is None or value.utcoffset() is None:
             raise PydanticCustomError("rfc3339_time", RFC3339_MESSAGE)
