@@ -33,7 +33,11 @@ class Service:
 
 
 # Every long-running process of the stack. Service packages add theirs here.
-SERVICES: list[Service] = []
+SERVICES: list[Service] = [
+    # The registry consumer also relays the status/DLQ outboxes and runs the expiry sweep.
+    Service("registry-consumer", ("consume", "registry"),
+            lambda s: f"http://{s.host}:{s.consumer_metrics_port}/metrics"),
+]
 
 # Commands run once after the services are up, to load demo data.
 DEMO_LOADERS: list[tuple[str, ...]] = []

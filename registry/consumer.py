@@ -1,0 +1,514 @@
+"""``platereg consume registry``: fold plates.events into PostgreSQL, exactly-once in effect.
+
+One database transaction per ``getmany`` batch holds everything the batch
+does: new events into the history, plates updated (incrementally, or re-folded
+from the history when an event arrives late), status changes and rejections
+recorded in their outboxes, and the consumed offsets stored. Kafka commits are
+never made nor trusted: on every partition assignment the consumer seeks to
+the offsets stored in the database.
+
+Offsets are also a fence. Each batch locks the stored offset rows of its
+partitions and checks they still equal where this consumer started the batch;
+if another group member (after a rebalance) got there first, the batch is
+rolled back and the partitions re-seek to the stored offsets. So an offset
+range is applied by exactly one committed transaction.
+
+Logs carry counts, partitions, offsets, reasons and event ids only: never a
+plate, subject, owner or payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import signal
+import time
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from platereg import metrics
+from platereg.db import create_pool, ping
+from platereg.kafka import broker_reachable, ensure_topics, make_consumer
+from platereg.logging import get_logger
+from platereg.ops_server import OpsServer
+from platereg.settings import Settings
+from registry import store
+from registry.batch import (
+    Parsed,
+    Record,
+    Rejected,
+    classify,
+    parse_values,
+    plan_plates,
+    status_changes,
+)
+from registry.domain import fold, today_in
+from schemas import topics
+
+log = get_logger(__name__)
+
+#: Errors after which the batch is retried with backoff (database or network down).
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+)
+#: Errors after which the batch is retried at once.
+RETRY_AT_ONCE: tuple[type[BaseException], ...] = (
+    asyncpg.DeadlockDetectedError, asyncpg.SerializationError,
+)
+
+
+class Fenced(Exception):
+    """Another consumer stored offsets for these partitions first."""
+
+    def __init__(self, stored: dict[int, int]) -> None:
+        super().__init__("offsets moved by another consumer")
+        self.stored = stored
+
+
+class ConcurrentWriter(Exception):
+    """A concurrent transaction wrote the same event id or created the same plate."""
+
+
+@dataclass
+class Outcome:
+    applied: Counter = field(default_factory=Counter)       # type -> n
+    duplicates: Counter = field(default_factory=Counter)    # type -> n
+    rejected: list[Rejected] = field(default_factory=list)
+    status_changes: int = 0
+    refolded: int = 0
+
+
+async def apply_batch(
+    conn: asyncpg.Connection, *, group: str, topic: str,
+    expected: dict[int, int], next_offsets: dict[int, int],
+    parsed: Sequence[Parsed | Rejected],
+    raw: dict[tuple[int, int], tuple[bytes | None, bytes | None]],
+    tz: dt.tzinfo, now: dt.datetime,
+) -> Outcome:
+    """Everything one batch does, in the caller's transaction.
+
+    ``expected``: partition -> offset this consumer started the batch at;
+    ``next_offsets``: partition -> offset after the batch; ``raw``:
+    (partition, offset) -> (key, value) for dead-lettered records.
+    """
+    out = Outcome()
+    stored = await store.lock_offsets(conn, group, topic, sorted(expected))
+    if any(stored.get(p) != o for p, o in expected.items()):
+        raise Fenced(stored)
+
+    events = [p for p in parsed if isinstance(p, Parsed)]
+    out.rejected = [p for p in parsed if isinstance(p, Rejected)]
+    known = await store.known_fingerprints(conn, [e.event_id for e in events]) if events else {}
+    cls = classify(events, known)
+    out.rejected += cls.conflicts
+    for ev in cls.duplicates:
+        out.duplicates[ev.type] += 1
+
+    if cls.new:
+        if await store.insert_events(conn, cls.new) != len(cls.new):
+            raise ConcurrentWriter("event id inserted concurrently")
+        by_plate: dict[str, list[Parsed]] = {}
+        for ev in cls.new:
+            by_plate.setdefault(ev.plate_key, []).append(ev)
+            out.applied[ev.type] += 1
+        old = await store.lock_plates(conn, list(by_plate))
+        new_states, refold = plan_plates(old, by_plate)
+        if refold:
+            out.refolded = len(refold)
+            hist = await store.history(conn, refold)
+            for key in refold:
+                first = by_plate[key][0]
+                new_states[key] = fold(first.jurisdiction, first.plate, hist[key])
+        inserted = await store.upsert_plates(conn, list(new_states.values()))
+        if any(k not in old and k not in inserted for k in new_states):
+            raise ConcurrentWriter("plate created concurrently")
+        changes = status_changes(old, new_states, today_in(tz, now), now)
+        await store.insert_status_changes(conn, changes)
+        out.status_changes = len(changes)
+
+    if out.rejected:
+        await store.insert_dlq(conn, topic, [
+            (r.partition, r.offset, *raw[(r.partition, r.offset)], r.reason, r.detail)
+            for r in out.rejected
+        ])
+    await store.set_offsets(conn, group, topic, next_offsets)
+    return out
+
+
+class Health:
+    """What /readyz reports: both servers reachable (checked in the background)."""
+
+    def __init__(self) -> None:
+        self.db_ok = False
+        self.kafka_ok = False
+        self.started = False
+
+    def ready(self) -> bool:
+        return self.started and self.db_ok and self.kafka_ok
+
+
+class _Listener(ConsumerRebalanceListener):
+    def __init__(self, owner: RegistryConsumer) -> None:
+        self.owner = owner
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.owner._revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.owner._assigned(assigned)
+
+
+class RegistryConsumer:
+    """The consumer loop; ``run(stop)`` returns after ``stop`` is set (or on fatal errors)."""
+
+    def __init__(self, settings: Settings, *, max_records: int = 5000,
+                 parse_executor: Executor | None = None,
+                 health: Health | None = None,
+                 on_commit: asyncio.Event | None = None) -> None:
+        self.settings = settings
+        self.topic = settings.topic(topics.EVENTS)
+        self.group = settings.consumer_group
+        self.tz = settings.tz
+        self.max_records = max_records
+        self.parse_executor = parse_executor
+        self.health = health or Health()
+        self.on_commit = on_commit
+        self.positions: dict[int, int] = {}
+        self.generation = 0
+        self.lock = asyncio.Lock()
+        self.pool: asyncpg.Pool | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.stop_event = asyncio.Event()
+        self.batches = 0
+
+    # ------------------------------------------------------------------ life cycle
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        if stop is not None:
+            self.stop_event = stop
+        self.pool = await self._connect_db()
+        if self.pool is None:
+            return
+        self.consumer = make_consumer(
+            self.settings, group_id=self.group, max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024, max_poll_records=self.max_records,
+            session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
+            max_poll_interval_ms=600_000, rebalance_timeout_ms=60_000,
+        )
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    await self.consumer.start()
+                    break
+                except (KafkaError, OSError) as exc:
+                    log.warning("broker not reachable; retrying", error=type(exc).__name__)
+                    self.health.kafka_ok = False
+                    await self._sleep(2)
+            if self.stop_event.is_set():
+                return
+            self.consumer.subscribe([self.topic], listener=_Listener(self))
+            self.health.started = True
+            log.info("registry consumer started", group=self.group, topic=self.topic)
+            await self._loop()
+        finally:
+            self.health.started = False
+            with contextlib.suppress(Exception):
+                await self.consumer.stop()   # leaves the group
+            await self.pool.close()
+            log.info("registry consumer stopped", batches=self.batches)
+
+    async def _connect_db(self) -> asyncpg.Pool | None:
+        delay = 0.5
+        while not self.stop_event.is_set():
+            try:
+                pool = await create_pool(self.settings.dsn(), min_size=1, max_size=4,
+                                         retry_for=5)
+                self.health.db_ok = True
+                return pool
+            except DB_ERRORS as exc:
+                self.health.db_ok = False
+                log.warning("database not reachable; retrying", error=type(exc).__name__)
+                await self._sleep(delay)
+                delay = min(delay * 2, 10)
+        return None
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.stop_event.wait(), seconds)
+
+    # ------------------------------------------------------------------ assignment
+    async def _revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self.lock:
+            self.generation += 1
+            for tp in revoked:
+                if tp.topic == self.topic:
+                    self.positions.pop(tp.partition, None)
+                    with contextlib.suppress(KeyError):
+                        metrics.CONSUMER_LAG.remove(str(tp.partition))
+        if revoked:
+            log.info("partitions revoked", partitions=sorted(tp.partition for tp in revoked))
+
+    async def _assigned(self, assigned: list[TopicPartition]) -> None:
+        tps = sorted((tp for tp in assigned if tp.topic == self.topic),
+                     key=lambda tp: tp.partition)
+        async with self.lock:
+            self.generation += 1
+            if not tps:
+                return
+            delay = 0.5
+            while True:
+                try:
+                    await self._seek_to_stored(tps)
+                    break
+                except (*DB_ERRORS, KafkaError) as exc:
+                    log.warning("cannot read stored offsets; retrying",
+                                error=type(exc).__name__)
+                    if self.stop_event.is_set():
+                        return
+                    await self._sleep(delay)
+                    delay = min(delay * 2, 10)
+        log.info("partitions assigned", partitions=[tp.partition for tp in tps],
+                 offsets={tp.partition: self.positions.get(tp.partition) for tp in tps})
+
+    async def _seek_to_stored(self, tps: list[TopicPartition]) -> None:
+        assert self.consumer is not None and self.pool is not None
+        begin = await self.consumer.beginning_offsets(tps)
+        end = await self.consumer.end_offsets(tps)
+        async with self.pool.acquire() as conn:
+            stored = await store.ensure_offsets(
+                conn, self.group, self.topic, {tp.partition: begin[tp] for tp in tps})
+            for tp in tps:
+                offset = stored[tp.partition]
+                start = offset
+                if offset < begin[tp]:
+                    log.warning("stored offset is before the log start (retention); "
+                                "continuing at the log start", partition=tp.partition,
+                                stored_offset=offset, log_start=begin[tp])
+                    start = begin[tp]
+                elif offset > end[tp]:
+                    # end_offsets is exact on Apache Kafka but only a lower bound on
+                    # Tansu: ask a fetch response for the real high watermark.
+                    true_end = await self._log_end(tp, end[tp])
+                    if true_end is not None and offset > true_end:
+                        log.warning(
+                            "stored offset is past the log end (topic recreated or broker "
+                            "restarted without its data); starting from the log beginning",
+                            partition=tp.partition, stored_offset=offset, log_end=true_end,
+                            log_start=begin[tp])
+                        start = begin[tp]
+                if start != offset and not await store.reset_offset(
+                        conn, self.group, self.topic, tp.partition, offset, start):
+                    raise asyncpg.SerializationError("offset changed concurrently")
+                self.consumer.seek(tp, start)
+                self.positions[tp.partition] = start
+
+    async def _log_end(self, tp: TopicPartition, reported_end: int) -> int | None:
+        """The high watermark from a fetch response at the last reported record."""
+        if reported_end == 0:
+            return 0
+        probe = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap(),
+                                 enable_auto_commit=False, client_id="platereg-probe",
+                                 max_partition_fetch_bytes=8 * 1024 * 1024)
+        try:
+            await probe.start()
+            probe.assign([tp])
+            probe.seek(tp, reported_end - 1)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                await probe.getmany(tp, timeout_ms=500, max_records=1)
+                high = probe.highwater(tp)
+                if high is not None:
+                    return high
+            log.warning("log end probe got no answer; keeping the stored offset",
+                        partition=tp.partition)
+            return None
+        finally:
+            with contextlib.suppress(Exception):
+                await probe.stop()
+
+    # ------------------------------------------------------------------ batches
+    async def _loop(self) -> None:
+        assert self.consumer is not None
+        delay = 0.5
+        while not self.stop_event.is_set():
+            try:
+                batch = await self.consumer.getmany(timeout_ms=500,
+                                                    max_records=self.max_records)
+                delay = 0.5
+            except KafkaError as exc:
+                log.warning("fetch failed; retrying", error=type(exc).__name__)
+                await self._sleep(delay)
+                delay = min(delay * 2, 10)
+                continue
+            generation = self.generation
+            records = [r for tp in sorted(batch, key=lambda t: t.partition)
+                       if tp.topic == self.topic for r in batch[tp]]
+            if records:
+                await self._handle(records, generation)
+            self._update_lag()
+
+    async def _handle(self, records: list, generation: int) -> None:
+        assert self.pool is not None and self.consumer is not None
+        now = dt.datetime.now(dt.UTC)
+        plain = [Record(r.partition, r.offset, r.value) for r in records]
+        if self.parse_executor is not None:
+            loop = asyncio.get_running_loop()
+            parsed = await loop.run_in_executor(self.parse_executor, parse_values, plain, now)
+        else:
+            parsed = parse_values(plain, now)
+        next_offsets: dict[int, int] = {}
+        for r in records:
+            next_offsets[r.partition] = r.offset + 1
+        raw = {(r.partition, r.offset): (r.key, r.value) for r in records}
+        delay = 0.2
+        while True:
+            async with self.lock:
+                if generation != self.generation:
+                    return   # assignment changed: the partitions were re-seeked
+                expected = {p: self.positions[p] for p in next_offsets if p in self.positions}
+                if len(expected) != len(next_offsets):
+                    return
+                try:
+                    async with self.pool.acquire() as conn, conn.transaction():
+                        outcome = await apply_batch(
+                            conn, group=self.group, topic=self.topic, expected=expected,
+                            next_offsets=next_offsets, parsed=parsed, raw=raw, tz=self.tz,
+                            now=now)
+                except Fenced as fence:
+                    for p in next_offsets:
+                        self.positions[p] = fence.stored.get(p, expected[p])
+                        self.consumer.seek(TopicPartition(self.topic, p), self.positions[p])
+                    log.warning("batch fenced: another consumer stored these offsets; "
+                                "re-seeking", partitions=sorted(next_offsets))
+                    return
+                except (ConcurrentWriter, *RETRY_AT_ONCE) as exc:
+                    log.info("batch retried after a concurrent write", reason=str(exc)[:80])
+                    continue
+                except DB_ERRORS as exc:
+                    self.health.db_ok = False
+                    log.warning("database error; batch will be retried",
+                                error=type(exc).__name__, partitions=sorted(next_offsets))
+                else:
+                    self.health.db_ok = True
+                    self.positions.update(next_offsets)
+                    self._record(outcome, records)
+                    return
+            if self.stop_event.is_set():
+                log.warning("stopping while the database is unavailable; batch abandoned "
+                            "(nothing of it was committed)")
+                return
+            await self._sleep(delay)
+            delay = min(delay * 2, 10)
+
+    def _record(self, outcome: Outcome, records: list) -> None:
+        self.batches += 1
+        committed = time.time()
+        for kind, n in outcome.applied.items():
+            metrics.EVENTS.labels(kind, "applied").inc(n)
+        for kind, n in outcome.duplicates.items():
+            metrics.EVENTS.labels(kind, "duplicate").inc(n)
+        for rej in outcome.rejected:
+            metrics.EVENTS.labels(rej.type_label, "rejected").inc()
+            metrics.DLQ.labels(rej.reason).inc()
+            log.info("event rejected", partition=rej.partition, offset=rej.offset,
+                     reason=rej.reason)
+        for r in records:
+            if r.timestamp and r.timestamp > 0:
+                metrics.APPLY_LATENCY.observe(max(0.0, committed - r.timestamp / 1000))
+        if outcome.status_changes and self.on_commit is not None:
+            self.on_commit.set()
+        if outcome.rejected and self.on_commit is not None:
+            self.on_commit.set()
+        log.debug("batch committed", records=len(records),
+                  applied=sum(outcome.applied.values()),
+                  duplicates=sum(outcome.duplicates.values()),
+                  rejected=len(outcome.rejected), refolded=outcome.refolded,
+                  status_changes=outcome.status_changes)
+
+    def _update_lag(self) -> None:
+        if self.consumer is None:
+            return
+        for p, pos in list(self.positions.items()):
+            high = self.consumer.highwater(TopicPartition(self.topic, p))
+            if high is not None:
+                metrics.CONSUMER_LAG.labels(str(p)).set(max(0, high - pos))
+
+
+# ---------------------------------------------------------------------- process
+
+async def watch_health(settings: Settings, health: Health, pool_dsn: str,
+                       stop: asyncio.Event, interval: float = 3.0) -> None:
+    """Keep ``health`` current: PostgreSQL and the broker answer."""
+    conn_pool: asyncpg.Pool | None = None
+    try:
+        while not stop.is_set():
+            try:
+                if conn_pool is None:
+                    conn_pool = await create_pool(pool_dsn, min_size=1, max_size=1,
+                                                  retry_for=1)
+                health.db_ok = await ping(conn_pool)
+            except Exception:  # noqa: BLE001 - readiness only reports
+                health.db_ok = False
+            health.kafka_ok = await broker_reachable(settings, timeout=2)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+    finally:
+        if conn_pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn_pool.close(), 2)
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def serve_registry_consumer(settings: Settings, *, relays: bool = True,
+                                  sweep: bool = True, metrics_port: int | None = None,
+                                  max_records: int = 5000, parse_workers: int = 0) -> int:
+    """The whole ``platereg consume registry`` process until SIGTERM/SIGINT."""
+    from registry.expiry import run_sweeper
+    from registry.relay import run_relays
+
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    health = Health()
+    ops = OpsServer(settings.host, settings.consumer_metrics_port if metrics_port is None
+                    else metrics_port, health.ready)
+    await ops.start()
+    executor = None
+    if parse_workers > 0:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        executor = ProcessPoolExecutor(parse_workers,
+                                       mp_context=multiprocessing.get_context("forkserver"))
+    wakeup = asyncio.Event()
+    consumer = RegistryConsumer(settings, max_records=max_records, parse_executor=executor,
+                                health=health, on_commit=wakeup)
+    tasks = [asyncio.create_task(watch_health(settings, health, settings.dsn(), stop))]
+    with contextlib.suppress(Exception):
+        await ensure_topics(settings, retry_for=10)
+    if relays:
+        tasks.append(asyncio.create_task(run_relays(settings, stop, wakeup)))
+    if sweep:
+        tasks.append(asyncio.create_task(run_sweeper(settings, stop, wakeup)))
+    try:
+        await consumer.run(stop)
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await ops.stop()
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
+    return 0

@@ -1,0 +1,281 @@
+"""SQL of the registry consumer, the relays and the expiry sweep (asyncpg).
+
+Every write is set-based (``unnest`` of arrays): one statement per table per
+batch, whatever the batch size. jsonb values travel as text and are cast in
+SQL (faster than per-element codecs).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from registry.batch import Parsed, StatusChange
+from registry.domain import HistoryEvent, PlateState, state_from_row
+
+# Writers of status_changes take this lock so that seq order = commit order.
+STATUS_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('status_changes'))"
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+# --------------------------------------------------------------------------- offsets
+
+async def ensure_offsets(conn: asyncpg.Connection, group: str, topic: str,
+                         initial: Mapping[int, int]) -> dict[int, int]:
+    """Create missing offset rows with ``initial`` offsets; return the stored offsets."""
+    parts = list(initial)
+    await conn.execute(
+        """INSERT INTO consumer_offsets (consumer_group, topic, partition, next_offset)
+           SELECT $1, $2, p, o FROM unnest($3::int[], $4::bigint[]) AS t(p, o)
+           ON CONFLICT DO NOTHING""",
+        group, topic, parts, [initial[p] for p in parts],
+    )
+    rows = await conn.fetch(
+        """SELECT partition, next_offset FROM consumer_offsets
+           WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3::int[])""",
+        group, topic, parts,
+    )
+    return {r["partition"]: r["next_offset"] for r in rows}
+
+
+async def reset_offset(conn: asyncpg.Connection, group: str, topic: str, partition: int,
+                       expected: int, new: int) -> bool:
+    """Compare-and-set one stored offset (used when it lies past the log end)."""
+    status = await conn.execute(
+        """UPDATE consumer_offsets SET next_offset = $5, updated_at = now()
+           WHERE consumer_group = $1 AND topic = $2 AND partition = $3 AND next_offset = $4""",
+        group, topic, partition, expected, new,
+    )
+    return status.endswith(" 1")
+
+
+async def lock_offsets(conn: asyncpg.Connection, group: str, topic: str,
+                       partitions: Sequence[int]) -> dict[int, int]:
+    """Lock and read the stored offsets of ``partitions`` (fences concurrent consumers)."""
+    rows = await conn.fetch(
+        """SELECT partition, next_offset FROM consumer_offsets
+           WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3::int[])
+           ORDER BY partition FOR UPDATE""",
+        group, topic, list(partitions),
+    )
+    return {r["partition"]: r["next_offset"] for r in rows}
+
+
+async def set_offsets(conn: asyncpg.Connection, group: str, topic: str,
+                      offsets: Mapping[int, int]) -> None:
+    parts = sorted(offsets)
+    await conn.execute(
+        """UPDATE consumer_offsets AS c SET next_offset = t.o, updated_at = now()
+           FROM unnest($3::int[], $4::bigint[]) AS t(p, o)
+           WHERE c.consumer_group = $1 AND c.topic = $2 AND c.partition = t.p""",
+        group, topic, parts, [offsets[p] for p in parts],
+    )
+
+
+async def stored_offsets(conn: asyncpg.Connection | asyncpg.Pool, group: str,
+                         topic: str) -> dict[int, int]:
+    rows = await conn.fetch(
+        "SELECT partition, next_offset FROM consumer_offsets "
+        "WHERE consumer_group = $1 AND topic = $2", group, topic)
+    return {r["partition"]: r["next_offset"] for r in rows}
+
+
+# --------------------------------------------------------------------------- events
+
+async def known_fingerprints(conn: asyncpg.Connection, ids: Iterable[str]) -> dict[str, str]:
+    rows = await conn.fetch(
+        "SELECT event_id, fingerprint FROM plate_events WHERE event_id = ANY($1::text[])",
+        list(set(ids)),
+    )
+    return {r["event_id"]: r["fingerprint"] for r in rows}
+
+
+async def insert_events(conn: asyncpg.Connection, events: Sequence[Parsed]) -> int:
+    """Insert new events; returns how many were inserted (fewer means a concurrent writer)."""
+    if not events:
+        return 0
+    status = await conn.execute(
+        """INSERT INTO plate_events (event_id, plate_key, type, source, event_time, data,
+                                     fingerprint, kafka_partition, kafka_offset)
+           SELECT i, k, t, s, tm, d::jsonb, f, p, o
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                       $6::text[], $7::text[], $8::int[], $9::bigint[])
+                AS x(i, k, t, s, tm, d, f, p, o)
+           ON CONFLICT (event_id) DO NOTHING""",
+        [e.event_id for e in events], [e.plate_key for e in events],
+        [e.type for e in events], [e.source for e in events], [e.time for e in events],
+        [orjson.dumps(e.data).decode() for e in events], [e.fingerprint for e in events],
+        [e.partition for e in events], [e.offset for e in events],
+    )
+    return int(status.rsplit(" ", 1)[1])
+
+
+async def history(conn: asyncpg.Connection, keys: Sequence[str]) -> dict[str, list[HistoryEvent]]:
+    """Every stored event of these plates (the caller sorts: fold order is Python's)."""
+    out: dict[str, list[HistoryEvent]] = {k: [] for k in keys}
+    rows = await conn.fetch(
+        "SELECT plate_key, event_id, type, event_time, data FROM plate_events "
+        "WHERE plate_key = ANY($1::text[])", list(keys))
+    for r in rows:
+        out[r["plate_key"]].append(
+            HistoryEvent(event_id=r["event_id"], type=r["type"], time=r["event_time"],
+                         data=r["data"]))
+    return out
+
+
+# --------------------------------------------------------------------------- plates
+
+_PLATE_SELECT = (
+    "SELECT plate_key, jurisdiction, plate, issued, plate_class, expires_on, vehicle, "
+    "owner_id, owner, device_id, suspension_reasons, stolen, cancelled, last_event_time, "
+    "last_event_id, event_count FROM plates"
+)
+
+
+async def lock_plates(conn: asyncpg.Connection, keys: Sequence[str]) -> dict[str, PlateState]:
+    """Lock and read the existing plates among ``keys`` (in key order: no deadlocks)."""
+    rows = await conn.fetch(
+        _PLATE_SELECT + " WHERE plate_key = ANY($1::text[]) ORDER BY plate_key FOR UPDATE",
+        sorted(keys))
+    return {r["plate_key"]: state_from_row(r) for r in rows}
+
+
+async def read_plates(conn: asyncpg.Connection | asyncpg.Pool,
+                      keys: Sequence[str] | None = None) -> dict[str, PlateState]:
+    if keys is None:
+        rows = await conn.fetch(_PLATE_SELECT)
+    else:
+        rows = await conn.fetch(_PLATE_SELECT + " WHERE plate_key = ANY($1::text[])", list(keys))
+    return {r["plate_key"]: state_from_row(r) for r in rows}
+
+
+async def upsert_plates(conn: asyncpg.Connection, states: Sequence[PlateState]) -> set[str]:
+    """Write the states; returns the keys that were inserted (not updated)."""
+    if not states:
+        return set()
+    rows = await conn.fetch(
+        """INSERT INTO plates AS p (plate_key, jurisdiction, plate, issued, plate_class,
+               expires_on, vehicle, owner_id, owner, device_id, suspension_reasons, stolen,
+               cancelled, last_event_time, last_event_id, event_count, updated_at)
+           SELECT k, j, pl, iss, cls, exp, veh::jsonb, oid, own::jsonb, dev,
+                  CASE WHEN sr = '' THEN '{}'::text[] ELSE string_to_array(sr, ',') END,
+                  st, ca, lt, li, n, now()
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::text[], $6::date[],
+                       $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+                       $12::bool[], $13::bool[], $14::timestamptz[], $15::text[], $16::int[])
+                AS x(k, j, pl, iss, cls, exp, veh, oid, own, dev, sr, st, ca, lt, li, n)
+           ON CONFLICT (plate_key) DO UPDATE SET
+               issued = EXCLUDED.issued, plate_class = EXCLUDED.plate_class,
+               expires_on = EXCLUDED.expires_on, vehicle = EXCLUDED.vehicle,
+               owner_id = EXCLUDED.owner_id, owner = EXCLUDED.owner,
+               device_id = EXCLUDED.device_id, suspension_reasons = EXCLUDED.suspension_reasons,
+               stolen = EXCLUDED.stolen, cancelled = EXCLUDED.cancelled,
+               last_event_time = EXCLUDED.last_event_time,
+               last_event_id = EXCLUDED.last_event_id, event_count = EXCLUDED.event_count,
+               updated_at = now()
+           RETURNING plate_key, (xmax = 0) AS inserted""",
+        [s.plate_key for s in states], [s.jurisdiction for s in states],
+        [s.plate for s in states], [s.issued for s in states],
+        [s.plate_class for s in states], [s.expires_on for s in states],
+        [_json(s.vehicle) for s in states], [s.owner_id for s in states],
+        [_json(s.owner) for s in states], [s.device_id for s in states],
+        [",".join(s.suspension_reasons) for s in states],
+        [s.stolen for s in states], [s.cancelled for s in states],
+        [s.last_event_time for s in states], [s.last_event_id for s in states],
+        [s.event_count for s in states],
+    )
+    return {r["plate_key"] for r in rows if r["inserted"]}
+
+
+# --------------------------------------------------------------------------- outboxes
+
+async def insert_status_changes(conn: asyncpg.Connection,
+                                changes: Sequence[StatusChange]) -> None:
+    """Record changes under the status_changes lock (held to commit: seq = commit order)."""
+    if not changes:
+        return
+    await conn.execute(STATUS_LOCK_SQL)
+    await conn.execute(
+        """INSERT INTO status_changes (plate_key, view, flagged, was_flagged)
+           SELECT k, v::jsonb, f, w
+           FROM unnest($1::text[], $2::text[], $3::bool[], $4::bool[]) WITH ORDINALITY
+                AS x(k, v, f, w, n)
+           ORDER BY n""",
+        [c.plate_key for c in changes], [orjson.dumps(c.view).decode() for c in changes],
+        [c.flagged for c in changes], [c.was_flagged for c in changes],
+    )
+
+
+async def insert_dlq(conn: asyncpg.Connection, topic: str,
+                     rows: Sequence[tuple[int, int, bytes | None, bytes | None, str, str]]) -> None:
+    """Record rejections (partition, offset, key, value, reason, detail) for the DLQ relay."""
+    if not rows:
+        return
+    await conn.execute(
+        """INSERT INTO dlq_messages (topic, partition, kafka_offset, key, value, reason, detail)
+           SELECT $1, p, o, k, v, r, d
+           FROM unnest($2::int[], $3::bigint[], $4::bytea[], $5::bytea[], $6::text[], $7::text[])
+                AS x(p, o, k, v, r, d)
+           ON CONFLICT (topic, partition, kafka_offset) DO NOTHING""",
+        topic, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+        [r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows],
+    )
+
+
+async def relay_cursor(conn: asyncpg.Connection, name: str) -> int:
+    await conn.execute(
+        "INSERT INTO relay_cursors (name) VALUES ($1) ON CONFLICT DO NOTHING", name)
+    return int(await conn.fetchval("SELECT last_seq FROM relay_cursors WHERE name = $1", name))
+
+
+async def set_relay_cursor(conn: asyncpg.Connection, name: str, seq: int) -> None:
+    await conn.execute(
+        "UPDATE relay_cursors SET last_seq = $2, updated_at = now() WHERE name = $1", name, seq)
+
+
+async def status_changes_after(conn: asyncpg.Connection, seq: int, limit: int) -> list:
+    return await conn.fetch(
+        "SELECT seq, plate_key, view FROM status_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+        seq, limit)
+
+
+async def unpublished_dlq(conn: asyncpg.Connection, limit: int) -> list:
+    return await conn.fetch(
+        """SELECT id, topic, partition, kafka_offset, key, value, reason, detail
+           FROM dlq_messages WHERE published_at IS NULL ORDER BY id LIMIT $1""", limit)
+
+
+async def mark_dlq_published(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
+    await conn.execute(
+        "UPDATE dlq_messages SET published_at = now() WHERE id = ANY($1::bigint[])", list(ids))
+
+
+# --------------------------------------------------------------------------- expiry
+
+async def expiry_candidates(conn: asyncpg.Connection, today: dt.date) -> list:
+    """Issued plates expired by ``today`` not yet marked for their current expiry date,
+    with the last view recorded for each."""
+    return await conn.fetch(
+        _PLATE_SELECT.replace("FROM plates", ", (SELECT s.view FROM status_changes s "
+                              "WHERE s.plate_key = p.plate_key ORDER BY s.seq DESC LIMIT 1) "
+                              "AS last_view FROM plates p")
+        + """ WHERE p.issued AND p.expires_on < $1
+              AND NOT EXISTS (SELECT 1 FROM expiry_marks m
+                              WHERE m.plate_key = p.plate_key AND m.expires_on = p.expires_on)
+              ORDER BY p.plate_key""",
+        today)
+
+
+async def mark_expired(conn: asyncpg.Connection, keys: Sequence[str],
+                       dates: Sequence[dt.date]) -> None:
+    await conn.execute(
+        """INSERT INTO expiry_marks (plate_key, expires_on)
+           SELECT * FROM unnest($1::text[], $2::date[]) ON CONFLICT DO NOTHING""",
+        list(keys), list(dates))
