@@ -1,0 +1,143 @@
+"""Registry API bodies that ``schemas.views`` does not define (yet).
+
+They build on the contract models (``EnforcementView``, ``FullView``,
+``Notice``) so the field rules stay in one place. Candidates for moving into
+``schemas/`` (owned by the schemas engineer).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field
+
+from schemas._types import OUTPUT, STRICT_INPUT
+from schemas.events import Language
+from schemas.notices import Channel, Notice
+from schemas.plates import Jurisdiction, Plate
+from schemas.views import EnforcementView, FullView
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    errors: list[dict[str, str]] | None = Field(
+        default=None, description="For 422: the field and rule of each error (never the input)")
+
+
+class CandidatesResponse(BaseModel):
+    """Existing plates that differ from the queried one only by ALPR-confusable characters."""
+
+    model_config = OUTPUT
+
+    jurisdiction: Jurisdiction
+    plate: Plate
+    candidates: list[FullView | EnforcementView] = Field(
+        description="Nearest first: the plate itself (if it exists), then by number of "
+        "substitutions")
+    variants_checked: int = Field(ge=1, description="How many spellings were looked up")
+    truncated: bool = Field(description="The variant set was larger than the bound and was cut")
+
+
+class StoredEvent(BaseModel):
+    model_config = OUTPUT
+
+    id: str
+    type: str
+    source: str
+    time: datetime
+    data: dict[str, Any]
+    received_at: datetime
+
+
+class PlateEvents(BaseModel):
+    """A plate's accepted events in fold order (``time``, then ``id``)."""
+
+    model_config = OUTPUT
+
+    jurisdiction: Jurisdiction
+    plate: Plate
+    events: list[StoredEvent]
+    truncated: bool
+
+
+class OwnerPlates(BaseModel):
+    model_config = OUTPUT
+
+    owner_id: str
+    plates: list[FullView]
+
+
+class Delivery(BaseModel):
+    model_config = OUTPUT
+
+    channel: str
+    attempt: int
+    outcome: Literal["sent", "retry", "failed"]
+    status_code: int | None
+    error: str | None
+    at: datetime
+
+
+class NoticeWithDeliveries(Notice):
+    deliveries: list[Delivery]
+
+
+class OwnerNotices(BaseModel):
+    model_config = OUTPUT
+
+    owner_id: str
+    notices: list[NoticeWithDeliveries]
+
+
+def _unique(channels: list[Channel]) -> list[Channel]:
+    if len(set(channels)) != len(channels):
+        raise ValueError("channels must not repeat")
+    return channels
+
+
+class PreferencesUpdate(BaseModel):
+    """``PUT /v1/owners/{owner_id}/preferences`` body."""
+
+    model_config = STRICT_INPUT
+
+    channels: Annotated[list[Channel], AfterValidator(_unique)] = Field(
+        min_length=1, max_length=4, description="Channels to use, each at most once")
+    language: Language | None = Field(
+        default=None, description="Notice language; absent: the owner's language")
+
+
+class OwnerPreferences(BaseModel):
+    model_config = OUTPUT
+
+    owner_id: str
+    channels: list[Channel] | None = Field(
+        description="null: the default (email when there is an address, else SMS)")
+    language: Language | None = Field(description="null: the owner's language")
+    updated_at: datetime | None
+
+
+class AuditEntry(BaseModel):
+    model_config = OUTPUT
+
+    id: int
+    at: datetime
+    key_id: str
+    kind: str = Field(description="single, batch, candidates, hotlist, events or owner")
+    jurisdiction: str
+    plate: str
+    purpose: str | None
+    result: str = Field(description="The status answered, or not_found")
+
+
+class AuditPage(BaseModel):
+    model_config = OUTPUT
+
+    entries: list[AuditEntry]
+    next: str | None = Field(description="Pass as `cursor` for the next page; null at the end")
+

@@ -1,0 +1,148 @@
+"""The registry API's queries (thin: SQL in, rows out; rules live in registry.domain).
+
+Enforcement queries select ``NULL AS owner``: owner data is not even read
+from the database for an enforcement key. asyncpg prepares and caches every
+statement per connection, so the hot lookups are prepared statements.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+_STATE = ("jurisdiction, plate, issued, plate_class, expires_on, vehicle, device_id,"
+          " suspension_reasons, stolen, cancelled, last_event_time, last_event_id, event_count")
+ENFORCEMENT_COLUMNS = _STATE + ", NULL::jsonb AS owner"
+FULL_COLUMNS = _STATE + ", owner"
+
+
+def _columns(with_owner: bool) -> str:
+    return FULL_COLUMNS if with_owner else ENFORCEMENT_COLUMNS
+
+
+_PLATE = {o: f"SELECT {_columns(o)} FROM plates WHERE plate_key = $1 AND issued"
+          for o in (False, True)}
+_PLATES = {o: f"SELECT plate_key, {_columns(o)} FROM plates"
+              " WHERE plate_key = ANY($1::text[]) AND issued" for o in (False, True)}
+
+
+async def plate(conn: asyncpg.Pool | asyncpg.Connection, key: str,
+                with_owner: bool) -> asyncpg.Record | None:
+    """The issued plate with this key, or None (no such plate, or not issued)."""
+    return await conn.fetchrow(_PLATE[with_owner], key)
+
+
+async def plates(conn: asyncpg.Pool | asyncpg.Connection, keys: Sequence[str],
+                 with_owner: bool) -> dict[str, asyncpg.Record]:
+    """Issued plates among ``keys`` (one statement), by plate key."""
+    rows = await conn.fetch(_PLATES[with_owner], list(keys))
+    return {r["plate_key"]: r for r in rows}
+
+
+async def events(conn: asyncpg.Pool | asyncpg.Connection, key: str,
+                 limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT event_id, type, source, event_time, data, received_at FROM plate_events"
+        " WHERE plate_key = $1 ORDER BY event_time, event_id LIMIT $2",
+        key, limit,
+    )
+
+
+async def max_status_seq(conn: asyncpg.Pool | asyncpg.Connection) -> int:
+    return await conn.fetchval("SELECT coalesce(max(seq), 0) FROM status_changes")
+
+
+async def flagged_plates(conn: asyncpg.Pool | asyncpg.Connection, after_key: str | None,
+                         today: dt.date, limit: int) -> list[asyncpg.Record]:
+    """Plates whose status is not ``valid`` today, in plate-key order after ``after_key``."""
+    return await conn.fetch(
+        f"SELECT plate_key, {ENFORCEMENT_COLUMNS} FROM plates"
+        " WHERE issued AND plate_key > $1"
+        " AND (stolen OR cancelled OR cardinality(suspension_reasons) > 0 OR expires_on < $2)"
+        " ORDER BY plate_key LIMIT $3",
+        after_key or "", today, limit,
+    )
+
+
+async def hotlist_changes(conn: asyncpg.Pool | asyncpg.Connection, after_seq: int,
+                          limit: int) -> list[asyncpg.Record]:
+    """Status changes after ``after_seq`` into, out of or inside a flagged status."""
+    return await conn.fetch(
+        "SELECT seq, view, flagged, was_flagged FROM status_changes"
+        " WHERE seq > $1 AND (flagged OR was_flagged) ORDER BY seq LIMIT $2",
+        after_seq, limit,
+    )
+
+
+async def owner_plates(conn: asyncpg.Pool | asyncpg.Connection, owner_id: str,
+                       limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"SELECT {FULL_COLUMNS} FROM plates WHERE owner_id = $1 AND issued"
+        " ORDER BY plate_key LIMIT $2",
+        owner_id, limit,
+    )
+
+
+async def owner_notices(conn: asyncpg.Pool | asyncpg.Connection, owner_id: str,
+                        limit: int) -> list[dict[str, Any]]:
+    """The owner's newest notices, each with its delivery attempts (oldest first)."""
+    notices = await conn.fetch(
+        "SELECT notice_id, kind, plate_key, owner_id, language, channels, context, created_at"
+        " FROM notices WHERE owner_id = $1 ORDER BY created_at DESC, notice_id LIMIT $2",
+        owner_id, limit,
+    )
+    if not notices:
+        return []
+    deliveries = await conn.fetch(
+        "SELECT notice_id, channel, attempt, outcome, status_code, error, at"
+        " FROM notice_deliveries WHERE notice_id = ANY($1::uuid[]) ORDER BY at, id",
+        [n["notice_id"] for n in notices],
+    )
+    by_notice: dict[Any, list[asyncpg.Record]] = {}
+    for d in deliveries:
+        by_notice.setdefault(d["notice_id"], []).append(d)
+    return [{"notice": n, "deliveries": by_notice.get(n["notice_id"], [])} for n in notices]
+
+
+async def preferences(conn: asyncpg.Pool | asyncpg.Connection,
+                      owner_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT owner_id, channels, language, updated_at FROM owner_preferences"
+        " WHERE owner_id = $1", owner_id,
+    )
+
+
+async def put_preferences(conn: asyncpg.Pool | asyncpg.Connection, owner_id: str,
+                          channels: list[str], language: str | None) -> asyncpg.Record:
+    return await conn.fetchrow(
+        "INSERT INTO owner_preferences (owner_id, channels, language) VALUES ($1, $2, $3)"
+        " ON CONFLICT (owner_id) DO UPDATE SET channels = EXCLUDED.channels,"
+        " language = EXCLUDED.language, updated_at = now()"
+        " RETURNING owner_id, channels, language, updated_at",
+        owner_id, channels, language,
+    )
+
+
+async def audit_entries(conn: asyncpg.Pool | asyncpg.Connection, *, jurisdiction: str | None,
+                        plate: str | None, key_id: str | None, since: dt.datetime | None,
+                        after_id: int, limit: int) -> list[asyncpg.Record]:
+    """Audit rows matching every given filter, by id (insertion order), after ``after_id``."""
+    where = ["id > $1"]
+    args: list[Any] = [after_id]
+    for column, value in (("jurisdiction", jurisdiction), ("plate", plate),
+                          ("key_id", key_id)):
+        if value is not None:
+            args.append(value)
+            where.append(f"{column} = ${len(args)}")
+    if since is not None:
+        args.append(since)
+        where.append(f"at >= ${len(args)}")
+    args.append(limit)
+    return await conn.fetch(
+        "SELECT id, at, key_id, kind, jurisdiction, plate, purpose, result FROM audit_log"
+        f" WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}",
+        *args,
+    )
