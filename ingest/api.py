@@ -1,0 +1,240 @@
+"""The ingest API: ``POST /v1/events`` for producers that cannot speak Kafka (contract 5).
+
+Request
+    * one event: ``application/cloudevents+json`` or ``application/json`` with a
+      JSON object;
+    * a batch: ``application/cloudevents-batch+json`` or ``application/json``
+      with a JSON array of 1 to :data:`MAX_BATCH` events.
+    A ``charset`` parameter, when present, must be ``utf-8``.
+
+Answers (errors are ``application/problem+json``)
+    * 202 ``{"accepted": n, "ids": [...]}`` only after the broker acknowledged
+      every event (``acks=all``), ids in request order.
+    * 400 the body is not JSON (or nests deeper than 64 levels, or repeats an
+      object key), is a top-level scalar, is an empty batch, or its shape does
+      not match the content type.
+    * 413 the body is over ``PLATEREG_MAX_BODY_BYTES`` (middleware), or a batch
+      holds more than 1000 events.
+    * 415 missing or unsupported ``Content-Type`` (or a charset other than UTF-8).
+    * 422 one or more events are invalid: ``errors`` lists ``{index, reason,
+      detail}`` for each (reasons are the contract's DLQ reasons, plus
+      ``id_conflict`` for an id used twice in the batch with different
+      content). Nothing of the batch is published.
+    * 503 with ``Retry-After``: the broker did not acknowledge within
+      ``PLATEREG_KAFKA_TIMEOUT_SECONDS``. Part of the batch may have been
+      stored; retry the whole batch. The duplicates are harmless because the
+      registry deduplicates by event ``id``.
+
+Published records: key = normalized plate key, value = the normalized
+CloudEvents JSON (``subject`` normalized, ``null`` attributes omitted), header
+``content-type: application/cloudevents+json``.
+
+``platereg_ingest_events_total{outcome}`` counts ``accepted`` events (in 202
+answers) and ``rejected`` events (the invalid events of 422 answers). Nothing
+here logs event content: only counts and reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import Response
+
+from ingest.publisher import BrokerUnavailable, Publisher, record_of
+from platereg.auth import Authenticator, Principal, require
+from platereg.db import create_pool, ping
+from platereg.http import PROBLEM_RESPONSES, ProblemError, add_probes, create_app
+from platereg.kafka import broker_reachable
+from platereg.logging import get_logger
+from platereg.metrics import INGEST_EVENTS
+from platereg.settings import Settings, load_settings
+from schemas.events import BaseEvent
+from schemas.topics import CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON
+from schemas.validation import Rejection, decode_json, parse_event_obj
+from schemas.views import IngestAccepted
+
+log = get_logger("ingest.api")
+
+MAX_BATCH = 1000
+JSON = "application/json"
+SINGLE, BATCH, EITHER = "single", "batch", "either"
+MEDIA_TYPES = {CLOUDEVENTS_JSON: SINGLE, CLOUDEVENTS_BATCH_JSON: BATCH, JSON: EITHER}
+
+
+def _problem_doc(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/problem+json": {"schema": {"type": "object"}}}}
+
+
+_EVENT_EXAMPLE = {
+    "specversion": "1.0", "id": "2b7c1d5e-0d1f-4a53-9c55-6f1e0a3b9f10",
+    "source": "/serviceontario/office/0042", "type": "plate.renewed",
+    "time": "2026-11-24T15:04:05Z", "subject": "CA-ON/ABC123",
+    "datacontenttype": "application/json", "data": {"expires_on": "2027-11-30"},
+}
+_EVENT_SCHEMA = {"type": "object", "description": "A plate event (CloudEvents 1.0, "
+                 "structured JSON); see plate-event.json / the AsyncAPI document"}
+_BATCH_SCHEMA = {"type": "array", "minItems": 1, "maxItems": MAX_BATCH, "items": _EVENT_SCHEMA}
+REQUEST_BODY = {
+    "required": True,
+    "content": {
+        CLOUDEVENTS_JSON: {"schema": _EVENT_SCHEMA, "example": _EVENT_EXAMPLE},
+        CLOUDEVENTS_BATCH_JSON: {"schema": _BATCH_SCHEMA, "example": [_EVENT_EXAMPLE]},
+        JSON: {"schema": {"oneOf": [_EVENT_SCHEMA, _BATCH_SCHEMA]}, "example": _EVENT_EXAMPLE},
+    },
+}
+
+
+def media_type(header: str | None) -> str:
+    """The supported media type of a Content-Type header, or a 415 problem."""
+    if not header:
+        raise ProblemError(415, "Unsupported Media Type",
+                           f"send Content-Type {CLOUDEVENTS_JSON}, {CLOUDEVENTS_BATCH_JSON} "
+                           f"or {JSON}")
+    kind, *params = (part.strip() for part in header[:200].split(";"))
+    kind = kind.lower()
+    if kind not in MEDIA_TYPES:
+        raise ProblemError(415, "Unsupported Media Type",
+                           f"supported: {CLOUDEVENTS_JSON}, {CLOUDEVENTS_BATCH_JSON}, {JSON}")
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+                "utf-8", "utf8"):
+            raise ProblemError(415, "Unsupported Media Type", "the charset must be utf-8")
+    return kind
+
+
+def events_of(raw: bytes, kind: str) -> list[Any]:
+    """The list of event objects in a body, or a 400/413 problem."""
+    try:
+        body = decode_json(raw)
+    except Rejection as exc:
+        raise ProblemError(400, "Bad Request", f"the body is not acceptable JSON: {exc.detail}",
+                           reason=exc.reason.value) from None
+    expected = MEDIA_TYPES[kind]
+    if isinstance(body, dict):
+        if expected == BATCH:
+            raise ProblemError(400, "Bad Request",
+                               f"{CLOUDEVENTS_BATCH_JSON} must be a JSON array of events")
+        return [body]
+    if isinstance(body, list):
+        if expected == SINGLE:
+            raise ProblemError(400, "Bad Request",
+                               f"{CLOUDEVENTS_JSON} must be one event (a JSON object); "
+                               f"send batches as {CLOUDEVENTS_BATCH_JSON}")
+        if not body:
+            raise ProblemError(400, "Bad Request", "the batch is empty")
+        if len(body) > MAX_BATCH:
+            raise ProblemError(413, "Content Too Large",
+                               f"a batch holds at most {MAX_BATCH} events; split it")
+        return body
+    raise ProblemError(400, "Bad Request",
+                       "the body must be a JSON object (one event) or an array (a batch)")
+
+
+def validate_batch(items: list[Any], now: datetime) -> tuple[list[BaseEvent], list[dict]]:
+    """Parse every item; returns (events, errors) where errors lists invalid indexes."""
+    events: list[BaseEvent] = []
+    errors: list[dict[str, Any]] = []
+    seen: dict[str, tuple[int, str]] = {}
+    for index, item in enumerate(items):
+        try:
+            event = parse_event_obj(item, now=now)
+        except Rejection as exc:
+            errors.append({"index": index, "reason": exc.reason.value, "detail": exc.detail})
+            continue
+        first = seen.get(event.id)
+        if first is None:
+            seen[event.id] = (index, event.fingerprint())
+        elif first[1] != event.fingerprint():
+            errors.append({"index": index, "reason": "id_conflict",
+                           "detail": f"id: also used by event [{first[0]}] of this batch "
+                                     "with different content"})
+            continue
+        events.append(event)
+    return events, errors
+
+
+def create_ingest_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(settings.dsn(), min_size=1, max_size=settings.db_pool_max)
+        app.state.pool = pool
+        app.state.authenticator = Authenticator(pool, settings.rate_limit_per_second,
+                                                settings.rate_limit_burst)
+        publisher = Publisher(settings)
+        app.state.publisher = publisher
+        if not await publisher.start():
+            log.warning("event broker not reachable at start-up; will retry on each request")
+        try:
+            yield
+        finally:
+            await publisher.stop()
+            await pool.close()
+
+    app = create_app(
+        title="Plate Registry ingest API",
+        description="Accepts plate events (CloudEvents 1.0 JSON) from producers that cannot "
+                    "use Kafka and publishes them to `plates.events`. All or nothing per "
+                    "request; 202 only after the broker acknowledged every event.",
+        max_body_bytes=settings.max_body_bytes, lifespan=lifespan, service="ingest",
+    )
+
+    async def db_ready() -> bool:
+        return await ping(app.state.pool)
+
+    async def kafka_ready() -> bool:
+        return await broker_reachable(settings, timeout=min(3.0, settings.kafka_timeout_seconds))
+
+    add_probes(app, {"postgres": db_ready, "kafka": kafka_ready})
+
+    @app.post(
+        "/v1/events", status_code=202, tags=["ingest"],
+        summary="Publish one event or a batch (all or nothing)",
+        response_model=IngestAccepted,
+        responses={
+            **PROBLEM_RESPONSES,
+            400: _problem_doc("Not JSON, wrong shape for the content type, or an empty batch"),
+            413: _problem_doc("Body over the size limit, or more than 1000 events"),
+            415: _problem_doc("Unsupported Content-Type"),
+            422: _problem_doc("Invalid events: `errors` = [{index, reason, detail}]; "
+                              "nothing was published"),
+            503: _problem_doc("The broker did not acknowledge in time; see Retry-After and "
+                              "retry the whole request"),
+        },
+        openapi_extra={"requestBody": REQUEST_BODY},
+    )
+    async def post_events(request: Request,
+                          _: Principal = Depends(require("ingest"))) -> Response:
+        kind = media_type(request.headers.get("content-type"))
+        items = events_of(await request.body(), kind)
+        events, errors = validate_batch(items, datetime.now(UTC))
+        if errors:
+            INGEST_EVENTS.labels("rejected").inc(len(errors))
+            log.info("events rejected", invalid=len(errors), batch=len(items),
+                     reasons=sorted({e["reason"] for e in errors}))
+            raise ProblemError(
+                422, "Unprocessable Content",
+                f"{len(errors)} of {len(items)} event(s) are invalid; nothing was published",
+                errors=errors,
+            )
+        publisher: Publisher = request.app.state.publisher
+        try:
+            await publisher.publish([record_of(e) for e in events])
+        except BrokerUnavailable as exc:
+            raise ProblemError(503, "Service Unavailable",
+                               f"{exc.detail}; retry the whole request (duplicates are "
+                               "deduplicated by event id)",
+                               headers={"Retry-After": str(exc.retry_after)}) from None
+        INGEST_EVENTS.labels("accepted").inc(len(events))
+        body = {"accepted": len(events), "ids": [e.id for e in events]}
+        return Response(orjson.dumps(body), status_code=202, media_type=JSON)
+
+    return app

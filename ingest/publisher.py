@@ -1,0 +1,289 @@
+"""Publishing validated plate events to ``plates.events`` with bounded waits.
+
+Every event goes out as CloudEvents structured JSON (the normalized event,
+``null`` fields omitted), keyed by its plate key, with the header
+``content-type: application/cloudevents+json``, through an ``acks=all``
+producer (:func:`platereg.kafka.make_producer`).
+
+:meth:`Publisher.publish` returns only when the broker acknowledged every
+record of the call, or raises :class:`BrokerUnavailable` after at most
+``PLATEREG_KAFKA_TIMEOUT_SECONDS``: a caller never hangs on a dead broker.
+
+All or nothing, as far as Kafka allows: the broker offers no transactions
+here (Tansu has none), so when it fails in the middle of a batch some records
+may already be stored although the call fails. The caller then answers 503
+and the producer retries the *whole* batch. The duplicates this creates are
+harmless: the registry consumer deduplicates by event ``id`` (contract
+section 2, "Duplicates").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from platereg.kafka import make_producer
+from platereg.logging import get_logger
+from platereg.settings import Settings
+from schemas.events import BaseEvent
+from schemas.topics import CLOUDEVENTS_JSON, CONTENT_TYPE_HEADER, EVENTS
+
+log = get_logger(__name__)
+
+HEADERS = [(CONTENT_TYPE_HEADER, CLOUDEVENTS_JSON.encode())]
+
+
+class BrokerUnavailable(Exception):
+    """The broker did not acknowledge in time (or is unreachable)."""
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Record:
+    key: bytes
+    value: bytes
+
+
+def record_of(event: BaseEvent) -> Record:
+    """The Kafka record of a validated event: plate key -> normalized CloudEvents JSON."""
+    return Record(key=event.plate_key.encode(), value=event.to_json())
+
+
+class Publisher:
+    """One shared ``acks=all`` producer, started lazily and restarted after failures."""
+
+    def __init__(self, settings: Settings, *, producer_options: dict | None = None) -> None:
+        self.settings = settings
+        self.topic = settings.topic(EVENTS)
+        self.timeout = settings.kafka_timeout_seconds
+        self.retry_after = max(1, min(30, math.ceil(self.timeout)))
+        self._options = producer_options or {}
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> bool:
+        """Try to connect now (e.g. at start-up); False when the broker is not reachable."""
+        try:
+            await asyncio.wait_for(self._get_producer(), self.timeout)
+            return True
+        except (TimeoutError, KafkaError, OSError):
+            return False
+
+    async def _get_producer(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        async with self._lock:
+            if self._producer is None:
+                producer = make_producer(self.settings, **self._options)
+                try:
+                    await producer.start()
+                except BaseException:
+                    await _quietly_stop(producer)
+                    raise
+                self._producer = producer
+            return self._producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await _quietly_stop(producer, self.timeout)
+
+    async def publish(self, records: Sequence[Record] | Iterable[Record]) -> int:
+        """Send every record and wait for all acknowledgements; returns how many.
+
+        Raises :class:`BrokerUnavailable` when that does not finish within
+        the configured timeout (the whole call, start-up included).
+        """
+        records = list(records)
+        if not records:
+            return 0
+        try:
+            async with asyncio.timeout(self.timeout):
+                producer = await self._get_producer()
+                futures = [
+                    await producer.send(self.topic, value=r.value, key=r.key, headers=HEADERS)
+                    for r in records
+                ]
+                await asyncio.gather(*futures)
+        except TimeoutError:
+            log.warning("kafka publish timed out", events=len(records), timeout_s=self.timeout)
+            raise BrokerUnavailable(
+                f"the event broker did not acknowledge within {self.timeout:g} s",
+                self.retry_after,
+            ) from None
+        except (KafkaError, OSError) as exc:
+            log.warning("kafka publish failed", events=len(records), error=type(exc).__name__)
+            if self._producer is not None and not _producer_healthy(self._producer):
+                await self.stop()
+            raise BrokerUnavailable("the event broker is unavailable", self.retry_after) from None
+        return len(records)
+
+
+def _producer_healthy(producer: AIOKafkaProducer) -> bool:
+    sender = getattr(producer, "_sender", None)
+    task = getattr(sender, "sender_task", None)
+    return task is None or not task.done()
+
+
+async def _quietly_stop(producer: AIOKafkaProducer, timeout: float = 5.0) -> None:
+    try:
+        await asyncio.wait_for(producer.stop(), timeout)
+    except Exception:  # noqa: BLE001 - best effort on a broken connection
+        log.debug("producer stop failed")
+
+
+class StreamPublisher:
+    """Pipelined publishing of a long stream (import, simulate) in bounded memory.
+
+    At most ``window`` records are awaiting acknowledgement; each wait is
+    bounded by ``PLATEREG_KAFKA_TIMEOUT_SECONDS``. ``acked`` counts
+    acknowledged records and ``acked_through`` is the ``tag`` of the last
+    record such that it and every record before it were acknowledged (e.g. a
+    line number of an imported file).
+    """
+
+    def __init__(self, settings: Settings, *, window: int = 5000,
+                 producer_options: dict | None = None) -> None:
+        self.settings = settings
+        self.topic = settings.topic(EVENTS)
+        self.timeout = settings.kafka_timeout_seconds
+        self.window = window
+        self._options = producer_options or {}
+        self._producer: AIOKafkaProducer | None = None
+        self._inflight: deque[tuple[object, asyncio.Future]] = deque()
+        self.acked = 0
+        self.acked_through: object = None
+
+    async def start(self) -> None:
+        producer = make_producer(self.settings, **self._options)
+        try:
+            await asyncio.wait_for(producer.start(), self.timeout)
+        except (TimeoutError, KafkaError, OSError):
+            await _quietly_stop(producer)
+            raise BrokerUnavailable("the event broker is unreachable", 5) from None
+        self._producer = producer
+
+    async def send(self, key: bytes | None, value: bytes, *, tag: object = None) -> None:
+        assert self._producer is not None, "start() first"
+        try:
+            future = await asyncio.wait_for(
+                self._producer.send(self.topic, value=value, key=key, headers=HEADERS),
+                self.timeout)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            raise self._failure(exc) from None
+        self._inflight.append((tag, future))
+        while self._inflight and self._inflight[0][1].done():
+            await self._pop()
+        if len(self._inflight) >= self.window:
+            await self._pop()
+
+    async def _pop(self) -> None:
+        tag, future = self._inflight[0]
+        try:
+            await asyncio.wait_for(asyncio.shield(future), self.timeout)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            raise self._failure(exc) from None
+        self._inflight.popleft()
+        self.acked += 1
+        self.acked_through = tag
+
+    def _failure(self, exc: BaseException) -> BrokerUnavailable:
+        kind = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
+        return BrokerUnavailable(f"the event broker did not acknowledge ({kind})", 5)
+
+    async def flush(self) -> None:
+        while self._inflight:
+            await self._pop()
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        for _, future in self._inflight:
+            future.cancel()
+        self._inflight.clear()
+        if producer is not None:
+            await _quietly_stop(producer, self.timeout)
+
+
+@dataclass
+class PostResult:
+    ok: bool
+    status: int
+    accepted: int = 0
+    detail: str = ""
+    errors: list = field(default_factory=list)
+
+
+class ApiPoster:
+    """Posts JSON event texts to an ingest API as one batch per call.
+
+    Retries 429 and 503 (honouring ``Retry-After``, at most 30 s each) and
+    network errors, up to ``attempts`` times, always with the whole batch.
+    """
+
+    def __init__(self, url: str, key: str, *, timeout: float = 30.0, attempts: int = 8) -> None:
+        self.url = url.rstrip("/")
+        if not self.url.endswith("/v1/events"):
+            self.url += "/v1/events"
+        self.key = key
+        self.timeout = timeout
+        self.attempts = attempts
+        self._client = None
+
+    async def __aenter__(self) -> ApiPoster:
+        import httpx
+
+        self._client = httpx.AsyncClient(
+            timeout=self.timeout, headers={"Authorization": f"Bearer {self.key}"})
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def post(self, values: list[bytes]) -> PostResult:
+        import httpx
+
+        assert self._client is not None
+        if len(values) == 1:
+            body, ctype = values[0], CLOUDEVENTS_JSON
+        else:
+            body, ctype = b"[" + b",".join(values) + b"]", "application/cloudevents-batch+json"
+        delay = 0.5
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = await self._client.post(self.url, content=body,
+                                                   headers={"Content-Type": ctype})
+            except httpx.TransportError as exc:
+                if attempt == self.attempts:
+                    return PostResult(False, 0, detail=f"network error: {type(exc).__name__}")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+                continue
+            if response.status_code in (429, 503) and attempt < self.attempts:
+                try:
+                    wait = float(response.headers.get("Retry-After", delay))
+                except ValueError:
+                    wait = delay
+                await asyncio.sleep(min(max(wait, 0.1), 30))
+                delay = min(delay * 2, 10)
+                continue
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = {}
+            if response.status_code == 202:
+                return PostResult(True, 202, accepted=int(payload.get("accepted", 0)))
+            return PostResult(False, response.status_code,
+                              detail=str(payload.get("detail", response.reason_phrase))[:500],
+                              errors=list(payload.get("errors", []))[:1000])
+        return PostResult(False, 0, detail="gave up")

@@ -1,0 +1,107 @@
+"""Helpers of the ingest tests: an in-process ingest server, reading a topic back, events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import uvicorn
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from ingest.api import create_ingest_app
+from platereg.embedded import free_port
+from platereg.settings import Settings
+from schemas.topics import EVENTS
+
+
+def issued(subject: str = "CA-ON/ABC123", *, id: str | None = None,
+           time: str = "2026-01-05T15:04:05Z", name: str = "Jane Doe") -> dict[str, Any]:
+    return {
+        "specversion": "1.0", "id": id or str(uuid.uuid4()),
+        "source": "/serviceontario/office/0042", "type": "plate.issued", "time": time,
+        "subject": subject, "datacontenttype": "application/json",
+        "data": {"plate_class": "passenger", "expires_on": "2027-11-30",
+                 "vehicle": {"vin": "2HGFC2F59JH123456", "make": "Honda", "model": "Civic",
+                             "year": 2019, "colour": "blue"},
+                 "owner": {"owner_id": "own-1", "name": name, "email": "jane@example.org",
+                           "language": "en"}},
+    }
+
+
+def renewed(subject: str = "CA-ON/ABC123", *, id: str | None = None,
+            expires_on: str = "2028-11-30") -> dict[str, Any]:
+    return {"specversion": "1.0", "id": id or str(uuid.uuid4()),
+            "source": "/serviceontario/office/0042", "type": "plate.renewed",
+            "time": "2026-02-01T10:00:00-05:00", "subject": subject,
+            "data": {"expires_on": expires_on}}
+
+
+@contextlib.asynccontextmanager
+async def ingest_server(settings: Settings) -> AsyncIterator[str]:
+    """The real ingest app under uvicorn on a free port; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(create_ingest_app(settings), host="127.0.0.1", port=port,
+                            log_config=None, access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(600):
+            if server.started:
+                break
+            if task.done():
+                task.result()
+                raise RuntimeError("the ingest server stopped during start-up")
+            await asyncio.sleep(0.05)
+        else:
+            raise RuntimeError("the ingest server did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 30)
+
+
+async def read_topic(settings: Settings, topic: str | None = None,
+                     timeout: float = 20.0) -> list[Any]:
+    """Every record currently in the topic (all partitions), read from the beginning."""
+    topic = topic or settings.topic(EVENTS)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap(),
+                                enable_auto_commit=False, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        partitions = None
+        for _ in range(50):
+            await consumer.topics()          # refreshes the cluster metadata
+            partitions = consumer.partitions_for_topic(topic)
+            if partitions:
+                break
+            await asyncio.sleep(0.1)
+        assert partitions, f"topic {topic} not found"
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        records: list[Any] = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < end[tp] for tp in tps])
+
+        while await behind():
+            assert loop.time() < deadline, "timed out reading the topic"
+            batch = await consumer.getmany(timeout_ms=500)
+            for recs in batch.values():
+                records.extend(recs)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def header(record: Any, name: str) -> bytes | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return value
+    return None
