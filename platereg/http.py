@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -140,18 +141,24 @@ class ObservabilityMiddleware:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
-            await self._reject_too_large(scope, receive, send, start, started=False)
+            status_holder["status"] = 413
+            await self._reject_too_large(scope, receive, send, start, observe=False)
             return
         finally:
             self._observe(scope, status_holder["status"], start)
 
     async def _reject_too_large(self, scope: Scope, receive: Receive, send: Send, start: float,
-                                started: bool = False) -> None:
+                                observe: bool = True) -> None:
+        # Read (and drop) what the client is still sending, within bounds: closing
+        # a connection with unread data makes the kernel reset it, and the client
+        # would see a connection error instead of this 413.
+        await _drain(receive)
         response = problem(413, "Content Too Large",
                            f"the body exceeds {self.max_body_bytes} bytes")
         response.headers["Connection"] = "close"
         await response(scope, receive, send)
-        self._observe(scope, 413, start)
+        if observe:
+            self._observe(scope, 413, start)
 
     def _observe(self, scope: Scope, status: int, start: float) -> None:
         route = scope.get("route")
@@ -166,6 +173,26 @@ class ObservabilityMiddleware:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+DRAIN_MAX_BYTES = 64 * 1024 * 1024
+DRAIN_MAX_SECONDS = 5.0
+
+
+async def _drain(receive: Receive) -> None:
+    """Discard the rest of a request body: at most DRAIN_MAX_BYTES / DRAIN_MAX_SECONDS."""
+    drained = 0
+    try:
+        async with asyncio.timeout(DRAIN_MAX_SECONDS):
+            while drained < DRAIN_MAX_BYTES:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                drained += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
+    except TimeoutError:
+        return
 
 
 def add_probes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
