@@ -37,10 +37,16 @@ SERVICES: list[Service] = [
     # The registry consumer also relays the status/DLQ outboxes and runs the expiry sweep.
     Service("registry-consumer", ("consume", "registry"),
             lambda s: f"http://{s.host}:{s.consumer_metrics_port}/metrics"),
+    Service("ingest-api", ("serve", "ingest"), url=lambda s: f"http://{s.host}:{s.ingest_port}/docs"),
 ]
 
 # Commands run once after the services are up, to load demo data.
-DEMO_LOADERS: list[tuple[str, ...]] = []
+DEMO_LOADERS: list[tuple[str, ...]] = [
+    # About 3,000 events: a year of life of 1,500 plates ending now (so expiries
+    # spread over the coming months), with a few late, duplicate and invalid ones.
+    ("simulate", "--to", "kafka", "--plates", "1500", "--late-share", "0.02",
+     "--duplicate-share", "0.01", "--invalid-share", "0.005", "--no-progress"),
+]
 
 
 def _platereg(*args: str) -> list[str]:
