@@ -581,8 +581,8 @@ INVALID_KINDS = (("malformed_json", 18), ("unknown_type", 12), ("invalid_plate",
                  ("too_large", 2))
 
 
-def _invalid(rng: random.Random, key: str, base: Packed,
-             recent_ids: deque[Packed]) -> Item:
+def _invalid(rng: random.Random, key: str, base: Packed, recent: deque[Item]) -> Item:
+    """An invalid message derived from ``base``; ``id_conflict`` reuses an emitted id."""
     reason = rng.choices([k for k, _ in INVALID_KINDS], weights=[w for _, w in INVALID_KINDS])[0]
     event = orjson.loads(base.value)
     event["id"] = str(uuid.UUID(int=rng.getrandbits(128), version=4))
@@ -613,11 +613,12 @@ def _invalid(rng: random.Random, key: str, base: Packed,
     elif reason == "too_large":
         event["comment"] = "x" * 70_000
     elif reason == "id_conflict":
-        if not recent_ids:
+        if not recent:
             event["type"] = "plate.repainted"
             reason = "unknown_type"
         else:
-            old = rng.choice(recent_ids)
+            old = rng.choice(recent)
+            key = old.key.decode() if old.key else key
             event = orjson.loads(old.value)
             event["source"] = event["source"] + "/replay"
     return Item(INVALID, key.encode(), orjson.dumps(event), str(event.get("type")), reason,
@@ -629,8 +630,7 @@ def generate(config: SimConfig) -> Iterator[Item]:
     rng = random.Random(f"{config.seed}:stream")
     source = _merged(config)
     deferred: list[tuple[int, int, Item]] = []     # (release slot, seq, item): late events
-    recent: deque[Item] = deque(maxlen=1000)        # for duplicates
-    recent_ids: deque[Packed] = deque(maxlen=1000)
+    recent: deque[Item] = deque(maxlen=1000)        # emitted: for duplicates and id conflicts
     last_valid: tuple[str, Packed] | None = None
     slot = 0
     seq = 0
@@ -649,7 +649,6 @@ def generate(config: SimConfig) -> Iterator[Item]:
             last_valid = (key, packed)
             item = Item(VALID, key.encode(), packed.value, packed.event_type,
                         event_id=packed.event_id)
-            recent_ids.append(packed)
             if config.late_share and rng.random() < config.late_share:
                 seq += 1
                 late = Item(VALID, item.key, item.value, item.event_type, late=True,
@@ -665,7 +664,7 @@ def generate(config: SimConfig) -> Iterator[Item]:
         u = rng.random()
         item: Item | None
         if u < config.invalid_share and last_valid is not None:
-            item = _invalid(rng, last_valid[0], last_valid[1], recent_ids)
+            item = _invalid(rng, last_valid[0], last_valid[1], recent)
         elif u < config.invalid_share + config.duplicate_share and recent:
             original = rng.choice(recent)
             item = Item(DUPLICATE, original.key, original.value, original.event_type,
