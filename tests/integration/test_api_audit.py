@@ -1,0 +1,151 @@
+"""Audit completeness: every plate answered gives exactly one audit row (and one count)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import asyncpg
+import pytest
+from api_helpers import bearer, insert_change, insert_plate, role_keys, running_api
+from prometheus_client import REGISTRY
+
+from registry.audit import PURGE_LOCK_ID, AuditWriter
+
+pytestmark = pytest.mark.integration
+
+
+def _lookups() -> dict[tuple[str, str], float]:
+    out = {}
+    for metric in REGISTRY.collect():
+        if metric.name == "platereg_lookups":
+            for s in metric.samples:
+                if s.name.endswith("_total"):
+                    out[(s.labels["kind"], s.labels["result"])] = s.value
+    return out
+
+
+async def test_every_lookup_of_every_kind_is_audited_exactly(settings, pool) -> None:
+    for i in range(20):
+        await insert_plate(pool, "CA-ON", f"AU{i:02d}", stolen=i < 4)
+    await insert_plate(pool, "CA-ON", "A8C", suspension_reasons=("court_order",))
+    await insert_plate(pool, "CA-ON", "ABC")
+    keys = await role_keys(pool)
+    enf, op = bearer(keys["enforcement"]), bearer(keys["operator"])
+    enf_id, op_id = keys["enforcement"].split("_")[1], keys["operator"].split("_")[1]
+    before = _lookups()
+    async with running_api(settings) as api:
+        # single: 20 found, 5 not found, 3 refused (invalid: no audit, nothing was looked up)
+        for i in range(25):
+            r = await api.client.get(f"/v1/plates/CA-ON/AU{i:02d}",
+                                     headers={**enf, "X-Purpose": "patrol"})
+            assert r.status_code == (200 if i < 20 else 404)
+        for _ in range(3):
+            assert (await api.client.get("/v1/plates/CA-ON/%24", headers=enf)).status_code == 422
+        # batch: 3 requests x 30 items (20 found, 10 unknown) with a body purpose
+        for _ in range(3):
+            r = await api.client.post("/v1/plates/lookup", headers=op, json={
+                "purpose": "audit-run",
+                "plates": [{"jurisdiction": "CA-ON", "plate": f"AU{i:02d}"} for i in range(30)]})
+            assert r.status_code == 200
+        # candidates: ABC -> ABC and A8C exist (2 rows); XYZ -> none, 1 not_found row;
+        # A8C0 -> none of its spellings exists, 1 not_found row.
+        for plate, n in (("ABC", 2), ("XYZ", 0), ("A8C0", 0)):
+            r = await api.client.get(f"/v1/plates/CA-ON/{plate}/candidates", headers=enf)
+            assert len(r.json()["candidates"]) == n
+        # hotlist: full list (4 stolen + 1 suspended), then 2 changes (1 hotlist entry)
+        r = await api.client.get("/v1/hotlist", headers=enf)
+        assert len(r.json()["entries"]) == 5
+        view = dict(r.json()["entries"][0])
+        view.pop("removed")
+        await insert_change(pool, view, True, True)
+        await insert_change(pool, {**view, "status": "valid", "flags": []}, False, False)
+        r = await api.client.get("/v1/hotlist", params={"since": r.json()["next"]}, headers=enf)
+        assert len(r.json()["entries"]) == 1
+        await api.flush()
+        rows = await pool.fetch("SELECT key_id, kind, jurisdiction, plate, purpose, result"
+                                " FROM audit_log ORDER BY id")
+    after = _lookups()
+
+    def count(**match: object) -> int:
+        return sum(all(r[k] == v for k, v in match.items()) for r in rows)
+
+    assert count(kind="single") == 25
+    assert count(kind="single", result="not_found") == 5
+    assert count(kind="single", result="stolen") == 4
+    assert count(kind="single", key_id=enf_id, purpose="patrol") == 25
+    assert count(kind="batch") == 90
+    assert count(kind="batch", result="not_found") == 30
+    assert count(kind="batch", key_id=op_id, purpose="audit-run") == 90
+    assert count(kind="candidates") == 4
+    assert count(kind="candidates", plate="A8C", result="suspended") == 1
+    assert count(kind="candidates", result="not_found") == 2
+    assert count(kind="hotlist") == 6
+    assert len(rows) == 25 + 90 + 4 + 6
+    assert all(r["jurisdiction"] == "CA-ON" for r in rows)
+    # The lookup counter moves exactly with the audit rows.
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    assert delta[("single", "found")] == 20 and delta[("single", "not_found")] == 5
+    assert delta[("batch", "found")] == 60 and delta[("batch", "not_found")] == 30
+    assert delta[("candidates", "found")] == 2 and delta[("candidates", "not_found")] == 2
+    assert delta[("hotlist", "found")] == 6
+
+
+async def test_a_lookup_that_cannot_be_audited_is_refused(settings, pool) -> None:
+    await insert_plate(pool, "CA-ON", "FULL1")
+    enf = bearer((await role_keys(pool))["enforcement"])
+    async with running_api(settings) as api:
+        writer: AuditWriter = api.app.state.audit
+        writer.max_pending = writer.pending + 2
+        await writer.stop()  # no more background flushes: the buffer can only grow
+        assert (await api.client.get("/v1/plates/CA-ON/FULL1", headers=enf)).status_code == 200
+        assert (await api.client.get("/v1/plates/CA-ON/FULL1", headers=enf)).status_code == 200
+        r = await api.client.get("/v1/plates/CA-ON/FULL1", headers=enf)
+        assert r.status_code == 503 and r.headers["retry-after"]
+        assert r.headers["content-type"] == "application/problem+json"
+    assert await pool.fetchval("SELECT count(*) FROM audit_log") == 2
+
+
+async def test_writer_keeps_rows_while_the_database_refuses_them(pool) -> None:
+    writer = AuditWriter(pool, interval=0.05)
+    writer.start()
+    await pool.execute("ALTER TABLE audit_log RENAME TO audit_log_away")
+    try:
+        for i in range(10):
+            writer.record("k1", "single", "CA-ON", f"P{i}", None, "valid")
+        await asyncio.sleep(0.3)  # a few failed flush attempts
+        assert writer.pending == 10
+    finally:
+        await pool.execute("ALTER TABLE audit_log_away RENAME TO audit_log")
+    await writer.stop()
+    assert writer.pending == 0
+    assert await pool.fetchval("SELECT count(*) FROM audit_log") == 10
+
+
+def _purge_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "platereg.cli", "audit", "purge", *args],
+                          env=os.environ.copy(), capture_output=True, text=True, timeout=120)
+
+
+async def test_purge_deletes_only_rows_past_retention(settings, pool: asyncpg.Pool) -> None:
+    await pool.execute(
+        "INSERT INTO audit_log (at, key_id, kind, jurisdiction, plate, result)"
+        " SELECT now() - make_interval(days => d) + interval '1 hour', 'k', 'single', 'CA-ON', 'P' || d, 'valid'"
+        " FROM generate_series(0, 39) AS d")
+    done = await asyncio.to_thread(_purge_cli, "--days", "30")
+    assert done.returncode == 0, done.stderr
+    assert "purged 9 audit row(s)" in done.stdout  # 31..39 days old (less 1 h)
+    assert await pool.fetchval("SELECT count(*) FROM audit_log") == 31
+    # Only one purge at a time: with the lock held elsewhere the CLI says so.
+    async with pool.acquire() as conn:
+        await conn.execute("SELECT pg_advisory_lock($1)", PURGE_LOCK_ID)
+        try:
+            busy = await asyncio.to_thread(_purge_cli, "--days", "1")
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", PURGE_LOCK_ID)
+    assert busy.returncode == 1 and "another purge" in busy.stderr
+    assert await pool.fetchval("SELECT count(*) FROM audit_log") == 31
+    done = await asyncio.to_thread(_purge_cli)  # default retention (365 days) keeps the rest
+    assert done.returncode == 0 and "purged 0" in done.stdout

@@ -1,0 +1,114 @@
+"""The registry API as real processes (`platereg serve registry`): revocation reaches every
+process, a clean stop loses no audit row, and no log line holds a plate or owner data."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+from api_helpers import bearer, insert_plate, owner, role_keys, running_api, served_registry
+
+from platereg.keys import create_key
+
+pytestmark = pytest.mark.integration
+
+
+async def test_revocation_reaches_every_process_within_5_seconds(settings, pool,
+                                                                  tmp_path) -> None:
+    await insert_plate(pool, "CA-ON", "REV1")
+    key_id, key = await create_key(pool, role="enforcement", name="to revoke")
+    with served_registry(str(tmp_path / "api.log")) as served:
+        async with running_api(settings) as api, httpx.AsyncClient(base_url=served.url) as remote:
+            clients = (api.client, remote)
+            for client in clients:  # both processes have the key cached as valid
+                r = await client.get("/v1/plates/CA-ON/REV1", headers=bearer(key))
+                assert r.status_code == 200
+            done = await asyncio.to_thread(
+                subprocess.run, [sys.executable, "-m", "platereg.cli", "keys", "revoke", key_id],
+                env=os.environ.copy(), capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            revoked_at = time.monotonic()
+            refused: dict[int, float] = {}
+            while len(refused) < 2 and time.monotonic() - revoked_at < 5.0:
+                for i, client in enumerate(clients):
+                    if i not in refused:
+                        r = await client.get("/v1/plates/CA-ON/REV1", headers=bearer(key))
+                        if r.status_code == 401:
+                            refused[i] = time.monotonic() - revoked_at
+                await asyncio.sleep(0.1)
+            assert sorted(refused) == [0, 1], f"still accepted after 5 s by {refused}"
+            for client in clients:  # and it stays refused
+                r = await client.get("/v1/plates/CA-ON/REV1", headers=bearer(key))
+                assert r.status_code == 401
+
+
+async def test_clean_shutdown_writes_every_buffered_audit_row(settings, pool) -> None:
+    await insert_plate(pool, "CA-ON", "SHUT1")
+    enf = bearer((await role_keys(pool))["enforcement"])
+    async with running_api(settings) as api:
+        api.app.state.audit.interval = 3600  # no timed flush from now on: only stop() writes
+        await asyncio.sleep(0.4)
+        for _ in range(300):
+            assert (await api.client.get("/v1/plates/CA-ON/SHUT1", headers=enf)).status_code == 200
+        assert api.app.state.audit.pending == 300
+    assert await pool.fetchval("SELECT count(*) FROM audit_log") == 300
+
+
+async def test_sigterm_to_two_workers_loses_no_audit_row(settings, pool, tmp_path) -> None:
+    await insert_plate(pool, "CA-ON", "SIG1")
+    enf = bearer((await role_keys(pool))["enforcement"])
+    with served_registry(str(tmp_path / "api.log"), workers=2) as served:
+        limits = httpx.Limits(max_connections=16)
+        async with httpx.AsyncClient(base_url=served.url, limits=limits) as client:
+            async def one(i: int) -> int:
+                r = await client.post("/v1/plates/lookup", headers=enf, json={"plates": [
+                    {"jurisdiction": "CA-ON", "plate": "SIG1"}] * 10})
+                return r.status_code
+
+            statuses = await asyncio.gather(*(one(i) for i in range(200)))
+        assert statuses == [200] * 200
+        code = await asyncio.to_thread(served.stop)
+        assert code == 0, served.log()[-2000:]
+    assert await pool.fetchval("SELECT count(*) FROM audit_log") == 2000
+    pids = {line for line in served.log().splitlines() if "Started server process" in line}
+    assert len(pids) == 2  # two workers served (and flushed) their share
+
+
+async def test_logs_never_hold_plates_names_or_raw_paths(settings, pool, tmp_path) -> None:
+    plates = ["LOGPL8", "ZQ77XK"]
+    for p in plates:
+        await insert_plate(pool, "CA-ON", p, owner_data=owner(f"ownr-{p}", f"Hidden Person {p}"))
+    keys = await role_keys(pool)
+    env = {"PLATEREG_LOG_LEVEL": "DEBUG", "PLATEREG_LOG_FORMAT": "json"}
+    with served_registry(str(tmp_path / "api.log"), env=env) as served:
+        async with httpx.AsyncClient(base_url=served.url) as c:
+            for role in ("enforcement", "operator", "portal"):
+                h = bearer(keys[role])
+                for p in plates + ["NOPLATE9"]:
+                    await c.get(f"/v1/plates/ca-on/{p.lower()}", headers=h)
+                    await c.get(f"/v1/plates/CA-ON/{p}/candidates", headers=h)
+                    await c.get(f"/v1/plates/CA-ON/{p}/events", headers=h)
+                await c.post("/v1/plates/lookup", headers=h, json={"plates": [
+                    {"jurisdiction": "CA-ON", "plate": p} for p in plates]})
+                await c.post("/v1/plates/lookup", headers=h, json={"plates": [
+                    {"jurisdiction": "CA-ON", "plate": "LOGPL8-TOO-LONG"}]})
+                await c.post("/v1/plates/lookup", headers=h, content=b'{"plates": LOGPL8')
+                await c.get("/v1/plates/CA-ON/LOGPL8%24BAD", headers=h)
+                await c.get("/v1/hotlist", headers=h)
+                await c.get(f"/v1/owners/ownr-{plates[0]}/plates", headers=h)
+                await c.get("/v1/audit", params={"jurisdiction": "CA-ON", "plate": plates[0]},
+                            headers=h)
+                await c.get(f"/nowhere/{plates[0]}", headers=h)
+            await c.get(f"/v1/plates/CA-ON/{plates[0]}", headers=bearer("prk_bad_" + plates[1]))
+        served.stop()
+    log = served.log()
+    assert '"route": "/v1/plates/{jurisdiction}/{plate}"' in log  # the log did record requests
+    assert '"route": "/v1/audit"' in log and '"route": "unmatched"' in log
+    for secret in [*plates, "NOPLATE9", "logpl8", "Hidden Person", "ownr-", "example.org",
+                   "+1555", "/v1/plates/CA-ON/", "/v1/plates/ca-on/", "/nowhere"]:
+        assert secret not in log, secret

@@ -1,0 +1,250 @@
+"""Registry API security: role x route matrix, keys, rate limits, hostile input, no owner data
+for enforcement, route-template metrics."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+
+import asyncpg
+import pytest
+from api_helpers import (
+    OWNER_FIELDS,
+    bearer,
+    insert_change,
+    insert_event,
+    insert_plate,
+    owner,
+    role_keys,
+    running_api,
+)
+
+from platereg.keys import create_key, revoke_key
+
+pytestmark = pytest.mark.integration
+
+BATCH = {"plates": [{"jurisdiction": "CA-ON", "plate": "ABC123"}]}
+# (method, path, json body, roles allowed) -- the contract's route table.
+ROUTES = [
+    ("GET", "/v1/plates/CA-ON/ABC123", None, {"enforcement", "portal", "operator"}),
+    ("POST", "/v1/plates/lookup", BATCH, {"enforcement", "operator"}),
+    ("GET", "/v1/plates/CA-ON/ABC123/candidates", None, {"enforcement", "operator"}),
+    ("GET", "/v1/plates/CA-ON/ABC123/events", None, {"operator"}),
+    ("GET", "/v1/hotlist", None, {"enforcement", "operator"}),
+    ("GET", "/v1/owners/own-abc123/plates", None, {"portal", "operator"}),
+    ("GET", "/v1/owners/own-abc123/notices", None, {"portal", "operator"}),
+    ("GET", "/v1/owners/own-abc123/preferences", None, {"portal", "operator"}),
+    ("PUT", "/v1/owners/own-abc123/preferences", {"channels": ["email"]},
+     {"portal", "operator"}),
+    ("GET", "/v1/audit", None, {"operator"}),
+]
+
+
+async def test_role_by_route_matrix(settings, pool: asyncpg.Pool) -> None:
+    key = await insert_plate(pool, "CA-ON", "ABC123")
+    await insert_event(pool, key, "e1", "plate.renewed", dt.datetime.now(dt.UTC),
+                       {"expires_on": "2030-01-01"})
+    keys = await role_keys(pool)
+    revoked_id, revoked = await create_key(pool, role="operator", name="gone")
+    await revoke_key(pool, revoked_id)
+    unknown = "prk_aaaaaaaaaaaa_" + "A" * 43
+    wrong_secret = keys["operator"][:-1] + ("B" if keys["operator"][-1] != "B" else "C")
+    no_key_headers = [{}, {"Authorization": "Basic dXNlcjpwYXNz"}, {"Authorization": "Bearer"},
+                      bearer("not-a-key"), bearer(unknown), bearer(wrong_secret),
+                      bearer(revoked), {"Authorization": "Bearer " + "x" * 5000}]
+    cells = 0
+    async with running_api(settings) as api:
+        for method, path, body, allowed in ROUTES:
+            for headers in no_key_headers:
+                r = await api.client.request(method, path, json=body, headers=headers)
+                assert r.status_code == 401, (method, path, headers)
+                assert r.headers["content-type"] == "application/problem+json"
+                assert "www-authenticate" in r.headers
+                cells += 1
+            for role, k in keys.items():
+                r = await api.client.request(method, path, json=body, headers=bearer(k))
+                expected = 200 if role in allowed else 403
+                assert r.status_code == expected, (method, path, role, r.text)
+                if expected == 403:
+                    assert r.headers["content-type"] == "application/problem+json"
+                cells += 1
+    assert cells == len(ROUTES) * (len(no_key_headers) + 4)
+
+
+async def test_rate_limit_answers_429_with_retry_after(settings, pool: asyncpg.Pool) -> None:
+    await insert_plate(pool, "CA-ON", "RATE1")
+    _, slow = await create_key(pool, role="enforcement", name="slow", rate_limit=0.5)
+    _, other = await create_key(pool, role="enforcement", name="other", rate_limit=0.5)
+    async with running_api(settings, rate_limit_burst=3) as api:
+        statuses = [(await api.client.get("/v1/plates/CA-ON/RATE1", headers=bearer(slow)))
+                    for _ in range(5)]
+        assert [r.status_code for r in statuses] == [200, 200, 200, 429, 429]
+        limited = statuses[-1]
+        assert limited.headers["content-type"] == "application/problem+json"
+        assert int(limited.headers["retry-after"]) >= 1
+        # Buckets are per key: another key is not affected.
+        r = await api.client.get("/v1/plates/CA-ON/RATE1", headers=bearer(other))
+        assert r.status_code == 200
+
+
+async def test_database_never_holds_a_raw_key(pool: asyncpg.Pool) -> None:
+    created = [await create_key(pool, role=r, name=f"k {r}") for r in
+               ("enforcement", "portal", "operator", "ingest")]
+    rows = await pool.fetch("SELECT * FROM api_keys")
+    dump = repr([dict(r) for r in rows])
+    for key_id, key in created:
+        secret = key.split("_", 2)[2]
+        assert key not in dump and secret not in dump
+        row = next(r for r in rows if r["key_id"] == key_id)
+        assert row["secret_hash"] == hashlib.sha256(secret.encode()).hexdigest()
+
+
+async def test_enforcement_responses_never_contain_owner_data(settings, pool) -> None:
+    plates = [f"Q{i:03d}" for i in range(150)]
+    for i, plate in enumerate(plates):
+        await insert_plate(pool, "CA-ON", plate, stolen=i % 3 == 0, cancelled=i % 7 == 0,
+                           suspension_reasons=("unpaid_fines",) if i % 5 == 0 else (),
+                           device_id="dev-1" if i % 2 else None,
+                           owner_data=owner(f"secret-owner-{i}", f"Secret Name {i}"))
+    # A stored change view carrying owner data must still not leak through the hotlist.
+    leaky = {"jurisdiction": "CA-ON", "plate": "Q000", "status": "stolen", "flags": ["stolen"],
+             "expires_on": "2027-01-01", "plate_class": "passenger", "suspension_reasons": [],
+             "vehicle": None, "smart_plate": False, "as_of": "2026-11-24T15:04:05Z",
+             "owner": owner("secret-owner-x", "Secret Name X")}
+    enf = bearer((await role_keys(pool))["enforcement"])
+    bodies: list[tuple[str, object]] = []
+    async with running_api(settings) as api:
+        for plate in plates:
+            r = await api.client.get(f"/v1/plates/ca-on/{plate.lower()}", headers=enf)
+            assert r.status_code == 200
+            bodies.append((r.text, [r.json()]))
+        r = await api.client.post("/v1/plates/lookup", headers=enf, json={"plates": [
+            {"jurisdiction": "CA-ON", "plate": p} for p in plates]})
+        bodies.append((r.text, r.json()["results"]))
+        for plate in plates[:40]:
+            r = await api.client.get(f"/v1/plates/CA-ON/{plate.replace('0', 'O')}/candidates",
+                                     headers=enf)
+            assert r.status_code == 200
+            bodies.append((r.text, r.json()["candidates"]))
+        r = await api.client.get("/v1/hotlist", headers=enf)
+        bodies.append((r.text, r.json()["entries"]))
+        cursor = r.json()["next"]
+        await insert_change(pool, leaky, True, False)
+        r = await api.client.get("/v1/hotlist", params={"since": cursor}, headers=enf)
+        assert len(r.json()["entries"]) == 1
+        bodies.append((r.text, r.json()["entries"]))
+    views = 0
+    for text, items in bodies:
+        assert "secret-owner" not in text and "Secret Name" not in text
+        assert "example.org" not in text and "+1555" not in text
+        for view in items:  # type: ignore[union-attr]
+            assert not set(view) & set(OWNER_FIELDS), view
+            views += 1
+    assert views > 150 * 2 + 40
+
+
+HOSTILE_PATHS = [
+    "/v1/plates/CA-ON/" + "A" * 65,               # over-long raw plate
+    "/v1/plates/CA-ON/ABCDEFGHIJK",               # 11 characters after normalization
+    "/v1/plates/CA-ON/---",                       # nothing left
+    "/v1/plates/CA-ON/ABC%24123",                 # $
+    "/v1/plates/CA-ON/%D0%90BC123",               # Cyrillic A
+    "/v1/plates/CA-ON/%EF%BC%A1BC",               # full-width A
+    "/v1/plates/CA-ON/STRA%C3%9FE",               # sharp s (upper() would give SS)
+    "/v1/plates/CA-ON/AB%00C",                    # NUL
+    "/v1/plates/CANADA/ABC123",
+    "/v1/plates/C1-ON/ABC123",
+    "/v1/plates/%CE%9F%CE%9D-ON/ABC123",          # Greek look-alikes
+    "/v1/plates/" + "X" * 5000 + "/ABC123",
+    "/v1/plates/CA-ON/ABC123/candidates/..%2F..%2Fetc",
+    "/v1/plates/CA-ON/%0D%0AX-Injected:1/candidates",
+    "/v1/plates/CA-ON/" + "O" * 65 + "/candidates",
+    "/v1/plates/ca-on/%EF%BC%90%EF%BC%90/events",
+    "/v1/hotlist?since=%00",
+    "/v1/hotlist?since=" + "A" * 300,
+    "/v1/hotlist?since=ZDotMQ",                   # d:-1
+    "/v1/hotlist?limit=-1",
+    "/v1/hotlist?limit=99999999999999999999999",
+    "/v1/owners/" + "o" * 65 + "/plates",
+    "/v1/owners/%E2%80%AEevil/notices",
+    "/v1/audit?since=2026-13-45T99:99:99Z",
+    "/v1/audit?plate=ABC123&jurisdiction=%D0%A1A-ON",
+]
+
+
+async def test_hostile_paths_and_queries_are_4xx_problems(settings, pool) -> None:
+    op = bearer((await role_keys(pool))["operator"])
+    async with running_api(settings) as api:
+        for path in HOSTILE_PATHS:
+            r = await api.client.get(path, headers=op)
+            assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
+            assert r.headers["content-type"] == "application/problem+json", path
+            assert "X-Injected" not in r.headers
+
+
+async def test_hostile_bodies_are_4xx_problems(settings, pool) -> None:
+    op = {**bearer((await role_keys(pool))["operator"])}
+    json_h = {**op, "Content-Type": "application/json"}
+    item = {"jurisdiction": "CA-ON", "plate": "ABC123"}
+    cases: list[tuple[dict, bytes | None, int]] = [
+        (json_h, b'{"plates": [' + b",".join([b'{"jurisdiction":"CA-ON","plate":"A1"}'] * 1001)
+         + b"]}", 422),                                              # 1001 items
+        (json_h, b"not json", 400),
+        (json_h, b"", 400),
+        (json_h, b"\xff\xfe\x00", 400),
+        (json_h, b"[" * 100_000 + b"]" * 100_000, 400),            # nesting beyond orjson's limit
+        (json_h, b'{"plates": ' + b"[" * 500 + b"]" * 500 + b"}", 422),
+        (json_h, b'{"plates": []}', 422),
+        (json_h, b'{"plates": null}', 422),
+        (json_h, b"null", 422),
+        (json_h, b'"plates"', 422),
+        (json_h, b'{"plates": [{"jurisdiction": "CA-ON", "plate": 123}]}', 422),
+        (json_h, b'{"plates": [{"jurisdiction": "CA-ON", "plate": "A", "x": 1}]}', 422),
+        (json_h, b'{"plates": [{"jurisdiction": "CA-ON", "plate": "A"}], "purpose": "a\\nb"}',
+         422),
+        (json_h, b'{"plates": [{"jurisdiction": "CA-ON", "plate": "A"}], "purpose": "'
+         + b"p" * 201 + b'"}', 422),
+        ({**op, "Content-Type": "text/plain"}, b'{"plates": []}', 415),
+        ({**op, "Content-Type": "application/x-www-form-urlencoded"}, b"plates=1", 415),
+        (op, b'{"plates": [{"jurisdiction": "CA-ON", "plate": "A"}]}', 415),  # no type
+        (json_h, b'{"plates": [' + b", ".join([b'{"jurisdiction":"CA-ON","plate":"A1"}']
+                                              * 200_000) + b"]}", 413),   # > 4 MiB
+        ({**json_h, "X-Purpose": "x" * 201}, b'{"plates": [{"jurisdiction": "CA-ON", '
+                                              b'"plate": "A"}]}', 422),
+    ]
+    async with running_api(settings) as api:
+        for headers, body, expected in cases:
+            r = await api.client.post("/v1/plates/lookup", content=body, headers=headers)
+            assert r.status_code == expected, (body[:60], r.status_code, r.text[:300])
+            assert r.headers["content-type"] == "application/problem+json"
+            assert b"ABC123" not in r.content
+
+        async def chunks():  # no Content-Length: the limit applies while streaming
+            for _ in range(100):
+                yield b"[" * 65536
+
+        r = await api.client.post("/v1/plates/lookup", content=chunks(), headers=json_h)
+        assert r.status_code == 413
+        r = await api.client.put("/v1/owners/o1/preferences", content=b"{", headers=json_h)
+        assert r.status_code == 400
+        r = await api.client.put("/v1/owners/o1/preferences", content=b'{"channels": ["sms"]}',
+                                 headers={**op, "Content-Type": "text/csv"})
+        assert r.status_code == 415
+        r = await api.client.post("/v1/plates/lookup", json={"plates": [item]}, headers=op)
+        assert r.status_code == 200  # the same client still works
+
+
+async def test_metrics_use_route_templates(settings, pool) -> None:
+    await insert_plate(pool, "CA-ON", "MET123")
+    enf = bearer((await role_keys(pool))["enforcement"])
+    async with running_api(settings) as api:
+        await api.client.get("/v1/plates/ca-on/met-123", headers=enf)
+        await api.client.get("/v1/plates/CA-ON/NOPE99", headers=enf)
+        await api.client.get("/v1/plates/CA-ON/MET123/candidates", headers=enf)
+        await api.client.get("/no/such/MET123", headers=enf)
+        text = (await api.client.get("/metrics")).text
+    assert 'route="/v1/plates/{jurisdiction}/{plate}"' in text
+    assert 'route="/v1/plates/{jurisdiction}/{plate}/candidates"' in text
+    assert 'route="unmatched"' in text
+    assert "MET" not in text and "NOPE" not in text
+    assert 'platereg_lookups_total{kind="single",result="not_found"}' in text
