@@ -38,6 +38,8 @@ SERVICES: list[Service] = [
     Service("registry-consumer", ("consume", "registry"),
             lambda s: f"http://{s.host}:{s.consumer_metrics_port}/metrics"),
     Service("ingest-api", ("serve", "ingest"), url=lambda s: f"http://{s.host}:{s.ingest_port}/docs"),
+    Service("registry-api", ("serve", "registry"),
+            url=lambda s: f"http://{s.host}:{s.registry_port}/docs"),
 ]
 
 # Commands run once after the services are up, to load demo data.
