@@ -124,7 +124,7 @@ class Served:
 @contextlib.contextmanager
 def served_registry(log_path: str, *, workers: int = 1, env: dict[str, str] | None = None
                     ) -> Iterator[Served]:
-    """``platereg serve registry`` in a child process on a free port (PLATEREG_* from os.environ)."""
+    """``platereg serve registry`` as a child process on a free port (PLATEREG_* from env)."""
     port = free_port()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(

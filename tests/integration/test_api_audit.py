@@ -132,7 +132,8 @@ def _purge_cli(*args: str) -> subprocess.CompletedProcess:
 async def test_purge_deletes_only_rows_past_retention(settings, pool: asyncpg.Pool) -> None:
     await pool.execute(
         "INSERT INTO audit_log (at, key_id, kind, jurisdiction, plate, result)"
-        " SELECT now() - make_interval(days => d) + interval '1 hour', 'k', 'single', 'CA-ON', 'P' || d, 'valid'"
+        " SELECT now() - make_interval(days => d) + interval '1 hour', 'k', 'single', 'CA-ON',"
+        " 'P' || d, 'valid'"
         " FROM generate_series(0, 39) AS d")
     done = await asyncio.to_thread(_purge_cli, "--days", "30")
     assert done.returncode == 0, done.stderr
