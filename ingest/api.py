@@ -141,7 +141,7 @@ def validate_batch(items: list[Any], now: datetime) -> tuple[list[BaseEvent], li
     """Parse every item; returns (events, errors) where errors lists invalid indexes."""
     events: list[BaseEvent] = []
     errors: list[dict[str, Any]] = []
-    seen: dict[str, tuple[int, str]] = {}
+    seen: dict[str, tuple[int, BaseEvent]] = {}
     for index, item in enumerate(items):
         try:
             event = parse_event_obj(item, now=now)
@@ -150,8 +150,8 @@ def validate_batch(items: list[Any], now: datetime) -> tuple[list[BaseEvent], li
             continue
         first = seen.get(event.id)
         if first is None:
-            seen[event.id] = (index, event.fingerprint())
-        elif first[1] != event.fingerprint():
+            seen[event.id] = (index, event)
+        elif first[1].fingerprint() != event.fingerprint():
             errors.append({"index": index, "reason": "id_conflict",
                            "detail": f"id: also used by event [{first[0]}] of this batch "
                                      "with different content"})

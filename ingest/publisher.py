@@ -176,34 +176,42 @@ class StreamPublisher:
     async def send(self, key: bytes | None, value: bytes, *, tag: object = None) -> None:
         assert self._producer is not None, "start() first"
         try:
-            future = await asyncio.wait_for(
-                self._producer.send(self.topic, value=value, key=key, headers=HEADERS),
-                self.timeout)
+            async with asyncio.timeout(self.timeout):
+                future = await self._producer.send(self.topic, value=value, key=key,
+                                                   headers=HEADERS)
         except (TimeoutError, KafkaError, OSError) as exc:
             raise self._failure(exc) from None
         self._inflight.append((tag, future))
-        while self._inflight and self._inflight[0][1].done():
-            await self._pop()
+        self._collect()
         if len(self._inflight) >= self.window:
-            await self._pop()
+            await self._wait_oldest()
 
-    async def _pop(self) -> None:
-        tag, future = self._inflight[0]
-        try:
-            await asyncio.wait_for(asyncio.shield(future), self.timeout)
-        except (TimeoutError, KafkaError, OSError) as exc:
-            raise self._failure(exc) from None
-        self._inflight.popleft()
-        self.acked += 1
-        self.acked_through = tag
+    def _collect(self) -> None:
+        """Count the acknowledged records at the head of the window (no waiting)."""
+        inflight = self._inflight
+        while inflight and inflight[0][1].done():
+            tag, future = inflight[0]
+            error = future.exception() if not future.cancelled() else TimeoutError()
+            if error is not None:
+                raise self._failure(error)
+            inflight.popleft()
+            self.acked += 1
+            self.acked_through = tag
+
+    async def _wait_oldest(self) -> None:
+        future = self._inflight[0][1]
+        await asyncio.wait([future], timeout=self.timeout)
+        if not future.done():
+            raise self._failure(TimeoutError())
+        self._collect()
 
     def _failure(self, exc: BaseException) -> BrokerUnavailable:
-        kind = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
+        kind = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
         return BrokerUnavailable(f"the event broker did not acknowledge ({kind})", 5)
 
     async def flush(self) -> None:
         while self._inflight:
-            await self._pop()
+            await self._wait_oldest()
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
