@@ -108,8 +108,44 @@ def parse_value(value: bytes | None, partition: int, offset: int,
 
 
 def parse_values(records: Sequence[Record], now: dt.datetime) -> list[Parsed | Rejected]:
-    """Parse every record (picklable: may run in a worker process)."""
+    """Parse every record in this process."""
     return [parse_value(r.value, r.partition, r.offset, now) for r in records]
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def parse_compact(values: Sequence[bytes | None], now: dt.datetime) -> list[tuple]:
+    """Parse in a worker process; returns small tuples that are cheap to pickle.
+
+    Valid: (event_id, type, source, time in µs since the epoch, subject, data JSON,
+    fingerprint); rejected: (reason, detail, type label).
+    """
+    out: list[tuple] = []
+    for value in values:
+        ev = parse_value(value, 0, 0, now)
+        if isinstance(ev, Rejected):
+            out.append((ev.reason, ev.detail, ev.type_label))
+        else:
+            out.append((ev.event_id, ev.type, ev.source, (ev.time - _EPOCH) // _MICROSECOND,
+                        ev.plate_key, orjson.dumps(ev.data), ev.fingerprint))
+    return out
+
+
+def expand_compact(compact: Sequence[tuple],
+                   records: Sequence[Record]) -> list[Parsed | Rejected]:
+    """The :func:`parse_compact` results as :class:`Parsed` / :class:`Rejected`."""
+    out: list[Parsed | Rejected] = []
+    for c, r in zip(compact, records, strict=True):
+        if len(c) == 3:
+            out.append(Rejected(r.partition, r.offset, c[0], c[1], c[2]))
+        else:
+            jurisdiction, _, plate = c[4].partition("/")
+            out.append(Parsed(c[0], c[1], c[2], _EPOCH + dt.timedelta(microseconds=c[3]), c[4],
+                              jurisdiction, plate, orjson.loads(c[5]), c[6],
+                              r.partition, r.offset))
+    return out
 
 
 @dataclass
@@ -195,12 +231,26 @@ def status_change(previous: Mapping[str, Any] | None, current: Mapping[str, Any]
     )
 
 
+def _view_inputs(state: PlateState | None) -> tuple | None:
+    """Everything the enforcement view depends on (besides the date)."""
+    if state is None or not state.issued:
+        return None
+    vehicle = state.vehicle
+    return (state.stolen, state.cancelled, state.suspension_reasons, state.expires_on,
+            state.plate_class, state.device_id is None,
+            None if vehicle is None else (vehicle.get("make"), vehicle.get("model"),
+                                          vehicle.get("year"), vehicle.get("colour")))
+
+
 def status_changes(old: Mapping[str, PlateState | None], new: Mapping[str, PlateState],
                    today: dt.date, as_of: dt.datetime) -> list[StatusChange]:
     """One change per plate whose enforcement view differs after the batch."""
     out = []
     for key in sorted(new):
-        change = status_change(view_of(old.get(key), today, as_of),
+        before = old.get(key)
+        if _view_inputs(before) == _view_inputs(new[key]):
+            continue   # same inputs, same view: skip building both
+        change = status_change(view_of(before, today, as_of),
                                view_of(new[key], today, as_of), key)
         if change is not None:
             out.append(change)

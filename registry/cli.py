@@ -24,7 +24,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         max_records: Annotated[int, typer.Option(help="Records per batch (transaction)")]
         = 5000,
         parse_workers: Annotated[int, typer.Option(
-            help="Worker processes validating events (0: in the consumer process)")] = 0,
+            help="Worker processes validating events while the previous batch is written "
+                 "(0: validate in the consumer process, no pipelining)")] = 1,
     ) -> None:
         """Fold plates.events into PostgreSQL (exactly-once effect). SIGTERM stops it cleanly."""
         from registry.consumer import serve_registry_consumer

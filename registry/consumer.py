@@ -25,7 +25,7 @@ import datetime as dt
 import signal
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
@@ -45,6 +45,8 @@ from registry.batch import (
     Record,
     Rejected,
     classify,
+    expand_compact,
+    parse_compact,
     parse_values,
     plan_plates,
     status_changes,
@@ -92,7 +94,7 @@ async def apply_batch(
     conn: asyncpg.Connection, *, group: str, topic: str,
     expected: dict[int, int], next_offsets: dict[int, int],
     parsed: Sequence[Parsed | Rejected],
-    raw: dict[tuple[int, int], tuple[bytes | None, bytes | None]],
+    raw: Mapping[tuple[int, int], tuple[bytes | None, bytes | None]],
     tz: dt.tzinfo, now: dt.datetime,
 ) -> Outcome:
     """Everything one batch does, in the caller's transaction.
@@ -143,6 +145,20 @@ async def apply_batch(
         ])
     await store.set_offsets(conn, group, topic, next_offsets)
     return out
+
+
+class _RawIndex:
+    """(partition, offset) -> (key, value) of a batch's records, built on first use
+    (only batches with rejections need it)."""
+
+    def __init__(self, records: list) -> None:
+        self.records = records
+        self._index: dict[tuple[int, int], tuple[bytes | None, bytes | None]] | None = None
+
+    def __getitem__(self, position: tuple[int, int]) -> tuple[bytes | None, bytes | None]:
+        if self._index is None:
+            self._index = {(r.partition, r.offset): (r.key, r.value) for r in self.records}
+        return self._index[position]
 
 
 class Health:
@@ -201,7 +217,7 @@ class RegistryConsumer:
         self.consumer = make_consumer(
             self.settings, group_id=self.group, max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024, max_poll_records=self.max_records,
-            session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
+            session_timeout_ms=6_000, heartbeat_interval_ms=1_000,
             max_poll_interval_ms=600_000, rebalance_timeout_ms=60_000,
         )
         try:
@@ -337,46 +353,79 @@ class RegistryConsumer:
 
     # ------------------------------------------------------------------ batches
     async def _loop(self) -> None:
+        """Fetch, parse and apply; with a parse executor, batch n+1 is parsed while
+        batch n is written (a pipeline of depth one)."""
         assert self.consumer is not None
         delay = 0.5
-        while not self.stop_event.is_set():
-            try:
-                batch = await self.consumer.getmany(timeout_ms=500,
-                                                    max_records=self.max_records)
-                delay = 0.5
-            except KafkaError as exc:
-                log.warning("fetch failed; retrying", error=type(exc).__name__)
-                await self._sleep(delay)
-                delay = min(delay * 2, 10)
-                continue
-            generation = self.generation
-            records = [r for tp in sorted(batch, key=lambda t: t.partition)
-                       if tp.topic == self.topic for r in batch[tp]]
-            if records:
-                await self._handle(records, generation)
-            self._update_lag()
+        pending: tuple | None = None
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    batch = await self.consumer.getmany(
+                        timeout_ms=0 if pending else 500, max_records=self.max_records)
+                    delay = 0.5
+                except KafkaError as exc:
+                    log.warning("fetch failed; retrying", error=type(exc).__name__)
+                    await self._sleep(delay)
+                    delay = min(delay * 2, 10)
+                    continue
+                records = [r for tp in sorted(batch, key=lambda t: t.partition)
+                           if tp.topic == self.topic for r in batch[tp]]
+                fresh = self._start_parse(records, self.generation) if records else None
+                if pending is not None:
+                    await self._handle(*pending)
+                pending = fresh
+                if pending is not None and self.parse_executor is None:
+                    await self._handle(*pending)
+                    pending = None
+                self._update_lag()
+        finally:
+            if pending is not None and not isinstance(pending[3], list):
+                pending[3].cancel()   # abandoned: nothing of it was committed
 
-    async def _handle(self, records: list, generation: int) -> None:
-        assert self.pool is not None and self.consumer is not None
+    def _start_parse(self, records: list, generation: int) -> tuple:
         now = dt.datetime.now(dt.UTC)
-        plain = [Record(r.partition, r.offset, r.value) for r in records]
-        if self.parse_executor is not None:
-            loop = asyncio.get_running_loop()
-            parsed = await loop.run_in_executor(self.parse_executor, parse_values, plain, now)
+        if self.parse_executor is None:
+            parsed: object = parse_values(
+                [Record(r.partition, r.offset, r.value) for r in records], now)
         else:
-            parsed = parse_values(plain, now)
+            parsed = asyncio.get_running_loop().run_in_executor(
+                self.parse_executor, parse_compact, [r.value for r in records], now)
+        return records, generation, now, parsed
+
+    async def _handle(self, records: list, generation: int, now: dt.datetime,
+                      parsed: object) -> None:
+        assert self.pool is not None and self.consumer is not None
+        if not isinstance(parsed, list):
+            parsed = expand_compact(await parsed, records)  # type: ignore[misc]
         next_offsets: dict[int, int] = {}
         for r in records:
             next_offsets[r.partition] = r.offset + 1
-        raw = {(r.partition, r.offset): (r.key, r.value) for r in records}
+        raw = _RawIndex(records)
         delay = 0.2
         while True:
             async with self.lock:
                 if generation != self.generation:
-                    return   # assignment changed: the partitions were re-seeked
+                    return   # assignment changed or re-seeked: fetched again from stored offsets
                 expected = {p: self.positions[p] for p in next_offsets if p in self.positions}
                 if len(expected) != len(next_offsets):
                     return
+                if any(r.offset < expected[r.partition] for r in records):
+                    # Records from a fetch made before the last seek (aiokafka can hand
+                    # them out after a partition is re-assigned): already applied, since
+                    # the positions come from the database. Drop them.
+                    kept = [i for i, r in enumerate(records) if r.offset >= expected[r.partition]]
+                    log.info("dropped records before the stored offsets",
+                             count=len(records) - len(kept))
+                    records = [records[i] for i in kept]
+                    parsed = [parsed[i] for i in kept]
+                    raw = _RawIndex(records)
+                    next_offsets = {}
+                    for r in records:
+                        next_offsets[r.partition] = r.offset + 1
+                    if not records:
+                        return
+                    expected = {p: expected[p] for p in next_offsets}
                 try:
                     async with self.pool.acquire() as conn, conn.transaction():
                         outcome = await apply_batch(
@@ -384,6 +433,7 @@ class RegistryConsumer:
                             next_offsets=next_offsets, parsed=parsed, raw=raw, tz=self.tz,
                             now=now)
                 except Fenced as fence:
+                    self.generation += 1   # drop batches fetched before this seek
                     for p in next_offsets:
                         self.positions[p] = fence.stored.get(p, expected[p])
                         self.consumer.seek(TopicPartition(self.topic, p), self.positions[p])
