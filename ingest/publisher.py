@@ -70,6 +70,7 @@ class Publisher:
         self._options = producer_options or {}
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
+        self._cleanups: set[asyncio.Future] = set()
 
     async def start(self) -> bool:
         """Try to connect now (e.g. at start-up); False when the broker is not reachable."""
@@ -88,7 +89,11 @@ class Publisher:
                 try:
                     await producer.start()
                 except BaseException:
-                    await _quietly_stop(producer)
+                    # Also on cancellation (the caller's time is up): clean up in the
+                    # background so the request answers within its bound.
+                    task = asyncio.ensure_future(_quietly_stop(producer))
+                    self._cleanups.add(task)
+                    task.add_done_callback(self._cleanups.discard)
                     raise
                 self._producer = producer
             return self._producer
