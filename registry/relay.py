@@ -16,7 +16,7 @@ import contextlib
 import asyncpg
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from platereg.db import _init_connection
 from platereg.kafka import make_producer
@@ -30,6 +30,9 @@ log = get_logger(__name__)
 # pg_try_advisory_lock(int, int) keys: a key space apart from the one-bigint locks.
 LEADER_LOCK = (0x706C6174, 0x72656C61)  # "plat", "rela"
 BATCH = 1000
+#: Big enough for any message the consumer fetches (max_partition_fetch_bytes).
+MAX_REQUEST_SIZE = 16 * 1024 * 1024
+VALUE_OMITTED_HEADER = "x-dlq-value-omitted"
 
 
 def status_cursor_name(settings: Settings) -> str:
@@ -69,8 +72,18 @@ async def relay_dlq_once(conn: asyncpg.Connection, producer: AIOKafkaProducer,
     if not rows:
         return 0
     topic = settings.topic(topics.DLQ)
-    futures = [await producer.send(topic, key=r["key"], value=r["value"],
-                                   headers=dlq_headers(r)) for r in rows]
+    futures = []
+    for r in rows:
+        try:
+            futures.append(await producer.send(topic, key=r["key"], value=r["value"],
+                                               headers=dlq_headers(r)))
+        except MessageSizeTooLargeError:
+            # Larger than the producer or broker allows: publish the record without
+            # its value rather than stall the DLQ; the bytes stay in dlq_messages.
+            log.warning("DLQ value too large to publish; sent without it", dlq_id=r["id"])
+            futures.append(await producer.send(
+                topic, key=r["key"], value=None,
+                headers=[*dlq_headers(r), (VALUE_OMITTED_HEADER, b"too large")]))
     await asyncio.gather(*futures)
     await store.mark_dlq_published(conn, [r["id"] for r in rows])
     log.info("rejections published to the DLQ", count=len(rows))
@@ -110,7 +123,7 @@ async def run_relays(settings: Settings, stop: asyncio.Event,
                         continue
                     log.info("relay leading")
                 if producer is None:
-                    producer = make_producer(settings)
+                    producer = make_producer(settings, max_request_size=MAX_REQUEST_SIZE)
                     await producer.start()
                 done = await relay_status_once(conn, producer, settings)
                 done += await relay_dlq_once(conn, producer, settings)

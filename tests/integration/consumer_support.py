@@ -209,7 +209,7 @@ async def wait_offsets(pool: asyncpg.Pool, settings: Settings, ends: dict[int, i
             "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = $1 "
             "AND topic = $2", settings.consumer_group, settings.topic(topics.EVENTS))
         stored = {r["partition"]: r["next_offset"] for r in rows}
-        if all(stored.get(p, 0) >= o for p, o in ends.items()):
+        if all(stored.get(p, 0) == o for p, o in ends.items()):
             return
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"consumer exited with {proc.returncode}")

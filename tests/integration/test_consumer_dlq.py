@@ -1,0 +1,156 @@
+"""Rejections: one test per DLQ reason, read back from the real dead-letter topic.
+
+One consumer run (module fixture) gets, on one partition per reason, a good
+event, the bad message, and another good event; each test checks its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+
+import asyncpg
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from platereg.db import create_pool
+from platereg.kafka import ensure_topics
+from platereg.settings import load_settings
+from schemas import topics as contract
+from tests.integration.consumer_support import (
+    consumer_running,
+    event,
+    produce,
+    wait_offsets,
+)
+
+pytestmark = pytest.mark.integration
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+REASONS = ["malformed_json", "too_large", "schema_invalid", "unknown_type", "invalid_plate",
+           "future_time", "id_conflict"]
+
+
+def _renewal(subject: str, minutes: int, id: str | None = None, day: str = "2030-01-01") -> dict:
+    return event("plate.renewed", subject, NOW - dt.timedelta(minutes=minutes),
+                 {"expires_on": day}, id=id)
+
+
+def _bad(reason: str, subject: str, before: dict) -> bytes:
+    good = _renewal(subject, 5)
+    if reason == "malformed_json":
+        return b"{this is not json"
+    if reason == "too_large":
+        return orjson.dumps({**good, "padding": "x" * (1024 * 1024)})   # 1 MiB event
+    if reason == "schema_invalid":
+        return orjson.dumps({k: v for k, v in good.items() if k != "source"})
+    if reason == "unknown_type":
+        return orjson.dumps({**good, "type": "plate.painted"})
+    if reason == "invalid_plate":
+        return orjson.dumps({**good, "subject": "CA-ON/NOT A PLATE!"})
+    if reason == "future_time":
+        later = (NOW + dt.timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+        return orjson.dumps({**good, "time": later})
+    if reason == "id_conflict":      # same id as the accepted event before it, other content
+        return orjson.dumps({**before, "data": {"expires_on": "2031-06-30"}})
+    raise AssertionError(reason)
+
+
+async def _read_topic(settings, topic: str, count: int, timeout: float = 30) -> list:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap(),
+                                enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list = []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(out) < count and loop.time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for recs in batch.values():
+                out.extend(recs)
+        return out
+    finally:
+        await consumer.stop()
+
+
+@pytest.fixture(scope="module")
+async def dlq_run(servers, template_db):
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(servers.admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    await admin.close()
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    settings = load_settings(database_url=servers.dsn_for(name),
+                             kafka_bootstrap_servers=servers.bootstrap, topic_prefix=prefix,
+                             events_partitions=4, consumer_group=f"registry-{prefix}")
+    await ensure_topics(settings)
+    pool = await create_pool(settings.dsn(), min_size=1, max_size=3)
+    cases = {}
+    messages = []
+    for i, reason in enumerate(REASONS):
+        subject = f"CA-QC/DLQ{i}"
+        issued = event("plate.issued", subject, NOW - dt.timedelta(days=1), {
+            "plate_class": "passenger", "expires_on": "2029-01-01",
+            "vehicle": {"vin": "V1", "make": "Kia", "model": "Rio", "year": 2020,
+                        "colour": "red"},
+            "owner": {"owner_id": f"o{i}", "name": "Test Owner"}})
+        before = _renewal(subject, 30, day="2029-06-01")
+        after = _renewal(subject, 10, day="2029-12-31")
+        bad = _bad(reason, subject, before)
+        cases[reason] = {"subject": subject, "bad": bad, "after": after}
+        messages += [(subject.encode(), orjson.dumps(e)) for e in (issued, before)]
+        messages += [(subject.encode(), bad), (subject.encode(), orjson.dumps(after))]
+    async with consumer_running(settings, max_records=3):
+        ends = await produce(settings, messages, max_request_size=8 << 20)
+        await wait_offsets(pool, settings, ends)
+        for _ in range(100):
+            if not await pool.fetchval(
+                    "SELECT count(*) FROM dlq_messages WHERE published_at IS NULL"):
+                break
+            await asyncio.sleep(0.1)
+    dlq = await _read_topic(settings, settings.topic(contract.DLQ), len(REASONS))
+    yield settings, pool, cases, dlq
+    await pool.close()
+    admin = await asyncpg.connect(servers.admin_dsn)
+    await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin.close()
+
+
+@pytest.mark.parametrize("reason", REASONS)
+async def test_rejection_goes_to_the_dlq_and_the_partition_moves_on(dlq_run, reason) -> None:
+    settings, pool, cases, dlq = dlq_run
+    case = cases[reason]
+    mine = [r for r in dlq if r.value == case["bad"]]
+    assert len(mine) == 1, f"expected exactly one DLQ message with the original bytes, got " \
+                           f"{len(mine)} of {len(dlq)}"
+    msg = mine[0]
+    headers = {k: v.decode() for k, v in msg.headers}
+    assert headers["x-dlq-reason"] == reason
+    assert headers["x-dlq-detail"]
+    assert headers["x-original-topic"] == settings.topic(contract.EVENTS)
+    row = await pool.fetchrow("SELECT * FROM dlq_messages WHERE reason = $1", reason)
+    assert row["published_at"] is not None
+    assert headers["x-original-partition"] == str(row["partition"])
+    assert headers["x-original-offset"] == str(row["kafka_offset"])
+    assert msg.key == case["subject"].encode()
+    # the good event after the bad one was applied (and the conflict did not replace the first)
+    plate = await pool.fetchrow("SELECT expires_on, event_count FROM plates WHERE plate_key = $1",
+                                case["subject"])
+    assert plate["expires_on"] == dt.date(2029, 12, 31)
+    assert plate["event_count"] == 3
+    stored = await pool.fetchval("SELECT count(*) FROM plate_events WHERE plate_key = $1",
+                                 case["subject"])
+    assert stored == 3
+
+
+async def test_every_reason_was_counted_once(dlq_run) -> None:
+    _, pool, _, dlq = dlq_run
+    rows = await pool.fetch("SELECT reason, count(*) AS n FROM dlq_messages GROUP BY reason")
+    assert {r["reason"]: r["n"] for r in rows} == {reason: 1 for reason in REASONS}
+    assert len(dlq) == len(REASONS)
