@@ -340,3 +340,23 @@ async def test_readyz_reports_an_unreachable_broker(settings, ingest_key) -> Non
     assert ready.status_code == 503
     assert ready.json()["checks"] == {"postgres": "ok", "kafka": "unreachable"}
     assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+
+
+async def test_import_through_the_api(topics, ingest_key, tmp_path) -> None:
+    """`platereg import --api URL --key KEY`: batches to the ingest API, same report."""
+    from ingest.importer import ApiLineSink, import_file
+
+    good = [issued(f"CA-ON/API{i}") for i in range(7)]
+    lines = [orjson.dumps(e) for e in good[:3]] + [b"{broken"] + [orjson.dumps(e)
+                                                                   for e in good[3:]]
+    path = tmp_path / "via-api.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    async with ingest_server(topics) as url:
+        stats = await import_file(path, sink=ApiLineSink(url, ingest_key, batch_size=3),
+                                  report_path=tmp_path / "report.ndjson")
+    assert (stats.published, stats.rejected, stats.exit_code) == (7, 1, 1)
+    assert stats.acked_through == 8
+    report = [orjson.loads(x) for x in (tmp_path / "report.ndjson").read_bytes().splitlines()]
+    assert [(r["line"], r["reason"]) for r in report] == [(4, "malformed_json")]
+    ids = sorted(orjson.loads(r.value)["id"] for r in await read_topic(topics))
+    assert ids == sorted(e["id"] for e in good)
