@@ -200,8 +200,10 @@ def encoded(events: Iterable[dict]) -> list[tuple[bytes, bytes]]:
 
 
 async def wait_offsets(pool: asyncpg.Pool, settings: Settings, ends: dict[int, int],
-                       timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
-    """Wait until the stored offsets reach ``ends`` (partition -> next offset)."""
+                       timeout: float = 60.0, proc: subprocess.Popen | None = None,
+                       at_least: bool = False) -> None:
+    """Wait until the stored offsets equal ``ends`` (partition -> next offset), or reach
+    them with ``at_least``."""
     deadline = time.monotonic() + timeout
     stored: dict[int, int] = {}
     while time.monotonic() < deadline:
@@ -209,7 +211,8 @@ async def wait_offsets(pool: asyncpg.Pool, settings: Settings, ends: dict[int, i
             "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = $1 "
             "AND topic = $2", settings.consumer_group, settings.topic(topics.EVENTS))
         stored = {r["partition"]: r["next_offset"] for r in rows}
-        if all(stored.get(p, 0) == o for p, o in ends.items()):
+        if all(stored.get(p, 0) == o or (at_least and stored.get(p, 0) >= o)
+               for p, o in ends.items()):
             return
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"consumer exited with {proc.returncode}")

@@ -9,10 +9,12 @@ registry.domain), and the stored offsets equal the log ends.
 from __future__ import annotations
 
 import asyncio
-import os
 import random
+import re
 import signal
 import time
+
+import httpx
 
 import asyncpg
 import pytest
@@ -31,6 +33,29 @@ from tests.integration.consumer_support import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+async def _ops_port(log: str, timeout: float = 30) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(log) as f:
+            found = re.search(r"ops server listening.*port=(\d+)", f.read())
+        if found:
+            return int(found.group(1))
+        await asyncio.sleep(0.1)
+    raise AssertionError("the consumer did not start its ops server")
+
+
+async def _wait_ready(port: int, want: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    status = None
+    async with httpx.AsyncClient() as client:
+        while time.monotonic() < deadline:
+            status = (await client.get(f"http://127.0.0.1:{port}/readyz")).status_code
+            if status == want:
+                return
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"/readyz stayed {status}, wanted {want}")
 
 
 def _workload(seed: int, count: int, plates: int) -> list[dict]:
@@ -130,19 +155,30 @@ async def test_postgres_outage_mid_stream_loses_and_doubles_nothing(
     proc = start_consumer_process(topics, "--max-records", "500", log_path=log)
     pg = embedded.pg
     try:
+        port = await _ops_port(log)
+        await _wait_ready(port, 200)
         ends1 = await produce(topics, encoded(events[:5_000]))
-        await wait_offsets(pool, topics, {p: 1 for p in ends1}, timeout=60, proc=proc)
+        await wait_offsets(pool, topics, {p: 1 for p in ends1}, timeout=60, proc=proc,
+                           at_least=True)
         await pool.expire_connections()
         pg.stop()                                   # the database goes away mid-stream
         try:
             ends2 = await produce(topics, encoded(events[5_000:]))
-            await asyncio.sleep(3)                  # the consumer retries meanwhile
+            await _wait_ready(port, 503)            # the consumer retries meanwhile
+            async with httpx.AsyncClient() as client:
+                assert (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200
             assert proc.poll() is None, "the consumer died during the outage"
         finally:
             pg.start()                              # same port, same data
             await pool.expire_connections()
         ends = await merge_ends(ends1, ends2)
         await wait_offsets(pool, topics, ends, timeout=120, proc=proc)
+        await _wait_ready(port, 200)
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+        assert 'platereg_events_total{outcome="applied"' in text
+        assert "platereg_consumer_lag{partition=" in text
+        assert "platereg_event_apply_latency_seconds_count" in text
     finally:
         if not pg.running:
             pg.start()
