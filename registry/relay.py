@@ -130,8 +130,7 @@ async def run_relays(settings: Settings, stop: asyncio.Event,
                 delay = 0.5
                 if done == 0:
                     await _wait(stop, wakeup, idle)
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                KafkaError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
             log.warning("relay error; retrying", error=type(exc).__name__)
             if producer is not None and isinstance(exc, KafkaError):
                 with contextlib.suppress(Exception):

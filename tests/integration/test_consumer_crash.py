@@ -14,9 +14,8 @@ import re
 import signal
 import time
 
-import httpx
-
 import asyncpg
+import httpx
 import pytest
 
 from tests.integration.consumer_support import (

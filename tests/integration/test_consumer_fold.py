@@ -9,7 +9,9 @@ import random
 import asyncpg
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
 
 from registry.domain import today_in
 from registry.expiry import sweep

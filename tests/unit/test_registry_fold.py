@@ -6,7 +6,8 @@ import datetime as dt
 import random
 
 import orjson
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from registry.batch import (
     Parsed,
@@ -123,7 +124,8 @@ KINDS = [
     ("plate.reinstated", {"reason": "court_order"}), ("plate.reinstated", {}),
     ("plate.stolen_reported", {"agency": "A", "report_id": "r"}), ("plate.recovered", {}),
     ("plate.transferred", {"owner": {"owner_id": "o9", "name": "N"}}),
-    ("plate.owner_updated", {"email": "x@example.org"}), ("plate.cancelled", {"reason": "replaced"}),
+    ("plate.owner_updated", {"email": "x@example.org"}),
+    ("plate.cancelled", {"reason": "replaced"}),
     ("plate.device_paired", {"device_id": "d"}), ("plate.device_unpaired", {}),
 ]
 
