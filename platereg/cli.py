@@ -28,16 +28,15 @@ app = typer.Typer(
 )
 serve_app = typer.Typer(help="Run an HTTP API.", no_args_is_help=True)
 consume_app = typer.Typer(help="Run a Kafka consumer.", no_args_is_help=True)
-notices_app = typer.Typer(help="Renewal reminders and validation notices.", no_args_is_help=True)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 schemas_app = typer.Typer(help="JSON Schema and AsyncAPI documents.", no_args_is_help=True)
 app.add_typer(serve_app, name="serve")
 app.add_typer(consume_app, name="consume")
-app.add_typer(notices_app, name="notices")
 app.add_typer(keys_app, name="keys")
 app.add_typer(schemas_app, name="schemas")
 
-GROUPS = {"serve": serve_app, "consume": consume_app, "notices": notices_app}
+# The notifications package will add a "notices" group when it is built.
+GROUPS = {"serve": serve_app, "consume": consume_app}
 
 
 def settings_or_exit() -> Settings:
