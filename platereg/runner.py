@@ -51,6 +51,47 @@ DEMO_LOADERS: list[tuple[str, ...]] = [
 ]
 
 
+def _wait_healthy(settings: Settings, timeout: float = 60.0) -> None:
+    """Wait until every service with a URL answers /healthz (or the timeout passes)."""
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    deadline = time.monotonic() + timeout
+    for service in SERVICES:
+        if service.url is None:
+            continue
+        parts = urlsplit(service.url(settings))
+        health = f"{parts.scheme}://{parts.netloc}/healthz"
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(health, timeout=1) as response:  # noqa: S310
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.2)
+
+
+def _sample_plate(settings: Settings, timeout: float = 15.0) -> str | None:
+    """A plate the consumer has folded already, to show a working lookup."""
+    import asyncpg
+
+    async def pick() -> str | None:
+        conn = await asyncpg.connect(settings.dsn())
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                row = await conn.fetchrow("SELECT jurisdiction, plate FROM plates"
+                                          " WHERE issued ORDER BY plate_key LIMIT 1")
+                if row:
+                    return f"{row['jurisdiction']}/{row['plate']}"
+                await asyncio.sleep(0.5)
+            return None
+        finally:
+            await conn.close()
+
+    return asyncio.run(pick())
+
+
 def _platereg(*args: str) -> list[str]:
     return [sys.executable, "-m", "platereg.cli", *args]
 
@@ -125,15 +166,20 @@ def run_stack(settings: Settings, *, demo: bool = True) -> int:
                     preexec_fn=lambda: _die_with_parent(signal.SIGTERM),
                 )
                 children.append((service, proc))
+            _wait_healthy(settings)
+            sample = None
             if demo:
                 for loader in DEMO_LOADERS:
                     subprocess.run(_platereg(*loader), env=env, check=False)
+                sample = _sample_plate(settings)
             print("\nPlate Registry is running:")
             for service in SERVICES:
                 print(f"  {service.name:<22} {service.url(settings) if service.url else ''}")
+            base = f"http://{settings.host}:{settings.registry_port}"
             print(f"\nDemo operator API key (shown once): {key}")
-            print("  e.g. curl -H 'Authorization: Bearer <key>' "
-                  f"http://{settings.host}:{settings.registry_port}/v1/hotlist")
+            print(f"  curl -H 'Authorization: Bearer {key}' {base}/v1/hotlist")
+            if sample:
+                print(f"  curl -H 'Authorization: Bearer {key}' {base}/v1/plates/{sample}")
             print("Press Ctrl-C to stop.\n")
             sys.stdout.flush()
             while not stop_requested:
@@ -146,6 +192,8 @@ def run_stack(settings: Settings, *, demo: bool = True) -> int:
         except KeyboardInterrupt:
             pass
         finally:
+            # A second Ctrl-C must not interrupt the clean-up half-way.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
             print("\nstopping...", file=sys.stderr)
     print("stopped", file=sys.stderr)
     return 0
