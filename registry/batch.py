@@ -97,12 +97,12 @@ def parse_value(value: bytes | None, partition: int, offset: int,
         event = parse_event_bytes(value, now=now)
     except Rejection as rej:
         return Rejected(partition, offset, str(rej.reason), rej.detail, _type_label(value))
-    content = event.content()
+    content, fingerprint = event.content_and_fingerprint()
     jurisdiction, _, plate = event.subject.partition("/")
     return Parsed(
         event_id=event.id, type=event.type, source=event.source, time=event.time,
         plate_key=event.subject, jurisdiction=jurisdiction, plate=plate,
-        data=content["data"], fingerprint=event.fingerprint(),
+        data=content["data"], fingerprint=fingerprint,
         partition=partition, offset=offset,
     )
 

@@ -378,8 +378,13 @@ class BaseEvent(BaseModel):
         fingerprints; a duplicate ``id`` with another fingerprint is an
         ``id_conflict``.
         """
-        canonical = orjson.dumps(self.content(), option=orjson.OPT_SORT_KEYS)
-        return hashlib.sha256(canonical).hexdigest()
+        return self.content_and_fingerprint()[1]
+
+    def content_and_fingerprint(self) -> tuple[dict[str, Any], str]:
+        """:meth:`content` and :meth:`fingerprint` together (the content built once)."""
+        content = self.content()
+        canonical = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+        return content, hashlib.sha256(canonical).hexdigest()
 
     def to_json(self) -> bytes:
         """Structured-mode CloudEvents JSON of this (normalized) event, ``null`` fields omitted."""

@@ -52,6 +52,7 @@ PLATE_KEY_PATTERN = r"^[A-Z]{2}-[A-Z0-9]{1,3}/[A-Z0-9]{1,10}$"
 _JURISDICTION_RE = re.compile(r"[A-Z]{2}-[A-Z0-9]{1,3}", re.ASCII)
 _PLATE_RE = re.compile(r"[A-Z0-9]{1,10}", re.ASCII)
 _PLATE_SEPARATORS = str.maketrans("", "", " -.")
+_CANONICAL_KEY_RE = re.compile(r"[A-Z]{2}-[A-Z0-9]{1,3}/[A-Z0-9]{1,10}", re.ASCII)
 
 
 class InvalidPlate(ValueError):
@@ -107,6 +108,10 @@ def parse_plate_key(key: str) -> tuple[str, str]:
 
     ``"ca-on/abc-123"`` -> ``("CA-ON", "ABC123")``.
     """
+    if type(key) is str and _CANONICAL_KEY_RE.fullmatch(key):
+        # Already normalized (the common case): every check below passes unchanged.
+        jurisdiction, _, plate = key.partition("/")
+        return jurisdiction, plate
     key = _check_raw(key, "plate key", 2 * MAX_RAW_LENGTH + 1)
     if key.count("/") != 1:
         raise InvalidPlate("plate key must be JURISDICTION/PLATE with exactly one '/'")

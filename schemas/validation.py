@@ -117,6 +117,43 @@ def _depth_ok(value: object, limit: int) -> bool:
     return True
 
 
+#: The closing quote of every object key is followed by optional whitespace and a
+#: colon; so is an occasional quote inside or at the start of a string. The number
+#: of matches is therefore never less than the number of keys in the text.
+_KEY_END_RE = re.compile(rb'"[ \t\n\r]*:')
+
+
+def _key_total(value: dict | list) -> int:
+    """Keys of every object in a decoded value (depth bounded by the caller)."""
+    if type(value) is dict:
+        total = len(value)
+        children: Any = value.values()
+    else:
+        total = 0
+        children = value
+    for child in children:
+        kind = type(child)
+        if kind is dict or kind is list:
+            total += _key_total(child)
+    return total
+
+
+def _no_duplicate_keys_fast(raw: bytes, value: dict | list) -> bool:
+    """True when ``raw`` provably has no duplicate object keys (False: unknown).
+
+    orjson keeps the last of duplicate keys, so the decoded objects hold fewer
+    keys than the text does exactly when there are duplicates. The text holds at
+    most as many keys as :data:`_KEY_END_RE` matches; when that upper bound
+    equals the decoded keys, no key was dropped. Escapes or ``":`` inside
+    strings only make the bound larger (then the caller re-parses to decide).
+    """
+    if b'" ' in raw or b'"\n' in raw or b'"\t' in raw or b'"\r' in raw:
+        bound = len(_KEY_END_RE.findall(raw))
+    else:  # no quote is followed by whitespace: every key ends with '":'
+        bound = raw.count(b'":')
+    return bound == _key_total(value)
+
+
 def decode_json(raw: bytes | bytearray | memoryview | str) -> Any:
     """Strictly decode one JSON text (RFC 8259) or raise ``Rejection(malformed_json)``.
 
@@ -130,6 +167,19 @@ def decode_json(raw: bytes | bytearray | memoryview | str) -> Any:
     except orjson.JSONDecodeError as exc:
         detail = "nesting too deep" if "depth" in str(exc) else "not valid JSON"
         raise Rejection(RejectReason.MALFORMED_JSON, detail) from None
+    kind = type(value)
+    if (
+        (kind is dict or kind is list)
+        and type(raw) is bytes
+        # Nesting is at most the number of brackets, so no depth walk is needed.
+        and raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH
+        and _no_duplicate_keys_fast(raw, value)
+    ):
+        # Fast path. What the slow path below would still check cannot fail here:
+        # depth is bounded above, there are no duplicate keys, and the stdlib
+        # decoder accepts every text orjson accepts (its only other refusal,
+        # integers of more than 4300 digits, is beyond orjson's double range).
+        return value
     if not _depth_ok(value, MAX_JSON_DEPTH):
         raise Rejection(RejectReason.MALFORMED_JSON, f"nesting deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, dict | list):
@@ -242,11 +292,16 @@ def _problems(errors: list[Any]) -> list[str]:
     return problems
 
 
+_ENVELOPE_FIELDS = frozenset(BaseEvent.model_fields)
+
+
 def _extension_problems(obj: dict[str, Any]) -> list[str]:
     """Same rule as ``BaseEvent``'s validator, but reported with the other problems."""
-    problems = []
+    problems: list[str] = []
+    if obj.keys() <= _ENVELOPE_FIELDS:
+        return problems
     for name, value in obj.items():
-        if name in BaseEvent.model_fields:
+        if name in _ENVELOPE_FIELDS:
             continue
         shown = name if _SAFE_SEGMENT_RE.fullmatch(name) else "<attribute>"
         if not _EXTENSION_NAME_RE.fullmatch(name):

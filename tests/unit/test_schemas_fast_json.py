@@ -1,0 +1,168 @@
+"""The fast path of ``schemas.validation.decode_json`` decides exactly like the slow one.
+
+``reference_decode`` below is the original, straightforward algorithm (orjson,
+a depth walk, then a second parse with a duplicate-key hook); ``decode_json``
+skips the walk and the second parse when a byte-level bound proves them
+unnecessary. Both must accept and reject the same texts, with the same details.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from schemas.validation import (
+    MAX_JSON_DEPTH,
+    Rejection,
+    RejectReason,
+    _depth_ok,
+    _key_total,
+    _no_duplicate_keys_fast,
+    decode_json,
+)
+
+
+class _Dup(Exception):
+    pass
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _Dup
+    return result
+
+
+def reference_decode(raw: bytes) -> Any:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        detail = "nesting too deep" if "depth" in str(exc) else "not valid JSON"
+        raise Rejection(RejectReason.MALFORMED_JSON, detail) from None
+    if not _depth_ok(value, MAX_JSON_DEPTH):
+        raise Rejection(RejectReason.MALFORMED_JSON, f"nesting deeper than {MAX_JSON_DEPTH} levels")
+    if isinstance(value, dict | list):
+        try:
+            json.loads(raw, object_pairs_hook=_pairs)
+        except _Dup:
+            raise Rejection(RejectReason.MALFORMED_JSON, "duplicate object key") from None
+        except (ValueError, RecursionError):
+            raise Rejection(RejectReason.MALFORMED_JSON, "not valid JSON") from None
+    return value
+
+
+def outcome(fn: Any, raw: bytes) -> tuple[str, Any]:
+    try:
+        return ("ok", fn(raw))
+    except Rejection as exc:
+        return ("rejected", (exc.reason, exc.detail))
+
+
+def assert_same(raw: bytes) -> None:
+    assert outcome(decode_json, raw) == outcome(reference_decode, raw)
+
+
+# --- random JSON texts written by hand: duplicate keys, odd whitespace, escapes ---
+
+_WS = st.sampled_from(["", "", "", " ", "\n", "\t", "\r\n ", "  "])
+# Few distinct keys so duplicates are frequent; some spell the same key differently.
+_KEYS = st.sampled_from(['"a"', '"b"', '"\\u0061"', '"a\\":"', '":"', '"\\\\"', '" a"', '""'])
+_SCALARS = st.sampled_from([
+    "1", "-2.5e3", "true", "false", "null", '"x"', '"\\":"', '":"', '" : "', '"a\\"b"',
+    '"\\\\"', '"{["', '"}]"', '"\\u0022:"', "1e400", "9" * 400,
+])
+
+
+def _text(depth: int) -> st.SearchStrategy[str]:
+    if depth == 0:
+        return _SCALARS
+    child = _text(depth - 1)
+    members = st.lists(st.tuples(_WS, _KEYS, _WS, _WS, child, _WS), max_size=4)
+    obj = st.builds(
+        lambda ms: "{" + ",".join(f"{a}{k}{b}:{c}{v}{d}" for a, k, b, c, v, d in ms) + "}",
+        members,
+    )
+    arr = st.builds(lambda vs: "[" + ",".join(vs) + "]", st.lists(child, max_size=4))
+    return st.one_of(_SCALARS, obj, arr)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_text(5), _WS, _WS)
+@example('{"a":1,"a":2}', "", "")
+@example('{"a" :1,"a" :2,"x":"\\":"}', "", "")
+@example('{"a":{"b":1},"a ":{"b":1,"b":2}}', "", "")
+@example('{"\\u0061":1,"a":2}', "", "")
+def test_fast_path_agrees_with_reference(text: str, before: str, after: str) -> None:
+    assert_same((before + text + after).encode())
+
+
+def _nest(depth: int, inner: str, dup_at: int) -> str:
+    out = inner
+    for level in range(depth):
+        out = '{"k":' + out + (',"k":0' if level == dup_at else "") + "}"
+    return out
+
+
+@pytest.mark.parametrize("depth", [1, 2, 10, 63, 64, 65, 70, 200])
+@pytest.mark.parametrize("dup_at", [-1, 0, 1, 30, 62, 63, 64, 100])
+def test_duplicates_and_depth_at_every_level(depth: int, dup_at: int) -> None:
+    assert_same(_nest(depth, "1", dup_at).encode())
+    assert_same(_nest(depth, "[[]]", dup_at).encode())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    max_leaves=25,
+))
+def test_serialized_values_round_trip(value: Any) -> None:
+    for raw in (orjson.dumps(value), json.dumps(value).encode(),
+                json.dumps(value, indent=2).encode()):
+        assert_same(raw)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_text(4))
+def test_fast_check_never_clears_a_duplicate(text: str) -> None:
+    raw = text.encode()
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(value, dict | list) or not _depth_ok(value, MAX_JSON_DEPTH):
+        return
+    try:
+        json.loads(raw, object_pairs_hook=_pairs)
+        duplicated = False
+    except _Dup:
+        duplicated = True
+    if duplicated:
+        assert not _no_duplicate_keys_fast(raw, value)
+
+
+def test_key_total_counts_nested_objects() -> None:
+    assert _key_total({"a": {"b": 1, "c": [{"d": 1}, {}, [{"e": 2}]]}}) == 5
+    assert _key_total([]) == 0
+
+
+def test_str_and_memoryview_inputs_still_decide_the_same() -> None:
+    for text in ('{"a":1,"a":2}', '{"a":[1,{"b":2}]}', "[" * 65 + "]" * 65):
+        for raw in (text, memoryview(text.encode()), bytearray(text.encode())):
+            assert outcome(decode_json, raw) == outcome(reference_decode, text.encode())
+
+
+def test_common_events_skip_the_second_parse(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("slow path taken")
+
+    monkeypatch.setattr("schemas.validation.json.loads", fail)
+    raw = orjson.dumps({"type": "plate.renewed", "subject": "CA-ON/A1", "data": {"a": [{}]}})
+    assert decode_json(raw)["data"] == {"a": [{}]}
+    assert decode_json(json.dumps({"a": {"b": "c d"}}, indent=1).encode()) == {"a": {"b": "c d"}}
