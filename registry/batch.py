@@ -248,10 +248,19 @@ def status_changes(old: Mapping[str, PlateState | None], new: Mapping[str, Plate
     out = []
     for key in sorted(new):
         before = old.get(key)
-        if _view_inputs(before) == _view_inputs(new[key]):
+        after = new[key]
+        if _view_inputs(before) == _view_inputs(after):
             continue   # same inputs, same view: skip building both
-        change = status_change(view_of(before, today, as_of),
-                               view_of(new[key], today, as_of), key)
-        if change is not None:
-            out.append(change)
+        # status_change() inlined: both views share ``as_of``, so comparing them whole
+        # is comparing them without it, and the fresh view needs no copy.
+        current = view_of(after, today, as_of)
+        if current is None:
+            continue
+        previous = view_of(before, today, as_of)
+        if previous is not None and previous == current:
+            continue
+        out.append(StatusChange(
+            plate_key=key, view=current, flagged=current["status"] != "valid",
+            was_flagged=previous is not None and previous["status"] != "valid",
+        ))
     return out

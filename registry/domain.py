@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 STATUS_ORDER = ("stolen", "cancelled", "suspended", "expired")
@@ -48,6 +48,18 @@ class PlateState:
         if self.last_event_time is None or self.last_event_id is None:
             return None
         return (self.last_event_time, self.last_event_id)
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(PlateState))
+_set = object.__setattr__
+
+
+def _replace(state: PlateState, changes: Mapping[str, Any]) -> PlateState:
+    """``dataclasses.replace(state, **changes)`` for valid field names, at half the cost."""
+    new = object.__new__(PlateState)
+    for name in _STATE_FIELDS:
+        _set(new, name, changes[name] if name in changes else getattr(state, name))
+    return new
 
 
 def _date(value: Any) -> dt.date | None:
@@ -114,7 +126,7 @@ def apply(state: PlateState, event_type: str, data: Mapping[str, Any] | None,
         changes["device_id"] = None
     else:
         raise ValueError(f"unknown event type {event_type!r}")
-    return replace(state, **changes)
+    return _replace(state, changes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,14 +150,17 @@ def fold(jurisdiction: str, plate: str, events: Iterable[HistoryEvent]) -> Plate
 # --- status ------------------------------------------------------------------
 
 def flags_of(state: PlateState, today: dt.date) -> list[str]:
-    """Every flag that holds, in the contract's precedence order."""
-    held = {
-        "stolen": state.stolen,
-        "cancelled": state.cancelled,
-        "suspended": bool(state.suspension_reasons),
-        "expired": state.expires_on is not None and today > state.expires_on,
-    }
-    return [name for name in STATUS_ORDER if held[name]]
+    """Every flag that holds, in the contract's precedence order (``STATUS_ORDER``)."""
+    flags = []
+    if state.stolen:
+        flags.append("stolen")
+    if state.cancelled:
+        flags.append("cancelled")
+    if state.suspension_reasons:
+        flags.append("suspended")
+    if state.expires_on is not None and today > state.expires_on:
+        flags.append("expired")
+    return flags
 
 
 def status_of(flags: list[str]) -> str:
@@ -174,8 +189,23 @@ def enforcement_view(state: PlateState, *, today: dt.date, as_of: dt.datetime) -
         "suspension_reasons": list(state.suspension_reasons),
         "vehicle": vehicle,
         "smart_plate": state.device_id is not None,
-        "as_of": as_of.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+        "as_of": _utc_text(as_of),
     }
+
+
+_last_utc_text: tuple[dt.datetime | None, str] = (None, "")
+
+
+def _utc_text(value: dt.datetime) -> str:
+    """``value`` in UTC as ISO text with ``Z``; remembers the last one (a batch's views
+    share one ``as_of`` object; datetimes are immutable, so identity is enough)."""
+    global _last_utc_text
+    last = _last_utc_text
+    if last[0] is value:
+        return last[1]
+    text = value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    _last_utc_text = (value, text)
+    return text
 
 
 def owner_view(state: PlateState) -> dict[str, Any] | None:
