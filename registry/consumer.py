@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import os
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -517,10 +519,47 @@ async def watch_health(settings: Settings, health: Health, pool_dsn: str,
                 await asyncio.wait_for(conn_pool.close(), 2)
 
 
-def install_stop_signals(stop: asyncio.Event) -> None:
+# How long a graceful stop may take before the process exits hard. Exiting
+# mid-batch is safe: the batch's transaction rolls back and its records are
+# read again from the stored offsets.
+STOP_GRACE_SECONDS = 20.0
+
+
+def install_stop_signals(stop: asyncio.Event, grace: float = STOP_GRACE_SECONDS) -> None:
+    """First SIGTERM/SIGINT: stop gracefully, at most ``grace`` seconds. Second: exit now."""
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():
+            os._exit(1)
+        stop.set()
+        # A thread, not the loop: it must fire even if the loop is stuck in a
+        # retry against a database or broker that has gone away.
+        timer = threading.Timer(grace, os._exit, args=(1,))
+        timer.daemon = True
+        timer.start()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
+
+
+def _watch_owner(owner_pid: int) -> None:
+    """Parse-worker initializer: exit when the consumer that owns us is gone.
+
+    A ``kill -9`` of the consumer must not leave its worker processes behind.
+    """
+
+    def watch() -> None:
+        while True:
+            try:
+                os.kill(owner_pid, 0)
+            except ProcessLookupError:
+                os._exit(0)
+            except PermissionError:
+                pass
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True, name="owner-watch").start()
 
 
 async def serve_registry_consumer(settings: Settings, *, relays: bool = True,
@@ -542,7 +581,8 @@ async def serve_registry_consumer(settings: Settings, *, relays: bool = True,
         from concurrent.futures import ProcessPoolExecutor
 
         executor = ProcessPoolExecutor(parse_workers,
-                                       mp_context=multiprocessing.get_context("forkserver"))
+                                       mp_context=multiprocessing.get_context("forkserver"),
+                                       initializer=_watch_owner, initargs=(os.getpid(),))
     wakeup = asyncio.Event()
     consumer = RegistryConsumer(settings, max_records=max_records, parse_executor=executor,
                                 health=health, on_commit=wakeup)

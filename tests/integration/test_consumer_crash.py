@@ -16,6 +16,7 @@ import time
 
 import asyncpg
 import httpx
+import psutil
 import pytest
 
 from tests.integration.consumer_support import (
@@ -102,9 +103,13 @@ async def test_sigkill_at_random_moments_applies_each_event_exactly_once(
                 assert time.monotonic() < deadline, "consumer made no progress"
                 await asyncio.sleep(0.05)
             await asyncio.sleep(rng.uniform(0.0, 0.8))
+            helpers = psutil.Process(proc.pid).children(recursive=True)
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             kills += 1
+            # its parse worker (and the multiprocessing helpers) must not outlive it
+            _, alive = psutil.wait_procs(helpers, timeout=15)
+            assert not alive, f"orphaned after kill -9: {[p.pid for p in alive]}"
             proc = start_consumer_process(topics, "--max-records", "2000", log_path=log)
         ends = await producer
         await wait_offsets(pool, topics, ends, timeout=180, proc=proc)
