@@ -49,6 +49,32 @@ def dlq_headers(row: asyncpg.Record) -> list[tuple[str, bytes]]:
     ]
 
 
+async def send_keyed(producer: AIOKafkaProducer, topic: str,
+                     messages: list[tuple[bytes, bytes]]) -> list[asyncio.Future]:
+    """Queue keyed messages like ``producer.send`` does, one record batch per partition.
+
+    Each message goes to the partition ``send`` would choose (the producer's own
+    partitioner), in the given order; building the batches directly skips
+    ``send``'s per-message future and accumulator work. Returns the batches'
+    delivery futures.
+    """
+    await producer.partitions_for(topic)   # metadata, as send() waits for it
+    by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+    for key, value in messages:
+        partition = producer._partition(topic, None, key, value, key, value)
+        by_partition.setdefault(partition, []).append((key, value))
+    futures = []
+    for partition, records in by_partition.items():
+        batch = producer.create_batch()
+        for key, value in records:
+            if batch.append(key=key, value=value, timestamp=None) is None:   # full
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                batch.append(key=key, value=value, timestamp=None)
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    return futures
+
+
 async def relay_status_once(conn: asyncpg.Connection, producer: AIOKafkaProducer,
                             settings: Settings, limit: int = BATCH) -> int:
     """Publish the next status changes after the cursor; returns how many."""
@@ -58,8 +84,8 @@ async def relay_status_once(conn: asyncpg.Connection, producer: AIOKafkaProducer
     if not rows:
         return 0
     topic = settings.topic(topics.STATUS)
-    futures = [await producer.send(topic, key=r["plate_key"].encode(),
-                                   value=orjson.dumps(r["view"])) for r in rows]
+    futures = await send_keyed(producer, topic, [(r["plate_key"].encode(), orjson.dumps(r["view"]))
+                                                 for r in rows])
     await asyncio.gather(*futures)
     await store.set_relay_cursor(conn, name, rows[-1]["seq"])
     return len(rows)
@@ -130,7 +156,8 @@ async def run_relays(settings: Settings, stop: asyncio.Event,
                 delay = 0.5
                 if done == 0:
                     await _wait(stop, wakeup, idle)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                KafkaError) as exc:
             log.warning("relay error; retrying", error=type(exc).__name__)
             if producer is not None and isinstance(exc, KafkaError):
                 with contextlib.suppress(Exception):
