@@ -522,7 +522,7 @@ async def watch_health(settings: Settings, health: Health, pool_dsn: str,
 # How long a graceful stop may take before the process exits hard. Exiting
 # mid-batch is safe: the batch's transaction rolls back and its records are
 # read again from the stored offsets.
-STOP_GRACE_SECONDS = 20.0
+STOP_GRACE_SECONDS = 10.0
 
 
 def install_stop_signals(stop: asyncio.Event, grace: float = STOP_GRACE_SECONDS) -> None:

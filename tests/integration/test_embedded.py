@@ -55,7 +55,7 @@ def _owner(tmp_path: Path, mode: str) -> tuple[subprocess.Popen, int, int]:
     return proc, pg_pid, kafka_pid
 
 
-def _gone(pid: int, timeout: float = 20) -> bool:
+def _gone(pid: int, timeout: float = 30) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -95,25 +95,28 @@ def _run_env(tmp_path: Path) -> dict[str, str]:
 
 
 def _start_run(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, list[str]]:
+    """Start `platereg run`, its output going to a file (a pipe nobody drains would
+    fill up and block the stack's writers), and wait for its banner."""
+    log_path = tmp_path / f"run-{time.monotonic_ns()}.log"
+    log = open(log_path, "w")  # noqa: SIM115 - the child writes to it until it ends
     proc = subprocess.Popen(
         [sys.executable, "-m", "platereg.cli", "run", *extra], env=_run_env(tmp_path),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=log, stderr=subprocess.STDOUT, text=True,
     )
-    lines: list[str] = []
+    log.close()
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "Press Ctrl-C" in line:
+    while time.monotonic() < deadline and proc.poll() is None:
+        lines = log_path.read_text().splitlines(keepends=True)
+        if any("Press Ctrl-C" in line for line in lines):
             return proc, lines
+        time.sleep(0.2)
     proc.kill()
-    pytest.fail("platereg run did not come up:\n" + "".join(lines))
+    pytest.fail("platereg run did not come up:\n" + log_path.read_text()[-5000:])
 
 
-def _stack_pids(proc: subprocess.Popen) -> list[int]:
-    return [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+def _stack_pids(proc: subprocess.Popen) -> dict[int, str]:
+    return {c.pid: " ".join(c.cmdline()[:6]) for c in
+            psutil.Process(proc.pid).children(recursive=True)}
 
 
 def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
@@ -124,8 +127,8 @@ def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert pids, "no child processes"
     proc.send_signal(signal.SIGINT)
     assert proc.wait(60) == 0
-    for pid in pids:
-        assert _gone(pid), f"process {pid} outlived `platereg run`"
+    for pid, cmd in pids.items():
+        assert _gone(pid), f"process {pid} ({cmd}) outlived `platereg run`"
 
 
 def test_make_run_children_die_when_it_is_killed(tmp_path: Path) -> None:
@@ -133,8 +136,8 @@ def test_make_run_children_die_when_it_is_killed(tmp_path: Path) -> None:
     pids = _stack_pids(proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    for pid in pids:
-        assert _gone(pid), f"process {pid} outlived a killed `platereg run`"
+    for pid, cmd in pids.items():
+        assert _gone(pid), f"process {pid} ({cmd}) outlived a killed `platereg run`"
 
 
 def test_make_run_keeps_the_database_across_restarts(tmp_path: Path) -> None:
