@@ -144,7 +144,13 @@ async def lock_plates(conn: asyncpg.Connection, keys: Sequence[str]) -> dict[str
     rows = await conn.fetch(
         _PLATE_SELECT + " WHERE plate_key = ANY($1::text[]) ORDER BY plate_key FOR UPDATE",
         sorted(keys))
-    return {r["plate_key"]: state_from_row(r) for r in rows}
+    return {r[0]: _state_from_select(r) for r in rows}
+
+
+def _state_from_select(r: asyncpg.Record) -> PlateState:
+    """``state_from_row`` for a ``_PLATE_SELECT`` row, by position (no name look-ups)."""
+    return PlateState(r[1], r[2], r[3], r[4], r[5], r[6], r[8], r[9], tuple(r[10] or ()),
+                      r[11], r[12], r[13], r[14], r[15])
 
 
 async def read_plates(conn: asyncpg.Connection | asyncpg.Pool,
