@@ -28,6 +28,7 @@ from registry.domain import (
     apply,
     comparable,
     enforcement_view,
+    flags_of,
 )
 from schemas.events import EventType
 from schemas.validation import Rejection, parse_event_bytes
@@ -251,16 +252,15 @@ def status_changes(old: Mapping[str, PlateState | None], new: Mapping[str, Plate
         after = new[key]
         if _view_inputs(before) == _view_inputs(after):
             continue   # same inputs, same view: skip building both
-        # status_change() inlined: both views share ``as_of``, so comparing them whole
-        # is comparing them without it, and the fresh view needs no copy.
+        # status_change() inlined. The view is a one-to-one function of these inputs
+        # (for one plate, day and as_of), so different inputs mean different views:
+        # the previous view is not built, only its status; the fresh view needs no copy.
         current = view_of(after, today, as_of)
         if current is None:
             continue
-        previous = view_of(before, today, as_of)
-        if previous is not None and previous == current:
-            continue
+        was_flagged = before is not None and before.issued and bool(flags_of(before, today))
         out.append(StatusChange(
             plate_key=key, view=current, flagged=current["status"] != "valid",
-            was_flagged=previous is not None and previous["status"] != "valid",
+            was_flagged=was_flagged,
         ))
     return out

@@ -163,11 +163,13 @@ async def read_plates(conn: asyncpg.Connection | asyncpg.Pool,
 
 
 async def upsert_plates(conn: asyncpg.Connection, states: Sequence[PlateState]) -> set[str]:
-    """Write the states; returns the keys that were inserted (not updated)."""
+    """Write the states; returns the keys that were inserted (not updated; only those
+    rows come back)."""
     if not states:
         return set()
     rows = await conn.fetch(
-        """INSERT INTO plates AS p (plate_key, jurisdiction, plate, issued, plate_class,
+        """WITH upserted AS (
+           INSERT INTO plates AS p (plate_key, jurisdiction, plate, issued, plate_class,
                expires_on, vehicle, owner_id, owner, device_id, suspension_reasons, stolen,
                cancelled, last_event_time, last_event_id, event_count, updated_at)
            SELECT k, j, pl, iss, cls, exp, veh::jsonb, oid, own::jsonb, dev,
@@ -186,7 +188,8 @@ async def upsert_plates(conn: asyncpg.Connection, states: Sequence[PlateState]) 
                last_event_time = EXCLUDED.last_event_time,
                last_event_id = EXCLUDED.last_event_id, event_count = EXCLUDED.event_count,
                updated_at = now()
-           RETURNING plate_key, (xmax = 0) AS inserted""",
+           RETURNING plate_key, (xmax = 0) AS inserted)
+           SELECT plate_key FROM upserted WHERE inserted""",
         [s.plate_key for s in states], [s.jurisdiction for s in states],
         [s.plate for s in states], [s.issued for s in states],
         [s.plate_class for s in states], [s.expires_on for s in states],
@@ -197,7 +200,7 @@ async def upsert_plates(conn: asyncpg.Connection, states: Sequence[PlateState]) 
         [s.last_event_time for s in states], [s.last_event_id for s in states],
         [s.event_count for s in states],
     )
-    return {r["plate_key"] for r in rows if r["inserted"]}
+    return {r[0] for r in rows}
 
 
 # --------------------------------------------------------------------------- outboxes
