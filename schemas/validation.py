@@ -124,7 +124,7 @@ _KEY_END_RE = re.compile(rb'"[ \t\n\r]*:')
 
 
 def _key_total(value: dict | list) -> int:
-    """Keys of every object in a decoded value (depth bounded by the caller)."""
+    """Keys of every object in a decoded value (the caller has bounded the depth)."""
     if type(value) is dict:
         total = len(value)
         children: Any = value.values()
@@ -168,18 +168,20 @@ def decode_json(raw: bytes | bytearray | memoryview | str) -> Any:
         detail = "nesting too deep" if "depth" in str(exc) else "not valid JSON"
         raise Rejection(RejectReason.MALFORMED_JSON, detail) from None
     kind = type(value)
-    if (
-        (kind is dict or kind is list)
-        and type(raw) is bytes
-        # Nesting is at most the number of brackets, so no depth walk is needed.
-        and raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH
-        and _no_duplicate_keys_fast(raw, value)
-    ):
-        # Fast path. What the slow path below would still check cannot fail here:
-        # depth is bounded above, there are no duplicate keys, and the stdlib
-        # decoder accepts every text orjson accepts (its only other refusal,
-        # integers of more than 4300 digits, is beyond orjson's double range).
-        return value
+    if (kind is dict or kind is list) and type(raw) is bytes:
+        # Nesting is at most the number of brackets: most texts need no depth walk.
+        if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and not _depth_ok(
+            value, MAX_JSON_DEPTH
+        ):
+            raise Rejection(
+                RejectReason.MALFORMED_JSON, f"nesting deeper than {MAX_JSON_DEPTH} levels"
+            )
+        if _no_duplicate_keys_fast(raw, value):
+            # Fast path. What the slow path below would still check cannot fail here:
+            # depth is bounded (above), there are no duplicate keys, and the stdlib
+            # decoder accepts every text orjson accepts (its only other refusal,
+            # integers of more than 4300 digits, is beyond orjson's double range).
+            return value
     if not _depth_ok(value, MAX_JSON_DEPTH):
         raise Rejection(RejectReason.MALFORMED_JSON, f"nesting deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, dict | list):

@@ -166,3 +166,26 @@ def test_common_events_skip_the_second_parse(monkeypatch: pytest.MonkeyPatch) ->
     raw = orjson.dumps({"type": "plate.renewed", "subject": "CA-ON/A1", "data": {"a": [{}]}})
     assert decode_json(raw)["data"] == {"a": [{}]}
     assert decode_json(json.dumps({"a": {"b": "c d"}}, indent=1).encode()) == {"a": {"b": "c d"}}
+
+
+def test_large_batches_take_the_fast_path_and_still_catch_duplicates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events = [{"type": "plate.renewed", "subject": f"CA-ON/A{i}",
+               "data": {"expires_on": "2027-01-01", "list": [[], {}]}} for i in range(200)]
+    raw = orjson.dumps(events)
+    assert raw.count(b"{") > MAX_JSON_DEPTH
+    duplicated = raw.replace(b'"subject":"CA-ON/A57"', b'"subject":"x","subject":"CA-ON/A57"')
+    deep = orjson.dumps([events, [[[[]]]]]).replace(b"[[[[]]]]", b"[" * 70 + b"]" * 70)
+    expected = {r: outcome(reference_decode, r) for r in (raw, duplicated, deep)}
+    assert expected[duplicated][1][1] == "duplicate object key"
+    assert expected[deep][1][1].startswith("nesting deeper")
+
+    def fail(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("slow path taken")
+
+    monkeypatch.setattr("schemas.validation.json.loads", fail)
+    assert outcome(decode_json, raw) == expected[raw]   # fast: no second parse
+    assert outcome(decode_json, deep) == expected[deep]  # the depth walk decides
+    monkeypatch.undo()
+    assert outcome(decode_json, duplicated) == expected[duplicated]
