@@ -123,8 +123,15 @@ def _depth_ok(value: object, limit: int) -> bool:
 _KEY_END_RE = re.compile(rb'"[ \t\n\r]*:')
 
 
-def _key_total(value: dict | list) -> int:
-    """Keys of every object in a decoded value (the caller has bounded the depth)."""
+class _TooDeep(Exception):
+    pass
+
+
+def _key_total(value: dict | list, depth: int = 1) -> int:
+    """Keys of every object in a decoded value; raises ``_TooDeep`` where
+    :func:`_depth_ok` would find nesting deeper than :data:`MAX_JSON_DEPTH`."""
+    if depth > MAX_JSON_DEPTH:
+        raise _TooDeep
     if type(value) is dict:
         total = len(value)
         children: Any = value.values()
@@ -134,7 +141,7 @@ def _key_total(value: dict | list) -> int:
     for child in children:
         kind = type(child)
         if kind is dict or kind is list:
-            total += _key_total(child)
+            total += _key_total(child, depth + 1)
     return total
 
 
@@ -146,6 +153,7 @@ def _no_duplicate_keys_fast(raw: bytes, value: dict | list) -> bool:
     most as many keys as :data:`_KEY_END_RE` matches; when that upper bound
     equals the decoded keys, no key was dropped. Escapes or ``":`` inside
     strings only make the bound larger (then the caller re-parses to decide).
+    Raises ``_TooDeep`` for nesting deeper than :data:`MAX_JSON_DEPTH`.
     """
     if b'" ' in raw or b'"\n' in raw or b'"\t' in raw or b'"\r' in raw:
         bound = len(_KEY_END_RE.findall(raw))
@@ -169,16 +177,15 @@ def decode_json(raw: bytes | bytearray | memoryview | str) -> Any:
         raise Rejection(RejectReason.MALFORMED_JSON, detail) from None
     kind = type(value)
     if (kind is dict or kind is list) and type(raw) is bytes:
-        # Nesting is at most the number of brackets: most texts need no depth walk.
-        if raw.count(b"{") + raw.count(b"[") > MAX_JSON_DEPTH and not _depth_ok(
-            value, MAX_JSON_DEPTH
-        ):
+        try:
+            fast = _no_duplicate_keys_fast(raw, value)   # one walk: depth and keys
+        except _TooDeep:
             raise Rejection(
                 RejectReason.MALFORMED_JSON, f"nesting deeper than {MAX_JSON_DEPTH} levels"
-            )
-        if _no_duplicate_keys_fast(raw, value):
+            ) from None
+        if fast:
             # Fast path. What the slow path below would still check cannot fail here:
-            # depth is bounded (above), there are no duplicate keys, and the stdlib
+            # depth is within the limit, there are no duplicate keys, and the stdlib
             # decoder accepts every text orjson accepts (its only other refusal,
             # integers of more than 4300 digits, is beyond orjson's double range).
             return value
