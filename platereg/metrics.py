@@ -6,6 +6,9 @@ process only moves the metrics it owns.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
@@ -30,3 +33,32 @@ NOTICES = Counter("platereg_notices", "Notices created.", ["kind"])
 NOTICE_DELIVERIES = Counter(
     "platereg_notice_deliveries", "Notice delivery attempts.", ["channel", "outcome"]
 )
+
+
+def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
+    """``histogram.observe(a)`` for every ``a`` in ``amounts`` (no exemplars), with one
+    increment per bucket and one of the sum instead of one per observation.
+
+    The result is the same as observing one by one (bucket ``i`` counts the amounts
+    ``<= bound[i]`` and above the previous bound; the sum adds the amounts). It uses
+    the buckets of prometheus_client's unlabelled Histogram; if those are not there
+    (another version), it observes one by one.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for a in amounts:
+            histogram.observe(a)
+        return
+    counts = [0] * len(bounds)
+    s = 0.0
+    for a in amounts:
+        counts[bisect_left(bounds, a)] += 1
+        s += a
+    if not any(counts):
+        return
+    total.inc(s)
+    for i, n in enumerate(counts):
+        if n:
+            buckets[i].inc(n)

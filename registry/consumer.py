@@ -473,9 +473,8 @@ class RegistryConsumer:
             metrics.DLQ.labels(rej.reason).inc()
             log.info("event rejected", partition=rej.partition, offset=rej.offset,
                      reason=rej.reason)
-        for r in records:
-            if r.timestamp and r.timestamp > 0:
-                metrics.APPLY_LATENCY.observe(max(0.0, committed - r.timestamp / 1000))
+        metrics.observe_many(metrics.APPLY_LATENCY, [
+            max(0.0, committed - ts / 1000) for r in records if (ts := r.timestamp) and ts > 0])
         if outcome.status_changes and self.on_commit is not None:
             self.on_commit.set()
         if outcome.rejected and self.on_commit is not None:
@@ -562,6 +561,17 @@ def _watch_owner(owner_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="owner-watch").start()
 
 
+def _worker_ready() -> bool:
+    return True
+
+
+def _warm_up(executor: Executor, workers: int) -> None:
+    """Have the parse workers started (a worker imports this module, so the parse code
+    too) before the first batch."""
+    for f in [executor.submit(_worker_ready) for _ in range(workers)]:
+        f.result()
+
+
 async def serve_registry_consumer(settings: Settings, *, relays: bool = True,
                                   sweep: bool = True, metrics_port: int | None = None,
                                   max_records: int = 5000, parse_workers: int = 0) -> int:
@@ -576,6 +586,7 @@ async def serve_registry_consumer(settings: Settings, *, relays: bool = True,
                     else metrics_port, health.ready)
     await ops.start()
     executor = None
+    warm_up: asyncio.Task | None = None
     if parse_workers > 0:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
@@ -583,6 +594,9 @@ async def serve_registry_consumer(settings: Settings, *, relays: bool = True,
         executor = ProcessPoolExecutor(parse_workers,
                                        mp_context=multiprocessing.get_context("forkserver"),
                                        initializer=_watch_owner, initargs=(os.getpid(),))
+        # Start the workers now (in a thread: starting the fork server blocks), so
+        # they are up by the end of the group join instead of at the first batch.
+        warm_up = asyncio.create_task(asyncio.to_thread(_warm_up, executor, parse_workers))
     wakeup = asyncio.Event()
     consumer = RegistryConsumer(settings, max_records=max_records, parse_executor=executor,
                                 health=health, on_commit=wakeup)
@@ -600,5 +614,8 @@ async def serve_registry_consumer(settings: Settings, *, relays: bool = True,
         await asyncio.gather(*tasks, return_exceptions=True)
         await ops.stop()
         if executor is not None:
+            if warm_up is not None:
+                with contextlib.suppress(Exception):
+                    await warm_up
             executor.shutdown(cancel_futures=True)
     return 0
