@@ -51,6 +51,9 @@ class Parsed:
     fingerprint: str
     partition: int
     offset: int
+    #: ``data`` as JSON text, when the parser already has it (``orjson.dumps(data)``);
+    #: spares the store a second serialization. Not part of the event's value.
+    data_json: str | None = field(default=None, compare=False, repr=False)
 
     @property
     def sort_key(self) -> tuple[dt.datetime, str]:
@@ -143,9 +146,10 @@ def expand_compact(compact: Sequence[tuple],
             out.append(Rejected(r.partition, r.offset, c[0], c[1], c[2]))
         else:
             jurisdiction, _, plate = c[4].partition("/")
+            data_json = c[5]
             out.append(Parsed(c[0], c[1], c[2], _EPOCH + dt.timedelta(microseconds=c[3]), c[4],
-                              jurisdiction, plate, orjson.loads(c[5]), c[6],
-                              r.partition, r.offset))
+                              jurisdiction, plate, orjson.loads(data_json), c[6],
+                              r.partition, r.offset, data_json.decode()))
     return out
 
 

@@ -111,7 +111,8 @@ async def insert_events(conn: asyncpg.Connection, events: Sequence[Parsed]) -> i
            ON CONFLICT (event_id) DO NOTHING""",
         [e.event_id for e in events], [e.plate_key for e in events],
         [e.type for e in events], [e.source for e in events], [e.time for e in events],
-        [orjson.dumps(e.data).decode() for e in events], [e.fingerprint for e in events],
+        [orjson.dumps(e.data).decode() if (d := e.data_json) is None else d for e in events],
+        [e.fingerprint for e in events],
         [e.partition for e in events], [e.offset for e in events],
     )
     return int(status.rsplit(" ", 1)[1])

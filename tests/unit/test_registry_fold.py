@@ -265,3 +265,19 @@ def test_random_batches_never_raise() -> None:
     junk = [bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 50))) for _ in range(200)]
     out = parse_values([Record(0, i, v) for i, v in enumerate(junk)], T0)
     assert all(isinstance(o, Rejected) for o in out)
+
+
+def test_compact_form_carries_the_data_json_the_store_would_write() -> None:
+    good = {"specversion": "1.0", "id": "id-1", "source": "/s", "type": "plate.issued",
+            "time": "2025-01-01T10:00:00Z", "subject": "ca-on/abc-123",
+            "data": {"plate_class": "passenger", "expires_on": "2026-01-01",
+                     "vehicle": {"vin": "1FAHP3F20CL000001", "make": "Ford",
+                                 "model": "Fiesta", "year": 2019, "colour": "bleu ciel é"},
+                     "owner": {"owner_id": "o-1", "name": "Zoë"}}}
+    now = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
+    values = [_raw(good)]
+    (ev,) = expand_compact(parse_compact(values, now), [Record(0, 0, values[0])])
+    (direct,) = parse_values([Record(0, 0, values[0])], now)
+    assert isinstance(ev, Parsed) and isinstance(direct, Parsed)
+    assert direct.data_json is None and ev == direct
+    assert ev.data_json == orjson.dumps(ev.data).decode() == orjson.dumps(direct.data).decode()
