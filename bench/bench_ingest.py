@@ -29,7 +29,7 @@ import time
 import httpx
 import orjson
 
-from bench.common import BenchContext, Figure
+from bench.common import RSS_WRAPPER, BenchContext, Figure
 from ingest import simulate as sim
 from platereg.embedded import free_port
 from platereg.kafka import ensure_topics, make_producer
@@ -39,20 +39,6 @@ from schemas.topics import CLOUDEVENTS_JSON, EVENTS
 NAME = "ingest"
 BATCH = 500
 CONCURRENCY = 16
-# Peak RSS from VmHWM: ru_maxrss would include this (large) process's peak,
-# which Linux carries into the child through vfork + exec.
-RSS_WRAPPER = (
-    "import sys\n"
-    "from platereg.cli import app\n"
-    "code = 0\n"
-    "try:\n"
-    "    app(sys.argv[1:], prog_name='platereg')\n"
-    "except SystemExit as exc:\n"
-    "    code = exc.code or 0\n"
-    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
-    "print('MAXRSS_KB', hwm, file=sys.stderr)\n"
-    "sys.exit(code)\n"
-)
 
 
 def realistic_events(count: int) -> list[dict]:

@@ -101,3 +101,20 @@ class Servers:
             self.kafka.stop()
         if self.pg:
             self.pg.stop()
+
+
+# Runs the `platereg` CLI in-process and prints the process's own peak RSS
+# (VmHWM) on stderr as `MAXRSS_KB <n>`. Not ru_maxrss: Linux carries the
+# parent's peak into a child through vfork + exec.
+RSS_WRAPPER = (
+    "import sys\n"
+    "from platereg.cli import app\n"
+    "code = 0\n"
+    "try:\n"
+    "    app(sys.argv[1:], prog_name='platereg')\n"
+    "except SystemExit as exc:\n"
+    "    code = exc.code or 0\n"
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
+    "print('MAXRSS_KB', hwm, file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)

@@ -10,25 +10,12 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bench.common import RSS_WRAPPER
 from ingest import simulate as sim
 from tests.integration.ingest_support import header, issued, read_topic, renewed
 
 pytestmark = pytest.mark.integration
 
-# Runs the CLI in-process and reports the process's own peak RSS (VmHWM) on stderr.
-# Not ru_maxrss: Linux carries the parent's peak into it through vfork + exec.
-RSS_WRAPPER = (
-    "import sys\n"
-    "from platereg.cli import app\n"
-    "code = 0\n"
-    "try:\n"
-    "    app(sys.argv[1:], prog_name='platereg')\n"
-    "except SystemExit as exc:\n"
-    "    code = exc.code or 0\n"
-    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM:')][0].split()[1]\n"
-    "print('MAXRSS_KB', hwm, file=sys.stderr)\n"
-    "sys.exit(code)\n"
-)
 
 
 def platereg(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
