@@ -21,6 +21,7 @@ import asyncio
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -30,7 +31,7 @@ import asyncpg
 import httpx
 
 from bench.common import BenchContext, Figure
-from platereg.embedded import free_port
+from platereg.embedded import free_port, stop_process
 from platereg.keys import create_key
 
 NAME = "api"
@@ -142,15 +143,6 @@ def _serve(argv: list[str], env: dict[str, str], port: int, log: Path) -> subpro
     raise RuntimeError("server did not start")
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
 async def _prepare(dsn: str, n: int) -> tuple[str, float]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -209,7 +201,7 @@ def run(ctx: BenchContext) -> list[Figure]:
         base = _run_wrk(wrk, f"http://127.0.0.1:{port}", single_lua,
                         connections=connections, seconds=seconds)
     finally:
-        _stop(proc)
+        stop_process(proc, signal.SIGTERM, 30)
 
     port = free_port()
     before = asyncio.run(_audit_rows(dsn))
@@ -222,7 +214,8 @@ def run(ctx: BenchContext) -> list[Figure]:
         batch1 = _run_wrk(wrk, url, batch_lua, connections=1, seconds=max(5, seconds // 2))
         batch = _run_wrk(wrk, url, batch_lua, connections=4, seconds=max(5, seconds // 2))
     finally:
-        _stop(proc)  # SIGTERM: the API flushes its audit buffer before exiting
+        # SIGTERM: the API flushes its audit buffer before exiting
+        stop_process(proc, signal.SIGTERM, 30)
     audited = asyncio.run(_audit_rows(dsn)) - before
     log_lines = (work / "api.log").read_text(errors="replace").count("\n")
     del settings

@@ -71,7 +71,7 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
-def _stop_process(proc: subprocess.Popen | None, first: int, timeout: float) -> None:
+def stop_process(proc: subprocess.Popen | None, first: int, timeout: float) -> None:
     """Send ``first``, wait up to ``timeout`` seconds, then SIGKILL."""
     if proc is None or proc.poll() is not None:
         return
@@ -184,7 +184,7 @@ class EmbeddedPostgres:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT), SIGKILL after ``timeout``."""
-        _stop_process(self.proc, signal.SIGINT, timeout)
+        stop_process(self.proc, signal.SIGINT, timeout)
         self.proc = None
         if self._log_file:
             self._log_file.close()
@@ -192,7 +192,7 @@ class EmbeddedPostgres:
 
     def kill(self) -> None:
         """Crash it (for outage tests): SIGKILL the postmaster."""
-        _stop_process(self.proc, signal.SIGKILL, 10)
+        stop_process(self.proc, signal.SIGKILL, 10)
         self.proc = None
 
     @property
@@ -242,7 +242,7 @@ class EmbeddedKafka:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Tansu ignores SIGTERM: SIGINT, then SIGKILL after ``timeout``."""
-        _stop_process(self.proc, signal.SIGINT, timeout)
+        stop_process(self.proc, signal.SIGINT, timeout)
         self.proc = None
         if self._log_file:
             self._log_file.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import asyncpg
 import httpx
 from fastapi import FastAPI
 
-from platereg.embedded import free_port
+from platereg.embedded import free_port, stop_process
 from platereg.keys import create_key
 from platereg.settings import Settings
 from registry.api import create_registry_app
@@ -149,10 +150,4 @@ def served_registry(log_path: str, *, workers: int = 1, env: dict[str, str] | No
             time.sleep(0.1)
         yield served
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_process(proc, signal.SIGTERM, 30)
