@@ -19,6 +19,7 @@ Decisions where the contract is silent (see also the package README notes):
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from datetime import datetime
 from enum import StrEnum
@@ -37,6 +38,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from schemas._types import (
+    FORBIDDEN_TEXT_CHARS,
     STRICT_INPUT,
     DeviceId,
     IsoDate,
@@ -48,6 +50,7 @@ from schemas._types import (
     Text200,
     Text500,
     Text512,
+    has_forbidden_chars,
     utc_iso,
 )
 from schemas.plates import PlateKey, parse_plate_key
@@ -139,7 +142,10 @@ class EventType(StrEnum):
 
 VIN_PATTERN = r"^[A-Za-z0-9]{1,32}$"
 # Deliberately lenient: "basic" shape only, bounded (RFC 5321 path limit).
-EMAIL_PATTERN = r"^[^\s@\x00-\x1f\x7f]{1,64}@[^\s@\x00-\x1f\x7f]+\.[^\s@\x00-\x1f\x7f]+$"
+_NOT_IN_EMAIL = r"\s@" + FORBIDDEN_TEXT_CHARS
+EMAIL_PATTERN = (
+    rf"^[^{_NOT_IN_EMAIL}]{{1,64}}@[^{_NOT_IN_EMAIL}]+\.[^{_NOT_IN_EMAIL}]+$"
+)
 # E.164-ish: optional '+', digits, common separators; 4..15 digits checked below.
 PHONE_PATTERN = r"^\+?[0-9][0-9 ().-]{2,30}$"
 
@@ -276,7 +282,31 @@ class PlateDeviceUnpairedData(EventData):
 EXTENSION_NAME_PATTERN = r"^[a-z0-9]{1,20}$"
 _EXTENSION_NAME_RE = re.compile(r"[a-z0-9]{1,20}", re.ASCII)
 _PRINTABLE_NAME_RE = re.compile(r"[!-~]{1,40}", re.ASCII)
-_MEDIA_TYPE_RE = re.compile(r"application/json\s*(;.*)?", re.ASCII | re.IGNORECASE | re.DOTALL)
+#: ``application/json`` with optional parameters of printable ASCII; checked in full.
+_MEDIA_TYPE_RE = re.compile(r"application/json[ \t]*(;[ -~]*)?", re.ASCII | re.IGNORECASE)
+MAX_CONTENT_TYPE_CHARS = 200
+#: Integer extension values must fit in 64 bits (what every JSON peer can carry).
+_INT64 = range(-(2**63), 2**63)
+
+
+def extension_value_problem(value: object) -> str | None:
+    """Why ``value`` cannot be a CloudEvents extension attribute value, or None.
+
+    Values are JSON scalars: text without forbidden characters (as free text), finite
+    numbers, integers within 64 bits, booleans, or ``null``.
+    """
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if has_forbidden_chars(value):
+            return ("must not contain control characters (C0 or C1 controls, U+2028, U+2029 "
+                    "or bidirectional controls such as U+202E)")
+        return None
+    if isinstance(value, int):
+        return None if value in _INT64 else "must be an integer within 64 bits"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else "must be a finite number"
+    return "must be a string, number or boolean"
 
 
 class BaseEvent(BaseModel):
@@ -308,8 +338,12 @@ class BaseEvent(BaseModel):
     @field_validator("datacontenttype")
     @classmethod
     def _content_type(cls, value: str | None) -> str | None:
-        if value is not None and not _MEDIA_TYPE_RE.fullmatch(value[:200]):
-            raise PydanticCustomError("datacontenttype", "must be application/json")
+        if value is not None and (len(value) > MAX_CONTENT_TYPE_CHARS
+                                  or not _MEDIA_TYPE_RE.fullmatch(value)):
+            raise PydanticCustomError(
+                "datacontenttype",
+                f"must be application/json (at most {MAX_CONTENT_TYPE_CHARS} characters, "
+                "parameters in printable ASCII)")
         return value
 
     @model_validator(mode="after")
@@ -323,11 +357,10 @@ class BaseEvent(BaseModel):
                     + EXTENSION_NAME_PATTERN,
                     {"name": shown},
                 )
-            if value is not None and not isinstance(value, (str, int, float, bool)):
+            problem = extension_value_problem(value)
+            if problem is not None:
                 raise PydanticCustomError(
-                    "extension_value",
-                    "extension attribute {name} must be a string, number or boolean",
-                    {"name": shown},
+                    "extension_value", "extension attribute {name} " + problem, {"name": shown}
                 )
         return self
 

@@ -39,6 +39,7 @@ from schemas.events import (
     VIN_PATTERN,
     BaseEvent,
     EventType,
+    extension_value_problem,
 )
 from schemas.plates import InvalidPlate, parse_plate_key
 
@@ -211,7 +212,8 @@ _EVENT_TYPES = frozenset(t.value for t in EventType)
 
 
 _PATTERN_MESSAGES = {
-    NO_CONTROL_PATTERN: "must not contain control characters",
+    NO_CONTROL_PATTERN: "must not contain control characters (C0 or C1 controls, U+2028, "
+                        "U+2029 or bidirectional controls such as U+202E)",
     SAFE_ID_PATTERN: "must start with a letter or digit and use only A-Z a-z 0-9 . _ : @ -",
     VIN_PATTERN: "must be 1 to 32 ASCII letters or digits",
     EMAIL_PATTERN: "value is not a valid email address",
@@ -253,6 +255,8 @@ def _message(error: Any) -> str:
         return f"must be at most {ctx.get('max_length')} characters"
     if kind == "string_type":
         return "must be a string"
+    if kind == "string_unicode":
+        return "must be valid Unicode text (no lone surrogates)"
     if kind == "string_pattern_mismatch":
         return _PATTERN_MESSAGES.get(str(ctx.get("pattern")), "invalid format or characters")
     if kind in ("int_type", "int_parsing", "int_from_float"):
@@ -293,33 +297,46 @@ def validation_problems(exc: ValidationError) -> list[str]:
 
 
 def _problems(errors: list[Any]) -> list[str]:
-    problems: list[str] = []
+    """Distinct problem texts in error order; stops once they fill a detail
+    (a very wide hostile object can have thousands of errors)."""
+    problems: dict[str, None] = {}
+    size = 0
     for error in errors:
         text = f"{_path(tuple(error['loc']))}: {_message(error)}"
         if text not in problems:
-            problems.append(text)
-    return problems
+            problems[text] = None
+            size += len(text) + 2
+            if size > MAX_DETAIL_CHARS:
+                break
+    return list(problems)
 
 
 _ENVELOPE_FIELDS = frozenset(BaseEvent.model_fields)
 
 
 def _extension_problems(obj: dict[str, Any]) -> list[str]:
-    """Same rule as ``BaseEvent``'s validator, but reported with the other problems."""
-    problems: list[str] = []
+    """Same rule as ``BaseEvent``'s validator, but reported with the other problems
+    (distinct texts, at most about a detail's worth)."""
+    problems: dict[str, None] = {}
     if obj.keys() <= _ENVELOPE_FIELDS:
-        return problems
+        return []
+    size = 0
     for name, value in obj.items():
         if name in _ENVELOPE_FIELDS:
             continue
         shown = name if _SAFE_SEGMENT_RE.fullmatch(name) else "<attribute>"
         if not _EXTENSION_NAME_RE.fullmatch(name):
-            problems.append(
-                f"{shown}: unknown attribute (extension names must match ^[a-z0-9]{{1,20}}$)"
-            )
-        elif value is not None and not isinstance(value, str | int | float | bool):
-            problems.append(f"{shown}: extension attribute must be a string, number or boolean")
-    return problems
+            text = f"{shown}: unknown attribute (extension names must match ^[a-z0-9]{{1,20}}$)"
+        elif (problem := extension_value_problem(value)) is not None:
+            text = f"{shown}: extension attribute {problem}"
+        else:
+            continue
+        if text not in problems:
+            problems[text] = None
+            size += len(text) + 2
+            if size > MAX_DETAIL_CHARS:
+                break
+    return list(problems)
 
 
 # --------------------------------------------------------------------------- parsing
@@ -353,7 +370,8 @@ def _parse(obj: object, now: datetime) -> BaseEvent:
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False)
         errors = [e for e in errors if e["type"] not in ("extension_name", "extension_value")]
-        problems += [p for p in _problems(errors) if p not in problems]
+        seen = set(problems)
+        problems += [p for p in _problems(errors) if p not in seen]
         event = None
     if problems or event is None:
         raise Rejection(RejectReason.SCHEMA_INVALID, "; ".join(problems) or "invalid event")
