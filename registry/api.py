@@ -41,6 +41,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.routing import request_response
 
 from platereg.auth import Authenticator, Principal, require
+from platereg.clock import Clock
 from platereg.db import create_pool, ping
 from platereg.http import ProblemError, add_probes, create_app, validation_errors
 from platereg.kafka import broker_reachable
@@ -230,14 +231,15 @@ async def _keep_session(conn: Any) -> None:
 class _Ctx:
     """Per-process state, created in the lifespan."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock) -> None:
         self.settings = settings
         self.tz = settings.tz
+        self.clock = clock
         self.pool: Any = None
         self.audit: AuditWriter | None = None
 
     def now(self) -> tuple[dt.datetime, dt.date]:
-        now = dt.datetime.now(dt.UTC)
+        now = self.clock.now()
         return now, today_in(self.tz, now)
 
     def audit_rows(self, rows: list[tuple[Any, ...]]) -> None:
@@ -276,11 +278,12 @@ def _encode_id_cursor(last_id: int) -> str:
 # --------------------------------------------------------------------------- app
 
 
-def create_registry_app(settings: Settings | None = None, *, purge_every: float | None = 3600.0
-                        ) -> FastAPI:
-    """The registry API; ``purge_every=None`` disables the in-process audit purge schedule."""
+def create_registry_app(settings: Settings | None = None, *, purge_every: float | None = 3600.0,
+                        clock: Clock | None = None) -> FastAPI:
+    """The registry API; ``purge_every=None`` disables the in-process audit purge schedule;
+    ``clock`` (default: the settings' clock) gives "now" and the registry's "today"."""
     settings = settings or load_settings()
-    ctx = _Ctx(settings)
+    ctx = _Ctx(settings, clock or Clock.from_settings(settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -36,6 +36,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from platereg import metrics
+from platereg.clock import Clock
 from platereg.db import create_pool, ping
 from platereg.kafka import broker_reachable, ensure_topics, make_consumer
 from platereg.logging import get_logger
@@ -192,8 +193,9 @@ class RegistryConsumer:
     def __init__(self, settings: Settings, *, max_records: int = 5000,
                  parse_executor: Executor | None = None,
                  health: Health | None = None,
-                 on_commit: asyncio.Event | None = None) -> None:
+                 on_commit: asyncio.Event | None = None, clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock = clock or Clock.from_settings(settings)
         self.topic = settings.topic(topics.EVENTS)
         self.group = settings.consumer_group
         self.tz = settings.tz
@@ -386,7 +388,7 @@ class RegistryConsumer:
                 pending[3].cancel()   # abandoned: nothing of it was committed
 
     def _start_parse(self, records: list, generation: int) -> tuple:
-        now = dt.datetime.now(dt.UTC)
+        now = self.clock.now()
         if self.parse_executor is None:
             parsed: object = parse_values(
                 [Record(r.partition, r.offset, r.value) for r in records], now)

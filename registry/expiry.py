@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 
+from platereg.clock import Clock
 from platereg.db import create_pool
 from platereg.logging import get_logger
 from platereg.settings import Settings
@@ -59,20 +60,24 @@ async def sweep(conn: asyncpg.Connection, tz: dt.tzinfo, now: dt.datetime | None
 
 
 async def run_sweeper(settings: Settings, stop: asyncio.Event,
-                      wakeup: asyncio.Event | None = None, check_every: float = 30.0) -> None:
-    """Sweep at start and whenever the registry's date changes; retry on errors."""
+                      wakeup: asyncio.Event | None = None, check_every: float = 30.0,
+                      clock: Clock | None = None) -> None:
+    """Sweep at start and whenever the registry's date (by ``clock``, default the
+    settings' clock) changes; retry on errors."""
+    clock = clock or Clock.from_settings(settings)
     pool: asyncpg.Pool | None = None
     swept_for: dt.date | None = None
     try:
         while not stop.is_set():
-            today = today_in(settings.tz)
+            now = clock.now()
+            today = today_in(settings.tz, now)
             if today != swept_for:
                 try:
                     if pool is None:
                         pool = await create_pool(settings.dsn(), min_size=1, max_size=1,
                                                  retry_for=2)
                     async with pool.acquire() as conn:
-                        if await sweep(conn, settings.tz) and wakeup is not None:
+                        if await sweep(conn, settings.tz, now) and wakeup is not None:
                             wakeup.set()
                     swept_for = today
                 except (TimeoutError, OSError, asyncpg.PostgresError,

@@ -18,6 +18,7 @@ import asyncpg
 import httpx
 from fastapi import FastAPI
 
+from platereg.clock import Clock
 from platereg.embedded import free_port, stop_process
 from platereg.keys import create_key
 from platereg.settings import Settings
@@ -95,11 +96,12 @@ class Api:
 
 
 @contextlib.asynccontextmanager
-async def running_api(settings: Settings, **overrides: Any) -> AsyncIterator[Api]:
+async def running_api(settings: Settings, *, clock: Clock | None = None,
+                      **overrides: Any) -> AsyncIterator[Api]:
     """The registry app with its lifespan running, and a client over ASGI."""
     if overrides:
         settings = settings.model_copy(update=overrides)
-    app = create_registry_app(settings, purge_every=None)
+    app = create_registry_app(settings, purge_every=None, clock=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:

@@ -1,0 +1,143 @@
+"""Helpers of the seam tests (where the consumer, the relays, the topics and the API meet):
+expected views from the reference fold, reading whole topics, waiting on conditions,
+and reading a child process's /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from platereg.settings import Settings
+from schemas import topics
+
+STATUS_ORDER = ("stolen", "cancelled", "suspended", "expired")
+
+
+def expected_view(key: str, s: dict, today: dt.date, with_owner: bool) -> dict:
+    """The view of a reference-fold state (tests/integration/consumer_support.py), built
+    from the contract's words, without ``as_of``."""
+    j, p = key.split("/")
+    holds = {"stolen": s["stolen"], "cancelled": s["cancelled"],
+             "suspended": bool(s["suspension_reasons"]),
+             "expired": s["expires_on"] is not None
+             and today > dt.date.fromisoformat(s["expires_on"])}
+    flags = [f for f in STATUS_ORDER if holds[f]]
+    vehicle = s["vehicle"]
+    view = {"jurisdiction": j, "plate": p, "status": flags[0] if flags else "valid",
+            "flags": flags, "expires_on": s["expires_on"], "plate_class": s["plate_class"],
+            "suspension_reasons": s["suspension_reasons"],
+            "vehicle": None if vehicle is None else {
+                k: vehicle[k] for k in ("make", "model", "year", "colour")},
+            "smart_plate": s["device_id"] is not None}
+    if with_owner:
+        o = s["owner"]
+        view["owner"] = None if o is None else {
+            k: o.get(k) for k in ("owner_id", "name", "email", "phone", "language")}
+    return view
+
+
+def without_as_of(view: dict) -> dict:
+    return {k: v for k, v in view.items() if k != "as_of"}
+
+
+async def wait_for(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 60.0,
+                   every: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(every)
+
+
+async def wait_relayed(pool: asyncpg.Pool, settings: Settings, timeout: float = 60.0) -> None:
+    """Until the relays published every status change and every rejection."""
+    name = f"status:{settings.topic(topics.STATUS)}"
+
+    async def done() -> bool:
+        top = await pool.fetchval("SELECT coalesce(max(seq), 0) FROM status_changes")
+        cursor = await pool.fetchval("SELECT last_seq FROM relay_cursors WHERE name = $1", name)
+        unpublished = await pool.fetchval(
+            "SELECT count(*) FROM dlq_messages WHERE published_at IS NULL")
+        return (cursor or 0) >= top and unpublished == 0
+
+    await wait_for(done, "the relays to publish the outboxes", timeout)
+
+
+async def read_all(settings: Settings, topic: str, timeout: float = 30.0) -> list:
+    """Every record of ``topic`` (all partitions), up to the log ends found by fetching."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap(),
+                                enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
+    await consumer.start()
+    try:
+        await consumer.topics()     # loads the metadata of every topic
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        assert tps, f"no partitions for {topic}"
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: dict[TopicPartition, list] = {tp: [] for tp in tps}
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=300)
+            for tp, recs in batch.items():
+                out[tp].extend(recs)
+            # highwater comes with each fetch response; done when every partition reached it
+            done = True
+            for tp in tps:
+                high = consumer.highwater(tp)
+                done = done and high is not None and await consumer.position(tp) >= high
+            if done:
+                return [r for tp in tps for r in out[tp]]
+        raise AssertionError(f"could not read {topic} to its end")
+    finally:
+        await consumer.stop()
+
+
+def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus text -> {(sample name, sorted labels): value}."""
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def metric(samples: dict, name: str, **labels: str) -> float:
+    """The sum of the samples called ``name`` whose labels include ``labels``."""
+    return sum(v for (n, lab), v in samples.items()
+               if n == name and all((k, str(x)) in lab for k, x in labels.items()))
+
+
+async def scrape(port: int) -> dict:
+    async with httpx.AsyncClient() as client:
+        return parse_metrics((await client.get(f"http://127.0.0.1:{port}/metrics")).text)
+
+
+async def ops_port(log_path: str, timeout: float = 30.0) -> int:
+    """The metrics port a child consumer printed when it started."""
+    def find() -> int | None:
+        with open(log_path, errors="replace") as f:
+            found = re.search(r"ops server listening.*port=(\d+)", f.read())
+        return int(found.group(1)) if found else None
+
+    async def check() -> int | None:
+        return find()
+
+    return await wait_for(check, "the consumer's ops server", timeout)
+
+
+def log_text(path: str) -> str:
+    with open(path, errors="replace") as f:
+        return f.read()
