@@ -2,6 +2,7 @@
 
 One consumer run (module fixture) gets, on one partition per reason, a good
 event, the bad message, and another good event; each test checks its reason.
+The run's metrics (this process's registry) are checked against what it was sent.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncpg
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import REGISTRY
 
 from platereg.db import create_pool
 from platereg.kafka import ensure_topics
@@ -25,21 +27,22 @@ from tests.integration.consumer_support import (
     produce,
     wait_offsets,
 )
+from tests.integration.seam_support import metric, wait_for
 
 pytestmark = pytest.mark.integration
 
-NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 REASONS = ["malformed_json", "too_large", "schema_invalid", "unknown_type", "invalid_plate",
            "future_time", "id_conflict"]
 
 
-def _renewal(subject: str, minutes: int, id: str | None = None, day: str = "2030-01-01") -> dict:
-    return event("plate.renewed", subject, NOW - dt.timedelta(minutes=minutes),
+def _renewal(now: dt.datetime, subject: str, minutes: int, id: str | None = None,
+             day: str = "2030-01-01") -> dict:
+    return event("plate.renewed", subject, now - dt.timedelta(minutes=minutes),
                  {"expires_on": day}, id=id)
 
 
-def _bad(reason: str, subject: str, before: dict) -> bytes:
-    good = _renewal(subject, 5)
+def _bad(now: dt.datetime, reason: str, subject: str, before: dict) -> bytes:
+    good = _renewal(now, subject, 5)
     if reason == "malformed_json":
         return b"{this is not json"
     if reason == "too_large":
@@ -51,11 +54,17 @@ def _bad(reason: str, subject: str, before: dict) -> bytes:
     if reason == "invalid_plate":
         return orjson.dumps({**good, "subject": "CA-ON/NOT A PLATE!"})
     if reason == "future_time":
-        later = (NOW + dt.timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+        later = (now + dt.timedelta(hours=1)).isoformat().replace("+00:00", "Z")
         return orjson.dumps({**good, "time": later})
     if reason == "id_conflict":      # same id as the accepted event before it, other content
         return orjson.dumps({**before, "data": {"expires_on": "2031-06-30"}})
     raise AssertionError(reason)
+
+
+def _samples() -> dict:
+    """This process's metrics: {(sample name, sorted labels): value}."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in REGISTRY.collect() for s in family.samples}
 
 
 async def _read_topic(settings, topic: str, count: int, timeout: float = 30) -> list:
@@ -91,31 +100,43 @@ async def dlq_run(servers, template_db):
                              events_partitions=4, consumer_group=f"registry-{prefix}")
     await ensure_topics(settings)
     pool = await create_pool(settings.dsn(), min_size=1, max_size=3)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)   # when the run starts
     cases = {}
     messages = []
     for i, reason in enumerate(REASONS):
         subject = f"CA-QC/DLQ{i}"
-        issued = event("plate.issued", subject, NOW - dt.timedelta(days=1), {
+        issued = event("plate.issued", subject, now - dt.timedelta(days=1), {
             "plate_class": "passenger", "expires_on": "2029-01-01",
             "vehicle": {"vin": "V1", "make": "Kia", "model": "Rio", "year": 2020,
                         "colour": "red"},
             "owner": {"owner_id": f"o{i}", "name": "Test Owner"}})
-        before = _renewal(subject, 30, day="2029-06-01")
-        after = _renewal(subject, 10, day="2029-12-31")
-        bad = _bad(reason, subject, before)
+        before = _renewal(now, subject, 30, day="2029-06-01")
+        after = _renewal(now, subject, 10, day="2029-12-31")
+        bad = _bad(now, reason, subject, before)
         cases[reason] = {"subject": subject, "bad": bad, "after": after}
         messages += [(subject.encode(), orjson.dumps(e)) for e in (issued, before)]
         messages += [(subject.encode(), bad), (subject.encode(), orjson.dumps(after))]
+    before_run = _samples()
     async with consumer_running(settings, max_records=3):
         ends = await produce(settings, messages, max_request_size=8 << 20)
         await wait_offsets(pool, settings, ends)
-        for _ in range(100):
-            if not await pool.fetchval(
-                    "SELECT count(*) FROM dlq_messages WHERE published_at IS NULL"):
-                break
-            await asyncio.sleep(0.1)
+
+        async def caught_up() -> bool:   # the lag gauge of every partition read back to 0
+            lags = {lab: v for (n, lab), v in _samples().items() if n == "platereg_consumer_lag"}
+            return len(lags) == settings.events_partitions and not any(lags.values())
+
+        await wait_for(caught_up, "the consumer lag to reach 0")
+        lag_samples = _samples()
+
+        async def published() -> bool:
+            return not await pool.fetchval(
+                "SELECT count(*) FROM dlq_messages WHERE published_at IS NULL")
+
+        await wait_for(published, "the DLQ relay")
+    run = {"messages": len(messages), "before": before_run, "after": _samples(),
+           "lag": lag_samples}
     dlq = await _read_topic(settings, settings.topic(contract.DLQ), len(REASONS))
-    yield settings, pool, cases, dlq
+    yield settings, pool, cases, dlq, run
     await pool.close()
     admin = await asyncpg.connect(servers.admin_dsn)
     await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -124,7 +145,7 @@ async def dlq_run(servers, template_db):
 
 @pytest.mark.parametrize("reason", REASONS)
 async def test_rejection_goes_to_the_dlq_and_the_partition_moves_on(dlq_run, reason) -> None:
-    settings, pool, cases, dlq = dlq_run
+    settings, pool, cases, dlq, _ = dlq_run
     case = cases[reason]
     mine = [r for r in dlq if r.value == case["bad"]]
     assert len(mine) == 1, f"expected exactly one DLQ message with the original bytes, got " \
@@ -150,7 +171,28 @@ async def test_rejection_goes_to_the_dlq_and_the_partition_moves_on(dlq_run, rea
 
 
 async def test_every_reason_was_counted_once(dlq_run) -> None:
-    _, pool, _, dlq = dlq_run
+    _, pool, _, dlq, _ = dlq_run
     rows = await pool.fetch("SELECT reason, count(*) AS n FROM dlq_messages GROUP BY reason")
     assert {r["reason"]: r["n"] for r in rows} == {reason: 1 for reason in REASONS}
     assert len(dlq) == len(REASONS)
+
+
+async def test_the_run_moved_the_metrics_by_what_it_was_sent(dlq_run) -> None:
+    _, _, _, _, run = dlq_run
+
+    def delta(name: str, **labels: str) -> float:
+        return metric(run["after"], name, **labels) - metric(run["before"], name, **labels)
+
+    n = len(REASONS)
+    assert delta("platereg_events_total", outcome="rejected") == n
+    assert delta("platereg_events_total", outcome="applied") == 3 * n
+    assert delta("platereg_events_total", type="plate.issued", outcome="applied") == n
+    assert delta("platereg_events_total", type="plate.renewed", outcome="applied") == 2 * n
+    assert delta("platereg_events_total", outcome="duplicate") == 0
+    for reason in REASONS:
+        assert delta("platereg_dlq_total", reason=reason) == 1, reason
+    # one latency observation per record of a committed batch, bad ones included
+    assert delta("platereg_event_apply_latency_seconds_count") == run["messages"]
+    assert delta("platereg_event_apply_latency_seconds_sum") > 0
+    lags = [v for (name, _), v in run["lag"].items() if name == "platereg_consumer_lag"]
+    assert lags == [0.0] * 4
