@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     renewal_reminder_days: Annotated[list[int], NoDecode] = Field(default=[60, 30, 7])
     notice_max_attempts: int = Field(default=8, ge=1, le=100)
     audit_retention_days: int = Field(default=365, ge=1, le=36500)
+    audit_flush_seconds: float = Field(
+        default=0.2, gt=0, le=86400,
+        description="How often the registry API writes buffered audit rows (and on shutdown).",
+    )
     clock_offset_seconds: float = Field(
         default=0.0,
         description="Test only: shift the registry's clock (views, status changes, expiry "

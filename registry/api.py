@@ -292,7 +292,8 @@ def create_registry_app(settings: Settings | None = None, *, purge_every: float 
         app.state.pool = ctx.pool
         app.state.authenticator = Authenticator(ctx.pool, settings.rate_limit_per_second,
                                                 settings.rate_limit_burst)
-        ctx.audit = app.state.audit = AuditWriter(ctx.pool)
+        ctx.audit = app.state.audit = AuditWriter(ctx.pool,
+                                                   interval=settings.audit_flush_seconds)
         ctx.audit.start()
         # Long-lived objects (modules, routes, pool) leave the collector's working set and
         # young collections run less often: fewer, shorter pauses on the lookup path.

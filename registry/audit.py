@@ -50,6 +50,7 @@ class AuditWriter:
         self._stopping = False
         self._flush_lock = asyncio.Lock()
         self.written = 0
+        self.failed_flushes = 0
 
     @property
     def pending(self) -> int:
@@ -89,6 +90,7 @@ class AuditWriter:
                 await self.flush()
                 backoff = self.interval
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                self.failed_flushes += 1
                 log.warning("audit flush failed; will retry", error_type=type(exc).__name__,
                             pending=self.pending)
                 backoff = min(5.0, backoff * 2)

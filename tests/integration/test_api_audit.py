@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 
 import asyncpg
+import httpx
 import pytest
-from api_helpers import bearer, insert_change, insert_plate, role_keys, running_api
+from api_helpers import bearer, insert_change, insert_plate, role_keys, running_api, served_registry
 from prometheus_client import REGISTRY
 
+from platereg.db import create_pool
 from registry.audit import PURGE_LOCK_ID, AuditWriter
+from tests.integration.seam_support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -108,20 +112,71 @@ async def test_a_lookup_that_cannot_be_audited_is_refused(settings, pool) -> Non
     assert await pool.fetchval("SELECT count(*) FROM audit_log") == 2
 
 
-async def test_writer_keeps_rows_while_the_database_refuses_them(pool) -> None:
+async def test_writer_keeps_rows_through_a_postgres_outage_and_writes_them_itself(
+        embedded, database_url: str) -> None:
+    """A real outage (the embedded PostgreSQL stopped, then started): the buffered rows
+    are written by the background writer once the server is back, not by ``stop``."""
+    pool = await create_pool(database_url, min_size=1, max_size=2)
     writer = AuditWriter(pool, interval=0.05)
     writer.start()
-    await pool.execute("ALTER TABLE audit_log RENAME TO audit_log_away")
     try:
-        for i in range(10):
-            writer.record("k1", "single", "CA-ON", f"P{i}", None, "valid")
-        await asyncio.sleep(0.3)  # a few failed flush attempts
-        assert writer.pending == 10
+        writer.record("k1", "single", "CA-ON", "BEFORE", None, "valid")
+        await wait_for(lambda: _true(writer.written == 1), "the first row written")
+        embedded.pg.stop()
+        try:
+            for i in range(10):
+                writer.record("k1", "single", "CA-ON", f"P{i}", None, "valid")
+            await wait_for(lambda: _true(writer.failed_flushes >= 2), "failed flushes")
+            assert writer.pending == 10 and writer.written == 1
+        finally:
+            embedded.pg.start()
+        await wait_for(lambda: _true(writer.pending == 0), "the writer to recover", 30)
+        writer.record("k1", "single", "CA-ON", "AFTER", None, "valid")
+        await wait_for(lambda: _true(writer.written == 12), "a row written after recovery")
     finally:
-        await pool.execute("ALTER TABLE audit_log_away RENAME TO audit_log")
+        await writer.stop()
+        await pool.close()
+    conn = await asyncpg.connect(database_url)
+    try:
+        plates = [r["plate"] for r in await conn.fetch("SELECT plate FROM audit_log ORDER BY id")]
+    finally:
+        await conn.close()
+    assert plates == ["BEFORE", *(f"P{i}" for i in range(10)), "AFTER"]
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def test_stop_writes_what_the_timer_never_would(pool) -> None:
+    """With an hour between timed flushes only the shutdown path can write these rows."""
+    writer = AuditWriter(pool, interval=3600)
+    writer.start()
+    for i in range(25):
+        writer.record("k1", "single", "CA-ON", f"S{i}", "testing", "valid")
+    assert await pool.fetchval("SELECT count(*) FROM audit_log") == 0
     await writer.stop()
     assert writer.pending == 0
-    assert await pool.fetchval("SELECT count(*) FROM audit_log") == 10
+    assert await pool.fetchval("SELECT count(*) FROM audit_log") == 25
+
+
+async def test_sigterm_of_the_served_api_flushes_the_audit(settings, pool, tmp_path) -> None:
+    """``platereg serve registry`` with timed flushes an hour apart: lookups answered just
+    before SIGTERM are in the audit log after the process exits."""
+    await insert_plate(pool, "CA-ON", "TERM1")
+    enf = {**bearer((await role_keys(pool))["enforcement"]), "X-Purpose": "testing"}
+    with served_registry(str(tmp_path / "api.log"),
+                         env={"PLATEREG_AUDIT_FLUSH_SECONDS": "3600"}) as served:
+        for _ in range(7):
+            r = await asyncio.to_thread(httpx.get, f"{served.url}/v1/plates/CA-ON/TERM1",
+                                        headers=enf)
+            assert r.status_code == 200
+        assert await pool.fetchval("SELECT count(*) FROM audit_log") == 0
+        # uvicorn shuts down, then re-raises SIGTERM to report how it was stopped
+        assert await asyncio.to_thread(served.stop) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in served.log()
+    assert await pool.fetchval(
+        "SELECT count(*) FROM audit_log WHERE plate = 'TERM1' AND purpose = 'testing'") == 7
 
 
 def _purge_cli(*args: str) -> subprocess.CompletedProcess:
