@@ -1,4 +1,4 @@
-"""SQL of the registry consumer, the relays and the expiry sweep (asyncpg).
+"""SQL of the registry consumer and the expiry sweep (asyncpg; the relays are in relay.py).
 
 Every write is set-based (``unnest`` of arrays): one statement per table per
 batch, whatever the batch size. jsonb values travel as text and are cast in
@@ -237,34 +237,6 @@ async def insert_dlq(conn: asyncpg.Connection, topic: str,
         topic, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
         [r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows],
     )
-
-
-async def relay_cursor(conn: asyncpg.Connection, name: str) -> int:
-    await conn.execute(
-        "INSERT INTO relay_cursors (name) VALUES ($1) ON CONFLICT DO NOTHING", name)
-    return int(await conn.fetchval("SELECT last_seq FROM relay_cursors WHERE name = $1", name))
-
-
-async def set_relay_cursor(conn: asyncpg.Connection, name: str, seq: int) -> None:
-    await conn.execute(
-        "UPDATE relay_cursors SET last_seq = $2, updated_at = now() WHERE name = $1", name, seq)
-
-
-async def status_changes_after(conn: asyncpg.Connection, seq: int, limit: int) -> list:
-    return await conn.fetch(
-        "SELECT seq, plate_key, view FROM status_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
-        seq, limit)
-
-
-async def unpublished_dlq(conn: asyncpg.Connection, limit: int) -> list:
-    return await conn.fetch(
-        """SELECT id, topic, partition, kafka_offset, key, value, reason, detail
-           FROM dlq_messages WHERE published_at IS NULL ORDER BY id LIMIT $1""", limit)
-
-
-async def mark_dlq_published(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
-    await conn.execute(
-        "UPDATE dlq_messages SET published_at = now() WHERE id = ANY($1::bigint[])", list(ids))
 
 
 # --------------------------------------------------------------------------- expiry
