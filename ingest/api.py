@@ -11,10 +11,10 @@ Answers (errors are ``application/problem+json``)
     * 202 ``{"accepted": n, "ids": [...]}`` only after the broker acknowledged
       every event (``acks=all``), ids in request order.
     * 400 the body is not JSON (or nests deeper than 64 levels, or repeats an
-      object key), is a top-level scalar, is an empty batch, or its shape does
-      not match the content type.
-    * 413 the body is over ``PLATEREG_MAX_BODY_BYTES`` (middleware), or a batch
-      holds more than 1000 events.
+      object key), is a top-level scalar, is an empty batch or one of more than
+      :data:`MAX_BATCH` events (the schema's ``minItems``/``maxItems``), or its
+      shape does not match the content type.
+    * 413 the body is over ``PLATEREG_MAX_BODY_BYTES`` (middleware).
     * 415 missing or unsupported ``Content-Type`` (or a charset other than UTF-8).
     * 422 one or more events are invalid: ``errors`` lists ``{index, reason,
       detail}`` for each (reasons are the contract's DLQ reasons, plus
@@ -48,14 +48,21 @@ from fastapi.responses import Response
 from ingest.publisher import BrokerUnavailable, Publisher, record_of
 from platereg.auth import Authenticator, Principal, require
 from platereg.db import create_pool, ping
-from platereg.http import PROBLEM_RESPONSES, ProblemError, add_probes, create_app
+from platereg.http import (
+    PROBLEM_RESPONSES,
+    ProblemError,
+    add_probes,
+    content_type,
+    create_app,
+    decode_body,
+)
 from platereg.kafka import broker_reachable
 from platereg.logging import get_logger
 from platereg.metrics import INGEST_EVENTS
 from platereg.settings import Settings, load_settings
 from schemas.events import BaseEvent
 from schemas.topics import CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON
-from schemas.validation import Rejection, decode_json, parse_event_obj
+from schemas.validation import Rejection, parse_event_obj
 from schemas.views import IngestAccepted
 
 log = get_logger("ingest.api")
@@ -92,30 +99,12 @@ REQUEST_BODY = {
 
 def media_type(header: str | None) -> str:
     """The supported media type of a Content-Type header, or a 415 problem."""
-    if not header:
-        raise ProblemError(415, "Unsupported Media Type",
-                           f"send Content-Type {CLOUDEVENTS_JSON}, {CLOUDEVENTS_BATCH_JSON} "
-                           f"or {JSON}")
-    kind, *params = (part.strip() for part in header[:200].split(";"))
-    kind = kind.lower()
-    if kind not in MEDIA_TYPES:
-        raise ProblemError(415, "Unsupported Media Type",
-                           f"supported: {CLOUDEVENTS_JSON}, {CLOUDEVENTS_BATCH_JSON}, {JSON}")
-    for param in params:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
-                "utf-8", "utf8"):
-            raise ProblemError(415, "Unsupported Media Type", "the charset must be utf-8")
-    return kind
+    return content_type(header, MEDIA_TYPES)
 
 
 def events_of(raw: bytes, kind: str) -> list[Any]:
-    """The list of event objects in a body, or a 400/413 problem."""
-    try:
-        body = decode_json(raw)
-    except Rejection as exc:
-        raise ProblemError(400, "Bad Request", f"the body is not acceptable JSON: {exc.detail}",
-                           reason=exc.reason.value) from None
+    """The list of event objects in a body, or a 400 problem."""
+    body = decode_body(raw)
     expected = MEDIA_TYPES[kind]
     if isinstance(body, dict):
         if expected == BATCH:
@@ -129,8 +118,8 @@ def events_of(raw: bytes, kind: str) -> list[Any]:
                                f"send batches as {CLOUDEVENTS_BATCH_JSON}")
         if not body:
             raise ProblemError(400, "Bad Request", "the batch is empty")
-        if len(body) > MAX_BATCH:
-            raise ProblemError(413, "Content Too Large",
+        if len(body) > MAX_BATCH:  # the schema's maxItems, like the empty batch's minItems
+            raise ProblemError(400, "Bad Request",
                                f"a batch holds at most {MAX_BATCH} events; split it")
         return body
     raise ProblemError(400, "Bad Request",
@@ -184,7 +173,7 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
         description="Accepts plate events (CloudEvents 1.0 JSON) from producers that cannot "
                     "use Kafka and publishes them to `plates.events`. All or nothing per "
                     "request; 202 only after the broker acknowledged every event.",
-        max_body_bytes=settings.max_body_bytes, lifespan=lifespan, service="ingest",
+        settings=settings, lifespan=lifespan, service="ingest",
     )
 
     async def db_ready() -> bool:
@@ -201,8 +190,9 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
         response_model=IngestAccepted,
         responses={
             **PROBLEM_RESPONSES,
-            400: _problem_doc("Not JSON, wrong shape for the content type, or an empty batch"),
-            413: _problem_doc("Body over the size limit, or more than 1000 events"),
+            400: _problem_doc("Not JSON, wrong shape for the content type, or a batch of "
+                              f"none or more than {MAX_BATCH} events"),
+            413: _problem_doc("Body over PLATEREG_MAX_BODY_BYTES"),
             415: _problem_doc("Unsupported Content-Type"),
             422: _problem_doc("Invalid events: `errors` = [{index, reason, detail}]; "
                               "nothing was published"),

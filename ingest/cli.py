@@ -67,6 +67,7 @@ def serve_ingest(
     import uvicorn
 
     from ingest.api import create_ingest_app
+    from platereg.http_server import uvicorn_options
     from platereg.settings import ConfigError
 
     settings = _settings_or_exit()
@@ -77,7 +78,7 @@ def serve_ingest(
         raise _fail(str(exc), 2) from None
     uvicorn.run(create_ingest_app(settings), host=host or settings.host,
                 port=port if port is not None else settings.ingest_port,
-                log_config=None, access_log=False, server_header=False)
+                **uvicorn_options(settings))
 
 
 def import_command(

@@ -23,13 +23,16 @@ CACHE_TTL = 2.0
 
 
 class AuthError(Exception):
+    """A refused request; ``key_id`` is set once the key is verified (403, 429)."""
+
     def __init__(self, status: int, title: str, detail: str,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, key_id: str | None = None) -> None:
         super().__init__(detail)
         self.status = status
         self.title = title
         self.detail = detail
         self.headers = headers or {}
+        self.key_id = key_id
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,22 @@ class Authenticator:
             self._cache[key_id] = cached
             return cached
 
+    def _empty_bucket_wait(self, key_id: str, secret: str, roles: frozenset[str]) -> float:
+        """Seconds until a token, for a key known (even stale), verified and allowed, else 0.
+
+        Checked before the key is (re)fetched, so that a client over its limit gets
+        its 429 at once instead of queueing for the keys table behind a busy pool.
+        A revoked key is refused here too (429 rather than 401) until its bucket refills.
+        """
+        cached = self._cache.get(key_id)
+        bucket = self._buckets.get(key_id)
+        if (cached is None or cached.role not in roles or bucket is None
+                or not secret_matches(secret, cached.secret_hash)):
+            return 0.0
+        tokens = min(max(float(self.burst), cached.rate),
+                     bucket.tokens + (time.monotonic() - bucket.updated) * cached.rate)
+        return 0.0 if tokens >= 1 else (1 - tokens) / cached.rate
+
     def _take(self, key_id: str, rate: float) -> float:
         """Take a token; returns 0 if allowed, else seconds until one is available."""
         now = time.monotonic()
@@ -112,17 +131,25 @@ class Authenticator:
         except InvalidKey:
             raise AuthError(401, "Unauthorized", "invalid API key",
                             {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
+        wait = self._empty_bucket_wait(key_id, secret, roles)
+        if wait > 0:
+            raise _too_many(key_id, wait)
         cached = await self._key(key_id)
         if cached.role is None or not secret_matches(secret, cached.secret_hash):
             raise AuthError(401, "Unauthorized", "invalid or revoked API key",
                             {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         if cached.role not in roles:
-            raise AuthError(403, "Forbidden", f"the {cached.role} role may not use this route")
+            raise AuthError(403, "Forbidden", f"the {cached.role} role may not use this route",
+                            key_id=key_id)
         wait = self._take(key_id, cached.rate)
         if wait > 0:
-            raise AuthError(429, "Too Many Requests", "rate limit exceeded for this API key",
-                            {"Retry-After": str(max(1, math.ceil(wait)))})
+            raise _too_many(key_id, wait)
         return Principal(key_id=key_id, role=cached.role)
+
+
+def _too_many(key_id: str, wait: float) -> AuthError:
+    return AuthError(429, "Too Many Requests", "rate limit exceeded for this API key",
+                     {"Retry-After": str(max(1, math.ceil(wait)))}, key_id=key_id)
 
 
 def require(*roles: str):

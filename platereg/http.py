@@ -7,7 +7,22 @@
 * One pure-ASGI middleware times each request into
   ``platereg_http_request_duration_seconds`` labelled by route *template*,
   logs template, method, status and key id (never the raw path, query or
-  body), and refuses bodies over ``PLATEREG_MAX_BODY_BYTES`` with 413.
+  body), and guards the process against hostile or broken clients:
+
+  - bodies over ``PLATEREG_MAX_BODY_BYTES``: 413;
+  - a body not received within ``PLATEREG_HTTP_BODY_TIMEOUT_SECONDS``: 408
+    and the connection is closed;
+  - a client that disconnects mid-request: nothing is answered, one access
+    line with status 499 is logged (a normal event, never a traceback);
+  - more than ``PLATEREG_HTTP_MAX_CONCURRENT_REQUESTS`` requests in progress:
+    503 with ``Retry-After`` at once (the probes are not counted or refused).
+
+* One strict JSON body reader for both APIs (:func:`read_json`): exact media
+  types, ``charset`` only UTF-8, no repeated keys, bounded nesting.
+* Wrong methods get 405 with the ``Allow`` of every route on that path;
+  ``OPTIONS`` gets 204 with the same ``Allow``.
+* The OpenAPI documents mark every route except the probes and the docs as
+  needing the bearer key (:func:`document_security`).
 """
 
 from __future__ import annotations
@@ -22,17 +37,26 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from platereg.auth import AuthError
 from platereg.logging import get_logger
 from platereg.metrics import HTTP_DURATION
+from platereg.settings import Settings
+from schemas.validation import Rejection, decode_json
 
 log = get_logger("platereg.http")
 
 PROBLEM_JSON = "application/problem+json"
 UNMATCHED = "unmatched"
+#: Routes that need no key, are not counted against the request cap and are not logged.
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+PUBLIC_PATHS = PROBES | {"/openapi.json", "/docs", "/docs/oauth2-redirect"}
+CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection first"
 ReadinessCheck = Callable[[], Awaitable[bool]]
 
 
@@ -62,13 +86,117 @@ class ProblemError(Exception):
         self.headers, self.extra = headers, extra
 
 
-def validation_errors(errors: Iterable[dict[str, Any]]) -> list[dict[str, str]]:
-    """Pydantic errors without their input values (which may be personal data)."""
+def validation_errors(errors: Iterable[dict[str, Any]], model: type[BaseModel] | None = None,
+                      data: Any = None) -> list[dict[str, str]]:
+    """Pydantic errors without anything the client wrote (values or unknown key names).
+
+    A location part is shown when it is an index or a name the API itself defines
+    (a field of ``model``, or a parameter location such as ``query.limit`` when no
+    model is given); any other name is the client's text and becomes ``*``. An
+    unknown key is reported on its object with its position, never its name.
+    """
+    known = _field_names(model) if model is not None else None
     out = []
     for err in errors:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",))
-        out.append({"field": loc or "body", "message": str(err.get("msg", "invalid"))})
+        loc = [p for p in err.get("loc", ()) if p != "body"]
+        message = str(err.get("msg", "invalid"))
+        if err.get("type") == "extra_forbidden" and loc:
+            *loc, unknown = loc
+            position = _key_position(data, loc, unknown)
+            message = ("unexpected key" if position is None
+                       else f"unexpected key (key number {position} of this object)")
+        parts = [str(p) if isinstance(p, int) or known is None or p in known else "*"
+                 for p in loc]
+        out.append({"field": ".".join(parts) or "body", "message": message})
     return out[:50]
+
+
+def _field_names(model: type[BaseModel]) -> frozenset[str]:
+    """Every property name in the model's JSON schema, nested models included."""
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            props = node.get("properties")
+            if isinstance(props, dict):
+                names.update(props)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(model.model_json_schema())
+    return frozenset(names)
+
+
+def _key_position(data: Any, loc: list[Any], key: Any) -> int | None:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    if isinstance(data, dict):
+        for i, name in enumerate(data, 1):
+            if name == key:
+                return i
+    return None
+
+
+# --------------------------------------------------------------------------- bodies
+
+
+def content_type(header: str | None, accepted: Iterable[str]) -> str:
+    """The media type of a ``Content-Type`` header, or a 415 problem.
+
+    The type must be one of ``accepted`` exactly (any case, no ``+json`` guessing);
+    a ``charset`` parameter must be UTF-8 (other parameters do not change the
+    decoding and are ignored).
+    """
+    allowed = tuple(accepted)
+    if not header:
+        raise ProblemError(415, "Unsupported Media Type",
+                           f"send Content-Type: {' or '.join(allowed)}")
+    kind, *params = (part.strip() for part in header[:200].split(";"))
+    kind = kind.lower()
+    if kind not in allowed:
+        raise ProblemError(415, "Unsupported Media Type", f"supported: {', '.join(allowed)}")
+    for param in params:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+                "utf-8", "utf8"):
+            raise ProblemError(415, "Unsupported Media Type", "the charset must be utf-8")
+    return kind
+
+
+def decode_body(raw: bytes) -> Any:
+    """Strict JSON (UTF-8, no NaN, no repeated key, bounded nesting), or a 400 problem."""
+    try:
+        return decode_json(raw)
+    except Rejection as exc:
+        raise ProblemError(400, "Bad Request", f"the body is not acceptable JSON: {exc.detail}",
+                           reason=exc.reason.value) from None
+
+
+async def read_json(request: Request, accepted: Iterable[str] = ("application/json",)
+                    ) -> tuple[str, Any]:
+    """The media type and the strictly decoded JSON body of a request (415 / 400 problems)."""
+    kind = content_type(request.headers.get("content-type"), accepted)
+    return kind, decode_body(await request.body())
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+def allowed_methods(app: Any, scope: Scope) -> str:
+    """The ``Allow`` header for a path: the methods of every route that matches it."""
+    methods = {"OPTIONS"}
+    for route in app.router.routes:
+        match, _ = route.matches({**scope, "method": "GET"})
+        route_methods = getattr(route, "methods", None)
+        if match != Match.NONE and route_methods:
+            methods.update(route_methods)
+    return ", ".join(sorted(methods))
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -77,14 +205,21 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem(exc.status, exc.title, exc.detail, exc.headers, **exc.extra)
 
     @app.exception_handler(AuthError)
-    async def _auth(_: Request, exc: AuthError) -> Response:
+    async def _auth(request: Request, exc: AuthError) -> Response:
+        if exc.key_id is not None:  # 403 and 429: a verified key, logged with the request
+            request.state.key_id = exc.key_id
         return problem(exc.status, exc.title, exc.detail, exc.headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {"Allow": allowed_methods(request.app, request.scope)}
+            if request.method == "OPTIONS":
+                return Response(status_code=204, headers=headers)
         title = {404: "Not Found", 405: "Method Not Allowed"}.get(exc.status_code, "Error")
         detail = exc.detail if isinstance(exc.detail, str) and exc.status_code != 404 else None
-        return problem(exc.status_code, title, detail, getattr(exc, "headers", None))
+        return problem(exc.status_code, title, detail, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
@@ -98,11 +233,14 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 
 class ObservabilityMiddleware:
-    """Metrics, privacy-safe access log and body size limit, in one ASGI layer."""
+    """Metrics, privacy-safe access log and the guards against hostile clients (one layer)."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, service: str) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings, service: str) -> None:
         self.app = app
-        self.max_body_bytes = max_body_bytes
+        self.max_body_bytes = settings.max_body_bytes
+        self.body_timeout = settings.http_body_timeout_seconds
+        self.max_in_flight = settings.http_max_concurrent_requests
+        self.in_flight = 0
         self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -110,9 +248,15 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status_holder = {"status": 500}
-        headers = dict(scope.get("headers") or ())
-        declared = headers.get(b"content-length")
+        if scope["path"] in PROBES:
+            await self._serve(scope, receive, send, start)
+            return
+        if self.in_flight >= self.max_in_flight:
+            await self._refuse(scope, receive, send, start, problem(
+                503, "Service Unavailable", "too many requests in progress; retry shortly",
+                headers={"Retry-After": "1"}))
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
         if declared is not None:
             try:
                 too_big = int(declared) > self.max_body_bytes
@@ -121,16 +265,37 @@ class ObservabilityMiddleware:
             if too_big:
                 await self._reject_too_large(scope, receive, send, start)
                 return
+        self.in_flight += 1
+        try:
+            await self._serve(scope, receive, send, start)
+        finally:
+            self.in_flight -= 1
 
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, start: float) -> None:
+        status_holder = {"status": 500}
         received = 0
+        body_done = False
+        deadline: float | None = None
 
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+        async def guarded_receive() -> Message:
+            nonlocal received, body_done, deadline
+            if body_done:  # after the body: only the wait for a disconnect, unbounded
+                return await receive()
+            loop = asyncio.get_running_loop()
+            if deadline is None:
+                deadline = loop.time() + self.body_timeout
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyTimeout from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
                     raise _BodyTooLarge
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -139,13 +304,25 @@ class ObservabilityMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, guarded_receive, tracking_send)
         except _BodyTooLarge:
             status_holder["status"] = 413
             await self._reject_too_large(scope, receive, send, start, observe=False)
-            return
+        except _BodyTimeout:
+            status_holder["status"] = 408
+            response = problem(408, "Request Timeout",
+                               f"the body did not arrive within {self.body_timeout:g} s")
+            response.headers["Connection"] = "close"
+            await response(scope, receive, send)
+        except ClientDisconnect:
+            status_holder["status"] = CLIENT_CLOSED  # nobody to answer; one access line
         finally:
             self._observe(scope, status_holder["status"], start)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, start: float,
+                      response: Response) -> None:
+        await response(scope, receive, send)
+        self._observe(scope, response.status_code, start)
 
     async def _reject_too_large(self, scope: Scope, receive: Receive, send: Send, start: float,
                                 observe: bool = True) -> None:
@@ -165,10 +342,14 @@ class ObservabilityMiddleware:
         template = getattr(route, "path", None) or UNMATCHED
         elapsed = time.perf_counter() - start
         HTTP_DURATION.labels(template, scope["method"], str(status)).observe(elapsed)
-        if template not in ("/metrics", "/healthz", "/readyz"):
+        if template not in PROBES:
             key_id = (scope.get("state") or {}).get("key_id")
             log.info("request", route=template, method=scope["method"], status=status,
                      key_id=key_id, ms=round(elapsed * 1000, 2))
+
+
+class _BodyTimeout(Exception):
+    pass
 
 
 class _BodyTooLarge(Exception):
@@ -218,12 +399,35 @@ def add_probes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
 
 
 def create_app(*, title: str, description: str, version: str = "1.0.0",
-               max_body_bytes: int, lifespan: Any = None, service: str) -> FastAPI:
+               settings: Settings, lifespan: Any = None, service: str) -> FastAPI:
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan,
                   docs_url="/docs", openapi_url="/openapi.json", redoc_url=None)
     install_problem_handlers(app)
-    app.add_middleware(ObservabilityMiddleware, max_body_bytes=max_body_bytes, service=service)
+    app.add_middleware(ObservabilityMiddleware, settings=settings, service=service)
+    base_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_security(base_openapi())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def document_security(schema: dict[str, Any]) -> dict[str, Any]:
+    """Mark every operation outside :data:`PUBLIC_PATHS` as needing the bearer key."""
+    schema.setdefault("components", {})["securitySchemes"] = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "prk_<key id>_<secret>"}}
+    schema.pop("security", None)
+    for path, operations in schema.get("paths", {}).items():
+        for operation in operations.values():
+            if isinstance(operation, dict):
+                if path in PUBLIC_PATHS:
+                    operation.pop("security", None)
+                else:
+                    operation["security"] = [{"bearer": []}]
+    return schema
 
 
 PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -85,6 +85,20 @@ class Settings(BaseSettings):
     )
     rate_limit_burst: int = Field(default=400, ge=1)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    http_header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300,
+        description="A request's headers must arrive within this time, else the connection "
+                    "is closed (slow-header clients).")
+    http_body_timeout_seconds: float = Field(
+        default=30.0, gt=0, le=3600,
+        description="A request's body must arrive within this time from its first read, else "
+                    "408 and the connection is closed (slow-body clients).")
+    http_keepalive_timeout_seconds: int = Field(
+        default=5, ge=1, le=300, description="Idle keep-alive connections close after this.")
+    http_max_concurrent_requests: int = Field(
+        default=256, ge=1, le=100_000,
+        description="Requests in progress per process; beyond it 503 with Retry-After at once "
+                    "(the probes are not counted).")
     kafka_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
     # --- logging -------------------------------------------------------------

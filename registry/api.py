@@ -16,9 +16,11 @@
   - events and owners' plates (not in the metric's kinds): audit rows of
     kind ``events`` / ``owner``.
 
-* Bodies are parsed here, not by FastAPI, so that a wrong content type is
-  415, malformed or too deeply nested JSON is 400 and schema violations are
-  422, all as problem+json without echoing the input.
+* Bodies are parsed here, not by FastAPI, with the strict reader shared with
+  the ingest API (``platereg.http.read_json``): a content type other than
+  ``application/json`` (charset UTF-8 only) is 415, malformed JSON (repeated
+  keys, deep nesting) is 400 and schema violations are 422, all as
+  problem+json without echoing the input.
 """
 
 from __future__ import annotations
@@ -43,7 +45,13 @@ from starlette.routing import request_response
 from platereg.auth import Authenticator, Principal, require
 from platereg.clock import Clock
 from platereg.db import create_pool, ping
-from platereg.http import ProblemError, add_probes, create_app, validation_errors
+from platereg.http import (
+    ProblemError,
+    add_probes,
+    create_app,
+    read_json,
+    validation_errors,
+)
 from platereg.kafka import broker_reachable
 from platereg.logging import configure_logging
 from platereg.metrics import LOOKUPS
@@ -178,21 +186,12 @@ def _normalize(jurisdiction: str, plate: str, where: str = "path") -> tuple[str,
 
 
 async def _json_body(request: Request, model: type[BaseModel]) -> Any:
-    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media != "application/json" and not (media.startswith("application/")
-                                           and media.endswith("+json")):
-        raise ProblemError(415, "Unsupported Media Type", "send the body as application/json")
-    raw = await request.body()
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ProblemError(400, "Bad Request", "the body is not valid JSON "
-                           "(or nests deeper than 1024 levels)") from None
+    _, data = await read_json(request)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         raise ProblemError(422, "Unprocessable Content", "the request body is not valid",
-                           errors=validation_errors(exc.errors())) from None
+                           errors=validation_errors(exc.errors(), model, data)) from None
 
 
 _NO_CONTROL = re.compile(NO_CONTROL_PATTERN)
@@ -320,7 +319,7 @@ def create_registry_app(settings: Settings | None = None, *, purge_every: float 
             "Audited plate lookups for enforcement, owners' views and the hotlist "
             "(contract section 5). Every route except the probes needs "
             "`Authorization: Bearer <api key>`. Errors are `application/problem+json`."),
-        max_body_bytes=settings.max_body_bytes, lifespan=lifespan, service="registry-api")
+        settings=settings, lifespan=lifespan, service="registry-api")
     app.state.ctx = ctx
     add_probes(app, {"postgres": lambda: ping(ctx.pool),
                      "kafka": lambda: broker_reachable(settings)})
@@ -334,10 +333,6 @@ def create_registry_app(settings: Settings | None = None, *, purge_every: float 
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for name, definition in _EXTRA_SCHEMAS.items():
                 components.setdefault(name, definition)
-            schema.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer",
-                           "description": "prk_<key id>_<secret>"}}
-            schema["security"] = [{"bearer": []}]
             app.openapi_schema = schema
         return app.openapi_schema
 

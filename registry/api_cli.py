@@ -23,6 +23,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         import uvicorn
 
         from platereg.cli import settings_or_exit
+        from platereg.http_server import uvicorn_options
 
         settings = settings_or_exit()
         settings.dsn()  # fail early, naming the variable, if the database is not configured
@@ -30,8 +31,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             "registry.api:app_from_env", factory=True,
             host=host or settings.host,
             port=settings.registry_port if port is None else port,
-            workers=workers, log_config=None, access_log=False, server_header=False,
-            lifespan="on", timeout_graceful_shutdown=20,
+            workers=workers, lifespan="on", timeout_graceful_shutdown=20,
+            **uvicorn_options(settings),
         )
 
     @audit_app.command("purge")

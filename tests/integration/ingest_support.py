@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ingest.api import create_ingest_app
 from platereg.embedded import free_port
+from platereg.http_server import uvicorn_options
 from platereg.settings import Settings
 from schemas.topics import EVENTS
 
@@ -44,7 +45,7 @@ async def ingest_server(settings: Settings) -> AsyncIterator[str]:
     """The real ingest app under uvicorn on a free port; yields its base URL."""
     port = free_port()
     config = uvicorn.Config(create_ingest_app(settings), host="127.0.0.1", port=port,
-                            log_config=None, access_log=False, lifespan="on")
+                            lifespan="on", **uvicorn_options(settings))
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:

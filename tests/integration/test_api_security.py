@@ -193,7 +193,16 @@ async def test_hostile_bodies_are_4xx_problems(settings, pool) -> None:
         (json_h, b"", 400),
         (json_h, b"\xff\xfe\x00", 400),
         (json_h, b"[" * 100_000 + b"]" * 100_000, 400),            # nesting beyond orjson's limit
-        (json_h, b'{"plates": ' + b"[" * 500 + b"]" * 500 + b"}", 422),
+        (json_h, b'{"plates": ' + b"[" * 500 + b"]" * 500 + b"}", 400),  # over 64 levels
+        # The strict reader shared with the ingest API: a repeated key is not "last one
+        # wins", only UTF-8, only application/json itself.
+        (json_h, b'{"plates": [{"jurisdiction": "CA-ON", "plate": "A1"}], "plates": []}', 400),
+        ({**op, "Content-Type": "application/json; charset=latin-1"},
+         b'{"plates": [{"jurisdiction": "CA-ON", "plate": "A1"}]}', 415),
+        ({**op, "Content-Type": "application/json; charset=utf-16"},
+         '{"plates": [{"jurisdiction": "CA-ON", "plate": "A1"}]}'.encode("utf-16"), 415),
+        ({**op, "Content-Type": "application/evil+json"},
+         b'{"plates": [{"jurisdiction": "CA-ON", "plate": "A1"}]}', 415),
         (json_h, b'{"plates": []}', 422),
         (json_h, b'{"plates": null}', 422),
         (json_h, b"null", 422),
@@ -248,3 +257,22 @@ async def test_metrics_use_route_templates(settings, pool) -> None:
     assert 'route="unmatched"' in text
     assert "MET" not in text and "NOPE" not in text
     assert 'platereg_lookups_total{kind="single",result="not_found"}' in text
+
+
+async def test_422_names_positions_never_the_clients_key_names(settings, pool) -> None:
+    op = bearer((await role_keys(pool))["operator"])
+    evil = ['<script>alert(1)</script>', "Jane Doe jane@example.org", "ABC123"]
+    async with running_api(settings) as api:
+        r = await api.client.post("/v1/plates/lookup", headers=op, json={
+            "plates": [{"jurisdiction": "CA-ON", "plate": "A1", evil[0]: 1}], evil[1]: 2})
+        assert r.status_code == 422
+        assert sorted(r.json()["errors"], key=lambda e: e["field"]) == [
+            {"field": "body", "message": "unexpected key (key number 2 of this object)"},
+            {"field": "plates.0", "message": "unexpected key (key number 3 of this object)"}]
+        r = await api.client.put("/v1/owners/o1/preferences", headers=op,
+                                 json={"channels": ["sms"], evil[2]: {evil[0]: 1}})
+        assert r.status_code == 422
+        assert r.json()["errors"] == [
+            {"field": "body", "message": "unexpected key (key number 2 of this object)"}]
+        for text in evil:
+            assert text not in r.text

@@ -1,0 +1,83 @@
+"""How both HTTP APIs are served by uvicorn: one set of options, and a header deadline.
+
+uvicorn closes idle keep-alive connections (``timeout_keep_alive``), but has no
+deadline for a request's *headers*: a connection that sends nothing, or
+trickles a header byte every few seconds, stays open for ever. The protocol
+here adds that deadline (``PLATEREG_HTTP_HEADER_TIMEOUT_SECONDS``): from the
+connection's start, and from the first byte of each later request, until its
+headers are complete; past it the client gets a bare 408 and the connection is
+closed. The body has its own deadline in :class:`platereg.http.ObservabilityMiddleware`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from platereg.settings import Settings, load_settings
+
+PROTOCOL = "platereg.http_server:HeaderDeadlineProtocol"
+_TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n"
+                     b"connection: close\r\n\r\n")
+
+
+class HeaderDeadlineProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline for each request's headers."""
+
+    #: Seconds; set by :func:`uvicorn_options`, read from the environment in worker
+    #: processes that did not inherit it.
+    header_timeout: float | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if HeaderDeadlineProtocol.header_timeout is None:
+            HeaderDeadlineProtocol.header_timeout = load_settings().http_header_timeout_seconds
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def _arm_header_timer(self) -> None:
+        if self._header_timer is None:
+            self._header_timer = self.loop.call_later(
+                HeaderDeadlineProtocol.header_timeout or 10.0, self._header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(_TIMEOUT_RESPONSE)
+        self.transport.close()
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_header_timer()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm_header_timer()
+
+    def on_headers_complete(self) -> None:
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for ``uvicorn.run`` / ``uvicorn.Config`` shared by both APIs."""
+    HeaderDeadlineProtocol.header_timeout = settings.http_header_timeout_seconds
+    return {
+        "http": PROTOCOL,
+        "timeout_keep_alive": settings.http_keepalive_timeout_seconds,
+        "log_config": None,        # platereg.logging configures logging
+        "access_log": False,       # uvicorn's access log prints raw paths (plates)
+        "server_header": False,
+    }
