@@ -80,3 +80,99 @@ async def test_dropped_uploads_cost_one_log_line_and_never_stall(settings, pool,
     for secret in (key, key.split("_")[-1], "Bearer", PLATE, '"plates"'):
         assert secret not in log, secret
     assert len(log.splitlines()) - baseline <= 2 * DROPS + 20
+
+
+async def _read_all(reader: asyncio.StreamReader) -> bytes:
+    data = b""
+    with contextlib.suppress(ConnectionError):
+        while chunk := await reader.read(65536):
+            data += chunk
+    return data
+
+
+async def _trickle(port: int, head: bytes, drip: bytes) -> bytes:
+    """Send ``head``, then one byte of ``drip`` every 0.2 s until the server answers or
+    closes (at most 30 s); returns everything the server sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    answer = asyncio.create_task(_read_all(reader))
+    try:
+        for i in range(150):
+            if answer.done():
+                break
+            if drip:
+                with contextlib.suppress(ConnectionError):
+                    writer.write(drip[i % len(drip):i % len(drip) + 1])
+                    await writer.drain()
+            await asyncio.wait([answer], timeout=0.2)
+        assert answer.done(), "the server kept a trickling client for 30 s"
+        return answer.result()
+    finally:
+        writer.close()
+
+
+async def test_slow_headers_and_bodies_are_cut_off(settings, pool, tmp_path) -> None:
+    key = (await role_keys(pool))["enforcement"]
+    env = {"PLATEREG_HTTP_HEADER_TIMEOUT_SECONDS": "1", "PLATEREG_HTTP_BODY_TIMEOUT_SECONDS": "1"}
+    with served_registry(str(tmp_path / "api.log"), env=env) as served:
+        port = int(served.url.rsplit(":", 1)[1])
+        body_head = (b"POST /v1/plates/lookup HTTP/1.1\r\nHost: r\r\nAuthorization: Bearer "
+                     + key.encode() + b"\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 1000\r\n\r\n{")
+        slow_body, slow_headers, silent = await asyncio.gather(
+            _trickle(port, body_head, b" "),
+            _trickle(port, b"GET /healthz HTTP/1.1\r\n", b"X-Slow: 1\r\n"),
+            _trickle(port, b"", b""),  # connects, sends nothing
+        )
+        async with httpx.AsyncClient(base_url=served.url) as client:  # still serving
+            assert (await client.get("/healthz")).status_code == 200
+        served.stop()
+    assert slow_body.startswith(b"HTTP/1.1 408 "), slow_body[:200]
+    assert b"application/problem+json" in slow_body
+    assert slow_headers.startswith(b"HTTP/1.1 408 "), slow_headers[:200]
+    assert silent.startswith(b"HTTP/1.1 408 "), silent[:200]
+    log = served.log()
+    assert "status=408" in log and "Traceback" not in log
+
+
+async def _hold_upload(port: int, key: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A lookup whose body is never finished: it stays in progress on the server."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /v1/plates/lookup HTTP/1.1\r\nHost: r\r\nAuthorization: Bearer "
+                 + key.encode() + b"\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 1000\r\n\r\n{")
+    await writer.drain()
+    return reader, writer
+
+
+async def test_requests_over_the_cap_get_503_at_once(settings, pool, tmp_path) -> None:
+    await insert_plate(pool, "CA-ON", "CAP1")
+    key = (await role_keys(pool))["enforcement"]
+    env = {"PLATEREG_HTTP_MAX_CONCURRENT_REQUESTS": "2"}
+    with served_registry(str(tmp_path / "api.log"), env=env) as served:
+        port = int(served.url.rsplit(":", 1)[1])
+        held = [await _hold_upload(port, key) for _ in range(2)]
+        async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
+            refused = None
+            for _ in range(200):  # until the server counts both held requests
+                r = await client.get("/v1/plates/CA-ON/CAP1", headers=bearer(key))
+                if r.status_code == 503:
+                    refused = r
+                    break
+                assert r.status_code == 200
+            assert refused is not None, "never refused with 2 requests in progress"
+            assert refused.headers["retry-after"] == "1"
+            assert refused.headers["content-type"] == "application/problem+json"
+            # The held requests wait for their bodies (30 s): the 503 did not queue behind them.
+            assert (await client.get("/healthz")).status_code == 200  # probes are not capped
+            for _, writer in held:
+                writer.close()
+            for _ in range(200):  # the closed uploads end; capacity comes back
+                r = await client.get("/v1/plates/CA-ON/CAP1", headers=bearer(key))
+                if r.status_code == 200:
+                    break
+                await asyncio.sleep(0.05)
+            assert r.status_code == 200
+        served.stop()
+    log = served.log()
+    assert "status=503" in log and "status=499" in log

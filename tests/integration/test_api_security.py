@@ -276,3 +276,36 @@ async def test_422_names_positions_never_the_clients_key_names(settings, pool) -
             {"field": "body", "message": "unexpected key (key number 2 of this object)"}]
         for text in evil:
             assert text not in r.text
+
+
+async def test_429_answers_at_once_while_the_pool_is_busy_and_logs_the_key_id(
+        settings, pool, monkeypatch) -> None:
+    import asyncio
+
+    import structlog
+
+    import platereg.auth
+
+    await insert_plate(pool, "CA-ON", "BUSY1")
+    limited_id, limited = await create_key(pool, role="enforcement", name="lim", rate_limit=0.01)
+    _, other = await create_key(pool, role="enforcement", name="other")
+    monkeypatch.setattr(platereg.auth, "CACHE_TTL", 0.0)  # every request refreshes its key
+    async with running_api(settings, rate_limit_burst=1, db_pool_min=2, db_pool_max=2) as api:
+        assert (await api.client.get("/v1/plates/CA-ON/BUSY1",
+                                     headers=bearer(limited))).status_code == 200
+        db = api.app.state.pool
+        held = [await db.acquire() for _ in range(2)]  # the pool is busy from now on
+        try:
+            waiting = asyncio.create_task(api.client.get("/v1/plates/CA-ON/BUSY1",
+                                                         headers=bearer(other)))
+            with structlog.testing.capture_logs() as logs:
+                limited_answer = await asyncio.wait_for(
+                    api.client.get("/v1/plates/CA-ON/BUSY1", headers=bearer(limited)), 10)
+            assert limited_answer.status_code == 429
+            assert not waiting.done()  # answered while another request waits for the pool
+        finally:
+            for conn in held:
+                await db.release(conn)
+        assert (await waiting).status_code == 200
+    lines = [e for e in logs if e.get("event") == "request"]
+    assert [(e["status"], e["key_id"]) for e in lines] == [(429, limited_id)]
