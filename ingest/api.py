@@ -192,12 +192,14 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
             **PROBLEM_RESPONSES,
             400: _problem_doc("Not JSON, wrong shape for the content type, or a batch of "
                               f"none or more than {MAX_BATCH} events"),
+            408: _problem_doc("The body did not arrive within "
+                              "PLATEREG_HTTP_BODY_TIMEOUT_SECONDS"),
             413: _problem_doc("Body over PLATEREG_MAX_BODY_BYTES"),
             415: _problem_doc("Unsupported Content-Type"),
             422: _problem_doc("Invalid events: `errors` = [{index, reason, detail}]; "
                               "nothing was published"),
-            503: _problem_doc("The broker did not acknowledge in time; see Retry-After and "
-                              "retry the whole request"),
+            503: _problem_doc("The broker did not acknowledge in time, or too many requests "
+                              "are in progress; see Retry-After and retry the whole request"),
         },
         openapi_extra={"requestBody": REQUEST_BODY},
     )

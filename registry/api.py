@@ -105,15 +105,17 @@ def _problem_response(description: str) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     texts = {
-        400: "Malformed JSON, cursor or parameter",
+        400: "Malformed JSON (repeated key, nesting over 64 levels), cursor or parameter",
+        408: "The body did not arrive within PLATEREG_HTTP_BODY_TIMEOUT_SECONDS",
         401: "Missing, invalid or revoked API key",
         403: "The key's role may not use this route",
         404: "No such (issued) plate",
         413: "Body larger than PLATEREG_MAX_BODY_BYTES",
-        415: "Body is not application/json",
+        415: "Body is not application/json (charset UTF-8)",
         422: "Invalid input (plate, jurisdiction, field); lists each error without echoing it",
         429: "Rate limit exceeded; see Retry-After",
-        503: "The audit log cannot keep up; retry later",
+        503: "The audit log cannot keep up, or too many requests are in progress; "
+             "see Retry-After",
     }
     return {s: _problem_response(texts[s]) for s in (401, 403, 429, 503, *statuses)}
 
@@ -143,10 +145,21 @@ _OWNER_EXAMPLE = {"owner_id": "own-123", "name": "Jane Doe", "email": "jane@exam
                   "phone": None, "language": "en"}
 _FULL_EXAMPLE = {**_VIEW_EXAMPLE, "owner": _OWNER_EXAMPLE}
 
+# What ``normalize_jurisdiction`` / ``normalize_plate`` accept, for the OpenAPI document
+# (the functions stay the one check, with their messages; tests/unit/test_api_openapi.py
+# holds the two to the same set).
+RAW_JURISDICTION_PATTERN = r"^ *[A-Za-z]{2}-[A-Za-z0-9]{1,3} *$"
+RAW_PLATE_PATTERN = r"^[ .-]*(?:[A-Za-z0-9][ .-]*){1,10}$"
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
+_RAW_JURISDICTION = {"pattern": RAW_JURISDICTION_PATTERN, "maxLength": 64}
+_RAW_PLATE = {"pattern": RAW_PLATE_PATTERN, "maxLength": 64}
+
 JurisdictionPath = Annotated[str, Path(
+    json_schema_extra=_RAW_JURISDICTION,
     description="ISO 3166-2 code, any case (ca-on)", examples=["CA-ON"],
     openapi_examples={"ontario": {"value": "CA-ON"}})]
 PlatePath = Annotated[str, Path(
+    json_schema_extra=_RAW_PLATE,
     description="Plate; case, spaces, '-' and '.' are ignored (abc-123 == ABC123)",
     examples=["ABC123"], openapi_examples={"plate": {"value": "ABC123"}})]
 OwnerId = Annotated[str, Path(min_length=1, max_length=64, pattern=SAFE_ID_PATTERN,
@@ -384,7 +397,7 @@ def _routes(app: FastAPI, ctx: _Ctx) -> None:  # noqa: C901 - one function per r
               responses={**_ok(LookupResponse, {"results": [
                   _VIEW_EXAMPLE, {"jurisdiction": "CA-QC", "plate": "XYZ987",
                                   "status": "unknown"}]}),
-                         **_errors(400, 413, 415, 422)},
+                         **_errors(400, 408, 413, 415, 422)},
               openapi_extra=_body(LookupRequest, {
                   "plates": [{"jurisdiction": "CA-ON", "plate": "ABC123"},
                              {"jurisdiction": "ca-qc", "plate": "xyz-987"}],
@@ -502,7 +515,8 @@ def _routes(app: FastAPI, ctx: _Ctx) -> None:  # noqa: C901 - one function per r
                                         "next": "ZDo0Mg"}), **_errors(400, 422)})
     async def get_hotlist(principal: EnforcementKey,
                           since: Annotated[str | None, Query(
-                              max_length=200, description="Opaque cursor (`next`)")] = None,
+                              max_length=200, pattern=CURSOR_PATTERN,
+                              description="Opaque cursor (`next`)")] = None,
                           limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
                           x_purpose: PurposeHeader = None) -> Response:
         try:
@@ -599,7 +613,7 @@ def _routes(app: FastAPI, ctx: _Ctx) -> None:  # noqa: C901 - one function per r
     @app.put("/v1/owners/{owner_id}/preferences", tags=["owners"], response_model=None,
              summary="Set the owner's notice channels and language",
              responses={**_ok(OwnerPreferences, _PREFS_EXAMPLE),
-                        **_errors(400, 413, 415, 422)},
+                        **_errors(400, 408, 413, 415, 422)},
              openapi_extra=_body(PreferencesUpdate, {"channels": ["email", "plate_display"],
                                                      "language": "fr"}))
     async def put_preferences(owner_id: OwnerId, request: Request,
@@ -621,13 +635,17 @@ def _routes(app: FastAPI, ctx: _Ctx) -> None:  # noqa: C901 - one function per r
                  "purpose": "traffic stop", "result": "valid"}], "next": None}),
                         **_errors(400, 422)})
     async def get_audit(principal: OperatorKey,
-                        jurisdiction: Annotated[str | None, Query(max_length=64)] = None,
-                        plate: Annotated[str | None, Query(max_length=64)] = None,
+                        jurisdiction: Annotated[str | None, Query(
+                            max_length=64, json_schema_extra=_RAW_JURISDICTION)] = None,
+                        plate: Annotated[str | None, Query(
+                            max_length=64, json_schema_extra=_RAW_PLATE)] = None,
                         key_id: Annotated[str | None, Query(
                             max_length=64, pattern=r"^[a-z0-9]+$")] = None,
                         since: Annotated[Rfc3339Datetime | None, Query(
                             description="RFC 3339 with offset")] = None,
-                        cursor: Annotated[str | None, Query(max_length=64)] = None,
+                        cursor: Annotated[str | None, Query(
+                            max_length=64, pattern=CURSOR_PATTERN,
+                            description="Opaque cursor (`next`)")] = None,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
         j = p = None
         errors = []

@@ -309,3 +309,25 @@ async def test_429_answers_at_once_while_the_pool_is_busy_and_logs_the_key_id(
         assert (await waiting).status_code == 200
     lines = [e for e in logs if e.get("event") == "request"]
     assert [(e["status"], e["key_id"]) for e in lines] == [(429, limited_id)]
+
+
+async def test_options_and_405_list_every_method_of_the_path(settings, pool) -> None:
+    import httpx
+
+    from ingest.api import create_ingest_app
+
+    op = bearer((await role_keys(pool))["operator"])
+    async with running_api(settings) as api:
+        r = await api.client.options("/v1/owners/own-1/preferences", headers=op)
+        assert (r.status_code, r.headers["allow"]) == (204, "GET, OPTIONS, PUT")
+        r = await api.client.patch("/v1/owners/own-1/preferences", headers=op)
+        assert r.status_code == 405 and r.headers["allow"] == "GET, OPTIONS, PUT"
+        assert r.headers["content-type"] == "application/problem+json"
+        r = await api.client.delete("/v1/plates/lookup", headers=op)
+        assert r.status_code == 405 and r.headers["allow"] == "OPTIONS, POST"
+        r = await api.client.options("/v1/plates/CA-ON/ABC123")
+        assert (r.status_code, r.headers["allow"]) == (204, "GET, OPTIONS")
+    transport = httpx.ASGITransport(app=create_ingest_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:
+        r = await client.get("/v1/events")
+        assert r.status_code == 405 and r.headers["allow"] == "OPTIONS, POST"
