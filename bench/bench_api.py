@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import asyncpg
 import httpx
 
 from bench.common import BenchContext, Figure
+from platereg.debian_tools import find_or_install
 from platereg.embedded import free_port, stop_process
 from platereg.keys import create_key
 
@@ -61,16 +61,7 @@ FROM generate_series(1, $1) AS i
 
 
 def _wrk() -> str | None:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    if hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get"):
-        print("bench_api: wrk not found; installing the Debian package (apt-get install -y wrk)",
-              file=sys.stderr)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        found = shutil.which("wrk")
-    return found
+    return find_or_install("wrk", "wrk", who="bench_api")
 
 
 SINGLE_LUA = """

@@ -136,5 +136,30 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
     await pool.close()
 
 
+def debian_program(program: str, package: str) -> str:
+    """The path of a program from a Debian package (installed when missing and root, as
+    the bench does with wrk); skips the test when it cannot be had, fails under CI."""
+    from platereg.debian_tools import find_or_install
+
+    path = find_or_install(program, package, who="tests")
+    if path is None:
+        message = f"{program} missing (Debian package {package}: apt-get install -y {package})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    return debian_program("promtool", "prometheus")
+
+
+@pytest.fixture(scope="session")
+def prometheus_server() -> str:
+    """The ``prometheus`` server binary (same Debian package as promtool)."""
+    return debian_program("prometheus", "prometheus")
+
+
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent

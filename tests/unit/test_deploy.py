@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -51,17 +53,36 @@ def test_dockerfile_copies_existing_paths() -> None:
                 assert (ROOT / src).exists(), f"Dockerfile copies missing {src}"
 
 
-def test_prometheus_scrapes_the_services_on_their_ports() -> None:
-    prom = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
-    targets = [t for job in prom["scrape_configs"] for sc in job["static_configs"]
-               for t in sc["targets"]]
+PROMETHEUS = ROOT / "deploy" / "prometheus"
+GRAFANA = ROOT / "deploy" / "grafana"
+#: platereg services that serve no /metrics (one-shot or periodic commands).
+NOT_SCRAPED = {"prestart", "audit-purge"}
+
+
+def test_prometheus_scrapes_every_service_on_its_port() -> None:
+    """One job per platereg process; each finds its compose service's replicas by DNS."""
+    prom = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     defaults = Settings()
     ports = {"registry-api": defaults.registry_port, "ingest-api": defaults.ingest_port,
-             "registry-consumer": defaults.consumer_metrics_port}
-    for target in targets:
-        host, port = target.split(":")
-        assert host in SERVICES
-        assert int(port) == ports[host]
+             "registry-consumer": defaults.consumer_metrics_port,
+             "registry-relay": defaults.consumer_metrics_port,
+             "notice-scheduler": 9103, "notice-dispatcher": 9104}
+    jobs = {job["job_name"]: job for job in prom["scrape_configs"]}
+    assert set(ports) <= set(jobs)
+    for name, port in ports.items():
+        (sd,) = jobs[name]["dns_sd_configs"]
+        assert sd["names"] == [name] and sd["type"] == "A" and sd["port"] == port
+    for name in PLATEREG_SERVICES:
+        if name not in NOT_SCRAPED:   # a long-running process: scraped under its own name
+            assert name in jobs, f"{name} is not scraped"
+
+
+def test_prometheus_in_compose_loads_the_config_and_rules() -> None:
+    prom = SERVICES["prometheus"]
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prom["volumes"]
+    config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
+    assert config["rule_files"] == ["rules/*.yml"]
+    assert list((PROMETHEUS / "rules").glob("*.yml"))
 
 
 def test_kafka_is_kraft_apache_kafka() -> None:
@@ -70,8 +91,69 @@ def test_kafka_is_kraft_apache_kafka() -> None:
     assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]
 
 
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(panel title, PromQL) of every panel target of the provisioned dashboards."""
+    out = []
+    for path in sorted((GRAFANA / "dashboards").glob("*.json")):
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel.get("targets", []):
+                out.append((panel["title"], target["expr"]))
+    return out
+
+
+def test_grafana_in_compose_provisions_the_datasource_and_dashboards() -> None:
+    grafana = SERVICES["grafana"]
+    assert "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
+    assert "./deploy/grafana/dashboards:/etc/grafana/dashboards:ro" in grafana["volumes"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"].startswith(
+        "${GRAFANA_ADMIN_PASSWORD:?")
+    providers = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "platereg.yml")
+                               .read_text())["providers"]
+    assert [p["options"]["path"] for p in providers] == ["/etc/grafana/dashboards"]
+    (source,) = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml")
+                               .read_text())["datasources"]
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    assert "prometheus" in SERVICES and 9090 == int(SERVICES["prometheus"]["ports"][0]
+                                                   .split(":")[-1])
+    for path in (GRAFANA / "dashboards").glob("*.json"):
+        for panel in json.loads(path.read_text())["panels"]:
+            if panel["type"] != "row":
+                assert panel["datasource"]["uid"] == source["uid"], panel["title"]
+                assert panel["targets"], panel["title"]
+
+
+def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
+    """Every panel query is valid PromQL: promtool checks them as recording rules."""
+    queries = dashboard_queries()
+    assert len(queries) >= 20
+    rules = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query_{i}", "expr": expr.replace("$__rate_interval", "1m")}
+        for i, (_, expr) in enumerate(queries)]}]}
+    (tmp_path / "queries.yml").write_text(yaml.safe_dump(rules))
+    res = subprocess.run([promtool, "check", "rules", str(tmp_path / "queries.yml")],
+                         capture_output=True, text=True, check=False, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+COMPOSE_ENV = {"GRAFANA_ADMIN_PASSWORD": "pw-grafana"}
+
+
+def _compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in COMPOSE_ENV}
+    return subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config",
+                           "-q"], capture_output=True, text=True, check=False,
+                          env={**clean, **env}, cwd=ROOT)
+
+
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
-def test_docker_compose_config_accepts_the_file() -> None:
-    res = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config",
-                          "-q"], capture_output=True, text=True, check=False)
+def test_docker_compose_config_is_clean() -> None:
+    res = _compose_config(COMPOSE_ENV)
     assert res.returncode == 0, res.stderr
+    assert res.stdout == "" and res.stderr == ""
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def test_docker_compose_config_fails_without_the_grafana_password() -> None:
+    res = _compose_config({})
+    assert res.returncode != 0
+    assert "set GRAFANA_ADMIN_PASSWORD" in res.stderr
