@@ -1,8 +1,11 @@
-"""PostgreSQL plumbing: migrations (yoyo) and asyncpg pools."""
+"""PostgreSQL plumbing: migrations (yoyo), asyncpg pools and connections, and the
+type codecs every connection of ours uses (jsonb as Python objects, timestamptz
+always timezone-aware)."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Iterator
 from importlib.resources import files
 from urllib.parse import urlsplit, urlunsplit
@@ -63,7 +66,47 @@ def migrate(dsn: str) -> list[str]:
     return applied
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+# timestamptz on the wire: microseconds since 2000-01-01 UTC; the extremes of int64
+# are infinity and -infinity.
+_PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_MICROSECOND = dt.timedelta(microseconds=1)
+_PG_INFINITY = 2**63 - 1
+_PG_NEG_INFINITY = -(2**63)
+#: What PostgreSQL's ``infinity`` / ``-infinity`` timestamps read back as: aware
+#: datetimes at the ends of Python's range (asyncpg's own codec returns naive ones,
+#: which cannot be compared with any other time).
+TIME_INFINITY = dt.datetime.max.replace(tzinfo=dt.UTC)
+TIME_NEG_INFINITY = dt.datetime.min.replace(tzinfo=dt.UTC)
+
+
+def decode_timestamptz(value: tuple[int]) -> dt.datetime:
+    """A timestamptz as an aware UTC datetime; never naive, infinities included."""
+    micros = value[0]
+    if micros == _PG_INFINITY:
+        return TIME_INFINITY
+    if micros == _PG_NEG_INFINITY:
+        return TIME_NEG_INFINITY
+    try:
+        return _PG_EPOCH + dt.timedelta(microseconds=micros)
+    except OverflowError:   # a PostgreSQL time outside years 1..9999
+        return TIME_INFINITY if micros > 0 else TIME_NEG_INFINITY
+
+
+def encode_timestamptz(value: dt.datetime | dt.date) -> tuple[int]:
+    """A datetime (naive means local time, as asyncpg has it) or a date (local midnight)
+    as a timestamptz. Unlike asyncpg's codec, ``datetime.min`` / ``datetime.max`` stay
+    real instants instead of becoming ``-infinity`` / ``infinity``."""
+    if not isinstance(value, dt.datetime):
+        if not isinstance(value, dt.date):
+            raise TypeError(f"expected a datetime or date, got {type(value).__name__}")
+        value = dt.datetime(value.year, value.month, value.day)
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.astimezone()
+    return ((value - _PG_EPOCH) // _MICROSECOND,)
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """The codecs of every connection: json/jsonb as Python objects, timestamptz aware."""
     for typ in ("json", "jsonb"):
         await conn.set_type_codec(
             typ,
@@ -71,6 +114,24 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
             decoder=orjson.loads,
             schema="pg_catalog",
         )
+    await conn.set_type_codec(
+        "timestamptz", encoder=encode_timestamptz, decoder=decode_timestamptz,
+        schema="pg_catalog", format="tuple",
+    )
+
+
+_init_connection = init_connection   # the name registry.relay imports
+
+
+async def connect(dsn: str, **kwargs: object) -> asyncpg.Connection:
+    """One connection with the codecs of :func:`init_connection`."""
+    conn = await asyncpg.connect(dsn, **kwargs)  # type: ignore[arg-type]
+    try:
+        await init_connection(conn)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
 
 
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
@@ -85,7 +146,7 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
     ):
         with attempt:
             return await asyncpg.create_pool(
-                dsn, min_size=min_size, max_size=max_size, init=_init_connection,
+                dsn, min_size=min_size, max_size=max_size, init=init_connection,
                 **kwargs,  # type: ignore[arg-type]
             )
     raise AssertionError("unreachable")

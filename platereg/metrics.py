@@ -15,6 +15,11 @@ EVENTS = Counter(
     "platereg_events", "Plate events consumed by the registry.", ["type", "outcome"]
 )
 DLQ = Counter("platereg_dlq", "Messages sent to the dead-letter topic.", ["reason"])
+#: Plates put in quarantine because their stored state or history cannot be folded
+#: (their later events count in ``platereg_events_total{outcome="quarantined"}``).
+QUARANTINED_PLATES = Counter(
+    "platereg_quarantined_plates", "Plates quarantined: stored history that cannot be folded."
+)
 APPLY_LATENCY = Histogram(
     "platereg_event_apply_latency_seconds",
     "Kafka record timestamp to database commit.",

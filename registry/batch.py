@@ -9,8 +9,14 @@ The consumer hands a batch of Kafka records through these steps:
    ``id_conflict`` rejections. The first occurrence of an id stands.
 3. :func:`plan_plates` folds the new events into the plates' current states:
    incrementally when every new event is after the plate's last applied
-   (time, id), otherwise the plate needs a re-fold from its history.
+   (time, id), otherwise the plate needs a re-fold from its history
+   (:func:`fold_history`).
 4. :func:`status_changes` compares the enforcement views before and after.
+
+A plate whose stored state or history cannot be folded (a time outside the
+accepted range, such as the ``-infinity`` an old event of year 1 became, or a
+row the fold fails on) raises :class:`Unfoldable` for that plate only: the
+consumer quarantines it and goes on with every other plate.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from registry.domain import (
     enforcement_view,
     flags_of,
 )
+from schemas._types import MAX_YEAR, MIN_YEAR, time_in_range
 from schemas.events import EventType
 from schemas.validation import Rejection, parse_event_bytes
 
@@ -183,27 +190,87 @@ def classify(parsed: Iterable[Parsed], known: Mapping[str, str]) -> Classified:
     return out
 
 
+class Unfoldable(Exception):
+    """A plate's stored state or history cannot be folded.
+
+    ``reason`` is safe to log (a rule or an exception class, never data);
+    ``event_id`` is the stored event at fault, when one is.
+    """
+
+    def __init__(self, reason: str, event_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.event_id = event_id
+
+
+STORED_TIME_REASON = (f"stored time outside {MIN_YEAR}-01-01 .. {MAX_YEAR}-12-31 UTC "
+                      "(for example -infinity)")
+
+
+def _sane_time(value: object) -> bool:
+    return isinstance(value, dt.datetime) and time_in_range(value)
+
+
+def check_state(state: PlateState) -> None:
+    """Raise :class:`Unfoldable` when a stored plate state cannot be folded onto."""
+    if state.last_event_time is not None and not _sane_time(state.last_event_time):
+        raise Unfoldable(STORED_TIME_REASON, state.last_event_id)
+
+
+def _apply_checked(state: PlateState, kind: str, data: Any, time: dt.datetime,
+                   event_id: str) -> PlateState:
+    try:
+        return apply(state, kind, data, time, event_id)
+    except Exception as exc:  # noqa: BLE001 - any failure of one stored row is that plate's
+        raise Unfoldable(f"the fold failed ({type(exc).__name__})",
+                         event_id) from None
+
+
+def fold_history(jurisdiction: str, plate: str, events: Iterable[HistoryEvent]) -> PlateState:
+    """:func:`registry.domain.fold` of stored events, raising :class:`Unfoldable` for a row
+    with an insane time or one the fold fails on."""
+    events = list(events)
+    for ev in events:
+        if not _sane_time(ev.time):
+            raise Unfoldable(STORED_TIME_REASON, ev.event_id)
+    state = PlateState(jurisdiction=jurisdiction, plate=plate)
+    for ev in sorted(events, key=lambda e: (e.time, e.event_id)):
+        state = _apply_checked(state, ev.type, ev.data, ev.time, ev.event_id)
+    return state
+
+
 def plan_plates(
     old: Mapping[str, PlateState | None], new: Mapping[str, list[Parsed]],
+    broken: dict[str, Unfoldable] | None = None,
 ) -> tuple[dict[str, PlateState], list[str]]:
     """New states of the plates that can be folded incrementally, and the keys to re-fold.
 
     A plate is re-folded from its history when one of its new events sorts
-    before (or at) the plate's last applied (time, id).
+    before (or at) the plate's last applied (time, id). With ``broken``, a plate
+    whose stored state cannot be folded onto is put there (key -> the
+    :class:`Unfoldable`) instead of raising.
     """
     states: dict[str, PlateState] = {}
     refold: list[str] = []
     for key, events in new.items():
         events = sorted(events, key=lambda e: e.sort_key)
         state = old.get(key)
-        if state is None:
-            first = events[0]
-            state = PlateState(jurisdiction=first.jurisdiction, plate=first.plate)
-        elif state.fold_position is not None and events[0].sort_key <= state.fold_position:
-            refold.append(key)
+        try:
+            if state is None:
+                first = events[0]
+                state = PlateState(jurisdiction=first.jurisdiction, plate=first.plate)
+            else:
+                check_state(state)
+                if state.fold_position is not None and events[0].sort_key <= state.fold_position:
+                    refold.append(key)
+                    continue
+            for ev in events:
+                state = _apply_checked(state, ev.type, ev.data, ev.time, ev.event_id)
+        except Unfoldable as exc:
+            if broken is None:
+                raise
+            broken[key] = exc
             continue
-        for ev in events:
-            state = apply(state, ev.type, ev.data, ev.time, ev.event_id)
         states[key] = state
     return states, refold
 

@@ -1,4 +1,5 @@
-"""Registry commands: ``platereg consume registry|relay`` and ``platereg dlq list|replay``."""
+"""Registry commands: ``platereg consume registry|relay``, ``platereg dlq list|replay``
+and ``platereg quarantine list|release``."""
 
 from __future__ import annotations
 
@@ -74,6 +75,51 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                           r["replayed_at"].isoformat(timespec="seconds")
                           if r["replayed_at"] else "")
         Console().print(table)
+
+    quarantine = typer.Typer(help="Plates whose stored history cannot be folded.",
+                             no_args_is_help=True)
+    app.add_typer(quarantine, name="quarantine")
+
+    @quarantine.command("list")
+    def quarantine_list(
+        limit: Annotated[int, typer.Option(help="At most this many, oldest first")] = 100,
+    ) -> None:
+        """List quarantined plates (their new events are stored but not folded).
+
+        A plate stays quarantined until its history is repaired and it is released.
+        """
+        from rich.console import Console
+        from rich.table import Table
+
+        from registry.quarantine import list_plates
+
+        settings = settings_or_exit()
+        rows = asyncio.run(list_plates(settings, limit=limit))
+        table = Table("plate", "reason", "event", "held events", "since", "last held")
+        for r in rows:
+            table.add_row(r["plate_key"], r["reason"], r["event_id"] or "",
+                          str(r["held_events"]),
+                          r["quarantined_at"].isoformat(timespec="seconds"),
+                          r["updated_at"].isoformat(timespec="seconds"))
+        Console(width=200).print(table)
+        typer.echo(f"{len(rows)} quarantined plate(s)")
+
+    @quarantine.command("release")
+    def quarantine_release(
+        plates: Annotated[list[str], typer.Argument(help="Plate keys, e.g. CA-ON/ABC123")],
+    ) -> None:
+        """Re-fold each plate from its (repaired) history and end its quarantine.
+
+        A plate whose history still cannot be folded stays quarantined (exit status 1).
+        """
+        from registry.quarantine import release
+
+        settings = settings_or_exit()
+        results = asyncio.run(release(settings, plates))
+        for r in results:
+            typer.echo(f"{r.plate_key}: {r.message}")
+        if not all(r.released for r in results):
+            raise typer.Exit(1)
 
     @dlq.command("replay")
     def dlq_replay(

@@ -47,14 +47,16 @@ from registry.batch import (
     Parsed,
     Record,
     Rejected,
+    Unfoldable,
     classify,
     expand_compact,
+    fold_history,
     parse_compact,
     parse_values,
     plan_plates,
     status_changes,
 )
-from registry.domain import fold, today_in
+from registry.domain import today_in
 from schemas import topics
 
 log = get_logger(__name__)
@@ -91,6 +93,8 @@ class Outcome:
     rejected: list[Rejected] = field(default_factory=list)
     status_changes: int = 0
     refolded: int = 0
+    quarantined: list[str] = field(default_factory=list)   # reasons of plates newly quarantined
+    quarantined_events: Counter = field(default_factory=Counter)   # type -> n, stored unfolded
 
 
 async def apply_batch(
@@ -125,21 +129,7 @@ async def apply_batch(
         by_plate: dict[str, list[Parsed]] = {}
         for ev in cls.new:
             by_plate.setdefault(ev.plate_key, []).append(ev)
-            out.applied[ev.type] += 1
-        old = await store.lock_plates(conn, list(by_plate))
-        new_states, refold = plan_plates(old, by_plate)
-        if refold:
-            out.refolded = len(refold)
-            hist = await store.history(conn, refold)
-            for key in refold:
-                first = by_plate[key][0]
-                new_states[key] = fold(first.jurisdiction, first.plate, hist[key])
-        inserted = await store.upsert_plates(conn, list(new_states.values()))
-        if any(k not in old and k not in inserted for k in new_states):
-            raise ConcurrentWriter("plate created concurrently")
-        changes = status_changes(old, new_states, today_in(tz, now), now)
-        await store.insert_status_changes(conn, changes)
-        out.status_changes = len(changes)
+        await _fold_plates(conn, by_plate, out, tz, now)
 
     if out.rejected:
         await store.insert_dlq(conn, topic, [
@@ -148,6 +138,42 @@ async def apply_batch(
         ])
     await store.set_offsets(conn, group, topic, next_offsets)
     return out
+
+
+async def _fold_plates(conn: asyncpg.Connection, by_plate: dict[str, list[Parsed]],
+                       out: Outcome, tz: dt.tzinfo, now: dt.datetime) -> None:
+    """Fold the batch's new events (already stored) into their plates. A plate whose
+    stored state or history cannot be folded is quarantined (its events stay stored,
+    its state is left alone); every other plate goes on."""
+    held = await store.lock_quarantined(conn, list(by_plate))
+    fold_now = {k: v for k, v in by_plate.items() if k not in held} if held else by_plate
+    old = await store.lock_plates(conn, list(fold_now))
+    broken: dict[str, Unfoldable] = {}
+    new_states, refold = plan_plates(old, fold_now, broken)
+    if refold:
+        out.refolded = len(refold)
+        hist = await store.history(conn, refold)
+        for key in refold:
+            first = fold_now[key][0]
+            try:
+                new_states[key] = fold_history(first.jurisdiction, first.plate, hist[key])
+            except Unfoldable as exc:
+                broken[key] = exc
+    inserted = await store.upsert_plates(conn, list(new_states.values()))
+    if any(k not in old and k not in inserted for k in new_states):
+        raise ConcurrentWriter("plate created concurrently")
+    changes = status_changes(old, new_states, today_in(tz, now), now)
+    await store.insert_status_changes(conn, changes)
+    out.status_changes = len(changes)
+    for key, events in by_plate.items():
+        counter = out.applied if key in new_states else out.quarantined_events
+        for ev in events:
+            counter[ev.type] += 1
+    if held or broken:
+        out.quarantined = [exc.reason for exc in broken.values()]
+        await store.quarantine(conn, [
+            (key, exc.reason, exc.event_id, len(by_plate[key])) for key, exc in broken.items()
+        ] + [(key, "", None, len(by_plate[key])) for key in held])
 
 
 class _RawIndex:
@@ -470,6 +496,12 @@ class RegistryConsumer:
             metrics.EVENTS.labels(kind, "applied").inc(n)
         for kind, n in outcome.duplicates.items():
             metrics.EVENTS.labels(kind, "duplicate").inc(n)
+        for kind, n in outcome.quarantined_events.items():
+            metrics.EVENTS.labels(kind, "quarantined").inc(n)
+        for reason in outcome.quarantined:
+            metrics.QUARANTINED_PLATES.inc()
+            log.warning("plate quarantined: its stored history cannot be folded "
+                        "(see `platereg quarantine list`)", reason=reason)
         for rej in outcome.rejected:
             metrics.EVENTS.labels(rej.type_label, "rejected").inc()
             metrics.DLQ.labels(rej.reason).inc()

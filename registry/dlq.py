@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from platereg.db import connect
 from platereg.kafka import make_producer
 from platereg.settings import Settings
 from schemas import topics
@@ -13,7 +14,7 @@ from schemas import topics
 
 async def list_rejections(settings: Settings, *, reason: str | None = None, limit: int = 50,
                           include_replayed: bool = False) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(settings.dsn())
+    conn = await connect(settings.dsn())
     try:
         return await conn.fetch(
             """SELECT id, topic, partition, kafka_offset, reason, detail, received_at,
@@ -30,7 +31,7 @@ async def replay(settings: Settings, *, ids: Sequence[int] = (), reason: str | N
     """Re-produce the chosen records (original key and bytes) to plates.events, then mark
     them replayed. At least once: a crash before the mark replays them again, and the
     registry counts the second copy as a duplicate."""
-    conn = await asyncpg.connect(settings.dsn())
+    conn = await connect(settings.dsn())
     producer = make_producer(settings, max_request_size=8 * 1024 * 1024)
     try:
         rows = await conn.fetch(

@@ -261,3 +261,36 @@ async def mark_expired(conn: asyncpg.Connection, keys: Sequence[str],
         """INSERT INTO expiry_marks (plate_key, expires_on)
            SELECT * FROM unnest($1::text[], $2::date[]) ON CONFLICT DO NOTHING""",
         list(keys), list(dates))
+
+
+# --------------------------------------------------------------------------- quarantine
+
+async def lock_quarantined(conn: asyncpg.Connection, keys: Sequence[str]) -> set[str]:
+    """The quarantined plates among ``keys``, share-locked to the end of the transaction
+    (a concurrent ``platereg quarantine release`` waits for this batch, or this batch
+    for it)."""
+    rows = await conn.fetch(
+        "SELECT plate_key FROM quarantined_plates WHERE plate_key = ANY($1::text[])"
+        " ORDER BY plate_key FOR SHARE", sorted(keys))
+    return {r[0] for r in rows}
+
+
+async def quarantine(conn: asyncpg.Connection,
+                     rows: Sequence[tuple[str, str, str | None, int]]) -> None:
+    """Record (plate key, reason, event id, events held) rows; a plate already in
+    quarantine keeps its first reason and counts the held events."""
+    if not rows:
+        return
+    await conn.execute(
+        """INSERT INTO quarantined_plates AS q (plate_key, reason, event_id, held_events)
+           SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])
+           ON CONFLICT (plate_key) DO UPDATE SET
+               held_events = q.held_events + EXCLUDED.held_events, updated_at = now()""",
+        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
+
+
+async def list_quarantined(conn: asyncpg.Connection | asyncpg.Pool,
+                           limit: int = 100) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT plate_key, reason, event_id, held_events, quarantined_at, updated_at"
+        " FROM quarantined_plates ORDER BY quarantined_at, plate_key LIMIT $1", limit)

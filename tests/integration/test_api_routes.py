@@ -267,6 +267,7 @@ async def test_audit_query_filters_and_pages(settings, pool, keys) -> None:
         r = await api.client.get("/v1/audit", params={"plate": "AUD2"}, headers=op)
         assert r.status_code == 422  # plate needs jurisdiction
         for bad in ({"since": "yesterday"}, {"since": "2026-01-01T00:00:00"},
+                    {"since": "2999-01-01T00:00:00Z"},          # outside 1900..2200
                     {"cursor": "%%%"}, {"limit": 0}, {"key_id": "UPPER"}):
             r = await api.client.get("/v1/audit", params=bad, headers=op)
             assert r.status_code in (400, 422), bad
