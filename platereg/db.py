@@ -120,7 +120,7 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-_init_connection = init_connection   # the name registry.relay imports
+_init_connection = init_connection   # the name platereg.outbox imports
 
 
 async def connect(dsn: str, **kwargs: object) -> asyncpg.Connection:
