@@ -120,15 +120,61 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: _problem_response(texts[s]) for s in (401, 403, 429, 503, *statuses)}
 
 
+_PLATE_OF = {"jurisdiction": "$response.body#/jurisdiction", "plate": "$response.body#/plate"}
+# OpenAPI links (which answer feeds which request): pagination and the plate routes.
+_LINKS: list[tuple[str, str, str, str, dict[str, str]]] = [
+    ("GET /v1/hotlist", "NextPage", "GET /v1/hotlist", "next page or changes",
+     {"since": "$response.body#/next"}),
+    ("GET /v1/audit", "NextPage", "GET /v1/audit", "next page (while `next` is not null)",
+     {"cursor": "$response.body#/next"}),
+    ("POST /v1/plates/lookup", "FirstResult", "GET /v1/plates/{jurisdiction}/{plate}",
+     "the first result's plate", {"jurisdiction": "$response.body#/results/0/jurisdiction",
+                                  "plate": "$response.body#/results/0/plate"}),
+    ("GET /v1/plates/{jurisdiction}/{plate}", "Candidates",
+     "GET /v1/plates/{jurisdiction}/{plate}/candidates", "confusable plates", _PLATE_OF),
+    ("GET /v1/plates/{jurisdiction}/{plate}", "Events",
+     "GET /v1/plates/{jurisdiction}/{plate}/events", "the plate's events", _PLATE_OF),
+    ("GET /v1/plates/{jurisdiction}/{plate}", "OwnerPlates", "GET /v1/owners/{owner_id}/plates",
+     "the owner's plates (portal and operator keys see the owner)",
+     {"owner_id": "$response.body#/owner/owner_id"}),
+    ("GET /v1/owners/{owner_id}/plates", "Notices", "GET /v1/owners/{owner_id}/notices",
+     "the owner's notices", {"owner_id": "$response.body#/owner_id"}),
+    ("GET /v1/owners/{owner_id}/plates", "Preferences", "GET /v1/owners/{owner_id}/preferences",
+     "the owner's preferences", {"owner_id": "$response.body#/owner_id"}),
+]
+
+
+def _add_links(schema: dict[str, Any]) -> None:
+    def operation(label: str) -> dict[str, Any]:
+        method, path = label.split(" ")
+        return schema["paths"][path][method.lower()]
+
+    for source, name, target, description, parameters in _LINKS:
+        response = operation(source)["responses"]["200"]
+        response.setdefault("links", {})[name] = {
+            "operationId": operation(target)["operationId"], "description": description,
+            "parameters": parameters}
+
+
 def _ok(model: Any, example: Any, description: str = "OK") -> dict[int | str, dict[str, Any]]:
     return {200: {"model": model, "description": description,
                   "content": {"application/json": {"example": example}}}}
 
 
+def _raw_plate_patterns(schema: dict[str, Any]) -> None:
+    """Request bodies take plates and jurisdictions raw (any case, separators): say which."""
+    props = schema.get("properties", {})
+    for name, extra in (("jurisdiction", _RAW_JURISDICTION), ("plate", _RAW_PLATE)):
+        if props.get(name, {}).get("type") == "string":
+            props[name] = {**props[name], **extra}
+
+
 def _body(model: type[BaseModel], example: Any) -> dict[str, Any]:
     schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     for name, definition in schema.pop("$defs", {}).items():
+        _raw_plate_patterns(definition)
         _EXTRA_SCHEMAS.setdefault(name, definition)
+    _raw_plate_patterns(schema)
     _EXTRA_SCHEMAS[model.__name__] = schema
     return {"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"$ref": f"#/components/schemas/{model.__name__}"}, "example": example}}}}
@@ -346,6 +392,7 @@ def create_registry_app(settings: Settings | None = None, *, purge_every: float 
             components = schema.setdefault("components", {}).setdefault("schemas", {})
             for name, definition in _EXTRA_SCHEMAS.items():
                 components.setdefault(name, definition)
+            _add_links(schema)
             app.openapi_schema = schema
         return app.openapi_schema
 

@@ -1,6 +1,7 @@
 """Schemathesis against the served OpenAPI document (real uvicorn, real PostgreSQL): with a
 valid operator key, generated requests to every operation give no 5xx and no response that
-breaks the documented status codes, content types or schemas."""
+breaks the documented status codes, content types or schemas; then the stateful phase follows
+the document's links (pages, plate routes, owner routes) with the same checks."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.integration
 CHECKS = [checks.not_a_server_error, checks.status_code_conformance,
           checks.content_type_conformance, checks.response_schema_conformance]
 EXAMPLES_PER_OPERATION = 40
+STATEFUL_SCENARIOS = 25
 
 
 # Requests that reach data in the database (random input mostly gets 401/404/422).
@@ -72,6 +74,28 @@ def _fuzz(base_url: str, key: str) -> dict[str, list[int]]:
     return statuses
 
 
+def _stateful(base_url: str, key: str) -> list[tuple[str, int]]:
+    """Scenarios along the OpenAPI links; returns (operation, status) of every step."""
+    schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
+    steps: list[tuple[str, int]] = []
+
+    class Workflow(schema.as_state_machine()):  # type: ignore[misc]
+        def before_call(self, case: schemathesis.Case) -> None:
+            case.headers = {**(case.headers or {}), "Authorization": f"Bearer {key}"}
+
+        def get_call_kwargs(self, case: schemathesis.Case) -> dict:
+            return {"base_url": base_url, "timeout": 30}
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs) -> None:
+            steps.append((case.operation.label, response.status_code))
+            case.validate_response(response, checks=CHECKS)
+
+    Workflow.run(settings=hypothesis.settings(
+        max_examples=STATEFUL_SCENARIOS, stateful_step_count=6, deadline=None, database=None,
+        derandomize=True, phases=[Phase.generate], suppress_health_check=list(HealthCheck)))
+    return steps
+
+
 async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
         settings, pool, tmp_path) -> None:
     key = await insert_plate(pool, "CA-ON", "ABC123", owner_data=owner("own-123"),
@@ -88,11 +112,16 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     _, operator = await create_key(pool, role="operator", name="schemathesis", rate_limit=1e6)
     with served_registry(str(tmp_path / "api.log")) as served:
         statuses = await asyncio.to_thread(_fuzz, served.url, operator)
+        steps = await asyncio.to_thread(_stateful, served.url, operator)
         assert served.proc.poll() is None
     assert len(statuses) == 13  # 10 API operations + 3 probes
     for label in KNOWN:  # every API operation had its responses validated, 200s included
         assert 200 in statuses[label], (label, statuses[label])
     assert 404 in statuses["GET /v1/plates/{jurisdiction}/{plate}"]
+    # The stateful phase followed links to answers that exist (not only random 4xx).
+    followed = {label for label, status in steps if status == 200}
+    assert {"GET /v1/hotlist", "POST /v1/plates/lookup",
+            "GET /v1/plates/{jurisdiction}/{plate}"} <= followed, steps
     # Generated lookups were audited like any other.
     assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE key_id = $1",
                                operator.split("_")[1]) > 0
