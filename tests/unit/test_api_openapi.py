@@ -93,3 +93,11 @@ def test_patterns_accept_exactly_what_the_plate_rules_accept(text: str) -> None:
     assert plate_ok == _accepts(normalize_plate, text), repr(text)
     jurisdiction_ok = bool(re.fullmatch(RAW_JURISDICTION_PATTERN, text)) and len(text) <= 64
     assert jurisdiction_ok == _accepts(normalize_jurisdiction, text), repr(text)
+
+
+def test_request_bodies_and_links_document_plates(documents) -> None:
+    ref = documents["registry"]["components"]["schemas"]["PlateRef"]["properties"]
+    assert ref["plate"]["pattern"] == RAW_PLATE_PATTERN
+    assert ref["jurisdiction"]["pattern"] == RAW_JURISDICTION_PATTERN
+    links = documents["registry"]["paths"]["/v1/hotlist"]["get"]["responses"]["200"]["links"]
+    assert links["NextPage"]["parameters"] == {"since": "$response.body#/next"}
