@@ -18,8 +18,13 @@ import asyncpg
 from fastapi import Request
 
 from platereg.keys import InvalidKey, secret_matches, split_key
+from platereg.metrics import AUTH_FAILURES
 
 CACHE_TTL = 2.0
+#: ``platereg_auth_failures_total`` by reason (401s and 403s; ``expired_token`` is for
+#: owner tokens).
+_FAILURES = {reason: AUTH_FAILURES.labels(reason) for reason in
+             ("missing", "unknown_key", "revoked", "forbidden")}
 
 
 class AuthError(Exception):
@@ -47,6 +52,7 @@ class _CachedKey:
     secret_hash: str
     rate: float
     fetched: float
+    revoked: bool = False
 
 
 @dataclass
@@ -78,8 +84,11 @@ class Authenticator:
                 "SELECT role, secret_hash, rate_limit, revoked_at FROM api_keys WHERE key_id = $1",
                 key_id,
             )
-            if row is None or row["revoked_at"] is not None:
+            if row is None:
                 cached = _CachedKey(None, "", 0.0, time.monotonic())
+            elif row["revoked_at"] is not None:
+                cached = _CachedKey(None, row["secret_hash"], 0.0, time.monotonic(),
+                                    revoked=True)
             else:
                 cached = _CachedKey(row["role"], row["secret_hash"],
                                     row["rate_limit"] or self.default_rate, time.monotonic())
@@ -120,15 +129,18 @@ class Authenticator:
 
     async def authenticate(self, authorization: str | None, roles: frozenset[str]) -> Principal:
         if not authorization:
+            _FAILURES["missing"].inc()
             raise AuthError(401, "Unauthorized", "an API key is required (Authorization: Bearer)",
                             {"WWW-Authenticate": "Bearer"})
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
+            _FAILURES["missing"].inc()
             raise AuthError(401, "Unauthorized", "use Authorization: Bearer <api key>",
                             {"WWW-Authenticate": "Bearer"})
         try:
             key_id, secret = split_key(token.strip())
         except InvalidKey:
+            _FAILURES["unknown_key"].inc()
             raise AuthError(401, "Unauthorized", "invalid API key",
                             {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
         wait = self._empty_bucket_wait(key_id, secret, roles)
@@ -136,9 +148,12 @@ class Authenticator:
             raise _too_many(key_id, wait)
         cached = await self._key(key_id)
         if cached.role is None or not secret_matches(secret, cached.secret_hash):
+            revoked = cached.revoked and secret_matches(secret, cached.secret_hash)
+            _FAILURES["revoked" if revoked else "unknown_key"].inc()
             raise AuthError(401, "Unauthorized", "invalid or revoked API key",
                             {"WWW-Authenticate": 'Bearer error="invalid_token"'})
         if cached.role not in roles:
+            _FAILURES["forbidden"].inc()
             raise AuthError(403, "Forbidden", f"the {cached.role} role may not use this route",
                             key_id=key_id)
         wait = self._take(key_id, cached.rate)

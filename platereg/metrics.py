@@ -33,10 +33,20 @@ HTTP_DURATION = Histogram(
     ["route", "method", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+AUDIT_BACKLOG = Gauge("platereg_audit_backlog", "Audit rows waiting to be written.")
+AUTH_FAILURES = Counter("platereg_auth_failures", "Requests refused with 401 or 403.",
+                        ["reason"])
 INGEST_EVENTS = Counter("platereg_ingest_events", "Events through the ingest API.", ["outcome"])
 NOTICES = Counter("platereg_notices", "Notices created.", ["kind"])
 NOTICE_DELIVERIES = Counter(
     "platereg_notice_deliveries", "Notice delivery attempts.", ["channel", "outcome"]
+)
+
+
+# Beyond the contract's list, for the alert rules (deploy/prometheus/rules).
+EXPIRY_SWEEP_LAST_RUN = Gauge(
+    "platereg_expiry_sweep_last_run_timestamp_seconds",
+    "Unix time of this process's last completed expiry sweep (0: none yet).",
 )
 
 

@@ -20,17 +20,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import weakref
 from collections.abc import Iterable
 
 import asyncpg
 
 from platereg.logging import get_logger
+from platereg.metrics import AUDIT_BACKLOG
 
 log = get_logger(__name__)
 
 AUDIT_COLUMNS = ("at", "key_id", "kind", "jurisdiction", "plate", "purpose", "result")
 PURGE_LOCK_ID = 0x706C617465617564  # advisory lock shared by every purge (CLI and schedule)
 AuditRow = tuple[dt.datetime, str, str, str, str, str | None, str]
+
+
+#: Every live writer of this process: ``platereg_audit_backlog`` is the sum of their
+#: buffered rows, read at scrape time (nothing on the lookup path).
+_WRITERS: weakref.WeakSet[AuditWriter] = weakref.WeakSet()
+AUDIT_BACKLOG.set_function(lambda: sum(w.pending for w in list(_WRITERS)))
 
 
 class AuditUnavailable(RuntimeError):
@@ -50,6 +58,7 @@ class AuditWriter:
         self._stopping = False
         self._flush_lock = asyncio.Lock()
         self.written = 0
+        _WRITERS.add(self)
         self.failed_flushes = 0
 
     @property

@@ -22,6 +22,7 @@ import asyncpg
 from platereg.clock import Clock
 from platereg.db import create_pool
 from platereg.logging import get_logger
+from platereg.metrics import EXPIRY_SWEEP_LAST_RUN
 from platereg.settings import Settings
 from registry import store
 from registry.batch import StatusChange, status_change, view_of
@@ -45,17 +46,20 @@ async def sweep(conn: asyncpg.Connection, tz: dt.tzinfo, now: dt.datetime | None
     """One sweep in its own transaction; returns the number of changes recorded."""
     now = now or dt.datetime.now(dt.UTC)
     today = today_in(tz, now)
+    changes: list[StatusChange] = []
     async with conn.transaction():
         await conn.execute(store.STATUS_LOCK_SQL)
         rows = await store.expiry_candidates(conn, today)
-        if not rows:
-            return 0
-        pairs = [(state_from_row(r), r["last_view"]) for r in rows]
-        changes = expiry_changes(pairs, today, now)
-        await store.insert_status_changes(conn, changes)
-        await store.mark_expired(conn, [s.plate_key for s, _ in pairs],
-                                 [s.expires_on for s, _ in pairs])
-    log.info("expiry sweep", day=today.isoformat(), checked=len(rows), changes=len(changes))
+        if rows:
+            pairs = [(state_from_row(r), r["last_view"]) for r in rows]
+            changes = expiry_changes(pairs, today, now)
+            await store.insert_status_changes(conn, changes)
+            await store.mark_expired(conn, [s.plate_key for s, _ in pairs],
+                                     [s.expires_on for s, _ in pairs])
+    # Committed: the alert compares this with Prometheus's time, so real time, not ``now``.
+    EXPIRY_SWEEP_LAST_RUN.set_to_current_time()
+    if rows:
+        log.info("expiry sweep", day=today.isoformat(), checked=len(rows), changes=len(changes))
     return len(changes)
 
 

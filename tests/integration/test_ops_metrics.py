@@ -1,0 +1,86 @@
+"""Metrics the alert rules need, moved by the real behaviour: the audit backlog gauge
+follows the rows waiting for PostgreSQL, the expiry sweep's last-run time follows
+committed sweeps, and 401/403 answers count by reason."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import pytest
+from api_helpers import bearer, insert_plate, role_keys, running_api
+from prometheus_client import REGISTRY
+
+from platereg.keys import create_key, revoke_key
+from registry.audit import AuditWriter
+from registry.expiry import sweep
+
+pytestmark = pytest.mark.integration
+
+
+def sample(name: str, **labels: str) -> float:
+    value = REGISTRY.get_sample_value(name, labels)
+    assert value is not None, f"{name}{labels} is not exported"
+    return value
+
+
+async def test_audit_backlog_counts_rows_until_postgresql_has_them(pool) -> None:
+    base = sample("platereg_audit_backlog")
+    writer = AuditWriter(pool, interval=3600)   # not started: only flush() writes
+    now = dt.datetime.now(dt.UTC)
+    writer.record("k1", "single", "CA-ON", "AUD1", "testing", "valid", now)
+    writer.record_many([(now, "k1", "batch", "CA-ON", f"AUD{i}", "testing", "valid")
+                        for i in range(4)])
+    assert sample("platereg_audit_backlog") == base + 5
+    assert await writer.flush() == 5
+    assert sample("platereg_audit_backlog") == base
+    assert await pool.fetchval("SELECT count(*) FROM audit_log") == 5
+
+
+async def test_audit_backlog_keeps_rows_postgresql_refused(pool) -> None:
+    base = sample("platereg_audit_backlog")
+    writer = AuditWriter(pool, interval=3600)
+    writer.record("k1", "single", "CA-ON", "AUD1", "testing", "valid")
+    await pool.execute("ALTER TABLE audit_log RENAME TO audit_log_away")
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - whatever asyncpg raises for a missing table
+            await writer.flush()
+        assert sample("platereg_audit_backlog") == base + 1
+    finally:
+        await pool.execute("ALTER TABLE audit_log_away RENAME TO audit_log")
+    await writer.flush()
+    assert sample("platereg_audit_backlog") == base
+
+
+async def test_expiry_sweep_sets_its_last_run_time_when_committed(pool) -> None:
+    await insert_plate(pool, "CA-ON", "EXP1", expires_on=dt.date(2020, 1, 1))
+    before = time.time()
+    async with pool.acquire() as conn:
+        assert await sweep(conn, dt.UTC) == 1
+    first = sample("platereg_expiry_sweep_last_run_timestamp_seconds")
+    assert before <= first <= time.time()
+    async with pool.acquire() as conn:   # nothing left to record: still a completed run
+        assert await sweep(conn, dt.UTC) == 0
+    assert sample("platereg_expiry_sweep_last_run_timestamp_seconds") >= first
+
+
+async def test_auth_failures_count_by_reason(settings, pool) -> None:
+    keys = await role_keys(pool)
+    revoked_id, revoked = await create_key(pool, role="enforcement", name="gone")
+    await revoke_key(pool, revoked_id)
+    known_id = keys["enforcement"].split("_")[1]
+    wrong_secret = f"prk_{known_id}_{'A' * len(keys['enforcement'].split('_', 2)[2])}"
+    reasons = ("missing", "unknown_key", "revoked", "forbidden")
+    before = {r: sample("platereg_auth_failures_total", reason=r) for r in reasons}
+    async with running_api(settings) as api:
+        calls = [({}, "missing"), ({"Authorization": "Basic abc"}, "missing"),
+                 (bearer("not-a-key"), "unknown_key"), (bearer(wrong_secret), "unknown_key"),
+                 (bearer(revoked), "revoked"), (bearer(keys["portal"]), "forbidden")]
+        for headers, _ in calls:
+            r = await api.client.get("/v1/hotlist", headers=headers)
+            assert r.status_code in (401, 403), r.text
+        ok = await api.client.get("/v1/hotlist", headers=bearer(keys["enforcement"]))
+        assert ok.status_code == 200
+    after = {r: sample("platereg_auth_failures_total", reason=r) for r in reasons}
+    expected = {r: sum(1 for _, why in calls if why == r) for r in reasons}
+    assert {r: after[r] - before[r] for r in reasons} == expected
