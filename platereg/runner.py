@@ -1,26 +1,40 @@
 """``platereg run`` / ``make run``: the whole stack on one machine.
 
-Starts the embedded PostgreSQL and broker (unless PLATEREG_DATABASE_URL /
-PLATEREG_KAFKA_BOOTSTRAP_SERVERS are set), migrates, creates topics, starts
-every service as a child process, loads demo data, prints URLs and a demo API
-key, and stops everything on Ctrl-C (or when a service dies).
+Checks the listening ports, starts the embedded PostgreSQL and broker (unless
+PLATEREG_DATABASE_URL / PLATEREG_KAFKA_BOOTSTRAP_SERVERS are set), migrates,
+creates topics, starts every service as a child process, loads demo data and a
+demo key (only when everything is embedded, or with ``--demo``), prints URLs,
+and stops everything on Ctrl-C, SIGTERM or when a service dies.
+
+Processes and signals: the servers and the services each run in a session of
+their own, so a terminal's Ctrl-C (SIGINT to the foreground process group)
+reaches this process only; it then stops the services first (SIGTERM, once)
+and the servers after them. When it has a controlling terminal it also makes
+its own process group the terminal's foreground group, so that a ``make``
+above it does not see the Ctrl-C either and exits with this process's status.
+Every child has a parent-death signal: a ``kill -9`` of this process takes
+them all down.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
-from platereg.embedded import EmbeddedKafka, EmbeddedPostgres, _die_with_parent
+from platereg.embedded import EmbeddedError, EmbeddedKafka, EmbeddedPostgres, _die_with_parent
 from platereg.logging import get_logger
-from platereg.settings import Settings, load_settings
+from platereg.settings import ENV_PREFIX, Settings, load_settings
 
 log = get_logger(__name__)
 
@@ -30,16 +44,21 @@ class Service:
     name: str
     argv: tuple[str, ...]                      # arguments to `platereg`
     url: Callable[[Settings], str] | None = None
+    ports: tuple[str, ...] = ()                # Settings fields of the ports it listens on
 
 
 # Every long-running process of the stack. Service packages add theirs here.
 SERVICES: list[Service] = [
     # The registry consumer also relays the status/DLQ outboxes and runs the expiry sweep.
     Service("registry-consumer", ("consume", "registry"),
-            lambda s: f"http://{s.host}:{s.consumer_metrics_port}/metrics"),
-    Service("ingest-api", ("serve", "ingest"), url=lambda s: f"http://{s.host}:{s.ingest_port}/docs"),
+            lambda s: f"http://{s.host}:{s.consumer_metrics_port}/metrics",
+            ports=("consumer_metrics_port",)),
+    Service("ingest-api", ("serve", "ingest"), url=lambda s: f"http://{s.host}:{s.ingest_port}/docs",
+            ports=("ingest_port",)),
     Service("registry-api", ("serve", "registry"),
-            url=lambda s: f"http://{s.host}:{s.registry_port}/docs"),
+            url=lambda s: f"http://{s.host}:{s.registry_port}/docs", ports=("registry_port",)),
+    # Deletes audit rows past retention every hour, with the purge role.
+    Service("audit-purge", ("audit", "purge", "--every", "3600")),
 ]
 
 # Commands run once after the services are up, to load demo data.
@@ -50,25 +69,71 @@ DEMO_LOADERS: list[tuple[str, ...]] = [
      "--duplicate-share", "0.01", "--invalid-share", "0.005", "--no-progress"),
 ]
 
+# Login roles of the embedded PostgreSQL (new passwords on every start).
+EMBEDDED_SERVICE_USER = "platereg_app"
+EMBEDDED_PURGE_USER = "platereg_purger"
 
-def _wait_healthy(settings: Settings, timeout: float = 60.0) -> None:
-    """Wait until every service with a URL answers /healthz (or the timeout passes)."""
+
+class StackError(RuntimeError):
+    """The stack cannot start or went down: one line for the user."""
+
+
+def _variable(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def check_ports(settings: Settings) -> None:
+    """Raise :class:`StackError` naming the port and its variable if one cannot be listened on."""
+    seen: dict[int, str] = {}
+    for service in SERVICES:
+        for field in service.ports:
+            port = getattr(settings, field)
+            if port == 0:
+                continue
+            if port in seen:
+                raise StackError(f"{_variable(field)} and {seen[port]} are both {port}; "
+                                 "give each its own port")
+            seen[port] = _variable(field)
+            try:
+                infos = socket.getaddrinfo(settings.host, port, type=socket.SOCK_STREAM,
+                                           flags=socket.AI_PASSIVE)
+                family, kind, proto, _, address = infos[0]
+                with socket.socket(family, kind, proto) as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn
+                    sock.bind(address)
+                    sock.listen()
+            except OSError as exc:
+                raise StackError(
+                    f"port {port} on {settings.host} ({service.name}) is not available "
+                    f"({exc.strerror or exc}); set {_variable(field)} to a free port"
+                ) from None
+
+
+def _wait_healthy(settings: Settings, children: list[tuple[Service, subprocess.Popen]],
+                  timeout: float = 60.0) -> None:
+    """Wait until every service with a URL answers /healthz; raise if a service exits."""
     import urllib.request
-    from urllib.parse import urlsplit
 
     deadline = time.monotonic() + timeout
-    for service in SERVICES:
-        if service.url is None:
-            continue
-        parts = urlsplit(service.url(settings))
-        health = f"{parts.scheme}://{parts.netloc}/healthz"
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(health, timeout=1) as response:  # noqa: S310
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.2)
+    pending = [service for service, _ in children if service.url is not None]
+    while pending:
+        for service, proc in children:
+            if proc.poll() is not None:
+                raise StackError(f"service {service.name} exited with code {proc.returncode} "
+                                 "during start-up; stopping")
+        parts = urlsplit(pending[0].url(settings))  # type: ignore[misc]
+        try:
+            with urllib.request.urlopen(f"{parts.scheme}://{parts.netloc}/healthz",  # noqa: S310
+                                        timeout=1) as response:
+                if response.status == 200:
+                    pending.pop(0)
+                    continue
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise StackError(f"service {pending[0].name} did not answer /healthz within "
+                             f"{timeout:.0f} s; stopping")
+        time.sleep(0.2)
 
 
 def _sample_plate(settings: Settings, timeout: float = 15.0) -> str | None:
@@ -96,16 +161,43 @@ def _platereg(*args: str) -> list[str]:
     return [sys.executable, "-m", "platereg.cli", *args]
 
 
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """A child in its own session (no terminal signal reaches it) that dies with us."""
+    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
+
+
+def _embedded_postgres(settings: Settings, stack: ExitStack) -> dict[str, str]:
+    """Start it, migrate as its superuser and give the services and the purge their roles."""
+    from platereg.db import migrate
+    from platereg.roles import ensure_roles
+
+    pg = EmbeddedPostgres(settings.data_dir.resolve() / "postgres", durable=True)
+    admin = pg.start()
+    stack.callback(pg.stop)
+    print(f"PostgreSQL (embedded, data in {pg.data_dir}): {pg.dsn(password='***')}"  # noqa: S106
+          f" (superuser password in {pg.password_path})")
+    applied = migrate(admin)
+    print(f"migrations: {len(applied)} applied")
+    service = pg.dsn(user=EMBEDDED_SERVICE_USER, password=secrets.token_urlsafe(24))
+    purge = pg.dsn(user=EMBEDDED_PURGE_USER, password=secrets.token_urlsafe(24))
+    ensure_roles(admin, service_dsn=service, purge_dsn=purge)
+    return {"PLATEREG_DATABASE_URL": service, "PLATEREG_MIGRATE_DATABASE_URL": admin,
+            "PLATEREG_PURGE_DATABASE_URL": purge}
+
+
 def _start_servers(settings: Settings, stack: ExitStack) -> dict[str, str]:
+    """Embedded servers where no URL is set; the variables that point the services at them."""
+    from platereg.db import migrate
+
     env: dict[str, str] = {}
-    data_dir = settings.data_dir.resolve()
     if settings.database_url is None:
-        pg = EmbeddedPostgres(data_dir / "postgres", durable=True)
-        env["PLATEREG_DATABASE_URL"] = pg.start()
-        stack.callback(pg.stop)
-        print(f"PostgreSQL (embedded, data in {pg.data_dir}): {env['PLATEREG_DATABASE_URL']}")
+        env.update(_embedded_postgres(settings, stack))
+    else:
+        applied = migrate(settings.migrate_dsn())
+        print(f"migrations: {len(applied)} applied")
     if not settings.kafka_bootstrap_servers:
-        kafka = EmbeddedKafka(data_dir)
+        kafka = EmbeddedKafka(settings.data_dir.resolve())
         env["PLATEREG_KAFKA_BOOTSTRAP_SERVERS"] = kafka.start()
         stack.callback(kafka.stop)
         print(f"Kafka-protocol broker (embedded Tansu, memory only): "
@@ -126,77 +218,140 @@ def _stop_children(children: list[tuple[Service, subprocess.Popen]], timeout: fl
             proc.wait(5)
 
 
-def run_stack(settings: Settings, *, demo: bool = True) -> int:
-    from platereg.db import migrate
-    from platereg.kafka import ensure_topics
-    from platereg.keys import create_key
+@contextlib.contextmanager
+def _foreground_terminal() -> Iterator[None]:
+    """Make our process group the terminal's foreground group while we run (see module doc)."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        yield  # no controlling terminal
+        return
+    previous = None
+    try:
+        if os.tcgetpgrp(fd) == os.getpgrp() != os.getpid():  # foreground, not group leader
+            previous = os.getpgrp()
+            os.setpgid(0, 0)
+            _set_foreground(fd, os.getpid())
+            # Ctrl-Z would stop us while `make` waits for ever: it does nothing here.
+            signal.signal(signal.SIGTSTP, signal.SIG_IGN)
+    except OSError:
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            with contextlib.suppress(OSError):
+                _set_foreground(fd, previous)
+        os.close(fd)
 
-    stop_requested = False
 
-    def request_stop(signum: int, _frame: object) -> None:
-        nonlocal stop_requested
-        stop_requested = True
+def _set_foreground(fd: int, pgrp: int) -> None:
+    # A process outside the foreground group gets SIGTTOU for this unless it blocks it.
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+    try:
+        os.tcsetpgrp(fd, pgrp)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
-    signal.signal(signal.SIGTERM, request_stop)
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_stack(settings: Settings, *, demo: bool | None = None) -> int:
+    """Run until Ctrl-C/SIGTERM (exit 0) or a failure (one line on stderr, exit 1)."""
+    if demo is None:  # demo data and key only where they cannot land in the user's servers
+        demo = settings.database_url is None and not settings.kafka_bootstrap_servers
+    try:
+        check_ports(settings)
+    except StackError as exc:
+        print(f"platereg: {exc}", file=sys.stderr)
+        return 1
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+    with _foreground_terminal():
+        code = _run(settings, demo)
+    print("stopped", file=sys.stderr)
+    return code
+
+
+def _run(settings: Settings, demo: bool) -> int:
     children: list[tuple[Service, subprocess.Popen]] = []
     with ExitStack() as stack:
         try:
             env = {**os.environ, **_start_servers(settings, stack)}
             os.environ.update(env)
             settings = load_settings()
-            applied = migrate(settings.dsn())
-            print(f"migrations: {len(applied)} applied")
+            from platereg.kafka import ensure_topics
+
             created = asyncio.run(ensure_topics(settings))
             print(f"topics: {len(created)} created")
-
-            async def demo_key() -> str:
-                import asyncpg
-
-                conn = await asyncpg.connect(settings.dsn())
-                try:
-                    return (await create_key(conn, role="operator", name="make-run demo"))[1]
-                finally:
-                    await conn.close()
-
-            key = asyncio.run(demo_key())
             stack.callback(_stop_children, children)
             for service in SERVICES:
-                proc = subprocess.Popen(
-                    _platereg(*service.argv), env=env, stdin=subprocess.DEVNULL,
-                    preexec_fn=lambda: _die_with_parent(signal.SIGTERM),
-                )
-                children.append((service, proc))
-            _wait_healthy(settings)
-            sample = None
+                children.append((service, _spawn(_platereg(*service.argv), env)))
+            _wait_healthy(settings, children)
             if demo:
-                for loader in DEMO_LOADERS:
-                    subprocess.run(_platereg(*loader), env=env, check=False)
-                sample = _sample_plate(settings)
-            print("\nPlate Registry is running:")
-            for service in SERVICES:
-                print(f"  {service.name:<22} {service.url(settings) if service.url else ''}")
-            base = f"http://{settings.host}:{settings.registry_port}"
-            print(f"\nDemo operator API key (shown once): {key}")
-            print(f"  curl -H 'Authorization: Bearer {key}' {base}/v1/hotlist")
-            if sample:
-                print(f"  curl -H 'Authorization: Bearer {key}' {base}/v1/plates/{sample}")
-            print("Press Ctrl-C to stop.\n")
-            sys.stdout.flush()
-            while not stop_requested:
+                _load_demo(settings, env)
+            else:
+                _banner(settings, None, None)
+            while True:
                 for service, proc in children:
                     if proc.poll() is not None:
-                        print(f"service {service.name} exited with code {proc.returncode}; "
-                              "stopping", file=sys.stderr)
-                        return 1
+                        raise StackError(f"service {service.name} exited with code "
+                                         f"{proc.returncode}; stopping")
                 time.sleep(0.5)
         except KeyboardInterrupt:
-            pass
+            return 0
+        except (StackError, EmbeddedError) as exc:
+            print(f"platereg: {exc}", file=sys.stderr)
+            return 1
         finally:
-            # A second Ctrl-C must not interrupt the clean-up half-way.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            # A second Ctrl-C (or SIGTERM) must not interrupt the clean-up half-way.
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
             print("\nstopping...", file=sys.stderr)
-    print("stopped", file=sys.stderr)
-    return 0
+    raise AssertionError("unreachable")
+
+
+def _load_demo(settings: Settings, env: dict[str, str]) -> None:
+    from platereg.keys import create_key
+
+    async def demo_key() -> str:
+        import asyncpg
+
+        conn = await asyncpg.connect(settings.dsn())
+        try:
+            return (await create_key(conn, role="operator", name="make-run demo"))[1]
+        finally:
+            await conn.close()
+
+    key = asyncio.run(demo_key())
+    for loader in DEMO_LOADERS:
+        proc = _spawn(_platereg(*loader), env)
+        try:
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    _banner(settings, key, _sample_plate(settings))
+
+
+def _banner(settings: Settings, key: str | None, sample: str | None) -> None:
+    print("\nPlate Registry is running:")
+    for service in SERVICES:
+        print(f"  {service.name:<22} {service.url(settings) if service.url else ''}")
+    base = f"http://{settings.host}:{settings.registry_port}"
+    if key:
+        print(f"\nDemo operator API key (shown once): {key}")
+        print(f"  curl -H 'Authorization: Bearer {key}' {base}/v1/hotlist")
+        if sample:
+            print(f"  curl -H 'Authorization: Bearer {key}' {base}/v1/plates/{sample}")
+    else:
+        print("\nNo demo data or key (your own servers, or --no-demo); make a key with:\n"
+              "  platereg keys create --role operator --name me")
+    print("Press Ctrl-C to stop.\n")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,6 +36,20 @@ class Settings(BaseSettings):
         default=None,
         description="PostgreSQL DSN. Unset: `make run`/tests start an embedded PostgreSQL.",
     )
+    migrate_database_url: SecretStr | None = Field(
+        default=None,
+        description="DSN of the role that owns the schema, for `platereg migrate`. "
+                    "Unset: PLATEREG_DATABASE_URL.",
+    )
+    purge_database_url: SecretStr | None = Field(
+        default=None,
+        description="DSN of the role allowed to delete audit rows, for `platereg audit "
+                    "purge`. Unset: PLATEREG_DATABASE_URL.",
+    )
+    admin_database_url: SecretStr | None = Field(
+        default=None,
+        description="DSN of a role that may create roles, for `platereg roles` only.",
+    )
     kafka_bootstrap_servers: str | None = Field(
         default=None,
         description="Kafka bootstrap servers (host:port,...). Unset: an embedded broker.",
@@ -140,6 +154,18 @@ class Settings(BaseSettings):
                 "PLATEREG_DATABASE_URL is not set (run through `platereg run` or set it)"
             )
         return self.database_url.get_secret_value()
+
+    def migrate_dsn(self) -> str:
+        """The schema owner's DSN (falls back to the services' one)."""
+        if self.migrate_database_url is not None:
+            return self.migrate_database_url.get_secret_value()
+        return self.dsn()
+
+    def purge_dsn(self) -> str:
+        """The audit purge's DSN (falls back to the services' one)."""
+        if self.purge_database_url is not None:
+            return self.purge_database_url.get_secret_value()
+        return self.dsn()
 
     def bootstrap(self) -> str:
         if not self.kafka_bootstrap_servers:

@@ -338,8 +338,9 @@ def _encode_id_cursor(last_id: int) -> str:
 
 def create_registry_app(settings: Settings | None = None, *, purge_every: float | None = 3600.0,
                         clock: Clock | None = None) -> FastAPI:
-    """The registry API; ``purge_every=None`` disables the in-process audit purge schedule;
-    ``clock`` (default: the settings' clock) gives "now" and the registry's "today"."""
+    """The registry API; ``purge_every=None`` disables the in-process audit purge schedule
+    (it also stays off when the API's role may not delete audit rows); ``clock`` (default:
+    the settings' clock) gives "now" and the registry's "today"."""
     settings = settings or load_settings()
     ctx = _Ctx(settings, clock or Clock.from_settings(settings))
 
@@ -359,7 +360,9 @@ def create_registry_app(settings: Settings | None = None, *, purge_every: float 
         gc.freeze()
         gc.set_threshold(20_000, 20, 20)
         purge_task = None
-        if purge_every:
+        # With least-privilege roles the purge is `platereg audit purge --every` instead.
+        if purge_every and await ctx.pool.fetchval(
+                "SELECT has_table_privilege('audit_log', 'DELETE')"):
             purge_task = asyncio.create_task(
                 purge_periodically(ctx.pool, settings.audit_retention_days, every=purge_every))
         try:

@@ -31,7 +31,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             "registry.api:app_from_env", factory=True,
             host=host or settings.host,
             port=settings.registry_port if port is None else port,
-            workers=workers, lifespan="on", timeout_graceful_shutdown=20,
+            workers=workers, lifespan="on", timeout_graceful_shutdown=20, loop="uvloop",
             **uvicorn_options(settings),
         )
 
@@ -39,18 +39,26 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     def audit_purge(
         days: Annotated[int | None, typer.Option(
             min=1, help="Keep this many days (default: PLATEREG_AUDIT_RETENTION_DAYS)")] = None,
+        every: Annotated[float | None, typer.Option(
+            min=1, help="Keep running and purge every this many seconds (SIGTERM stops)")]
+        = None,
     ) -> None:
-        """Delete audit rows older than the retention period (also runs hourly in the API)."""
+        """Delete audit rows older than the retention period, with PLATEREG_PURGE_DATABASE_URL.
+
+        The API also purges hourly when its own role may delete audit rows.
+        """
         import asyncpg
 
-        from platereg.cli import fail, settings_or_exit
+        from platereg.cli import fail, run_async, settings_or_exit
         from registry.audit import purge
 
         settings = settings_or_exit()
         retention = days or settings.audit_retention_days
+        if every is not None:
+            raise typer.Exit(run_async(_purge_forever(settings.purge_dsn(), retention, every)))
 
         async def go() -> int | None:
-            conn = await asyncpg.connect(settings.dsn())
+            conn = await asyncpg.connect(settings.purge_dsn())
             try:
                 return await purge(conn, retention)
             finally:
@@ -60,3 +68,27 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if deleted is None:
             raise fail("another purge is running; try again later", 1)
         typer.echo(f"purged {deleted} audit row(s) older than {retention} day(s)")
+
+
+async def _purge_forever(dsn: str, retention: int, every: float) -> int:
+    """``audit purge --every``: purge now and every ``every`` seconds until SIGTERM/SIGINT."""
+    import contextlib
+    import signal
+
+    from platereg.db import create_pool
+    from registry.audit import purge_periodically
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    pool = await create_pool(dsn, min_size=1, max_size=1)
+    task = asyncio.create_task(purge_periodically(pool, retention, every=every, first_after=0))
+    try:
+        await stop.wait()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await pool.close()
+    return 0

@@ -4,9 +4,30 @@ and ``platereg quarantine list|release``."""
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import contextlib
+import errno
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from platereg.settings import Settings
+
+
+@contextlib.contextmanager
+def _port_in_use_exits(settings: Settings, metrics_port: int | None) -> Iterator[None]:
+    """A taken metrics port: one line naming it and its variable, exit 1 (no traceback)."""
+    from platereg.cli import fail
+
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        port = settings.consumer_metrics_port if metrics_port is None else metrics_port
+        raise fail(f"port {port} on {settings.host} is already in use; set "
+                   "PLATEREG_CONSUMER_METRICS_PORT (or --metrics-port) to a free port") from None
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
@@ -29,12 +50,15 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                  "(0: validate in the consumer process, no pipelining)")] = 1,
     ) -> None:
         """Fold plates.events into PostgreSQL (exactly-once effect). SIGTERM stops it cleanly."""
+        from platereg.cli import run_async
         from registry.consumer import serve_registry_consumer
 
         settings = settings_or_exit()
-        raise typer.Exit(asyncio.run(serve_registry_consumer(
-            settings, relays=relays, sweep=sweep, metrics_port=metrics_port,
-            max_records=max_records, parse_workers=parse_workers)))
+        with _port_in_use_exits(settings, metrics_port):
+            code = run_async(serve_registry_consumer(
+                settings, relays=relays, sweep=sweep, metrics_port=metrics_port,
+                max_records=max_records, parse_workers=parse_workers))
+        raise typer.Exit(code)
 
     @consume.command("relay")
     def consume_relay(
@@ -43,10 +67,13 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         = None,
     ) -> None:
         """Only the outbox relays and the expiry sweep (one process leads at a time)."""
+        from platereg.cli import run_async
         from registry.relay import serve_relays
 
         settings = settings_or_exit()
-        raise typer.Exit(asyncio.run(serve_relays(settings, metrics_port=metrics_port)))
+        with _port_in_use_exits(settings, metrics_port):
+            code = run_async(serve_relays(settings, metrics_port=metrics_port))
+        raise typer.Exit(code)
 
     dlq = typer.Typer(help="Rejected events: list and replay.", no_args_is_help=True)
     app.add_typer(dlq, name="dlq")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -12,8 +11,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
-from platereg.embedded import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -83,85 +80,53 @@ def test_servers_die_with_a_killed_owner(tmp_path: Path) -> None:
     assert _gone(kafka_pid), "tansu outlived its owner"
 
 
-def _run_env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLATEREG_")}
-    env.update(
-        PLATEREG_DATA_DIR=str(tmp_path / "data"),
-        PLATEREG_REGISTRY_PORT=str(free_port()),
-        PLATEREG_INGEST_PORT=str(free_port()),
-        PLATEREG_CONSUMER_METRICS_PORT=str(free_port()),
-    )
-    return env
-
-
-def _start_run(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, list[str]]:
-    """Start `platereg run`, its output going to a file (a pipe nobody drains would
-    fill up and block the stack's writers), and wait for its banner."""
-    log_path = tmp_path / f"run-{time.monotonic_ns()}.log"
-    log = open(log_path, "w")  # noqa: SIM115 - the child writes to it until it ends
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "platereg.cli", "run", *extra], env=_run_env(tmp_path),
-        stdout=log, stderr=subprocess.STDOUT, text=True,
-    )
-    log.close()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        lines = log_path.read_text().splitlines(keepends=True)
-        if any("Press Ctrl-C" in line for line in lines):
-            return proc, lines
-        time.sleep(0.2)
-    proc.kill()
-    pytest.fail("platereg run did not come up:\n" + log_path.read_text()[-5000:])
-
-
-def _stack_pids(proc: subprocess.Popen) -> dict[int, str]:
-    return {c.pid: " ".join(c.cmdline()[:6]) for c in
-            psutil.Process(proc.pid).children(recursive=True)}
-
-
-def test_make_run_starts_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
-    proc, lines = _start_run(tmp_path, "--no-demo")
-    output = "".join(lines)
-    assert "Demo operator API key" in output
-    pids = _stack_pids(proc)
-    assert pids, "no child processes"
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(60) == 0
-    for pid, cmd in pids.items():
-        assert _gone(pid), f"process {pid} ({cmd}) outlived `platereg run`"
-
-
-def test_make_run_children_die_when_it_is_killed(tmp_path: Path) -> None:
-    proc, _ = _start_run(tmp_path, "--no-demo")
-    pids = _stack_pids(proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
-    for pid, cmd in pids.items():
-        assert _gone(pid), f"process {pid} ({cmd}) outlived a killed `platereg run`"
-
-
-def test_make_run_keeps_the_database_across_restarts(tmp_path: Path) -> None:
+def test_postgres_requires_the_password_over_tcp_and_its_socket(tmp_path: Path) -> None:
     import asyncio
 
     import asyncpg
 
-    proc, lines = _start_run(tmp_path, "--no-demo")
-    dsn = next(line.split(": ", 1)[1].strip() for line in lines if line.startswith("PostgreSQL"))
+    from platereg.embedded import EmbeddedPostgres
 
-    async def count_keys(dsn: str) -> int:
-        conn = await asyncpg.connect(dsn)
-        try:
-            return await conn.fetchval("SELECT count(*) FROM api_keys")
-        finally:
-            await conn.close()
-
-    assert asyncio.run(count_keys(dsn)) == 1
-    proc.send_signal(signal.SIGINT)
-    assert proc.wait(60) == 0
-    proc, lines = _start_run(tmp_path, "--no-demo")
-    dsn = next(line.split(": ", 1)[1].strip() for line in lines if line.startswith("PostgreSQL"))
+    pg = EmbeddedPostgres(tmp_path / "pg", durable=False)
+    dsn = pg.start()
     try:
-        assert asyncio.run(count_keys(dsn)) == 2  # the first run's key survived
+        assert oct(pg.password_path.stat().st_mode & 0o777) == "0o600"
+
+        async def check() -> None:
+            conn = await asyncpg.connect(dsn)
+            assert await conn.fetchval("SELECT current_user") == "postgres"
+            await conn.close()
+            for host in ("127.0.0.1", str(pg.data_dir)):  # TCP, then the Unix socket
+                with pytest.raises(asyncpg.InvalidPasswordError):
+                    await asyncpg.connect(user="postgres", host=host, port=pg.port,
+                                          database="postgres", password="wrong")
+
+        asyncio.run(check())
     finally:
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 0
+        pg.stop()
+
+
+def test_a_trust_data_directory_is_converted_to_passwords(tmp_path: Path) -> None:
+    """A data directory made before passwords (initdb --auth=trust) requires one afterwards."""
+    import asyncio
+
+    import asyncpg
+
+    from platereg.embedded import EmbeddedPostgres
+
+    pg = EmbeddedPostgres(tmp_path / "pg", durable=False)
+    pg.data_dir.mkdir(mode=0o700)
+    pg.pgdata.mkdir()
+    subprocess.run([pg._bin("initdb"), "-D", str(pg.pgdata), "--auth=trust", "-U", "postgres"],
+                   check=True, capture_output=True, **pg._run_as())
+    dsn = pg.start()
+    try:
+        async def check() -> None:
+            await (await asyncpg.connect(dsn)).close()
+            with pytest.raises(asyncpg.InvalidPasswordError):
+                await asyncpg.connect(user="postgres", host="127.0.0.1", port=pg.port,
+                                      database="postgres", password="")
+
+        asyncio.run(check())
+    finally:
+        pg.stop()

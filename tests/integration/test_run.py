@@ -1,0 +1,263 @@
+"""`platereg run` / `make run` as a user runs them: Ctrl-C from a terminal reaches the whole
+foreground process group, ports may be taken, the user's own servers get no demo data."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import pty
+import signal
+import socket
+import subprocess
+import sys
+import termios
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import psutil
+import pytest
+
+from platereg.embedded import free_port
+from platereg.keys import create_key
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+BANNER = "Press Ctrl-C"
+
+
+def _run_env(tmp_path: Path, base: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in (base or os.environ).items()
+           if base is not None or not k.startswith("PLATEREG_")}
+    env.update(
+        PLATEREG_DATA_DIR=str(tmp_path / "data"),
+        PLATEREG_REGISTRY_PORT=str(free_port()),
+        PLATEREG_INGEST_PORT=str(free_port()),
+        PLATEREG_CONSUMER_METRICS_PORT=str(free_port()),
+    )
+    return env
+
+
+def _start(tmp_path: Path, *extra: str, env: dict[str, str] | None = None
+           ) -> tuple[subprocess.Popen, Path]:
+    """`platereg run` in a new session (as a shell starts a foreground job), its output going
+    to a file (a pipe nobody drains would fill up and block the stack's writers)."""
+    log_path = tmp_path / f"run-{time.monotonic_ns()}.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "platereg.cli", "run", *extra],
+            env=env or _run_env(tmp_path), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    return proc, log_path
+
+
+def _wait_for(proc: subprocess.Popen, read: callable, text: str, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        output = read()
+        if text in output:
+            return output
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"no {text!r} from `platereg run`:\n{read()[-5000:]}")
+
+
+def _descendants(pid: int) -> dict[int, str]:
+    return {c.pid: " ".join(c.cmdline()[:4]) for c in psutil.Process(pid).children(recursive=True)}
+
+
+def _gone(pid: int, timeout: float = 30) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _assert_all_gone(pids: dict[int, str]) -> None:
+    assert pids, "no child processes"
+    for pid, cmd in pids.items():
+        assert _gone(pid), f"process {pid} ({cmd}) outlived `platereg run`"
+
+
+def _admin_dsn(output: str, database: str = "postgres") -> str:
+    """The embedded server's superuser DSN: the banner masks the password; its file has it."""
+    line = next(line for line in output.splitlines() if line.startswith("PostgreSQL (embedded"))
+    url = line.split("): ", 1)[1].split()[0]
+    password = Path(line.rsplit("superuser password in ", 1)[1].rstrip(")")).read_text().strip()
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(":***@", f":{password}@"),
+                                     path=f"/{database}"))
+
+
+async def _lookup_is_audited(admin_dsn: str, registry_url: str) -> None:
+    """A lookup through the API (running as the services' role) and its audit row."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        _, key = await create_key(conn, role="enforcement", name="run test")
+        async with httpx.AsyncClient(base_url=registry_url) as client:
+            r = await client.get("/v1/plates/CA-ON/RUNT1",
+                                 headers={"Authorization": f"Bearer {key}"})
+        assert r.status_code == 404
+        deadline = time.monotonic() + 30
+        while not await conn.fetchval("SELECT count(*) FROM audit_log WHERE plate = 'RUNT1'"):
+            assert time.monotonic() < deadline, "the lookup was not audited"
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()
+
+
+def test_ctrl_c_to_the_process_group_stops_services_then_servers(tmp_path: Path) -> None:
+    env = _run_env(tmp_path)
+    proc, log_path = _start(tmp_path, "--no-demo", env=env)
+    output = _wait_for(proc, log_path.read_text, BANNER)
+    pids = _descendants(proc.pid)
+    asyncio.run(_lookup_is_audited(_admin_dsn(output),
+                                   f"http://127.0.0.1:{env['PLATEREG_REGISTRY_PORT']}"))
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
+    assert proc.wait(60) == 0, log_path.read_text()[-5000:]
+    output = log_path.read_text()
+    assert "Traceback" not in output, output[-5000:]
+    assert output.rstrip().endswith("stopped")
+    _assert_all_gone(pids)
+    # PostgreSQL stopped after its clients had gone: it cut no connection.
+    pg_log = (tmp_path / "data" / "postgres" / "postgres.log").read_text()
+    assert "received fast shutdown request" in pg_log
+    assert "terminating connection due to administrator command" not in pg_log
+
+
+def _set_controlling_terminal() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def test_make_run_in_a_terminal_exits_0_on_ctrl_c_and_ignores_a_second_one(
+        tmp_path: Path) -> None:
+    """`make run` in a pseudo-terminal; Ctrl-C typed twice (the second during clean-up)."""
+    master, slave = pty.openpty()
+    # -o: the virtual environment is installed already; never reinstall it under a test.
+    proc = subprocess.Popen(
+        ["make", "--no-print-directory", "-o", ".venv/.installed", "run"], cwd=ROOT,
+        env=_run_env(tmp_path), stdin=slave, stdout=slave, stderr=slave,
+        start_new_session=True, preexec_fn=_set_controlling_terminal,
+    )
+    os.close(slave)
+    received = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            received.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        def read() -> str:
+            return received.decode(errors="replace")
+
+        _wait_for(proc, read, BANNER, timeout=180)
+        pids = _descendants(proc.pid)
+        os.write(master, b"\x03")
+        _wait_for(proc, read, "stopping...", timeout=30)
+        os.write(master, b"\x03")
+        assert proc.wait(60) == 0, read()[-5000:]
+        reader.join(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    output = read()
+    assert "Traceback" not in output and "make: ***" not in output, output[-5000:]
+    assert "stopped" in output
+    _assert_all_gone(pids)
+
+
+@pytest.mark.parametrize("field", ["registry_port", "ingest_port", "consumer_metrics_port"])
+def test_a_taken_port_is_named_and_nothing_starts(tmp_path: Path, field: str) -> None:
+    variable = f"PLATEREG_{field.upper()}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**_run_env(tmp_path), variable: str(port)}
+        proc, log_path = _start(tmp_path, env=env)
+        try:
+            code = proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            pytest.fail("`platereg run` went on with a taken port:\n" + log_path.read_text())
+    assert code != 0
+    lines = [line for line in log_path.read_text().splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert str(port) in lines[0] and variable in lines[0]
+    assert not (tmp_path / "data").exists()  # no server was started
+    left = [p.pid for p in psutil.process_iter(["cmdline"])
+            if any(str(tmp_path) in arg for arg in p.info["cmdline"] or [])]
+    assert not left
+
+
+async def test_own_servers_get_no_demo_data_and_no_key(settings, tmp_path: Path) -> None:
+    env = _run_env(tmp_path, dict(os.environ))  # the test's own database and broker
+    proc, log_path = _start(tmp_path, env=env)
+    output = await asyncio.to_thread(_wait_for, proc, log_path.read_text, BANNER)
+    pids = _descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)
+    assert await asyncio.to_thread(proc.wait, 60) == 0
+    assert "Demo operator API key" not in output and "simulated" not in output
+    assert "No demo data or key" in output
+    conn = await asyncpg.connect(settings.dsn())
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM api_keys") == 0
+        assert await conn.fetchval("SELECT count(*) FROM plate_events") == 0
+    finally:
+        await conn.close()
+    assert not (tmp_path / "data").exists()  # nothing embedded either
+    _assert_all_gone(pids)
+
+
+def test_make_run_children_die_when_it_is_killed(tmp_path: Path) -> None:
+    proc, log_path = _start(tmp_path, "--no-demo")
+    _wait_for(proc, log_path.read_text, BANNER)
+    pids = _descendants(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    _assert_all_gone(pids)
+
+
+def test_make_run_keeps_the_database_across_restarts(tmp_path: Path) -> None:
+    async def keys(dsn: str, add: bool) -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            if add:
+                await create_key(conn, role="operator", name="survives a restart")
+            return await conn.fetchval("SELECT count(*) FROM api_keys")
+        finally:
+            await conn.close()
+
+    proc, log_path = _start(tmp_path, "--no-demo")
+    output = _wait_for(proc, log_path.read_text, BANNER)
+    assert asyncio.run(keys(_admin_dsn(output), add=True)) == 1
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(60) == 0
+    proc, log_path = _start(tmp_path, "--no-demo")
+    try:
+        output = _wait_for(proc, log_path.read_text, BANNER)
+        assert "migrations: 0 applied" in output
+        assert asyncio.run(keys(_admin_dsn(output), add=False)) == 1
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(60) == 0

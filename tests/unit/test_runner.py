@@ -1,0 +1,138 @@
+"""`platereg run`'s start-up checks, and the event loop of every long-running command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+import uvloop
+from typer.testing import CliRunner
+
+from platereg.cli import app
+from platereg.runner import Service, StackError, _wait_healthy, check_ports
+from platereg.settings import Settings
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_services_on_one_port_are_refused_naming_both_variables() -> None:
+    port = _free_port()
+    settings = Settings(registry_port=port, ingest_port=port, consumer_metrics_port=0)
+    with pytest.raises(StackError) as err:
+        check_ports(settings)
+    assert "PLATEREG_REGISTRY_PORT" in str(err.value) and "PLATEREG_INGEST_PORT" in str(err.value)
+
+
+def test_free_ports_pass() -> None:
+    check_ports(Settings(registry_port=_free_port(), ingest_port=_free_port(),
+                         consumer_metrics_port=_free_port()))
+
+
+def test_a_service_that_dies_at_start_stops_the_wait_with_its_name_and_code() -> None:
+    service = Service("dies-at-once", ("x",), url=lambda s: f"http://127.0.0.1:{_free_port()}/")
+    proc = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    proc.wait(30)
+    with pytest.raises(StackError, match="dies-at-once exited with code 3"):
+        _wait_healthy(Settings(), [(service, proc)], timeout=60)
+
+
+def test_the_consumer_names_its_taken_metrics_port_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PLATEREG_")}
+        done = subprocess.run(
+            [sys.executable, "-m", "platereg.cli", "consume", "registry", "--metrics-port",
+             str(port)], env={**env, "PLATEREG_CONSUMER_METRICS_PORT": str(port)},
+            capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    lines = [line for line in (done.stdout + done.stderr).splitlines()
+             if line.strip() and "ops server" not in line]
+    assert len(lines) == 1, lines
+    assert str(port) in lines[0] and "PLATEREG_CONSUMER_METRICS_PORT" in lines[0]
+
+
+# --------------------------------------------------------------------------- event loops
+
+@pytest.fixture
+def loops(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[asyncio.AbstractEventLoop]]:
+    """Replace the long-running coroutines with one that records the loop running it."""
+    seen: list[asyncio.AbstractEventLoop] = []
+
+    async def record(*_args: object, **_kwargs: object) -> int:
+        seen.append(asyncio.get_running_loop())
+        return 0
+
+    import registry.consumer
+    import registry.relay
+
+    monkeypatch.setattr(registry.consumer, "serve_registry_consumer", record)
+    monkeypatch.setattr(registry.relay, "serve_relays", record)
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    yield seen
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize("command", [["consume", "registry"], ["consume", "relay"]])
+def test_consumers_run_on_uvloop(loops: list, command: list[str]) -> None:
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert len(loops) == 1 and isinstance(loops[0], uvloop.Loop)
+
+
+def test_audit_purge_every_runs_on_uvloop(monkeypatch: pytest.MonkeyPatch,
+                                          loops: list) -> None:
+    import platereg.db
+    import registry.audit
+
+    class Pool:
+        async def close(self) -> None:
+            pass
+
+    async def pool(*_args: object, **_kwargs: object) -> Pool:
+        return Pool()
+
+    async def purge_periodically(*_args: object, **_kwargs: object) -> None:
+        loops.append(asyncio.get_running_loop())
+        signal.raise_signal(signal.SIGTERM)  # what stops the process
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(platereg.db, "create_pool", pool)
+    monkeypatch.setattr(registry.audit, "purge_periodically", purge_periodically)
+    monkeypatch.setenv("PLATEREG_DATABASE_URL", "postgresql://unused@127.0.0.1:1/x")
+    result = CliRunner().invoke(app, ["audit", "purge", "--every", "60"])
+    assert result.exit_code == 0, result.output
+    assert len(loops) == 1 and isinstance(loops[0], uvloop.Loop)
+
+
+@pytest.mark.parametrize("command", [["serve", "registry"], ["serve", "ingest"]])
+def test_apis_run_on_uvloop(monkeypatch: pytest.MonkeyPatch, command: list[str]) -> None:
+    seen: list[asyncio.AbstractEventLoop] = []
+
+    def run(app_: object, **kwargs: object) -> None:
+        config = uvicorn.Config(app_, **kwargs)  # what uvicorn.run builds
+        factory = config.get_loop_factory()
+        assert factory is not None
+        loop = factory()
+        seen.append(loop)
+        loop.close()
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.setenv("PLATEREG_DATABASE_URL", "postgresql://unused@127.0.0.1:1/x")
+    monkeypatch.setenv("PLATEREG_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 1 and isinstance(seen[0], uvloop.Loop)
