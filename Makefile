@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# ARGS: options of `platereg run`, e.g. make run ARGS=--demo
 run: $(STAMP)
-	$(BIN)/platereg run
+	$(BIN)/platereg run $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -38,9 +38,10 @@ def test_service_commands_exist(name: str) -> None:
     assert result.exit_code == 0, f"`platereg {' '.join(command)}` does not exist:\n{result.output}"
 
 
-def test_prestart_runs_migrations_and_topics() -> None:
+def test_prestart_sets_up_roles_then_migrates_then_creates_topics() -> None:
     script = (ROOT / "deploy" / "prestart.sh").read_text()
-    assert "platereg migrate" in script and "platereg topics" in script
+    commands = [line for line in script.splitlines() if line.startswith("platereg ")]
+    assert commands == ["platereg roles", "platereg migrate", "platereg topics"]
     for name, svc in PLATEREG_SERVICES.items():
         if name != "prestart":
             assert svc["depends_on"]["prestart"]["condition"] == "service_completed_successfully"
@@ -135,25 +136,47 @@ def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-COMPOSE_ENV = {"GRAFANA_ADMIN_PASSWORD": "pw-grafana"}
+PASSWORDS = ("POSTGRES_PASSWORD", "DB_OWNER_PASSWORD", "DB_APP_PASSWORD", "DB_PURGE_PASSWORD",
+             "GRAFANA_ADMIN_PASSWORD")
+URL = re.compile(r"postgresql://(?P<user>[^:@/]+):(?P<password>[^@]+)@")
 
 
-def _compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in COMPOSE_ENV}
-    return subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config",
-                           "-q"], capture_output=True, text=True, check=False,
-                          env={**clean, **env}, cwd=ROOT)
+def test_only_the_prestart_connects_as_the_superuser_and_no_password_has_a_default() -> None:
+    for name, svc in PLATEREG_SERVICES.items():
+        for var, value in svc["environment"].items():
+            match = URL.match(str(value))
+            if not match:
+                continue
+            assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", match["password"]), (name, var)
+            if var == "PLATEREG_ADMIN_DATABASE_URL":
+                assert name == "prestart" and match["user"] == "postgres"
+            else:
+                assert match["user"] != "postgres", (name, var)
+        assert svc["environment"]["PLATEREG_DATABASE_URL"].startswith(
+            "postgresql://platereg_app:"), name
+    postgres_env = SERVICES["postgres"]["environment"]
+    assert postgres_env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
+
+
+def _compose_config(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in PASSWORDS}
+    empty = tmp_path / "empty.env"  # not a .env file the developer may keep
+    empty.write_text("")
+    return subprocess.run(["docker-compose", "--env-file", str(empty),
+                           "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+                          capture_output=True, text=True, check=False, env={**base, **env})
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
-def test_docker_compose_config_is_clean() -> None:
-    res = _compose_config(COMPOSE_ENV)
+def test_docker_compose_config_is_clean_with_the_passwords_set(tmp_path: Path) -> None:
+    res = _compose_config({var: f"pw-{i}" for i, var in enumerate(PASSWORDS)}, tmp_path)
     assert res.returncode == 0, res.stderr
     assert res.stdout == "" and res.stderr == ""
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
-def test_docker_compose_config_fails_without_the_grafana_password() -> None:
-    res = _compose_config({})
+@pytest.mark.parametrize("missing", PASSWORDS)
+def test_docker_compose_config_fails_without_a_password(missing: str, tmp_path: Path) -> None:
+    res = _compose_config({var: "pw" for var in PASSWORDS if var != missing}, tmp_path)
     assert res.returncode != 0
-    assert "set GRAFANA_ADMIN_PASSWORD" in res.stderr
+    assert f"set {missing}" in res.stderr
