@@ -22,6 +22,7 @@ and the same bytes must mean the same event to every consumer.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from datetime import datetime, timedelta
@@ -296,13 +297,35 @@ def validation_problems(exc: ValidationError) -> list[str]:
     return _problems(exc.errors(include_url=False, include_input=False))
 
 
+@functools.cache
+def _field_names() -> frozenset[str]:
+    """Every property name of the event schemas (names this package defines)."""
+    names: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("properties"), dict):
+                names.update(node["properties"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(PLATE_EVENT_ADAPTER.json_schema())
+    return frozenset(names)
+
+
 def _problems(errors: list[Any]) -> list[str]:
     """Distinct problem texts in error order; stops once they fill a detail
     (a very wide hostile object can have thousands of errors)."""
     problems: dict[str, None] = {}
     size = 0
     for error in errors:
-        text = f"{_path(tuple(error['loc']))}: {_message(error)}"
+        loc = tuple(error["loc"])
+        if error["type"] == "extra_forbidden" and loc and loc[-1] not in _field_names():
+            loc = loc[:-1]  # the key is the client's own text: name its object instead
+        text = f"{_path(loc)}: {_message(error)}"
         if text not in problems:
             problems[text] = None
             size += len(text) + 2
@@ -321,12 +344,13 @@ def _extension_problems(obj: dict[str, Any]) -> list[str]:
     if obj.keys() <= _ENVELOPE_FIELDS:
         return []
     size = 0
-    for name, value in obj.items():
+    for position, (name, value) in enumerate(obj.items(), 1):
         if name in _ENVELOPE_FIELDS:
             continue
         shown = name if _SAFE_SEGMENT_RE.fullmatch(name) else "<attribute>"
-        if not _EXTENSION_NAME_RE.fullmatch(name):
-            text = f"{shown}: unknown attribute (extension names must match ^[a-z0-9]{{1,20}}$)"
+        if not _EXTENSION_NAME_RE.fullmatch(name):  # not an extension name: never echoed
+            text = (f"attribute number {position}: unknown attribute "
+                    "(extension names must match ^[a-z0-9]{1,20}$)")
         elif (problem := extension_value_problem(value)) is not None:
             text = f"{shown}: extension attribute {problem}"
         else:

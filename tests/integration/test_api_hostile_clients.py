@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 
 import httpx
@@ -18,11 +19,11 @@ DROPS = 300
 PLATE = "DROPPL8"
 
 
-async def _drop_upload(port: int, key: str) -> None:
+async def _drop_upload(port: int, key: str, path: bytes = b"/v1/plates/lookup") -> None:
     """Announce 500 bytes, send part of them (a plate included), then close the socket."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     body = b'{"plates": [{"jurisdiction": "CA-ON", "plate": "' + PLATE.encode() + b'"}, '
-    writer.write(b"POST /v1/plates/lookup HTTP/1.1\r\nHost: registry\r\n"
+    writer.write(b"POST " + path + b" HTTP/1.1\r\nHost: registry\r\n"
                  b"Authorization: Bearer " + key.encode() + b"\r\n"
                  b"Content-Type: application/json\r\nContent-Length: 500\r\n\r\n" + body)
     await writer.drain()
@@ -176,3 +177,43 @@ async def test_requests_over_the_cap_get_503_at_once(settings, pool, tmp_path) -
         served.stop()
     log = served.log()
     assert "status=503" in log and "status=499" in log
+
+
+async def test_dropped_uploads_to_the_ingest_api_are_one_line_each(settings, pool,
+                                                                   tmp_path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from platereg.embedded import free_port, stop_process
+
+    key = (await role_keys(pool))["ingest"]
+    port = free_port()
+    log_path = tmp_path / "ingest.log"
+    env = {**os.environ, "PLATEREG_INGEST_PORT": str(port)}
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen([sys.executable, "-m", "platereg.cli", "serve", "ingest"],
+                                env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=1) as c:
+            for _ in range(300):
+                with contextlib.suppress(httpx.TransportError):
+                    if (await c.get("/healthz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+            for _ in range(5):
+                await asyncio.gather(*(_drop_upload(port, key, b"/v1/events")
+                                       for _ in range(20)))
+                assert (await c.get("/healthz")).status_code == 200
+            for _ in range(300):  # until the server has handled the 100 drops
+                if log_path.read_text().count("status=499") >= 100:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        stop_process(proc, signal.SIGTERM, 30)
+    log = log_path.read_text()
+    assert log.count("status=499") == 100, log[-3000:]
+    assert "Traceback" not in log and "Exception in ASGI application" not in log
+    for secret in (key, "Bearer", PLATE):
+        assert secret not in log, secret

@@ -196,6 +196,21 @@ async def test_hostile_bodies_get_problems_never_500(topics, ingest_key) -> None
     assert [r.key for r in records] == [b"CA-ON/ALIVE1"]   # nothing hostile was published
 
 
+async def test_errors_never_echo_the_clients_key_names(topics, ingest_key) -> None:
+    evil = {**issued(), "Jane-Doe": 1, "data": {**issued()["data"], "JaneDoe": 2}}
+    async with ingest_server(topics) as url, httpx.AsyncClient(base_url=url) as c:
+        r = await c.post("/v1/events", content=orjson.dumps(evil),
+                         headers=auth(ingest_key, CE))
+        latin = await c.post("/v1/events", content=orjson.dumps(issued()),
+                             headers=auth(ingest_key, "application/json; charset=utf-16"))
+        suffix = await c.post("/v1/events", content=orjson.dumps(issued()),
+                              headers=auth(ingest_key, "application/evil+json"))
+    assert r.status_code == 422
+    assert "Jane" not in r.text, r.text
+    assert [e["reason"] for e in r.json()["errors"]] == ["schema_invalid"]
+    assert latin.status_code == 415 and suffix.status_code == 415
+
+
 async def test_keys_and_roles(topics, pool, ingest_key) -> None:
     enforcement = (await create_key(pool, role="enforcement", name="wrong role"))[1]
     body = orjson.dumps(issued())
