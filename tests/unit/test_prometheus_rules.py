@@ -41,7 +41,9 @@ def test_rules_are_valid(promtool: str) -> None:
     assert RULE_FILES
     res = _promtool(promtool, "check", "rules", *map(str, RULE_FILES))
     assert res.returncode == 0, res.stdout + res.stderr
-    assert f"SUCCESS: {sum(1 for _ in alerts())} rules found" in res.stdout
+    count = sum(len(group["rules"]) for path in RULE_FILES
+                for group in yaml.safe_load(path.read_text())["groups"])
+    assert f"SUCCESS: {count} rules found" in res.stdout
 
 
 def test_rule_unit_tests_pass(promtool: str) -> None:
