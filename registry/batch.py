@@ -211,10 +211,37 @@ def _sane_time(value: object) -> bool:
     return isinstance(value, dt.datetime) and time_in_range(value)
 
 
+def _text_or_none(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _shape_problem(state: PlateState) -> str | None:
+    """The first field of ``state`` that cannot be written to ``plates`` or viewed."""
+    owner = state.owner
+    checks = (
+        ("plate_class", _text_or_none(state.plate_class)),
+        ("expires_on", state.expires_on is None or (isinstance(state.expires_on, dt.date)
+                                                    and not isinstance(state.expires_on,
+                                                                       dt.datetime))),
+        ("vehicle", state.vehicle is None or isinstance(state.vehicle, Mapping)),
+        ("owner", owner is None or (isinstance(owner, Mapping)
+                                    and _text_or_none(owner.get("owner_id")))),
+        ("device_id", _text_or_none(state.device_id)),
+        ("suspension_reasons", all(isinstance(r, str) for r in state.suspension_reasons)),
+        ("last_event_id", _text_or_none(state.last_event_id)),
+    )
+    return next((name for name, ok in checks if not ok), None)
+
+
 def check_state(state: PlateState) -> None:
-    """Raise :class:`Unfoldable` when a stored plate state cannot be folded onto."""
+    """Raise :class:`Unfoldable` when a plate state (stored, or folded from stored rows)
+    has a time outside the accepted range or a field of the wrong shape."""
     if state.last_event_time is not None and not _sane_time(state.last_event_time):
         raise Unfoldable(STORED_TIME_REASON, state.last_event_id)
+    problem = _shape_problem(state)
+    if problem is not None:
+        raise Unfoldable(f"stored {problem} has the wrong type",
+                         state.last_event_id if isinstance(state.last_event_id, str) else None)
 
 
 def _apply_checked(state: PlateState, kind: str, data: Any, time: dt.datetime,
@@ -236,6 +263,7 @@ def fold_history(jurisdiction: str, plate: str, events: Iterable[HistoryEvent]) 
     state = PlateState(jurisdiction=jurisdiction, plate=plate)
     for ev in sorted(events, key=lambda e: (e.time, e.event_id)):
         state = _apply_checked(state, ev.type, ev.data, ev.time, ev.event_id)
+    check_state(state)
     return state
 
 

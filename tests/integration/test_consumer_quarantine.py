@@ -41,18 +41,19 @@ ISSUED = {"plate_class": "passenger", "expires_on": "2030-01-31",
 INFINITY = "CA-QC/POISON1"        # the issue: year 1 stored as -infinity
 CORRUPT = "CA-QC/POISON2"         # a stored row the fold fails on (renewed without a date)
 FUTURE_INF = "CA-QC/POISON3"      # +infinity in the state and the history
-BAD = (INFINITY, CORRUPT, FUTURE_INF)
+ODD_OWNER = "CA-QC/POISON4"       # a plates row edited by hand: owner is a JSON string
+BAD = (INFINITY, CORRUPT, FUTURE_INF, ODD_OWNER)
 
 
 async def _plate_row(pool: asyncpg.Pool, key: str, last_time: str, last_id: str,
-                     count: int) -> None:
+                     count: int, owner: object = ISSUED["owner"]) -> None:
     jurisdiction, plate = key.split("/")
     await pool.execute(
         "INSERT INTO plates (plate_key, jurisdiction, plate, issued, plate_class, expires_on,"
         " vehicle, owner_id, owner, last_event_time, last_event_id, event_count)"
         f" VALUES ($1, $2, $3, true, 'passenger', '2030-01-31', $4, 'own-q', $5, {last_time},"
         " $6, $7)",
-        key, jurisdiction, plate, ISSUED["vehicle"], ISSUED["owner"], last_id, count)
+        key, jurisdiction, plate, ISSUED["vehicle"], owner, last_id, count)
 
 
 async def _stored_event(pool: asyncpg.Pool, key: str, event_id: str, kind: str, time: str,
@@ -73,6 +74,8 @@ async def _store_bad_rows(pool: asyncpg.Pool) -> None:
     await _plate_row(pool, CORRUPT, t20, "bad-corrupt", 2)
     await _stored_event(pool, FUTURE_INF, "bad-future", "plate.issued", "'infinity'", ISSUED)
     await _plate_row(pool, FUTURE_INF, "'infinity'", "bad-future", 1)
+    await _stored_event(pool, ODD_OWNER, "odd-1", "plate.issued", t10, ISSUED)
+    await _plate_row(pool, ODD_OWNER, t10, "odd-1", 1, owner="Quinn Owner")
 
 
 def _renewal(key: str, minutes: int, day: str) -> dict:
@@ -98,7 +101,7 @@ async def test_unfoldable_stored_rows_quarantine_only_their_plates(
     good_plates = [f"CA-ON/G{i}" for i in range(8)]
     good = random_events(rng, good_plates, 150)
     bad_new = [_renewal(INFINITY, 60, "2031-01-01"), _renewal(CORRUPT, 5, "2031-02-02"),
-               _renewal(FUTURE_INF, 60, "2031-03-03")]
+               _renewal(FUTURE_INF, 60, "2031-03-03"), _renewal(ODD_OWNER, 60, "2031-04-04")]
     port = free_port()
     log = str(tmp_path / "consumer.log")
     proc = start_consumer_process(topics, "--metrics-port", str(port), log_path=log)
@@ -127,19 +130,20 @@ async def test_unfoldable_stored_rows_quarantine_only_their_plates(
     assert rows[CORRUPT]["held_events"] == 1 and rows[CORRUPT]["event_id"] == "bad-corrupt"
     assert "the fold failed (KeyError)" == rows[CORRUPT]["reason"]
     assert rows[FUTURE_INF]["event_id"] == "bad-future"
+    assert rows[ODD_OWNER]["reason"] == "stored owner has the wrong type"
     assert plates[INFINITY]["event_count"] == 1 and plates[INFINITY]["last_event_id"] == "bad-inf"
     assert await pool.fetchval(
         "SELECT count(*) FROM plate_events WHERE plate_key = $1", INFINITY) == 5
     # counted and logged, without the plate
-    assert _metric(metrics, "platereg_quarantined_plates_total") == 3
-    assert _metric(metrics, 'platereg_events_total{outcome="quarantined"') == 6
-    assert output.count("plate quarantined") == 3
+    assert _metric(metrics, "platereg_quarantined_plates_total") == 4
+    assert _metric(metrics, 'platereg_events_total{outcome="quarantined"') == 7
+    assert output.count("plate quarantined") == 4
     assert "POISON" not in output and "Traceback" not in output
 
     # the operator lists them
     listed = _cli("quarantine", "list")
     assert listed.returncode == 0, listed.stderr
-    assert all(key in listed.stdout for key in BAD) and "3 quarantined plate(s)" in listed.stdout
+    assert all(key in listed.stdout for key in BAD) and "4 quarantined plate(s)" in listed.stdout
 
     # repaired, the plate is released and folded from its history; unrepaired, it stays
     await pool.execute("DELETE FROM plate_events WHERE event_id = 'bad-inf'")
@@ -149,7 +153,7 @@ async def test_unfoldable_stored_rows_quarantine_only_their_plates(
     kept = _cli("quarantine", "release", CORRUPT)
     assert kept.returncode == 1 and "still cannot be folded" in kept.stdout
     remaining = await pool.fetch("SELECT plate_key FROM quarantined_plates")
-    assert {r["plate_key"] for r in remaining} == {CORRUPT, FUTURE_INF}
+    assert {r["plate_key"] for r in remaining} == {CORRUPT, FUTURE_INF, ODD_OWNER}
 
 
 async def test_history_route_and_reads_are_timezone_aware(topics, pool: asyncpg.Pool) -> None:

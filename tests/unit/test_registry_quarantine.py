@@ -52,12 +52,32 @@ def test_a_stored_state_with_an_insane_time_breaks_only_its_plate() -> None:
         plan_plates(old, new)            # without ``broken`` the error is the caller's
 
 
-def test_a_stored_state_the_fold_fails_on_breaks_only_its_plate() -> None:
-    old = {"CA-ON/OWN": state("CA-ON/OWN", T0, owner="not an object")}
-    new = {"CA-ON/OWN": [parsed("CA-ON/OWN", "plate.owner_updated", 5, {"name": "B"}, "n1")]}
+@pytest.mark.parametrize("field, value", [
+    ("owner", "not an object"), ("owner", {"owner_id": 5}), ("vehicle", ["x"]),
+    ("plate_class", 5), ("device_id", {"a": 1}), ("expires_on", "2026-01-01"),
+    ("suspension_reasons", (None,)),
+])
+def test_a_stored_state_of_the_wrong_shape_breaks_only_its_plate(field: str, value) -> None:
+    """A plates row edited by hand (jsonb of another shape...) would crash the write or
+    the view; it quarantines its plate instead."""
+    old = {"CA-ON/ODD": state("CA-ON/ODD", T0, **{field: value}),
+           "CA-ON/OK": state("CA-ON/OK", T0)}
+    new = {key: [parsed(key, "plate.owner_updated", 5, {"name": "B"}, f"n-{key}")]
+           for key in old}
     broken: dict[str, Unfoldable] = {}
     states, _ = plan_plates(old, new, broken)
-    assert states == {} and broken["CA-ON/OWN"].reason == "the fold failed (ValueError)"
+    assert set(states) == {"CA-ON/OK"}
+    assert broken["CA-ON/ODD"].reason == f"stored {field} has the wrong type"
+
+
+@pytest.mark.parametrize("data, field", [
+    ({**ISSUED, "plate_class": 5}, "plate_class"), ({**ISSUED, "device_id": 7}, "device_id"),
+    ({**ISSUED, "owner": {"owner_id": 1, "name": "x"}}, "owner"),
+])
+def test_stored_rows_that_fold_into_a_wrong_shape_are_unfoldable(data: dict, field: str) -> None:
+    with pytest.raises(Unfoldable) as info:
+        fold_history("CA-ON", "ABC123", [HistoryEvent("e1", "plate.issued", T0, data)])
+    assert info.value.reason == f"stored {field} has the wrong type"
 
 
 @pytest.mark.parametrize("bad, reason", [
