@@ -215,7 +215,7 @@ def _text_or_none(value: object) -> bool:
     return value is None or isinstance(value, str)
 
 
-def _shape_problem(state: PlateState) -> str | None:
+def state_shape_problem(state: PlateState) -> str | None:
     """The first field of ``state`` that cannot be written to ``plates`` or viewed."""
     owner = state.owner
     checks = (
@@ -238,7 +238,7 @@ def check_state(state: PlateState) -> None:
     has a time outside the accepted range or a field of the wrong shape."""
     if state.last_event_time is not None and not _sane_time(state.last_event_time):
         raise Unfoldable(STORED_TIME_REASON, state.last_event_id)
-    problem = _shape_problem(state)
+    problem = state_shape_problem(state)
     if problem is not None:
         raise Unfoldable(f"stored {problem} has the wrong type",
                          state.last_event_id if isinstance(state.last_event_id, str) else None)

@@ -25,7 +25,7 @@ from platereg.logging import get_logger
 from platereg.metrics import EXPIRY_SWEEP_LAST_RUN
 from platereg.settings import Settings
 from registry import store
-from registry.batch import StatusChange, status_change, view_of
+from registry.batch import StatusChange, state_shape_problem, status_change, view_of
 from registry.domain import PlateState, state_from_row, today_in
 
 log = get_logger(__name__)
@@ -42,6 +42,25 @@ def expiry_changes(rows: list[tuple[PlateState, Mapping[str, Any] | None]], toda
     return out
 
 
+def _usable(rows: list) -> list[tuple[PlateState, Mapping[str, Any] | None]]:
+    """(state, last view) of the candidate rows, without the plates whose stored state
+    cannot be used (one bad row must not stop the sweep of every other plate; the
+    consumer quarantines such a plate on its next event)."""
+    pairs = []
+    skipped = 0
+    for r in rows:
+        state = state_from_row(r)
+        if state_shape_problem(state) is not None:
+            skipped += 1
+            continue
+        last_view = r["last_view"]
+        pairs.append((state, last_view if isinstance(last_view, Mapping) else None))
+    if skipped:
+        log.warning("expiry sweep skipped plates whose stored state cannot be used",
+                    count=skipped)
+    return pairs
+
+
 async def sweep(conn: asyncpg.Connection, tz: dt.tzinfo, now: dt.datetime | None = None) -> int:
     """One sweep in its own transaction; returns the number of changes recorded."""
     now = now or dt.datetime.now(dt.UTC)
@@ -51,7 +70,7 @@ async def sweep(conn: asyncpg.Connection, tz: dt.tzinfo, now: dt.datetime | None
         await conn.execute(store.STATUS_LOCK_SQL)
         rows = await store.expiry_candidates(conn, today)
         if rows:
-            pairs = [(state_from_row(r), r["last_view"]) for r in rows]
+            pairs = _usable(rows)
             changes = expiry_changes(pairs, today, now)
             await store.insert_status_changes(conn, changes)
             await store.mark_expired(conn, [s.plate_key for s, _ in pairs],

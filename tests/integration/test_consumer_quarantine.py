@@ -175,3 +175,21 @@ async def test_history_route_and_reads_are_timezone_aware(topics, pool: asyncpg.
         assert parsed.utcoffset() is not None, time
         r = await api.client.get("/v1/plates/CA-QC/POISON1", headers=bearer(keys["operator"]))
         assert r.status_code == 200, r.text
+
+
+async def test_the_expiry_sweep_skips_a_plate_whose_stored_state_cannot_be_used(
+        settings, pool: asyncpg.Pool) -> None:
+    """One hand-edited plates row no longer stops the daily sweep of every other plate."""
+    from registry.expiry import sweep
+
+    t10 = f"'{(BASE_TIME + dt.timedelta(minutes=10)).isoformat()}'"
+    await _plate_row(pool, ODD_OWNER, t10, "odd-1", 1)
+    await _plate_row(pool, "CA-QC/FINE1", t10, "fine-1", 1)
+    await pool.execute("UPDATE plates SET expires_on = '2020-01-31'")
+    await pool.execute("UPDATE plates SET vehicle = '\"a string\"' WHERE plate_key = $1",
+                       ODD_OWNER)
+    async with pool.acquire() as conn:
+        assert await sweep(conn, settings.tz) == 1
+    changes = await pool.fetch("SELECT plate_key, view FROM status_changes")
+    assert [(c["plate_key"], c["view"]["status"]) for c in changes] == [
+        ("CA-QC/FINE1", "expired")]
