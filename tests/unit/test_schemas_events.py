@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import orjson
+import pydantic
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -217,14 +218,19 @@ def test_extension_attributes_are_allowed() -> None:
 
 
 def test_datacontenttype_optional_and_may_have_parameters() -> None:
-    parse_event_obj(event(datacontenttype=_DROP), now=NOW)
-    parse_event_obj(event(datacontenttype="application/json; charset=utf-8"), now=NOW)
+    assert parse_event_obj(event(datacontenttype=_DROP), now=NOW).datacontenttype is None
+    with_parameters = parse_event_obj(
+        event(datacontenttype="application/json; charset=utf-8"), now=NOW
+    )
+    assert with_parameters.datacontenttype == "application/json; charset=utf-8"
 
 
 def test_event_models_are_immutable() -> None:
     parsed = parse_event_obj(event(), now=NOW)
-    with pytest.raises(Exception):  # noqa: B017 - pydantic ValidationError for frozen instances
+    with pytest.raises(pydantic.ValidationError) as info:
         parsed.id = "other"  # type: ignore[misc]
+    assert [(e["type"], e["loc"]) for e in info.value.errors()] == [("frozen_instance", ("id",))]
+    assert parsed.id == "2b7c1d5e-0d1f-4a53-9c55-6f1e0a3b9f10"
 
 
 def test_sort_key_compares_instants() -> None:
@@ -455,7 +461,7 @@ def test_invalid_subject(subject: str) -> None:
 
 def test_future_time() -> None:
     just_ok = (NOW + FUTURE_TOLERANCE).isoformat()
-    parse_event_obj(event(time=just_ok), now=NOW)
+    assert parse_event_obj(event(time=just_ok), now=NOW).time == NOW + FUTURE_TOLERANCE
     too_late = (NOW + FUTURE_TOLERANCE + timedelta(seconds=1)).isoformat()
     rejection = reject_obj(event(time=too_late))
     assert rejection.reason is RejectReason.FUTURE_TIME
@@ -472,8 +478,9 @@ def test_schema_problems_win_over_future_time() -> None:
 
 
 def test_now_must_be_aware() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="^now must be a timezone-aware datetime$") as info:
         parse_event_obj(event(), now=datetime(2026, 11, 24, 16, 0))  # noqa: DTZ001
+    assert not isinstance(info.value, Rejection)  # a caller's bug, not a dead-letter reason
 
 
 @pytest.mark.parametrize(
@@ -554,7 +561,7 @@ def test_exactly_the_limit_is_not_too_large() -> None:
     base = orjson.dumps(event(padding=""))
     raw = orjson.dumps(event(padding="x" * (MAX_EVENT_BYTES - len(base))))
     assert len(raw) == MAX_EVENT_BYTES
-    parse_event_bytes(raw, now=NOW)
+    assert parse_event_bytes(raw, now=NOW).model_extra == {"padding": "x" * (len(raw) - len(base))}
     assert reject(raw + b" ").reason is RejectReason.TOO_LARGE
 
 
@@ -585,10 +592,9 @@ def test_details_never_contain_personal_data() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_only_ever_reject(raw: bytes) -> None:
-    try:
+    with pytest.raises(Rejection) as info:
         parse_event_bytes(raw, now=NOW)
-    except Rejection as exc:
-        assert exc.reason in set(RejectReason)
+    assert info.value.reason in set(RejectReason) and info.value.detail
 
 
 _json = st.recursive(
@@ -607,10 +613,9 @@ _json = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(sorted(event("plate.issued")) + ["x"]), _json, max_size=9))
 def test_random_objects_only_ever_reject(obj: dict[str, Any]) -> None:
-    try:
+    with pytest.raises(Rejection) as info:
         parse_event_obj(obj, now=NOW)
-    except Rejection as exc:
-        assert exc.reason in set(RejectReason)
+    assert info.value.reason in set(RejectReason) and info.value.detail
 
 
 # --------------------------------------------------------------------------- fingerprints
