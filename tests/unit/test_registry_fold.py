@@ -15,6 +15,7 @@ from registry.batch import (
     Rejected,
     classify,
     expand_compact,
+    fold_history,
     parse_compact,
     parse_values,
     plan_plates,
@@ -152,23 +153,31 @@ def _parsed(kind: str, minute: int, data: dict, id: str, key: str = "CA-ON/ABC12
 @given(st.lists(st.tuples(st.integers(0, len(KINDS) - 1), st.integers(0, 30)), min_size=1,
                 max_size=20, unique_by=lambda t: t), st.integers(0, 19), st.randoms())
 def test_incremental_batches_equal_the_full_fold(picks, split, rnd) -> None:
-    """Applying in two batches (with late events triggering a re-fold) = fold of all."""
+    """Two batches through the consumer's own steps (plan_plates, then fold_history of the
+    stored rows when an event is late) give the reference fold of every event."""
     events = [_parsed(KINDS[k][0], m, KINDS[k][1], f"id{i:03d}") for i, (k, m) in enumerate(picks)]
     rnd.shuffle(events)
     first, second = events[:split], events[split:]
-    old: dict[str, PlateState | None] = {}
+    key = "CA-ON/ABC123"
+    old: dict[str, PlateState] = {}
     if first:
-        states, refold = plan_plates({}, {"CA-ON/ABC123": first})
-        assert refold == []
-        old = dict(states)
+        old, refold = plan_plates({}, {key: first})
+        assert refold == []                       # a new plate never needs a re-fold
     if second:
-        states, refold = plan_plates(old, {"CA-ON/ABC123": second})
-        if refold:
-            states = {"CA-ON/ABC123": fold("CA-ON", "ABC123", [e.history() for e in events])}
-        final = states["CA-ON/ABC123"]
+        states, refold = plan_plates(old, {key: second})
+        late = bool(first) and min(e.sort_key for e in second) <= max(e.sort_key for e in first)
+        assert refold == ([key] if late else [])
+        stored = [e.history() for e in events]    # the store's rows, in no particular order
+        rnd.shuffle(stored)
+        for k in refold:                          # as the consumer re-folds a late plate
+            states[k] = fold_history(second[0].jurisdiction, second[0].plate, stored)
+        final = states[key]
     else:
-        final = old["CA-ON/ABC123"]
-    assert final == fold("CA-ON", "ABC123", [e.history() for e in events])
+        final = old[key]
+    reference = PlateState(jurisdiction="CA-ON", plate="ABC123")
+    for ev in sorted(events, key=lambda e: e.sort_key):
+        reference = apply(reference, ev.type, ev.data, ev.time, ev.event_id)
+    assert final == reference
 
 
 def test_plan_refolds_only_when_an_event_is_not_after_the_last_applied() -> None:
