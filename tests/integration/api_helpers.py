@@ -8,7 +8,6 @@ import datetime as dt
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from cli_support import PLATEREG
 from fastapi import FastAPI
 
 from platereg.clock import Clock
@@ -131,7 +131,7 @@ def served_registry(log_path: str, *, workers: int = 1, env: dict[str, str] | No
     port = free_port()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "platereg.cli", "serve", "registry", "--port", str(port),
+            [PLATEREG, "serve", "registry", "--port", str(port),
              "--workers", str(workers)],
             env={**os.environ, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

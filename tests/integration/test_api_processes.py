@@ -4,18 +4,24 @@ process, a clean stop loses no audit row, and no log line holds a plate or owner
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 
 import httpx
 import pytest
 from api_helpers import bearer, insert_plate, owner, role_keys, running_api, served_registry
+from cli_support import platereg
 
 from platereg.keys import create_key
 
 pytestmark = pytest.mark.integration
+
+
+async def wait_until(condition: Callable[[], bool], message: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, message
+        await asyncio.sleep(0.01)
 
 
 async def test_revocation_reaches_every_process_within_5_seconds(settings, pool,
@@ -28,9 +34,7 @@ async def test_revocation_reaches_every_process_within_5_seconds(settings, pool,
             for client in clients:  # both processes have the key cached as valid
                 r = await client.get("/v1/plates/CA-ON/REV1", headers=bearer(key))
                 assert r.status_code == 200
-            done = await asyncio.to_thread(
-                subprocess.run, [sys.executable, "-m", "platereg.cli", "keys", "revoke", key_id],
-                env=os.environ.copy(), capture_output=True, text=True, timeout=60)
+            done = await asyncio.to_thread(platereg, "keys", "revoke", key_id)
             assert done.returncode == 0, done.stderr
             revoked_at = time.monotonic()
             refused: dict[int, float] = {}
@@ -51,12 +55,18 @@ async def test_clean_shutdown_writes_every_buffered_audit_row(settings, pool) ->
     await insert_plate(pool, "CA-ON", "SHUT1")
     enf = bearer((await role_keys(pool))["enforcement"])
     async with running_api(settings) as api:
-        api.app.state.audit.interval = 3600  # no timed flush from now on: only stop() writes
-        await asyncio.sleep(0.4)
+        audit = api.app.state.audit
+        assert (await api.client.get("/v1/plates/CA-ON/SHUT1", headers=enf)).status_code == 200
+        await wait_until(lambda: audit.written == 1, "the writer never wrote the first row")
+        # In one step: the writer's wait after its next flush lasts an hour, and that flush
+        # has a row to write. Once the row is written, only stop() (or a full batch) writes.
+        audit.interval = 3600
+        audit.record("probe", "single", "CA-ON", "SHUT1", "testing", "valid")
+        await wait_until(lambda: audit.written == 2, "the probe audit row was never written")
         for _ in range(300):
             assert (await api.client.get("/v1/plates/CA-ON/SHUT1", headers=enf)).status_code == 200
-        assert api.app.state.audit.pending == 300
-    assert await pool.fetchval("SELECT count(*) FROM audit_log") == 300
+        assert audit.pending == 300
+    assert await pool.fetchval("SELECT count(*) FROM audit_log") == 302
 
 
 async def test_sigterm_to_two_workers_loses_no_audit_row(settings, pool, tmp_path) -> None:
