@@ -55,10 +55,11 @@ def _dlq_record(r: asyncpg.Record) -> OutboxRecord:
 
 
 def _dlq_without_value(record: OutboxRecord) -> OutboxRecord:
-    # Larger than the producer or broker allows: publish the record without its
-    # value rather than stall the DLQ; the bytes stay in dlq_messages.
+    # Larger than the producer allows: publish the record without its value, with
+    # the contract's `x-dlq-value-omitted: true`, rather than stall the DLQ; the
+    # bytes stay in dlq_messages (for `platereg dlq replay`).
     return dataclasses.replace(record, value=None,
-                               headers=[*record.headers, (VALUE_OMITTED_HEADER, b"too large")])
+                               headers=[*record.headers, (VALUE_OMITTED_HEADER, b"true")])
 
 
 status_outbox = CursorOutbox(

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+import httpx
+
+T = TypeVar("T")
 
 #: The entry point pip installed next to this interpreter (``.venv/bin/platereg``).
 PLATEREG = str(Path(sys.executable).with_name("platereg"))
@@ -22,3 +30,27 @@ def popen(*args: str, env: dict[str, str] | None = None, **kwargs: object) -> su
     """Start ``platereg ARGS`` in its own process group (a terminal's Ctrl-C reaches it all)."""
     return subprocess.Popen([PLATEREG, *args], env={**os.environ, **(env or {})},
                             start_new_session=True, **kwargs)  # type: ignore[call-overload]
+
+
+async def eventually(check: Callable[[], Awaitable[T]], message: str, *,
+                     timeout: float = 30, procs: Sequence[subprocess.Popen] = ()) -> T:
+    """Await ``check()`` until it returns something truthy (that is returned); fail with
+    ``message`` after ``timeout`` seconds, or at once if one of ``procs`` has exited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        for proc in procs:
+            assert proc.poll() is None, f"{message}: process exited ({proc.returncode})"
+        assert time.monotonic() < deadline, message
+        await asyncio.sleep(0.1)
+
+
+async def http_status(url: str) -> int | None:
+    """The status of GET ``url``, or None when nothing answers."""
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            return (await client.get(url)).status_code
+    except httpx.TransportError:
+        return None
