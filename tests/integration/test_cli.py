@@ -1,0 +1,189 @@
+"""Operator commands through the real ``platereg`` script (.venv/bin/platereg), as a user
+runs them: keys, topics, schemas export --check, and the DLQ (list, replay) fed by a real
+``platereg consume registry``."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+
+import asyncpg
+import orjson
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from cli_support import eventually, http_status, platereg, popen
+from consumer_support import produce
+from ingest_support import header, issued, read_topic
+
+from platereg.embedded import free_port, stop_process
+from platereg.kafka import topic_partitions
+from platereg.keys import secret_matches, split_key
+from schemas import topics as contract
+
+pytestmark = pytest.mark.integration
+
+WIDE = {"COLUMNS": "250"}   # rich tables: no wrapped or elided cells
+
+
+ISO_SECONDS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00$")
+
+
+async def run(*args: str, **env: str):  # noqa: ANN201 - CompletedProcess
+    return await asyncio.to_thread(platereg, *args, env={**WIDE, **env})
+
+
+def table_rows(stdout: str) -> list[list[str]]:
+    """The body rows of a rich table, as lists of stripped cells."""
+    return [[cell.strip() for cell in line.split("│")[1:-1]]
+            for line in stdout.splitlines() if line.startswith("│")]
+
+
+async def test_keys_create_list_revoke(settings, pool: asyncpg.Pool) -> None:
+    created = await run("keys", "create", "--role", "operator", "--name", "night desk",
+                        "--rate-limit", "7.5")
+    assert created.returncode == 0, created.stderr
+    key_id = re.search(r"^key id: (\w+)$", created.stdout, re.M).group(1)
+    key = re.search(r"^key:\s+(prk_\S+)$", created.stdout, re.M).group(1)
+    assert split_key(key)[0] == key_id
+    row = await pool.fetchrow("SELECT name, role, rate_limit, secret_hash, revoked_at"
+                              " FROM api_keys WHERE key_id = $1", key_id)
+    assert (row["name"], row["role"], row["rate_limit"], row["revoked_at"]) == (
+        "night desk", "operator", 7.5, None)
+    assert secret_matches(split_key(key)[1], row["secret_hash"])   # only the hash is stored
+
+    listed = await run("keys", "list")
+    assert listed.returncode == 0, listed.stderr
+    ((*cells, created_at, revoked_at),) = table_rows(listed.stdout)
+    assert cells == [key_id, "night desk", "operator", "7.5"]
+    assert ISO_SECONDS.match(created_at) and revoked_at == ""
+    assert split_key(key)[1] not in listed.stdout and row["secret_hash"] not in listed.stdout
+
+    revoked = await run("keys", "revoke", key_id)
+    assert (revoked.returncode, revoked.stdout.strip()) == (0, f"revoked {key_id}")
+    assert await pool.fetchval("SELECT revoked_at IS NOT NULL FROM api_keys WHERE key_id = $1",
+                               key_id)
+    ((listed_id, *_, revoked_at),) = table_rows((await run("keys", "list")).stdout)
+    assert listed_id == key_id and ISO_SECONDS.match(revoked_at)
+    again = await run("keys", "revoke", key_id)
+    assert (again.returncode, again.stderr.strip()) == (1, "platereg: no active key with that id")
+
+    bad = await run("keys", "create", "--role", "admin", "--name", "x")
+    assert bad.returncode == 2 and "role must be one of" in bad.stderr
+    assert await pool.fetchval("SELECT count(*) FROM api_keys") == 1
+
+
+async def test_topics_creates_the_contract_topics_once(settings) -> None:
+    first = await run("topics")
+    assert first.returncode == 0, first.stderr
+    wanted = topic_partitions(settings)
+    assert first.stdout.startswith("created: ")
+    assert sorted(first.stdout.removeprefix("created: ").strip().split(", ")) == sorted(wanted)
+    again = await run("topics")
+    assert (again.returncode, again.stdout.strip()) == (0, "all topics exist")
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap())
+    await admin.start()
+    try:
+        described = await admin.describe_topics(list(wanted))
+    finally:
+        await admin.close()
+    assert {t["topic"]: len(t["partitions"]) for t in described} == wanted
+
+
+def test_schemas_export_check_passes_on_the_checked_in_files() -> None:
+    result = platereg("schemas", "export", "--check")
+    assert (result.returncode, result.stdout.strip()) == (0, "schemas/generated is up to date")
+
+
+# --------------------------------------------------------------------------- dlq
+
+SECRETS = ("DLQSECRET", "Hidden Person", "hidden@example.org")
+
+
+def _bad_events() -> dict[str, bytes]:
+    """One message per reason, each carrying a plate and owner data in its bytes."""
+    schema_invalid = issued("CA-ON/DLQSECRET1", name="Hidden Person")
+    schema_invalid["data"]["plate_class"] = "spaceship"
+    schema_invalid["data"]["owner"]["email"] = "hidden@example.org"
+    unknown = {**issued("CA-ON/DLQSECRET2", name="Hidden Person"), "type": "plate.repainted"}
+    return {
+        "malformed_json": b'{"subject": "CA-ON/DLQSECRET3", "name": "Hidden Person"',
+        "schema_invalid": orjson.dumps(schema_invalid),
+        "unknown_type": orjson.dumps(unknown),
+    }
+
+
+async def _dlq_rows(pool: asyncpg.Pool) -> list[asyncpg.Record]:
+    return await pool.fetch("SELECT id, reason, kafka_offset, value, published_at, replayed_at"
+                            " FROM dlq_messages ORDER BY id")
+
+
+def _listed_ids(stdout: str) -> list[int]:
+    return [int(cells[0]) for cells in table_rows(stdout)]
+
+
+async def test_dlq_list_and_replay_of_what_the_consumer_rejected(topics, pool, tmp_path) -> None:
+    bad = _bad_events()
+    good = issued("CA-ON/DLQOK1")
+    await produce(topics, [(b"CA-ON/DLQ", value) for value in bad.values()]
+                  + [(b"CA-ON/DLQOK1", orjson.dumps(good))])
+    port = free_port()
+    with open(tmp_path / "consumer.log", "wb") as log:
+        consumer = popen("consume", "registry", "--metrics-port", str(port), "--parse-workers",
+                         "0", stdout=log, stderr=log)
+    try:
+        async def all_published() -> list[asyncpg.Record] | None:
+            rows = await _dlq_rows(pool)
+            return rows if len(rows) == 3 and all(r["published_at"] for r in rows) else None
+
+        rows = await eventually(all_published, "the consumer did not dead-letter 3 messages",
+                                timeout=60, procs=[consumer])
+        by_reason = {r["reason"]: r for r in rows}
+        assert set(by_reason) == set(bad)
+        assert all(by_reason[reason]["value"] == value for reason, value in bad.items())
+
+        listed = await run("dlq", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert [(int(c[0]), c[1], c[6], c[7]) for c in table_rows(listed.stdout)] == [
+            (r["id"], r["reason"], "yes", "") for r in reversed(rows)]     # newest first
+        for secret in SECRETS:                 # ids, reasons, positions: never the content
+            assert secret not in listed.stdout + listed.stderr, secret
+        only = await run("dlq", "list", "--reason", "unknown_type")
+        assert _listed_ids(only.stdout) == [by_reason["unknown_type"]["id"]]
+
+        nothing = await run("dlq", "replay")
+        assert nothing.returncode == 2 and "give DLQ ids or --reason" in nothing.stderr
+
+        target = by_reason["schema_invalid"]
+        replayed = await run("dlq", "replay", str(target["id"]))
+        assert replayed.returncode == 0, replayed.stderr
+        assert replayed.stdout.strip() == (
+            f"replayed 1 message(s) to {topics.topic(contract.EVENTS)}")
+        # Still invalid: the consumer rejects the replayed copy again, bytes unchanged.
+        again = await eventually(
+            lambda: pool.fetchrow("SELECT reason, kafka_offset, value FROM dlq_messages"
+                                  " WHERE id > $1 AND published_at IS NOT NULL",
+                                  rows[-1]["id"]),
+            "the replayed message was not rejected again", timeout=60, procs=[consumer])
+        assert (again["reason"], again["value"]) == ("schema_invalid", bad["schema_invalid"])
+        assert again["kafka_offset"] != target["kafka_offset"]
+
+        hidden = _listed_ids((await run("dlq", "list")).stdout)
+        assert target["id"] not in hidden and len(hidden) == 3
+        shown = await run("dlq", "list", "--include-replayed")
+        (cells,) = [c for c in table_rows(shown.stdout) if int(c[0]) == target["id"]]
+        assert cells[1] == "schema_invalid" and ISO_SECONDS.match(cells[7])
+
+        by_reason_replay = await run("dlq", "replay", "--reason", "malformed_json")
+        assert by_reason_replay.stdout.startswith("replayed 1 message(s)")
+
+        assert stop_process(consumer, signal.SIGTERM, 30) is None
+        assert consumer.returncode == 0
+    finally:
+        stop_process(consumer, signal.SIGKILL, 10)
+
+    dlq = await read_topic(topics, topics.topic(contract.DLQ))
+    assert sorted(r.value for r in dlq if header(r, "x-dlq-reason") == b"schema_invalid") == [
+        bad["schema_invalid"]] * 2
+    assert await pool.fetchval("SELECT count(*) FROM plates") == 1   # the good event applied
+    assert await http_status(f"http://127.0.0.1:{port}/healthz") is None
