@@ -6,12 +6,12 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 
 import asyncpg
 import httpx
 import pytest
 from api_helpers import bearer, insert_change, insert_plate, role_keys, running_api, served_registry
+from cli_support import PLATEREG
 from prometheus_client import REGISTRY
 
 from platereg.db import create_pool
@@ -180,7 +180,7 @@ async def test_sigterm_of_the_served_api_flushes_the_audit(settings, pool, tmp_p
 
 
 def _purge_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "platereg.cli", "audit", "purge", *args],
+    return subprocess.run([PLATEREG, "audit", "purge", *args],
                           env=os.environ.copy(), capture_output=True, text=True, timeout=120)
 
 

@@ -303,16 +303,16 @@ async def test_logs_never_contain_plates_names_or_paths(topics, ingest_key, tmp_
     """The real `platereg serve ingest` process, DEBUG logs, plates everywhere in requests."""
     import os
     import subprocess
-    import sys
 
     from platereg.embedded import free_port
+    from tests.integration.cli_support import PLATEREG
 
     port = free_port()
     log_path = tmp_path / "ingest.log"
     env = {**os.environ, "PLATEREG_LOG_LEVEL": "DEBUG", "PLATEREG_LOG_FORMAT": "json",
            "PLATEREG_INGEST_PORT": str(port)}
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "platereg.cli", "serve", "ingest"],
+        proc = subprocess.Popen([PLATEREG, "serve", "ingest"],
                                 env=env, stdout=log_file, stderr=subprocess.STDOUT)
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
