@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     http_keepalive_timeout_seconds: int = Field(
         default=5, ge=1, le=300, description="Idle keep-alive connections close after this.")
     http_max_concurrent_requests: int = Field(
-        default=256, ge=1, le=100_000,
+        default=1000, ge=1, le=100_000,
         description="Requests in progress per process; beyond it 503 with Retry-After at once "
                     "(the probes are not counted).")
     kafka_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
