@@ -13,13 +13,13 @@ import datetime as dt
 import os
 import random
 import subprocess
-import sys
 
 import asyncpg
 import httpx
 import pytest
 
 from platereg.embedded import free_port
+from tests.integration.cli_support import PLATEREG
 from tests.integration.consumer_support import (
     BASE_TIME,
     encoded,
@@ -84,7 +84,7 @@ def _renewal(key: str, minutes: int, day: str) -> dict:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "platereg.cli", *args], env=dict(os.environ),
+    return subprocess.run([PLATEREG, *args], env=dict(os.environ),
                           capture_output=True, text=True, timeout=60)
 
 

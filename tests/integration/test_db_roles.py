@@ -8,13 +8,13 @@ import datetime as dt
 import os
 import secrets
 import subprocess
-import sys
 import uuid
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 from api_helpers import insert_plate
+from cli_support import PLATEREG
 
 from platereg.db import create_pool
 from platereg.roles import ensure_roles
@@ -102,7 +102,7 @@ async def test_prestart_sets_up_roles_and_a_non_superuser_owner_migrates(servers
                PLATEREG_DATABASE_URL=urls["app"], PLATEREG_PURGE_DATABASE_URL=urls["purge"])
     try:
         for command in (["roles"], ["migrate"], ["roles"], ["migrate"], ["audit", "purge"]):
-            done = subprocess.run([sys.executable, "-m", "platereg.cli", *command], env=env,
+            done = subprocess.run([PLATEREG, *command], env=env,
                                   capture_output=True, text=True, timeout=120)
             assert done.returncode == 0, (command, done.stdout, done.stderr)
         assert "purged 0 audit row(s)" in done.stdout
