@@ -167,9 +167,39 @@ def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
                             preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
 
 
+def _migrate(dsn: str) -> None:
+    """Apply the migrations; a database that refuses is one line, not a traceback."""
+    import psycopg
+
+    from platereg.db import migrate
+
+    try:
+        applied = migrate(dsn)
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise StackError(f"cannot migrate the database ({type(exc).__name__}: {first}); "
+                         "PLATEREG_MIGRATE_DATABASE_URL (or PLATEREG_DATABASE_URL) must "
+                         "reach it as the schema's owner") from None
+    print(f"migrations: {len(applied)} applied")
+
+
+def _ensure_topics(settings: Settings) -> None:
+    """Create the topics (retrying for 30 s); brokers that stay away are one line."""
+    from aiokafka.errors import KafkaError
+
+    from platereg.kafka import ensure_topics
+
+    try:
+        created = asyncio.run(ensure_topics(settings))
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise StackError(f"cannot create the topics on {settings.bootstrap()} "
+                         f"({type(exc).__name__}); check PLATEREG_KAFKA_BOOTSTRAP_SERVERS"
+                         ) from None
+    print(f"topics: {len(created)} created")
+
+
 def _embedded_postgres(settings: Settings, stack: ExitStack) -> dict[str, str]:
     """Start it, migrate as its superuser and give the services and the purge their roles."""
-    from platereg.db import migrate
     from platereg.roles import ensure_roles
 
     pg = EmbeddedPostgres(settings.data_dir.resolve() / "postgres", durable=True)
@@ -177,8 +207,7 @@ def _embedded_postgres(settings: Settings, stack: ExitStack) -> dict[str, str]:
     stack.callback(pg.stop)
     print(f"PostgreSQL (embedded, data in {pg.data_dir}): {pg.dsn(password='***')}"  # noqa: S106
           f" (superuser password in {pg.password_path})")
-    applied = migrate(admin)
-    print(f"migrations: {len(applied)} applied")
+    _migrate(admin)
     service = pg.dsn(user=EMBEDDED_SERVICE_USER, password=secrets.token_urlsafe(24))
     purge = pg.dsn(user=EMBEDDED_PURGE_USER, password=secrets.token_urlsafe(24))
     ensure_roles(admin, service_dsn=service, purge_dsn=purge)
@@ -188,14 +217,11 @@ def _embedded_postgres(settings: Settings, stack: ExitStack) -> dict[str, str]:
 
 def _start_servers(settings: Settings, stack: ExitStack) -> dict[str, str]:
     """Embedded servers where no URL is set; the variables that point the services at them."""
-    from platereg.db import migrate
-
     env: dict[str, str] = {}
     if settings.database_url is None:
         env.update(_embedded_postgres(settings, stack))
     else:
-        applied = migrate(settings.migrate_dsn())
-        print(f"migrations: {len(applied)} applied")
+        _migrate(settings.migrate_dsn())
     if not settings.kafka_bootstrap_servers:
         kafka = EmbeddedKafka(settings.data_dir.resolve())
         env["PLATEREG_KAFKA_BOOTSTRAP_SERVERS"] = kafka.start()
@@ -282,10 +308,7 @@ def _run(settings: Settings, demo: bool) -> int:
             env = {**os.environ, **_start_servers(settings, stack)}
             os.environ.update(env)
             settings = load_settings()
-            from platereg.kafka import ensure_topics
-
-            created = asyncio.run(ensure_topics(settings))
-            print(f"topics: {len(created)} created")
+            _ensure_topics(settings)
             stack.callback(_stop_children, children)
             for service in SERVICES:
                 children.append((service, _spawn(_platereg(*service.argv), env)))

@@ -64,6 +64,20 @@ def test_the_consumer_names_its_taken_metrics_port_in_one_line() -> None:
     assert str(port) in lines[0] and "PLATEREG_CONSUMER_METRICS_PORT" in lines[0]
 
 
+def test_an_unreachable_database_of_your_own_is_one_line() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLATEREG_")}
+    env.update(PLATEREG_DATABASE_URL="postgresql://someone:secret-pw@127.0.0.1:1/none",
+               PLATEREG_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
+               PLATEREG_REGISTRY_PORT=str(_free_port()), PLATEREG_INGEST_PORT=str(_free_port()),
+               PLATEREG_CONSUMER_METRICS_PORT=str(_free_port()))
+    done = subprocess.run([sys.executable, "-m", "platereg.cli", "run"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output and "secret-pw" not in output
+    assert "cannot migrate the database" in output and "PLATEREG_MIGRATE_DATABASE_URL" in output
+
+
 # --------------------------------------------------------------------------- event loops
 
 @pytest.fixture
