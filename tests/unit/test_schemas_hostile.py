@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
 from schemas._types import IsoDate, Rfc3339Datetime, has_forbidden_chars
@@ -183,3 +185,84 @@ def test_nan_from_the_stdlib_parser_in_data_is_schema_invalid() -> None:
         parse_event_obj(json.loads(body), now=NOW)
     assert info.value.reason == "schema_invalid"
     assert "data.vehicle.year: must be an integer" in info.value.detail
+
+
+# --------------------------------------------------------------------------- property
+
+HOSTILE_SCALARS = [
+    "0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "2026-11-24T15:04:05+23:59",
+    "2016-12-31T23:59:60Z", "0001-01-01", "9999-12-31", "-0001-01-01", "+10000-01-01",
+    "a\u0085b", "a\u2028b", "a\u202eb", "\x00", "\ud800", "", " ", "application/json\n",
+    math.nan, math.inf, -math.inf, 2**64, -(2**63) - 1, 10**30, 1e308, -0.0, True, None,
+]
+_leaf = (st.sampled_from(HOSTILE_SCALARS) | st.text(max_size=12) | st.integers()
+         | st.floats() | st.none() | st.booleans())
+_value = st.recursive(_leaf, lambda c: st.lists(c, max_size=3)
+                      | st.dictionaries(st.text(max_size=6), c, max_size=3), max_leaves=8)
+
+
+def _paths(obj: Any, prefix: tuple = ()) -> list[tuple]:
+    out = [prefix] if prefix else []
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            out += _paths(value, (*prefix, key))
+    return out
+
+
+PATHS = [*_paths(base()), ("trace",), ("data", "owner", "phone")]
+
+
+def _mutated(path: tuple, value: Any) -> dict[str, Any]:
+    ev = base(subject="CA-ON/PROP1", id="prop-1")
+    target = ev
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    return ev
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.sampled_from(PATHS), st.sampled_from(HOSTILE_SCALARS) | _value)
+def test_one_hostile_part_never_gets_past_validation_into_the_fold(path: tuple, value: Any
+                                                                   ) -> None:
+    """Any single hostile part of an event: the event is rejected with a reason, or what is
+    accepted is sane (time in range and aware, clean text, JSON-serializable data) and
+    folds, views and turns into a ``plates`` row without raising."""
+    from registry.batch import Parsed, Rejected, parse_value, plan_plates, view_of
+    from registry.domain import state_to_row
+    from schemas._types import date_in_range, time_in_range
+
+    ev = _mutated(path, value)
+    try:
+        raw = orjson.dumps(ev)
+    except (TypeError, orjson.JSONEncodeError):
+        with pytest.raises(Rejection):
+            parse_event_obj(ev, now=NOW)          # the HTTP path of the same object
+        return
+    result = parse_value(raw, 0, 0, NOW)
+    if isinstance(result, Rejected):
+        assert result.reason and result.detail
+        return
+    assert isinstance(result, Parsed) and time_in_range(result.time)
+
+    def clean(node: Any) -> None:
+        if isinstance(node, str):
+            assert not has_forbidden_chars(node)
+        elif isinstance(node, dict):
+            if "expires_on" in node:
+                assert date_in_range(date.fromisoformat(node["expires_on"]))
+            for k, v in node.items():
+                clean(k)
+                clean(v)
+        elif isinstance(node, list):
+            for v in node:
+                clean(v)
+        elif isinstance(node, float):
+            assert math.isfinite(node)
+
+    clean(result.data)
+    orjson.dumps(result.data)
+    states, _ = plan_plates({}, {result.plate_key: [result]})
+    state = states[result.plate_key]
+    view_of(state, NOW.date(), NOW)
+    state_to_row(state)
