@@ -13,6 +13,7 @@ import pytest
 import schemathesis
 from api_helpers import insert_event, insert_plate, owner, served_registry
 from hypothesis import HealthCheck, Phase
+from ingest_support import ingest_server, issued
 from schemathesis import checks
 
 from platereg.keys import create_key
@@ -49,7 +50,8 @@ KNOWN = {
 }
 
 
-def _fuzz(base_url: str, key: str) -> dict[str, list[int]]:
+def _fuzz(base_url: str, key: str, known: dict[str, list[dict]] = KNOWN,
+          examples: int = EXAMPLES_PER_OPERATION) -> dict[str, list[int]]:
     schema = schemathesis.openapi.from_url(f"{base_url}/openapi.json")
     statuses: dict[str, list[int]] = {}
 
@@ -60,11 +62,11 @@ def _fuzz(base_url: str, key: str) -> dict[str, list[int]]:
 
     for result in schema.get_all_operations():
         operation = result.ok()
-        for known in KNOWN.get(operation.label, []):
-            call(operation.Case(**known))
+        for request in known.get(operation.label, []):
+            call(operation.Case(**request))
 
         @hypothesis.given(case=operation.as_strategy())
-        @hypothesis.settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None,
+        @hypothesis.settings(max_examples=examples, deadline=None, database=None,
                              derandomize=True, phases=[Phase.explicit, Phase.generate],
                              suppress_health_check=list(HealthCheck))
         def run(case: schemathesis.Case) -> None:
@@ -125,3 +127,17 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     # Generated lookups were audited like any other.
     assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE key_id = $1",
                                operator.split("_")[1]) > 0
+
+
+async def test_schemathesis_on_the_ingest_api(topics, pool) -> None:
+    """The ingest document too: generated bodies of every media type, single and batch."""
+    _, key = await create_key(pool, role="ingest", name="schemathesis", rate_limit=1e6)
+    known = {"POST /v1/events": [
+        {"body": issued("CA-ON/FUZZ1"), "media_type": "application/cloudevents+json"},
+        {"body": [issued("CA-ON/FUZZ2"), issued("CA-ON/FUZZ3")],
+         "media_type": "application/cloudevents-batch+json"},
+        {"body": [issued(f"CA-ON/N{i}") for i in range(1001)], "media_type": "application/json"}]}
+    async with ingest_server(topics) as url:
+        statuses = await asyncio.to_thread(_fuzz, url, key, known, 30)
+    assert 202 in statuses["POST /v1/events"] and 400 in statuses["POST /v1/events"]
+    assert all(s < 500 for s in statuses["POST /v1/events"]), statuses
