@@ -161,5 +161,11 @@ def prometheus_server() -> str:
     return debian_program("prometheus", "prometheus")
 
 
+@pytest.fixture(scope="session")
+def docker_compose() -> str:
+    """Debian's docker-compose (v1): its ``config`` checks the compose file without Docker."""
+    return debian_program("docker-compose", "docker-compose")
+
+
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -158,25 +157,28 @@ def test_only_the_prestart_connects_as_the_superuser_and_no_password_has_a_defau
     assert postgres_env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
 
 
-def _compose_config(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+def _compose_config(env: dict[str, str], tmp_path: Path, docker_compose: str
+                    ) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if k not in PASSWORDS}
     empty = tmp_path / "empty.env"  # not a .env file the developer may keep
     empty.write_text("")
-    return subprocess.run(["docker-compose", "--env-file", str(empty),
+    return subprocess.run([docker_compose, "--env-file", str(empty),
                            "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
                           capture_output=True, text=True, check=False, env={**base, **env})
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
-def test_docker_compose_config_is_clean_with_the_passwords_set(tmp_path: Path) -> None:
-    res = _compose_config({var: f"pw-{i}" for i, var in enumerate(PASSWORDS)}, tmp_path)
+def test_docker_compose_config_is_clean_with_the_passwords_set(tmp_path: Path,
+                                                               docker_compose: str) -> None:
+    res = _compose_config({var: f"pw-{i}" for i, var in enumerate(PASSWORDS)}, tmp_path,
+                          docker_compose)
     assert res.returncode == 0, res.stderr
     assert res.stdout == "" and res.stderr == ""
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
 @pytest.mark.parametrize("missing", PASSWORDS)
-def test_docker_compose_config_fails_without_a_password(missing: str, tmp_path: Path) -> None:
-    res = _compose_config({var: "pw" for var in PASSWORDS if var != missing}, tmp_path)
+def test_docker_compose_config_fails_without_a_password(missing: str, tmp_path: Path,
+                                                        docker_compose: str) -> None:
+    res = _compose_config({var: "pw" for var in PASSWORDS if var != missing}, tmp_path,
+                          docker_compose)
     assert res.returncode != 0
     assert f"set {missing}" in res.stderr
