@@ -67,6 +67,8 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
     asyncpg.TooManyConnectionsError,
+    # the server went away in the middle of an operation ("cannot switch to state ...")
+    asyncpg.InternalClientError,
 )
 #: Errors after which the batch is retried at once.
 RETRY_AT_ONCE: tuple[type[BaseException], ...] = (
@@ -436,7 +438,10 @@ class RegistryConsumer:
         while True:
             async with self.lock:
                 if generation != self.generation:
-                    return   # assignment changed or re-seeked: fetched again from stored offsets
+                    # assignment changed or re-seeked: fetched again from stored offsets
+                    log.info("batch dropped: partitions reassigned or re-seeked since it "
+                             "was fetched", records=len(records))
+                    return
                 expected = {p: self.positions[p] for p in next_offsets if p in self.positions}
                 if len(expected) != len(next_offsets):
                     return

@@ -4,6 +4,14 @@ The consumer runs as real ``platereg consume registry`` processes. The checks
 are exact: every accepted event is in the history once, every plate equals the
 reference fold (tests/integration/consumer_support.py, independent of
 registry.domain), and the stored offsets equal the log ends.
+
+What leaves the registry is counted too. The outboxes (``status_changes``,
+``dlq_messages``) are exactly once: one row per change or rejection. Their
+relays publish at least once (a row is marked done after the broker's ack, so
+a relay killed in between publishes it again), so the topics are checked
+after removing repeats: a repeated status message is byte-identical (same row),
+a repeated DLQ message has the same original partition and offset. With clean
+stops only (the rebalance test) nothing is repeated at all.
 """
 
 from __future__ import annotations
@@ -16,9 +24,11 @@ import time
 
 import asyncpg
 import httpx
+import orjson
 import psutil
 import pytest
 
+from schemas import topics as contract
 from tests.integration.consumer_support import (
     encoded,
     merge_ends,
@@ -30,6 +40,15 @@ from tests.integration.consumer_support import (
     stored_plates,
     unique_first,
     wait_offsets,
+)
+from tests.integration.seam_support import (
+    log_text,
+    metric,
+    ops_port,
+    read_all,
+    scrape,
+    wait_for,
+    wait_relayed,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -68,8 +87,18 @@ def _workload(seed: int, count: int, plates: int) -> list[dict]:
     return events
 
 
+def _messages(events: list[dict], bad_every: int) -> list[tuple[bytes, bytes]]:
+    """The events encoded, with a malformed message after every ``bad_every`` of them."""
+    out = []
+    for i, (key, value) in enumerate(encoded(events), 1):
+        out.append((key, value))
+        if i % bad_every == 0:
+            out.append((key, b'{"truncated": '))
+    return out
+
+
 async def _assert_exact(pool: asyncpg.Pool, events: list[dict], settings,
-                        ends: dict[int, int]) -> None:
+                        ends: dict[int, int], bad: int = 0) -> None:
     accepted = unique_first(events)
     rows = await pool.fetch("SELECT event_id FROM plate_events")
     ids = [r["event_id"] for r in rows]
@@ -80,29 +109,68 @@ async def _assert_exact(pool: asyncpg.Pool, events: list[dict], settings,
         "SELECT partition, next_offset FROM consumer_offsets WHERE consumer_group = $1",
         settings.consumer_group)}
     assert stored == ends
-    assert await pool.fetchval("SELECT count(*) FROM dlq_messages") == 0
+    assert await pool.fetchval("SELECT count(*) FROM dlq_messages") == bad
+    assert await pool.fetchval(
+        "SELECT count(DISTINCT (partition, kafka_offset)) FROM dlq_messages") == bad
+
+
+async def _assert_published(pool: asyncpg.Pool, settings, *, repeats_allowed: bool) -> int:
+    """The topics against the outboxes; returns how many messages were repeats."""
+    await wait_relayed(pool, settings)
+    rows = await pool.fetch("SELECT plate_key, view FROM status_changes ORDER BY seq")
+    sent = [(r["plate_key"].encode(), orjson.dumps(r["view"])) for r in rows]
+    messages = [(m.key, m.value) for m in await read_all(
+        settings, settings.topic(contract.STATUS), timeout=60)]
+    # per plate, the messages with repeats removed are its changes in order
+    first_seen = list(dict.fromkeys(messages))
+    by_key: dict[bytes, list] = {}
+    for key, value in first_seen:
+        by_key.setdefault(key, []).append(value)
+    expected: dict[bytes, list] = {}
+    for key, value in sent:
+        expected.setdefault(key, []).append(value)
+    assert by_key == expected
+    last: dict[bytes, bytes] = {}
+    for key, value in messages:      # a subscriber ends at the plate's latest view
+        last[key] = value
+    assert last == {k: v[-1] for k, v in expected.items()}
+    dlq_rows = await pool.fetch("SELECT partition, kafka_offset, value FROM dlq_messages")
+    dlq = await read_all(settings, settings.topic(contract.DLQ))
+    positions = [(dict(m.headers)[contract.ORIGINAL_PARTITION_HEADER].decode(),
+                  dict(m.headers)[contract.ORIGINAL_OFFSET_HEADER].decode(), m.value)
+                 for m in dlq]
+    assert set(positions) == {(str(r["partition"]), str(r["kafka_offset"]), r["value"])
+                              for r in dlq_rows}
+    repeats = len(messages) - len(sent) + len(positions) - len(dlq_rows)
+    if not repeats_allowed:
+        assert repeats == 0
+    return repeats
 
 
 async def test_sigkill_at_random_moments_applies_each_event_exactly_once(
         topics, pool: asyncpg.Pool, tmp_path) -> None:
     events = _workload(11, 50_000, 3_000)
+    messages = _messages(events, 1000)
+    bad = len(messages) - len(events)
     rng = random.Random(5)
     log = str(tmp_path / "consumer.log")
     proc = start_consumer_process(topics, "--max-records", "2000", log_path=log)
-    producer = asyncio.create_task(produce(topics, encoded(events)))
+    producer = asyncio.create_task(produce(topics, messages))
     kills = 0
+
+    async def committed() -> int:
+        return await pool.fetchval("SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets")
+
     try:
         while kills < 5:
-            # wait until this incarnation has committed something, then kill it mid-stream
-            before = await pool.fetchval("SELECT coalesce(sum(next_offset), 0) "
-                                         "FROM consumer_offsets")
-            deadline = time.monotonic() + 60
-            while (await pool.fetchval("SELECT coalesce(sum(next_offset), 0) "
-                                       "FROM consumer_offsets")) == before:
-                assert proc.poll() is None, open(log).read()[-3000:]
-                assert time.monotonic() < deadline, "consumer made no progress"
-                await asyncio.sleep(0.05)
-            await asyncio.sleep(rng.uniform(0.0, 0.8))
+            # kill this incarnation after a random amount of committed progress
+            target = await committed() + rng.randrange(1, 4000)
+
+            async def progressed(proc=proc, target=target) -> bool:
+                assert proc.poll() is None, log_text(log)[-3000:]
+                return await committed() >= target
+
+            await wait_for(progressed, "the consumer to make progress", timeout=60, every=0.02)
             helpers = psutil.Process(proc.pid).children(recursive=True)
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
@@ -113,43 +181,85 @@ async def test_sigkill_at_random_moments_applies_each_event_exactly_once(
             proc = start_consumer_process(topics, "--max-records", "2000", log_path=log)
         ends = await producer
         await wait_offsets(pool, topics, ends, timeout=180, proc=proc)
+        # the last incarnation's metrics: it caught up (lag 0 on every partition)
+        port = int(re.findall(r"ops server listening.*port=(\d+)", log_text(log))[-1])
+
+        async def no_lag() -> bool:
+            samples = await scrape(port)
+            return all(metric(samples, "platereg_consumer_lag", partition=str(p)) == 0
+                       for p in range(topics.events_partitions)) and any(
+                name == "platereg_consumer_lag" for name, _ in samples)
+
+        await wait_for(no_lag, "the lag gauge to read 0")
+        repeats = await _assert_published(pool, topics, repeats_allowed=True)
     finally:
         if proc.poll() is None:
             stop_process(proc)
         if not producer.done():
             producer.cancel()
     assert kills >= 5
-    with open(log) as f:   # restarts resume at the stored offsets, no spurious reset
-        assert "past the log end" not in f.read()
+    # restarts resume at the stored offsets, no spurious reset
+    assert "past the log end" not in log_text(log)
     total = await pool.fetchval("SELECT count(*) FROM plate_events")
     assert total < len(events)  # the redeliveries were not stored twice
-    await _assert_exact(pool, events, topics, await merge_ends(ends))
+    await _assert_exact(pool, events, topics, await merge_ends(ends), bad=bad)
+    print(f"messages published again after the kills: {repeats}")
+
+
+def _assigned(log: str) -> set[int]:
+    found = re.findall(r"partitions assigned.*?partitions=\[([0-9, ]*)\]", log_text(log))
+    return {int(p) for p in found[-1].split(",") if p.strip()} if found else set()
 
 
 async def test_rebalance_with_consumers_leaving_and_joining(topics, pool: asyncpg.Pool,
                                                             tmp_path) -> None:
     events = _workload(12, 20_000, 1_500)
-    log = str(tmp_path / "consumers.log")
+    messages = _messages(events, 500)
+    bad = len(messages) - len(events)
+    logs = [str(tmp_path / f"consumer{i}.log") for i in range(3)]
     first, second = (start_consumer_process(topics, "--max-records", "500", log_path=log)
-                     for _ in range(2))
+                     for log in logs[:2])
     third = None
+    everyone = set(range(topics.events_partitions))
+    samples = []
     try:
-        half = len(events) // 2
-        ends1 = await produce(topics, encoded(events[:half]))
-        await asyncio.sleep(6)                       # both joined and working
+        ports = [await ops_port(log) for log in logs[:2]]
+
+        async def shared(*members: str) -> bool:
+            held = [_assigned(log) for log in members]
+            return all(held) and set().union(*held) == everyone
+
+        await wait_for(lambda: shared(logs[0], logs[1]), "both consumers to hold partitions")
+        half = len(messages) // 2
+        ends1 = await produce(topics, messages[:half])
+        await wait_offsets(pool, topics, ends1, timeout=120)
+        samples.append(await scrape(ports[0]))      # idle now: nothing left to apply
         assert stop_process(first, signal.SIGTERM) == 0   # leaves the group cleanly
-        third = start_consumer_process(topics, "--max-records", "500", log_path=log)
-        ends2 = await produce(topics, encoded(events[half:]))
+        third = start_consumer_process(topics, "--max-records", "500", log_path=logs[2])
+        ports.append(await ops_port(logs[2]))
+        # the partitions the first one held move to the others; the newcomer gets some
+        await wait_for(lambda: shared(logs[1], logs[2]), "the others to take over", 60)
+        ends2 = await produce(topics, messages[half:])
         ends = await merge_ends(ends1, ends2)
         await wait_offsets(pool, topics, ends, timeout=120)
+        samples += [await scrape(port) for port in ports[1:]]
+        await _assert_published(pool, topics, repeats_allowed=False)
     finally:
         for proc in (first, second, third):
             if proc is not None and proc.poll() is None:
                 stop_process(proc)
-    await _assert_exact(pool, events, topics, ends)
-    with open(log) as f:
-        text = f.read()
-    assert "partitions assigned" in text
+    await _assert_exact(pool, events, topics, ends, bad=bad)
+    # the three processes' counters add up to what was sent, each record counted once
+    accepted = len(unique_first(events))
+
+    def total(name: str, **labels: str) -> float:
+        return sum(metric(s, name, **labels) for s in samples)
+
+    assert total("platereg_events_total", outcome="applied") == accepted
+    assert total("platereg_events_total", outcome="duplicate") == len(events) - accepted
+    assert total("platereg_events_total", outcome="rejected") == bad
+    assert total("platereg_dlq_total", reason="malformed_json") == bad
+    assert total("platereg_event_apply_latency_seconds_count") == len(messages)
 
 
 async def test_postgres_outage_mid_stream_loses_and_doubles_nothing(
@@ -178,11 +288,22 @@ async def test_postgres_outage_mid_stream_loses_and_doubles_nothing(
         ends = await merge_ends(ends1, ends2)
         await wait_offsets(pool, topics, ends, timeout=120, proc=proc)
         await _wait_ready(port, 200)
-        async with httpx.AsyncClient() as client:
-            text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-        assert 'platereg_events_total{outcome="applied"' in text
-        assert "platereg_consumer_lag{partition=" in text
-        assert "platereg_event_apply_latency_seconds_count" in text
+        accepted = len(unique_first(events))
+
+        async def counted() -> dict | None:   # one process, no kill: its counters are exact
+            samples = await scrape(port)
+            lags = [metric(samples, "platereg_consumer_lag", partition=str(p))
+                    for p in range(topics.events_partitions)]
+            done = (metric(samples, "platereg_events_total", outcome="applied") == accepted
+                    and not any(lags))
+            return samples if done else None
+
+        samples = await wait_for(counted, "the counters to reach the events")
+        assert metric(samples, "platereg_events_total", outcome="duplicate") == \
+            len(events) - accepted
+        assert metric(samples, "platereg_events_total", outcome="rejected") == 0
+        # batches retried during the outage are observed once, when they commit
+        assert metric(samples, "platereg_event_apply_latency_seconds_count") == len(events)
     finally:
         if not pg.running:
             pg.start()

@@ -1,0 +1,160 @@
+"""The broker restarts under a running consumer, and ``platereg run`` with its demo load.
+
+The embedded broker keeps nothing in memory across a restart: every topic and
+every log starts again from offset 0, far behind the offsets the registry has
+stored. A consumer left running must reconnect, notice that its stored
+offsets are past the new log ends, start from the new beginnings and apply
+the new events (with the relay publishing the new status changes), with
+nothing applied twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from platereg.embedded import free_port
+from platereg.kafka import ensure_topics
+from schemas import topics as contract
+from tests.integration.consumer_support import (
+    encoded,
+    produce,
+    random_events,
+    reference_fold,
+    start_consumer_process,
+    stop_process,
+    stored_plates,
+    wait_offsets,
+)
+from tests.integration.seam_support import (
+    log_text,
+    metric,
+    ops_port,
+    read_all,
+    scrape,
+    wait_for,
+    wait_relayed,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+async def test_a_running_consumer_recovers_from_a_broker_restart(
+        embedded, topics, pool: asyncpg.Pool, tmp_path) -> None:
+    rng = random.Random(41)
+    keys = [f"CA-PE/B{i:03d}" for i in range(80)]
+    before = random_events(rng, keys, 600)
+    # after the restart: later events for the same plates (and new plates)
+    after = random_events(rng, keys + [f"CA-PE/N{i:02d}" for i in range(20)], 400)
+    for ev in after:
+        ev["time"] = (dt.datetime.fromisoformat(ev["time"].replace("Z", "+00:00"))
+                      + dt.timedelta(days=40)).isoformat().replace("+00:00", "Z")
+    log = str(tmp_path / "consumer.log")
+    proc = start_consumer_process(topics, log_path=log)
+    try:
+        port = await ops_port(log)
+        ends = await produce(topics, encoded(before))
+        await wait_offsets(pool, topics, ends, proc=proc)
+        await wait_relayed(pool, topics)
+        seq_before = await pool.fetchval("SELECT max(seq) FROM status_changes")
+        embedded.kafka.stop()
+        embedded.kafka.start()         # same port, nothing kept
+        await ensure_topics(topics)    # what deployment does for a new broker
+        new_ends = await produce(topics, encoded(after))
+        assert all(new_ends[p] < ends.get(p, 0) for p in new_ends), \
+            "the new logs should be shorter than the stored offsets"
+        await wait_offsets(pool, topics, new_ends, timeout=120, proc=proc)
+        await wait_relayed(pool, topics)
+
+        async def caught_up() -> bool:
+            samples = await scrape(port)
+            return all(metric(samples, "platereg_consumer_lag", partition=str(p)) == 0
+                       for p in range(topics.events_partitions))
+
+        await wait_for(caught_up, "the lag to read 0 on the new logs")
+        messages = await read_all(topics, topics.topic(contract.STATUS))
+        rows = await pool.fetch("SELECT plate_key FROM status_changes WHERE seq > $1", seq_before)
+    finally:
+        assert stop_process(proc) == 0
+    assert await pool.fetchval("SELECT count(*) FROM plate_events") == len(before) + len(after)
+    assert await stored_plates(pool) == reference_fold(before + after)
+    assert sorted(m.key.decode() for m in messages) == sorted(r["plate_key"] for r in rows)
+    assert "past the log end" in log_text(log)
+
+
+# --------------------------------------------------------------------------- make run
+
+def _run_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PLATEREG_")}
+    env.update(PLATEREG_DATA_DIR=str(tmp_path / "data"),
+               PLATEREG_REGISTRY_PORT=str(free_port()), PLATEREG_INGEST_PORT=str(free_port()),
+               PLATEREG_CONSUMER_METRICS_PORT=str(free_port()))
+    return env
+
+
+async def test_platereg_run_demo_load_reaches_the_api(tmp_path) -> None:
+    """`platereg run` as `make run` starts it (demo data on): the demo plates come through
+    the consumer and answer through the registry API with the printed key."""
+    env = _run_env(tmp_path)
+    log_path = tmp_path / "run.log"
+    with open(log_path, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "platereg.cli", "run"], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        await wait_for(lambda: _ready(proc, log_path), "the banner of platereg run", 180, 0.3)
+        text = log_path.read_text()
+        key = re.search(r"Demo operator API key \(shown once\): (\S+)", text).group(1)
+        sample = re.search(r"/v1/plates/([A-Z0-9-]+/[A-Z0-9]+)", text).group(1)
+        dsn = re.search(r"^PostgreSQL .*?: (\S+)$", text, re.M).group(1)
+        base = f"http://127.0.0.1:{env['PLATEREG_REGISTRY_PORT']}"
+        metrics_port = int(env["PLATEREG_CONSUMER_METRICS_PORT"])
+        auth = {"Authorization": f"Bearer {key}", "X-Purpose": "testing"}
+        async with httpx.AsyncClient(base_url=base, headers=auth, timeout=10) as client:
+            r = await client.get(f"/v1/plates/{sample}")
+            assert r.status_code == 200 and r.json()["owner"] is not None
+
+            async def loaded() -> dict | None:      # the whole demo load applied
+                samples = await scrape(metrics_port)
+                lag = [metric(samples, "platereg_consumer_lag", partition=str(p))
+                       for p in range(12)]
+                applied = metric(samples, "platereg_events_total", outcome="applied")
+                return samples if applied > 1000 and not any(lag) else None
+
+            samples = await wait_for(loaded, "the demo load to be applied", 120, 0.5)
+            assert metric(samples, "platereg_events_total", outcome="rejected") > 0
+            conn = await asyncpg.connect(dsn)
+            try:
+                keys = [r["plate_key"] for r in await conn.fetch(
+                    "SELECT plate_key FROM plates WHERE issued ORDER BY random() LIMIT 200")]
+                issued = await conn.fetchval("SELECT count(*) FROM plates WHERE issued")
+            finally:
+                await conn.close()
+            assert issued > 1000
+            r = await client.post("/v1/plates/lookup", json={"plates": [
+                dict(zip(("jurisdiction", "plate"), k.split("/"), strict=True)) for k in keys]})
+            statuses = [v["status"] for v in r.json()["results"]]
+            assert len(statuses) == 200 and "unknown" not in statuses
+            hot = await client.get("/v1/hotlist")
+            assert hot.status_code == 200 and hot.json()["entries"]
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+
+
+async def _ready(proc: subprocess.Popen, log_path: Path) -> bool:
+    assert proc.poll() is None, log_path.read_text()[-4000:]
+    return "Press Ctrl-C" in log_path.read_text()
+
+
