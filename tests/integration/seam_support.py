@@ -125,15 +125,19 @@ async def scrape(port: int) -> dict:
         return parse_metrics((await client.get(f"http://127.0.0.1:{port}/metrics")).text)
 
 
+def listening_ports(text: str) -> list[int]:
+    """The metrics ports in a consumer log's "ops server listening" lines (console or JSON
+    format), oldest first."""
+    found = (re.search(r'\bport"?[=:] ?(\d+)', line) for line in text.splitlines()
+             if "ops server listening" in line)
+    return [int(m.group(1)) for m in found if m]
+
+
 async def ops_port(log_path: str, timeout: float = 30.0) -> int:
     """The metrics port a child consumer printed when it started."""
-    def find() -> int | None:
-        with open(log_path, errors="replace") as f:
-            found = re.search(r"ops server listening.*port=(\d+)", f.read())
-        return int(found.group(1)) if found else None
-
     async def check() -> int | None:
-        return find()
+        ports = listening_ports(log_text(log_path))
+        return ports[-1] if ports else None
 
     return await wait_for(check, "the consumer's ops server", timeout)
 

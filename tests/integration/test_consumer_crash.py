@@ -42,6 +42,7 @@ from tests.integration.consumer_support import (
     wait_offsets,
 )
 from tests.integration.seam_support import (
+    listening_ports,
     log_text,
     metric,
     ops_port,
@@ -52,17 +53,6 @@ from tests.integration.seam_support import (
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-async def _ops_port(log: str, timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(log) as f:
-            found = re.search(r"ops server listening.*port=(\d+)", f.read())
-        if found:
-            return int(found.group(1))
-        await asyncio.sleep(0.1)
-    raise AssertionError("the consumer did not start its ops server")
 
 
 async def _wait_ready(port: int, want: int, timeout: float = 30) -> None:
@@ -182,7 +172,7 @@ async def test_sigkill_at_random_moments_applies_each_event_exactly_once(
         ends = await producer
         await wait_offsets(pool, topics, ends, timeout=180, proc=proc)
         # the last incarnation's metrics: it caught up (lag 0 on every partition)
-        port = int(re.findall(r"ops server listening.*port=(\d+)", log_text(log))[-1])
+        port = listening_ports(log_text(log))[-1]
 
         async def no_lag() -> bool:
             samples = await scrape(port)
@@ -263,13 +253,17 @@ async def test_rebalance_with_consumers_leaving_and_joining(topics, pool: asyncp
 
 
 async def test_postgres_outage_mid_stream_loses_and_doubles_nothing(
-        embedded, topics, pool: asyncpg.Pool, tmp_path) -> None:
+        embedded, topics, pool: asyncpg.Pool, tmp_path, monkeypatch) -> None:
+    # JSON logs: the console format renders each traceback with rich, which on a loaded
+    # machine blocks the consumer's event loop for a second or two per warning, and
+    # asyncpg logs one per reconnection attempt; /readyz and /healthz then time out.
+    monkeypatch.setenv("PLATEREG_LOG_FORMAT", "json")
     events = _workload(13, 15_000, 1_000)
     log = str(tmp_path / "consumer.log")
     proc = start_consumer_process(topics, "--max-records", "500", log_path=log)
     pg = embedded.pg
     try:
-        port = await _ops_port(log)
+        port = await ops_port(log)
         await _wait_ready(port, 200)
         ends1 = await produce(topics, encoded(events[:5_000]))
         await wait_offsets(pool, topics, {p: 1 for p in ends1}, timeout=60, proc=proc,
