@@ -32,6 +32,11 @@ log = get_logger(__name__)
 
 AUDIT_COLUMNS = ("at", "key_id", "kind", "jurisdiction", "plate", "purpose", "result")
 PURGE_LOCK_ID = 0x706C617465617564  # advisory lock shared by every purge (CLI and schedule)
+#: A flush that fails with one of these is retried. asyncpg raises InternalClientError
+#: ("release() called on a free connection holder", "cannot switch to state ...") when
+#: the server goes away in the middle of an operation.
+FLUSH_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)
 AuditRow = tuple[dt.datetime, str, str, str, str, str | None, str]
 
 
@@ -98,7 +103,7 @@ class AuditWriter:
             try:
                 await self.flush()
                 backoff = self.interval
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except FLUSH_ERRORS as exc:
                 self.failed_flushes += 1
                 log.warning("audit flush failed; will retry", error_type=type(exc).__name__,
                             pending=self.pending)
@@ -113,10 +118,11 @@ class AuditWriter:
                 async with self.pool.acquire() as conn:
                     await conn.copy_records_to_table("audit_log", records=batch,
                                                      columns=AUDIT_COLUMNS)
-                # Drop the rows only once PostgreSQL has them (new ones were appended behind).
-                del self._buffer[: len(batch)]
-                total += len(batch)
-                self.written += len(batch)
+                    # Drop the rows once PostgreSQL has them (new ones were appended
+                    # behind), before the release, which can fail if the server goes away.
+                    del self._buffer[: len(batch)]
+                    total += len(batch)
+                    self.written += len(batch)
         return total
 
     async def stop(self, timeout: float = 30.0) -> None:
@@ -131,7 +137,7 @@ class AuditWriter:
         while self._buffer:
             try:
                 await self.flush()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except FLUSH_ERRORS as exc:
                 if asyncio.get_running_loop().time() > deadline:
                     log.error("audit rows lost at shutdown", count=self.pending,
                               error_type=type(exc).__name__)

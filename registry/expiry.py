@@ -103,8 +103,8 @@ async def run_sweeper(settings: Settings, stop: asyncio.Event,
                         if await sweep(conn, settings.tz, now) and wakeup is not None:
                             wakeup.set()
                     swept_for = today
-                except (TimeoutError, OSError, asyncpg.PostgresError,
-                        asyncpg.InterfaceError) as exc:
+                except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                        asyncpg.InternalClientError) as exc:   # server gone mid-operation
                     log.warning("expiry sweep failed; retrying", error=type(exc).__name__)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), check_every if swept_for == today else 5)
