@@ -41,6 +41,10 @@ NOTICES = Counter("platereg_notices", "Notices created.", ["kind"])
 NOTICE_DELIVERIES = Counter(
     "platereg_notice_deliveries", "Notice delivery attempts.", ["channel", "outcome"]
 )
+NOTICE_SCHEDULER_LAST_RUN = Gauge(
+    "platereg_notice_scheduler_last_run_timestamp_seconds",
+    "Unix time the notice scheduler last finished a run.",
+)
 
 
 # Beyond the contract's list, for the alert rules (deploy/prometheus/rules).

@@ -115,6 +115,28 @@ class Settings(BaseSettings):
                     "(the probes are not counted).")
     kafka_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
 
+    # --- notices -------------------------------------------------------------
+    owner_page_url: str = Field(
+        default="http://127.0.0.1:8080/owner/",
+        description="Owner page; notices link to it with a one-time sign-in token.")
+    smtp_host: str = Field(default="127.0.0.1", description="SMTP server for e-mail notices.")
+    smtp_port: int = Field(default=8025, ge=1, le=65535)
+    smtp_tls: Literal["none", "starttls", "tls"] = "none"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    notice_from: str = Field(default="Plate Registry <notices@platereg.localhost>")
+    sms_gateway_url: str | None = Field(default=None, description="SMS gateway (HTTP POST).")
+    plate_display_url: str | None = Field(
+        default=None, description="Smart plate device gateway (HTTP POST {device_id, message}).")
+    notice_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default=[], description="Webhook signing secrets, comma-separated (two while rotating).")
+    notice_http_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    notice_retry_initial_seconds: float = Field(default=2.0, gt=0, le=3600)
+    notice_retry_max_seconds: float = Field(default=900.0, gt=0, le=86400)
+    notice_concurrency: int = Field(default=32, ge=1, le=1000)
+    notices_scheduler_port: int = Field(default=9103, ge=0, le=65535)
+    notices_dispatcher_port: int = Field(default=9104, ge=0, le=65535)
+
     # --- logging -------------------------------------------------------------
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -139,6 +161,14 @@ class Settings(BaseSettings):
         if not value or any(d < 1 or d > 366 for d in value):
             raise ValueError("must be a comma-separated list of days between 1 and 366")
         return sorted(set(value), reverse=True)
+
+    @field_validator("notice_webhook_secrets", mode="before")
+    @classmethod
+    def _parse_secrets(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list) and len(value) > 2:
+            raise ValueError("at most two secrets (the current one and the next)")
+        return value
 
     @property
     def tz(self) -> ZoneInfo:

@@ -35,6 +35,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from notifications.events import record_batch_notices
 from platereg import metrics
 from platereg.clock import Clock
 from platereg.db import create_pool, ping
@@ -97,6 +98,7 @@ class Outcome:
     refolded: int = 0
     quarantined: list[str] = field(default_factory=list)   # reasons of plates newly quarantined
     quarantined_events: Counter = field(default_factory=Counter)   # type -> n, stored unfolded
+    notices: Counter = field(default_factory=Counter)       # kind -> n
 
 
 async def apply_batch(
@@ -167,6 +169,10 @@ async def _fold_plates(conn: asyncpg.Connection, by_plate: dict[str, list[Parsed
     changes = status_changes(old, new_states, today_in(tz, now), now)
     await store.insert_status_changes(conn, changes)
     out.status_changes = len(changes)
+    # Owner notices of the applied events (contract section 4), in this transaction.
+    out.notices = await record_batch_notices(
+        conn, old, new_states, {k: v for k, v in fold_now.items() if k in new_states},
+        {k: hist[k] for k in refold if k in new_states} if refold else {}, now)
     for key, events in by_plate.items():
         counter = out.applied if key in new_states else out.quarantined_events
         for ev in events:
@@ -507,6 +513,8 @@ class RegistryConsumer:
             metrics.QUARANTINED_PLATES.inc()
             log.warning("plate quarantined: its stored history cannot be folded "
                         "(see `platereg quarantine list`)", reason=reason)
+        for kind, n in outcome.notices.items():
+            metrics.NOTICES.labels(kind).inc(n)
         for rej in outcome.rejected:
             metrics.EVENTS.labels(rej.type_label, "rejected").inc()
             metrics.DLQ.labels(rej.reason).inc()

@@ -32,6 +32,7 @@ class Channel(StrEnum):
     SMS = "sms"
     WEBHOOK = "webhook"
     PLATE_DISPLAY = "plate_display"
+    PAPER = "paper"
 
 
 class Notice(BaseModel):

@@ -1,0 +1,190 @@
+"""Delivery channels: e-mail (SMTP), SMS and plate display gateways, webhooks.
+
+Each ``send`` makes one attempt and returns a :class:`Result`: ``sent``,
+``retry`` (network errors, timeouts, 5xx, 429 with its ``Retry-After``) or
+``failed`` (any other 4xx, a refused recipient). Every HTTP request carries
+``Idempotency-Key: <notice_id>:<channel>``, so a receiver can drop repeats;
+webhooks are signed ``X-Signature: t=<unix>,v1=<hex HMAC-SHA256("<t>.<body>")>``
+with each configured secret. Errors are reported by type and status only.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from typing import Any
+
+import aiosmtplib
+import httpx
+import orjson
+
+from notifications.render import Texts
+from platereg.settings import Settings
+
+#: The longest Retry-After honoured (a gateway asking for more is retried then).
+MAX_RETRY_AFTER = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    outcome: str                       # sent, retry, failed
+    status_code: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What a channel needs to deliver one notice."""
+
+    notice_id: str
+    channel: str
+    message: dict[str, Any]            # the notice message (contract section 4)
+    recipient: dict[str, Any]
+    texts: Texts
+    webhook_url: str | None = None
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.notice_id}:{self.channel}"
+
+
+def sign(body: bytes, secrets: list[str], t: int | None = None) -> str:
+    """The ``X-Signature`` value: one ``v1`` per secret."""
+    t = int(time.time()) if t is None else t
+    sigs = [hmac.new(s.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+            for s in secrets]
+    return ",".join([f"t={t}", *(f"v1={s}" for s in sigs)])
+
+
+def verify(header: str, body: bytes, secret: str, *, now: float | None = None,
+           tolerance: float = 300.0) -> bool:
+    """What a receiver does: a fresh ``t`` and one ``v1`` matching its secret."""
+    parts = [p.split("=", 1) for p in header.split(",") if "=" in p]
+    ts = [v for k, v in parts if k == "t"]
+    if len(ts) != 1 or not ts[0].isdigit():
+        return False
+    t = int(ts[0])
+    if abs((time.time() if now is None else now) - t) > tolerance:
+        return False
+    expected = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return any(k == "v1" and hmac.compare_digest(v, expected) for k, v in parts)
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds (a number or an HTTP date), capped; None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    delta = when.timestamp() - (time.time() if now is None else now)
+    return min(max(delta, 0.0), MAX_RETRY_AFTER)
+
+
+def classify_response(response: httpx.Response) -> Result:
+    code = response.status_code
+    if 200 <= code < 300:
+        return Result("sent", code)
+    if code == 429 or code >= 500:
+        return Result("retry", code, f"HTTP {code}",
+                      retry_after_seconds(response.headers.get("retry-after")))
+    return Result("failed", code, f"HTTP {code}")
+
+
+async def post(client: httpx.AsyncClient, url: str, body: bytes,
+               headers: dict[str, str]) -> Result:
+    try:
+        response = await client.post(url, content=body, headers={
+            "Content-Type": "application/json", **headers})
+    except httpx.TimeoutException as exc:
+        return Result("retry", None, f"timeout: {type(exc).__name__}")
+    except httpx.TransportError as exc:
+        return Result("retry", None, f"network: {type(exc).__name__}")
+    return classify_response(response)
+
+
+class Channels:
+    """The senders, with one HTTP client; ``send`` picks by channel name."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client = httpx.AsyncClient(timeout=settings.notice_http_timeout_seconds)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def send(self, d: Delivery) -> Result:
+        if d.channel == "email":
+            return await self.email(d)
+        if d.channel == "sms":
+            return await self.http(self.settings.sms_gateway_url, d, {
+                "to": d.recipient.get("phone"), "message": d.texts.sms})
+        if d.channel == "plate_display":
+            return await self.http(self.settings.plate_display_url, d, {
+                "device_id": d.recipient.get("device_id"), "message": d.texts.display})
+        if d.channel == "webhook":
+            return await self.webhook(d)
+        return Result("failed", None, f"no sender for channel {d.channel}")
+
+    async def http(self, url: str | None, d: Delivery, payload: dict) -> Result:
+        if not url:
+            return Result("failed", None, f"{d.channel} gateway not configured")
+        return await post(self.client, url, orjson.dumps(payload),
+                          {"Idempotency-Key": d.idempotency_key})
+
+    async def webhook(self, d: Delivery) -> Result:
+        if not d.webhook_url:
+            return Result("failed", None, "no webhook URL")
+        secrets = [s.get_secret_value() for s in self.settings.notice_webhook_secrets]
+        if not secrets:
+            return Result("failed", None, "no webhook secret configured")
+        body = orjson.dumps(d.message)
+        return await post(self.client, d.webhook_url, body, {
+            "Idempotency-Key": d.idempotency_key, "X-Signature": sign(body, secrets)})
+
+    def email_message(self, d: Delivery) -> EmailMessage:
+        msg = EmailMessage()
+        msg["From"] = self.settings.notice_from
+        msg["To"] = email.utils.formataddr((d.recipient.get("name") or "",
+                                            d.recipient.get("email") or ""))
+        msg["Subject"] = d.texts.subject
+        domain = self.settings.notice_from.rsplit("@", 1)[-1].strip("> ") or "platereg"
+        msg["Message-ID"] = f"<{d.notice_id}.{d.channel}@{domain}>"
+        msg["Date"] = email.utils.formatdate(localtime=False)
+        msg["Content-Language"] = d.message.get("language", "en")
+        msg.set_content(d.texts.text)
+        msg.add_alternative(d.texts.html, subtype="html")
+        return msg
+
+    async def email(self, d: Delivery) -> Result:
+        if not d.recipient.get("email"):
+            return Result("failed", None, "no e-mail address")
+        s = self.settings
+        try:
+            await aiosmtplib.send(
+                self.email_message(d), hostname=s.smtp_host, port=s.smtp_port,
+                username=s.smtp_username,
+                password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+                use_tls=s.smtp_tls == "tls", start_tls=s.smtp_tls == "starttls",
+                timeout=s.notice_http_timeout_seconds)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            if all(c >= 500 for c in codes):
+                return Result("failed", codes[0] if codes else None, "recipient refused")
+            return Result("retry", codes[0] if codes else None, "recipient deferred")
+        except aiosmtplib.SMTPResponseException as exc:
+            if 500 <= exc.code < 600:
+                return Result("failed", exc.code, f"SMTP {exc.code}")
+            return Result("retry", exc.code, f"SMTP {exc.code}")
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            return Result("retry", None, f"network: {type(exc).__name__}")
+        return Result("sent", 250)

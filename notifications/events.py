@@ -1,0 +1,68 @@
+"""Event-driven notices, made in the registry consumer's batch transaction.
+
+``record_batch_notices`` is the one call the consumer makes: from the plates'
+states before the batch, the new events and (for re-folded plates) their
+history, it creates one notice per notifying event per recipient, and queues
+for the scheduler the plates whose expiry, issue or cancellation changed.
+Nothing here commits: it all commits or rolls back with the batch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Mapping, Sequence
+
+import asyncpg
+
+from notifications import rules, store
+from registry.batch import Parsed
+from registry.domain import HistoryEvent, PlateState
+
+
+def _applied(events: Sequence[Parsed] | Sequence[HistoryEvent]) -> list[rules.AppliedEvent]:
+    out = [rules.AppliedEvent(e.event_id, e.type, e.time, e.data or {}) for e in events]
+    return sorted(out, key=lambda e: e.sort_key)
+
+
+def batch_drafts(old: Mapping[str, PlateState], new_states: Mapping[str, PlateState],
+                 by_plate: Mapping[str, Sequence[Parsed]],
+                 history: Mapping[str, Sequence[HistoryEvent]]) -> list[rules.Draft]:
+    """Pure: the notices of one batch (``history`` holds the re-folded plates')."""
+    drafts: list[rules.Draft] = []
+    for key in sorted(by_plate):
+        events = by_plate[key]
+        if not any(e.type in rules.EVENT_KINDS for e in events):
+            continue
+        first = events[0]
+        fresh = PlateState(jurisdiction=first.jurisdiction, plate=first.plate)
+        if key in history:
+            drafts += rules.event_drafts(fresh, _applied(history[key]),
+                                         {e.event_id for e in events})
+        else:
+            drafts += rules.event_drafts(old.get(key) or fresh, _applied(events),
+                                         {e.event_id for e in events})
+    return drafts
+
+
+def schedule_changed(old: Mapping[str, PlateState], new_states: Mapping[str, PlateState]
+                     ) -> list[str]:
+    """Plates whose reminders may have changed: expiry, issue or cancellation."""
+    out = []
+    for key, after in new_states.items():
+        before = old.get(key)
+        if before is None or (before.expires_on, before.issued, before.cancelled) != (
+                after.expires_on, after.issued, after.cancelled):
+            if after.issued:
+                out.append(key)
+    return out
+
+
+async def record_batch_notices(conn: asyncpg.Connection, old: Mapping[str, PlateState],
+                               new_states: Mapping[str, PlateState],
+                               by_plate: Mapping[str, Sequence[Parsed]],
+                               history: Mapping[str, Sequence[HistoryEvent]],
+                               now: dt.datetime) -> Counter:
+    """Create the batch's notices and queue rechecks; returns notices made per kind."""
+    await store.queue_rechecks(conn, schedule_changed(old, new_states))
+    return await store.insert_drafts(conn, batch_drafts(old, new_states, by_plate, history), now)

@@ -1,0 +1,100 @@
+"""The notice scheduler: renewal reminders and ``expired`` notices, once each.
+
+A run on the registry's ``today`` (``PLATEREG_TIMEZONE``) reads only the
+plates whose window opened since the last finished run (an index range on
+``plates.expires_on``) and the plates the registry consumer queued because
+their expiry or cancellation changed; it never reads every plate. Notices are
+created with ``ON CONFLICT DO NOTHING`` against a unique (plate, expires_on,
+window) key, so several scheduler replicas never make one twice. The clock is
+injected so that tests can move it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import asyncpg
+
+from notifications import rules, store
+from platereg import metrics
+from platereg.db import create_pool
+from platereg.logging import get_logger
+from platereg.settings import Settings
+from registry.domain import state_from_row, today_in
+
+log = get_logger(__name__)
+
+RUN_NAME = "scheduler"
+RECHECK_BATCH = 5000
+Clock = Callable[[], dt.datetime]
+
+
+def system_clock() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _drafts(rows: list, today: dt.date, days: list[int]) -> list[rules.Draft]:
+    seen: set[str] = set()
+    out = []
+    for r in rows:
+        if r["plate_key"] in seen:
+            continue
+        seen.add(r["plate_key"])
+        draft = rules.window_draft(state_from_row(r), today, days)
+        if draft is not None:
+            out.append(draft)
+    return sorted(out, key=lambda d: d.plate_key)   # one insert order: no deadlocks
+
+
+async def run_once(conn: asyncpg.Connection, settings: Settings, now: dt.datetime) -> Counter:
+    """One scheduler run at ``now``; returns the notices created per kind."""
+    today = today_in(settings.tz, now)
+    days = settings.renewal_reminder_days
+    created: Counter = Counter()
+    async with conn.transaction():
+        dates = rules.due_dates(await store.last_day(conn, RUN_NAME), today, days)
+        rows = await store.plates_expiring_on(conn, dates)
+        created += await store.insert_drafts(conn, _drafts(rows, today, days), now)
+        await store.set_last_day(conn, RUN_NAME, today)
+    while True:
+        async with conn.transaction():
+            rows = await store.take_rechecks(conn, RECHECK_BATCH)
+            created += await store.insert_drafts(conn, _drafts(rows, today, days), now)
+        if len(rows) < RECHECK_BATCH:
+            break
+    for kind, n in created.items():
+        metrics.NOTICES.labels(kind).inc(n)
+    metrics.NOTICE_SCHEDULER_LAST_RUN.set(time.time())
+    log.info("notice scheduler run", day=today.isoformat(), dates=len(dates),
+             created=sum(created.values()))
+    return created
+
+
+async def run_scheduler(settings: Settings, stop: asyncio.Event, *,
+                        clock: Clock = system_clock, every: float = 30.0,
+                        wakeup: asyncio.Event | None = None) -> None:
+    """Run every ``every`` seconds until ``stop``; sets ``wakeup`` when it made notices."""
+    pool: asyncpg.Pool | None = None
+    try:
+        while not stop.is_set():
+            try:
+                if pool is None:
+                    pool = await create_pool(settings.dsn(), min_size=1, max_size=1,
+                                             retry_for=2)
+                async with pool.acquire() as conn:
+                    if await run_once(conn, settings, clock()) and wakeup is not None:
+                        wakeup.set()
+            except (TimeoutError, OSError, asyncpg.PostgresError,
+                    asyncpg.InterfaceError) as exc:
+                log.warning("notice scheduler run failed; retrying", error=type(exc).__name__)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
+    finally:
+        if pool is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pool.close(), 2)

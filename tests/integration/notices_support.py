@@ -1,0 +1,157 @@
+"""Helpers of the notices tests: applying events through the consumer's batch
+function, a scriptable HTTP sink, an SMTP catcher, and notice queries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import orjson
+
+from platereg.settings import Settings
+from registry import store as registry_store
+from registry.batch import Record, parse_values
+from registry.consumer import apply_batch
+
+GROUP, TOPIC = "notices-test", "notices-test.events"
+
+
+def event(kind: str, subject: str, time: dt.datetime, data: dict | None = None,
+          source: str = "/registry/office/1") -> dict:
+    ev = {"specversion": "1.0", "id": str(uuid.uuid4()), "source": source, "type": kind,
+          "time": time.astimezone(dt.UTC).isoformat().replace("+00:00", "Z"),
+          "subject": subject}
+    if data is not None:
+        ev["data"] = data
+    return ev
+
+
+async def apply_events(pool: asyncpg.Pool, settings: Settings, events: list[dict],
+                       now: dt.datetime) -> Any:
+    """Apply events with the registry consumer's own batch transaction (no broker)."""
+    async with pool.acquire() as conn:
+        start = (await registry_store.ensure_offsets(conn, GROUP, TOPIC, {0: 0}))[0]
+        records = [Record(0, start + i, orjson.dumps(e)) for i, e in enumerate(events)]
+        parsed = parse_values(records, now)
+        async with conn.transaction():
+            out = await apply_batch(conn, group=GROUP, topic=TOPIC, expected={0: start},
+                                    next_offsets={0: start + len(events)}, parsed=parsed,
+                                    raw={}, tz=settings.tz, now=now)
+    assert not out.rejected, [(r.reason, r.detail) for r in out.rejected]
+    return out
+
+
+def owner(n: int, *, email: bool = True, phone: bool = False, language: str = "en",
+          address: bool = False) -> dict:
+    o: dict[str, Any] = {"owner_id": f"own-{n}", "name": f"Owner {n}", "language": language}
+    if email:
+        o["email"] = f"owner{n}@example.org"
+    if phone:
+        o["phone"] = f"+1555010{n % 100:02d}"
+    if address:
+        o["address"] = {"lines": [f"{n} Main Street"], "city": "Ottawa", "region": "ON",
+                        "postal_code": "K1A 0A1", "country": "CA"}
+    return o
+
+
+def issued(subject: str, expires: dt.date, when: dt.datetime, o: dict,
+           device_id: str | None = None) -> dict:
+    data = {"plate_class": "passenger", "expires_on": expires.isoformat(),
+            "vehicle": {"vin": "V1", "make": "Kia", "model": "Rio", "year": 2020,
+                        "colour": "red"}, "owner": o}
+    if device_id:
+        data["device_id"] = device_id
+    return event("plate.issued", subject, when, data)
+
+
+# --------------------------------------------------------------------------- HTTP sink
+
+@dataclass
+class Request:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class HttpSink:
+    """A real HTTP server; ``respond(request) -> (status, headers)`` or None to hang."""
+
+    respond: Callable[[Request], tuple[int, dict[str, str]] | None] = (
+        lambda r: (200, {}))
+    requests: list[Request] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    port: int = 0
+    _server: asyncio.base_events.Server | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> HttpSink:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1]
+                headers = {k.strip().lower(): v.strip() for k, _, v in
+                           (ln.partition(":") for ln in lines[1:] if ln)}
+                body = await reader.readexactly(int(headers.get("content-length", "0")))
+                req = Request(path, headers, body)
+                self.requests.append(req)
+                self.arrived.set()
+                answer = self.respond(req)
+                if answer is None:
+                    await asyncio.sleep(3600)      # hang: the client times out
+                    return
+                status, extra = answer
+                hdrs = "".join(f"{k}: {v}\r\n" for k, v in extra.items())
+                writer.write(f"HTTP/1.1 {status} X\r\n{hdrs}Content-Length: 0\r\n\r\n".encode())
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def http_sink(respond: Callable[[Request], tuple[int, dict[str, str]] | None]
+                    = lambda r: (200, {})) -> AsyncIterator[HttpSink]:
+    sink = await HttpSink(respond=respond).start()
+    try:
+        yield sink
+    finally:
+        await sink.stop()
+
+
+async def wait_until(check: Callable[[], Any], timeout: float = 30.0,
+                     what: str = "condition") -> Any:
+    """Poll an async or sync check until it returns a truthy value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
