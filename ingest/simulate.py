@@ -203,6 +203,12 @@ JURISDICTIONS = (
 INSURERS = ("/insurance/intact", "/insurance/desjardins", "/insurance/aviva",
             "/insurance/td", "/insurance/geico")
 LETTERS = "ABCDEFGHJKLMNPRSTVWXYZ"
+# Fictional addresses (street and town names that are not meant to be real ones).
+EN_STREETS = ["Maple Lane", "Birch Crescent", "Heron Way", "Juniper Road", "Quarry Street"]
+FR_STREETS = ["rue des Érables", "chemin du Héron", "avenue des Pins", "rang des Bouleaux",
+              "rue de la Carrière"]
+FICTIONAL_CITIES = ["Maplewood Falls", "Port Heron", "Lac-Brumeux", "Pine Hollow",
+                    "Saint-Fictif"]
 
 # Yearly rates of the random life events, and the chances of the scheduled ones.
 RATES = {"insurance": 0.05, "fines": 0.02, "emissions": 0.02, "stolen": 0.01,
@@ -354,7 +360,23 @@ class PlateLife:
         if "email" not in owner or rng.random() < 0.6:
             owner["phone"] = self._phone()
         owner["language"] = "fr" if french else "en"
+        owner["address"] = self._address(owner["owner_id"], french)
         return owner
+
+    def _address(self, owner_id: str, french: bool) -> dict[str, Any]:
+        """A fictional postal address, from its own generator (the main stream is unchanged)."""
+        rng = random.Random(owner_id)
+        street = rng.choice(FR_STREETS if french else EN_STREETS)
+        country, _, region = self.jur.code.partition("-")
+        if country == "CA":
+            postal = (f"{rng.choice('ABCEGHJKLMNPRSTVXY')}{rng.randint(0, 9)}"
+                      f"{rng.choice(LETTERS)} {rng.randint(0, 9)}{rng.choice(LETTERS)}"
+                      f"{rng.randint(0, 9)}")
+        else:
+            postal = f"{rng.randint(10000, 99999)}"
+        return {"lines": [f"{rng.randint(1, 9999)} {street}"],
+                "city": rng.choice(FICTIONAL_CITIES), "region": region,
+                "postal_code": postal, "country": country}
 
     def _phone(self) -> str:
         """A fictional North American number (555-0100 to 555-0199 are reserved for fiction)."""

@@ -30,7 +30,7 @@ from urllib.parse import urlencode
 import asyncpg
 import orjson
 from aiokafka.errors import KafkaError
-from tenacity import RetryCallState, wait_exponential_jitter
+from tenacity import RetryCallState, wait_exponential, wait_random
 
 from notifications import rules, store
 from notifications.channels import Channels, Delivery, Result
@@ -55,9 +55,9 @@ def dispatcher_group(settings: Settings) -> str:
 
 def backoff(settings: Settings, attempt: int) -> float:
     """Seconds before attempt ``attempt + 1``: tenacity's exponential backoff with jitter."""
-    wait = wait_exponential_jitter(initial=settings.notice_retry_initial_seconds,
-                                   max=settings.notice_retry_max_seconds,
-                                   jitter=settings.notice_retry_initial_seconds)
+    initial = settings.notice_retry_initial_seconds
+    wait = (wait_exponential(multiplier=initial, max=settings.notice_retry_max_seconds)
+            + wait_random(0, initial))
     state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
     state.attempt_number = attempt
     return float(wait(state))
@@ -80,7 +80,7 @@ async def sign_in_link(conn: asyncpg.Connection, settings: Settings, owner_id: s
     """A one-time owner page link; only the token's SHA-256 is stored."""
     token = secrets.token_urlsafe(32)
     await store.store_token(conn, hashlib.sha256(token.encode()).hexdigest(), owner_id,
-                            notice_id, now + dt.timedelta(days=TOKEN_DAYS))
+                            notice_id, now, now + dt.timedelta(days=TOKEN_DAYS))
     sep = "&" if "?" in settings.owner_page_url else "?"
     return f"{settings.owner_page_url}{sep}{urlencode({'token': token})}"
 
@@ -215,7 +215,8 @@ class Dispatcher:
             async with self.pool.acquire() as conn:
                 delivery = await build_delivery(conn, self.settings, row, channel)
             result = await self.channels.send(delivery)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure is one failed attempt
+            log.warning("delivery attempt raised", channel=channel, error=type(exc).__name__)
             result = Result("retry", None, f"error: {type(exc).__name__}")
         outcome, delay = decide(result, attempt, self.settings)
         async with self.pool.acquire() as conn:

@@ -16,12 +16,12 @@ import contextlib
 import datetime as dt
 import time
 from collections import Counter
-from collections.abc import Callable
 
 import asyncpg
 
 from notifications import rules, store
 from platereg import metrics
+from platereg.clock import Clock
 from platereg.db import create_pool
 from platereg.logging import get_logger
 from platereg.settings import Settings
@@ -31,11 +31,6 @@ log = get_logger(__name__)
 
 RUN_NAME = "scheduler"
 RECHECK_BATCH = 5000
-Clock = Callable[[], dt.datetime]
-
-
-def system_clock() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _drafts(rows: list, today: dt.date, days: list[int]) -> list[rules.Draft]:
@@ -76,9 +71,12 @@ async def run_once(conn: asyncpg.Connection, settings: Settings, now: dt.datetim
 
 
 async def run_scheduler(settings: Settings, stop: asyncio.Event, *,
-                        clock: Clock = system_clock, every: float = 30.0,
+                        clock: Clock | None = None, every: float = 30.0,
                         wakeup: asyncio.Event | None = None) -> None:
-    """Run every ``every`` seconds until ``stop``; sets ``wakeup`` when it made notices."""
+    """Run every ``every`` seconds until ``stop``; sets ``wakeup`` when it made notices.
+
+    ``clock`` (default: the settings' registry clock) says what "now" is."""
+    clock = clock or Clock.from_settings(settings)
     pool: asyncpg.Pool | None = None
     try:
         while not stop.is_set():
@@ -87,7 +85,7 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event, *,
                     pool = await create_pool(settings.dsn(), min_size=1, max_size=1,
                                              retry_for=2)
                 async with pool.acquire() as conn:
-                    if await run_once(conn, settings, clock()) and wakeup is not None:
+                    if await run_once(conn, settings, clock.now()) and wakeup is not None:
                         wakeup.set()
             except (TimeoutError, OSError, asyncpg.PostgresError,
                     asyncpg.InterfaceError) as exc:

@@ -116,7 +116,7 @@ def apply(state: PlateState, event_type: str, data: Mapping[str, Any] | None,
         if state.owner is not None:
             owner = dict(state.owner)
             owner.update({k: v for k, v in data.items()
-                          if k in ("name", "email", "phone", "language")})
+                          if k in ("name", "email", "phone", "language", "address")})
             changes["owner"] = owner
     elif event_type == "plate.cancelled":
         changes["cancelled"] = True

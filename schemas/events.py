@@ -187,6 +187,18 @@ class Vehicle(BaseModel):
     colour: Text50
 
 
+class Address(BaseModel):
+    """A postal address (paper notices are sent to it)."""
+
+    model_config = STRICT_INPUT
+
+    lines: list[Text100] = Field(min_length=1, max_length=3)
+    city: Text100
+    region: Text50
+    postal_code: Text50
+    country: Text50
+
+
 class Owner(BaseModel):
     """The registered owner of a plate."""
 
@@ -197,6 +209,7 @@ class Owner(BaseModel):
     email: Email | None = None
     phone: Phone | None = None
     language: Language = Language.EN
+    address: Address | None = None
 
     _phone = field_validator("phone")(_check_phone_digits)
 
@@ -253,14 +266,17 @@ class PlateOwnerUpdatedData(EventData):
     email: Email | None = None
     phone: Phone | None = None
     language: Language | None = None
+    address: Address | None = None
 
     _phone = field_validator("phone")(_check_phone_digits)
 
     @model_validator(mode="after")
     def _at_least_one(self) -> PlateOwnerUpdatedData:
-        if all(getattr(self, name) is None for name in ("name", "email", "phone", "language")):
+        if all(getattr(self, name) is None
+               for name in ("name", "email", "phone", "language", "address")):
             raise PydanticCustomError(
-                "owner_update_empty", "at least one of name, email, phone, language is required"
+                "owner_update_empty",
+                "at least one of name, email, phone, language, address is required"
             )
         return self
 

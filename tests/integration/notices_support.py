@@ -42,7 +42,8 @@ async def apply_events(pool: asyncpg.Pool, settings: Settings, events: list[dict
         async with conn.transaction():
             out = await apply_batch(conn, group=GROUP, topic=TOPIC, expected={0: start},
                                     next_offsets={0: start + len(events)}, parsed=parsed,
-                                    raw={}, tz=settings.tz, now=now)
+                                    raw={(0, r.offset): (None, r.value) for r in records},
+                                    tz=settings.tz, now=now)
     assert not out.rejected, [(r.reason, r.detail) for r in out.rejected]
     return out
 

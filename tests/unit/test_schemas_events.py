@@ -351,7 +351,7 @@ def test_schema_invalid_has_one_precise_message(changes: dict[str, Any], detail:
         (
             "plate.owner_updated",
             {},
-            "data: at least one of name, email, phone, language is required",
+            "data: at least one of name, email, phone, language, address is required",
         ),
         ("plate.owner_updated", {"name": None}, "data: at least one of"),
         ("plate.owner_updated", {"owner_id": "x"}, "data.owner_id: unknown field"),
