@@ -59,7 +59,22 @@ SERVICES: list[Service] = [
             url=lambda s: f"http://{s.host}:{s.registry_port}/docs", ports=("registry_port",)),
     # Deletes audit rows past retention every hour, with the purge role.
     Service("audit-purge", ("audit", "purge", "--every", "3600")),
+    # Notices: the scheduler (and notices outbox relay), the dispatcher, and a local
+    # mail catcher keeping e-mail notices as .eml files (see mail_dir).
+    Service("notices-scheduler", ("notices", "schedule"),
+            lambda s: f"http://{s.host}:{s.notices_scheduler_port}/metrics",
+            ports=("notices_scheduler_port",)),
+    Service("notices-dispatcher", ("notices", "dispatch"),
+            lambda s: f"http://{s.host}:{s.notices_dispatcher_port}/metrics",
+            ports=("notices_dispatcher_port",)),
+    Service("mail-catcher", ("notices", "mail-catcher"), ports=("smtp_port",)),
 ]
+
+
+def mail_dir(settings: Settings) -> str:
+    """Where the mail catcher keeps the e-mail notices."""
+    return str((settings.data_dir / "mail").resolve())
+
 
 # Commands run once after the services are up, to load demo data.
 DEMO_LOADERS: list[tuple[str, ...]] = [
@@ -364,6 +379,8 @@ def _banner(settings: Settings, key: str | None, sample: str | None) -> None:
     print("\nPlate Registry is running:")
     for service in SERVICES:
         print(f"  {service.name:<22} {service.url(settings) if service.url else ''}")
+    print(f"\nE-mail notices (local mail catcher, SMTP port {settings.smtp_port}): "
+          f"{mail_dir(settings)}/*.eml")
     base = f"http://{settings.host}:{settings.registry_port}"
     if key:
         print(f"\nDemo operator API key (shown once): {key}")
