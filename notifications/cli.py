@@ -86,5 +86,4 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         settings = settings_or_exit()
         target = directory or settings.data_dir / "mail"
-        target.mkdir(parents=True, exist_ok=True)
         raise typer.Exit(asyncio.run(serve(settings.smtp_host, settings.smtp_port, target)))

@@ -21,6 +21,7 @@ log = get_logger(__name__)
 
 
 def _write(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)     # on the first message only
     tmp = path.with_suffix(".part")
     tmp.write_bytes(content)
     os.replace(tmp, path)
@@ -42,7 +43,7 @@ class EmlWriter:
 
 
 async def serve(host: str, port: int, directory: Path) -> int:
-    """Until SIGTERM/SIGINT (``directory`` exists)."""
+    """Until SIGTERM/SIGINT (``directory`` is made when the first message comes)."""
     from registry.consumer import install_stop_signals
 
     handler = EmlWriter(directory)

@@ -1,5 +1,5 @@
 -- Notices: scheduler windows, the notices outbox, dispatch state, sign-in tokens.
--- depends: 0003_api_indexes
+-- depends: 0003_api_indexes 0004_quarantine 0005_roles
 
 -- One notice per (plate, expires_on, window), ever: window_days is N for the
 -- reminder N days before expires_on and -1 for `expired` (the day after).
