@@ -168,6 +168,7 @@ async def test_sigkill_at_random_moments_applies_each_event_exactly_once(
             # its parse worker (and the multiprocessing helpers) must not outlive it
             _, alive = psutil.wait_procs(helpers, timeout=15)
             assert not alive, f"orphaned after kill -9: {[p.pid for p in alive]}"
+            resumed_at = await committed()   # where the next incarnation starts
             proc = start_consumer_process(topics, "--max-records", "2000", log_path=log)
         ends = await producer
         await wait_offsets(pool, topics, ends, timeout=180, proc=proc)
@@ -181,6 +182,12 @@ async def test_sigkill_at_random_moments_applies_each_event_exactly_once(
                 name == "platereg_consumer_lag" for name, _ in samples)
 
         await wait_for(no_lag, "the lag gauge to read 0")
+        # the last incarnation counted each record it committed once, whatever its outcome
+        samples = await scrape(port)
+        mine = sum(ends.values()) - resumed_at
+        assert sum(metric(samples, "platereg_events_total", outcome=o)
+                   for o in ("applied", "duplicate", "rejected")) == mine
+        assert metric(samples, "platereg_event_apply_latency_seconds_count") == mine
         repeats = await _assert_published(pool, topics, repeats_allowed=True)
     finally:
         if proc.poll() is None:
