@@ -191,11 +191,12 @@ async def read_json(request: Request, accepted: Iterable[str] = ("application/js
 def allowed_methods(app: Any, scope: Scope) -> str:
     """The ``Allow`` header for a path: the methods of every route that matches it."""
     methods = {"OPTIONS"}
-    for route in app.router.routes:
-        match, _ = route.matches({**scope, "method": "GET"})
-        route_methods = getattr(route, "methods", None)
-        if match != Match.NONE and route_methods:
-            methods.update(route_methods)
+    # Asked per method through the public ``matches`` (FULL: path and method match), so
+    # routes of included routers count too.
+    for method in ("DELETE", "GET", "PATCH", "POST", "PUT"):
+        probe = {**scope, "method": method}
+        if any(route.matches(probe)[0] == Match.FULL for route in app.router.routes):
+            methods.add(method)
     return ", ".join(sorted(methods))
 
 

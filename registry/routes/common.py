@@ -1,0 +1,230 @@
+"""What every registry API router shares: the per-process context, the one audit-row
+builder, request parsing (strict JSON bodies, plate normalization) and OpenAPI helpers.
+
+Routers (``registry.routes.plates``, ``hotlist``, ``owners``, ``audit``) reach the
+context through ``request.app.state.ctx`` (:func:`ctx_of`), so their handlers are
+plain module-level functions.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ValidationError
+
+from platereg.auth import Principal, require
+from platereg.clock import Clock
+from platereg.http import ProblemError, read_json, validation_errors
+from platereg.metrics import LOOKUPS
+from platereg.settings import Settings
+from registry.api_models import Problem
+from registry.audit import AUDIT_COLUMNS, AuditUnavailable, AuditWriter
+from registry.domain import enforcement_view, full_view, state_from_row, today_in
+from schemas._types import NO_CONTROL_PATTERN
+from schemas.plates import InvalidPlate, normalize_jurisdiction, normalize_plate
+
+ENFORCEMENT, PORTAL, OPERATOR = "enforcement", "portal", "operator"
+WITH_OWNER = frozenset({PORTAL, OPERATOR})
+
+# Role sets of the contract's route table.
+LookupKey = Annotated[Principal, Depends(require(ENFORCEMENT, PORTAL, OPERATOR))]
+EnforcementKey = Annotated[Principal, Depends(require(ENFORCEMENT, OPERATOR))]
+OperatorKey = Annotated[Principal, Depends(require(OPERATOR))]
+OwnerKey = Annotated[Principal, Depends(require(PORTAL, OPERATOR))]
+
+
+# --------------------------------------------------------------------------- audit rows
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One audited read: who (key), what (kind, plate), why (purpose) and the answer."""
+
+    at: dt.datetime
+    key_id: str
+    kind: str
+    jurisdiction: str
+    plate: str
+    purpose: str | None
+    result: str
+
+    def row(self) -> tuple[Any, ...]:
+        """The values in ``registry.audit.AUDIT_COLUMNS`` order."""
+        return tuple(getattr(self, column) for column in AUDIT_COLUMNS)
+
+
+class ApiContext:
+    """Per-process state of the registry API, created with the app, filled by its lifespan."""
+
+    def __init__(self, settings: Settings, clock: Clock) -> None:
+        self.settings = settings
+        self.tz = settings.tz
+        self.clock = clock
+        self.pool: Any = None
+        self.audit_writer: AuditWriter | None = None
+
+    def now(self) -> tuple[dt.datetime, dt.date]:
+        now = self.clock.now()
+        return now, today_in(self.tz, now)
+
+    def audit(self, reads: list[Read]) -> None:
+        """Buffer the audit rows of one answer, or refuse it (503) when the log lags."""
+        assert self.audit_writer is not None
+        try:
+            self.audit_writer.record_many([r.row() for r in reads])
+        except AuditUnavailable:
+            raise ProblemError(503, "Service Unavailable", "the audit log cannot keep up",
+                               headers={"Retry-After": "5"}) from None
+
+
+def ctx_of(request: Request) -> ApiContext:
+    return request.app.state.ctx
+
+
+def count(kind: str, found: int, not_found: int = 0) -> None:
+    """``platereg_lookups_total`` for one answer."""
+    if found:
+        LOOKUPS.labels(kind, "found").inc(found)
+    if not_found:
+        LOOKUPS.labels(kind, "not_found").inc(not_found)
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def json_response(content: Any) -> Response:
+    return Response(orjson.dumps(content), media_type="application/json")
+
+
+def normalize(jurisdiction: str, plate: str, where: str = "path") -> tuple[str, str]:
+    """Both parts normalized, or 422 naming each bad field (never echoing it)."""
+    errors = []
+    j = p = ""
+    try:
+        j = normalize_jurisdiction(jurisdiction)
+    except InvalidPlate as exc:
+        errors.append({"field": f"{where}.jurisdiction", "message": str(exc)})
+    try:
+        p = normalize_plate(plate)
+    except InvalidPlate as exc:
+        errors.append({"field": f"{where}.plate", "message": str(exc)})
+    if errors:
+        raise ProblemError(422, "Unprocessable Content", "invalid plate or jurisdiction",
+                           errors=errors)
+    return j, p
+
+
+async def json_body(request: Request, model: type[BaseModel]) -> Any:
+    """The body read strictly (``platereg.http.read_json``) and validated, or 4xx."""
+    _, data = await read_json(request)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ProblemError(422, "Unprocessable Content", "the request body is not valid",
+                           errors=validation_errors(exc.errors(), model, data)) from None
+
+
+_NO_CONTROL = re.compile(NO_CONTROL_PATTERN)
+
+
+def purpose_header(request: Request) -> str | None:
+    """X-Purpose: at most 200 characters, no control ones."""
+    value = request.headers.get("x-purpose")
+    if value is not None and (len(value) > 200 or not _NO_CONTROL.match(value)):
+        raise ProblemError(422, "Unprocessable Content", "the request is not valid",
+                           errors=[{"field": "header.X-Purpose",
+                                    "message": "at most 200 characters, no control characters"}])
+    return value
+
+
+def view_of(row: Any, with_owner: bool, today: dt.date, now: dt.datetime) -> dict[str, Any]:
+    """The view of a ``plates`` row: the owner only when ``with_owner``."""
+    state = state_from_row(row)
+    if with_owner:
+        return full_view(state, today=today, as_of=now)
+    return enforcement_view(state, today=today, as_of=now)
+
+
+# --------------------------------------------------------------------------- OpenAPI
+
+# What ``normalize_jurisdiction`` / ``normalize_plate`` accept, for the OpenAPI document
+# (the functions stay the one check, with their messages; tests/unit/test_api_openapi.py
+# holds the two to the same set).
+RAW_JURISDICTION_PATTERN = r"^ *[A-Za-z]{2}-[A-Za-z0-9]{1,3} *$"
+RAW_PLATE_PATTERN = r"^[ .-]*(?:[A-Za-z0-9][ .-]*){1,10}$"
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]+$"
+RAW_JURISDICTION = {"pattern": RAW_JURISDICTION_PATTERN, "maxLength": 64}
+RAW_PLATE = {"pattern": RAW_PLATE_PATTERN, "maxLength": 64}
+
+_PROBLEM_SCHEMA = Problem.model_json_schema()
+#: Request-body schemas the routes declare through ``openapi_extra`` (added to components).
+EXTRA_SCHEMAS: dict[str, Any] = {}
+
+_ERROR_TEXTS = {
+    400: "Malformed JSON (repeated key, nesting over 64 levels), cursor or parameter",
+    408: "The body did not arrive within PLATEREG_HTTP_BODY_TIMEOUT_SECONDS",
+    401: "Missing, invalid or revoked API key",
+    403: "The key's role may not use this route",
+    404: "No such (issued) plate",
+    413: "Body larger than PLATEREG_MAX_BODY_BYTES",
+    415: "Body is not application/json (charset UTF-8)",
+    422: "Invalid input (plate, jurisdiction, field); lists each error without echoing it",
+    429: "Rate limit exceeded; see Retry-After",
+    503: "The audit log cannot keep up, or too many requests are in progress; "
+         "see Retry-After",
+}
+BODY_ERRORS = (400, 408, 413, 415, 422)
+PURPOSE_HEADER_PARAMETER = {"name": "X-Purpose", "in": "header", "required": False,
+                      "description": "Why the lookup is made; recorded in the audit log",
+                      "schema": {"type": "string", "maxLength": 200,
+                                 "pattern": NO_CONTROL_PATTERN}}
+
+
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI responses for the given error statuses plus those of every keyed route."""
+    return {s: {"description": _ERROR_TEXTS[s],
+                "content": {"application/problem+json": {"schema": _PROBLEM_SCHEMA}}}
+            for s in (401, 403, 429, 503, *statuses)}
+
+
+def ok(model: Any, example: Any, description: str = "OK") -> dict[int | str, dict[str, Any]]:
+    return {200: {"model": model, "description": description,
+                  "content": {"application/json": {"example": example}}}}
+
+
+def _raw_plate_patterns(schema: dict[str, Any]) -> None:
+    """Request bodies take plates and jurisdictions raw (any case, separators): say which."""
+    props = schema.get("properties", {})
+    for name, extra in (("jurisdiction", RAW_JURISDICTION), ("plate", RAW_PLATE)):
+        if props.get(name, {}).get("type") == "string":
+            props[name] = {**props[name], **extra}
+
+
+def body(model: type[BaseModel], example: Any) -> dict[str, Any]:
+    """``openapi_extra`` declaring a JSON request body of ``model`` (parsed by the route)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in schema.pop("$defs", {}).items():
+        _raw_plate_patterns(definition)
+        EXTRA_SCHEMAS.setdefault(name, definition)
+    _raw_plate_patterns(schema)
+    EXTRA_SCHEMAS[model.__name__] = schema
+    return {"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"$ref": f"#/components/schemas/{model.__name__}"}, "example": example}}}}
+
+
+VIEW_EXAMPLE = {
+    "jurisdiction": "CA-ON", "plate": "ABC123", "status": "suspended",
+    "flags": ["suspended", "expired"], "expires_on": "2026-10-31", "plate_class": "passenger",
+    "suspension_reasons": ["insurance_lapsed"],
+    "vehicle": {"make": "Honda", "model": "Civic", "year": 2019, "colour": "blue"},
+    "smart_plate": True, "as_of": "2026-11-24T15:04:05Z",
+}
+OWNER_EXAMPLE = {"owner_id": "own-123", "name": "Jane Doe", "email": "jane@example.org",
+                 "phone": None, "language": "en"}
+FULL_EXAMPLE = {**VIEW_EXAMPLE, "owner": OWNER_EXAMPLE}

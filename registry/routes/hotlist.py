@@ -1,0 +1,98 @@
+"""The hotlist route of the registry API (paging rules in ``registry.hotlist``).
+
+Audit and ``platereg_lookups_total``: one row and one count per entry returned.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+
+from platereg.http import ProblemError
+from registry import lookups
+from registry.hotlist import (
+    InvalidCursor,
+    change_entry,
+    current_entry,
+    decode_cursor,
+    delta_cursor,
+    full_cursor,
+)
+from registry.routes.common import (
+    CURSOR_PATTERN,
+    PURPOSE_HEADER_PARAMETER,
+    VIEW_EXAMPLE,
+    ApiContext,
+    EnforcementKey,
+    Read,
+    count,
+    ctx_of,
+    errors,
+    json_response,
+    ok,
+    purpose_header,
+    view_of,
+)
+from schemas.views import Hotlist
+
+router = APIRouter(tags=["hotlist"])
+
+_DESCRIPTION = (
+    "Without `since`: the plates whose status is not `valid` now, `limit` per "
+    "page in plate-key order; keep passing `next` as `since`. After the last "
+    "page `next` switches to changes: every status change after the snapshot "
+    "for a plate entering, leaving (`removed: true`) or changing inside a "
+    "flagged status, oldest first. Apply entries in order (upsert, or delete "
+    "when removed). The cursor is opaque.")
+_EXAMPLE = {"entries": [{**VIEW_EXAMPLE, "removed": False}], "next": "ZDo0Mg"}
+
+
+@router.get("/v1/hotlist", response_model=None,
+            summary="Flagged plates: the full list, then changes since a cursor",
+            description=_DESCRIPTION, responses={**ok(Hotlist, _EXAMPLE), **errors(400, 422)},
+            openapi_extra={"parameters": [PURPOSE_HEADER_PARAMETER]})
+async def get_hotlist(request: Request, principal: EnforcementKey,
+                      since: Annotated[str | None, Query(
+                          max_length=200, pattern=CURSOR_PATTERN,
+                          description="Opaque cursor (`next`)")] = None,
+                      limit: Annotated[int, Query(ge=1, le=5000)] = 1000) -> Response:
+    ctx = ctx_of(request)
+    purpose = purpose_header(request)
+    try:
+        cursor = decode_cursor(since) if since is not None else None
+    except InvalidCursor:
+        raise ProblemError(400, "Bad Request", "malformed cursor") from None
+    if cursor is None or cursor.full:
+        snapshot = cursor.seq if cursor is not None else await lookups.max_status_seq(ctx.pool)
+        entries, nxt = await _full_page(ctx, snapshot, cursor.after_key if cursor else None,
+                                        limit)
+    else:
+        rows = await lookups.hotlist_changes(ctx.pool, cursor.seq, limit)
+        entries = [e for r in rows
+                   if (e := change_entry(r["view"], r["flagged"], r["was_flagged"]))
+                   is not None]
+        nxt = delta_cursor(rows[-1]["seq"] if rows else cursor.seq).encode()
+    now, _ = ctx.now()
+    ctx.audit([Read(now, principal.key_id, "hotlist", e["jurisdiction"], e["plate"], purpose,
+                    e["status"]) for e in entries])
+    count("hotlist", len(entries))
+    return json_response({"entries": entries, "next": nxt})
+
+
+async def _full_page(ctx: ApiContext, snapshot: int, after_key: str | None,
+                     limit: int) -> tuple[list[dict[str, Any]], str]:
+    """One page of the plates flagged now, and the cursor after it."""
+    now, today = ctx.now()
+    rows = await lookups.flagged_plates(ctx.pool, after_key, today, limit)
+    entries = [current_entry(view_of(r, False, today, now)) for r in rows]
+    nxt = (full_cursor(snapshot, rows[-1]["plate_key"]) if len(rows) == limit
+           else delta_cursor(snapshot))
+    return entries, nxt.encode()
+
+
+LINKS: list[tuple[str, str, str, str, dict[str, str]]] = [
+    ("GET /v1/hotlist", "NextPage", "GET /v1/hotlist", "next page or changes",
+     {"since": "$response.body#/next"}),
+]
