@@ -46,7 +46,7 @@ from schemas import topics
 log = get_logger(__name__)
 
 TOKEN_DAYS = 14
-ELECTRONIC_LINKED = ("email", "sms", "webhook")
+ELECTRONIC_LINKED = ("email", "sms")     # the contract: every e-mail and SMS notice
 
 
 def dispatcher_group(settings: Settings) -> str:
