@@ -120,8 +120,17 @@ class Dispatcher:
         self.ready = False
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.pool = await create_pool(self.settings.dsn(), min_size=1,
-                                      max_size=min(20, self.settings.notice_concurrency + 2))
+        while self.pool is None and not stop.is_set():
+            try:
+                self.pool = await create_pool(
+                    self.settings.dsn(), min_size=1,
+                    max_size=min(20, self.settings.notice_concurrency + 2), retry_for=5)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("database not reachable; retrying", error=type(exc).__name__)
+                await _sleep(stop, 2)
+        if self.pool is None:
+            await self.channels.close()
+            return
         try:
             await asyncio.gather(self.intake(stop), self.work(stop))
         finally:

@@ -45,16 +45,24 @@ def batch_drafts(old: Mapping[str, PlateState], new_states: Mapping[str, PlateSt
     return drafts
 
 
-def schedule_changed(old: Mapping[str, PlateState], new_states: Mapping[str, PlateState]
-                     ) -> list[str]:
-    """Plates whose reminders may have changed: expiry, issue or cancellation."""
+#: Reminder windows are at most 366 days (settings); a day more for time zones.
+HORIZON = dt.timedelta(days=367)
+
+
+def schedule_changed(old: Mapping[str, PlateState], new_states: Mapping[str, PlateState],
+                     now: dt.datetime) -> list[str]:
+    """Plates whose expiry, issue or cancellation changed and that may already be inside
+    a window (a later expiry is found by the scheduler's date lookup when its window
+    opens)."""
     out = []
+    horizon = now.date() + HORIZON
     for key, after in new_states.items():
+        if not after.issued or after.expires_on is None or after.expires_on > horizon:
+            continue
         before = old.get(key)
         if before is None or (before.expires_on, before.issued, before.cancelled) != (
                 after.expires_on, after.issued, after.cancelled):
-            if after.issued:
-                out.append(key)
+            out.append(key)
     return out
 
 
@@ -64,5 +72,5 @@ async def record_batch_notices(conn: asyncpg.Connection, old: Mapping[str, Plate
                                history: Mapping[str, Sequence[HistoryEvent]],
                                now: dt.datetime) -> Counter:
     """Create the batch's notices and queue rechecks; returns notices made per kind."""
-    await store.queue_rechecks(conn, schedule_changed(old, new_states))
+    await store.queue_rechecks(conn, schedule_changed(old, new_states, now))
     return await store.insert_drafts(conn, batch_drafts(old, new_states, by_plate, history), now)
