@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ import pytest
 import yaml
 from api_helpers import bearer, role_keys
 from consumer_support import produce
-from ingest_support import issued
+from ingest_support import issued, renewed
 
 from platereg.embedded import free_port, stop_process
 from platereg.settings import Settings
@@ -58,21 +59,13 @@ METRICS: dict[str, set[str]] = {
 #: (metric, label or None for the whole metric) -> the issue that will add it.
 NOT_YET: dict[tuple[str, str | None], str] = {
     ("platereg_lookups_total", "purpose"): "issue 11 (required purposes)",
-    # The notices processes are not started here; issue 10 adds them (start them in
-    # `processes` below when `platereg notices schedule|dispatch` exist).
-    ("platereg_notices_total", None): "issue 10 (notices)",
-    ("platereg_notice_deliveries_total", None): "issue 10 (notices)",
-    ("platereg_notice_scheduler_last_run_timestamp_seconds", None): "issue 10 (notices)",
 }
 #: Dashboard panels (by title) whose queries have no data until the issue lands.
 PANELS_NOT_YET = {
     "Lookups/s by purpose": "issue 11 (required purposes)",
-    "Notices/s by kind": "issue 10 (notices)",
-    "Deliveries/s by channel and outcome": "issue 10 (notices)",
-    "Since the last notice scheduler run": "issue 10 (notices)",
-    "Notice delivery failure ratio by channel": "issue 10 (notices)",
 }
-JOBS = ("registry-api", "ingest-api", "registry-consumer")   # as in deploy/prometheus
+JOBS = ("registry-api", "ingest-api", "registry-consumer",    # as in deploy/prometheus
+        "notice-scheduler", "notice-dispatcher")
 
 
 def wait_for(check: Any, what: str, timeout: float = 60.0) -> Any:
@@ -103,6 +96,27 @@ def platereg(args: list[str], port: int, log_path: Path) -> Iterator[str]:
             return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
         wait_for(up, f"{args} to answer /healthz")
         yield url
+    finally:
+        stop_process(proc, signal.SIGTERM, 30)
+
+
+@contextlib.contextmanager
+def mail_catcher(directory: Path, log_path: Path) -> Iterator[None]:
+    """``platereg notices mail-catcher`` on PLATEREG_SMTP_PORT until it accepts connections."""
+    port = int(os.environ["PLATEREG_SMTP_PORT"])
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "platereg.cli", "notices", "mail-catcher", "--dir",
+             str(directory)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def listening() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"mail catcher exited:\n{log_path.read_text()[-3000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                return True
+            return False
+        wait_for(listening, "the mail catcher to listen")
+        yield
     finally:
         stop_process(proc, signal.SIGTERM, 30)
 
@@ -149,10 +163,11 @@ def query(url: str, promql: str) -> list[dict[str, Any]]:
 
 
 async def drive_traffic(settings: Settings, pool: Any, registry: str, ingest: str) -> None:
-    """Events through the ingest API (3 valid, 1 refused with 422), one malformed message
-    straight to Kafka (DLQ), lookups of every kind, a 401 and a 403."""
+    """Events through the ingest API (3 valid and a renewal, 1 refused with 422), one
+    malformed message straight to Kafka (DLQ), lookups of every kind, a 401 and a 403.
+    The renewal makes a notice that the dispatcher e-mails to the test's mail catcher."""
     keys = await role_keys(pool)
-    events = [issued(f"CA-ON/PROM{i}") for i in range(3)]
+    events = [issued(f"CA-ON/PROM{i}") for i in range(3)] + [renewed("CA-ON/PROM0")]
     async with httpx.AsyncClient(timeout=30) as c:
         r = await c.post(f"{ingest}/v1/events", json=events, headers=bearer(keys["ingest"]))
         assert r.status_code == 202, r.text
@@ -241,9 +256,19 @@ def check_panels(url: str) -> None:
 
 
 async def test_prometheus_scrapes_every_contract_metric_rules_and_panels(
-        topics: Settings, pool: Any, prometheus_server: str, tmp_path: Path) -> None:
+        topics: Settings, pool: Any, prometheus_server: str, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     ports = {job: free_port() for job in JOBS}
+    monkeypatch.setenv("PLATEREG_SMTP_PORT", str(free_port()))
+    mail = tmp_path / "mail"
     with contextlib.ExitStack() as stack:
+        stack.enter_context(mail_catcher(mail, tmp_path / "mail.log"))
+        stack.enter_context(platereg(
+            ["notices", "schedule", "--metrics-port", str(ports["notice-scheduler"]),
+             "--every", "1"], ports["notice-scheduler"], tmp_path / "scheduler.log"))
+        stack.enter_context(platereg(
+            ["notices", "dispatch", "--metrics-port", str(ports["notice-dispatcher"])],
+            ports["notice-dispatcher"], tmp_path / "dispatcher.log"))
         consumer = stack.enter_context(platereg(
             ["consume", "registry", "--metrics-port", str(ports["registry-consumer"]),
              "--parse-workers", "0"], ports["registry-consumer"], tmp_path / "consumer.log"))
@@ -257,6 +282,8 @@ async def test_prometheus_scrapes_every_contract_metric_rules_and_panels(
         prom = stack.enter_context(prometheus(
             prometheus_server, tmp_path, {job: f"127.0.0.1:{p}" for job, p in ports.items()}))
         await drive_traffic(topics, pool, registry, ingest)
+        await asyncio.to_thread(wait_for, lambda: list(mail.glob("*.eml")),
+                                "the renewal notice to be e-mailed")
         since = time.time()
         await asyncio.to_thread(wait_two_scrapes_since, prom, since)
         await asyncio.to_thread(check_contract_metrics, prom)
