@@ -18,16 +18,20 @@ Answers (errors are ``application/problem+json``)
     * 415 missing or unsupported ``Content-Type`` (or a charset other than UTF-8).
     * 422 one or more events are invalid: ``errors`` lists ``{index, reason,
       detail}`` for each (reasons are the contract's DLQ reasons, plus
-      ``id_conflict`` for an id used twice in the batch with different
-      content). Nothing of the batch is published.
+      ``id_conflict`` for a (source, id) used twice in the batch with
+      different content, and ``unauthorized_source`` for an event whose
+      ``source`` is outside the API key's source prefixes or whose type or
+      reason the source policy does not allow there). Nothing of the batch is
+      published.
     * 503 with ``Retry-After``: the broker did not acknowledge within
       ``PLATEREG_KAFKA_TIMEOUT_SECONDS``. Part of the batch may have been
       stored; retry the whole batch. The duplicates are harmless because the
       registry deduplicates by event ``id``.
 
 Published records: key = normalized plate key, value = the normalized
-CloudEvents JSON (``subject`` normalized, ``null`` attributes omitted), header
-``content-type: application/cloudevents+json``.
+CloudEvents JSON (``subject`` normalized, ``null`` attributes omitted) with the
+``authcontext`` extension attributes ``authtype: api_key`` and ``authid: <key
+id>`` stamped on it, header ``content-type: application/cloudevents+json``.
 
 ``platereg_ingest_events_total{outcome}`` counts ``accepted`` events (in 202
 answers) and ``rejected`` events (the invalid events of 422 answers). Nothing
@@ -36,7 +40,7 @@ here logs event content: only counts and reasons.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +64,8 @@ from platereg.kafka import broker_reachable
 from platereg.logging import get_logger
 from platereg.metrics import INGEST_EVENTS
 from platereg.settings import Settings, load_settings
+from registry.policy import Policy, prefix_allows, reason_of
+from registry.policy_store import TimedPolicyCache
 from schemas.events import BaseEvent
 from schemas.topics import CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON
 from schemas.validation import Rejection, parse_event_obj
@@ -80,7 +86,7 @@ def _problem_doc(description: str) -> dict[str, Any]:
 
 _EVENT_EXAMPLE = {
     "specversion": "1.0", "id": "2b7c1d5e-0d1f-4a53-9c55-6f1e0a3b9f10",
-    "source": "/serviceontario/office/0042", "type": "plate.renewed",
+    "source": "/registry/office/0042", "type": "plate.renewed",
     "time": "2026-11-24T15:04:05Z", "subject": "CA-ON/ABC123",
     "datacontenttype": "application/json", "data": {"expires_on": "2027-11-30"},
 }
@@ -126,24 +132,46 @@ def events_of(raw: bytes, kind: str) -> list[Any]:
                        "the body must be a JSON object (one event) or an array (a batch)")
 
 
-def validate_batch(items: list[Any], now: datetime) -> tuple[list[BaseEvent], list[dict]]:
-    """Parse every item; returns (events, errors) where errors lists invalid indexes."""
+def authorization_problem(event: BaseEvent, sources: Sequence[str] | None,
+                          policy: Policy | None) -> str | None:
+    """Why the key may not publish ``event`` (``unauthorized_source``), or None."""
+    if sources is not None and not prefix_allows(sources, event.source):
+        return "source: outside the source prefixes of this API key"
+    if policy is not None:
+        data = event.data.model_dump(mode="json", exclude_none=True)
+        reason = reason_of(event.type, data)
+        if not policy.allows(event.source, event.type, reason):
+            return policy.explain(event.source, event.type, reason)
+    return None
+
+
+def validate_batch(items: list[Any], now: datetime, *, sources: Sequence[str] | None = None,
+                   policy: Policy | None = None) -> tuple[list[BaseEvent], list[dict]]:
+    """Parse every item; returns (events, errors) where errors lists invalid indexes.
+
+    With ``sources`` (the key's source prefixes) and ``policy``, an event outside
+    them is an ``unauthorized_source`` error.
+    """
     events: list[BaseEvent] = []
     errors: list[dict[str, Any]] = []
-    seen: dict[str, tuple[int, BaseEvent]] = {}
+    seen: dict[tuple[str, str], tuple[int, BaseEvent]] = {}
     for index, item in enumerate(items):
         try:
             event = parse_event_obj(item, now=now)
         except Rejection as exc:
             errors.append({"index": index, "reason": exc.reason.value, "detail": exc.detail})
             continue
-        first = seen.get(event.id)
+        problem = authorization_problem(event, sources, policy)
+        if problem is not None:
+            errors.append({"index": index, "reason": "unauthorized_source", "detail": problem})
+            continue
+        first = seen.get((event.source, event.id))
         if first is None:
-            seen[event.id] = (index, event)
+            seen[(event.source, event.id)] = (index, event)
         elif first[1].fingerprint() != event.fingerprint():
             errors.append({"index": index, "reason": "id_conflict",
                            "detail": f"id: also used by event [{first[0]}] of this batch "
-                                     "with different content"})
+                                     "(same source) with different content"})
             continue
         events.append(event)
     return events, errors
@@ -160,6 +188,7 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
                                                 settings.rate_limit_burst)
         publisher = Publisher(settings)
         app.state.publisher = publisher
+        app.state.policies = TimedPolicyCache(pool)
         if not await publisher.start():
             log.warning("event broker not reachable at start-up; will retry on each request")
         try:
@@ -204,10 +233,12 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
         openapi_extra={"requestBody": REQUEST_BODY},
     )
     async def post_events(request: Request,
-                          _: Principal = Depends(require("ingest"))) -> Response:
+                          principal: Principal = Depends(require("ingest"))) -> Response:
         kind = media_type(request.headers.get("content-type"))
         items = events_of(await request.body(), kind)
-        events, errors = validate_batch(items, datetime.now(UTC))
+        policy = await request.app.state.policies.current()
+        events, errors = validate_batch(items, datetime.now(UTC), sources=principal.sources,
+                                        policy=policy)
         if errors:
             INGEST_EVENTS.labels("rejected").inc(len(errors))
             log.info("events rejected", invalid=len(errors), batch=len(items),
@@ -219,7 +250,7 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
             )
         publisher: Publisher = request.app.state.publisher
         try:
-            await publisher.publish([record_of(e) for e in events])
+            await publisher.publish([record_of(e, principal.key_id) for e in events])
         except BrokerUnavailable as exc:
             raise ProblemError(503, "Service Unavailable",
                                f"{exc.detail}; retry the whole request (duplicates are "

@@ -25,6 +25,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
@@ -54,9 +55,19 @@ class Record:
     value: bytes
 
 
-def record_of(event: BaseEvent) -> Record:
-    """The Kafka record of a validated event: plate key -> normalized CloudEvents JSON."""
-    return Record(key=event.plate_key.encode(), value=event.to_json())
+def record_of(event: BaseEvent, authid: str | None = None) -> Record:
+    """The Kafka record of a validated event: plate key -> normalized CloudEvents JSON.
+
+    With ``authid`` (the API key id that sent it), the CloudEvents ``authcontext``
+    extension attributes are stamped on it: ``authtype`` = ``api_key`` and
+    ``authid``, replacing whatever the client put there.
+    """
+    if authid is None:
+        return Record(key=event.plate_key.encode(), value=event.to_json())
+    obj = event.model_dump(mode="json", exclude_none=True)
+    obj["authtype"] = "api_key"
+    obj["authid"] = authid
+    return Record(key=event.plate_key.encode(), value=orjson.dumps(obj))
 
 
 class Publisher:

@@ -24,8 +24,16 @@ Events come out merged in time order. On top of that stream:
   bytes, same ``id``) of a recent event;
 * ``invalid_share``: that share of output items are invalid: malformed JSON,
   unknown type, invalid plate, schema violations, a ``time`` far in the future,
-  an oversized event or an ``id`` reused with different content
-  (``id_conflict``). Each carries the reason the registry should give.
+  an oversized event, an ``id`` reused by its source with different content
+  (``id_conflict``) or a stolen report from a smart plate device, which the
+  default source policy does not allow (``unauthorized_source``). Each carries
+  the reason the registry should give.
+
+Every valid event comes from a source the default source policy
+(``registry.policy.DEFAULT_POLICY``) allows to send it: registry offices under
+``/registry/``, insurers under ``/insurance/``, courts (unpaid fines) under
+``/courts/``, the emissions program under ``/emissions/``, police under
+``/police/``.
 
 A fixed ``seed`` (with the same options) gives the same bytes, item for item:
 every random choice comes from seeded generators (one per plate, one for the
@@ -189,17 +197,20 @@ class Jurisdiction:
 
 JURISDICTIONS = (
     Jurisdiction("CA-ON", 0.55, 0.03, ("416", "647", "613", "905", "519"),
-                 "/serviceontario/office/{:04d}",
+                 "/registry/serviceontario/office/{:04d}",
                  (("/police/opp", "Ontario Provincial Police", "OPP"),
                   ("/police/tps", "Toronto Police Service", "TPS")), "LLLL DDD"),
-    Jurisdiction("CA-QC", 0.30, 0.80, ("514", "418", "450", "819"), "/saaq/centre/{:03d}",
+    Jurisdiction("CA-QC", 0.30, 0.80, ("514", "418", "450", "819"), "/registry/saaq/centre/{:03d}",
                  (("/police/spvm", "Service de police de la Ville de Montréal", "SPVM"),
                   ("/police/sq", "Sûreté du Québec", "SQ")), "LDD LLL"),
-    Jurisdiction("US-NY", 0.10, 0.01, ("212", "718", "518", "716"), "/nydmv/office/{:03d}",
+    Jurisdiction("US-NY", 0.10, 0.01, ("212", "718", "518", "716"), "/registry/nydmv/office/{:03d}",
                  (("/police/nypd", "New York City Police Department", "NYPD"),), "LLL-DDDD"),
-    Jurisdiction("CA-BC", 0.05, 0.02, ("604", "250", "778"), "/icbc/office/{:03d}",
+    Jurisdiction("CA-BC", 0.05, 0.02, ("604", "250", "778"), "/registry/icbc/office/{:03d}",
                  (("/police/rcmp-bc", "RCMP British Columbia", "RCMP"),), "LLD DDL"),
 )
+#: Smart plate devices pair and unpair through the registry's own gateway (the default
+#: source policy lets only /registry/ sources send those events).
+SMART_PLATE_GATEWAY = "/registry/smartplate/gateway"
 INSURERS = ("/insurance/intact", "/insurance/desjardins", "/insurance/aviva",
             "/insurance/td", "/insurance/geico")
 LETTERS = "ABCDEFGHJKLMNPRSTVWXYZ"
@@ -545,13 +556,13 @@ class PlateLife:
             if self.device is not None:
                 return None
             self.device = f"sp-{rng.getrandbits(48):012x}"
-            return self._event(t, "plate.device_paired", "/smartplate/gateway",
+            return self._event(t, "plate.device_paired", SMART_PLATE_GATEWAY,
                                {"device_id": self.device})
         if what == "unpair":
             if self.device is None:
                 return None
             self.device = None
-            return self._event(t, "plate.device_unpaired", "/smartplate/gateway", None)
+            return self._event(t, "plate.device_unpaired", SMART_PLATE_GATEWAY, None)
         raise AssertionError(what)
 
     def _owner_change(self) -> dict[str, Any]:
@@ -598,9 +609,9 @@ def _merged(config: SimConfig) -> Iterator[tuple[datetime, str, Packed]]:
             heapq.heapreplace(heap, (nxt[0], index, key, nxt[1], it))
 
 
-INVALID_KINDS = (("malformed_json", 18), ("unknown_type", 12), ("invalid_plate", 18),
-                 ("schema_invalid", 30), ("future_time", 10), ("id_conflict", 10),
-                 ("too_large", 2))
+INVALID_KINDS = (("malformed_json", 16), ("unknown_type", 11), ("invalid_plate", 16),
+                 ("schema_invalid", 27), ("future_time", 9), ("id_conflict", 9),
+                 ("too_large", 2), ("unauthorized_source", 10))
 
 
 def _invalid(rng: random.Random, key: str, base: Packed, recent: deque[Item]) -> Item:
@@ -634,15 +645,23 @@ def _invalid(rng: random.Random, key: str, base: Packed, recent: deque[Item]) ->
         event["time"] = "2099-01-01T00:00:00Z"
     elif reason == "too_large":
         event["comment"] = "x" * 70_000
+    elif reason == "unauthorized_source":
+        # The 2023 breach: a smart plate device (allowed to send nothing itself) says
+        # the plate was stolen. Only /police/ sources may (the default source policy).
+        device = f"sp-{rng.getrandbits(48):012x}"
+        event.update(source=f"/smartplate/device/{device}", type="plate.stolen_reported",
+                     data={"agency": "SmartPlate", "report_id": f"SP-{rng.randint(1, 99999)}"})
     elif reason == "id_conflict":
         if not recent:
             event["type"] = "plate.repainted"
             reason = "unknown_type"
         else:
+            # The same (source, id) with other content: one second earlier.
             old = rng.choice(recent)
             key = old.key.decode() if old.key else key
             event = orjson.loads(old.value)
-            event["source"] = event["source"] + "/replay"
+            when = datetime.fromisoformat(event["time"]) - timedelta(seconds=1)
+            event["time"] = _iso(when)
     return Item(INVALID, key.encode(), orjson.dumps(event), str(event.get("type")), reason,
                 event_id=str(event.get("id")))
 

@@ -44,6 +44,8 @@ class AuthError(Exception):
 class Principal:
     key_id: str
     role: str
+    #: Source prefixes an ingest key may publish for (empty for the other roles).
+    sources: tuple[str, ...] = ()
 
 
 @dataclass
@@ -53,6 +55,7 @@ class _CachedKey:
     rate: float
     fetched: float
     revoked: bool = False
+    sources: tuple[str, ...] = ()
 
 
 @dataclass
@@ -81,7 +84,8 @@ class Authenticator:
             if cached is not None and time.monotonic() - cached.fetched < CACHE_TTL:
                 return cached
             row = await self.pool.fetchrow(
-                "SELECT role, secret_hash, rate_limit, revoked_at FROM api_keys WHERE key_id = $1",
+                "SELECT role, secret_hash, rate_limit, revoked_at, sources FROM api_keys"
+                " WHERE key_id = $1",
                 key_id,
             )
             if row is None:
@@ -91,7 +95,8 @@ class Authenticator:
                                     revoked=True)
             else:
                 cached = _CachedKey(row["role"], row["secret_hash"],
-                                    row["rate_limit"] or self.default_rate, time.monotonic())
+                                    row["rate_limit"] or self.default_rate, time.monotonic(),
+                                    sources=tuple(row["sources"] or ()))
             if len(self._cache) > 100_000:  # bound memory against key-id spraying
                 self._cache.clear()
             self._cache[key_id] = cached
@@ -159,7 +164,7 @@ class Authenticator:
         wait = self._take(key_id, cached.rate)
         if wait > 0:
             raise _too_many(key_id, wait)
-        return Principal(key_id=key_id, role=cached.role)
+        return Principal(key_id=key_id, role=cached.role, sources=cached.sources)
 
 
 def _too_many(key_id: str, wait: float) -> AuthError:

@@ -123,6 +123,9 @@ def keys_create(
     name: Annotated[str, typer.Option(help="Who or what uses the key")],
     rate_limit: Annotated[float | None, typer.Option(help="Requests per second (default: "
                                                      "PLATEREG_RATE_LIMIT_PER_SECOND)")] = None,
+    source: Annotated[list[str] | None, typer.Option(
+        help="Source prefix the key may publish for (role ingest: required, repeatable), "
+             "e.g. /insurance/acme/")] = None,
 ) -> None:
     """Create a key. It is printed once; only its hash is stored."""
     from platereg import keys
@@ -134,7 +137,8 @@ def keys_create(
 
         conn = await asyncpg.connect(settings.dsn())
         try:
-            return await keys.create_key(conn, role=role, name=name, rate_limit=rate_limit)
+            return await keys.create_key(conn, role=role, name=name, rate_limit=rate_limit,
+                                         sources=source or ())
         finally:
             await conn.close()
 
@@ -142,7 +146,8 @@ def keys_create(
         key_id, key = asyncio.run(go())
     except ValueError as exc:
         raise fail(str(exc), 2) from None
-    typer.echo(f"key id: {key_id}\nrole:   {role}\nkey:    {key}\n"
+    bound = f"sources: {', '.join(sorted(set(source)))}\n" if source else ""
+    typer.echo(f"key id: {key_id}\nrole:   {role}\n{bound}key:    {key}\n"
                "Store the key now: it cannot be shown again.")
 
 
@@ -165,9 +170,10 @@ def keys_list() -> None:
         finally:
             await conn.close()
 
-    table = Table("key id", "name", "role", "rate limit", "created", "revoked")
+    table = Table("key id", "name", "role", "sources", "rate limit", "created", "revoked")
     for k in asyncio.run(go()):
-        table.add_row(k.key_id, k.name, k.role, str(k.rate_limit or "default"),
+        table.add_row(k.key_id, k.name, k.role, " ".join(k.sources),
+                      str(k.rate_limit or "default"),
                       k.created_at.isoformat(timespec="seconds"),
                       k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "")
     Console().print(table)
@@ -224,7 +230,8 @@ def _register_services() -> None:
     import importlib
 
     # Each service package owns its commands in these modules.
-    for name in ("registry.cli", "registry.api_cli", "ingest.cli", "notifications.cli"):
+    for name in ("registry.cli", "registry.api_cli", "registry.sources_cli", "ingest.cli",
+                 "notifications.cli"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -1,9 +1,12 @@
 """Kafka plumbing: topic creation, producer and consumer factories.
 
 Only standard Kafka APIs are used, so Apache Kafka and the embedded Tansu
-broker behave the same. Tansu has no idempotent or transactional producer, so
-producers here are plain acks=all producers; exactly-once effects come from
-the idempotent registry consumer.
+broker behave the same. Every client (producer, consumer, admin) gets its
+connection options from :func:`client_options`: the bootstrap servers and the
+TLS / SASL settings (``PLATEREG_KAFKA_SECURITY_PROTOCOL``, ``..._SASL_MECHANISM``,
+``..._SASL_USERNAME``, ``..._SASL_PASSWORD``, ``..._SSL_CAFILE``). Tansu has no
+idempotent or transactional producer, so producers here are plain acks=all
+producers; exactly-once effects come from the idempotent registry consumer.
 """
 
 from __future__ import annotations
@@ -16,10 +19,44 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from platereg.logging import get_logger
-from platereg.settings import Settings
+from platereg.settings import ConfigError, Settings, kafka_security_problems
 from schemas import topics
 
 log = get_logger(__name__)
+
+
+def security_options(settings: Settings) -> dict[str, object]:
+    """The aiokafka keyword arguments for TLS and SASL; :class:`ConfigError` naming the
+    variable when the settings do not fit together."""
+    problems = kafka_security_problems(settings)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    protocol = settings.kafka_security_protocol
+    options: dict[str, object] = {"security_protocol": protocol}
+    if protocol.endswith("SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        cafile = settings.kafka_ssl_cafile
+        options["ssl_context"] = create_ssl_context(
+            cafile=str(cafile) if cafile is not None else None)
+    if protocol.startswith("SASL_"):
+        assert settings.kafka_sasl_password is not None
+        options.update(sasl_mechanism=settings.kafka_sasl_mechanism,
+                       sasl_plain_username=settings.kafka_sasl_username,
+                       sasl_plain_password=settings.kafka_sasl_password.get_secret_value())
+    return options
+
+
+def client_options(settings: Settings, **overrides: object) -> dict[str, object]:
+    """Bootstrap servers and security options for any aiokafka client, then ``overrides``."""
+    options: dict[str, object] = {"bootstrap_servers": settings.bootstrap(),
+                                  **security_options(settings)}
+    options.update(overrides)
+    return options
+
+
+def make_admin(settings: Settings, **overrides: object) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**client_options(settings, **overrides))  # type: ignore[arg-type]
 
 
 def topic_partitions(settings: Settings) -> dict[str, int]:
@@ -42,8 +79,7 @@ async def ensure_topics(settings: Settings, *, retry_for: float = 30.0) -> list[
         reraise=True,
     ):
         with attempt:
-            admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap(),
-                                        request_timeout_ms=10_000)
+            admin = make_admin(settings, request_timeout_ms=10_000)
             await admin.start()
             try:
                 existing = set(await admin.list_topics())
@@ -66,34 +102,24 @@ async def ensure_topics(settings: Settings, *, retry_for: float = 30.0) -> list[
 
 def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
     """acks=all producer; no idempotence (unsupported by Tansu, see module doc)."""
-    options: dict[str, object] = {
-        "bootstrap_servers": settings.bootstrap(),
-        "acks": "all",
-        "enable_idempotence": False,
-        "linger_ms": 5,
-        "max_batch_size": 256 * 1024,
-        "request_timeout_ms": int(settings.kafka_timeout_seconds * 1000),
-        "client_id": "platereg",
-    }
+    options = client_options(settings, acks="all", enable_idempotence=False, linger_ms=5,
+                             max_batch_size=256 * 1024,
+                             request_timeout_ms=int(settings.kafka_timeout_seconds * 1000),
+                             client_id="platereg")
     options.update(overrides)
     return AIOKafkaProducer(**options)  # type: ignore[arg-type]
 
 
 def make_consumer(settings: Settings, *topic_names: str, **overrides: object) -> AIOKafkaConsumer:
-    options: dict[str, object] = {
-        "bootstrap_servers": settings.bootstrap(),
-        "enable_auto_commit": False,
-        "auto_offset_reset": "earliest",
-        "client_id": "platereg",
-    }
+    options = client_options(settings, enable_auto_commit=False, auto_offset_reset="earliest",
+                             client_id="platereg")
     options.update(overrides)
     return AIOKafkaConsumer(*topic_names, **options)  # type: ignore[arg-type]
 
 
 async def broker_reachable(settings: Settings, timeout: float = 3.0) -> bool:
     """Readiness probe: can we fetch cluster metadata?"""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap(),
-                                request_timeout_ms=int(timeout * 1000))
+    admin = make_admin(settings, request_timeout_ms=int(timeout * 1000))
     try:
         await asyncio.wait_for(admin.start(), timeout)
         await asyncio.wait_for(admin.list_topics(), timeout)

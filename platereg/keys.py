@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -33,6 +34,7 @@ class ApiKey:
     rate_limit: float | None
     created_at: dt.datetime
     revoked_at: dt.datetime | None
+    sources: tuple[str, ...] = ()
 
 
 def hash_secret(secret: str) -> str:
@@ -51,11 +53,35 @@ def secret_matches(secret: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_secret(secret), stored_hash)
 
 
+def check_sources(role: str, sources: Sequence[str]) -> list[str]:
+    """The source prefixes of a new key: required (one or more) for ``ingest``, refused
+    for the other roles (they publish nothing)."""
+    if role != "ingest":
+        if sources:
+            raise ValueError("--source is for ingest keys only")
+        return []
+    if not sources:
+        raise ValueError("an ingest key needs at least one --source prefix "
+                         "(e.g. --source /insurance/acme/)")
+    out = []
+    for prefix in sources:
+        if not prefix or len(prefix) > 512 or not prefix.isprintable():
+            raise ValueError("a source prefix must be 1 to 512 printable characters")
+        out.append(prefix)
+    return sorted(set(out))
+
+
 async def create_key(conn: asyncpg.Connection | asyncpg.Pool, *, role: str, name: str,
-                     rate_limit: float | None = None) -> tuple[str, str]:
-    """Store a new key; returns (key_id, full key). The full key is never stored."""
+                     rate_limit: float | None = None,
+                     sources: Sequence[str] = ()) -> tuple[str, str]:
+    """Store a new key; returns (key_id, full key). The full key is never stored.
+
+    An ``ingest`` key is bound to ``sources`` (source prefixes, at least one): the
+    ingest API publishes for it only events whose ``source`` starts with one of them.
+    """
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    prefixes = check_sources(role, sources)
     name = name.strip()
     if not name or len(name) > 200 or not name.isprintable():
         raise ValueError("name must be 1 to 200 printable characters")
@@ -64,19 +90,19 @@ async def create_key(conn: asyncpg.Connection | asyncpg.Pool, *, role: str, name
     key_id = "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(12))
     secret = secrets.token_urlsafe(32)
     await conn.execute(
-        "INSERT INTO api_keys (key_id, name, role, secret_hash, rate_limit)"
-        " VALUES ($1, $2, $3, $4, $5)",
-        key_id, name, role, hash_secret(secret), rate_limit,
+        "INSERT INTO api_keys (key_id, name, role, secret_hash, rate_limit, sources)"
+        " VALUES ($1, $2, $3, $4, $5, $6)",
+        key_id, name, role, hash_secret(secret), rate_limit, prefixes,
     )
     return key_id, f"prk_{key_id}_{secret}"
 
 
 async def list_keys(conn: asyncpg.Connection | asyncpg.Pool) -> list[ApiKey]:
     rows = await conn.fetch(
-        "SELECT key_id, name, role, rate_limit, created_at, revoked_at FROM api_keys"
+        "SELECT key_id, name, role, rate_limit, created_at, revoked_at, sources FROM api_keys"
         " ORDER BY created_at"
     )
-    return [ApiKey(**dict(r)) for r in rows]
+    return [ApiKey(**{**dict(r), "sources": tuple(r["sources"] or ())}) for r in rows]
 
 
 async def revoke_key(conn: asyncpg.Connection | asyncpg.Pool, key_id: str) -> bool:

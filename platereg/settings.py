@@ -54,6 +54,18 @@ class Settings(BaseSettings):
         default=None,
         description="Kafka bootstrap servers (host:port,...). Unset: an embedded broker.",
     )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How every Kafka client connects: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or "
+                    "SASL_SSL (SASL over TLS, for production).")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = Field(
+        default=None, description="SASL mechanism (required with SASL_*).")
+    kafka_sasl_username: str | None = Field(
+        default=None, description="SASL user name: this process's Kafka principal.")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="CA certificate (PEM) trusted for the brokers' TLS "
+                                  "certificates with SSL / SASL_SSL (unset: the system's CAs).")
     data_dir: Path = Field(
         default=Path(".platereg"),
         description="Where `make run` keeps the embedded PostgreSQL data (survives restarts).",
@@ -214,12 +226,50 @@ def describe_error(exc: ValidationError) -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
+def kafka_security_problems(settings: Settings) -> list[str]:
+    """What is wrong with the Kafka TLS/SASL settings together, one line per variable."""
+    protocol = settings.kafka_security_protocol
+    sasl = protocol.startswith("SASL_")
+    problems = []
+    if sasl:
+        for name, value in (("SASL_MECHANISM", settings.kafka_sasl_mechanism),
+                            ("SASL_USERNAME", settings.kafka_sasl_username),
+                            ("SASL_PASSWORD", settings.kafka_sasl_password)):
+            if not value or (isinstance(value, SecretStr) and not value.get_secret_value()):
+                problems.append(f"{ENV_PREFIX}KAFKA_{name}: required with "
+                                f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={protocol}")
+    else:
+        for name, value in (("SASL_MECHANISM", settings.kafka_sasl_mechanism),
+                            ("SASL_USERNAME", settings.kafka_sasl_username),
+                            ("SASL_PASSWORD", settings.kafka_sasl_password)):
+            if value is not None:
+                problems.append(f"{ENV_PREFIX}KAFKA_{name}: only used with "
+                                f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL=SASL_PLAINTEXT or "
+                                f"SASL_SSL (it is {protocol})")
+    cafile = settings.kafka_ssl_cafile
+    if cafile is not None:
+        if not protocol.endswith("SSL"):
+            problems.append(f"{ENV_PREFIX}KAFKA_SSL_CAFILE: only used with "
+                            f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL "
+                            f"(it is {protocol})")
+        elif not cafile.is_file():
+            problems.append(f"{ENV_PREFIX}KAFKA_SSL_CAFILE: no such file")
+    if protocol == "SASL_PLAINTEXT" and settings.kafka_sasl_mechanism == "PLAIN":
+        problems.append(f"{ENV_PREFIX}KAFKA_SASL_MECHANISM: PLAIN would send the password "
+                        "in clear text; use SASL_SSL or a SCRAM mechanism")
+    return problems
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read and validate the environment; raise :class:`ConfigError` naming bad variables."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigError(describe_error(exc)) from None
+    problems = kafka_security_problems(settings)
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return settings
 
 
 @lru_cache(maxsize=1)

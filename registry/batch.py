@@ -5,11 +5,12 @@ The consumer hands a batch of Kafka records through these steps:
 1. :func:`parse_values` turns raw values into :class:`Parsed` events or
    :class:`Rejected` records (``schemas.validation`` decides the reasons).
 2. :func:`classify` splits the parsed events, given the fingerprints already
-   stored for their ids, into new events to insert, duplicates and
-   ``id_conflict`` rejections. The first occurrence of an id stands.
+   stored for their (source, id) pairs, into new events to insert, duplicates
+   and ``id_conflict`` rejections. The first occurrence of a pair stands.
 3. :func:`plan_plates` folds the new events into the plates' current states:
    incrementally when every new event is after the plate's last applied
-   (time, id), otherwise the plate needs a re-fold from its history
+   (time, id) (an equal (time, id) from another source re-folds too, so the
+   source tiebreaker is kept), otherwise the plate needs a re-fold from its history
    (:func:`fold_history`).
 4. :func:`status_changes` compares the enforcement views before and after.
 
@@ -36,6 +37,7 @@ from registry.domain import (
     enforcement_view,
     flags_of,
 )
+from registry.policy import Policy, reason_of
 from schemas._types import MAX_YEAR, MIN_YEAR, time_in_range
 from schemas.events import EventType
 from schemas.validation import Rejection, parse_event_bytes
@@ -63,11 +65,17 @@ class Parsed:
     data_json: str | None = field(default=None, compare=False, repr=False)
 
     @property
-    def sort_key(self) -> tuple[dt.datetime, str]:
-        return (self.time, self.event_id)
+    def sort_key(self) -> tuple[dt.datetime, str, str]:
+        return (self.time, self.event_id, self.source)
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        """What identifies an event (contract section 2): (source, id)."""
+        return (self.source, self.event_id)
 
     def history(self) -> HistoryEvent:
-        return HistoryEvent(event_id=self.event_id, type=self.type, time=self.time, data=self.data)
+        return HistoryEvent(event_id=self.event_id, type=self.type, time=self.time, data=self.data,
+                            source=self.source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +168,21 @@ def expand_compact(compact: Sequence[tuple],
     return out
 
 
+def authorize(events: Iterable[Parsed], policy: Policy) -> tuple[list[Parsed], list[Rejected]]:
+    """Split events into those the source policy allows and ``unauthorized_source``
+    rejections (contract section 2, "Who may say what")."""
+    allowed: list[Parsed] = []
+    refused: list[Rejected] = []
+    for ev in events:
+        reason = reason_of(ev.type, ev.data)
+        if policy.allows(ev.source, ev.type, reason):
+            allowed.append(ev)
+        else:
+            refused.append(Rejected(ev.partition, ev.offset, "unauthorized_source",
+                                    policy.explain(ev.source, ev.type, reason), ev.type))
+    return allowed, refused
+
+
 @dataclass
 class Classified:
     new: list[Parsed] = field(default_factory=list)
@@ -167,25 +190,29 @@ class Classified:
     conflicts: list[Rejected] = field(default_factory=list)
 
 
-def classify(parsed: Iterable[Parsed], known: Mapping[str, str]) -> Classified:
-    """Split events, in consumption order, by the fingerprint that stands for each id.
+def classify(parsed: Iterable[Parsed], known: Mapping[tuple[str, str], str]) -> Classified:
+    """Split events, in consumption order, by the fingerprint that stands for each
+    (source, id).
 
-    ``known`` maps ids already in the history to their fingerprints. An id seen
-    first in this batch stands with its first occurrence.
+    ``known`` maps (source, id) pairs already in the history to their fingerprints.
+    A pair seen first in this batch stands with its first occurrence. The same id
+    from two sources is two events.
     """
     out = Classified()
     standing = dict(known)
     for ev in parsed:
-        fp = standing.get(ev.event_id)
+        identity = (ev.source, ev.event_id)
+        fp = standing.get(identity)
         if fp is None:
-            standing[ev.event_id] = ev.fingerprint
+            standing[identity] = ev.fingerprint
             out.new.append(ev)
         elif fp == ev.fingerprint:
             out.duplicates.append(ev)
         else:
             out.conflicts.append(Rejected(
                 ev.partition, ev.offset, "id_conflict",
-                "id: an event with this id and different content was accepted first", ev.type,
+                "id: an event with this source and id and different content was accepted "
+                "first", ev.type,
             ))
     return out
 
@@ -261,7 +288,7 @@ def fold_history(jurisdiction: str, plate: str, events: Iterable[HistoryEvent]) 
         if not _sane_time(ev.time):
             raise Unfoldable(STORED_TIME_REASON, ev.event_id)
     state = PlateState(jurisdiction=jurisdiction, plate=plate)
-    for ev in sorted(events, key=lambda e: (e.time, e.event_id)):
+    for ev in sorted(events, key=lambda e: e.sort_key):
         state = _apply_checked(state, ev.type, ev.data, ev.time, ev.event_id)
     check_state(state)
     return state
@@ -289,7 +316,10 @@ def plan_plates(
                 state = PlateState(jurisdiction=first.jurisdiction, plate=first.plate)
             else:
                 check_state(state)
-                if state.fold_position is not None and events[0].sort_key <= state.fold_position:
+                # (time, id) only: an equal (time, id) from another source may sort
+                # before the stored last event, so it re-folds too.
+                first_at = (events[0].time, events[0].event_id)
+                if state.fold_position is not None and first_at <= state.fold_position:
                     refold.append(key)
                     continue
             for ev in events:

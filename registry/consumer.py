@@ -49,6 +49,7 @@ from registry.batch import (
     Record,
     Rejected,
     Unfoldable,
+    authorize,
     classify,
     expand_compact,
     fold_history,
@@ -58,6 +59,7 @@ from registry.batch import (
     status_changes,
 )
 from registry.domain import today_in
+from registry.policy_store import PolicyCache
 from schemas import topics
 
 log = get_logger(__name__)
@@ -106,22 +108,26 @@ async def apply_batch(
     expected: dict[int, int], next_offsets: dict[int, int],
     parsed: Sequence[Parsed | Rejected],
     raw: Mapping[tuple[int, int], tuple[bytes | None, bytes | None]],
-    tz: dt.tzinfo, now: dt.datetime,
+    tz: dt.tzinfo, now: dt.datetime, policies: PolicyCache | None = None,
 ) -> Outcome:
     """Everything one batch does, in the caller's transaction.
 
     ``expected``: partition -> offset this consumer started the batch at;
     ``next_offsets``: partition -> offset after the batch; ``raw``:
-    (partition, offset) -> (key, value) for dead-lettered records.
+    (partition, offset) -> (key, value) for dead-lettered records;
+    ``policies``: the source policy cache (reloaded here when the stored policy
+    changed; without one, the stored policy is read).
     """
     out = Outcome()
     stored = await store.lock_offsets(conn, group, topic, sorted(expected))
     if any(stored.get(p) != o for p, o in expected.items()):
         raise Fenced(stored)
 
-    events = [p for p in parsed if isinstance(p, Parsed)]
-    out.rejected = [p for p in parsed if isinstance(p, Rejected)]
-    known = await store.known_fingerprints(conn, [e.event_id for e in events]) if events else {}
+    policy = await (policies or PolicyCache()).current(conn)
+    events, out.rejected = authorize([p for p in parsed if isinstance(p, Parsed)], policy)
+    out.rejected += [p for p in parsed if isinstance(p, Rejected)]
+    known = (await store.known_fingerprints(conn, [e.identity for e in events])
+             if events else {})
     cls = classify(events, known)
     out.rejected += cls.conflicts
     for ev in cls.duplicates:
@@ -244,6 +250,7 @@ class RegistryConsumer:
         self.consumer: AIOKafkaConsumer | None = None
         self.stop_event = asyncio.Event()
         self.batches = 0
+        self.policies = PolicyCache()
 
     # ------------------------------------------------------------------ life cycle
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -369,9 +376,8 @@ class RegistryConsumer:
         """The high watermark from a fetch response at the last reported record."""
         if reported_end == 0:
             return 0
-        probe = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap(),
-                                 enable_auto_commit=False, client_id="platereg-probe",
-                                 max_partition_fetch_bytes=8 * 1024 * 1024)
+        probe = make_consumer(self.settings, client_id="platereg-probe",
+                              max_partition_fetch_bytes=8 * 1024 * 1024)
         try:
             await probe.start()
             probe.assign([tp])
@@ -472,7 +478,7 @@ class RegistryConsumer:
                         outcome = await apply_batch(
                             conn, group=self.group, topic=self.topic, expected=expected,
                             next_offsets=next_offsets, parsed=parsed, raw=raw, tz=self.tz,
-                            now=now)
+                            now=now, policies=self.policies)
                 except Fenced as fence:
                     self.generation += 1   # drop batches fetched before this seek
                     for p in next_offsets:

@@ -1,9 +1,10 @@
 """The registry's domain rules as pure functions: the fold and the status.
 
 A plate's state is the fold of its accepted events sorted by (time, id)
-(contract section 2). ``apply`` takes the event type and its JSON ``data``
-(as stored in ``plate_events.data``), so the same code folds events fresh
-from Kafka and events re-read from the history.
+(contract section 2), with the event's source as the last tiebreaker (events are
+identified by (source, id), so two may share a time and an id). ``apply`` takes
+the event type and its JSON ``data`` (as stored in ``plate_events.data``), so
+the same code folds events fresh from Kafka and events re-read from the history.
 """
 
 from __future__ import annotations
@@ -137,12 +138,19 @@ class HistoryEvent:
     type: str
     time: dt.datetime
     data: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def sort_key(self) -> tuple[dt.datetime, str, str]:
+        """Fold order: (time, id) as the contract says, then source (the same id from two
+        sources at the same time still folds in one order)."""
+        return (self.time, self.event_id, self.source)
 
 
 def fold(jurisdiction: str, plate: str, events: Iterable[HistoryEvent]) -> PlateState:
-    """The state of a plate from its whole history, in (time, id) order."""
+    """The state of a plate from its whole history, in (time, id, source) order."""
     state = PlateState(jurisdiction=jurisdiction, plate=plate)
-    for ev in sorted(events, key=lambda e: (e.time, e.event_id)):
+    for ev in sorted(events, key=lambda e: e.sort_key):
         state = apply(state, ev.type, ev.data, ev.time, ev.event_id)
     return state
 

@@ -46,7 +46,7 @@ async def events(conn: asyncpg.Pool | asyncpg.Connection, key: str,
                  limit: int) -> list[asyncpg.Record]:
     return await conn.fetch(
         "SELECT event_id, type, source, event_time, data, received_at FROM plate_events"
-        " WHERE plate_key = $1 ORDER BY event_time, event_id LIMIT $2",
+        " WHERE plate_key = $1 ORDER BY event_time, event_id, source LIMIT $2",
         key, limit,
     )
 

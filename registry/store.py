@@ -89,12 +89,17 @@ async def stored_offsets(conn: asyncpg.Connection | asyncpg.Pool, group: str,
 
 # --------------------------------------------------------------------------- events
 
-async def known_fingerprints(conn: asyncpg.Connection, ids: Iterable[str]) -> dict[str, str]:
+async def known_fingerprints(conn: asyncpg.Connection,
+                             identities: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """(source, id) -> fingerprint of the stored events among ``identities``."""
+    pairs = list(set(identities))
     rows = await conn.fetch(
-        "SELECT event_id, fingerprint FROM plate_events WHERE event_id = ANY($1::text[])",
-        list(set(ids)),
+        """SELECT e.source, e.event_id, e.fingerprint
+           FROM unnest($1::text[], $2::text[]) AS x(s, i)
+           JOIN plate_events e ON e.source = x.s AND e.event_id = x.i""",
+        [p[0] for p in pairs], [p[1] for p in pairs],
     )
-    return {r["event_id"]: r["fingerprint"] for r in rows}
+    return {(r[0], r[1]): r[2] for r in rows}
 
 
 async def insert_events(conn: asyncpg.Connection, events: Sequence[Parsed]) -> int:
@@ -108,7 +113,7 @@ async def insert_events(conn: asyncpg.Connection, events: Sequence[Parsed]) -> i
            FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
                        $6::text[], $7::text[], $8::int[], $9::bigint[])
                 AS x(i, k, t, s, tm, d, f, p, o)
-           ON CONFLICT (event_id) DO NOTHING""",
+           ON CONFLICT (source, event_id) DO NOTHING""",
         [e.event_id for e in events], [e.plate_key for e in events],
         [e.type for e in events], [e.source for e in events], [e.time for e in events],
         [orjson.dumps(e.data).decode() if (d := e.data_json) is None else d for e in events],
@@ -122,12 +127,12 @@ async def history(conn: asyncpg.Connection, keys: Sequence[str]) -> dict[str, li
     """Every stored event of these plates (the caller sorts: fold order is Python's)."""
     out: dict[str, list[HistoryEvent]] = {k: [] for k in keys}
     rows = await conn.fetch(
-        "SELECT plate_key, event_id, type, event_time, data FROM plate_events "
+        "SELECT plate_key, event_id, type, event_time, data, source FROM plate_events "
         "WHERE plate_key = ANY($1::text[])", list(keys))
     for r in rows:
         out[r["plate_key"]].append(
             HistoryEvent(event_id=r["event_id"], type=r["type"], time=r["event_time"],
-                         data=r["data"]))
+                         data=r["data"], source=r["source"]))
     return out
 
 

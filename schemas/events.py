@@ -334,7 +334,8 @@ class BaseEvent(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True, hide_input_in_errors=True)
 
     specversion: Literal["1.0"] = Field(description="CloudEvents version, exactly the string '1.0'")
-    id: Text128 = Field(description="Producer idempotency key, unique across all events")
+    id: Text128 = Field(description="Producer idempotency key, unique within its source: an "
+                                    "event is identified by (source, id)")
     source: Text512 = Field(description="CloudEvents source (URI-reference) of the producer")
     type: str
     time: Rfc3339Datetime = Field(description="When the fact happened (RFC 3339 with offset)")

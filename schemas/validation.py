@@ -74,6 +74,7 @@ class RejectReason(StrEnum):
     FUTURE_TIME = "future_time"
     ID_CONFLICT = "id_conflict"
     TOO_LARGE = "too_large"
+    UNAUTHORIZED_SOURCE = "unauthorized_source"
 
 
 class Rejection(Exception):

@@ -108,7 +108,8 @@ def reference_fold(events: Iterable[dict]) -> dict[str, dict]:
         by_plate.setdefault(ev["subject"], []).append(ev)
     result = {}
     for key, evs in by_plate.items():
-        evs = sorted(evs, key=lambda e: (_instant(e["time"]), e["id"]))
+        # (time, id) as the contract says; source breaks a tie of the two
+        evs = sorted(evs, key=lambda e: (_instant(e["time"]), e["id"], e["source"]))
         s: dict[str, Any] = {"issued": False, "plate_class": None, "expires_on": None,
                              "vehicle": None, "owner": None, "device_id": None,
                              "suspension_reasons": set(), "stolen": False, "cancelled": False}

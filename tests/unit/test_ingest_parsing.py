@@ -16,7 +16,10 @@ from ingest.importer import (
     ndjson_lines,
     row_to_event,
 )
+from ingest.publisher import record_of
 from platereg.http import ProblemError
+from registry.policy import DEFAULT_POLICY, compile_policy
+from schemas.validation import parse_event_bytes
 
 NOW = datetime.now(UTC)
 
@@ -73,11 +76,42 @@ def test_body_shapes_accepted() -> None:
 
 def test_validate_batch_lists_every_invalid_index() -> None:
     items = [event(id="a"), event("CA-ON/#"), {"x": 1}, event(id="a"),
-             {**event(id="a"), "source": "/other"}, 7]
+             {**event(id="a"), "time": "2026-01-02T00:00:00Z"}, 7,
+             {**event(id="a"), "source": "/other"}]
     events, errors = validate_batch(items, NOW)
     assert [(e["index"], e["reason"]) for e in errors] == [
         (1, "invalid_plate"), (2, "schema_invalid"), (4, "id_conflict"), (5, "malformed_json")]
-    assert [e.id for e in events] == ["a", "a"]
+    # the same id from another source is another event (contract: (source, id))
+    assert [(e.source, e.id) for e in events] == [("/x", "a"), ("/x", "a"), ("/other", "a")]
+
+
+def test_validate_batch_refuses_sources_outside_the_key_or_the_policy() -> None:
+    policy = compile_policy(DEFAULT_POLICY)
+    renewal = {**event(id="r"), "source": "/registry/office/7"}
+    stolen = {**event(id="s"), "source": "/insurance/acme/1", "type": "plate.stolen_reported",
+              "data": {"agency": "X", "report_id": "1"}}
+    lapse = {**event(id="l"), "source": "/insurance/acme/1", "type": "plate.suspended",
+             "data": {"reason": "insurance_lapsed"}}
+    court = {**lapse, "id": "c", "data": {"reason": "court_order"}}
+    events, errors = validate_batch([renewal, stolen, lapse, court], NOW,
+                                    sources=["/insurance/acme/"], policy=policy)
+    assert [(e["index"], e["reason"]) for e in errors] == [
+        (0, "unauthorized_source"), (1, "unauthorized_source"), (3, "unauthorized_source")]
+    assert "prefixes of this API key" in errors[0]["detail"]
+    assert "plate.stolen_reported" in errors[1]["detail"]
+    assert "court_order" in errors[2]["detail"]
+    assert [e.id for e in events] == ["l"]
+
+
+def test_published_record_carries_the_authcontext() -> None:
+    events, _ = validate_batch([event(id="a")], NOW)
+    value = orjson.loads(record_of(events[0], "k123").value)
+    assert (value["authtype"], value["authid"]) == ("api_key", "k123")
+    forged, _ = validate_batch([{**event(id="a"), "authid": "someone-else"}], NOW)
+    assert orjson.loads(record_of(forged[0], "k123").value)["authid"] == "k123"
+    # the authcontext is not content: the stamped record is the same event
+    again = parse_event_bytes(record_of(events[0], "k123").value, now=NOW)
+    assert again.fingerprint() == events[0].fingerprint()
 
 
 # --------------------------------------------------------------------------- NDJSON

@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from ingest import simulate as sim
+from registry.policy import DEFAULT_POLICY, compile_policy
 from schemas.validation import Rejection, parse_event_bytes
 
 NOW = datetime.now(UTC)
@@ -43,9 +44,15 @@ def test_times_come_from_start_not_the_clock() -> None:
 
 
 def test_every_valid_event_validates_and_invalid_ones_fail_as_labelled(year) -> None:
-    seen_ids: dict[str, str] = {}
+    seen_ids: dict[tuple[str, str], str] = {}
+    policy = compile_policy(DEFAULT_POLICY)
     wrong = []
     for item in year:
+        if item.reason == "unauthorized_source":            # valid, but not from there
+            event = parse_event_bytes(item.value, now=NOW)
+            if policy.allows_event(event.source, event.type, orjson.loads(item.value)["data"]):
+                wrong.append(("allowed", item.reason))
+            continue
         if item.kind == sim.INVALID and item.reason != "id_conflict":
             try:
                 parse_event_bytes(item.value, now=NOW)
@@ -58,13 +65,17 @@ def test_every_valid_event_validates_and_invalid_ones_fail_as_labelled(year) -> 
         assert item.key == event.plate_key.encode()
         assert event.type == item.event_type and event.id == item.event_id
         fingerprint = event.fingerprint()
-        if item.kind == sim.INVALID:                           # id_conflict: same id, new content
-            assert seen_ids[event.id] != fingerprint
+        identity = (event.source, event.id)
+        data = orjson.loads(item.value).get("data")
+        if not policy.allows_event(event.source, event.type, data):
+            wrong.append(("refused by the default policy", event.type, event.source))
+        if item.kind == sim.INVALID:               # id_conflict: same (source, id), new content
+            assert seen_ids[identity] != fingerprint
         elif item.kind == sim.DUPLICATE:
-            assert seen_ids[event.id] == fingerprint
+            assert seen_ids[identity] == fingerprint
         else:
-            assert event.id not in seen_ids
-            seen_ids[event.id] = fingerprint
+            assert identity not in seen_ids
+            seen_ids[identity] = fingerprint
     assert wrong == []
 
 
@@ -79,7 +90,7 @@ def test_shares_are_roughly_honoured(year) -> None:
     assert 0.035 <= late / len(valid) <= 0.065
     reasons = Counter(i.reason for i in year if i.kind == sim.INVALID)
     assert set(reasons) >= {"malformed_json", "unknown_type", "invalid_plate", "schema_invalid",
-                            "future_time", "id_conflict"}
+                            "future_time", "id_conflict", "unauthorized_source"}
 
 
 def test_late_events_arrive_out_of_order(year) -> None:

@@ -143,9 +143,9 @@ def test_fold_is_the_same_for_any_permutation(picks, rnd) -> None:
 
 
 def _parsed(kind: str, minute: int, data: dict, id: str, key: str = "CA-ON/ABC123",
-            fp: str | None = None, offset: int = 0) -> Parsed:
+            fp: str | None = None, offset: int = 0, source: str = "/src") -> Parsed:
     j, _, p = key.partition("/")
-    return Parsed(id, kind, "/src", T0 + dt.timedelta(minutes=minute), key, j, p, data,
+    return Parsed(id, kind, source, T0 + dt.timedelta(minutes=minute), key, j, p, data,
                   fp or f"fp-{id}-{orjson.dumps(data).decode()}", 0, offset)
 
 
@@ -197,7 +197,8 @@ def test_classify_duplicates_and_conflicts_inside_a_batch_and_against_history() 
     a_conflict = _parsed("plate.recovered", 2, {}, "A", fp="f2", offset=3)
     b_known = _parsed("plate.recovered", 1, {}, "B", fp="fb", offset=4)
     c_conflict_known = _parsed("plate.recovered", 1, {}, "C", fp="other", offset=5)
-    out = classify([a, a_again, a_conflict, b_known, c_conflict_known], {"B": "fb", "C": "fc"})
+    known = {("/src", "B"): "fb", ("/src", "C"): "fc"}
+    out = classify([a, a_again, a_conflict, b_known, c_conflict_known], known)
     assert out.new == [a]
     assert out.duplicates == [a_again, b_known]
     assert [(r.offset, r.reason) for r in out.conflicts] == [(3, "id_conflict"),
@@ -205,6 +206,34 @@ def test_classify_duplicates_and_conflicts_inside_a_batch_and_against_history() 
     # the first of an id within the batch stands, even when it is the "other" content
     out = classify([a_conflict, a], {})
     assert out.new == [a_conflict] and out.conflicts[0].offset == 1
+
+
+def test_classify_the_same_id_from_two_sources_is_two_events() -> None:
+    police = _parsed("plate.recovered", 1, {}, "A", fp="f1", offset=1, source="/police/x/")
+    office = _parsed("plate.renewed", 2, {"expires_on": "2030-01-01"}, "A", fp="f2", offset=2,
+                     source="/registry/1")
+    stored_elsewhere = _parsed("plate.recovered", 3, {}, "B", fp="f3", offset=3,
+                               source="/police/x/")
+    out = classify([police, office, stored_elsewhere], {("/police/y/", "B"): "other"})
+    assert out.new == [police, office, stored_elsewhere]
+    assert out.duplicates == [] and out.conflicts == []
+
+
+def test_fold_order_breaks_time_and_id_ties_by_source() -> None:
+    issued = h("plate.issued", 0, ISSUED, id="i")
+    stolen = HistoryEvent("x", "plate.stolen_reported", T0, {"agency": "A", "report_id": "1"},
+                          source="/police/b/")
+    recovered = HistoryEvent("x", "plate.recovered", T0, {}, source="/police/a/")
+    for order in ([issued, stolen, recovered], [recovered, stolen, issued]):
+        state = fold("CA-ON", "ABC123", order)
+        assert state.stolen          # (T0, "x", "/police/a/") folds before "/police/b/"
+
+
+def test_plan_refolds_an_equal_time_and_id_from_another_source() -> None:
+    state = fold("CA-ON", "ABC123", [h("plate.issued", 10, ISSUED, id="m")])
+    twin = _parsed("plate.renewed", 10, {"expires_on": "2031-01-01"}, "m", source="/a")
+    _, refold = plan_plates({"CA-ON/ABC123": state}, {"CA-ON/ABC123": [twin]})
+    assert refold == ["CA-ON/ABC123"]
 
 
 def test_status_change_ignores_as_of_and_owner_and_skips_unknown_plates() -> None:
