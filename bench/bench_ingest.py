@@ -134,7 +134,7 @@ async def _bench(ctx: BenchContext) -> list[Figure]:
 
     conn = await asyncpg.connect(dsn)
     try:
-        key = (await create_key(conn, role="ingest", name="bench"))[1]
+        key = (await create_key(conn, role="ingest", name="bench", sources=["/"]))[1]
     finally:
         await conn.close()
 

@@ -78,7 +78,9 @@ async def insert_change(pool: asyncpg.Pool, view: dict[str, Any], flagged: bool,
 
 async def role_keys(pool: asyncpg.Pool, **kwargs: Any) -> dict[str, str]:
     """One fresh key per role: {role: full key}."""
-    return {role: (await create_key(pool, role=role, name=f"test {role}", **kwargs))[1]
+    return {role: (await create_key(pool, role=role, name=f"test {role}",
+                                    sources=["/registry/"] if role == "ingest" else (),
+                                    **kwargs))[1]
             for role in ROLES}
 
 

@@ -28,9 +28,26 @@ REASONS = ["insurance_lapsed", "unpaid_fines", "emissions_failed", "court_order"
            "administrative"]
 
 
+#: A source the default source policy allows for each suspension reason.
+REASON_SOURCES = {"insurance_lapsed": "/insurance/test/", "unpaid_fines": "/fines/test/",
+                  "emissions_failed": "/emissions/test/", "court_order": "/courts/test/",
+                  "administrative": "/registry/test/"}
+
+
+def source_for(kind: str, data: dict | None = None) -> str:
+    """A source the default source policy allows to send this event."""
+    if kind in ("plate.stolen_reported", "plate.recovered"):
+        return "/police/test/"
+    reason = (data or {}).get("reason")
+    if kind in ("plate.suspended", "plate.reinstated") and reason is not None:
+        return REASON_SOURCES[reason]
+    return "/registry/test/office/1"
+
+
 def event(kind: str, subject: str, time: dt.datetime, data: dict | None = None,
-          id: str | None = None, source: str = "/test/office/1") -> dict:
-    ev = {"specversion": "1.0", "id": id or str(uuid.uuid4()), "source": source,
+          id: str | None = None, source: str | None = None) -> dict:
+    ev = {"specversion": "1.0", "id": id or str(uuid.uuid4()),
+          "source": source or source_for(kind, data),
           "type": kind, "time": time.isoformat().replace("+00:00", "Z"), "subject": subject}
     if data is not None:
         ev["data"] = data
@@ -170,10 +187,10 @@ async def stored_plates(pool: asyncpg.Pool) -> dict[str, dict]:
 
 
 def unique_first(events: Iterable[dict]) -> list[dict]:
-    """The first event of each id (duplicates in these tests are identical copies)."""
-    seen: dict[str, dict] = {}
+    """The first event of each (source, id) (duplicates in these tests are identical copies)."""
+    seen: dict[tuple[str, str], dict] = {}
     for ev in events:
-        seen.setdefault(ev["id"], ev)
+        seen.setdefault((ev["source"], ev["id"]), ev)
     return list(seen.values())
 
 

@@ -22,7 +22,7 @@ def issued(subject: str = "CA-ON/ABC123", *, id: str | None = None,
            time: str = "2026-01-05T15:04:05Z", name: str = "Jane Doe") -> dict[str, Any]:
     return {
         "specversion": "1.0", "id": id or str(uuid.uuid4()),
-        "source": "/serviceontario/office/0042", "type": "plate.issued", "time": time,
+        "source": "/registry/serviceontario/office/0042", "type": "plate.issued", "time": time,
         "subject": subject, "datacontenttype": "application/json",
         "data": {"plate_class": "passenger", "expires_on": "2027-11-30",
                  "vehicle": {"vin": "2HGFC2F59JH123456", "make": "Honda", "model": "Civic",
@@ -35,7 +35,7 @@ def issued(subject: str = "CA-ON/ABC123", *, id: str | None = None,
 def renewed(subject: str = "CA-ON/ABC123", *, id: str | None = None,
             expires_on: str = "2028-11-30") -> dict[str, Any]:
     return {"specversion": "1.0", "id": id or str(uuid.uuid4()),
-            "source": "/serviceontario/office/0042", "type": "plate.renewed",
+            "source": "/registry/serviceontario/office/0042", "type": "plate.renewed",
             "time": "2026-02-01T10:00:00-05:00", "subject": subject,
             "data": {"expires_on": expires_on}}
 

@@ -88,8 +88,9 @@ async def test_rate_limit_answers_429_with_retry_after(settings, pool: asyncpg.P
 
 
 async def test_database_never_holds_a_raw_key(pool: asyncpg.Pool) -> None:
-    created = [await create_key(pool, role=r, name=f"k {r}") for r in
-               ("enforcement", "portal", "operator", "ingest")]
+    created = [await create_key(pool, role=r, name=f"k {r}",
+                                sources=["/registry/"] if r == "ingest" else ())
+               for r in ("enforcement", "portal", "operator", "ingest")]
     rows = await pool.fetch("SELECT * FROM api_keys")
     dump = repr([dict(r) for r in rows])
     for key_id, key in created:

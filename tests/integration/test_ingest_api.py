@@ -25,7 +25,8 @@ CE_BATCH = "application/cloudevents-batch+json"
 
 @pytest.fixture
 async def ingest_key(pool) -> str:
-    return (await create_key(pool, role="ingest", name="ingest test"))[1]
+    return (await create_key(pool, role="ingest", name="ingest test",
+                             sources=["/registry/serviceontario/"]))[1]
 
 
 def auth(key: str, ctype: str | None = None) -> dict[str, str]:
@@ -107,7 +108,7 @@ async def test_a_batch_with_invalid_events_publishes_nothing(topics, ingest_key)
 
 async def test_same_id_twice_in_a_batch(topics, ingest_key) -> None:
     event = issued("CA-ON/DUP1")
-    conflicting = {**event, "source": "/other/system"}
+    conflicting = {**event, "time": "2026-01-05T15:04:06Z"}    # same source and id
     async with ingest_server(topics) as url, httpx.AsyncClient(base_url=url) as client:
         conflict = await client.post("/v1/events", json=[event, conflicting],
                                      headers=auth(ingest_key))
