@@ -29,6 +29,10 @@ async def ingest_key(pool) -> str:
                              sources=["/registry/serviceontario/"]))[1]
 
 
+def key_id_of(key: str) -> str:
+    return key.split("_")[1]
+
+
 def auth(key: str, ctype: str | None = None) -> dict[str, str]:
     headers = {"Authorization": f"Bearer {key}"}
     if ctype:
@@ -72,6 +76,8 @@ async def test_single_and_batch_events_reach_kafka_intact(topics, ingest_key) ->
         assert record.key.decode() == expected.plate_key == value["subject"]
         assert header(record, "content-type") == b"application/cloudevents+json"
         assert parse_event_bytes(record.value, now=now).fingerprint() == expected.fingerprint()
+        # the authcontext the API stamps: which key published it
+        assert value.pop("authtype") == "api_key" and value.pop("authid") == key_id_of(ingest_key)
         assert {k: v for k, v in value.items() if k != "subject"} == {
             k: v for k, v in original.items() if k not in ("subject", "time")} | {
             "time": value["time"]}
@@ -233,12 +239,15 @@ async def test_keys_and_roles(topics, pool, ingest_key) -> None:
     assert await read_topic(topics) == []
 
 
-async def test_simulated_traffic_through_the_api(topics, ingest_key) -> None:
+async def test_simulated_traffic_through_the_api(topics, pool) -> None:
+    # every kind of source the simulator uses; its smart plate thefts stay unauthorized
+    _, key = await create_key(pool, role="ingest", name="simulator", sources=[
+        "/registry/", "/insurance/", "/courts/", "/emissions/", "/police/"])
     config = sim.SimConfig(plates=40, seed=11, events=300, invalid_share=0.05,
                            duplicate_share=0.05)
     items = list(sim.generate(config))
     async with ingest_server(topics) as url:
-        sink = sim.ApiSink(url, ingest_key, batch_size=100)
+        sink = sim.ApiSink(url, key, batch_size=100)
         stats = await sim.run(iter(items), sink)
     invalid = sum(i.kind == "invalid" for i in items)
     # id_conflict needs the registry's memory of earlier ids; the API accepts those.
