@@ -55,7 +55,7 @@ async def test_keys_create_list_revoke(settings, pool: asyncpg.Pool) -> None:
     listed = await run("keys", "list")
     assert listed.returncode == 0, listed.stderr
     ((*cells, created_at, revoked_at),) = table_rows(listed.stdout)
-    assert cells == [key_id, "night desk", "operator", "7.5"]
+    assert cells == [key_id, "night desk", "operator", "", "7.5"]   # no sources: not ingest
     assert ISO_SECONDS.match(created_at) and revoked_at == ""
     assert split_key(key)[1] not in listed.stdout and row["secret_hash"] not in listed.stdout
 
