@@ -84,6 +84,10 @@ DEMO_LOADERS: list[tuple[str, ...]] = [
      "--duplicate-share", "0.01", "--invalid-share", "0.005", "--no-progress"),
 ]
 
+#: The demo ingest key may publish only events whose source starts with this (a
+#: registry office: the default source policy lets it issue, renew, transfer...).
+DEMO_INGEST_SOURCE = "/registry/demo/"
+
 # Login roles of the embedded PostgreSQL (new passwords on every start).
 EMBEDDED_SERVICE_USER = "platereg_app"
 EMBEDDED_PURGE_USER = "platereg_purger"
@@ -354,16 +358,19 @@ def _run(settings: Settings, demo: bool) -> int:
 def _load_demo(settings: Settings, env: dict[str, str]) -> None:
     from platereg.keys import create_key
 
-    async def demo_key() -> str:
+    async def demo_keys() -> tuple[str, str]:
         import asyncpg
 
         conn = await asyncpg.connect(settings.dsn())
         try:
-            return (await create_key(conn, role="operator", name="make-run demo"))[1]
+            operator = (await create_key(conn, role="operator", name="make-run demo"))[1]
+            ingest = (await create_key(conn, role="ingest", name="make-run demo office",
+                                       sources=[DEMO_INGEST_SOURCE]))[1]
+            return operator, ingest
         finally:
             await conn.close()
 
-    key = asyncio.run(demo_key())
+    key, ingest_key = asyncio.run(demo_keys())
     for loader in DEMO_LOADERS:
         proc = _spawn(_platereg(*loader), env)
         try:
@@ -372,10 +379,11 @@ def _load_demo(settings: Settings, env: dict[str, str]) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    _banner(settings, key, _sample_plate(settings))
+    _banner(settings, key, _sample_plate(settings), ingest_key)
 
 
-def _banner(settings: Settings, key: str | None, sample: str | None) -> None:
+def _banner(settings: Settings, key: str | None, sample: str | None,
+            ingest_key: str | None = None) -> None:
     print("\nPlate Registry is running:")
     for service in SERVICES:
         print(f"  {service.name:<22} {service.url(settings) if service.url else ''}")
@@ -387,6 +395,9 @@ def _banner(settings: Settings, key: str | None, sample: str | None) -> None:
         print(f"  curl -H 'Authorization: Bearer {key}' {base}/v1/hotlist")
         if sample:
             print(f"  curl -H 'Authorization: Bearer {key}' {base}/v1/plates/{sample}")
+    if ingest_key:
+        print(f"Demo ingest API key for sources {DEMO_INGEST_SOURCE}* (shown once): "
+              f"{ingest_key}")
     else:
         print("\nNo demo data or key (your own servers, or --no-demo); make a key with:\n"
               "  platereg keys create --role operator --name me")
