@@ -21,7 +21,8 @@ from registry.domain import HistoryEvent, PlateState
 
 
 def _applied(events: Sequence[Parsed] | Sequence[HistoryEvent]) -> list[rules.AppliedEvent]:
-    out = [rules.AppliedEvent(e.event_id, e.type, e.time, e.data or {}) for e in events]
+    out = [rules.AppliedEvent(e.event_id, e.type, e.time, e.data or {}, e.source)
+           for e in events]
     return sorted(out, key=lambda e: e.sort_key)
 
 
@@ -38,10 +39,10 @@ def batch_drafts(old: Mapping[str, PlateState], new_states: Mapping[str, PlateSt
         fresh = PlateState(jurisdiction=first.jurisdiction, plate=first.plate)
         if key in history:
             drafts += rules.event_drafts(fresh, _applied(history[key]),
-                                         {e.event_id for e in events})
+                                         {(e.source, e.event_id) for e in events})
         else:
             drafts += rules.event_drafts(old.get(key) or fresh, _applied(events),
-                                         {e.event_id for e in events})
+                                         {(e.source, e.event_id) for e in events})
     return drafts
 
 

@@ -138,16 +138,22 @@ def window_draft(state: PlateState, today: dt.date, days: Iterable[int]) -> Draf
 
 @dataclass(frozen=True, slots=True)
 class AppliedEvent:
-    """A newly applied event: its id, type, (time, id) position and data."""
+    """A newly applied event: its id, type, fold position and data, and its source
+    (an event is identified by (source, id))."""
 
     event_id: str
     type: str
     time: dt.datetime
     data: Mapping[str, Any]
+    source: str = ""
 
     @property
-    def sort_key(self) -> tuple[dt.datetime, str]:
-        return (self.time, self.event_id)
+    def sort_key(self) -> tuple[dt.datetime, str, str]:
+        return (self.time, self.event_id, self.source)
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        return (self.source, self.event_id)
 
 
 def superseded(event: AppliedEvent, earlier_applied: Iterable[HistoryEvent]) -> bool:
@@ -156,7 +162,7 @@ def superseded(event: AppliedEvent, earlier_applied: Iterable[HistoryEvent]) -> 
     for other in earlier_applied:
         other_family = FAMILY.get(other.type)
         same = other_family == family or (other_family == "issued" and family in ISSUED_COVERS)
-        if same and (other.time, other.event_id) > event.sort_key:
+        if same and other.sort_key > event.sort_key:
             return True
     return False
 
@@ -184,28 +190,30 @@ def drafts_for_event(event: AppliedEvent, before: PlateState, after: PlateState)
             continue
         if kind == "transferred_out" and recipient["owner_id"] == after.owner_id:
             continue    # "transferred" to the same owner: nobody left
-        out.append(Draft(f"event:{event.event_id}:{kind}:{recipient['owner_id']}", kind,
+        out.append(Draft(f"event:{event.source}:{event.event_id}:{kind}:{recipient['owner_id']}",
+                         kind,
                          after.plate_key, recipient, _context(event, after)))
     return out
 
 
 def event_drafts(start: PlateState, events: Sequence[AppliedEvent],
-                 new_ids: frozenset[str] | set[str]) -> list[Draft]:
-    """Notices for the events of ``new_ids`` among ``events`` folded from ``start``.
+                 new_ids: frozenset[tuple[str, str]] | set[tuple[str, str]]) -> list[Draft]:
+    """Notices for the events of ``new_ids`` ((source, id) pairs) among ``events`` folded
+    from ``start``.
 
     ``events`` are in fold order: the new events only (folded from the stored
     state), or the whole history (a re-fold after a late event). An event
     whose family has a later event that was stored before (not new) does not
     notify.
     """
-    stored_before = [HistoryEvent(e.event_id, e.type, e.time, e.data)
-                     for e in events if e.event_id not in new_ids]
+    stored_before = [HistoryEvent(e.event_id, e.type, e.time, e.data, e.source)
+                     for e in events if e.identity not in new_ids]
     out: list[Draft] = []
     state = start
     for ev in events:
         before = state
         state = apply(state, ev.type, ev.data, ev.time, ev.event_id)
-        if ev.event_id not in new_ids or ev.type not in EVENT_KINDS:
+        if ev.identity not in new_ids or ev.type not in EVENT_KINDS:
             continue
         if stored_before and superseded(ev, stored_before):
             continue

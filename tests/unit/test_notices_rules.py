@@ -85,7 +85,7 @@ def ev(kind: str, minutes: int, data: dict | None = None, id: str | None = None
 def test_transfer_notifies_the_new_and_the_previous_owner() -> None:
     new_owner = {"owner_id": "o2", "name": "Bo", "language": "fr"}
     events = [ev("plate.transferred", 5, {"owner": new_owner})]
-    drafts = rules.event_drafts(issued(), events, {events[0].event_id})
+    drafts = rules.event_drafts(issued(), events, {events[0].identity})
     assert [(d.kind, d.owner_id, d.language) for d in drafts] == [
         ("transferred_in", "o2", "fr"), ("transferred_out", "o1", "en")]
 
@@ -93,7 +93,7 @@ def test_transfer_notifies_the_new_and_the_previous_owner() -> None:
 def test_events_in_one_batch_each_notify_in_order() -> None:
     events = [ev("plate.suspended", 1, {"reason": "unpaid_fines"}),
               ev("plate.reinstated", 2, {"reason": "unpaid_fines"})]
-    drafts = rules.event_drafts(issued(), events, {e.event_id for e in events})
+    drafts = rules.event_drafts(issued(), events, {e.identity for e in events})
     assert [d.kind for d in drafts] == ["suspended", "reinstated"]
     assert drafts[0].context["reason"] == "unpaid_fines"
 
@@ -105,13 +105,13 @@ def test_a_late_event_older_than_the_latest_of_its_kind_does_not_notify() -> Non
     other_late = ev("plate.stolen_reported", 6, {"agency": "OPP", "report_id": "r"})
     history = sorted([*stored, late, other_late], key=lambda e: e.sort_key)
     fresh = PlateState("CA-ON", "ABC123")
-    drafts = rules.event_drafts(fresh, history, {late.event_id, other_late.event_id})
+    drafts = rules.event_drafts(fresh, history, {late.identity, other_late.identity})
     assert [d.kind for d in drafts] == ["stolen_reported"]
 
 
 def test_no_notice_for_a_plate_never_issued() -> None:
     events = [ev("plate.suspended", 1, {"reason": "unpaid_fines"})]
-    assert rules.event_drafts(PlateState("CA-ON", "X"), events, {events[0].event_id}) == []
+    assert rules.event_drafts(PlateState("CA-ON", "X"), events, {events[0].identity}) == []
 
 
 def test_channels_default_email_then_sms_then_paper() -> None:
