@@ -43,7 +43,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from platereg.auth import AuthError
+from platereg.auth import AuthError, RateLimitHeadersMiddleware
 from platereg.logging import get_logger
 from platereg.metrics import HTTP_DURATION
 from platereg.settings import Settings
@@ -57,7 +57,7 @@ UNMATCHED = "unmatched"
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 PUBLIC_PATHS = PROBES | {"/openapi.json", "/docs", "/docs/oauth2-redirect"}
 CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection first"
-ReadinessCheck = Callable[[], Awaitable[bool]]
+ReadinessCheck = Callable[[], Awaitable[bool | str]]
 
 
 class ProblemResponse(Response):
@@ -387,10 +387,12 @@ def add_probes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
     @app.get("/readyz", tags=["operations"], summary="PostgreSQL and Kafka are reachable",
              responses={503: {"description": "a dependency is unreachable"}})
     async def readyz() -> Response:
+        # A check answers True (ok), False (unreachable) or why it is not ready.
         results = {name: await check() for name, check in checks.items()}
-        ready = all(results.values())
+        ready = all(v is True for v in results.values())
         body = {"status": "ready" if ready else "not ready",
-                "checks": {k: "ok" if v else "unreachable" for k, v in results.items()}}
+                "checks": {k: "ok" if v is True else (v or "unreachable")
+                           for k, v in results.items()}}
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
@@ -405,6 +407,8 @@ def create_app(*, title: str, description: str, version: str = "1.0.0",
                   docs_url="/docs", openapi_url="/openapi.json", redoc_url=None)
     install_problem_handlers(app)
     app.add_middleware(ObservabilityMiddleware, settings=settings, service=service)
+    # Outermost, so that answers made by the layer above (408 after auth) get them too.
+    app.add_middleware(RateLimitHeadersMiddleware)
     base_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:

@@ -34,6 +34,12 @@ HTTP_DURATION = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 AUDIT_BACKLOG = Gauge("platereg_audit_backlog", "Audit rows waiting to be written.")
+AUDIT_OLDEST = Gauge("platereg_audit_oldest_unwritten_seconds",
+                     "Age of the oldest audit row not yet written (0: none waiting).")
+AUDIT_WRITE_FAILURES = Counter("platereg_audit_write_failures",
+                               "Failed audit writes (retried), by exception type.", ["error"])
+AUDIT_REFUSED = Counter("platereg_audit_refused",
+                        "Reads refused with 503 because the audit buffer was full.")
 AUTH_FAILURES = Counter("platereg_auth_failures", "Requests refused with 401 or 403.",
                         ["reason"])
 INGEST_EVENTS = Counter("platereg_ingest_events", "Events through the ingest API.", ["outcome"])

@@ -95,6 +95,15 @@ class Settings(BaseSettings):
         default=0.2, gt=0, le=86400,
         description="How often the registry API writes buffered audit rows (and on shutdown).",
     )
+    audit_max_pending: int = Field(
+        default=50_000, ge=1, le=1_000_000,
+        description="Audit rows a registry API process may hold unwritten; beyond it reads "
+                    "get 503 (a read is never served un-audited).",
+    )
+    audit_ready_lag_seconds: float = Field(
+        default=5.0, gt=0, le=3600,
+        description="/readyz answers 503 while the oldest unwritten audit row is older.",
+    )
     clock_offset_seconds: float = Field(
         default=0.0,
         description="Test only: shift the registry's clock (views, status changes, expiry "
@@ -107,9 +116,28 @@ class Settings(BaseSettings):
     ingest_port: int = Field(default=8081, ge=0, le=65535)
     consumer_metrics_port: int = Field(default=9102, ge=0, le=65535)
     rate_limit_per_second: float = Field(
-        default=200.0, gt=0, description="Default per-key request rate (token bucket)."
+        default=200.0, gt=0,
+        description="Units per second per key for roles without their own default (ingest).",
     )
-    rate_limit_burst: int = Field(default=400, ge=1)
+    rate_limit_enforcement_per_second: float = Field(
+        default=1000.0, gt=0,
+        description="Units (plates or owner records returned) per second per enforcement key.",
+    )
+    rate_limit_portal_per_second: float = Field(
+        default=100.0, gt=0, description="Units per second per portal key.")
+    rate_limit_operator_per_second: float = Field(
+        default=20.0, gt=0, description="Units per second per operator key.")
+    rate_limit_burst: int = Field(
+        default=400, ge=1,
+        description="Least bucket size of a key (its size is the larger of this and its rate).")
+    auth_key_refresh_seconds: float = Field(
+        default=1.0, gt=0, le=3600,
+        description="How often, at most, an API process reloads the list of key ids when it "
+                    "meets one it does not know.")
+    auth_unknown_key_lookups_per_second: float = Field(
+        default=5.0, gt=0, le=10_000,
+        description="Database look-ups per second, per process, for key ids not in the list "
+                    "(a key created since the last reload); beyond it they are refused.")
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     http_header_timeout_seconds: float = Field(
         default=10.0, gt=0, le=300,

@@ -88,10 +88,10 @@ def create_registry_app(settings: Settings | None = None, *, purge_every: float 
         ctx.pool = await create_pool(settings.dsn(), min_size=settings.db_pool_min,
                                      max_size=settings.db_pool_max, reset=_keep_session)
         app.state.pool = ctx.pool
-        app.state.authenticator = Authenticator(ctx.pool, settings.rate_limit_per_second,
-                                                settings.rate_limit_burst)
+        app.state.authenticator = Authenticator.from_settings(ctx.pool, settings)
         ctx.audit_writer = app.state.audit = AuditWriter(
-            ctx.pool, interval=settings.audit_flush_seconds)
+            ctx.pool, interval=settings.audit_flush_seconds,
+            max_pending=settings.audit_max_pending)
         ctx.audit_writer.start()
         # Long-lived objects (modules, routes, pool) leave the collector's working set and
         # young collections run less often: fewer, shorter pauses on the lookup path.
@@ -123,7 +123,8 @@ def create_registry_app(settings: Settings | None = None, *, purge_every: float 
         settings=settings, lifespan=lifespan, service="registry-api")
     app.state.ctx = ctx
     add_probes(app, {"postgres": lambda: ping(ctx.pool),
-                     "kafka": lambda: broker_reachable(settings)})
+                     "kafka": lambda: broker_reachable(settings),
+                     "audit": ctx.audit_keeping_up})
     for module in _ROUTERS:
         app.include_router(module.router)
 

@@ -128,9 +128,11 @@ class AuditEntry(BaseModel):
     id: int
     at: datetime
     key_id: str
-    kind: str = Field(description="single, batch, candidates, hotlist, events or owner")
-    jurisdiction: str
-    plate: str
+    kind: str = Field(description="single, batch, candidates, hotlist, events, owner, "
+                                  "owner_notices, owner_preferences or audit")
+    jurisdiction: str | None = Field(description="null for a read that names no plate")
+    plate: str | None
+    owner_id: str | None = Field(description="the owner whose record was read")
     purpose: str | None
     result: str = Field(description="The status answered, or not_found")
 

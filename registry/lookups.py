@@ -142,7 +142,7 @@ async def audit_entries(conn: asyncpg.Pool | asyncpg.Connection, *, jurisdiction
         where.append(f"at >= ${len(args)}")
     args.append(limit)
     return await conn.fetch(
-        "SELECT id, at, key_id, kind, jurisdiction, plate, purpose, result FROM audit_log"
+        "SELECT id, at, key_id, kind, jurisdiction, plate, owner_id, purpose, result FROM audit_log"
         f" WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}",
         *args,
     )

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from platereg.auth import charge
 from platereg.http import ProblemError
 from registry import lookups
 from registry.api_models import AuditPage
@@ -17,6 +18,7 @@ from registry.routes.common import (
     RAW_JURISDICTION,
     RAW_PLATE,
     OperatorKey,
+    Read,
     ctx_of,
     errors,
     json_response,
@@ -89,11 +91,19 @@ async def get_audit(request: Request, principal: OperatorKey,
                         description="Opaque cursor (`next`)")] = None,
                     limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> Response:
     j, p = _filters(jurisdiction, plate)
-    rows = await lookups.audit_entries(ctx_of(request).pool, jurisdiction=j, plate=p,
+    ctx = ctx_of(request)
+    rows = await lookups.audit_entries(ctx.pool, jurisdiction=j, plate=p,
                                        key_id=key_id, since=since,
                                        after_id=decode_id_cursor(cursor), limit=limit)
     nxt = encode_id_cursor(rows[-1]["id"]) if len(rows) == limit else None
-    return json_response({"entries": [dict(r) for r in rows], "next": nxt})
+    entries = [dict(r) for r in rows]
+    # Reading who read what is itself a read: one row per entry listed (or one, empty).
+    now, _ = ctx.now()
+    ctx.audit([Read(now, principal.key_id, "audit", e["jurisdiction"], e["plate"], None,
+                    "listed", e["owner_id"]) for e in entries]
+              or [Read(now, principal.key_id, "audit", j, p, None, "empty")])
+    charge(request, len(entries))
+    return json_response({"entries": entries, "next": nxt})
 
 
 LINKS: list[tuple[str, str, str, str, dict[str, str]]] = [

@@ -24,7 +24,7 @@ from platereg.http import ProblemError, read_json, validation_errors
 from platereg.metrics import LOOKUPS
 from platereg.settings import Settings
 from registry.api_models import Problem
-from registry.audit import AUDIT_COLUMNS, AuditUnavailable, AuditWriter
+from registry.audit import COPY_COLUMNS, AuditUnavailable, AuditWriter
 from registry.domain import enforcement_view, full_view, state_from_row, today_in
 from schemas._types import NO_CONTROL_PATTERN
 from schemas.plates import InvalidPlate, normalize_jurisdiction, normalize_plate
@@ -44,19 +44,22 @@ OwnerKey = Annotated[Principal, Depends(require(PORTAL, OPERATOR))]
 
 @dataclass(frozen=True, slots=True)
 class Read:
-    """One audited read: who (key), what (kind, plate), why (purpose) and the answer."""
+    """One audited read: who (key), what (kind, plate or owner), why (purpose) and the
+    answer. A read of an owner record names the owner; one that is not about a plate
+    (preferences, an empty page) has no plate."""
 
     at: dt.datetime
     key_id: str
     kind: str
-    jurisdiction: str
-    plate: str
+    jurisdiction: str | None
+    plate: str | None
     purpose: str | None
     result: str
+    owner_id: str | None = None
 
     def row(self) -> tuple[Any, ...]:
-        """The values in ``registry.audit.AUDIT_COLUMNS`` order."""
-        return tuple(getattr(self, column) for column in AUDIT_COLUMNS)
+        """The values in ``registry.audit.COPY_COLUMNS`` order."""
+        return tuple(getattr(self, column) for column in COPY_COLUMNS)
 
 
 class ApiContext:
@@ -72,6 +75,13 @@ class ApiContext:
     def now(self) -> tuple[dt.datetime, dt.date]:
         now = self.clock.now()
         return now, today_in(self.tz, now)
+
+    async def audit_keeping_up(self) -> bool | str:
+        """/readyz: no audit row has waited longer than PLATEREG_AUDIT_READY_LAG_SECONDS."""
+        writer = self.audit_writer
+        if writer is None or writer.oldest_age() > self.settings.audit_ready_lag_seconds:
+            return "lagging"
+        return True
 
     def audit(self, reads: list[Read]) -> None:
         """Buffer the audit rows of one answer, or refuse it (503) when the log lags."""

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
+from platereg.auth import charge
 from platereg.http import ProblemError
 from registry import lookups
 from registry.hotlist import (
@@ -75,8 +76,11 @@ async def get_hotlist(request: Request, principal: EnforcementKey,
                    is not None]
         nxt = delta_cursor(rows[-1]["seq"] if rows else cursor.seq).encode()
     now, _ = ctx.now()
+    # Every hotlist read is audited: one row per entry, or one saying it was empty.
     ctx.audit([Read(now, principal.key_id, "hotlist", e["jurisdiction"], e["plate"], purpose,
-                    e["status"]) for e in entries])
+                    e["status"]) for e in entries]
+              or [Read(now, principal.key_id, "hotlist", None, None, purpose, "empty")])
+    charge(request, len(entries))
     count("hotlist", len(entries))
     return json_response({"entries": entries, "next": nxt})
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
+from platereg.auth import charge
 from registry import lookups
 from registry.api_models import OwnerNotices, OwnerPlates, OwnerPreferences, PreferencesUpdate
 from registry.routes.common import (
@@ -58,7 +59,10 @@ async def get_owner_plates(request: Request, owner_id: OwnerId,
     now, today = ctx.now()
     views = [view_of(r, True, today, now) for r in rows]
     ctx.audit([Read(now, principal.key_id, "owner", v["jurisdiction"], v["plate"], purpose,
-                    v["status"]) for v in views])
+                    v["status"], owner_id) for v in views]
+              or [Read(now, principal.key_id, "owner", None, None, purpose, "not_found",
+                       owner_id)])
+    charge(request, len(views))
     return json_response({"owner_id": owner_id, "plates": views})
 
 
@@ -82,8 +86,16 @@ def notice_out(item: dict[str, Any]) -> dict[str, Any]:
             responses={**ok(OwnerNotices, _NOTICES_EXAMPLE), **errors(422)})
 async def get_owner_notices(request: Request, owner_id: OwnerId, principal: OwnerKey,
                             limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Response:
-    items = await lookups.owner_notices(ctx_of(request).pool, owner_id, limit)
-    return json_response({"owner_id": owner_id, "notices": [notice_out(i) for i in items]})
+    ctx = ctx_of(request)
+    items = await lookups.owner_notices(ctx.pool, owner_id, limit)
+    notices = [notice_out(i) for i in items]
+    now, _ = ctx.now()
+    ctx.audit([Read(now, principal.key_id, "owner_notices", n["jurisdiction"], n["plate"],
+                    None, n["kind"], owner_id) for n in notices]
+              or [Read(now, principal.key_id, "owner_notices", None, None, None, "empty",
+                       owner_id)])
+    charge(request, len(notices))
+    return json_response({"owner_id": owner_id, "notices": notices})
 
 
 def preferences_out(owner_id: str, row: Any) -> dict[str, Any]:
@@ -97,7 +109,11 @@ def preferences_out(owner_id: str, row: Any) -> dict[str, Any]:
             summary="The owner's notice channels and language (null: defaults)",
             responses={**ok(OwnerPreferences, _PREFS_EXAMPLE), **errors(422)})
 async def get_preferences(request: Request, owner_id: OwnerId, principal: OwnerKey) -> Response:
-    row = await lookups.preferences(ctx_of(request).pool, owner_id)
+    ctx = ctx_of(request)
+    row = await lookups.preferences(ctx.pool, owner_id)
+    now, _ = ctx.now()
+    ctx.audit([Read(now, principal.key_id, "owner_preferences", None, None, None,
+                    "not_found" if row is None else "found", owner_id)])
     return json_response(preferences_out(owner_id, row))
 
 
@@ -108,9 +124,13 @@ async def get_preferences(request: Request, owner_id: OwnerId, principal: OwnerK
                                                    "language": "fr"}))
 async def put_preferences(request: Request, owner_id: OwnerId, principal: OwnerKey) -> Response:
     req: PreferencesUpdate = await json_body(request, PreferencesUpdate)
+    ctx = ctx_of(request)
     row = await lookups.put_preferences(
-        ctx_of(request).pool, owner_id, [c.value for c in req.channels],
+        ctx.pool, owner_id, [c.value for c in req.channels],
         req.language.value if req.language else None)
+    now, _ = ctx.now()
+    ctx.audit([Read(now, principal.key_id, "owner_preferences", None, None, None, "updated",
+                    owner_id)])
     return json_response(preferences_out(owner_id, row))
 
 

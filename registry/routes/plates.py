@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
+from platereg.auth import authenticate_request, charge
 from platereg.http import ProblemError
 from registry import lookups
 from registry.api_models import CandidatesResponse, PlateEvents
@@ -87,9 +88,7 @@ async def get_plate(request: Request) -> Response:
     """The hot path: a plain route (no FastAPI parameters), checking the key and role,
     then X-Purpose, then the path, with the same errors as the other routes."""
     ctx = ctx_of(request)
-    principal = await request.app.state.authenticator.authenticate(
-        request.headers.get("authorization"), LOOKUP_ROLES)
-    request.state.key_id = principal.key_id
+    principal = await authenticate_request(request, LOOKUP_ROLES)
     purpose = purpose_header(request)
     params = request.path_params
     j, p = normalize(params["jurisdiction"], params["plate"])
@@ -139,6 +138,7 @@ async def lookup_batch(request: Request, principal: EnforcementKey) -> Response:
         reads.append(Read(now, principal.key_id, "batch", ref.jurisdiction, ref.plate, purpose,
                           "not_found" if row is None else result["status"]))
     ctx.audit(reads)
+    charge(request, len(results))
     found = sum(1 for k in keys if k in rows)
     count("batch", found, len(keys) - found)
     return json_response({"results": results})
@@ -173,6 +173,7 @@ async def get_candidates(request: Request, jurisdiction: JurisdictionPath, plate
     if missing:
         reads.append(Read(now, principal.key_id, "candidates", j, p, purpose, "not_found"))
     ctx.audit(reads)
+    charge(request, len(candidates))
     count("candidates", len(candidates), int(missing))
     return json_response({"jurisdiction": j, "plate": p, "candidates": candidates,
                           "variants_checked": len(variant_set.plates),

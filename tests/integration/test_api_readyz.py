@@ -31,7 +31,7 @@ async def _wait_probe(url: str, expected: tuple[int, dict], message: str) -> Non
 
 
 async def test_readyz_follows_database_and_broker_outages(embedded, settings, tmp_path) -> None:
-    ok = {"postgres": "ok", "kafka": "ok"}
+    ok = {"postgres": "ok", "kafka": "ok", "audit": "ok"}
     with served_registry(str(tmp_path / "api.log")) as served:
         await _wait_probe(served.url, (200, ok), "not ready at start")
         try:
