@@ -1,0 +1,197 @@
+"""The audit writer under pressure, with the real PostgreSQL: a lock held on ``audit_log``
+stalls it (reads get 503 once the bounded buffer is full, ``/readyz`` 503 once the oldest
+row waits too long, both recover when the lock goes); a write failure of a type nobody
+expected is logged (type only), counted and retried; owner, notice, preference, empty
+hotlist and audit-route reads are audited; and nobody rewrites ``audit_log``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import asyncpg
+import pytest
+import structlog
+from api_helpers import bearer, insert_plate, owner, role_keys, running_api
+from prometheus_client import REGISTRY
+
+from platereg.db import create_pool
+from registry.audit import AuditWriter
+from tests.integration.seam_support import wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_lock_on_audit_log_gives_503_to_reads_and_readyz_until_released(
+        settings, pool, database_url: str) -> None:
+    await insert_plate(pool, "CA-ON", "LOCK1")
+    enf = {**bearer((await role_keys(pool))["enforcement"]), "X-Purpose": "testing"}
+    refused = _sample("platereg_audit_refused_total")
+    locker = await asyncpg.connect(database_url)
+    try:
+        async with running_api(settings, audit_max_pending=3, audit_ready_lag_seconds=0.5,
+                               audit_flush_seconds=0.05) as api:
+            assert (await api.client.get("/readyz")).status_code == 200
+            tx = locker.transaction()
+            await tx.start()
+            await locker.execute("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
+            try:
+                for _ in range(3):   # buffered: the writer's COPY waits for the lock
+                    r = await api.client.get("/v1/plates/CA-ON/LOCK1", headers=enf)
+                    assert r.status_code == 200
+                r = await api.client.get("/v1/plates/CA-ON/LOCK1", headers=enf)
+                assert r.status_code == 503, r.text
+                assert r.headers["retry-after"] and "audit" in r.json()["detail"]
+                assert _sample("platereg_audit_refused_total") == refused + 1
+
+                async def not_ready() -> bool:
+                    r = await api.client.get("/readyz")
+                    return r.status_code == 503 and r.json()["checks"]["audit"] == "lagging"
+
+                await wait_for(not_ready, "/readyz 503 with the audit writer stalled", 30)
+                assert _sample("platereg_audit_backlog") >= 3
+            finally:
+                await tx.rollback()
+
+            async def ready() -> bool:
+                return (await api.client.get("/readyz")).status_code == 200
+
+            await wait_for(ready, "/readyz 200 once the lock is gone", 60)
+            r = await api.client.get("/v1/plates/CA-ON/LOCK1", headers=enf)
+            assert r.status_code == 200
+            await api.flush()
+    finally:
+        await locker.close()
+    # The three answered before the lock went and the one after; never the refused one.
+    assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE plate = 'LOCK1'") == 4
+
+
+class Surprise(Exception):
+    """Not a database or network error: the writer must not stop on it."""
+
+
+class FailingPool:
+    """The real pool, but ``acquire`` raises Surprise the first ``failures`` times."""
+
+    def __init__(self, pool: asyncpg.Pool, failures: int) -> None:
+        self.pool = pool
+        self.failures = failures
+
+    def acquire(self):  # noqa: ANN201 - the pool's own context manager
+        if self.failures > 0:
+            self.failures -= 1
+            raise Surprise("SECRETPLATE7 in the message must never be logged")
+        return self.pool.acquire()
+
+
+async def test_a_write_failure_of_an_unexpected_type_is_logged_counted_and_retried(
+        database_url: str) -> None:
+    pool = await create_pool(database_url, min_size=1, max_size=2)
+    failing = FailingPool(pool, failures=3)
+    writer = AuditWriter(failing, interval=0.01, max_backoff=0.05)  # type: ignore[arg-type]
+    before = _sample("platereg_audit_write_failures_total", error="Surprise")
+    try:
+        with structlog.testing.capture_logs() as logs:
+            writer.start()
+            writer.record("k1", "single", "CA-ON", "SECRETPLATE7", "testing", "valid")
+
+            async def written() -> bool:
+                return writer.written == 1
+
+            await wait_for(written, "the row written after the failures", 30)
+        assert writer.pending == 0 and failing.failures == 0
+        assert _sample("platereg_audit_write_failures_total", error="Surprise") == before + 3
+        failures = [e for e in logs if e["event"] == "audit write failed; retrying"]
+        assert len(failures) == 3
+        assert all(e["error_type"] == "Surprise" and e["log_level"] == "warning"
+                   for e in failures)
+        assert "SECRETPLATE7" not in repr(logs)
+        assert await pool.fetchval("SELECT count(*) FROM audit_log"
+                                   " WHERE plate = 'SECRETPLATE7'") == 1
+        # The task is still running: a later row is written too.
+        writer.record("k1", "single", "CA-ON", "LATER1", "testing", "valid")
+        await wait_for(lambda: _is(writer.written == 2), "a later row written", 30)
+    finally:
+        await writer.stop()
+        await pool.close()
+
+
+async def _is(value: bool) -> bool:
+    return value
+
+
+async def test_owner_notice_preference_hotlist_and_audit_reads_are_audited(
+        settings, pool) -> None:
+    await insert_plate(pool, "CA-ON", "OWN1", owner_data=owner("own-a"))
+    await insert_plate(pool, "CA-ON", "OWN2", owner_data=owner("own-a"))
+    await pool.execute(
+        "INSERT INTO notices (notice_id, dedupe_key, kind, plate_key, owner_id, language,"
+        " channels) VALUES ($1, 'd1', 'renewal_reminder', 'CA-ON/OWN1', 'own-a', 'en',"
+        " ARRAY['email'])", uuid.uuid4())
+    keys = await role_keys(pool)
+    portal, op, enf = (bearer(keys[r]) for r in ("portal", "operator", "enforcement"))
+    portal_id, op_id = keys["portal"].split("_")[1], keys["operator"].split("_")[1]
+    async with running_api(settings) as api:
+        for path in ("/v1/owners/own-a/plates", "/v1/owners/own-a/notices",
+                     "/v1/owners/own-a/preferences", "/v1/owners/own-b/plates",
+                     "/v1/owners/own-b/notices"):
+            assert (await api.client.get(path, headers=portal)).status_code == 200, path
+        r = await api.client.put("/v1/owners/own-a/preferences", headers=portal,
+                                 json={"channels": ["email"], "language": "fr"})
+        assert r.status_code == 200
+        r = await api.client.get("/v1/hotlist", headers=enf)   # nothing flagged: empty
+        assert r.status_code == 200 and r.json()["entries"] == []
+        await api.flush()
+        r = await api.client.get("/v1/audit", params={"key_id": portal_id}, headers=op)
+        assert r.status_code == 200
+        listed = r.json()["entries"]
+        r = await api.client.get("/v1/audit", params={"jurisdiction": "CA-QC", "plate": "NONE1"},
+                                 headers=op)
+        assert r.status_code == 200 and r.json()["entries"] == []
+        await api.flush()
+        rows = await pool.fetch("SELECT key_id, kind, jurisdiction, plate, owner_id, result"
+                                " FROM audit_log ORDER BY id")
+    by_kind: dict[str, list[tuple]] = {}
+    for row in rows:
+        by_kind.setdefault(row["kind"], []).append(
+            (row["jurisdiction"], row["plate"], row["owner_id"], row["result"]))
+    assert sorted(by_kind["owner"], key=repr) == [("CA-ON", "OWN1", "own-a", "valid"),
+                                                  ("CA-ON", "OWN2", "own-a", "valid"),
+                                                  (None, None, "own-b", "not_found")]
+    assert by_kind["owner_notices"] == [("CA-ON", "OWN1", "own-a", "renewal_reminder"),
+                                        (None, None, "own-b", "empty")]
+    assert by_kind["owner_preferences"] == [(None, None, "own-a", "not_found"),
+                                            (None, None, "own-a", "updated")]
+    assert by_kind["hotlist"] == [(None, None, None, "empty")]
+    # The audit route itself: one row per entry listed (7 portal reads), one for the empty one.
+    assert len(listed) == 7
+    assert sorted(by_kind["audit"][:7], key=repr) == sorted(
+        ((e["jurisdiction"], e["plate"], e["owner_id"], "listed") for e in listed), key=repr)
+    assert by_kind["audit"][7:] == [("CA-QC", "NONE1", None, "empty")]
+    assert {r["key_id"] for r in rows if r["kind"] == "audit"} == {op_id}
+    assert len(rows) == 7 + 1 + 8
+
+
+async def test_nobody_rewrites_audit_rows_and_only_old_ones_can_be_deleted(pool) -> None:
+    """Migration 0011: beyond the services' grants, even the schema owner (here a
+    superuser) cannot UPDATE or TRUNCATE audit_log or DELETE a row younger than a day."""
+    now = dt.datetime.now(dt.UTC)
+    for days in (0, 400):
+        await pool.execute(
+            "INSERT INTO audit_log (at, key_id, kind, jurisdiction, plate, result)"
+            " VALUES ($1, 'k1', 'single', 'CA-ON', 'OLD' || $2::text, 'valid')",
+            now - dt.timedelta(days=days), str(days))
+    for statement in ("UPDATE audit_log SET result = 'stolen'",
+                      "UPDATE audit_log SET result = 'stolen' WHERE plate = 'OLD400'",
+                      "DELETE FROM audit_log", "DELETE FROM audit_log WHERE plate = 'OLD0'",
+                      "TRUNCATE audit_log"):
+        with pytest.raises(asyncpg.InsufficientPrivilegeError,
+                           match="audit_log is append-only"):
+            await pool.execute(statement)
+    assert await pool.fetchval("SELECT count(*) FROM audit_log") == 2
+    assert await pool.execute("DELETE FROM audit_log WHERE plate = 'OLD400'") == "DELETE 1"
+    assert await pool.fetchval("SELECT array_agg(result) FROM audit_log") == ["valid"]
