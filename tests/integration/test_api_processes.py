@@ -58,7 +58,9 @@ async def test_clean_shutdown_writes_every_buffered_audit_row(settings, pool) ->
 async def test_sigterm_to_two_workers_loses_no_audit_row(settings, pool, tmp_path) -> None:
     await insert_plate(pool, "CA-ON", "SIG1")
     enf = bearer((await role_keys(pool))["enforcement"])
-    with served_registry(str(tmp_path / "api.log"), workers=2) as served:
+    # 2,000 plates in a moment from one key: more than the enforcement default allows.
+    with served_registry(str(tmp_path / "api.log"), workers=2,
+                         env={"PLATEREG_RATE_LIMIT_ENFORCEMENT_PER_SECOND": "100000"}) as served:
         limits = httpx.Limits(max_connections=16)
         async with httpx.AsyncClient(base_url=served.url, limits=limits) as client:
             async def one(i: int) -> int:

@@ -14,7 +14,7 @@ import pytest
 from api_helpers import bearer, insert_plate, running_api
 
 from platereg import auth as auth_module
-from platereg.auth import AuthError, Authenticator
+from platereg.auth import Authenticator, AuthError
 from platereg.keys import create_key, revoke_key
 from tests.integration.seam_support import wait_for
 
