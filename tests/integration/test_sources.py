@@ -17,7 +17,8 @@ from platereg.db import connect, migrate
 from platereg.keys import create_key
 from registry import store
 from registry.batch import fold_history
-from tests.integration.cli_support import platereg
+from schemas.topics import DLQ
+from tests.integration.cli_support import eventually, platereg
 from tests.integration.consumer_support import (
     BASE_TIME,
     consumer_running,
@@ -26,7 +27,7 @@ from tests.integration.consumer_support import (
     produce,
     wait_offsets,
 )
-from tests.integration.ingest_support import ingest_server, issued, read_topic
+from tests.integration.ingest_support import header, ingest_server, issued, read_topic
 
 pytestmark = pytest.mark.integration
 
@@ -112,6 +113,11 @@ async def test_a_theft_produced_by_an_insurer_goes_to_the_dlq_and_a_policy_chang
         assert await dlq_reasons(pool) == ["unauthorized_source"]
         detail = await pool.fetchval("SELECT detail FROM dlq_messages")
         assert "plate.stolen_reported" in detail and "acme" not in detail
+        await eventually(lambda: pool.fetchval(
+            "SELECT published_at IS NOT NULL FROM dlq_messages"), "DLQ row not relayed")
+        [dead] = await read_topic(topics, topics.topic(DLQ))
+        assert header(dead, "x-dlq-reason") == b"unauthorized_source"
+        assert orjson.loads(dead.value)["source"] == "/insurance/acme/1"   # original bytes
 
         # The operator lets the smart plate gateway report thefts: no restart.
         check = platereg("sources", "check", "/smartplate/gw/1", "plate.stolen_reported")
