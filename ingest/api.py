@@ -225,7 +225,9 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
                               "PLATEREG_HTTP_BODY_TIMEOUT_SECONDS"),
             413: _problem_doc("Body over PLATEREG_MAX_BODY_BYTES"),
             415: _problem_doc("Unsupported Content-Type"),
-            422: _problem_doc("Invalid events: `errors` = [{index, reason, detail}]; "
+            422: _problem_doc("Invalid or unauthorized events: `errors` = [{index, reason, "
+                              "detail}] (reason `unauthorized_source`: the event's source is "
+                              "outside the key's source prefixes or the source policy); "
                               "nothing was published"),
             503: _problem_doc("The broker did not acknowledge in time, or too many requests "
                               "are in progress; see Retry-After and retry the whole request"),

@@ -179,6 +179,35 @@ def keys_list() -> None:
     Console().print(table)
 
 
+@keys_app.command("bind")
+def keys_bind(
+    key_id: Annotated[str, typer.Argument(help="The ingest key's id")],
+    source: Annotated[list[str], typer.Option(
+        help="Source prefix the key may publish for (repeatable; replaces the key's list)")],
+) -> None:
+    """Set the source prefixes of an ingest key (applies within 5 seconds)."""
+    from platereg import keys
+
+    settings = settings_or_exit()
+
+    async def go() -> bool:
+        import asyncpg
+
+        conn = await asyncpg.connect(settings.dsn())
+        try:
+            return await keys.bind_sources(conn, key_id, source)
+        finally:
+            await conn.close()
+
+    try:
+        bound = asyncio.run(go())
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    if not bound:
+        raise fail("no active ingest key with that id", 1)
+    typer.echo(f"{key_id} may publish for sources: {', '.join(sorted(set(source)))}")
+
+
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id to revoke")]) -> None:
     """Revoke a key; every process refuses it within 5 seconds."""

@@ -97,6 +97,17 @@ async def create_key(conn: asyncpg.Connection | asyncpg.Pool, *, role: str, name
     return key_id, f"prk_{key_id}_{secret}"
 
 
+async def bind_sources(conn: asyncpg.Connection | asyncpg.Pool, key_id: str,
+                       sources: Sequence[str]) -> bool:
+    """Replace the source prefixes of an active ingest key (e.g. one made before keys had
+    sources); False when there is no such key."""
+    prefixes = check_sources("ingest", sources)
+    status = await conn.execute(
+        "UPDATE api_keys SET sources = $2 WHERE key_id = $1 AND role = 'ingest'"
+        " AND revoked_at IS NULL", key_id, prefixes)
+    return status.endswith(" 1")
+
+
 async def list_keys(conn: asyncpg.Connection | asyncpg.Pool) -> list[ApiKey]:
     rows = await conn.fetch(
         "SELECT key_id, name, role, rate_limit, created_at, revoked_at, sources FROM api_keys"

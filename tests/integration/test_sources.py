@@ -95,6 +95,12 @@ async def test_ingest_keys_need_sources_on_the_command_line(topics) -> None:
     assert "/fines/acme/, /insurance/acme/" in made.stdout
     listed = platereg("keys", "list", env={"COLUMNS": "250"})
     assert "/fines/acme/ /insurance/acme/" in listed.stdout
+    key_id = made.stdout.split("key id: ", 1)[1].split()[0]
+    rebound = platereg("keys", "bind", key_id, "--source", "/emissions/acme/")
+    assert rebound.returncode == 0, rebound.stderr
+    listed = platereg("keys", "list", env={"COLUMNS": "250"})
+    assert "/emissions/acme/" in listed.stdout and "/fines/acme/" not in listed.stdout
+    assert platereg("keys", "bind", "nosuchkey123", "--source", "/x/").returncode == 1
 
 
 # --------------------------------------------------------------------------- consumer
