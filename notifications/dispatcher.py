@@ -22,10 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
-import secrets
 import uuid
-from urllib.parse import urlencode
 
 import asyncpg
 import orjson
@@ -40,12 +37,13 @@ from platereg import metrics
 from platereg.db import create_pool
 from platereg.kafka import make_consumer
 from platereg.logging import get_logger
+from platereg.owner_links import LINK_DAYS, mint_sign_in_link
 from platereg.settings import Settings
 from schemas import topics
 
 log = get_logger(__name__)
 
-TOKEN_DAYS = 14
+TOKEN_DAYS = LINK_DAYS
 ELECTRONIC_LINKED = ("email", "sms")     # the contract: every e-mail and SMS notice
 
 
@@ -78,11 +76,7 @@ def decide(result: Result, attempt: int, settings: Settings) -> tuple[str, float
 async def sign_in_link(conn: asyncpg.Connection, settings: Settings, owner_id: str,
                        notice_id: uuid.UUID, now: dt.datetime) -> str:
     """A one-time owner page link; only the token's SHA-256 is stored."""
-    token = secrets.token_urlsafe(32)
-    await store.store_token(conn, hashlib.sha256(token.encode()).hexdigest(), owner_id,
-                            notice_id, now, now + dt.timedelta(days=TOKEN_DAYS))
-    sep = "&" if "?" in settings.owner_page_url else "?"
-    return f"{settings.owner_page_url}{sep}{urlencode({'token': token})}"
+    return await mint_sign_in_link(conn, settings.owner_page_url, owner_id, notice_id, now)
 
 
 async def build_delivery(conn: asyncpg.Connection, settings: Settings, row: asyncpg.Record,

@@ -55,7 +55,8 @@ PROBLEM_JSON = "application/problem+json"
 UNMATCHED = "unmatched"
 #: Routes that need no key, are not counted against the request cap and are not logged.
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
-PUBLIC_PATHS = PROBES | {"/openapi.json", "/docs", "/docs/oauth2-redirect"}
+PUBLIC_PATHS = PROBES | {"/openapi.json", "/docs", "/docs/oauth2-redirect",
+                          "/v1/owner-sessions/link"}  # the link is the credential
 CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection first"
 ReadinessCheck = Callable[[], Awaitable[bool | str]]
 

@@ -176,6 +176,44 @@ def _sample_plate(settings: Settings, timeout: float = 15.0) -> str | None:
     return asyncio.run(pick())
 
 
+def _demo_owner_link(settings: Settings, timeout: float = 15.0) -> str | None:
+    """A one-time owner page link for a demo owner with an e-mail address."""
+    import asyncpg
+
+    from platereg.owner_links import mint_sign_in_link
+
+    async def mint() -> str | None:
+        conn = await asyncpg.connect(settings.dsn())
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                owner_id = await conn.fetchval(
+                    "SELECT owner_id FROM plates WHERE issued AND owner ? 'email'"
+                    " AND owner->>'email' IS NOT NULL ORDER BY plate_key LIMIT 1")
+                if owner_id:
+                    return await mint_sign_in_link(conn, settings.owner_page_url, owner_id)
+                await asyncio.sleep(0.5)
+            return None
+        finally:
+            await conn.close()
+
+    return asyncio.run(mint())
+
+
+def owner_token_env(settings: Settings) -> dict[str, str]:
+    """PLATEREG_OWNER_TOKEN_KEYS for the services: the user's, else a development key
+    generated once into the data dir (``owner-token.key``, readable by the user only)."""
+    if settings.owner_token_keys:
+        return {}
+    path = settings.data_dir / "owner-token.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+    return {_variable("owner_token_keys"): path.read_text().strip()}
+
+
 def _platereg(*args: str) -> list[str]:
     return [sys.executable, "-m", "platereg.cli", *args]
 
@@ -325,6 +363,7 @@ def _run(settings: Settings, demo: bool) -> int:
     with ExitStack() as stack:
         try:
             env = {**os.environ, **_start_servers(settings, stack)}
+            env.update(owner_token_env(settings))
             os.environ.update(env)
             settings = load_settings()
             _ensure_topics(settings)
@@ -379,11 +418,11 @@ def _load_demo(settings: Settings, env: dict[str, str]) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-    _banner(settings, key, _sample_plate(settings), ingest_key)
+    _banner(settings, key, _sample_plate(settings), ingest_key, _demo_owner_link(settings))
 
 
 def _banner(settings: Settings, key: str | None, sample: str | None,
-            ingest_key: str | None = None) -> None:
+            ingest_key: str | None = None, owner_link: str | None = None) -> None:
     print("\nPlate Registry is running:")
     for service in SERVICES:
         print(f"  {service.name:<22} {service.url(settings) if service.url else ''}")
@@ -398,7 +437,9 @@ def _banner(settings: Settings, key: str | None, sample: str | None,
     if ingest_key:
         print(f"Demo ingest API key for sources {DEMO_INGEST_SOURCE}* (shown once): "
               f"{ingest_key}")
-    else:
+    if owner_link:
+        print(f"\nOwner page of a demo owner (one-time sign-in link, 14 days):\n  {owner_link}")
+    if not key:
         print("\nNo demo data or key (your own servers, or --no-demo); make a key with:\n"
               "  platereg keys create --role operator --name me")
     print("Press Ctrl-C to stop.\n")

@@ -177,6 +177,20 @@ class Settings(BaseSettings):
     notices_scheduler_port: int = Field(default=9103, ge=0, le=65535)
     notices_dispatcher_port: int = Field(default=9104, ge=0, le=65535)
 
+    # --- owner tokens and the owner page ---------------------------------------
+    owner_token_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default=[],
+        description="Keys that sign owner tokens, comma-separated, at least 32 characters "
+                    "each: the first signs, a second (the previous key) is still accepted "
+                    "while rotating. Unset: the owner routes and page answer 503. "
+                    "`make run` generates one into its data dir.")
+    owner_token_minutes: int = Field(
+        default=15, ge=1, le=60, description="Lifetime of an owner token (the contract: 15).")
+    owner_sessions_per_hour: int = Field(
+        default=20, ge=1, le=10_000,
+        description="Owner tokens minted per owner per hour (portal and sign-in links "
+                    "together); beyond it 429 with Retry-After.")
+
     # --- logging -------------------------------------------------------------
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -208,6 +222,19 @@ class Settings(BaseSettings):
         value = _split_csv(value)
         if isinstance(value, list) and len(value) > 2:
             raise ValueError("at most two secrets (the current one and the next)")
+        return value
+
+    @field_validator("owner_token_keys", mode="before")
+    @classmethod
+    def _parse_owner_keys(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            if len(value) > 2:
+                raise ValueError("at most two keys (the current one, then the previous one)")
+            if any(len(k.get_secret_value() if isinstance(k, SecretStr) else str(k)) < 32
+                   for k in value):
+                raise ValueError("each key needs at least 32 characters (python -c "
+                                 "'import secrets; print(secrets.token_urlsafe(32))')")
         return value
 
     @property

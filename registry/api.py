@@ -36,6 +36,7 @@ from platereg.kafka import broker_reachable
 from platereg.logging import configure_logging
 from platereg.settings import Settings, load_settings
 from registry.audit import AuditWriter, purge_periodically
+from registry.owner.access import install as install_owner_access
 from registry.routes import audit, hotlist, owners, plates
 from registry.routes.common import (
     CURSOR_PATTERN,
@@ -127,6 +128,7 @@ def create_registry_app(settings: Settings | None = None, *, purge_every: float 
                      "audit": ctx.audit_keeping_up})
     for module in _ROUTERS:
         app.include_router(module.router)
+    install_owner_access(app, settings, ctx.clock, lambda: ctx.pool, lambda: ctx.audit_writer)
 
     base_openapi = app.openapi
 

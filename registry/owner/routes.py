@@ -1,0 +1,186 @@
+"""Owner tokens and the ``/v1/me`` routes of the registry API (contract section 5).
+
+* ``POST /v1/owner-sessions`` (portal keys): an owner token for an owner the portal
+  signed in itself; ``POST /v1/owner-sessions/link`` (no key: the link is the
+  credential): an owner token for a notice's one-time sign-in link. Both are
+  audited (kind ``owner_session``) and limited per owner (429 with Retry-After).
+* ``/v1/me/...``: only the token's owner, whatever else the request carries (no
+  route takes an owner id). Every read is audited (:func:`data.self_read_rows`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, ValidationError
+
+from platereg.auth import Principal, require
+from platereg.http import ProblemError, read_json, validation_errors
+from registry.api_models import PreferencesUpdate
+from registry.owner import data, sessions
+from registry.owner.access import OWNER_KEY_ID, OwnerAccess, owner_access
+from registry.owner.tokens import OwnerClaims
+from schemas._types import SAFE_ID_PATTERN, STRICT_INPUT
+
+router = APIRouter(tags=["owners"])
+PortalKey = Annotated[Principal, Depends(require("portal"))]
+
+LINK_REFUSED = {
+    "unknown": (401, "Unauthorized", "this sign-in link is not valid"),
+    "used": (410, "Gone", "this sign-in link has already been used: each link works once. "
+                          "Use the link in a newer notice, or sign in through your portal."),
+    "expired": (410, "Gone", "this sign-in link has expired (links work for 14 days). "
+                             "Use the link in a newer notice, or sign in through your portal."),
+}
+
+
+class OwnerSessionRequest(BaseModel):
+    model_config = STRICT_INPUT
+    owner_id: str = Field(min_length=1, max_length=64, pattern=SAFE_ID_PATTERN)
+
+
+class LinkExchangeRequest(BaseModel):
+    model_config = STRICT_INPUT
+    link_token: str = Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+def _json(content: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+async def _body(request: Request, model: type[BaseModel]) -> Any:
+    _, raw = await read_json(request)
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ProblemError(422, "Unprocessable Content", "the request body is not valid",
+                           errors=validation_errors(exc.errors(), model, raw)) from None
+
+
+def _limited(exc: sessions.MintLimited) -> ProblemError:
+    return ProblemError(429, "Too Many Requests",
+                        "too many owner sign-ins for this owner; try again later",
+                        headers={"Retry-After": str(exc.retry_after)})
+
+
+async def mint_from_link(access: OwnerAccess, link_token: str) -> sessions.Minted:
+    """Exchange a sign-in link (audited); ProblemError 401/410/429 when refused."""
+    signer = access.signer()
+    now, _ = access.now()
+    try:
+        minted = await sessions.exchange_link(access.pool, signer, link_token,
+                                              access.settings.owner_sessions_per_hour, now)
+    except sessions.LinkRefused as exc:
+        raise ProblemError(*LINK_REFUSED[exc.reason]) from None
+    except sessions.MintLimited as exc:
+        raise _limited(exc) from None
+    access.audit([data.mint_row(minted.owner_id, None, now)])
+    return minted
+
+
+def _minted(minted: sessions.Minted) -> Response:
+    return _json({"token": minted.token, "expires_at": minted.expires_at.isoformat()}, 201)
+
+
+@router.post("/v1/owner-sessions", response_model=None, status_code=201,
+             summary="An owner token (15 minutes) for an owner the portal signed in itself",
+             description="Audited (kind `owner_session`) and limited per owner "
+                         "(PLATEREG_OWNER_SESSIONS_PER_HOUR, 429 with Retry-After).")
+async def post_owner_session(request: Request, principal: PortalKey) -> Response:
+    access = owner_access(request)
+    signer = access.signer()
+    body: OwnerSessionRequest = await _body(request, OwnerSessionRequest)
+    now, _ = access.now()
+    try:
+        minted = await sessions.mint_for_portal(access.pool, signer, body.owner_id,
+                                                principal.key_id,
+                                                access.settings.owner_sessions_per_hour, now)
+    except sessions.MintLimited as exc:
+        raise _limited(exc) from None
+    access.audit([data.mint_row(body.owner_id, principal.key_id, now)])
+    return _minted(minted)
+
+
+@router.post("/v1/owner-sessions/link", response_model=None, status_code=201,
+             summary="Exchange a notice's one-time sign-in link for an owner token",
+             description="No API key: the link is the credential. 401 for an unknown link, "
+                         "410 for one already used or expired.")
+async def post_link_session(request: Request) -> Response:
+    access = owner_access(request)
+    access.signer()
+    body: LinkExchangeRequest = await _body(request, LinkExchangeRequest)
+    return _minted(await mint_from_link(access, body.link_token))
+
+
+async def owner_claims(request: Request) -> OwnerClaims:
+    """FastAPI dependency: the owner of a valid owner token (401; 403 for an API key)."""
+    access = owner_access(request)
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() == "bearer" and token and not token.startswith("ot_"):
+        # An API key: 401 if it is not valid, else 403 (no role may use these routes).
+        await request.app.state.authenticator.authenticate(f"Bearer {token}", frozenset())
+    if scheme.lower() != "bearer" or not token:
+        raise ProblemError(401, "Unauthorized", "an owner token is required "
+                           "(Authorization: Bearer)", headers={"WWW-Authenticate": "Bearer"})
+    claims = await access.claims(token)
+    request.state.key_id = OWNER_KEY_ID
+    return claims
+
+
+Owner = Annotated[OwnerClaims, Depends(owner_claims)]
+
+
+@router.get("/v1/me/plates", response_model=None, summary="My plates, with owner data")
+async def me_plates(request: Request, owner: Owner) -> Response:
+    access = owner_access(request)
+    now, today = access.now()
+    views = await data.plates(access.pool, owner.owner_id, today, now)
+    access.audit(data.self_read_rows(owner.owner_id, now, views=views))
+    return _json({"owner_id": owner.owner_id, "plates": views})
+
+
+@router.get("/v1/me/notices", response_model=None,
+            summary="My notices (newest first) with every delivery attempt")
+async def me_notices(request: Request, owner: Owner,
+                     limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Response:
+    access = owner_access(request)
+    now, _ = access.now()
+    notices = await data.notices(access.pool, owner.owner_id, limit)
+    access.audit(data.self_read_rows(owner.owner_id, now, record="notices"))
+    return _json({"owner_id": owner.owner_id, "notices": notices})
+
+
+@router.get("/v1/me/preferences", response_model=None,
+            summary="My notice channels and language (null: the defaults)")
+async def me_preferences(request: Request, owner: Owner) -> Response:
+    access = owner_access(request)
+    now, _ = access.now()
+    prefs = await data.preferences(access.pool, owner.owner_id)
+    access.audit(data.self_read_rows(owner.owner_id, now, record="preferences"))
+    return _json(prefs)
+
+
+@router.put("/v1/me/preferences", response_model=None,
+            summary="Set my notice channels and language")
+async def me_put_preferences(request: Request, owner: Owner) -> Response:
+    access = owner_access(request)
+    body: PreferencesUpdate = await _body(request, PreferencesUpdate)
+    prefs = await data.put_preferences(access.pool, owner.owner_id,
+                                       [c.value for c in body.channels],
+                                       body.language.value if body.language else None)
+    return _json(prefs)
+
+
+@router.get("/v1/me/access-log", response_model=None,
+            summary="Who read my plates and records: time, key name and role, purpose")
+async def me_access_log(request: Request, owner: Owner,
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> Response:
+    access = owner_access(request)
+    now, _ = access.now()
+    entries = await data.access_log(access.pool, owner.owner_id, limit)
+    access.audit(data.self_read_rows(owner.owner_id, now, record="access_log"))
+    return _json({"owner_id": owner.owner_id, "entries": entries})

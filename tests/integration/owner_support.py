@@ -1,0 +1,47 @@
+"""Helpers for the owner access tests: settings with an owner token key, notices with
+delivery attempts, plate reads through whichever plate route the API has."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+import asyncpg
+import httpx
+
+OWNER_KEY = "k" * 40
+PREVIOUS_KEY = "p" * 40
+
+
+async def insert_notice(pool: asyncpg.Pool, owner_id: str, plate_key: str, kind: str,
+                        attempts: list[tuple[str, str]], *, context: dict[str, Any] | None = None,
+                        created_at: dt.datetime | None = None) -> uuid.UUID:
+    """A notice and its delivery attempts [(channel, outcome)], as the dispatcher leaves them."""
+    notice_id = uuid.uuid4()
+    await pool.execute(
+        "INSERT INTO notices (notice_id, dedupe_key, kind, plate_key, owner_id, language,"
+        " channels, context, created_at) VALUES ($1, $2, $3, $4, $5, 'en', $6, $7, $8)",
+        notice_id, f"test:{notice_id}", kind, plate_key, owner_id,
+        sorted({c for c, _ in attempts}) or ["email"], context or {},
+        created_at or dt.datetime.now(dt.UTC))
+    for n, (channel, outcome) in enumerate(attempts, 1):
+        await pool.execute(
+            "INSERT INTO notice_deliveries (notice_id, channel, attempt, outcome, status_code,"
+            " error) VALUES ($1, $2, $3, $4, $5, $6)", notice_id, channel, n, outcome,
+            503 if outcome != "sent" else None, None if outcome == "sent" else "HTTP 503")
+    return notice_id
+
+
+async def read_plate(client: httpx.AsyncClient, key: str, jurisdiction: str, plate: str,
+                     purpose: str) -> httpx.Response:
+    """One plate read by an API key with a purpose: ``POST /v1/plates/query`` (contract
+    revision 2), or the older ``GET`` route where the API still has it."""
+    headers = {"Authorization": f"Bearer {key}"}
+    r = await client.post("/v1/plates/query", headers=headers, json={
+        "jurisdiction": jurisdiction, "plate": plate, "purpose": purpose})
+    if r.status_code in (404, 405) and r.headers.get("content-type", "").startswith(
+            "application/problem+json") and "plate" not in (r.json().get("detail") or ""):
+        r = await client.get(f"/v1/plates/{jurisdiction}/{plate}",
+                             headers={**headers, "X-Purpose": purpose})
+    return r
