@@ -13,7 +13,7 @@ LOCALES = {"en": "en_CA", "fr": "fr_CA"}
 
 _WORDS: dict[str, dict[str, str]] = {
     "en": {
-        "title": "Your plates", "site": "Plate Registry", "skip": "Skip to content",
+        "title": "Your owner page", "site": "Plate Registry", "skip": "Skip to content",
         "language_switch": "Language", "other_language": "Français",
         "signed_in_intro": "You are signed in for 15 minutes. Nothing here is shared with "
                            "enforcement systems.",
@@ -46,7 +46,8 @@ _WORDS: dict[str, dict[str, str]] = {
         "no_reason": "not given",
     },
     "fr": {
-        "title": "Vos plaques", "site": "Registre des plaques", "skip": "Aller au contenu",
+        "title": "Votre page de propriétaire", "site": "Registre des plaques",
+        "skip": "Aller au contenu",
         "language_switch": "Langue", "other_language": "English",
         "signed_in_intro": "Vous êtes connecté pour 15 minutes. Rien ici n'est transmis aux "
                            "systèmes d'application de la loi.",
