@@ -19,10 +19,17 @@ from pydantic import BaseModel, Field, ValidationError
 
 from platereg.auth import Principal, require
 from platereg.http import ProblemError, read_json, validation_errors
-from registry.api_models import PreferencesUpdate
+from registry.api_models import (
+    OwnerNotices,
+    OwnerPlates,
+    OwnerPreferences,
+    PreferencesUpdate,
+    Problem,
+)
 from registry.owner import data, sessions
 from registry.owner.access import OWNER_KEY_ID, OwnerAccess, owner_access
 from registry.owner.tokens import OwnerClaims
+from registry.routes.common import BODY_ERRORS, body, errors, ok
 from schemas._types import SAFE_ID_PATTERN, STRICT_INPUT
 
 router = APIRouter(tags=["owners"])
@@ -45,6 +52,41 @@ class OwnerSessionRequest(BaseModel):
 class LinkExchangeRequest(BaseModel):
     model_config = STRICT_INPUT
     link_token: str = Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class OwnerToken(BaseModel):
+    token: str = Field(description="Bearer token for the /v1/me routes (`ot_...`)")
+    expires_at: str = Field(description="RFC 3339; 15 minutes after the mint")
+
+
+class AccessEntry(BaseModel):
+    at: str
+    key_name: str = Field(description="Name of the API key that read")
+    role: str
+    kind: str = Field(description="single, batch, candidates, hotlist, owner_session, ...")
+    purpose: str | None
+    jurisdiction: str | None = Field(description="null: a read of the owner record")
+    plate: str | None
+
+
+class AccessLog(BaseModel):
+    owner_id: str
+    entries: list[AccessEntry]
+
+
+_PROBLEM = {"application/problem+json": {"schema": Problem.model_json_schema()}}
+_LINK_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "content": _PROBLEM} for status, text in (
+        (401, "Unknown sign-in link"), (410, "Sign-in link already used or expired"),
+        (422, "Invalid body"), (415, "Body is not application/json"),
+        (429, "Too many owner tokens for this owner; see Retry-After"),
+        (503, "Owner sign-in not configured (PLATEREG_OWNER_TOKEN_KEYS) or the audit log "
+              "cannot keep up"))}
+_MINTED = {201: {"model": OwnerToken, "description": "Created", "content": {
+    "application/json": {"example": {"token": "ot_eyJvIjoib3duLTEyMyJ9.Z2.abc",
+                                     "expires_at": "2026-11-24T15:19:05+00:00"}}}}}
+_PREFS_EXAMPLE = {"owner_id": "own-123", "channels": ["email", "plate_display"],
+                  "language": "fr", "updated_at": "2026-11-24T15:04:05Z"}
 
 
 def _json(content: Any, status: int = 200) -> Response:
@@ -88,7 +130,9 @@ def _minted(minted: sessions.Minted) -> Response:
 @router.post("/v1/owner-sessions", response_model=None, status_code=201,
              summary="An owner token (15 minutes) for an owner the portal signed in itself",
              description="Audited (kind `owner_session`) and limited per owner "
-                         "(PLATEREG_OWNER_SESSIONS_PER_HOUR, 429 with Retry-After).")
+                         "(PLATEREG_OWNER_SESSIONS_PER_HOUR, 429 with Retry-After).",
+             responses={**_MINTED, **errors(*BODY_ERRORS)},
+             openapi_extra=body(OwnerSessionRequest, {"owner_id": "own-123"}))
 async def post_owner_session(request: Request, principal: PortalKey) -> Response:
     access = owner_access(request)
     signer = access.signer()
@@ -107,7 +151,9 @@ async def post_owner_session(request: Request, principal: PortalKey) -> Response
 @router.post("/v1/owner-sessions/link", response_model=None, status_code=201,
              summary="Exchange a notice's one-time sign-in link for an owner token",
              description="No API key: the link is the credential. 401 for an unknown link, "
-                         "410 for one already used or expired.")
+                         "410 for one already used or expired.",
+             responses={**_MINTED, **_LINK_ERRORS},
+             openapi_extra=body(LinkExchangeRequest, {"link_token": "x" * 43}))
 async def post_link_session(request: Request) -> Response:
     access = owner_access(request)
     access.signer()
@@ -134,7 +180,8 @@ async def owner_claims(request: Request) -> OwnerClaims:
 Owner = Annotated[OwnerClaims, Depends(owner_claims)]
 
 
-@router.get("/v1/me/plates", response_model=None, summary="My plates, with owner data")
+@router.get("/v1/me/plates", response_model=None, summary="My plates, with owner data",
+            responses={**ok(OwnerPlates, {"owner_id": "own-123", "plates": []}), **errors()})
 async def me_plates(request: Request, owner: Owner) -> Response:
     access = owner_access(request)
     now, today = access.now()
@@ -144,7 +191,9 @@ async def me_plates(request: Request, owner: Owner) -> Response:
 
 
 @router.get("/v1/me/notices", response_model=None,
-            summary="My notices (newest first) with every delivery attempt")
+            summary="My notices (newest first) with every delivery attempt",
+            responses={**ok(OwnerNotices, {"owner_id": "own-123", "notices": []}),
+                       **errors(422)})
 async def me_notices(request: Request, owner: Owner,
                      limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Response:
     access = owner_access(request)
@@ -155,7 +204,8 @@ async def me_notices(request: Request, owner: Owner,
 
 
 @router.get("/v1/me/preferences", response_model=None,
-            summary="My notice channels and language (null: the defaults)")
+            summary="My notice channels and language (null: the defaults)",
+            responses={**ok(OwnerPreferences, _PREFS_EXAMPLE), **errors()})
 async def me_preferences(request: Request, owner: Owner) -> Response:
     access = owner_access(request)
     now, _ = access.now()
@@ -165,7 +215,10 @@ async def me_preferences(request: Request, owner: Owner) -> Response:
 
 
 @router.put("/v1/me/preferences", response_model=None,
-            summary="Set my notice channels and language")
+            summary="Set my notice channels and language",
+            responses={**ok(OwnerPreferences, _PREFS_EXAMPLE), **errors(*BODY_ERRORS)},
+            openapi_extra=body(PreferencesUpdate, {"channels": ["email", "plate_display"],
+                                                   "language": "fr"}))
 async def me_put_preferences(request: Request, owner: Owner) -> Response:
     access = owner_access(request)
     body: PreferencesUpdate = await _body(request, PreferencesUpdate)
@@ -176,7 +229,11 @@ async def me_put_preferences(request: Request, owner: Owner) -> Response:
 
 
 @router.get("/v1/me/access-log", response_model=None,
-            summary="Who read my plates and records: time, key name and role, purpose")
+            summary="Who read my plates and records: time, key name and role, purpose",
+            responses={**ok(AccessLog, {"owner_id": "own-123", "entries": [{
+                "at": "2026-11-24T15:04:05Z", "key_name": "Toronto Police ALPR",
+                "role": "enforcement", "kind": "single", "purpose": "traffic_stop",
+                "jurisdiction": "CA-ON", "plate": "ABC123"}]}), **errors(422)})
 async def me_access_log(request: Request, owner: Owner,
                         limit: Annotated[int, Query(ge=1, le=1000)] = 200) -> Response:
     access = owner_access(request)
