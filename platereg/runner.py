@@ -200,18 +200,24 @@ def _demo_owner_link(settings: Settings, timeout: float = 15.0) -> str | None:
     return asyncio.run(mint())
 
 
-def owner_token_env(settings: Settings) -> dict[str, str]:
-    """PLATEREG_OWNER_TOKEN_KEYS for the services: the user's, else a development key
-    generated once into the data dir (``owner-token.key``, readable by the user only)."""
+def owner_env(settings: Settings) -> dict[str, str]:
+    """The owner page's settings for the services: PLATEREG_OWNER_PAGE_URL on this
+    stack's registry port unless set, and PLATEREG_OWNER_TOKEN_KEYS: the user's, else a
+    development key generated once into the data dir (``owner-token.key``, readable by
+    the user only)."""
+    env = {}
+    if _variable("owner_page_url") not in os.environ:
+        env[_variable("owner_page_url")] = (f"http://{settings.host}:{settings.registry_port}"
+                                            "/owner/")
     if settings.owner_token_keys:
-        return {}
+        return env
     path = settings.data_dir / "owner-token.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(32) + "\n")
-    return {_variable("owner_token_keys"): path.read_text().strip()}
+    return {**env, _variable("owner_token_keys"): path.read_text().strip()}
 
 
 def _platereg(*args: str) -> list[str]:
@@ -363,7 +369,7 @@ def _run(settings: Settings, demo: bool) -> int:
     with ExitStack() as stack:
         try:
             env = {**os.environ, **_start_servers(settings, stack)}
-            env.update(owner_token_env(settings))
+            env.update(owner_env(settings))
             os.environ.update(env)
             settings = load_settings()
             _ensure_topics(settings)

@@ -135,6 +135,7 @@ async def test_platereg_run_demo_load_reaches_the_api(tmp_path) -> None:
             # the demo load carries a few invalid events: rejected, counted, dead-lettered
             rejected = metric(samples, "platereg_events_total", outcome="rejected")
             assert rejected > 0 and metric(samples, "platereg_dlq_total") == rejected
+            await _owner_link_signs_in(text, base)
             hot = (await client.get("/v1/hotlist", params={"limit": 200})).json()["entries"]
             assert hot, "a year of simulated life leaves no plate flagged"
             refs = [{"jurisdiction": e["jurisdiction"], "plate": e["plate"]} for e in hot]
@@ -144,6 +145,19 @@ async def test_platereg_run_demo_load_reaches_the_api(tmp_path) -> None:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
         assert await asyncio.to_thread(proc.wait, 60) == 0
+
+
+async def _owner_link_signs_in(banner: str, base: str) -> None:
+    """The banner's demo owner link opens that owner's page, once."""
+    link = re.search(r"one-time sign-in link, 14 days\):\s+(\S+)", banner).group(1)
+    assert link.startswith(f"{base}/owner/?token=")
+    async with httpx.AsyncClient() as browser:
+        r = await browser.get(link)
+        assert r.status_code == 200 and "platereg_owner" in r.headers["set-cookie"]
+        page = await browser.get(f"{base}/owner/")
+        assert page.status_code == 200, page.text[:500]
+        assert "Your owner page" in page.text or "Votre page de propri" in page.text
+        assert (await browser.get(link)).status_code == 410
 
 
 async def _ready(proc: subprocess.Popen, log_path: Path) -> bool:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from platereg.runner import owner_token_env
+from platereg.runner import owner_env
 from platereg.settings import ConfigError, load_settings
 from registry.owner.tokens import OwnerTokens, TokenExpired, TokenInvalid
 
@@ -60,12 +60,15 @@ def test_bad_keys_are_a_settings_error_naming_the_variable(monkeypatch, value) -
 
 def test_make_run_generates_a_development_key_once(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv("PLATEREG_OWNER_TOKEN_KEYS", raising=False)
-    settings = load_settings(data_dir=tmp_path / "data")
-    first = owner_token_env(settings)["PLATEREG_OWNER_TOKEN_KEYS"]
+    monkeypatch.delenv("PLATEREG_OWNER_PAGE_URL", raising=False)
+    settings = load_settings(data_dir=tmp_path / "data", registry_port=18080)
+    env = owner_env(settings)
+    assert env["PLATEREG_OWNER_PAGE_URL"] == "http://127.0.0.1:18080/owner/"
+    first = env["PLATEREG_OWNER_TOKEN_KEYS"]
     assert len(first) >= 32
     key_file = tmp_path / "data" / "owner-token.key"
     assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
-    assert owner_token_env(settings)["PLATEREG_OWNER_TOKEN_KEYS"] == first
+    assert owner_env(settings)["PLATEREG_OWNER_TOKEN_KEYS"] == first
     assert load_settings(owner_token_keys=first).owner_token_keys  # a valid key
     mine = load_settings(data_dir=tmp_path / "data", owner_token_keys=NEW)
-    assert owner_token_env(mine) == {}
+    assert "PLATEREG_OWNER_TOKEN_KEYS" not in owner_env(mine)
