@@ -1,4 +1,11 @@
-"""python -m bench [--quick] [NAME ...]: run the benchmarks and print the table."""
+"""python -m bench [--quick] [--write-baseline] [NAME ...]: run the benchmarks and print
+the table.
+
+Each ratio (value / same-run baseline) is compared with ``bench/baseline.json``
+(ratios only, checked in): a ratio more than 30 % worse than its reference is
+marked ``REGRESSED`` in the table and in ``bench/results/latest.json``, and the
+run exits 3. ``--write-baseline`` stores this run's ratios as the new reference
+(full runs only: quick sizes have other ratios)."""
 
 from __future__ import annotations
 
@@ -36,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("names", nargs="*", help="benchmark modules to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")
+    parser.add_argument("--write-baseline", action="store_true",
+                        help="store this run's ratios in bench/baseline.json")
     args = parser.parse_args(argv)
     configure_logging("console", "WARNING")
 
@@ -57,14 +66,26 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
+    reference = load_reference()
+    regressions = [f.key for f in figures if f.regressed(reference.get(f.key))]
     table = Table(title="Plate Registry benchmarks (same-run baselines)")
-    for col in ("bench", "metric", "value", "unit", "baseline", "ratio", "target", "notes"):
-        table.add_column(col, justify="right" if col in ("value", "baseline", "ratio") else "left")
+    for col in ("bench", "metric", "value", "unit", "baseline", "ratio", "ref. ratio", "target",
+                "notes"):
+        table.add_column(col, justify="right" if col in ("value", "baseline", "ratio",
+                                                          "ref. ratio") else "left")
     for f in figures:
         baseline = f"{_fmt(f.baseline)} ({f.baseline_name})" if f.baseline is not None else "-"
+        ref = reference.get(f.key)
+        mark = f"{ref:.2f}" if ref is not None else "-"
+        if f.key in regressions:
+            mark += " REGRESSED"
         table.add_row(f.bench, f.metric, _fmt(f.value), f.unit, baseline,
-                      f"{f.ratio:.2f}" if f.ratio is not None else "-", f.target, f.notes)
-    Console(width=200).print(table)
+                      f"{f.ratio:.2f}" if f.ratio is not None else "-", mark, f.target,
+                      f.notes)
+    Console(width=220).print(table)
+    if regressions:
+        print(f"REGRESSED (ratio > 30 % worse than bench/baseline.json): "
+              f"{', '.join(regressions)}", file=sys.stderr)
 
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)
@@ -72,11 +93,41 @@ def main(argv: list[str] | None = None) -> int:
         "started": started, "duration_s": time.time() - started, "quick": args.quick,
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count(),
                     "platform": platform.platform()},
-        "figures": [f.as_dict() for f in figures],
+        "figures": [{**f.as_dict(), "reference_ratio": reference.get(f.key),
+                     "regressed": f.key in regressions} for f in figures],
+        "regressions": regressions,
     }
     (out / "latest.json").write_text(json.dumps(result, indent=2))
     print(f"results written to {out / 'latest.json'}", file=sys.stderr)
-    return 0
+    if args.write_baseline:
+        if args.quick:
+            print("--write-baseline ignored with --quick", file=sys.stderr)
+        else:
+            write_reference(reference, figures)
+    return 3 if regressions else 0
+
+
+BASELINE_FILE = Path(__file__).parent / "baseline.json"
+
+
+def load_reference(path: Path = BASELINE_FILE) -> dict[str, float]:
+    """Reference ratios by figure key (``bench: metric``); empty when there is no file."""
+    if not path.exists():
+        return {}
+    return {k: float(v) for k, v in json.loads(path.read_text())["ratios"].items()}
+
+
+def write_reference(reference: dict[str, float], figures: list[Figure],
+                    path: Path = BASELINE_FILE) -> None:
+    ratios = {**reference, **{f.key: round(f.ratio, 4) for f in figures
+                              if f.ratio is not None}}
+    path.write_text(json.dumps({
+        "about": "Reference ratios (value / same-run baseline) of `make bench`; a run whose "
+                 "ratio is more than 30 % worse is marked REGRESSED. Ratios only: absolute "
+                 "numbers depend on the machine. Update with `python -m bench "
+                 "--write-baseline` after a deliberate change.",
+        "ratios": dict(sorted(ratios.items()))}, indent=2) + "\n")
+    print(f"reference ratios written to {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

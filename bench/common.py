@@ -26,12 +26,27 @@ class Figure:
     baseline_name: str = ""
     target: str = ""
     notes: str = ""
+    #: "higher" (throughput) or "lower" (latency, memory): which way the ratio improves.
+    better: str = "higher"
+
+    @property
+    def key(self) -> str:
+        """The figure's name in ``bench/baseline.json``."""
+        return f"{self.bench}: {self.metric}"
 
     @property
     def ratio(self) -> float | None:
-        if self.baseline in (None, 0):
+        if self.baseline in (None, 0) or not self.value:
             return None
         return self.value / self.baseline
+
+    def regressed(self, reference: float | None, tolerance: float = 0.3) -> bool:
+        """Whether this run's ratio is more than ``tolerance`` worse than ``reference``."""
+        if reference is None or self.ratio is None:
+            return False
+        if self.better == "lower":
+            return self.ratio > reference / (1 - tolerance)
+        return self.ratio < reference * (1 - tolerance)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "ratio": self.ratio}
