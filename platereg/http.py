@@ -44,12 +44,13 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from platereg.auth import AuthError, RateLimitHeadersMiddleware
-from platereg.logging import get_logger
+from platereg.logging import LineLogger, get_logger
 from platereg.metrics import HTTP_DURATION
 from platereg.settings import Settings
 from schemas.validation import Rejection, decode_json
 
 log = get_logger("platereg.http")
+access_log = LineLogger("platereg.http")
 
 PROBLEM_JSON = "application/problem+json"
 UNMATCHED = "unmatched"
@@ -346,8 +347,8 @@ class ObservabilityMiddleware:
         HTTP_DURATION.labels(template, scope["method"], str(status)).observe(elapsed)
         if template not in PROBES:
             key_id = (scope.get("state") or {}).get("key_id")
-            log.info("request", route=template, method=scope["method"], status=status,
-                     key_id=key_id, ms=round(elapsed * 1000, 2))
+            access_log.info("request", route=template, method=scope["method"], status=status,
+                            key_id=key_id, ms=round(elapsed * 1000, 2))
 
 
 class _BodyTimeout(Exception):

@@ -74,3 +74,48 @@ def test_exception_logs_never_show_local_variables() -> None:
         assert "RuntimeError" in out and "boom" in out, out  # the traceback is there...
         for value in ("LOCALSECRET42", "SECRETKEY", "BODYPLATE9"):  # ...its locals are not
             assert value not in out, (fmt, value, out)
+
+
+def _lines(level: str, fmt: str = "json") -> str:
+    """The same fields through get_logger and LineLogger, in a process of its own."""
+    code = textwrap.dedent(
+        f"""
+        import structlog
+        from platereg.logging import LineLogger, configure_logging, get_logger
+        configure_logging({fmt!r}, {level!r})
+        structlog.contextvars.bind_contextvars(request_id="r1")
+        fields = dict(route="/v1/plates/{{jurisdiction}}/{{plate}}", method="GET", status=200,
+                      key_id="k1", ms=1.5, plate="ABC123")
+        get_logger("platereg.http").info("request", **fields)
+        LineLogger("platereg.http").info("request", **fields)
+        """
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, timeout=60).stderr
+
+
+def test_line_logger_writes_the_json_renderers_fields_and_redacts() -> None:
+    slow, fast = (json.loads(line) for line in _lines("INFO").splitlines() if line.strip())
+    assert slow.keys() == fast.keys()
+    assert {k: v for k, v in fast.items() if k != "timestamp"} == \
+        {k: v for k, v in slow.items() if k != "timestamp"}
+    assert fast["plate"] == "[redacted]" and fast["request_id"] == "r1"
+    assert fast["timestamp"].endswith("Z")
+
+
+def test_line_logger_honours_the_level_and_the_console_format() -> None:
+    assert _lines("WARNING").strip() == ""
+    console = _lines("INFO", "console")
+    lines = [line for line in console.splitlines() if " request " in line]
+    assert len(lines) == 2 and "ABC123" not in console
+
+
+def test_line_logger_lines_reach_captured_logs() -> None:
+    import structlog
+
+    from platereg.logging import LineLogger, configure_logging
+
+    configure_logging("json", "INFO")
+    with structlog.testing.capture_logs() as logs:
+        LineLogger("platereg.http").info("request", status=429, key_id="k2")
+    assert [(e["event"], e["status"], e["key_id"]) for e in logs] == [("request", 429, "k2")]
