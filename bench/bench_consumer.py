@@ -270,8 +270,8 @@ async def _run(ctx: BenchContext) -> list[Figure]:
     finally:
         await conn.close()
     figures = _figures(n, total, first, rss, p99, base_s, produce_s, rate,
-                       f"{n:,} events (after the live phase: {stored:,} stored, {plates:,} plates), "
-                       f"{len(ends)} partitions")
+                       f"{n:,} events (after the live phase: {stored:,} stored, "
+                       f"{plates:,} plates), {len(ends)} partitions")
     if os.environ.get("PLATEREG_BENCH_DURABLE", "1") != "0":
         # A fresh topic of QUICK events, replayed into a durable server.
         durable_settings = ctx.settings(dsn)
