@@ -174,14 +174,6 @@ async def record_attempt(conn: asyncpg.Connection, notice_id: uuid.UUID, channel
                 "WHERE notice_id = $1 AND channel = $2", notice_id, channel, outcome)
 
 
-async def store_token(conn: asyncpg.Connection, token_hash: str, owner_id: str,
-                      notice_id: uuid.UUID, created_at: dt.datetime,
-                      expires_at: dt.datetime) -> None:
-    await conn.execute(
-        "INSERT INTO owner_tokens (token_hash, owner_id, notice_id, created_at, expires_at) "
-        "VALUES ($1, $2, $3, $4, $5)", token_hash, owner_id, notice_id, created_at, expires_at)
-
-
 async def print_queue(conn: asyncpg.Connection, start: dt.datetime, end: dt.datetime) -> list:
     """Letters queued in [start, end) and not printed yet, locked until the caller commits."""
     return await conn.fetch(
