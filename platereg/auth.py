@@ -323,6 +323,19 @@ async def authenticate_request(request: Request, roles: frozenset[str]) -> Princ
     return principal
 
 
+def limit_subject(request: Request, subject: str, rate: float) -> float:
+    """Rate-limit a request authenticated by other means (an owner token) under
+    ``subject``, in the same units and with the same ``RateLimit-*`` headers as a key:
+    takes one unit and marks the request; returns 0, or the seconds to wait (refused)."""
+    auth: Authenticator = request.app.state.authenticator
+    bucket = auth._bucket_for(subject, rate)
+    request.scope["state"][_STATE_KEY] = (auth, subject)
+    wait = bucket.wait()
+    if wait == 0:
+        bucket.tokens -= 1
+    return wait
+
+
 def charge(request: Request, units: int) -> None:
     """The request returns ``units`` plates or owner records: its cost is ``max(1, units)``
     (the first unit was taken when it was authenticated). Call once per request."""

@@ -186,6 +186,10 @@ class Settings(BaseSettings):
                     "`make run` generates one into its data dir.")
     owner_token_minutes: int = Field(
         default=15, ge=1, le=60, description="Lifetime of an owner token (the contract: 15).")
+    owner_requests_per_second: float = Field(
+        default=5.0, gt=0, le=10_000,
+        description="Request rate of one owner token on the /v1/me routes (token bucket, "
+                    "one unit per record returned, RateLimit-* headers like API keys).")
     owner_sessions_per_hour: int = Field(
         default=20, ge=1, le=10_000,
         description="Owner tokens minted per owner per hour (portal and sign-in links "

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import orjson
@@ -17,7 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
-from platereg.auth import Principal, require
+from platereg.auth import Principal, charge, limit_subject, require
 from platereg.http import ProblemError, read_json, validation_errors
 from registry.api_models import (
     OwnerNotices,
@@ -174,6 +175,11 @@ async def owner_claims(request: Request) -> OwnerClaims:
                            "(Authorization: Bearer)", headers={"WWW-Authenticate": "Bearer"})
     claims = await access.claims(token)
     request.state.key_id = OWNER_KEY_ID
+    wait = limit_subject(request, f"owner-session:{claims.session_id}",
+                         access.settings.owner_requests_per_second)
+    if wait > 0:
+        raise ProblemError(429, "Too Many Requests", "too many requests with this owner token",
+                           headers={"Retry-After": str(max(1, math.ceil(wait)))})
     return claims
 
 
@@ -187,6 +193,7 @@ async def me_plates(request: Request, owner: Owner) -> Response:
     now, today = access.now()
     views = await data.plates(access.pool, owner.owner_id, today, now)
     access.audit(data.self_read_rows(owner.owner_id, now, views=views))
+    charge(request, len(views))
     return _json({"owner_id": owner.owner_id, "plates": views})
 
 
@@ -200,6 +207,7 @@ async def me_notices(request: Request, owner: Owner,
     now, _ = access.now()
     notices = await data.notices(access.pool, owner.owner_id, limit)
     access.audit(data.self_read_rows(owner.owner_id, now, record="notices"))
+    charge(request, len(notices))
     return _json({"owner_id": owner.owner_id, "notices": notices})
 
 
@@ -240,4 +248,5 @@ async def me_access_log(request: Request, owner: Owner,
     now, _ = access.now()
     entries = await data.access_log(access.pool, owner.owner_id, limit)
     access.audit(data.self_read_rows(owner.owner_id, now, record="access_log"))
+    charge(request, len(entries))
     return _json({"owner_id": owner.owner_id, "entries": entries})

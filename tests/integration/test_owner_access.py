@@ -241,3 +241,21 @@ async def test_access_log_lists_reads_of_my_plates_and_nobody_elses(settings, po
                     ("CA-QC", "AAA222", "test enforcement", "enforcement", "traffic_stop")]
     assert all(e["at"] for e in entries)
     assert "BBB111" not in r.text and "investigation" not in r.text
+
+
+async def test_owner_tokens_are_rate_limited_per_session_in_units(settings, pool) -> None:
+    await _plates(pool)
+    async with running_api(settings, owner_token_keys=[OWNER_KEY], rate_limit_burst=3,
+                           owner_requests_per_second=0.01) as api:
+        me = bearer(await _link_session(api, pool, "own-a"))
+        r = await api.client.get("/v1/me/preferences", headers=me)
+        assert r.status_code == 200
+        assert (r.headers["RateLimit-Limit"], r.headers["RateLimit-Remaining"]) == ("3", "2")
+        r = await api.client.get("/v1/me/plates", headers=me)  # two plates: two units
+        assert r.status_code == 200 and r.headers["RateLimit-Remaining"] == "0"
+        r = await api.client.get("/v1/me/plates", headers=me)
+        assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+        assert r.headers["RateLimit-Remaining"] == "0"
+        # Another owner's session has its own bucket.
+        other = bearer(await _link_session(api, pool, "own-b"))
+        assert (await api.client.get("/v1/me/plates", headers=other)).status_code == 200
