@@ -128,9 +128,10 @@ class Authenticator:
         self._ids: frozenset[str] = frozenset()
         self._ids_loaded = -math.inf
         self._ids_task: asyncio.Task[None] | None = None
-        self._unknown_budget = _Bucket(unknown_lookups_per_second, time.monotonic(),
-                                       unknown_lookups_per_second,
-                                       max(1.0, unknown_lookups_per_second))
+        # Room for a few keys created together (a deployment's keys, a test's roles).
+        burst = max(10.0, 2 * unknown_lookups_per_second)
+        self._unknown_budget = _Bucket(burst, time.monotonic(), unknown_lookups_per_second,
+                                       burst)
 
     @classmethod
     def from_settings(cls, pool: asyncpg.Pool, settings: Any) -> Authenticator:
