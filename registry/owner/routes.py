@@ -233,6 +233,8 @@ async def me_put_preferences(request: Request, owner: Owner) -> Response:
     prefs = await data.put_preferences(access.pool, owner.owner_id,
                                        [c.value for c in body.channels],
                                        body.language.value if body.language else None)
+    now, _ = access.now()   # the answer is the owner's record: audited like a read
+    access.audit(data.self_read_rows(owner.owner_id, now, record="preferences_update"))
     return _json(prefs)
 
 

@@ -13,9 +13,11 @@ import asyncpg
 import pytest
 import structlog
 from api_helpers import bearer, insert_plate, owner, role_keys, running_api
+from owner_support import OWNER_KEY
 from prometheus_client import REGISTRY
 
 from platereg.db import create_pool
+from platereg.keys import create_key
 from registry.audit import AuditWriter
 from tests.integration.seam_support import wait_for
 
@@ -195,3 +197,18 @@ async def test_nobody_rewrites_audit_rows_and_only_old_ones_can_be_deleted(pool)
     assert await pool.fetchval("SELECT count(*) FROM audit_log") == 2
     assert await pool.execute("DELETE FROM audit_log WHERE plate = 'OLD400'") == "DELETE 1"
     assert await pool.fetchval("SELECT array_agg(result) FROM audit_log") == ["valid"]
+
+
+async def test_an_owner_setting_preferences_is_audited_like_a_read(settings, pool) -> None:
+    _, portal = await create_key(pool, role="portal", name="prefs portal")
+    async with running_api(settings, owner_token_keys=[OWNER_KEY]) as api:
+        r = await api.client.post("/v1/owner-sessions", headers=bearer(portal),
+                                  json={"owner_id": "own-p"})
+        assert r.status_code == 201, r.text
+        me = bearer(r.json()["token"])
+        r = await api.client.put("/v1/me/preferences", headers=me,
+                                 json={"channels": ["email"], "language": "fr"})
+        assert r.status_code == 200 and r.json()["language"] == "fr"
+        await api.flush()
+    rows = await pool.fetch("SELECT kind, owner_id FROM audit_log WHERE key_id = 'owner'")
+    assert [(r["kind"], r["owner_id"]) for r in rows] == [("owner_preferences_update", "own-p")]
