@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit lint bench schemas clean
+.PHONY: install run test test-unit lint bench soak schemas clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,20 @@ test: $(STAMP)
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
+
+# The end-to-end fault test for longer and bigger (not in CI): a table of events, notices,
+# kills, restarts and violations, and soak/throughput_lag.png (throughput and lag over time,
+# faults marked). E.g. make soak SOAK_SECONDS=600 SOAK_PLATES=20000 SOAK_SEED=7
+SOAK_SECONDS ?= 300
+SOAK_PLATES ?= 10000
+SOAK_SEED ?= 1
+SOAK_DIR ?= soak
+soak: $(STAMP)
+	E2E_TRAFFIC_SECONDS=$(SOAK_SECONDS) E2E_PLATES_KAFKA=$(SOAK_PLATES) \
+	E2E_PLATES_API=$$(( $(SOAK_PLATES) / 3 + 1 )) E2E_SEED=$(SOAK_SEED) \
+	E2E_REPORT_DIR=$(abspath $(SOAK_DIR)) \
+	$(BIN)/python -m pytest -q -s -m e2e -p no:cacheprovider --timeout=0 \
+	  --basetemp=/tmp/platereg-soak tests/integration/test_e2e_faults.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,0 +1,522 @@
+"""The whole system under faults: nothing lost, nothing doubled.
+
+Every process runs as its own OS process (registry consumer without relays, the
+relays, both APIs, the notices scheduler and dispatcher). ``platereg simulate``
+drives a simulated week of traffic, late, duplicate and invalid events
+included, through Kafka and, with another seed, through the ingest API. The
+scheduler's clock moves across the week (PLATEREG_CLOCK_OFFSET_SECONDS, one day
+per incarnation). Meanwhile a random process is SIGKILLed and restarted every
+few seconds, PostgreSQL is restarted once, and the broker is frozen once
+(SIGSTOP, then SIGCONT). Tansu keeps its log in memory only, so restarting it
+would lose every topic and offset: "nothing lost" would be meaningless. A
+frozen broker is what its clients see of a network partition or a stalled
+host: connections hang and requests time out, then it comes back with its
+log intact.
+
+At the end the invariants are checked against an independent reference (the
+generator's items and the reference fold of tests/integration/consumer_support.py).
+``make soak`` runs the same for longer (E2E_* variables) and writes a table and
+a plot of throughput and lag (E2E_REPORT_DIR).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+from aiosmtpd.controller import Controller
+
+from ingest import simulate as sim
+from platereg.embedded import free_port
+from platereg.keys import create_key
+from schemas import topics as contract
+from tests.integration.consumer_support import reference_fold, stored_plates, wait_offsets
+from tests.integration.e2e_support import (
+    Figures,
+    MailCatcher,
+    Proc,
+    env_float,
+    env_int,
+    plot,
+    sample_timeline,
+)
+from tests.integration.notices_support import http_sink
+from tests.integration.seam_support import (
+    expected_view,
+    metric,
+    read_all,
+    scrape,
+    wait_for,
+    wait_relayed,
+    without_as_of,
+)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]
+
+SHARES = {"late_share": 0.03, "duplicate_share": 0.02, "invalid_share": 0.02}
+REMINDER_DAYS = (60, 30, 7)
+
+
+def _streams(seed: int, start: dt.datetime) -> dict[str, sim.SimConfig]:
+    week = dt.timedelta(days=7)
+    return {"kafka": sim.SimConfig(plates=env_int("E2E_PLATES_KAFKA", 1500), start=start,
+                                   duration=week, seed=seed, **SHARES),
+            "api": sim.SimConfig(plates=env_int("E2E_PLATES_API", 600), start=start,
+                                 duration=week, seed=seed + 1, **SHARES)}
+
+
+def _simulate_argv(config: sim.SimConfig, to: str, rate: float, api: str | None) -> list[str]:
+    argv = [sys.executable, "-m", "platereg.cli", "simulate", "--to", to,
+            "--plates", str(config.plates), "--duration", "7d",
+            "--start", config.start.isoformat(), "--seed", str(config.seed),
+            "--rate", str(rate), "--no-progress",
+            *(f"--{k.replace('_', '-')}={v}" for k, v in SHARES.items())]
+    return argv + (["--api", api] if api else [])
+
+
+def _processes(tmp: Path, env: dict[str, str], ingest_port: int, registry_port: int,
+               day: list[int]) -> dict[str, Proc]:
+    def clock(_incarnation: int) -> dict[str, str]:
+        # the scheduler's "now" walks across the simulated week, one day per incarnation
+        return {"PLATEREG_CLOCK_OFFSET_SECONDS": str(-86400 * (7 - min(day[0], 7)))}
+
+    def proc(name: str, *argv: str, env_for=None) -> Proc:  # noqa: ANN001
+        return Proc(name, argv, tmp / f"{name}.log", env, env_for)
+
+    return {p.name: p for p in (
+        proc("consumer", "consume", "registry", "--no-relays", "--metrics-port", "{port}",
+             "--max-records", "500"),
+        proc("relay", "consume", "relay", "--metrics-port", "{port}"),
+        proc("ingest-api", "serve", "ingest", "--port", str(ingest_port)),
+        proc("registry-api", "serve", "registry", "--port", str(registry_port)),
+        proc("scheduler", "notices", "schedule", "--metrics-port", "{port}", "--every", "0.5",
+             env_for=clock),
+        proc("dispatcher", "notices", "dispatch", "--metrics-port", "{port}"))}
+
+
+async def _committed(pool: asyncpg.Pool) -> int:
+    return await pool.fetchval("SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets")
+
+
+class Run:
+    """One end-to-end run: processes, sinks, traffic, faults, reads and figures."""
+
+    def __init__(self, settings, pool, embedded, tmp: Path, seed: int) -> None:  # noqa: ANN001
+        self.settings, self.pool, self.embedded, self.tmp = settings, pool, embedded, tmp
+        self.seed, self.rng = seed, random.Random(seed)
+        self.figures = Figures()
+        self.started = time.monotonic()
+        self.day = [0]
+        self.reads: Counter[str] = Counter()        # key id -> audited answers (200/404)
+        self.read_keys: dict[int, tuple[str, str]] = {}
+        self.consumer_resumed_at = 0
+        self.exits: list[str] = []
+
+    def note(self, what: str) -> None:
+        self.figures.faults.append((time.monotonic() - self.started, what))
+
+    async def restart(self, proc: Proc, *, kill: bool = True) -> None:
+        if kill:
+            proc.kill()
+            self.figures.kills[proc.name] = self.figures.kills.get(proc.name, 0) + 1
+            self.note(f"kill {proc.name}")
+        if proc.name == "consumer":     # the next incarnation counts from here
+            self.consumer_resumed_at = await self._committed_retrying()
+        proc.start()
+
+    async def _committed_retrying(self) -> int:
+        async def value() -> int | None:
+            try:
+                return await _committed(self.pool) + 1   # +1: 0 committed is an answer too
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                return None
+        return await wait_for(value, "the committed offsets", timeout=60, every=0.2) - 1
+
+    async def revive(self, procs: dict[str, Proc]) -> None:
+        """Restart a process that exited by itself (noted: none should)."""
+        for proc in procs.values():
+            if not proc.alive():
+                self.exits.append(f"{proc.name} exited {proc.popen.returncode}")
+                await self.restart(proc, kill=False)
+
+    async def reader(self, port: int, plates: list[str], stop: asyncio.Event) -> None:
+        """Single lookups with a fresh operator key per registry API incarnation."""
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+            while not stop.is_set():
+                await self.read_once(c, self.rng.choice(plates), self.procs["registry-api"])
+                await asyncio.sleep(0.05)
+
+    async def read_once(self, c: httpx.AsyncClient, key: str, api: Proc) -> None:
+        if api.incarnation not in self.read_keys:
+            try:
+                self.read_keys[api.incarnation] = await create_key(
+                    self.pool, role="operator", name=f"e2e reads {api.incarnation}")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                return
+        key_id, secret = self.read_keys[api.incarnation]
+        j, p = key.split("/")
+        try:
+            r = await c.get(f"/v1/plates/{j}/{p}", headers={
+                "Authorization": f"Bearer {secret}", "X-Purpose": "e2e"})
+        except httpx.TransportError:
+            return
+        if r.status_code in (200, 404):
+            self.reads[key_id] += 1
+
+
+def _reference(streams: dict[str, sim.SimConfig]) -> dict[str, list[sim.Item]]:
+    return {name: list(sim.generate(config)) for name, config in streams.items()}
+
+
+@pytest.mark.timeout(600 + 4 * env_float("E2E_TRAFFIC_SECONDS", 30))
+async def test_whole_system_under_faults_loses_and_doubles_nothing(
+        embedded, topics, pool: asyncpg.Pool, tmp_path: Path, monkeypatch) -> None:
+    seed = env_int("E2E_SEED", 20261125)
+    run = Run(topics, pool, embedded, tmp_path, seed)
+    tz = ZoneInfo(topics.timezone)
+    start = (dt.datetime.now(dt.UTC) - dt.timedelta(days=8)).replace(
+        hour=0, minute=0, second=0, microsecond=0)
+    streams = _streams(seed, start)
+    items = _reference(streams)
+    catcher = MailCatcher()
+    smtp = Controller(catcher, hostname="127.0.0.1", port=free_port())
+    smtp.start()
+    try:
+        async with http_sink() as sms, http_sink() as display:
+            await _run(run, streams, items, (catcher, smtp.port), sms, display, tz)
+    finally:
+        smtp.stop()
+        print(f"\nseed {seed}\n{run.figures.table()}")
+        report = os.environ.get("E2E_REPORT_DIR")
+        if report:
+            Path(report).mkdir(parents=True, exist_ok=True)
+            (Path(report) / "figures.txt").write_text(run.figures.table() + "\n")
+            plot(run.figures, Path(report) / "throughput_lag.png")
+            print(f"figures and plot in {report}")
+
+
+async def _run(run: Run, streams, items, mail, sms, display, tz) -> None:  # noqa: ANN001
+    catcher, smtp_port = mail
+    pool = run.pool
+    ingest_port, registry_port = free_port(), free_port()
+    env = {**os.environ, "PLATEREG_LOG_LEVEL": "INFO", "PLATEREG_LOG_FORMAT": "json",
+           "PLATEREG_SMTP_PORT": str(smtp_port),
+           "PLATEREG_SMS_GATEWAY_URL": sms.url + "/sms",
+           "PLATEREG_PLATE_DISPLAY_URL": display.url + "/display",
+           "PLATEREG_NOTICE_RETRY_INITIAL_SECONDS": "0.2",
+           "PLATEREG_NOTICE_RETRY_MAX_SECONDS": "2", "PLATEREG_NOTICE_HTTP_TIMEOUT_SECONDS": "3",
+           "PLATEREG_RENEWAL_REMINDER_DAYS": ",".join(map(str, REMINDER_DAYS)),
+           "PLATEREG_KAFKA_TIMEOUT_SECONDS": "30"}
+    procs = _processes(run.tmp, env, ingest_port, registry_port, run.day)
+    run.procs = procs
+    ingest_key = (await create_key(pool, role="ingest", name="e2e simulate"))[1]
+    for proc in procs.values():
+        proc.start()
+    traffic: list[subprocess.Popen] = []
+    stop = asyncio.Event()
+    background: list[asyncio.Task] = []
+    try:
+        await _wait_up(procs, ingest_port, registry_port)
+        seconds = env_float("E2E_TRAFFIC_SECONDS", 30)
+        for name, config in streams.items():
+            rate = max(len(items[name]) / seconds, 1.0)
+            api = f"http://127.0.0.1:{ingest_port}" if name == "api" else None
+            with open(run.tmp / f"simulate-{name}.log", "ab") as log:
+                traffic.append(subprocess.Popen(
+                    _simulate_argv(config, name, rate, api), stdout=log,
+                    stderr=subprocess.STDOUT, env={**env, "PLATEREG_API_KEY": ingest_key}))
+        plates = sorted({i.key.decode() for its in items.values() for i in its
+                         if i.kind == sim.VALID})
+        background = [asyncio.create_task(run.reader(registry_port, plates, stop)),
+                      asyncio.create_task(sample_timeline(pool, run.figures, run.started, stop,
+                                                          lambda: _lag(procs["consumer"])))]
+        await _faults(run, procs, traffic, seconds)
+        for t in traffic:
+            assert await asyncio.to_thread(t.wait, 300) == 0, t.args
+        await _settle(run, procs)
+        stop.set()
+        await asyncio.gather(*background)
+        await _check(run, procs, items, catcher, sms, display, tz, registry_port)
+    finally:
+        stop.set()
+        for t in traffic:
+            if t.poll() is None:
+                t.kill()
+                t.wait()
+        for proc in procs.values():
+            proc.stop()
+
+
+async def _wait_up(procs: dict[str, Proc], ingest_port: int, registry_port: int) -> None:
+    async def up() -> bool:
+        for proc in procs.values():
+            assert proc.alive(), proc.tail()
+        urls = [f"http://127.0.0.1:{p}/healthz" for p in (ingest_port, registry_port)] + [
+            f"http://127.0.0.1:{proc.port}/healthz" for proc in procs.values() if proc.port]
+        try:
+            async with httpx.AsyncClient(timeout=2) as c:
+                return all([(await c.get(u)).status_code == 200 for u in urls])
+        except httpx.TransportError:
+            return False
+
+    await wait_for(up, "every process to answer /healthz", timeout=90, every=0.2)
+
+
+async def _lag(consumer: Proc) -> int:
+    samples = await scrape(consumer.port)
+    return int(metric(samples, "platereg_consumer_lag"))
+
+
+async def _faults(run: Run, procs: dict[str, Proc], traffic: list[subprocess.Popen],
+                  seconds: float) -> None:
+    """SIGKILL a random process every few seconds; restart PostgreSQL once and freeze the
+    broker once; move the scheduler's clock one day per incarnation. Until the traffic has
+    been sent and every planned fault happened."""
+    kill_every = env_float("E2E_KILL_EVERY", 3.0)
+    pg_at, freeze_at = seconds * 0.35, seconds * 0.65
+    day_every = seconds / 8
+    names = sorted(procs)
+    t0 = time.monotonic()
+    next_kill, next_day = kill_every, day_every
+    pg_done = freeze_done = False
+    while True:
+        now = time.monotonic() - t0
+        traffic_done = all(t.poll() is not None for t in traffic)
+        if traffic_done and pg_done and freeze_done and run.day[0] >= 7:
+            return
+        await run.revive(procs)
+        if now >= next_kill:
+            await run.restart(procs[run.rng.choice(names)])
+            next_kill = now + kill_every
+        if now >= next_day and run.day[0] < 7:
+            run.day[0] += 1                       # the scheduler's next incarnation: next day
+            await run.restart(procs["scheduler"])
+            next_day = now + day_every
+        if now >= pg_at and not pg_done:
+            pg_done = True
+            await _restart_postgres(run)
+        if now >= freeze_at and not freeze_done:
+            freeze_done = True
+            await _freeze_broker(run, env_float("E2E_FREEZE_SECONDS", 6.0))
+        await asyncio.sleep(0.2)
+
+
+async def _restart_postgres(run: Run) -> None:
+    run.note("PostgreSQL restart")
+    await run.pool.expire_connections()
+    pg = run.embedded.pg
+    await asyncio.to_thread(pg.stop)
+    await asyncio.to_thread(pg.start)
+    await run.pool.expire_connections()
+    run.note("PostgreSQL up")
+
+
+async def _freeze_broker(run: Run, seconds: float) -> None:
+    """SIGSTOP the broker for ``seconds`` (the fault itself lasts that long), then SIGCONT."""
+    pid = run.embedded.kafka.proc.pid
+    run.note("broker frozen")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        run.note("broker resumed")
+
+
+async def _settle(run: Run, procs: dict[str, Proc]) -> list:
+    """After the faults: the last day for the scheduler, everything consumed, relayed,
+    scheduled and delivered. Returns the events topic's records."""
+    settings, pool = run.settings, run.pool
+    run.day[0] = 7
+    procs["scheduler"].stop()
+    procs["scheduler"].start()
+    await run.revive(procs)
+    records = await read_all(settings, settings.topic(contract.EVENTS), timeout=120)
+    ends: dict[int, int] = {}
+    for r in records:
+        ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
+    await wait_offsets(pool, settings, ends, timeout=240)
+    caught_up = dt.datetime.now(dt.UTC)
+    await wait_relayed(pool, settings, timeout=120)
+
+    async def scheduled() -> bool:
+        rechecks = await pool.fetchval("SELECT count(*) FROM notice_rechecks")
+        runs = await pool.fetchval("SELECT count(*) FROM notice_scheduler_runs "
+                                   "WHERE last_run_at > $1", caught_up)
+        return rechecks == 0 and runs > 0
+
+    await wait_for(scheduled, "a scheduler run after the consumer caught up", timeout=120)
+
+    async def delivered() -> bool:
+        return await pool.fetchval(
+            "SELECT (SELECT count(*) FROM notices WHERE published_at IS NULL)"
+            " + (SELECT count(*) FROM notices n WHERE NOT EXISTS (SELECT 1 FROM "
+            "    notice_dispatch d WHERE d.notice_id = n.notice_id))"
+            " + (SELECT count(*) FROM notice_dispatch WHERE state = 'pending')") == 0
+
+    await wait_for(delivered, "every notice published and dispatched", timeout=180)
+    run.records = records
+    return records
+
+
+async def _check(run: Run, procs, items, catcher, sms, display, tz,  # noqa: ANN001
+                 registry_port: int) -> None:
+    # the generator writes some subjects in lower case with spaces: the key is canonical
+    valid = [{**orjson.loads(i.value), "subject": i.key.decode()}
+             for its in items.values() for i in its if i.kind == sim.VALID]
+    f = run.figures
+    f.events_sent = sum(len(its) for its in items.values())
+    f.valid_events = len(valid)
+    f.invalid_events = sum(i.kind == sim.INVALID for its in items.values() for i in its)
+    # every valid event applied exactly once, every plate equal to the reference fold
+    ids = [r["event_id"] for r in await run.pool.fetch("SELECT event_id FROM plate_events")]
+    assert len(ids) == len(set(ids)) == len({e["id"] for e in valid}) == len(valid)
+    assert set(ids) == {e["id"] for e in valid}
+    expected = reference_fold(valid)
+    assert await stored_plates(run.pool) == expected
+    await _check_dlq(run, items)
+    today = dt.datetime.now(tz).date()
+    views = {k: expected_view(k, s, today, False) for k, s in expected.items() if s["issued"]}
+    await _check_status_and_hotlist(run, views, registry_port)
+    await _check_notices(run, expected, catcher, sms, display, today)
+    await _check_audit(run, procs, registry_port, sorted(views))
+    await _check_consumer_metrics(run, procs["consumer"])
+    assert not run.exits, f"processes exited by themselves: {run.exits}"
+
+
+async def _check_dlq(run: Run, items) -> None:  # noqa: ANN001
+    """Each invalid message on the events topic is in the DLQ once, with its reason."""
+    on_topic = Counter(r.value for r in run.records)
+    rows = await run.pool.fetch("SELECT value, reason FROM dlq_messages")
+    conflicts = {i.event_id for its in items.values() for i in its if i.reason == "id_conflict"}
+    want: Counter = Counter()
+    for name, its in items.items():
+        for i in its:
+            if i.kind != sim.INVALID or i.reason == "id_conflict":
+                continue
+            if name == "kafka":
+                assert on_topic[i.value] >= 1, f"invalid message lost: {i.reason}"
+            want[(i.value, i.reason)] += on_topic[i.value]   # the ingest API refuses these
+    got = Counter((bytes(r["value"]), r["reason"]) for r in rows
+                  if r["reason"] != "id_conflict")
+    assert got == +want
+    # an id reused with other content: whichever copy came second is refused
+    refused = Counter(orjson.loads(r["value"])["id"] for r in rows if r["reason"] == "id_conflict")
+    assert set(refused) == conflicts
+
+
+async def _check_status_and_hotlist(run: Run, views: dict[str, dict], port: int) -> None:
+    """The status feed ends at each plate's view; the hotlist is the flagged plates."""
+    last: dict[str, dict] = {}
+    for m in await read_all(run.settings, run.settings.topic(contract.STATUS), timeout=120):
+        last[m.key.decode()] = without_as_of(orjson.loads(m.value))
+    assert last == views
+    secret = (await create_key(run.pool, role="enforcement", name="e2e hotlist"))[1]
+    entries: list[dict] = []
+    since = None
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
+        while True:
+            r = await c.get("/v1/hotlist", params={"limit": 1000, **({"since": since} if since
+                                                                     else {})},
+                            headers={"Authorization": f"Bearer {secret}", "X-Purpose": "e2e"})
+            assert r.status_code == 200, r.text
+            page = r.json()
+            entries += page["entries"]
+            since = page["next"]
+            if len(page["entries"]) < 1000:
+                break
+    flagged = {k: {**v, "removed": False} for k, v in views.items() if v["status"] != "valid"}
+    assert {f"{e['jurisdiction']}/{e['plate']}": without_as_of(e) for e in entries} == flagged
+
+
+def _nearest_window(expires: dt.date, today: dt.date) -> int | None:
+    """From the contract: reminders N days before, expired (-1) the day after; the nearest
+    open window."""
+    open_ = [w for w in (*REMINDER_DAYS, -1) if today >= expires - dt.timedelta(days=w)]
+    return min(open_) if open_ else None
+
+
+async def _check_notices(run: Run, expected: dict, catcher, sms, display,  # noqa: ANN001
+                         today: dt.date) -> None:
+    pool = run.pool
+    notices = await pool.fetch("SELECT notice_id, dedupe_key, plate_key, expires_on, "
+                               "window_days FROM notices")
+    run.figures.notices = len(notices)
+    assert len({n["dedupe_key"] for n in notices}) == len(notices)
+    windows = Counter((n["plate_key"], n["expires_on"], n["window_days"]) for n in notices
+                      if n["window_days"] is not None)
+    assert all(c == 1 for c in windows.values())
+    # every window that opened within the scheduler's look-back has its notice
+    span = max(REMINDER_DAYS) + 1
+    due = set()
+    for key, s in expected.items():
+        if not s["issued"] or s["cancelled"] or not s["expires_on"] or not s["owner"]:
+            continue
+        expires = dt.date.fromisoformat(s["expires_on"])
+        w = _nearest_window(expires, today)
+        if w is not None and expires - dt.timedelta(days=w) > today - dt.timedelta(days=span):
+            due.add((key, expires, w))
+    missing = due - set(windows)
+    assert not missing, f"{len(missing)} due notices missing, e.g. {sorted(missing)[:3]}"
+    # every sent delivery reached its sink, with one key per notice and channel
+    sent = {(str(r["notice_id"]), r["channel"]) for r in await pool.fetch(
+        "SELECT notice_id, channel FROM notice_dispatch WHERE state = 'sent'")}
+    seen: dict[tuple[str, str], set[str]] = {}
+    for m in catcher.messages:
+        mid = m["Message-ID"].strip("<>").split("@")[0]
+        notice_id, channel = mid.rsplit(".", 1)
+        seen.setdefault((notice_id, channel), set()).add(mid)
+    for sink in (sms, display):
+        for req in sink.requests:
+            key = req.headers["idempotency-key"]
+            notice_id, channel = key.rsplit(":", 1)
+            seen.setdefault((notice_id, channel), set()).add(key)
+    assert set(seen) == {s for s in sent if s[1] in ("email", "sms", "plate_display")}
+    assert all(len(keys) == 1 for keys in seen.values())
+    run.figures.deliveries = len(catcher.messages) + len(sms.requests) + len(display.requests)
+
+
+async def _check_audit(run: Run, procs: dict[str, Proc], port: int, plates: list[str]) -> None:
+    """A fresh key on the last API incarnation, stopped cleanly: one row per read exactly.
+    Under SIGKILL no read is audited twice; rows buffered by a killed API may be lost."""
+    api = procs["registry-api"]
+    run.read_keys[api.incarnation] = await create_key(run.pool, role="operator",
+                                                      name="e2e reads, clean stop")
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as c:
+        for key in plates[:50]:
+            await run.read_once(c, key, api)
+    last_key = run.read_keys[api.incarnation][0]
+    assert run.reads[last_key] == min(50, len(plates))
+    # uvicorn re-raises SIGTERM after its clean shutdown (one worker): -15 is a clean stop
+    assert api.stop() in (0, -signal.SIGTERM), api.tail()
+    rows = dict(await run.pool.fetch("SELECT key_id, count(*) FROM audit_log "
+                                     "WHERE purpose = 'e2e' AND kind = 'single' GROUP BY 1"))
+    assert rows.get(last_key, 0) == run.reads[last_key]
+    doubled = {k: (rows.get(k, 0), n) for k, n in run.reads.items() if rows.get(k, 0) > n}
+    assert not doubled, f"audit rows above the reads (key: rows, reads): {doubled}"
+    assert set(rows) <= set(run.reads)
+    run.figures.reads = sum(run.reads.values())
+    lost = run.figures.reads - sum(rows.values())
+    if lost:
+        run.figures.violations.append(f"{lost} audit rows lost by SIGKILLed registry APIs")
+
+
+async def _check_consumer_metrics(run: Run, consumer: Proc) -> None:
+    """Counters reset per incarnation: the last one counted each record it committed once."""
+    samples = await scrape(consumer.port)
+    mine = await _committed(run.pool) - run.consumer_resumed_at
+    assert sum(metric(samples, "platereg_events_total", outcome=o)
+               for o in ("applied", "duplicate", "rejected")) == mine
