@@ -222,7 +222,9 @@ async def _run(run: Run, streams, items, mail, sms, display, tz) -> None:  # noq
            "PLATEREG_KAFKA_TIMEOUT_SECONDS": "30"}
     procs = _processes(run.tmp, env, ingest_port, registry_port, run.day)
     run.procs = procs
-    ingest_key = (await create_key(pool, role="ingest", name="e2e simulate"))[1]
+    # bound to every kind of source the simulator uses: its smart plate thefts stay refused
+    ingest_key = (await create_key(pool, role="ingest", name="e2e simulate", sources=[
+        "/registry/", "/insurance/", "/courts/", "/emissions/", "/police/"]))[1]
     for proc in procs.values():
         proc.start()
     traffic: list[subprocess.Popen] = []
@@ -374,17 +376,16 @@ async def _settle(run: Run, procs: dict[str, Proc]) -> list:
 
 async def _check(run: Run, procs, items, catcher, sms, display, tz,  # noqa: ANN001
                  registry_port: int) -> None:
-    # the generator writes some subjects in lower case with spaces: the key is canonical
-    valid = [{**orjson.loads(i.value), "subject": i.key.decode()}
-             for its in items.values() for i in its if i.kind == sim.VALID]
     f = run.figures
     f.events_sent = sum(len(its) for its in items.values())
-    f.valid_events = len(valid)
     f.invalid_events = sum(i.kind == sim.INVALID for its in items.values() for i in its)
+    valid = await _applied_versions(run.pool, items)
+    f.valid_events = len(valid)
     # every valid event applied exactly once, every plate equal to the reference fold
-    ids = [r["event_id"] for r in await run.pool.fetch("SELECT event_id FROM plate_events")]
-    assert len(ids) == len(set(ids)) == len({e["id"] for e in valid}) == len(valid)
-    assert set(ids) == {e["id"] for e in valid}
+    ids = [(r["source"], r["event_id"]) for r in await run.pool.fetch(
+        "SELECT source, event_id FROM plate_events")]
+    assert len(ids) == len(set(ids)) == len({(e["source"], e["id"]) for e in valid}) == len(valid)
+    assert set(ids) == {(e["source"], e["id"]) for e in valid}
     expected = reference_fold(valid)
     assert await stored_plates(run.pool) == expected
     await _check_dlq(run, items)
@@ -397,11 +398,45 @@ async def _check(run: Run, procs, items, catcher, sms, display, tz,  # noqa: ANN
     assert not run.exits, f"processes exited by themselves: {run.exits}"
 
 
+async def _applied_versions(pool: asyncpg.Pool, items) -> list[dict]:  # noqa: ANN001
+    """The valid events (subjects canonical: the generator writes some in lower case).
+
+    An ``id_conflict`` item is an event of the stream again, same (source, id), one second
+    earlier. The registry keeps whichever arrives first: through the ingest API the
+    simulator posts invalid items at once and valid ones in batches, so the copy may win.
+    The stored time says which one did; the other must be in the DLQ (checked there)."""
+    copies = {}
+    for its in items.values():
+        for i in its:
+            if i.reason == "id_conflict":
+                ev = {**orjson.loads(i.value), "subject": i.key.decode()}
+                copies[(ev["source"], ev["id"])] = ev
+    stored = {(r["source"], r["event_id"]): r["event_time"] for r in await pool.fetch(
+        "SELECT source, event_id, event_time FROM plate_events")}
+    out = []
+    for its in items.values():
+        for i in its:
+            if i.kind != sim.VALID:
+                continue
+            ev = {**orjson.loads(i.value), "subject": i.key.decode()}
+            copy = copies.get((ev["source"], ev["id"]))
+            if copy is not None and stored.get((ev["source"], ev["id"])) == _instant(copy):
+                ev = copy
+            out.append(ev)
+    return out
+
+
+def _instant(ev: dict) -> dt.datetime:
+    return dt.datetime.fromisoformat(ev["time"].replace("Z", "+00:00"))
+
+
 async def _check_dlq(run: Run, items) -> None:  # noqa: ANN001
     """Each invalid message on the events topic is in the DLQ once, with its reason."""
     on_topic = Counter(r.value for r in run.records)
     rows = await run.pool.fetch("SELECT value, reason FROM dlq_messages")
-    conflicts = {i.event_id for its in items.values() for i in its if i.reason == "id_conflict"}
+    conflicts = {(ev["source"], ev["id"]) for ev in (
+        orjson.loads(i.value) for its in items.values() for i in its
+        if i.reason == "id_conflict")}
     want: Counter = Counter()
     for name, its in items.items():
         for i in its:
@@ -413,9 +448,10 @@ async def _check_dlq(run: Run, items) -> None:  # noqa: ANN001
     got = Counter((bytes(r["value"]), r["reason"]) for r in rows
                   if r["reason"] != "id_conflict")
     assert got == +want
-    # an id reused with other content: whichever copy came second is refused
-    refused = Counter(orjson.loads(r["value"])["id"] for r in rows if r["reason"] == "id_conflict")
-    assert set(refused) == conflicts
+    # a (source, id) reused with other content: whichever version came second is refused
+    refused = {(ev["source"], ev["id"]) for ev in (
+        orjson.loads(r["value"]) for r in rows if r["reason"] == "id_conflict")}
+    assert refused == conflicts
 
 
 async def _check_status_and_hotlist(run: Run, views: dict[str, dict], port: int) -> None:
@@ -429,9 +465,12 @@ async def _check_status_and_hotlist(run: Run, views: dict[str, dict], port: int)
     since = None
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
         while True:
-            r = await c.get("/v1/hotlist", params={"limit": 1000, **({"since": since} if since
-                                                                     else {})},
-                            headers={"Authorization": f"Bearer {secret}", "X-Purpose": "e2e"})
+            params = {"limit": 1000, **({"since": since} if since else {})}
+            headers = {"Authorization": f"Bearer {secret}", "X-Purpose": "e2e"}
+            r = await c.get("/v1/hotlist", params=params, headers=headers)
+            while r.status_code == 429:     # rate limited (units): as a client would, wait
+                await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+                r = await c.get("/v1/hotlist", params=params, headers=headers)
             assert r.status_code == 200, r.text
             page = r.json()
             entries += page["entries"]
