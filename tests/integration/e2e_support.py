@@ -115,7 +115,7 @@ class Figures:
     restarts: dict[str, int] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     faults: list[tuple[float, str]] = field(default_factory=list)   # (seconds, what)
-    timeline: list[tuple[float, int, int]] = field(default_factory=list)  # (s, applied, lag)
+    timeline: list[tuple[float, float, float]] = field(default_factory=list)  # s, applied, lag
 
     def table(self) -> str:
         rows = [("events sent (both paths)", self.events_sent),
@@ -125,8 +125,8 @@ class Figures:
                 ("deliveries seen by the sinks", self.deliveries),
                 ("SIGKILLs", sum(self.kills.values())),
                 *((f"  {k}", v) for k, v in sorted(self.kills.items())),
-                ("server restarts / stops", len([f for f in self.faults
-                                                 if not f[1].startswith("kill")])),
+                ("PostgreSQL restarts, broker freezes",
+                 sum(f[1] in ("PostgreSQL restart", "broker frozen") for f in self.faults)),
                 ("violations", len(self.violations))]
         width = max(len(r[0]) for r in rows)
         lines = [f"{name:<{width}}  {value:>10,}" for name, value in rows]
@@ -134,12 +134,15 @@ class Figures:
 
 
 async def sample_timeline(pool, figures: Figures, started: float, stop: asyncio.Event,
-                          lag: Any) -> None:
+                          lag_of: Any) -> None:
     """Every second: events applied so far, and the consumer's lag (its own gauge)."""
     while not stop.is_set():
-        with contextlib.suppress(Exception):   # the database may be down: skip the sample
+        applied = lag = float("nan")             # a server that is down leaves a gap
+        with contextlib.suppress(Exception):
             applied = await pool.fetchval("SELECT count(*) FROM plate_events", timeout=2)
-            figures.timeline.append((time.monotonic() - started, applied, await lag()))
+        with contextlib.suppress(Exception):
+            lag = await asyncio.wait_for(lag_of(), 2)
+        figures.timeline.append((time.monotonic() - started, applied, lag))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
 
