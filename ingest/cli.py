@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from platereg.commands import fail, settings_or_exit
+
 IMPORT_HELP = """Import a file of plate events (NDJSON or CSV), streaming, in constant memory.
 
 Valid events are published to plates.events (or posted to the ingest API with
@@ -48,17 +50,6 @@ Memory grows with --plates (a few KB each), not with the number of events.
 """
 
 
-def _settings_or_exit() -> Any:
-    from platereg.cli import settings_or_exit
-
-    return settings_or_exit()
-
-
-def _fail(message: str, code: int) -> typer.Exit:
-    typer.echo(f"platereg: {message}", err=True)
-    return typer.Exit(code)
-
-
 def serve_ingest(
     host: Annotated[str | None, typer.Option(help="Bind address (default PLATEREG_HOST)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default PLATEREG_INGEST_PORT)")] = None,
@@ -70,12 +61,12 @@ def serve_ingest(
     from platereg.http_server import uvicorn_options
     from platereg.settings import ConfigError
 
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
     try:
         settings.dsn()
         settings.bootstrap()
     except ConfigError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
     uvicorn.run(create_ingest_app(settings), host=host or settings.host,
                 port=port if port is not None else settings.ingest_port,
                 loop="uvloop", **uvicorn_options(settings))
@@ -100,21 +91,21 @@ def import_command(
     )
     from platereg.settings import ConfigError
 
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
     if fmt not in ("auto", "ndjson", "csv"):
-        raise _fail("--format must be auto, ndjson or csv", 2)
+        raise fail("--format must be auto, ndjson or csv", 2)
     if not file.is_file():
-        raise _fail(f"no such file: {file}", 2)
+        raise fail(f"no such file: {file}", 2)
     report = report or file.with_name(file.name + ".rejected.ndjson")
     if api:
         if not key:
-            raise _fail("--api needs --key (or PLATEREG_API_KEY)", 2)
+            raise fail("--api needs --key (or PLATEREG_API_KEY)", 2)
         sink: Any = ApiLineSink(api, key)
     else:
         try:
             settings.bootstrap()
         except ConfigError as exc:
-            raise _fail(str(exc), 2) from None
+            raise fail(str(exc), 2) from None
         sink = KafkaLineSink(settings)
 
     from rich.console import Console
@@ -146,9 +137,9 @@ def import_command(
             stats = asyncio.run(import_file(file, fmt=fmt, sink=sink, report_path=report,
                                             progress=on_progress))
     except ImportUsageError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
     except OSError as exc:
-        raise _fail(f"cannot write the report {report}: {exc.strerror}", 2) from None
+        raise fail(f"cannot write the report {report}: {exc.strerror}", 2) from None
     elapsed = max(time.monotonic() - started, 1e-6)
     target = f"the ingest API at {api}" if api else "Kafka"
     typer.echo(f"{file}: {stats.lines:,} lines read, {stats.published:,} events published to "
@@ -194,25 +185,25 @@ def simulate_command(
     from ingest import simulate as sim
     from platereg.settings import ConfigError
 
-    settings = _settings_or_exit()
+    settings = settings_or_exit()
     try:
         span = sim.parse_duration(duration)
     except ValueError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
     now = datetime.now(UTC)
     if start is not None:
         try:
             begin = datetime.fromisoformat(start)
         except ValueError:
-            raise _fail("--start must be RFC 3339, e.g. 2025-01-01T00:00:00Z", 2) from None
+            raise fail("--start must be RFC 3339, e.g. 2025-01-01T00:00:00Z", 2) from None
         if begin.tzinfo is None:
-            raise _fail("--start needs a UTC offset, e.g. 2025-01-01T00:00:00Z", 2)
+            raise fail("--start needs a UTC offset, e.g. 2025-01-01T00:00:00Z", 2)
     elif seed is not None:
         begin = sim.DEFAULT_SEEDED_START
     else:
         begin = (now - span).replace(second=0, microsecond=0)
     if begin + span > now + timedelta(minutes=5):
-        raise _fail("the simulated window ends in the future, so the registry would reject "
+        raise fail("the simulated window ends in the future, so the registry would reject "
                     "its events as future_time; use an earlier --start or a shorter --duration",
                     2)
     used_seed = seed if seed is not None else secrets.randbelow(2**31)
@@ -221,7 +212,7 @@ def simulate_command(
                                late_share=late_share, duplicate_share=duplicate_share,
                                invalid_share=invalid_share, seed=used_seed)
     except ValueError as exc:
-        raise _fail(str(exc), 2) from None
+        raise fail(str(exc), 2) from None
 
     if to == "file":
         sink: Any = sim.FileSink(output)
@@ -229,14 +220,14 @@ def simulate_command(
         try:
             settings.bootstrap()
         except ConfigError as exc:
-            raise _fail(str(exc), 2) from None
+            raise fail(str(exc), 2) from None
         sink = sim.KafkaSink(settings)
     elif to == "api":
         if not api or not key:
-            raise _fail("--to api needs --api URL and --key (or PLATEREG_API_KEY)", 2)
+            raise fail("--to api needs --api URL and --key (or PLATEREG_API_KEY)", 2)
         sink = sim.ApiSink(api, key)
     else:
-        raise _fail("--to must be kafka, api or file", 2)
+        raise fail("--to must be kafka, api or file", 2)
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -260,11 +251,11 @@ def simulate_command(
         with bar:
             stats = asyncio.run(sim.run(sim.generate(config), sink, rate=rate, on_item=on_item))
     except BrokerUnavailable as exc:
-        raise _fail(f"simulation stopped: {exc.detail}", 3) from None
+        raise fail(f"simulation stopped: {exc.detail}", 3) from None
     except RuntimeError as exc:
-        raise _fail(f"simulation stopped: {exc}", 3) from None
+        raise fail(f"simulation stopped: {exc}", 3) from None
     except OSError as exc:
-        raise _fail(f"cannot write {output}: {exc.strerror}", 2) from None
+        raise fail(f"cannot write {output}: {exc.strerror}", 2) from None
     elapsed = max(time.monotonic() - started, 1e-6)
     kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(stats.by_kind.items()))
     where = {"file": output if output != "-" else "stdout", "kafka": "Kafka",

@@ -24,12 +24,20 @@ import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
-from platereg.kafka import make_producer
+from platereg.kafka import Record, make_producer, producer_dead
 from platereg.logging import get_logger
 from platereg.settings import Settings
 from schemas.events import BaseEvent
@@ -47,12 +55,6 @@ class BrokerUnavailable(Exception):
         super().__init__(detail)
         self.detail = detail
         self.retry_after = retry_after
-
-
-@dataclass(frozen=True)
-class Record:
-    key: bytes
-    value: bytes
 
 
 def record_of(event: BaseEvent, authid: str | None = None) -> Record:
@@ -100,14 +102,17 @@ class Publisher:
                 try:
                     await producer.start()
                 except BaseException:
-                    # Also on cancellation (the caller's time is up): clean up in the
-                    # background so the request answers within its bound.
-                    task = asyncio.ensure_future(_quietly_stop(producer))
-                    self._cleanups.add(task)
-                    task.add_done_callback(self._cleanups.discard)
+                    # Also on cancellation (the caller's time is up).
+                    self._stop_in_background(producer)
                     raise
                 self._producer = producer
             return self._producer
+
+    def _stop_in_background(self, producer: AIOKafkaProducer) -> None:
+        """Stop ``producer`` without waiting, so the request answers within its bound."""
+        task = asyncio.ensure_future(_quietly_stop(producer))
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
@@ -139,16 +144,11 @@ class Publisher:
             ) from None
         except (KafkaError, OSError) as exc:
             log.warning("kafka publish failed", events=len(records), error=type(exc).__name__)
-            if self._producer is not None and not _producer_healthy(self._producer):
-                await self.stop()
+            if self._producer is not None and producer_dead(self._producer):
+                producer, self._producer = self._producer, None
+                self._stop_in_background(producer)   # a fresh one for the next call
             raise BrokerUnavailable("the event broker is unavailable", self.retry_after) from None
         return len(records)
-
-
-def _producer_healthy(producer: AIOKafkaProducer) -> bool:
-    sender = getattr(producer, "_sender", None)
-    task = getattr(sender, "sender_task", None)
-    return task is None or not task.done()
 
 
 async def _quietly_stop(producer: AIOKafkaProducer, timeout: float = 5.0) -> None:
@@ -282,32 +282,49 @@ class ApiPoster:
             body, ctype = values[0], CLOUDEVENTS_JSON
         else:
             body, ctype = b"[" + b",".join(values) + b"]", "application/cloudevents-batch+json"
-        delay = 0.5
-        for attempt in range(1, self.attempts + 1):
-            try:
-                response = await self._client.post(self.url, content=body,
-                                                   headers={"Content-Type": ctype})
-            except httpx.TransportError as exc:
-                if attempt == self.attempts:
-                    return PostResult(False, 0, detail=f"network error: {type(exc).__name__}")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10)
-                continue
-            if response.status_code in (429, 503) and attempt < self.attempts:
+        backoff = wait_exponential(multiplier=0.5, max=10)
+
+        def pause(state: RetryCallState) -> float:
+            busy = state.outcome.exception() if state.outcome is not None else None
+            if isinstance(busy, _Busy):
                 try:
-                    wait = float(response.headers.get("Retry-After", delay))
-                except ValueError:
-                    wait = delay
-                await asyncio.sleep(min(max(wait, 0.1), 30))
-                delay = min(delay * 2, 10)
-                continue
-            try:
-                payload = response.json()
-            except ValueError:
-                payload = {}
-            if response.status_code == 202:
-                return PostResult(True, 202, accepted=int(payload.get("accepted", 0)))
-            return PostResult(False, response.status_code,
-                              detail=str(payload.get("detail", response.reason_phrase))[:500],
-                              errors=list(payload.get("errors", []))[:1000])
-        return PostResult(False, 0, detail="gave up")
+                    return min(max(float(busy.response.headers["Retry-After"]), 0.1), 30)
+                except (KeyError, ValueError):
+                    pass
+            return backoff(state)
+
+        try:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type((httpx.TransportError, _Busy)), wait=pause,
+                stop=stop_after_attempt(self.attempts), reraise=True,
+            ):
+                with attempt:
+                    response = await self._client.post(self.url, content=body,
+                                                       headers={"Content-Type": ctype})
+                    if response.status_code in (429, 503):
+                        raise _Busy(response)
+        except httpx.TransportError as exc:
+            return PostResult(False, 0, detail=f"network error: {type(exc).__name__}")
+        except _Busy as busy:
+            response = busy.response
+        return _result(response)
+
+
+class _Busy(Exception):
+    """429 or 503: try again after Retry-After."""
+
+    def __init__(self, response: Any) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def _result(response: Any) -> PostResult:
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = {}
+    if response.status_code == 202:
+        return PostResult(True, 202, accepted=int(payload.get("accepted", 0)))
+    return PostResult(False, response.status_code,
+                      detail=str(payload.get("detail", response.reason_phrase))[:500],
+                      errors=list(payload.get("errors", []))[:1000])

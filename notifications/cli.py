@@ -11,7 +11,7 @@ import typer
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    from platereg.cli import fail, settings_or_exit
+    from platereg.commands import fail, settings_or_exit
 
     notices = typer.Typer(help="Owner notices: scheduler, dispatcher, paper letters.",
                           no_args_is_help=True)

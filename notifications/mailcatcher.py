@@ -44,7 +44,7 @@ class EmlWriter:
 
 async def serve(host: str, port: int, directory: Path) -> int:
     """Until SIGTERM/SIGINT (``directory`` is made when the first message comes)."""
-    from registry.consumer import install_stop_signals
+    from platereg.process import install_stop_signals
 
     handler = EmlWriter(directory)
     stop = asyncio.Event()

@@ -25,7 +25,8 @@ from platereg.clock import Clock
 from platereg.db import create_pool
 from platereg.logging import get_logger
 from platereg.settings import Settings
-from registry.domain import state_from_row, today_in
+from registry.domain import today_in
+from registry.rows import state_from_row
 
 log = get_logger(__name__)
 

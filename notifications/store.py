@@ -17,12 +17,10 @@ import asyncpg
 import orjson
 
 from notifications.rules import Draft, choose_channels
+from registry.rows import state_columns
 
-_PLATE_COLUMNS = (
-    "plate_key, jurisdiction, plate, issued, plate_class, expires_on, vehicle, owner_id, "
-    "owner, device_id, suspension_reasons, stolen, cancelled, last_event_time, "
-    "last_event_id, event_count"
-)
+#: A plate's state first (read by ``registry.rows.state_from_row``), then its key.
+_PLATE_COLUMNS = state_columns() + ", plate_key"
 
 
 async def preferences(conn: asyncpg.Connection, owner_ids: Sequence[str]) -> dict[str, Any]:

@@ -10,16 +10,14 @@ from __future__ import annotations
 import asyncio
 import sys
 import warnings
-from collections.abc import Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
 
-from platereg.logging import configure_logging
-from platereg.settings import ConfigError, Settings, load_settings
+from platereg.commands import fail, settings_or_exit, with_connection
+from platereg.settings import ConfigError
 
 warnings.filterwarnings("ignore", module="platformdirs")
-T = TypeVar("T")
 
 app = typer.Typer(
     name="platereg",
@@ -39,29 +37,6 @@ app.add_typer(schemas_app, name="schemas")
 
 # The notifications package will add a "notices" group when it is built.
 GROUPS = {"serve": serve_app, "consume": consume_app}
-
-
-def settings_or_exit() -> Settings:
-    """Load and validate settings; on error print which variable is wrong and exit 2."""
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        typer.echo(f"platereg: {exc}", err=True)
-        raise typer.Exit(2) from None
-    configure_logging(settings.log_format, settings.log_level)
-    return settings
-
-
-def run_async(main: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine on uvloop (every long-running process uses this)."""
-    import uvloop
-
-    return uvloop.run(main)
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.echo(f"platereg: {message}", err=True)
-    return typer.Exit(code)
 
 
 @app.command()
@@ -131,19 +106,9 @@ def keys_create(
     from platereg import keys
 
     settings = settings_or_exit()
-
-    async def go() -> tuple[str, str]:
-        import asyncpg
-
-        conn = await asyncpg.connect(settings.dsn())
-        try:
-            return await keys.create_key(conn, role=role, name=name, rate_limit=rate_limit,
-                                         sources=source or ())
-        finally:
-            await conn.close()
-
     try:
-        key_id, key = asyncio.run(go())
+        key_id, key = with_connection(settings.dsn(), lambda conn: keys.create_key(
+            conn, role=role, name=name, rate_limit=rate_limit, sources=source or ()))
     except ValueError as exc:
         raise fail(str(exc), 2) from None
     bound = f"sources: {', '.join(sorted(set(source)))}\n" if source else ""
@@ -161,17 +126,8 @@ def keys_list() -> None:
 
     settings = settings_or_exit()
 
-    async def go() -> list[keys.ApiKey]:
-        import asyncpg
-
-        conn = await asyncpg.connect(settings.dsn())
-        try:
-            return await keys.list_keys(conn)
-        finally:
-            await conn.close()
-
     table = Table("key id", "name", "role", "sources", "rate limit", "created", "revoked")
-    for k in asyncio.run(go()):
+    for k in with_connection(settings.dsn(), keys.list_keys):
         table.add_row(k.key_id, k.name, k.role, " ".join(k.sources),
                       str(k.rate_limit or "default"),
                       k.created_at.isoformat(timespec="seconds"),
@@ -215,16 +171,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id to revoke
 
     settings = settings_or_exit()
 
-    async def go() -> bool:
-        import asyncpg
-
-        conn = await asyncpg.connect(settings.dsn())
-        try:
-            return await keys.revoke_key(conn, key_id)
-        finally:
-            await conn.close()
-
-    if not asyncio.run(go()):
+    if not with_connection(settings.dsn(), lambda conn: keys.revoke_key(conn, key_id)):
         raise fail("no active key with that id", 1)
     typer.echo(f"revoked {key_id}")
 

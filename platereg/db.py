@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from importlib.resources import files
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -122,9 +122,6 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-_init_connection = init_connection   # the name platereg.outbox imports
-
-
 async def connect(dsn: str, **kwargs: object) -> asyncpg.Connection:
     """One connection with the codecs of :func:`init_connection`."""
     conn = await asyncpg.connect(dsn, **kwargs)  # type: ignore[arg-type]
@@ -134,6 +131,16 @@ async def connect(dsn: str, **kwargs: object) -> asyncpg.Connection:
         await conn.close()
         raise
     return conn
+
+
+@contextlib.asynccontextmanager
+async def connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """One connection of :func:`connect` for a short job; closed on the way out."""
+    conn = await connect(dsn)
+    try:
+        yield conn
+    finally:
+        await conn.close()
 
 
 class FairPool(asyncpg.Pool):

@@ -12,6 +12,7 @@ producers; exactly-once effects come from the idempotent registry consumer.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -23,6 +24,17 @@ from platereg.settings import ConfigError, Settings, kafka_security_problems
 from schemas import topics
 
 log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A Kafka record as our code passes it around: what to produce (key, value), or
+    what was consumed (value, partition, offset)."""
+
+    key: bytes | None
+    value: bytes | None
+    partition: int = -1
+    offset: int = -1
 
 
 def security_options(settings: Settings) -> dict[str, object]:
@@ -115,6 +127,17 @@ def make_consumer(settings: Settings, *topic_names: str, **overrides: object) ->
                              client_id="platereg")
     options.update(overrides)
     return AIOKafkaConsumer(*topic_names, **options)  # type: ignore[arg-type]
+
+
+def producer_dead(producer: AIOKafkaProducer) -> bool:
+    """True when a started producer's background sender has stopped: it sends nothing more.
+
+    aiokafka has no public API for this; this is the one place that reads its
+    internals (``_sender.sender_task``), and tests/unit/test_kafka_internals.py
+    fails when they change.
+    """
+    task = producer._sender.sender_task
+    return task is not None and task.done()
 
 
 async def broker_reachable(settings: Settings, timeout: float = 3.0) -> bool:

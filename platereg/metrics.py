@@ -6,10 +6,62 @@ process only moves the metrics it owns.
 
 from __future__ import annotations
 
+import math
+import threading
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+
+class BatchHistogram(Collector):
+    """An unlabelled histogram fed many amounts at once: one increment per bucket and one of
+    the sum per call, instead of one locked update per amount.
+
+    Exposed through prometheus_client's public custom-collector API (the same
+    ``_bucket``/``_count``/``_sum`` series as a ``Histogram``, without ``_created``).
+    """
+
+    def __init__(self, name: str, documentation: str, *, buckets: Sequence[float],
+                 registry: CollectorRegistry | None = REGISTRY) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._bounds = [float(b) for b in buckets]
+        if self._bounds[-1] != math.inf:
+            self._bounds.append(math.inf)
+        self._counts = [0] * len(self._bounds)   # per bucket, not cumulative
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        if registry is not None:
+            registry.register(self)
+
+    def observe(self, amount: float) -> None:
+        self.observe_many((amount,))
+
+    def observe_many(self, amounts: Iterable[float]) -> None:
+        counts = [0] * len(self._bounds)
+        total = 0.0
+        bounds = self._bounds
+        for a in amounts:
+            counts[bisect_left(bounds, a)] += 1
+            total += a
+        with self._lock:
+            for i, n in enumerate(counts):
+                self._counts[i] += n
+            self._sum += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            counts, total = list(self._counts), self._sum
+        cumulative, buckets = 0, []
+        for bound, n in zip(self._bounds, counts, strict=True):
+            cumulative += n
+            buckets.append(("+Inf" if bound == math.inf else repr(bound), cumulative))
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets,
+                                    sum_value=total)
+
 
 EVENTS = Counter(
     "platereg_events", "Plate events consumed by the registry.", ["type", "outcome"]
@@ -20,7 +72,7 @@ DLQ = Counter("platereg_dlq", "Messages sent to the dead-letter topic.", ["reaso
 QUARANTINED_PLATES = Counter(
     "platereg_quarantined_plates", "Plates quarantined: stored history that cannot be folded."
 )
-APPLY_LATENCY = Histogram(
+APPLY_LATENCY = BatchHistogram(
     "platereg_event_apply_latency_seconds",
     "Kafka record timestamp to database commit.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
@@ -53,37 +105,9 @@ NOTICE_SCHEDULER_LAST_RUN = Gauge(
 )
 
 
+
 # Beyond the contract's list, for the alert rules (deploy/prometheus/rules).
 EXPIRY_SWEEP_LAST_RUN = Gauge(
     "platereg_expiry_sweep_last_run_timestamp_seconds",
     "Unix time of this process's last completed expiry sweep (0: none yet).",
 )
-
-
-def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
-    """``histogram.observe(a)`` for every ``a`` in ``amounts`` (no exemplars), with one
-    increment per bucket and one of the sum instead of one per observation.
-
-    The result is the same as observing one by one (bucket ``i`` counts the amounts
-    ``<= bound[i]`` and above the previous bound; the sum adds the amounts). It uses
-    the buckets of prometheus_client's unlabelled Histogram; if those are not there
-    (another version), it observes one by one.
-    """
-    bounds = getattr(histogram, "_upper_bounds", None)
-    buckets = getattr(histogram, "_buckets", None)
-    total = getattr(histogram, "_sum", None)
-    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
-        for a in amounts:
-            histogram.observe(a)
-        return
-    counts = [0] * len(bounds)
-    s = 0.0
-    for a in amounts:
-        counts[bisect_left(bounds, a)] += 1
-        s += a
-    if not any(counts):
-        return
-    total.inc(s)
-    for i, n in enumerate(counts):
-        if n:
-            buckets[i].inc(n)

@@ -30,9 +30,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
-from platereg.db import _init_connection
+from platereg.db import connect
 from platereg.kafka import make_producer
 from platereg.logging import get_logger
+from platereg.process import wait
 from platereg.settings import Settings
 
 log = get_logger(__name__)
@@ -208,20 +209,6 @@ async def relay_once(conn: asyncpg.Connection, producer: AIOKafkaProducer, setti
     return len(records)
 
 
-async def wait_for(stop: asyncio.Event, wakeup: asyncio.Event | None, seconds: float) -> None:
-    """Wait until ``stop``, ``wakeup`` (then cleared) or ``seconds`` pass."""
-    waiters = [asyncio.ensure_future(stop.wait())]
-    if wakeup is not None:
-        waiters.append(asyncio.ensure_future(wakeup.wait()))
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()
-    if wakeup is not None:
-        wakeup.clear()
-
-
 RELAY_ERRORS = (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError)
 
 
@@ -235,14 +222,13 @@ async def run_relay(settings: Settings, outboxes: Sequence[Outbox], stop: asynci
     while not stop.is_set():
         conn: asyncpg.Connection | None = None
         try:
-            conn = await asyncpg.connect(settings.dsn(), timeout=10)
-            await _init_connection(conn)
+            conn = await connect(settings.dsn(), timeout=10)
             leading = False
             while not stop.is_set():
                 if not leading:
                     leading = await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *lock)
                     if not leading:
-                        await wait_for(stop, None, 2.0)
+                        await wait(stop, 2.0)
                         continue
                     log.info("relay leading", outboxes=[o.name for o in outboxes])
                 if producer is None:
@@ -254,14 +240,14 @@ async def run_relay(settings: Settings, outboxes: Sequence[Outbox], stop: asynci
                                              max_request_size=max_request_size)
                 delay = 0.5
                 if done == 0:
-                    await wait_for(stop, wakeup, idle)
+                    await wait(stop, idle, wakeup)
         except RELAY_ERRORS as exc:
             log.warning("relay error; retrying", error=type(exc).__name__)
             if producer is not None and isinstance(exc, KafkaError):
                 with contextlib.suppress(Exception):
                     await producer.stop()
                 producer = None
-            await wait_for(stop, None, delay)
+            await wait(stop, delay)
             delay = min(delay * 2, 10)
         finally:
             if conn is not None:

@@ -7,7 +7,6 @@ value stops start-up with a message that names the variable (see
 
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -329,8 +328,3 @@ def load_settings(**overrides: object) -> Settings:
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return settings
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    return load_settings()

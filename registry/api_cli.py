@@ -22,7 +22,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """Serve the registry API (plates, hotlist, owners, audit)."""
         import uvicorn
 
-        from platereg.cli import settings_or_exit
+        from platereg.commands import settings_or_exit
         from platereg.http_server import uvicorn_options
 
         settings = settings_or_exit()
@@ -47,9 +47,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         The API also purges hourly when its own role may delete audit rows.
         """
-        import asyncpg
-
-        from platereg.cli import fail, run_async, settings_or_exit
+        from platereg.commands import fail, run_async, settings_or_exit, with_connection
         from registry.audit import purge
 
         settings = settings_or_exit()
@@ -57,14 +55,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if every is not None:
             raise typer.Exit(run_async(_purge_forever(settings.purge_dsn(), retention, every)))
 
-        async def go() -> int | None:
-            conn = await asyncpg.connect(settings.purge_dsn())
-            try:
-                return await purge(conn, retention)
-            finally:
-                await conn.close()
-
-        deleted = asyncio.run(go())
+        deleted = with_connection(settings.purge_dsn(), lambda conn: purge(conn, retention))
         if deleted is None:
             raise fail("another purge is running; try again later", 1)
         typer.echo(f"purged {deleted} audit row(s) older than {retention} day(s)")

@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from platereg.kafka import Record
 from registry.domain import (
     HistoryEvent,
     PlateState,
@@ -87,15 +88,6 @@ class Rejected:
     reason: str
     detail: str
     type_label: str      # a known event type, or "invalid" (metrics label; never raw input)
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """What the batch logic needs of a Kafka record."""
-
-    partition: int
-    offset: int
-    value: bytes | None
 
 
 def _type_label(value: bytes | None) -> str:
@@ -355,10 +347,14 @@ def status_change(previous: Mapping[str, Any] | None, current: Mapping[str, Any]
         return None
     if previous is not None and comparable(previous) == comparable(current):
         return None
-    return StatusChange(
-        plate_key=plate_key, view=dict(current), flagged=current["status"] != "valid",
-        was_flagged=previous is not None and previous["status"] != "valid",
-    )
+    return _change(plate_key, dict(current),
+                   was_flagged=previous is not None and previous["status"] != "valid")
+
+
+def _change(plate_key: str, view: dict[str, Any], *, was_flagged: bool) -> StatusChange:
+    """The one definition of a change: ``flagged`` when the new status is not valid."""
+    return StatusChange(plate_key=plate_key, view=view, flagged=view["status"] != "valid",
+                        was_flagged=was_flagged)
 
 
 def _view_inputs(state: PlateState | None) -> tuple | None:
@@ -381,15 +377,12 @@ def status_changes(old: Mapping[str, PlateState | None], new: Mapping[str, Plate
         after = new[key]
         if _view_inputs(before) == _view_inputs(after):
             continue   # same inputs, same view: skip building both
-        # status_change() inlined. The view is a one-to-one function of these inputs
-        # (for one plate, day and as_of), so different inputs mean different views:
-        # the previous view is not built, only its status; the fresh view needs no copy.
+        # status_change() without the previous view: the view is a one-to-one function
+        # of these inputs (for one plate, day and as_of), so different inputs mean
+        # different views; only the previous status is needed. The fresh view needs no copy.
         current = view_of(after, today, as_of)
         if current is None:
             continue
         was_flagged = before is not None and before.issued and bool(flags_of(before, today))
-        out.append(StatusChange(
-            plate_key=key, view=current, flagged=current["status"] != "valid",
-            was_flagged=was_flagged,
-        ))
+        out.append(_change(key, current, was_flagged=was_flagged))
     return out

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from platereg.commands import fail, run_async, settings_or_exit
+
 if TYPE_CHECKING:
     from platereg.settings import Settings
 
@@ -18,8 +20,6 @@ if TYPE_CHECKING:
 @contextlib.contextmanager
 def _port_in_use_exits(settings: Settings, metrics_port: int | None) -> Iterator[None]:
     """A taken metrics port: one line naming it and its variable, exit 1 (no traceback)."""
-    from platereg.cli import fail
-
     try:
         yield
     except OSError as exc:
@@ -30,11 +30,7 @@ def _port_in_use_exits(settings: Settings, metrics_port: int | None) -> Iterator
                    "PLATEREG_CONSUMER_METRICS_PORT (or --metrics-port) to a free port") from None
 
 
-def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    from platereg.cli import fail, settings_or_exit
-
-    consume = groups["consume"]
-
+def _register_consume(consume: typer.Typer) -> None:
     @consume.command("registry")
     def consume_registry(
         relays: Annotated[bool, typer.Option(help="Also relay the status and DLQ outboxes")]
@@ -50,8 +46,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                  "(0: validate in the consumer process, no pipelining)")] = 1,
     ) -> None:
         """Fold plates.events into PostgreSQL (exactly-once effect). SIGTERM stops it cleanly."""
-        from platereg.cli import run_async
-        from registry.consumer import serve_registry_consumer
+        from registry.service import serve_registry_consumer
 
         settings = settings_or_exit()
         with _port_in_use_exits(settings, metrics_port):
@@ -67,14 +62,16 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         = None,
     ) -> None:
         """Only the outbox relays and the expiry sweep (one process leads at a time)."""
-        from platereg.cli import run_async
-        from registry.relay import serve_relays
+        from registry.service import serve_relays
 
         settings = settings_or_exit()
         with _port_in_use_exits(settings, metrics_port):
             code = run_async(serve_relays(settings, metrics_port=metrics_port))
         raise typer.Exit(code)
 
+
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    _register_consume(groups["consume"])
     dlq = typer.Typer(help="Rejected events: list and replay.", no_args_is_help=True)
     app.add_typer(dlq, name="dlq")
 

@@ -23,10 +23,12 @@ from platereg.clock import Clock
 from platereg.db import create_pool
 from platereg.logging import get_logger
 from platereg.metrics import EXPIRY_SWEEP_LAST_RUN
+from platereg.process import Stopped, retry, wait
 from platereg.settings import Settings
 from registry import store
 from registry.batch import StatusChange, state_shape_problem, status_change, view_of
-from registry.domain import PlateState, state_from_row, today_in
+from registry.domain import PlateState, today_in
+from registry.rows import state_from_row
 
 log = get_logger(__name__)
 
@@ -82,32 +84,40 @@ async def sweep(conn: asyncpg.Connection, tz: dt.tzinfo, now: dt.datetime | None
     return len(changes)
 
 
+#: Errors after which a sweep is tried again (database down or restarting).
+SWEEP_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+    asyncpg.InternalClientError)   # the server went away mid-operation
+
+
 async def run_sweeper(settings: Settings, stop: asyncio.Event,
                       wakeup: asyncio.Event | None = None, check_every: float = 30.0,
-                      clock: Clock | None = None) -> None:
+                      clock: Clock | None = None, retry_every: float = 5.0) -> None:
     """Sweep at start and whenever the registry's date (by ``clock``, default the
-    settings' clock) changes; retry on errors."""
+    settings' clock) changes; a failed sweep is tried again every ``retry_every`` s."""
     clock = clock or Clock.from_settings(settings)
     pool: asyncpg.Pool | None = None
+
+    async def sweep_now() -> dt.date:
+        nonlocal pool
+        now = clock.now()
+        if pool is None:
+            pool = await create_pool(settings.dsn(), min_size=1, max_size=1, retry_for=2)
+        async with pool.acquire() as conn:
+            if await sweep(conn, settings.tz, now) and wakeup is not None:
+                wakeup.set()
+        return today_in(settings.tz, now)
+
     swept_for: dt.date | None = None
     try:
         while not stop.is_set():
-            now = clock.now()
-            today = today_in(settings.tz, now)
-            if today != swept_for:
-                try:
-                    if pool is None:
-                        pool = await create_pool(settings.dsn(), min_size=1, max_size=1,
-                                                 retry_for=2)
-                    async with pool.acquire() as conn:
-                        if await sweep(conn, settings.tz, now) and wakeup is not None:
-                            wakeup.set()
-                    swept_for = today
-                except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                        asyncpg.InternalClientError) as exc:   # server gone mid-operation
-                    log.warning("expiry sweep failed; retrying", error=type(exc).__name__)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), check_every if swept_for == today else 5)
+            if today_in(settings.tz, clock.now()) != swept_for:
+                swept_for = await retry(sweep_now, stop, on=SWEEP_ERRORS,
+                                        message="expiry sweep failed; retrying",
+                                        first=retry_every, cap=retry_every)
+            await wait(stop, check_every)
+    except Stopped:
+        pass
     finally:
         if pool is not None:
             with contextlib.suppress(Exception):

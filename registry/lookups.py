@@ -1,7 +1,8 @@
 """The registry API's queries (thin: SQL in, rows out; rules live in registry.domain).
 
-Enforcement queries select ``NULL AS owner``: owner data is not even read
-from the database for an enforcement key. asyncpg prepares and caches every
+Plate states are read with ``registry.rows`` (its column list first in every
+select); enforcement queries select ``NULL AS owner``: owner data is not even
+read from the database for an enforcement key. asyncpg prepares and caches every
 statement per connection, so the hot lookups are prepared statements.
 
 Single lookups on a pool are coalesced (:class:`PlateReader`): the lookups that
@@ -20,10 +21,10 @@ from typing import Any
 
 import asyncpg
 
-_STATE = ("jurisdiction, plate, issued, plate_class, expires_on, vehicle, device_id,"
-          " suspension_reasons, stolen, cancelled, last_event_time, last_event_id, event_count")
-ENFORCEMENT_COLUMNS = _STATE + ", NULL::jsonb AS owner"
-FULL_COLUMNS = _STATE + ", owner"
+from registry.rows import state_columns
+
+ENFORCEMENT_COLUMNS = state_columns(with_owner=False)
+FULL_COLUMNS = state_columns()
 
 
 def _columns(with_owner: bool) -> str:
@@ -32,7 +33,7 @@ def _columns(with_owner: bool) -> str:
 
 _PLATE = {o: f"SELECT {_columns(o)} FROM plates WHERE plate_key = $1 AND issued"
           for o in (False, True)}
-_PLATES = {o: f"SELECT plate_key, {_columns(o)} FROM plates"
+_PLATES = {o: f"SELECT {_columns(o)}, plate_key FROM plates"
               " WHERE plate_key = ANY($1::text[]) AND issued" for o in (False, True)}
 
 
@@ -141,7 +142,7 @@ async def flagged_plates(conn: asyncpg.Pool | asyncpg.Connection, after_key: str
                          today: dt.date, limit: int) -> list[asyncpg.Record]:
     """Plates whose status is not ``valid`` today, in plate-key order after ``after_key``."""
     return await conn.fetch(
-        f"SELECT plate_key, {ENFORCEMENT_COLUMNS} FROM plates"
+        f"SELECT {ENFORCEMENT_COLUMNS}, plate_key FROM plates"
         " WHERE issued AND plate_key > $1"
         " AND (stolen OR cancelled OR cardinality(suspension_reasons) > 0 OR expires_on < $2)"
         " ORDER BY plate_key LIMIT $3",

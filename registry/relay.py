@@ -29,7 +29,7 @@ from schemas import topics
 
 log = get_logger(__name__)
 
-__all__ = ["send_keyed", "status_outbox", "dlq_outbox", "run_relays", "serve_relays"]
+__all__ = ["send_keyed", "status_outbox", "dlq_outbox", "run_relays"]
 
 # pg_try_advisory_lock(int, int) keys: a key space apart from the one-bigint locks.
 LEADER_LOCK = (0x706C6174, 0x72656C61)  # "plat", "rela"
@@ -89,28 +89,3 @@ async def run_relays(settings: Settings, stop: asyncio.Event,
     """Relay both outboxes until ``stop``; stand by while another process leads."""
     await run_relay(settings, [status_outbox, dlq_outbox], stop, wakeup,
                     lock=LEADER_LOCK, idle=idle)
-
-
-async def serve_relays(settings: Settings, *, metrics_port: int | None = None) -> int:
-    """``platereg consume relay``: the relays and the expiry sweep without the consumer."""
-    from platereg.ops_server import OpsServer
-    from registry.consumer import Health, install_stop_signals, watch_health
-    from registry.expiry import run_sweeper
-
-    stop = asyncio.Event()
-    install_stop_signals(stop)
-    health = Health()
-    health.started = True
-    ops = OpsServer(settings.host, settings.consumer_metrics_port if metrics_port is None
-                    else metrics_port, health.ready)
-    await ops.start()
-    wakeup = asyncio.Event()
-    tasks = [asyncio.create_task(watch_health(settings, health, settings.dsn(), stop)),
-             asyncio.create_task(run_sweeper(settings, stop, wakeup))]
-    try:
-        await run_relays(settings, stop, wakeup)
-    finally:
-        stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await ops.stop()
-    return 0

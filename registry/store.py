@@ -8,14 +8,19 @@ SQL (faster than per-element codecs).
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
 import orjson
 
+from notifications.events import record_batch_notices
 from registry.batch import Parsed, StatusChange
-from registry.domain import HistoryEvent, PlateState, state_from_row
+from registry.domain import HistoryEvent, PlateState
+from registry.policy import Policy
+from registry.policy_store import PolicyCache
+from registry.rows import state_columns, state_from_row
 
 # Writers of status_changes take this lock so that seq order = commit order.
 STATUS_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('status_changes'))"
@@ -79,14 +84,6 @@ async def set_offsets(conn: asyncpg.Connection, group: str, topic: str,
     )
 
 
-async def stored_offsets(conn: asyncpg.Connection | asyncpg.Pool, group: str,
-                         topic: str) -> dict[int, int]:
-    rows = await conn.fetch(
-        "SELECT partition, next_offset FROM consumer_offsets "
-        "WHERE consumer_group = $1 AND topic = $2", group, topic)
-    return {r["partition"]: r["next_offset"] for r in rows}
-
-
 # --------------------------------------------------------------------------- events
 
 async def known_fingerprints(conn: asyncpg.Connection,
@@ -138,34 +135,17 @@ async def history(conn: asyncpg.Connection, keys: Sequence[str]) -> dict[str, li
 
 # --------------------------------------------------------------------------- plates
 
-_PLATE_SELECT = (
-    "SELECT plate_key, jurisdiction, plate, issued, plate_class, expires_on, vehicle, "
-    "owner_id, owner, device_id, suspension_reasons, stolen, cancelled, last_event_time, "
-    "last_event_id, event_count FROM plates"
-)
+_STATE = state_columns()
 
 
 async def lock_plates(conn: asyncpg.Connection, keys: Sequence[str]) -> dict[str, PlateState]:
     """Lock and read the existing plates among ``keys`` (in key order: no deadlocks)."""
     rows = await conn.fetch(
-        _PLATE_SELECT + " WHERE plate_key = ANY($1::text[]) ORDER BY plate_key FOR UPDATE",
+        f"SELECT {_STATE} FROM plates WHERE plate_key = ANY($1::text[])"
+        " ORDER BY plate_key FOR UPDATE",
         sorted(keys))
-    return {r[0]: _state_from_select(r) for r in rows}
-
-
-def _state_from_select(r: asyncpg.Record) -> PlateState:
-    """``state_from_row`` for a ``_PLATE_SELECT`` row, by position (no name look-ups)."""
-    return PlateState(r[1], r[2], r[3], r[4], r[5], r[6], r[8], r[9], tuple(r[10] or ()),
-                      r[11], r[12], r[13], r[14], r[15])
-
-
-async def read_plates(conn: asyncpg.Connection | asyncpg.Pool,
-                      keys: Sequence[str] | None = None) -> dict[str, PlateState]:
-    if keys is None:
-        rows = await conn.fetch(_PLATE_SELECT)
-    else:
-        rows = await conn.fetch(_PLATE_SELECT + " WHERE plate_key = ANY($1::text[])", list(keys))
-    return {r["plate_key"]: state_from_row(r) for r in rows}
+    states = (state_from_row(r) for r in rows)
+    return {s.plate_key: s for s in states}
 
 
 async def upsert_plates(conn: asyncpg.Connection, states: Sequence[PlateState]) -> set[str]:
@@ -250,10 +230,9 @@ async def expiry_candidates(conn: asyncpg.Connection, today: dt.date) -> list:
     """Issued plates expired by ``today`` not yet marked for their current expiry date,
     with the last view recorded for each."""
     return await conn.fetch(
-        _PLATE_SELECT.replace("FROM plates", ", (SELECT s.view FROM status_changes s "
-                              "WHERE s.plate_key = p.plate_key ORDER BY s.seq DESC LIMIT 1) "
-                              "AS last_view FROM plates p")
-        + """ WHERE p.issued AND p.expires_on < $1
+        f"SELECT {_STATE}, (SELECT s.view FROM status_changes s"
+        " WHERE s.plate_key = p.plate_key ORDER BY s.seq DESC LIMIT 1) AS last_view"
+        """ FROM plates p WHERE p.issued AND p.expires_on < $1
               AND NOT EXISTS (SELECT 1 FROM expiry_marks m
                               WHERE m.plate_key = p.plate_key AND m.expires_on = p.expires_on)
               ORDER BY p.plate_key""",
@@ -299,3 +278,58 @@ async def list_quarantined(conn: asyncpg.Connection | asyncpg.Pool,
     return await conn.fetch(
         "SELECT plate_key, reason, event_id, held_events, quarantined_at, updated_at"
         " FROM quarantined_plates ORDER BY quarantined_at, plate_key LIMIT $1", limit)
+
+
+class SqlStore:
+    """The functions above that ``registry.apply.apply_batch`` uses, on one connection (in
+    the caller's transaction): its ``BatchStore`` in PostgreSQL."""
+
+    def __init__(self, conn: asyncpg.Connection, policies: PolicyCache | None = None) -> None:
+        self.conn = conn
+        self.policies = policies or PolicyCache()
+
+    async def source_policy(self) -> Policy:
+        return await self.policies.current(self.conn)
+
+    async def lock_offsets(self, group: str, topic: str,
+                           partitions: Sequence[int]) -> dict[int, int]:
+        return await lock_offsets(self.conn, group, topic, partitions)
+
+    async def known_fingerprints(self, ids: Sequence[tuple[str, str]]
+                                 ) -> dict[tuple[str, str], str]:
+        return await known_fingerprints(self.conn, ids)
+
+    async def insert_events(self, events: Sequence[Parsed]) -> int:
+        return await insert_events(self.conn, events)
+
+    async def lock_quarantined(self, keys: Sequence[str]) -> set[str]:
+        return await lock_quarantined(self.conn, keys)
+
+    async def quarantine(self, rows: Sequence[tuple[str, str, str | None, int]]) -> None:
+        await quarantine(self.conn, rows)
+
+    async def lock_plates(self, keys: Sequence[str]) -> dict[str, PlateState]:
+        return await lock_plates(self.conn, keys)
+
+    async def history(self, keys: Sequence[str]) -> dict[str, list[HistoryEvent]]:
+        return await history(self.conn, keys)
+
+    async def upsert_plates(self, states: Sequence[PlateState]) -> set[str]:
+        return await upsert_plates(self.conn, states)
+
+    async def insert_status_changes(self, changes: Sequence[StatusChange]) -> None:
+        await insert_status_changes(self.conn, changes)
+
+    async def insert_dlq(self, topic: str, rows: Sequence[
+            tuple[int, int, bytes | None, bytes | None, str, str]]) -> None:
+        await insert_dlq(self.conn, topic, rows)
+
+    async def set_offsets(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+        await set_offsets(self.conn, group, topic, offsets)
+
+    async def record_notices(self, old: Mapping[str, PlateState | None],
+                             new_states: Mapping[str, PlateState],
+                             by_plate: Mapping[str, Sequence[Parsed]],
+                             history: Mapping[str, Sequence[HistoryEvent]],
+                             now: dt.datetime) -> Counter:
+        return await record_batch_notices(self.conn, old, new_states, by_plate, history, now)

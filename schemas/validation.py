@@ -53,7 +53,6 @@ __all__ = [
     "decode_json",
     "parse_event_bytes",
     "parse_event_obj",
-    "validation_problems",
 ]
 
 MAX_EVENT_BYTES = 64 * 1024
@@ -287,15 +286,6 @@ def _message(error: Any) -> str:
     # Custom errors of this package carry safe, hand-written messages; pydantic's
     # built-in messages describe the expectation, not the input.
     return str(error["msg"])
-
-
-def validation_problems(exc: ValidationError) -> list[str]:
-    """One ``"path: problem"`` text per error, e.g. ``"data.owner.email: invalid format..."``.
-
-    Paths drop the discriminated-union tag; field names that are not plain
-    identifiers are shown as ``<field>``. Values are never included.
-    """
-    return _problems(exc.errors(include_url=False, include_input=False))
 
 
 @functools.cache

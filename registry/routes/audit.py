@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -13,6 +11,7 @@ from platereg.auth import charge
 from platereg.http import ProblemError
 from registry import lookups
 from registry.api_models import AuditPage
+from registry.cursors import InvalidCursor, open_cursor, seal
 from registry.routes.common import (
     CURSOR_PATTERN,
     RAW_JURISDICTION,
@@ -39,17 +38,16 @@ def decode_id_cursor(text: str | None) -> int:
     if text is None:
         return 0
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
-    except (binascii.Error, ValueError):
-        raw = ""
-    kind, _, value = raw.partition(":")
+        kind, value = open_cursor(text)
+    except InvalidCursor:
+        kind = value = ""
     if kind != "a" or not value.isdigit() or len(value) > 18:
         raise ProblemError(400, "Bad Request", "malformed cursor")
     return int(value)
 
 
 def encode_id_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"a:{last_id}".encode()).decode().rstrip("=")
+    return seal("a", str(last_id))
 
 
 def _filters(jurisdiction: str | None, plate: str | None) -> tuple[str | None, str | None]:

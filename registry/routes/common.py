@@ -25,7 +25,8 @@ from platereg.metrics import LOOKUPS
 from platereg.settings import Settings
 from registry.api_models import Problem
 from registry.audit import COPY_COLUMNS, AuditUnavailable, AuditWriter
-from registry.domain import enforcement_view, full_view, state_from_row, today_in
+from registry.domain import enforcement_view, full_view, today_in
+from registry.rows import state_from_row
 from schemas._types import NO_CONTROL_PATTERN
 from schemas.plates import InvalidPlate, normalize_jurisdiction, normalize_plate
 

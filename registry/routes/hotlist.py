@@ -14,6 +14,8 @@ from platereg.auth import charge
 from platereg.http import ProblemError
 from registry import lookups
 from registry.hotlist import (
+    DEFAULT_LIMIT,
+    MAX_LIMIT,
     InvalidCursor,
     change_entry,
     current_entry,
@@ -58,7 +60,7 @@ async def get_hotlist(request: Request, principal: EnforcementKey,
                       since: Annotated[str | None, Query(
                           max_length=200, pattern=CURSOR_PATTERN,
                           description="Opaque cursor (`next`)")] = None,
-                      limit: Annotated[int, Query(ge=1, le=5000)] = 1000) -> Response:
+                      limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT) -> Response:
     ctx = ctx_of(request)
     purpose = purpose_header(request)
     try:

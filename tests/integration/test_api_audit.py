@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -17,6 +18,12 @@ from prometheus_client import REGISTRY
 from platereg.db import create_pool
 from registry.audit import PURGE_LOCK_ID, AuditWriter
 from tests.integration.seam_support import wait_for
+
+
+def _row(plate: str, purpose: str | None = None) -> tuple:
+    """An audit row as the API records it: (at, key id, kind, jurisdiction, plate, purpose,
+    result)."""
+    return (dt.datetime.now(dt.UTC), "k1", "single", "CA-ON", plate, purpose, "valid")
 
 pytestmark = pytest.mark.integration
 
@@ -120,18 +127,18 @@ async def test_writer_keeps_rows_through_a_postgres_outage_and_writes_them_itsel
     writer = AuditWriter(pool, interval=0.05)
     writer.start()
     try:
-        writer.record("k1", "single", "CA-ON", "BEFORE", None, "valid")
+        writer.record_many([_row("BEFORE")])
         await wait_for(lambda: _true(writer.written == 1), "the first row written")
         embedded.pg.stop()
         try:
             for i in range(10):
-                writer.record("k1", "single", "CA-ON", f"P{i}", None, "valid")
+                writer.record_many([_row(f"P{i}")])
             await wait_for(lambda: _true(writer.failed_flushes >= 2), "failed flushes")
             assert writer.pending == 10 and writer.written == 1
         finally:
             embedded.pg.start()
         await wait_for(lambda: _true(writer.pending == 0), "the writer to recover", 30)
-        writer.record("k1", "single", "CA-ON", "AFTER", None, "valid")
+        writer.record_many([_row("AFTER")])
         await wait_for(lambda: _true(writer.written == 12), "a row written after recovery")
     finally:
         await writer.stop()
@@ -153,7 +160,7 @@ async def test_stop_writes_what_the_timer_never_would(pool) -> None:
     writer = AuditWriter(pool, interval=3600)
     writer.start()
     for i in range(25):
-        writer.record("k1", "single", "CA-ON", f"S{i}", "testing", "valid")
+        writer.record_many([_row(f"S{i}", "testing")])
     assert await pool.fetchval("SELECT count(*) FROM audit_log") == 0
     await writer.stop()
     assert writer.pending == 0

@@ -28,7 +28,7 @@ async def test_audit_backlog_counts_rows_until_postgresql_has_them(pool) -> None
     base = sample("platereg_audit_backlog")
     writer = AuditWriter(pool, interval=3600)   # not started: only flush() writes
     now = dt.datetime.now(dt.UTC)
-    writer.record("k1", "single", "CA-ON", "AUD1", "testing", "valid", now)
+    writer.record_many([(now, "k1", "single", "CA-ON", "AUD1", "testing", "valid")])
     writer.record_many([(now, "k1", "batch", "CA-ON", f"AUD{i}", "testing", "valid")
                         for i in range(4)])
     assert sample("platereg_audit_backlog") == base + 5
@@ -40,7 +40,8 @@ async def test_audit_backlog_counts_rows_until_postgresql_has_them(pool) -> None
 async def test_audit_backlog_keeps_rows_postgresql_refused(pool) -> None:
     base = sample("platereg_audit_backlog")
     writer = AuditWriter(pool, interval=3600)
-    writer.record("k1", "single", "CA-ON", "AUD1", "testing", "valid")
+    writer.record_many([(dt.datetime.now(dt.UTC), "k1", "single", "CA-ON", "AUD1", "testing",
+                        "valid")])
     await pool.execute("ALTER TABLE audit_log RENAME TO audit_log_away")
     try:
         with pytest.raises(Exception):  # noqa: B017 - whatever asyncpg raises for a missing table

@@ -150,8 +150,10 @@ async def test_a_batch_started_at_offsets_another_consumer_moved_is_refused(
     stored ones raises ``Fenced`` and writes nothing (its transaction rolls back)."""
     import datetime as dt
 
-    from registry.batch import Record, parse_values
-    from registry.consumer import Fenced, apply_batch
+    from platereg.kafka import Record
+    from registry.apply import Fenced, apply_batch
+    from registry.batch import parse_values
+    from registry.store import SqlStore
     from tests.integration.consumer_support import consumer_running
 
     events = random_events(random.Random(3), [f"CA-MB/G{i}" for i in range(5)], 40)
@@ -163,10 +165,11 @@ async def test_a_batch_started_at_offsets_another_consumer_moved_is_refused(
     # new events (not duplicates): without the fence they would be written
     stale = random_events(random.Random(4), ["CA-MB/NEW1"], 3)
     now = dt.datetime.now(dt.UTC)
-    parsed = parse_values([Record(part, i, orjson.dumps(ev)) for i, ev in enumerate(stale)], now)
+    parsed = parse_values([Record(None, orjson.dumps(ev), part, i)
+                           for i, ev in enumerate(stale)], now)
     with pytest.raises(Fenced) as fenced:
         async with pool.acquire() as conn, conn.transaction():
-            await apply_batch(conn, group=topics.consumer_group,
+            await apply_batch(SqlStore(conn), group=topics.consumer_group,
                               topic=topics.topic(contract.EVENTS), expected={part: 0},
                               next_offsets={part: 3}, parsed=parsed, raw={}, tz=topics.tz,
                               now=now)

@@ -9,9 +9,9 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from platereg.kafka import Record
 from registry.batch import (
     Parsed,
-    Record,
     Rejected,
     classify,
     expand_compact,
@@ -275,7 +275,7 @@ def test_parse_values_and_the_compact_worker_form_agree() -> None:
             "data": {"expires_on": "2026-01-01"}}
     values = [_raw(good), b"nope", None, _raw({**good, "type": "plate.x"}),
               _raw({**good, "subject": "CA-ON/!!"}), b"x" * 70_000]
-    records = [Record(3, 10 + i, v) for i, v in enumerate(values)]
+    records = [Record(None, v, 3, 10 + i) for i, v in enumerate(values)]
     now = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
     direct = parse_values(records, now)
     compact = expand_compact(parse_compact(values, now), records)
@@ -294,14 +294,14 @@ def test_rejection_details_and_labels_never_carry_the_plate() -> None:
     bad = {"specversion": "1.0", "id": "i", "source": "/s", "type": "plate.renewed",
            "time": "2025-01-01T00:00:00Z", "subject": "CA-ON/SECRET9!",
            "data": {"expires_on": "2026-01-01"}}
-    (rej,) = parse_values([Record(0, 0, _raw(bad))], T0)
+    (rej,) = parse_values([Record(None, _raw(bad), 0, 0)], T0)
     assert isinstance(rej, Rejected) and "SECRET" not in rej.detail
 
 
 def test_random_batches_never_raise() -> None:
     rng = random.Random(1)
     junk = [bytes(rng.getrandbits(8) for _ in range(rng.randrange(0, 50))) for _ in range(200)]
-    out = parse_values([Record(0, i, v) for i, v in enumerate(junk)], T0)
+    out = parse_values([Record(None, v, 0, i) for i, v in enumerate(junk)], T0)
     assert all(isinstance(o, Rejected) for o in out)
 
 
@@ -314,8 +314,8 @@ def test_compact_form_carries_the_data_json_the_store_would_write() -> None:
                      "owner": {"owner_id": "o-1", "name": "Zoë"}}}
     now = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
     values = [_raw(good)]
-    (ev,) = expand_compact(parse_compact(values, now), [Record(0, 0, values[0])])
-    (direct,) = parse_values([Record(0, 0, values[0])], now)
+    (ev,) = expand_compact(parse_compact(values, now), [Record(None, values[0], 0, 0)])
+    (direct,) = parse_values([Record(None, values[0], 0, 0)], now)
     assert isinstance(ev, Parsed) and isinstance(direct, Parsed)
     assert direct.data_json is None and ev == direct
     assert ev.data_json == orjson.dumps(ev.data).decode() == orjson.dumps(direct.data).decode()

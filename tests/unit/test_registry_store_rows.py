@@ -1,36 +1,38 @@
-"""registry.store reads plate rows by position: the positions must follow _PLATE_SELECT."""
+"""registry.rows: plate states are read by position, so every select must list the state
+columns first, in PlateState field order."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
-from registry.domain import state_from_row
-from registry.store import _PLATE_SELECT, _state_from_select
+from registry import lookups, store
+from registry.domain import PlateState
+from registry.rows import STATE_FIELDS, state_columns, state_from_row
 
-COLUMNS = [c.strip() for c in
-           _PLATE_SELECT.removeprefix("SELECT ").removesuffix(" FROM plates").split(",")]
+VALUES = {
+    "jurisdiction": "CA-ON", "plate": "A1", "issued": True, "plate_class": "passenger",
+    "expires_on": dt.date(2025, 1, 1), "vehicle": {"make": "Honda"},
+    "owner": {"owner_id": "o1"}, "device_id": "dev-1",
+    "suspension_reasons": ["court_order", "unpaid_fines"], "stolen": True, "cancelled": False,
+    "last_event_time": dt.datetime(2025, 1, 2, tzinfo=dt.UTC), "last_event_id": "e9",
+    "event_count": 7,
+}
 
 
-class Row(tuple):
-    """Like an asyncpg Record: indexable by position and by column name."""
+def test_a_row_in_column_order_reads_as_the_state_by_name() -> None:
+    assert set(STATE_FIELDS) == set(VALUES)
+    row = (*(VALUES[c] for c in STATE_FIELDS), "CA-ON/A1", {"extra": "column"})
+    expected = PlateState(**{**VALUES, "suspension_reasons": ("court_order", "unpaid_fines")})
+    assert state_from_row(row) == expected
+    empty = tuple(None if c == "suspension_reasons" else VALUES[c] for c in STATE_FIELDS)
+    assert state_from_row(empty).suspension_reasons == ()
 
-    def __getitem__(self, key: Any) -> Any:  # type: ignore[override]
-        return tuple.__getitem__(self, COLUMNS.index(key) if isinstance(key, str) else key)
 
-
-def test_positional_read_equals_read_by_name() -> None:
-    values = {
-        "plate_key": "CA-ON/A1", "jurisdiction": "CA-ON", "plate": "A1", "issued": True,
-        "plate_class": "passenger", "expires_on": dt.date(2025, 1, 1),
-        "vehicle": {"make": "Honda"}, "owner_id": "o1", "owner": {"owner_id": "o1"},
-        "device_id": "dev-1", "suspension_reasons": ["court_order", "unpaid_fines"],
-        "stolen": True, "cancelled": False,
-        "last_event_time": dt.datetime(2025, 1, 2, tzinfo=dt.UTC), "last_event_id": "e9",
-        "event_count": 7,
-    }
-    assert sorted(COLUMNS) == sorted(values)
-    row = Row(values[c] for c in COLUMNS)
-    assert _state_from_select(row) == state_from_row(row)
-    empty = Row(None if c == "suspension_reasons" else values[c] for c in COLUMNS)
-    assert _state_from_select(empty) == state_from_row(empty)
+def test_every_plate_query_selects_the_state_columns_first() -> None:
+    full, enforcement = state_columns(), state_columns(with_owner=False)
+    assert [c.strip() for c in full.split(",")] == list(STATE_FIELDS)
+    assert [c.strip() for c in enforcement.split(",")] == [
+        "NULL::jsonb AS owner" if c == "owner" else c for c in STATE_FIELDS]
+    for sql in (*lookups._PLATE.values(), *lookups._PLATES.values()):
+        assert sql.startswith(f"SELECT {full}") or sql.startswith(f"SELECT {enforcement}")
+    assert store._STATE == full

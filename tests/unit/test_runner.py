@@ -89,11 +89,10 @@ def loops(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[asyncio.AbstractEven
         seen.append(asyncio.get_running_loop())
         return 0
 
-    import registry.consumer
-    import registry.relay
+    import registry.service
 
-    monkeypatch.setattr(registry.consumer, "serve_registry_consumer", record)
-    monkeypatch.setattr(registry.relay, "serve_relays", record)
+    monkeypatch.setattr(registry.service, "serve_registry_consumer", record)
+    monkeypatch.setattr(registry.service, "serve_relays", record)
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     yield seen
     for sig, handler in saved.items():

@@ -1,0 +1,199 @@
+"""registry.apply.apply_batch over an in-memory BatchStore: duplicates, conflicts, late
+events, fencing and concurrent writers, without servers (the integration tests run the
+same use case on PostgreSQL and Kafka)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+
+from registry.apply import BatchStore, ConcurrentWriter, DlqRow, Fenced, apply_batch
+from registry.batch import Parsed, Rejected, StatusChange, parse_value
+from registry.domain import HistoryEvent, PlateState, fold
+from registry.policy import KNOWN_TYPES, Policy, check_grant, compile_policy
+
+NOW = dt.datetime(2025, 6, 1, 12, tzinfo=dt.UTC)
+TZ = ZoneInfo("America/Toronto")
+GROUP, TOPIC = "g", "t.plates.events"
+ISSUED = {"plate_class": "passenger", "expires_on": "2030-01-31",
+          "vehicle": {"vin": "V1", "make": "Honda", "model": "Civic", "year": 2019,
+                      "colour": "blue"},
+          "owner": {"owner_id": "o1", "name": "A Person", "email": "a@example.org"}}
+
+
+class MemoryStore:
+    """A BatchStore in dictionaries, with the same contract as registry.store.SqlStore."""
+
+    def __init__(self, offsets: Mapping[int, int]) -> None:
+        self.offsets = dict(offsets)
+        self.events: dict[tuple[str, str], Parsed] = {}
+        self.plates: dict[str, PlateState] = {}
+        self.changes: list[StatusChange] = []
+        self.dlq: list[DlqRow] = []
+        self.quarantined: dict[str, tuple[str, str | None, int]] = {}
+        self.steal_event_ids: set[str] = set()   # a concurrent writer stores these first
+        self.notices_for: list[set[str]] = []    # plates each record_notices call was about
+
+    async def lock_offsets(self, group: str, topic: str,
+                           partitions: Sequence[int]) -> dict[int, int]:
+        return {p: self.offsets[p] for p in partitions if p in self.offsets}
+
+    async def source_policy(self) -> Policy:
+        return compile_policy(check_grant("/", kind, None) for kind in KNOWN_TYPES)
+
+    async def known_fingerprints(self, ids: Sequence[tuple[str, str]]
+                                 ) -> dict[tuple[str, str], str]:
+        return {i: self.events[i].fingerprint for i in ids if i in self.events}
+
+    async def insert_events(self, events: Sequence[Parsed]) -> int:
+        fresh = [e for e in events
+                 if e.identity not in self.events and e.event_id not in self.steal_event_ids]
+        self.events.update((e.identity, e) for e in fresh)
+        return len(fresh)
+
+    async def lock_quarantined(self, keys: Sequence[str]) -> set[str]:
+        return {k for k in keys if k in self.quarantined}
+
+    async def quarantine(self, rows: Sequence[tuple[str, str, str | None, int]]) -> None:
+        for key, reason, event_id, held in rows:
+            first = self.quarantined.get(key, (reason, event_id, 0))
+            self.quarantined[key] = (first[0], first[1], first[2] + held)
+
+    async def lock_plates(self, keys: Sequence[str]) -> dict[str, PlateState]:
+        return {k: self.plates[k] for k in keys if k in self.plates}
+
+    async def history(self, keys: Sequence[str]) -> dict[str, list[HistoryEvent]]:
+        return {k: [e.history() for e in self.events.values() if e.plate_key == k]
+                for k in keys}
+
+    async def upsert_plates(self, states: Sequence[PlateState]) -> set[str]:
+        inserted = {s.plate_key for s in states if s.plate_key not in self.plates}
+        self.plates.update((s.plate_key, s) for s in states)
+        return inserted
+
+    async def insert_status_changes(self, changes: Sequence[StatusChange]) -> None:
+        self.changes.extend(changes)
+
+    async def insert_dlq(self, topic: str, rows: Sequence[DlqRow]) -> None:
+        self.dlq.extend(rows)
+
+    async def set_offsets(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+        self.offsets.update(offsets)
+
+    async def record_notices(self, old: Mapping[str, PlateState | None],
+                             new_states: Mapping[str, PlateState],
+                             by_plate: Mapping[str, Sequence[Parsed]],
+                             history: Mapping[str, Sequence[HistoryEvent]],
+                             now: dt.datetime) -> Counter:
+        self.notices_for.append(set(by_plate))
+        return Counter()
+
+
+def _value(id: str, kind: str, minute: int, data: dict | None = None,
+           plate: str = "CA-ON/ABC123") -> bytes:
+    return orjson.dumps({
+        "specversion": "1.0", "id": id, "source": "/test", "type": kind, "subject": plate,
+        "time": (dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+                 + dt.timedelta(minutes=minute)).isoformat(), "data": data or {}})
+
+
+async def _apply(db: BatchStore, values: list[bytes | None], start: int = 0,
+                 partition: int = 0, expected: int | None = None):
+    parsed: list[Parsed | Rejected] = [
+        parse_value(v, partition, start + i, NOW) for i, v in enumerate(values)]
+    raw = {(partition, start + i): (b"key", v) for i, v in enumerate(values)}
+    return await apply_batch(
+        db, group=GROUP, topic=TOPIC,
+        expected={partition: start if expected is None else expected},
+        next_offsets={partition: start + len(values)}, parsed=parsed, raw=raw, tz=TZ, now=NOW)
+
+
+async def test_new_events_fold_into_the_plate_record_a_change_and_move_the_offset() -> None:
+    db = MemoryStore({0: 0})
+    out = await _apply(db, [_value("e1", "plate.issued", 1, ISSUED),
+                            _value("e2", "plate.stolen_reported", 2,
+                                   {"agency": "OPP", "report_id": "r1"})])
+    assert dict(out.applied) == {"plate.issued": 1, "plate.stolen_reported": 1}
+    state = db.plates["CA-ON/ABC123"]
+    assert state.issued and state.stolen and state.event_count == 2
+    assert [(c.plate_key, c.view["status"], c.flagged, c.was_flagged) for c in db.changes] == [
+        ("CA-ON/ABC123", "stolen", True, False)]
+    assert db.offsets == {0: 2}
+    assert db.notices_for == [{"CA-ON/ABC123"}]   # in the same transaction
+
+
+async def test_a_duplicate_is_counted_and_changes_nothing() -> None:
+    db = MemoryStore({0: 0})
+    first = _value("e1", "plate.issued", 1, ISSUED)
+    await _apply(db, [first])
+    before = (dict(db.plates), list(db.changes))
+    out = await _apply(db, [first], start=1)
+    assert dict(out.duplicates) == {"plate.issued": 1} and not out.applied
+    assert (dict(db.plates), list(db.changes)) == before
+    assert db.offsets == {0: 2} and db.dlq == []
+
+
+async def test_same_id_other_content_is_an_id_conflict_in_the_dlq_with_its_bytes() -> None:
+    db = MemoryStore({0: 0})
+    await _apply(db, [_value("e1", "plate.issued", 1, ISSUED)])
+    other = _value("e1", "plate.renewed", 5, {"expires_on": "2031-01-31"})
+    out = await _apply(db, [other, None], start=1)
+    assert sorted((r.offset, r.reason) for r in out.rejected) == [
+        (1, "id_conflict"), (2, "malformed_json")]
+    dlq = {row[1]: row for row in db.dlq}
+    assert dlq[1][:5] == (0, 1, b"key", other, "id_conflict")
+    assert dlq[2][:5] == (0, 2, b"key", None, "malformed_json")
+    assert db.plates["CA-ON/ABC123"].expires_on == dt.date(2030, 1, 31)
+    assert db.offsets == {0: 3}
+
+
+async def test_a_late_event_refolds_the_plate_from_its_history() -> None:
+    db = MemoryStore({0: 0})
+    issued = _value("e1", "plate.issued", 1, ISSUED)
+    suspended = _value("e3", "plate.suspended", 30, {"reason": "unpaid_fines"})
+    await _apply(db, [issued, suspended])
+    late = _value("e2", "plate.renewed", 10, {"expires_on": "2031-01-31"})
+    out = await _apply(db, [late], start=2)
+    assert out.refolded == 1
+    history = [p.history() for p in db.events.values()]
+    assert db.plates["CA-ON/ABC123"] == fold("CA-ON", "ABC123", history)
+    assert db.plates["CA-ON/ABC123"].last_event_id == "e3"   # still the latest in time
+    assert db.plates["CA-ON/ABC123"].expires_on == dt.date(2031, 1, 31)
+
+
+async def test_a_fenced_batch_writes_nothing() -> None:
+    db = MemoryStore({0: 5})   # another consumer already stored offset 5
+    with pytest.raises(Fenced) as fenced:
+        await _apply(db, [_value("e1", "plate.issued", 1, ISSUED)], start=3, expected=3)
+    assert fenced.value.stored == {0: 5}
+    assert (db.events, db.plates, db.changes, db.dlq, db.offsets) == ({}, {}, [], [], {0: 5})
+
+
+async def test_an_event_stored_concurrently_aborts_the_batch() -> None:
+    db = MemoryStore({0: 0})
+    db.steal_event_ids = {"e1"}
+    with pytest.raises(ConcurrentWriter):
+        await _apply(db, [_value("e1", "plate.issued", 1, ISSUED)])
+    assert db.offsets == {0: 0}
+
+
+async def test_a_quarantined_plate_keeps_its_state_and_counts_the_held_events() -> None:
+    db = MemoryStore({0: 0})
+    await _apply(db, [_value("e1", "plate.issued", 1, ISSUED)])
+    db.quarantined["CA-ON/ABC123"] = ("bad_history", "e0", 0)
+    before = db.plates["CA-ON/ABC123"]
+    out = await _apply(db, [_value("e2", "plate.stolen_reported", 2,
+                                   {"agency": "OPP", "report_id": "r1"}),
+                            _value("e3", "plate.issued", 3, ISSUED, plate="CA-ON/XYZ9")],
+                       start=1)
+    assert dict(out.quarantined_events) == {"plate.stolen_reported": 1}
+    assert dict(out.applied) == {"plate.issued": 1}
+    assert db.plates["CA-ON/ABC123"] == before and ("/test", "e2") in db.events
+    assert db.quarantined["CA-ON/ABC123"] == ("bad_history", "e0", 1)
+    assert db.plates["CA-ON/XYZ9"].issued and db.offsets == {0: 3}
+    assert db.notices_for[-1] == {"CA-ON/XYZ9"}   # none for the held plate
