@@ -72,6 +72,22 @@ def serve_ingest(
                 loop="uvloop", **uvicorn_options(settings))
 
 
+def _import_sink(settings: Any, api: str | None, key: str | None) -> Any:
+    """Where ``platereg import`` publishes: the ingest API with ``--api``, else Kafka."""
+    from ingest.importer import ApiLineSink, KafkaLineSink
+    from platereg.settings import ConfigError
+
+    if api:
+        if not key:
+            raise fail("--api needs --key (or PLATEREG_API_KEY)", 2)
+        return ApiLineSink(api, key)
+    try:
+        settings.bootstrap()
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from None
+    return KafkaLineSink(settings)
+
+
 def import_command(
     file: Annotated[Path, typer.Argument(help="NDJSON or CSV file of events")],
     fmt: Annotated[str, typer.Option("--format", help="auto, ndjson or csv")] = "auto",
@@ -83,13 +99,7 @@ def import_command(
         envvar="PLATEREG_API_KEY", help="API key (role ingest) for --api")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
 ) -> None:
-    from ingest.importer import (
-        ApiLineSink,
-        ImportUsageError,
-        KafkaLineSink,
-        import_file,
-    )
-    from platereg.settings import ConfigError
+    from ingest.importer import ImportUsageError, import_file
 
     settings = settings_or_exit()
     if fmt not in ("auto", "ndjson", "csv"):
@@ -97,16 +107,7 @@ def import_command(
     if not file.is_file():
         raise fail(f"no such file: {file}", 2)
     report = report or file.with_name(file.name + ".rejected.ndjson")
-    if api:
-        if not key:
-            raise fail("--api needs --key (or PLATEREG_API_KEY)", 2)
-        sink: Any = ApiLineSink(api, key)
-    else:
-        try:
-            settings.bootstrap()
-        except ConfigError as exc:
-            raise fail(str(exc), 2) from None
-        sink = KafkaLineSink(settings)
+    sink = _import_sink(settings, api, key)
 
     from rich.console import Console
     from rich.progress import (
@@ -157,6 +158,50 @@ def import_command(
     raise typer.Exit(stats.exit_code)
 
 
+def _simulated_start(start: str | None, seed: int | None, span: timedelta) -> datetime:
+    """Where simulated time begins: ``--start``, the seeded default, or now minus the span."""
+    from ingest import simulate as sim
+
+    now = datetime.now(UTC)
+    if start is not None:
+        try:
+            begin = datetime.fromisoformat(start)
+        except ValueError:
+            raise fail("--start must be RFC 3339, e.g. 2025-01-01T00:00:00Z", 2) from None
+        if begin.tzinfo is None:
+            raise fail("--start needs a UTC offset, e.g. 2025-01-01T00:00:00Z", 2)
+    elif seed is not None:
+        begin = sim.DEFAULT_SEEDED_START
+    else:
+        begin = (now - span).replace(second=0, microsecond=0)
+    if begin + span > now + timedelta(minutes=5):
+        raise fail("the simulated window ends in the future, so the registry would reject "
+                   "its events as future_time; use an earlier --start or a shorter --duration",
+                   2)
+    return begin
+
+
+def _simulation_sink(settings: Any, to: str, output: str, api: str | None,
+                     key: str | None) -> Any:
+    """Where ``platereg simulate --to`` sends the stream."""
+    from ingest import simulate as sim
+    from platereg.settings import ConfigError
+
+    if to == "file":
+        return sim.FileSink(output)
+    if to == "kafka":
+        try:
+            settings.bootstrap()
+        except ConfigError as exc:
+            raise fail(str(exc), 2) from None
+        return sim.KafkaSink(settings)
+    if to == "api":
+        if not api or not key:
+            raise fail("--to api needs --api URL and --key (or PLATEREG_API_KEY)", 2)
+        return sim.ApiSink(api, key)
+    raise fail("--to must be kafka, api or file", 2)
+
+
 def simulate_command(
     plates: Annotated[int, typer.Option(min=1, max=2_000_000, help="Number of plates")] = 1000,
     events: Annotated[int | None, typer.Option(
@@ -183,29 +228,13 @@ def simulate_command(
     progress: Annotated[bool, typer.Option(help="Show progress")] = True,
 ) -> None:
     from ingest import simulate as sim
-    from platereg.settings import ConfigError
 
     settings = settings_or_exit()
     try:
         span = sim.parse_duration(duration)
     except ValueError as exc:
         raise fail(str(exc), 2) from None
-    now = datetime.now(UTC)
-    if start is not None:
-        try:
-            begin = datetime.fromisoformat(start)
-        except ValueError:
-            raise fail("--start must be RFC 3339, e.g. 2025-01-01T00:00:00Z", 2) from None
-        if begin.tzinfo is None:
-            raise fail("--start needs a UTC offset, e.g. 2025-01-01T00:00:00Z", 2)
-    elif seed is not None:
-        begin = sim.DEFAULT_SEEDED_START
-    else:
-        begin = (now - span).replace(second=0, microsecond=0)
-    if begin + span > now + timedelta(minutes=5):
-        raise fail("the simulated window ends in the future, so the registry would reject "
-                    "its events as future_time; use an earlier --start or a shorter --duration",
-                    2)
+    begin = _simulated_start(start, seed, span)
     used_seed = seed if seed is not None else secrets.randbelow(2**31)
     try:
         config = sim.SimConfig(plates=plates, start=begin, duration=span, events=events,
@@ -214,20 +243,7 @@ def simulate_command(
     except ValueError as exc:
         raise fail(str(exc), 2) from None
 
-    if to == "file":
-        sink: Any = sim.FileSink(output)
-    elif to == "kafka":
-        try:
-            settings.bootstrap()
-        except ConfigError as exc:
-            raise fail(str(exc), 2) from None
-        sink = sim.KafkaSink(settings)
-    elif to == "api":
-        if not api or not key:
-            raise fail("--to api needs --api URL and --key (or PLATEREG_API_KEY)", 2)
-        sink = sim.ApiSink(api, key)
-    else:
-        raise fail("--to must be kafka, api or file", 2)
+    sink = _simulation_sink(settings, to, output, api, key)
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn

@@ -70,8 +70,7 @@ def _register_consume(consume: typer.Typer) -> None:
         raise typer.Exit(code)
 
 
-def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    _register_consume(groups["consume"])
+def _register_dlq(app: typer.Typer) -> None:
     dlq = typer.Typer(help="Rejected events: list and replay.", no_args_is_help=True)
     app.add_typer(dlq, name="dlq")
 
@@ -100,6 +99,26 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
                           if r["replayed_at"] else "")
         Console().print(table)
 
+    @dlq.command("replay")
+    def dlq_replay(
+        ids: Annotated[list[int] | None, typer.Argument(help="DLQ ids to replay")] = None,
+        reason: Annotated[str | None, typer.Option(help="Replay every unreplayed one with "
+                                                   "this reason")] = None,
+    ) -> None:
+        """Re-produce chosen rejected messages, unchanged, to plates.events (e.g. after a fix).
+
+        They are validated again like any event; one still invalid is rejected again.
+        """
+        from registry.dlq import replay
+
+        if not ids and not reason:
+            raise fail("give DLQ ids or --reason", 2)
+        settings = settings_or_exit()
+        count = asyncio.run(replay(settings, ids=ids or [], reason=reason))
+        typer.echo(f"replayed {count} message(s) to {settings.topic('plates.events')}")
+
+
+def _register_quarantine(app: typer.Typer) -> None:
     quarantine = typer.Typer(help="Plates whose stored history cannot be folded.",
                              no_args_is_help=True)
     app.add_typer(quarantine, name="quarantine")
@@ -145,20 +164,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         if not all(r.released for r in results):
             raise typer.Exit(1)
 
-    @dlq.command("replay")
-    def dlq_replay(
-        ids: Annotated[list[int] | None, typer.Argument(help="DLQ ids to replay")] = None,
-        reason: Annotated[str | None, typer.Option(help="Replay every unreplayed one with "
-                                                   "this reason")] = None,
-    ) -> None:
-        """Re-produce chosen rejected messages, unchanged, to plates.events (e.g. after a fix).
 
-        They are validated again like any event; one still invalid is rejected again.
-        """
-        from registry.dlq import replay
-
-        if not ids and not reason:
-            raise fail("give DLQ ids or --reason", 2)
-        settings = settings_or_exit()
-        count = asyncio.run(replay(settings, ids=ids or [], reason=reason))
-        typer.echo(f"replayed {count} message(s) to {settings.topic('plates.events')}")
+def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
+    _register_consume(groups["consume"])
+    _register_dlq(app)
+    _register_quarantine(app)
