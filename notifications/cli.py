@@ -51,10 +51,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             help="PDF to write (default notices-<date>.pdf in PLATEREG_DATA_DIR)")] = None,
     ) -> None:
         """Write one day's paper letters as one PDF; they count as delivered once written."""
-        import asyncpg
-
         from notifications.paper import print_day
-        from platereg.db import _init_connection
+        from platereg.commands import with_connection
 
         try:
             day = dt.date.fromisoformat(date)
@@ -64,15 +62,8 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         path = out or settings.data_dir / f"notices-{day.isoformat()}.pdf"
         path.parent.mkdir(parents=True, exist_ok=True)
 
-        async def go() -> int:
-            conn = await asyncpg.connect(settings.dsn())
-            try:
-                await _init_connection(conn)
-                return await print_day(conn, settings, day, path)
-            finally:
-                await conn.close()
-
-        count = asyncio.run(go())
+        count = with_connection(settings.dsn(),
+                                lambda conn: print_day(conn, settings, day, path))
         typer.echo(f"{count} letter(s) written to {path}" if count
                    else f"no letters queued on {day.isoformat()}")
 

@@ -38,6 +38,7 @@ from platereg.db import create_pool
 from platereg.kafka import make_consumer
 from platereg.logging import get_logger
 from platereg.owner_links import LINK_DAYS, mint_sign_in_link
+from platereg.process import wait
 from platereg.settings import Settings
 from schemas import topics
 
@@ -144,7 +145,7 @@ class Dispatcher:
                 break
             except (KafkaError, OSError) as exc:
                 log.warning("broker not reachable; retrying", error=type(exc).__name__)
-                await _sleep(stop, 2)
+                await wait(stop, 2)
         try:
             self.ready = True
             while not stop.is_set():
@@ -157,7 +158,7 @@ class Dispatcher:
                 except (KafkaError, OSError, asyncpg.PostgresError,
                         asyncpg.InterfaceError) as exc:
                     log.warning("notice intake failed; retrying", error=type(exc).__name__)
-                    await _sleep(stop, 1)
+                    await wait(stop, 1)
         finally:
             self.ready = False
             with contextlib.suppress(Exception):
@@ -201,7 +202,7 @@ class Dispatcher:
                 self.inflight.add(task)
                 task.add_done_callback(self._done)
             # Woken by a finished delivery, a new notice, or the poll (retries due).
-            await _sleep_or(stop, self.wakeup, self.poll)
+            await wait(stop, self.poll, self.wakeup)
 
     def _done(self, task: asyncio.Task) -> None:
         self.inflight.discard(task)
@@ -233,14 +234,3 @@ class Dispatcher:
                 if following is not None:
                     await store.enqueue(conn, [(notice_id, following)])
                     log.info("notice falls back", notice_id=str(notice_id), channel=following)
-
-
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
-async def _sleep_or(stop: asyncio.Event, wakeup: asyncio.Event, seconds: float) -> None:
-    from platereg.outbox import wait_for
-
-    await wait_for(stop, wakeup, seconds)

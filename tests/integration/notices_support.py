@@ -14,10 +14,11 @@ from typing import Any
 import asyncpg
 import orjson
 
+from platereg.kafka import Record
 from platereg.settings import Settings
 from registry import store as registry_store
-from registry.batch import Record, parse_values
-from registry.consumer import apply_batch
+from registry.apply import apply_batch
+from registry.batch import parse_values
 
 GROUP, TOPIC = "notices-test", "notices-test.events"
 
@@ -37,13 +38,13 @@ async def apply_events(pool: asyncpg.Pool, settings: Settings, events: list[dict
     """Apply events with the registry consumer's own batch transaction (no broker)."""
     async with pool.acquire() as conn:
         start = (await registry_store.ensure_offsets(conn, GROUP, TOPIC, {0: 0}))[0]
-        records = [Record(0, start + i, orjson.dumps(e)) for i, e in enumerate(events)]
+        records = [Record(None, orjson.dumps(e), 0, start + i) for i, e in enumerate(events)]
         parsed = parse_values(records, now)
         async with conn.transaction():
-            out = await apply_batch(conn, group=GROUP, topic=TOPIC, expected={0: start},
-                                    next_offsets={0: start + len(events)}, parsed=parsed,
-                                    raw={(0, r.offset): (None, r.value) for r in records},
-                                    tz=settings.tz, now=now)
+            out = await apply_batch(
+                registry_store.SqlStore(conn), group=GROUP, topic=TOPIC, expected={0: start},
+                next_offsets={0: start + len(events)}, parsed=parsed,
+                raw={(0, r.offset): (None, r.value) for r in records}, tz=settings.tz, now=now)
     assert not out.rejected, [(r.reason, r.detail) for r in out.rejected]
     return out
 
