@@ -122,7 +122,7 @@ class Dispatcher:
                     max_size=min(20, self.settings.notice_concurrency + 2), retry_for=5)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("database not reachable; retrying", error=type(exc).__name__)
-                await _sleep(stop, 2)
+                await wait(stop, 2)
         if self.pool is None:
             await self.channels.close()
             return
