@@ -36,7 +36,7 @@ from platereg.kafka import broker_reachable
 from platereg.logging import configure_logging
 from platereg.settings import Settings, load_settings
 from registry.audit import AuditWriter, purge_periodically
-from registry.owner.access import install as install_owner_access
+from registry.owner.app import install as install_owner_access
 from registry.routes import audit, hotlist, owners, plates
 from registry.routes.common import (
     CURSOR_PATTERN,

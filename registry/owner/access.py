@@ -1,9 +1,9 @@
 """The owner side's per-process state and checks, shared by the JSON routes and the page.
 
-:func:`install` plugs owners' access into the registry app: the routers, the owner
-state (tokens from ``PLATEREG_OWNER_TOKEN_KEYS``, the registry clock, getters for the
-app's pool and audit writer) and an ``AuthError`` handler that answers 403 rather
-than 401 when a valid owner token is used on a route for API keys.
+:func:`registry.owner.app.install` plugs owners' access into the registry app: the
+routers, the owner state (tokens from ``PLATEREG_OWNER_TOKEN_KEYS``, the registry
+clock, getters for the app's pool and audit writer) and an ``AuthError`` handler that
+answers 403 rather than 401 when a valid owner token is used on a route for API keys.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Request
 from pydantic import SecretStr
 
-from platereg.auth import AuthError
 from platereg.clock import Clock
-from platereg.http import ProblemError, problem
+from platereg.http import ProblemError
 from platereg.metrics import AUTH_FAILURES
 from platereg.settings import Settings
 from registry.audit import AuditUnavailable
@@ -91,29 +90,3 @@ def _make_tokens(settings: Settings, clock: Clock) -> OwnerTokens | None:
     if not keys:
         return None
     return OwnerTokens(keys, settings.owner_token_minutes, lambda: clock.now().timestamp())
-
-
-def install(app: FastAPI, settings: Settings, clock: Clock, pool_of: Callable[[], Any],
-            audit_of: Callable[[], Any]) -> None:
-    """Add the owner routes, the owner page and the owner-token 403 to the registry app."""
-    from registry.owner import page, routes
-
-    access = OwnerAccess(settings, clock, _make_tokens(settings, clock), pool_of, audit_of)
-    app.state.owner = access
-    app.include_router(routes.router)
-    app.include_router(page.router)
-    original = app.exception_handlers[AuthError]
-
-    async def auth_error(request: Request, exc: AuthError) -> Any:
-        scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
-        if exc.status == 401 and scheme.lower() == "bearer" and token.startswith("ot_"):
-            try:
-                await access.claims(token.strip())
-            except ProblemError as refused:
-                return problem(refused.status, refused.title, refused.detail, refused.headers)
-            request.state.key_id = OWNER_KEY_ID
-            AUTH_FAILURES.labels("forbidden").inc()
-            return problem(403, "Forbidden", "an owner token may only use the /v1/me routes")
-        return await original(request, exc)
-
-    app.add_exception_handler(AuthError, auth_error)

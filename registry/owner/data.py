@@ -20,14 +20,13 @@ from typing import Any
 
 import asyncpg
 
-from registry.domain import full_view, state_from_row
+from registry.domain import full_view
+from registry.rows import state_columns, state_from_row
 
 SELF_KEY = "owner"
 LINK_KEY = "link"
 MAX_PLATES = 1000
-_PLATE_COLUMNS = ("jurisdiction, plate, issued, plate_class, expires_on, vehicle, owner,"
-                  " device_id, suspension_reasons, stolen, cancelled, last_event_time,"
-                  " last_event_id, event_count")
+_PLATE_COLUMNS = state_columns()
 
 
 async def plates(pool: asyncpg.Pool, owner_id: str, today: dt.date,

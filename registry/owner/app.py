@@ -1,0 +1,41 @@
+"""Wiring of the owner side into the registry app: the owner routes, the owner page and
+the 403 for owner tokens on key routes (``install``, called by ``registry.api``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+
+from platereg.auth import AuthError
+from platereg.clock import Clock
+from platereg.http import ProblemError, problem
+from platereg.metrics import AUTH_FAILURES
+from platereg.settings import Settings
+from registry.owner import page, routes
+from registry.owner.access import OWNER_KEY_ID, OwnerAccess, _make_tokens
+
+
+def install(app: FastAPI, settings: Settings, clock: Clock, pool_of: Callable[[], Any],
+            audit_of: Callable[[], Any]) -> None:
+    """Add the owner routes, the owner page and the owner-token 403 to the registry app."""
+    access = OwnerAccess(settings, clock, _make_tokens(settings, clock), pool_of, audit_of)
+    app.state.owner = access
+    app.include_router(routes.router)
+    app.include_router(page.router)
+    original = app.exception_handlers[AuthError]
+
+    async def auth_error(request: Request, exc: AuthError) -> Any:
+        scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+        if exc.status == 401 and scheme.lower() == "bearer" and token.startswith("ot_"):
+            try:
+                await access.claims(token.strip())
+            except ProblemError as refused:
+                return problem(refused.status, refused.title, refused.detail, refused.headers)
+            request.state.key_id = OWNER_KEY_ID
+            AUTH_FAILURES.labels("forbidden").inc()
+            return problem(403, "Forbidden", "an owner token may only use the /v1/me routes")
+        return await original(request, exc)
+
+    app.add_exception_handler(AuthError, auth_error)
