@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from bench.common import BenchContext, Figure
 from notifications import rules, scheduler, store
 from notifications.dispatcher import Dispatcher
-from platereg.db import _init_connection
+from platereg.db import init_connection
 from platereg.kafka import ensure_topics
 from registry.domain import today_in
 
@@ -45,7 +45,7 @@ async def _scheduler(ctx: BenchContext) -> list[Figure]:
     now = dt.datetime.now(dt.UTC)
     today = today_in(settings.tz, now)
     conn = await asyncpg.connect(settings.dsn())
-    await _init_connection(conn)
+    await init_connection(conn)
     try:
         t0 = time.perf_counter()
         await _fill_plates(conn, n, today)
@@ -108,7 +108,7 @@ async def _dispatch(ctx: BenchContext, n: int, fail: float) -> tuple[float, int]
         "notice_retry_initial_seconds": 0.05, "notice_retry_max_seconds": 0.5,
         "notice_concurrency": 64})
     conn = await asyncpg.connect(settings.dsn())
-    await _init_connection(conn)
+    await init_connection(conn)
     try:
         await conn.execute(
             "INSERT INTO owner_preferences (owner_id, channels, webhook_url) "

@@ -32,7 +32,7 @@ def _with_conn(dsn: str, action: Callable[..., Awaitable[T]]) -> T:
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    from platereg.cli import fail, settings_or_exit
+    from platereg.commands import fail, settings_or_exit
 
     sources = typer.Typer(help="The source policy: which sources may send which events.",
                           no_args_is_help=True)
