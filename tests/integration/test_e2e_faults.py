@@ -191,6 +191,9 @@ async def test_whole_system_under_faults_loses_and_doubles_nothing(
         hour=0, minute=0, second=0, microsecond=0)
     streams = _streams(seed, start)
     items = _reference(streams)
+    run.figures.events_sent = sum(len(its) for its in items.values())
+    run.figures.invalid_events = sum(i.kind == sim.INVALID for its in items.values() for i in its)
+    run.figures.valid_events = sum(i.kind == sim.VALID for its in items.values() for i in its)
     catcher = MailCatcher()
     smtp = Controller(catcher, hostname="127.0.0.1", port=free_port())
     smtp.start()
@@ -369,18 +372,23 @@ async def _settle(run: Run, procs: dict[str, Proc]) -> list:
             "    notice_dispatch d WHERE d.notice_id = n.notice_id))"
             " + (SELECT count(*) FROM notice_dispatch WHERE state = 'pending')") == 0
 
-    await wait_for(delivered, "every notice published and dispatched", timeout=180)
+    try:
+        await wait_for(delivered, "every notice published and dispatched", timeout=180)
+    except AssertionError:
+        lost = await pool.fetch(
+            "SELECT seq, kind, published_at FROM notices n WHERE published_at IS NOT NULL AND "
+            "NOT EXISTS (SELECT 1 FROM notice_dispatch d WHERE d.notice_id = n.notice_id)")
+        run.figures.violations += [f"notice seq {r['seq']} ({r['kind']}) published at "
+                                   f"{r['published_at']:%H:%M:%S.%f} never dispatched"
+                                   for r in lost]
+        raise
     run.records = records
     return records
 
 
 async def _check(run: Run, procs, items, catcher, sms, display, tz,  # noqa: ANN001
                  registry_port: int) -> None:
-    f = run.figures
-    f.events_sent = sum(len(its) for its in items.values())
-    f.invalid_events = sum(i.kind == sim.INVALID for its in items.values() for i in its)
     valid = await _applied_versions(run.pool, items)
-    f.valid_events = len(valid)
     # every valid event applied exactly once, every plate equal to the reference fold
     ids = [(r["source"], r["event_id"]) for r in await run.pool.fetch(
         "SELECT source, event_id FROM plate_events")]
