@@ -91,6 +91,48 @@ def test_kafka_is_kraft_apache_kafka() -> None:
     assert "controller" in kafka["environment"]["KAFKA_PROCESS_ROLES"]
 
 
+def _listeners(value: str) -> dict[str, str]:
+    return dict(item.split("://", 1) for item in value.split(","))
+
+
+def test_kafka_clients_need_scram_and_only_loopback_is_anonymous() -> None:
+    """Only the CLIENT listener is reachable from other containers, and it needs SASL/SCRAM;
+    the anonymous super user exists only on the loopback-bound listeners."""
+    env = SERVICES["kafka"]["environment"]
+    protocols = dict(item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+                     .split(","))
+    for name, address in _listeners(env["KAFKA_LISTENERS"]).items():
+        if protocols[name] == "PLAINTEXT":
+            assert address.startswith("127.0.0.1:"), f"{name} is plaintext beyond loopback"
+        else:
+            assert protocols[name] == "SASL_PLAINTEXT" and address == ":9092"
+    assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    assert not [k for k in env if k.startswith("KAFKA_") and "PASSWORD" in k], (
+        "the image turns KAFKA_* variables into broker properties: no passwords there")
+    for name, svc in PLATEREG_SERVICES.items():
+        svc_env = svc["environment"]
+        assert svc_env["PLATEREG_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT", name
+        assert svc_env["PLATEREG_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512", name
+        assert re.fullmatch(r"\$\{KAFKA_[A-Z]+_PASSWORD:\?[^}]+\}",
+                            svc_env["PLATEREG_KAFKA_SASL_PASSWORD"]), name
+    assert SERVICES["ingest-api"]["environment"]["PLATEREG_KAFKA_SASL_USERNAME"] == (
+        "platereg-ingest")
+
+
+def test_kafka_start_script_gives_producers_write_on_plates_events_only() -> None:
+    script = (ROOT / "deploy" / "kafka" / "start.sh").read_text()
+    subprocess.run(["bash", "-n", str(ROOT / "deploy" / "kafka" / "start.sh")], check=True)
+    assert SERVICES["kafka"]["entrypoint"] == ["/opt/platereg/start.sh"]
+    assert "./deploy/kafka/start.sh:/opt/platereg/start.sh:ro" in SERVICES["kafka"]["volumes"]
+    producer = script[script.index("producer() {"):script.index("\n}\n", script.index(
+        "producer() {"))]
+    assert "--operation Write --operation Describe --topic plates.events" in producer
+    assert "--operation All" not in producer and "--group" not in producer
+    assert "producer platereg-ingest" in script and "for entry in ${SCRAM_PRODUCERS:-}" in script
+
+
 def dashboard_queries() -> list[tuple[str, str]]:
     """(panel title, PromQL) of every panel target of the provisioned dashboards."""
     out = []
@@ -136,7 +178,7 @@ def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
 
 
 PASSWORDS = ("POSTGRES_PASSWORD", "DB_OWNER_PASSWORD", "DB_APP_PASSWORD", "DB_PURGE_PASSWORD",
-             "GRAFANA_ADMIN_PASSWORD")
+             "GRAFANA_ADMIN_PASSWORD", "KAFKA_SERVICES_PASSWORD", "KAFKA_INGEST_PASSWORD")
 URL = re.compile(r"postgresql://(?P<user>[^:@/]+):(?P<password>[^@]+)@")
 
 
