@@ -177,8 +177,8 @@ def validate_batch(items: list[Any], now: datetime, *, sources: Sequence[str] | 
     return events, errors
 
 
-def create_ingest_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or load_settings()
+def _lifespan(settings: Settings) -> Any:
+    """The app's resources: database pool, key authenticator, publisher, policy cache."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -197,6 +197,30 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
             await publisher.stop()
             await pool.close()
 
+    return lifespan
+
+
+#: The documented answers of POST /v1/events besides 202.
+EVENTS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **PROBLEM_RESPONSES,
+    400: _problem_doc("Not JSON, wrong shape for the content type, or a batch of "
+                      f"none or more than {MAX_BATCH} events"),
+    408: _problem_doc("The body did not arrive within "
+                      "PLATEREG_HTTP_BODY_TIMEOUT_SECONDS"),
+    413: _problem_doc("Body over PLATEREG_MAX_BODY_BYTES"),
+    415: _problem_doc("Unsupported Content-Type"),
+    422: _problem_doc("Invalid or unauthorized events: `errors` = [{index, reason, "
+                      "detail}] (reason `unauthorized_source`: the event's source is "
+                      "outside the key's source prefixes or the source policy); "
+                      "nothing was published"),
+    503: _problem_doc("The broker did not acknowledge in time, or too many requests "
+                      "are in progress; see Retry-After and retry the whole request"),
+}
+
+
+def create_ingest_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    lifespan = _lifespan(settings)
     app = create_app(
         title="Plate Registry ingest API",
         description="Accepts plate events (CloudEvents 1.0 JSON) from producers that cannot "
@@ -217,21 +241,7 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
         "/v1/events", status_code=202, tags=["ingest"],
         summary="Publish one event or a batch (all or nothing)",
         response_model=IngestAccepted,
-        responses={
-            **PROBLEM_RESPONSES,
-            400: _problem_doc("Not JSON, wrong shape for the content type, or a batch of "
-                              f"none or more than {MAX_BATCH} events"),
-            408: _problem_doc("The body did not arrive within "
-                              "PLATEREG_HTTP_BODY_TIMEOUT_SECONDS"),
-            413: _problem_doc("Body over PLATEREG_MAX_BODY_BYTES"),
-            415: _problem_doc("Unsupported Content-Type"),
-            422: _problem_doc("Invalid or unauthorized events: `errors` = [{index, reason, "
-                              "detail}] (reason `unauthorized_source`: the event's source is "
-                              "outside the key's source prefixes or the source policy); "
-                              "nothing was published"),
-            503: _problem_doc("The broker did not acknowledge in time, or too many requests "
-                              "are in progress; see Retry-After and retry the whole request"),
-        },
+        responses=EVENTS_RESPONSES,
         openapi_extra={"requestBody": REQUEST_BODY},
     )
     async def post_events(request: Request,

@@ -110,9 +110,8 @@ def _kafka_binding(key: dict[str, Any]) -> dict[str, Any]:
     return {"kafka": {"bindingVersion": "0.5.0", "key": dict(key)}}
 
 
-def asyncapi() -> dict[str, Any]:
-    """The AsyncAPI 3.0.0 document for the four topics."""
-    schemas = json_schemas()
+def _dlq_headers() -> dict[str, Any]:
+    """The headers of a dead-lettered message."""
     text_header = {"type": "string"}
     dlq_headers = {
         "type": "object",
@@ -136,6 +135,12 @@ def asyncapi() -> dict[str, Any]:
             },
         },
     }
+    return dlq_headers
+
+
+def _messages(schemas: dict[str, Any]) -> dict[str, Any]:
+    """The message of each topic."""
+    dlq_headers = _dlq_headers()
     messages = {
         "PlateEvent": {
             "name": "PlateEvent",
@@ -190,20 +195,30 @@ def asyncapi() -> dict[str, Any]:
             "bindings": _kafka_binding(_KEY),
         },
     }
-    channels = {
-        "platesEvents": (topics.EVENTS, "PlateEvent", "Plate events from producer systems."),
-        "platesEventsDlq": (topics.DLQ, "DeadLetter", "Rejected plate events."),
-        "platesStatus": (topics.STATUS, "PlateStatus", "Enforcement view changes."),
-        "platesNotices": (topics.NOTICES, "Notice", "Notices to owners."),
-    }
-    operations = [
-        ("ingestSendEvents", "send", "platesEvents", "Ingest API publishes validated events."),
-        ("registryReceiveEvents", "receive", "platesEvents", "Registry folds plate events."),
-        ("registrySendDeadLetters", "send", "platesEventsDlq", "Registry dead-letters rejects."),
-        ("registrySendStatus", "send", "platesStatus", "Registry publishes view changes."),
-        ("notificationsSendNotices", "send", "platesNotices", "Notifications publishes notices."),
-        ("notificationsReceiveNotices", "receive", "platesNotices", "Dispatcher delivers notices."),
-    ]
+    return messages
+
+
+#: channel id -> (topic, message, description); then the operations on them.
+_CHANNELS = {
+    "platesEvents": (topics.EVENTS, "PlateEvent", "Plate events from producer systems."),
+    "platesEventsDlq": (topics.DLQ, "DeadLetter", "Rejected plate events."),
+    "platesStatus": (topics.STATUS, "PlateStatus", "Enforcement view changes."),
+    "platesNotices": (topics.NOTICES, "Notice", "Notices to owners."),
+}
+_OPERATIONS = [
+    ("ingestSendEvents", "send", "platesEvents", "Ingest API publishes validated events."),
+    ("registryReceiveEvents", "receive", "platesEvents", "Registry folds plate events."),
+    ("registrySendDeadLetters", "send", "platesEventsDlq", "Registry dead-letters rejects."),
+    ("registrySendStatus", "send", "platesStatus", "Registry publishes view changes."),
+    ("notificationsSendNotices", "send", "platesNotices", "Notifications publishes notices."),
+    ("notificationsReceiveNotices", "receive", "platesNotices", "Dispatcher delivers notices."),
+]
+
+
+def asyncapi() -> dict[str, Any]:
+    """The AsyncAPI 3.0.0 document for the four topics."""
+    messages = _messages(json_schemas())
+    channels, operations = _CHANNELS, _OPERATIONS
     doc: dict[str, Any] = {
         "asyncapi": "3.0.0",
         "info": {
