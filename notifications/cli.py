@@ -11,7 +11,7 @@ import typer
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    from platereg.commands import fail, settings_or_exit
+    from platereg.commands import fail, run_async, settings_or_exit
 
     notices = typer.Typer(help="Owner notices: scheduler, dispatcher, paper letters.",
                           no_args_is_help=True)
@@ -42,7 +42,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from notifications.service import serve_dispatcher
 
         settings = settings_or_exit()
-        raise typer.Exit(asyncio.run(serve_dispatcher(settings, port=metrics_port)))
+        raise typer.Exit(run_async(serve_dispatcher(settings, port=metrics_port)))
 
     @notices.command("paper")
     def paper(

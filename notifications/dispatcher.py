@@ -5,16 +5,24 @@ Two loops share one process:
 - Intake consumes ``plates.notices`` and records, for each notice, a delivery
   on the first channel of its chain (and on ``plate_display`` beside it) in
   ``notice_dispatch``; the Kafka offsets are committed only after that, so
-  a crash re-reads the message and the insert is a no-op.
-- Workers take due deliveries with ``FOR UPDATE SKIP LOCKED`` and a lease
-  (a delivery taken by a dispatcher that died comes back when the lease
-  ends), send each in its own task, and store every attempt in
-  ``notice_deliveries``. A retry is a later ``next_at`` (exponential backoff
-  with jitter from tenacity, or the gateway's ``Retry-After``), never a
-  sleeping task, so one slow or failing receiver never holds up the others.
-  After ``PLATEREG_NOTICE_MAX_ATTEMPTS`` attempts, or a permanent failure,
-  the notice falls back to the next channel of its chain; paper deliveries
-  wait for ``platereg notices paper``.
+  a crash re-reads the message and the insert is a no-op; a batch whose
+  insert failed is read again (the consumer is rewound to it).
+- Workers take due deliveries in batches (one statement: ``FOR UPDATE SKIP
+  LOCKED``, a lease, and the notice and webhook URL joined in), store the
+  batch's sign-in tokens in one statement, and send each delivery in its own
+  task, at most ``PLATEREG_NOTICE_CONCURRENCY`` in flight, over one pooled
+  keep-alive HTTP client. A delivery taken by a dispatcher that died comes
+  back when its lease ends, with the same ``Idempotency-Key``.
+- A recorder stores finished attempts in ``notice_deliveries``, moves their
+  deliveries and starts fallbacks, one statement per batch of whatever
+  finished meanwhile (group commit). A slot is free once its request is
+  answered; the delivery stays leased until its attempt is stored (at most
+  twice the slots wait for that). A retry is a later ``next_at`` (exponential backoff with jitter
+  from tenacity, or the gateway's ``Retry-After``), never a sleeping task,
+  so one slow or failing receiver never holds up the others. After
+  ``PLATEREG_NOTICE_MAX_ATTEMPTS`` attempts, or a permanent failure, the
+  notice falls back to the next channel of its chain; paper deliveries wait
+  for ``platereg notices paper``.
 """
 
 from __future__ import annotations
@@ -22,11 +30,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import secrets
 import uuid
 
 import asyncpg
 import orjson
-from aiokafka.errors import KafkaError
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import IllegalStateError, KafkaError
 from tenacity import RetryCallState, wait_exponential, wait_random
 
 from notifications import rules, store
@@ -37,7 +47,7 @@ from platereg import metrics
 from platereg.db import create_pool
 from platereg.kafka import make_consumer
 from platereg.logging import get_logger
-from platereg.owner_links import LINK_DAYS, mint_sign_in_link
+from platereg.owner_links import LINK_DAYS, link_token_hash, link_url
 from platereg.process import wait
 from platereg.settings import Settings
 from schemas import topics
@@ -74,28 +84,20 @@ def decide(result: Result, attempt: int, settings: Settings) -> tuple[str, float
     return "retry", delay
 
 
-async def sign_in_link(conn: asyncpg.Connection, settings: Settings, owner_id: str,
-                       notice_id: uuid.UUID, now: dt.datetime) -> str:
-    """A one-time owner page link; only the token's SHA-256 is stored."""
-    return await mint_sign_in_link(conn, settings.owner_page_url, owner_id, notice_id, now)
+def sign_in_link(settings: Settings) -> tuple[str, str]:
+    """A one-time owner page link and its token's hash, all that is stored (the token
+    and URL as ``platereg.owner_links`` makes them; the batch is stored by ``_claim``)."""
+    token = secrets.token_urlsafe(32)
+    return link_url(settings.owner_page_url, token), link_token_hash(token)
 
 
-async def build_delivery(conn: asyncpg.Connection, settings: Settings, row: asyncpg.Record,
-                         channel: str) -> Delivery:
+def build_delivery(row: asyncpg.Record, link: str | None) -> Delivery:
+    """What the channel sends for a claimed delivery (texts render as the channel reads)."""
     recipient = dict(row["recipient"] or {})
-    link = None
-    if channel in ELECTRONIC_LINKED:
-        link = await sign_in_link(conn, settings, row["owner_id"], row["notice_id"],
-                                  dt.datetime.now(dt.UTC))
-    webhook_url = None
-    if channel == "webhook":
-        prefs = await store.preferences(conn, [row["owner_id"]])
-        pref = prefs.get(row["owner_id"])
-        webhook_url = pref["webhook_url"] if pref else None
     texts = render(row["kind"], row["plate_key"], row["language"], row["context"] or {},
                    recipient, link)
-    return Delivery(str(row["notice_id"]), channel, notice_message(row), recipient, texts,
-                    webhook_url)
+    return Delivery(str(row["notice_id"]), row["channel"], notice_message(row), recipient,
+                    texts, row["webhook_url"] if row["channel"] == "webhook" else None)
 
 
 class Dispatcher:
@@ -111,26 +113,36 @@ class Dispatcher:
         self.channels = Channels(settings)
         self.pool: asyncpg.Pool | None = None
         self.inflight: set[asyncio.Task] = set()
+        self.busy = 0                             # claimed, attempt not stored yet
+        self.finished: list[store.Attempt] = []   # attempts waiting for the recorder
+        self.finished_ready = asyncio.Event()
+        self.closing = False
+        self.intake_failures = 0
         self.wakeup = asyncio.Event()
         self.ready = False
 
     async def run(self, stop: asyncio.Event) -> None:
         while self.pool is None and not stop.is_set():
             try:
-                self.pool = await create_pool(
-                    self.settings.dsn(), min_size=1,
-                    max_size=min(20, self.settings.notice_concurrency + 2), retry_for=5)
+                # Intake, claims and the recorder: one statement each at a time.
+                self.pool = await create_pool(self.settings.dsn(), min_size=1, max_size=4,
+                                              retry_for=5)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("database not reachable; retrying", error=type(exc).__name__)
                 await wait(stop, 2)
         if self.pool is None:
             await self.channels.close()
             return
+        recorder = asyncio.create_task(self.record())
         try:
             await asyncio.gather(self.intake(stop), self.work(stop))
         finally:
             if self.inflight:
                 await asyncio.wait(self.inflight, timeout=5)
+            self.closing = True
+            self.finished_ready.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(recorder, 10)
             await self.channels.close()
             await self.pool.close()
 
@@ -149,6 +161,7 @@ class Dispatcher:
         try:
             self.ready = True
             while not stop.is_set():
+                batch: dict = {}
                 try:
                     batch = await consumer.getmany(timeout_ms=500, max_records=500)
                     records = [r for rs in batch.values() for r in rs]
@@ -158,6 +171,8 @@ class Dispatcher:
                 except (KafkaError, OSError, asyncpg.PostgresError,
                         asyncpg.InterfaceError) as exc:
                     log.warning("notice intake failed; retrying", error=type(exc).__name__)
+                    self.intake_failures += 1
+                    _rewind(consumer, batch)
                     await wait(stop, 1)
         finally:
             self.ready = False
@@ -185,52 +200,105 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ workers
     async def work(self, stop: asyncio.Event) -> None:
-        assert self.pool is not None
+        """Claim due deliveries while slots are free and start sending them.
+
+        A slot is a request in flight; an attempt waiting for the recorder holds
+        only its lease (at most ``2 x`` the slots wait), so sending goes on
+        while the previous attempts are stored."""
         limit = self.settings.notice_concurrency
+        batch = max(1, limit // 8)
         while not stop.is_set():
-            free = limit - len(self.inflight)
-            claimed = []
-            if free > 0:
+            free = min(limit - len(self.inflight), 2 * limit - self.busy)
+            if free >= batch or (free > 0 and not self.inflight):
                 try:
-                    async with self.pool.acquire() as conn:
-                        claimed = await store.claim_due(conn, free, self.lease)
+                    claimed = await self._claim(free)
                 except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    # Rows claimed before a failure come back when their lease ends.
                     log.warning("cannot read deliveries; retrying", error=type(exc).__name__)
-            for row in claimed:
-                task = asyncio.create_task(self.deliver(row["notice_id"], row["channel"],
-                                                        row["attempts"]))
-                self.inflight.add(task)
-                task.add_done_callback(self._done)
-            # Woken by a finished delivery, a new notice, or the poll (retries due).
+                    claimed = []
+                self.busy += len(claimed)
+                for row, link in claimed:
+                    task = asyncio.create_task(self.deliver(row, link))
+                    self.inflight.add(task)
+                    task.add_done_callback(self._sent)
+            # Woken by finished requests, stored attempts, a new notice, or the poll.
             await wait(stop, self.poll, self.wakeup)
 
-    def _done(self, task: asyncio.Task) -> None:
+    def _sent(self, task: asyncio.Task) -> None:
         self.inflight.discard(task)
         self.wakeup.set()
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("delivery task failed; the lease brings it back",
-                        error=type(task.exception()).__name__)
 
-    async def deliver(self, notice_id: uuid.UUID, channel: str, attempt: int) -> None:
+    async def _claim(self, limit: int) -> list[tuple[asyncpg.Record, str | None]]:
+        """Up to ``limit`` due deliveries, with the sign-in links of e-mail and SMS ones
+        (their tokens stored before anything is sent)."""
         assert self.pool is not None
         async with self.pool.acquire() as conn:
-            row = (await store.notice_rows(conn, [notice_id]))[notice_id]
+            rows = await store.claim_due(conn, limit, self.lease)
+            links: list[str | None] = []
+            tokens = []
+            for row in rows:
+                link = None
+                if row["channel"] in ELECTRONIC_LINKED:
+                    link, token_hash = sign_in_link(self.settings)
+                    tokens.append((token_hash, row["owner_id"], row["notice_id"]))
+                links.append(link)
+            now = dt.datetime.now(dt.UTC)
+            await store.store_tokens(conn, tokens, now, now + dt.timedelta(days=TOKEN_DAYS))
+        return list(zip(rows, links, strict=True))
+
+    async def deliver(self, row: asyncpg.Record, link: str | None) -> None:
+        """One attempt; its outcome waits for the recorder (the lease stays taken)."""
+        channel = row["channel"]
         try:
-            async with self.pool.acquire() as conn:
-                delivery = await build_delivery(conn, self.settings, row, channel)
-            result = await self.channels.send(delivery)
+            result = await self.channels.send(build_delivery(row, link))
         except Exception as exc:  # noqa: BLE001 - any failure is one failed attempt
             log.warning("delivery attempt raised", channel=channel, error=type(exc).__name__)
             result = Result("retry", None, f"error: {type(exc).__name__}")
-        outcome, delay = decide(result, attempt, self.settings)
-        async with self.pool.acquire() as conn:
-            await store.record_attempt(conn, notice_id, channel, attempt, outcome,
-                                       result.status_code, result.error, delay)
-            metrics.NOTICE_DELIVERIES.labels(channel, outcome).inc()
-            log.info("notice delivery", notice_id=str(notice_id), channel=channel,
-                     attempt=attempt, outcome=outcome, status_code=result.status_code)
-            if outcome == "failed" and channel != "plate_display":
-                following = rules.next_channel(row["channels"], channel)
-                if following is not None:
-                    await store.enqueue(conn, [(notice_id, following)])
-                    log.info("notice falls back", notice_id=str(notice_id), channel=following)
+        outcome, delay = decide(result, row["attempts"], self.settings)
+        fallback = None
+        if outcome == "failed" and channel != "plate_display":
+            fallback = rules.next_channel(row["channels"], channel)
+        self.finished.append(store.Attempt(row["notice_id"], channel, row["attempts"], outcome,
+                                           result.status_code, result.error, delay, fallback))
+        self.finished_ready.set()
+
+    async def record(self) -> None:
+        """Store finished attempts, a batch at a time, until closing and none are left."""
+        assert self.pool is not None
+        while True:
+            if not self.finished:
+                if self.closing:
+                    return
+                await self.finished_ready.wait()
+                self.finished_ready.clear()
+                continue
+            batch, self.finished = self.finished, []
+            try:
+                async with self.pool.acquire() as conn:
+                    await store.record_attempts(conn, batch)
+            except Exception as exc:  # noqa: BLE001 - kept and retried; nothing is lost
+                log.warning("cannot store delivery attempts; retrying",
+                            error=type(exc).__name__, attempts=len(batch))
+                self.finished[:0] = batch
+                if self.closing:
+                    return                   # unstored: their leases bring them back
+                await asyncio.sleep(1)
+                continue
+            self.busy -= len(batch)
+            self.wakeup.set()
+            for a in batch:
+                metrics.NOTICE_DELIVERIES.labels(a.channel, a.outcome).inc()
+                log.info("notice delivery", notice_id=str(a.notice_id), channel=a.channel,
+                         attempt=a.attempt, outcome=a.outcome, status_code=a.status_code)
+                if a.fallback is not None:
+                    log.info("notice falls back", notice_id=str(a.notice_id),
+                             channel=a.fallback)
+
+
+def _rewind(consumer: AIOKafkaConsumer, batch: dict) -> None:
+    """Read a batch that was not recorded again: the consumer's position is past it,
+    and the next batch's commit would commit past it too."""
+    for tp, records in batch.items():
+        if records:
+            with contextlib.suppress(IllegalStateError):      # revoked meanwhile
+                consumer.seek(tp, records[0].offset)

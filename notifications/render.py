@@ -4,13 +4,16 @@
 macros (``subject``, ``body``, ``short``); ``templates/<channel>.j2`` lays
 them out for a channel (e-mail text and HTML, SMS, plate display, letter).
 Owner-supplied text (names, agencies) is escaped in HTML by autoescaping.
+Templates are compiled once per process (no file check per render), and a
+notice's texts are rendered on first use: a delivery renders only what its
+channel sends (an SMS its SMS text; a webhook nothing).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from babel.dates import format_date
@@ -29,21 +32,51 @@ WORDS = {
 }
 
 _html = Environment(loader=PackageLoader("notifications", "templates"), autoescape=True,
-                    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+                    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                    auto_reload=False)
 # Plain text (e-mail text part, SMS, display, letters) is never HTML: no escaping.
 _text = Environment(loader=PackageLoader("notifications", "templates"),
                     autoescape=False, undefined=StrictUndefined, trim_blocks=True,  # noqa: S701
-                    lstrip_blocks=True)
+                    lstrip_blocks=True, auto_reload=False)
 
 
-@dataclass(frozen=True)
 class Texts:
-    subject: str
-    text: str
-    html: str
-    sms: str
-    display: str
-    letter: str
+    """Every text of one notice, each rendered when first read."""
+
+    def __init__(self, kind: str, plate_key: str, language: str, context: Mapping[str, Any],
+                 recipient: Mapping[str, Any], link: str | None) -> None:
+        self._args = (kind, plate_key, language, context, recipient, link)
+
+    @cached_property
+    def variables(self) -> dict[str, Any]:
+        return variables(*self._args)
+
+    def _text(self, name: str) -> str:
+        return _text.get_template(name).render(self.variables)
+
+    @cached_property
+    def subject(self) -> str:
+        return self._text("subject.j2").strip()
+
+    @cached_property
+    def text(self) -> str:
+        return self._text("email.txt.j2")
+
+    @cached_property
+    def html(self) -> str:
+        return _html.get_template("email.html.j2").render(self.variables)
+
+    @cached_property
+    def sms(self) -> str:
+        return self._text("sms.j2").strip()
+
+    @cached_property
+    def display(self) -> str:
+        return self._text("display.j2").strip()
+
+    @cached_property
+    def letter(self) -> str:
+        return self._text("letter.j2")
 
 
 def language_of(value: str | None) -> str:
@@ -73,14 +106,5 @@ def variables(kind: str, plate_key: str, language: str, context: Mapping[str, An
 
 def render(kind: str, plate_key: str, language: str | None, context: Mapping[str, Any],
            recipient: Mapping[str, Any], link: str | None = None) -> Texts:
-    """Every text of one notice in the owner's language."""
-    lang = language_of(language)
-    v = variables(kind, plate_key, lang, context, recipient, link)
-    return Texts(
-        subject=_text.get_template("subject.j2").render(v).strip(),
-        text=_text.get_template("email.txt.j2").render(v),
-        html=_html.get_template("email.html.j2").render(v),
-        sms=_text.get_template("sms.j2").render(v).strip(),
-        display=_text.get_template("display.j2").render(v).strip(),
-        letter=_text.get_template("letter.j2").render(v),
-    )
+    """The texts of one notice in the owner's language (rendered as they are read)."""
+    return Texts(kind, plate_key, language_of(language), context, recipient, link)

@@ -11,6 +11,7 @@ import datetime as dt
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -117,14 +118,6 @@ async def take_rechecks(conn: asyncpg.Connection, limit: int) -> list:
 
 # --------------------------------------------------------------------------- dispatch
 
-async def notice_rows(conn: asyncpg.Connection | asyncpg.Pool,
-                      ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, asyncpg.Record]:
-    rows = await conn.fetch(
-        "SELECT notice_id, kind, plate_key, owner_id, language, channels, context, recipient, "
-        "created_at FROM notices WHERE notice_id = ANY($1::uuid[])", list(ids))
-    return {r["notice_id"]: r for r in rows}
-
-
 async def enqueue(conn: asyncpg.Connection | asyncpg.Pool,
                   items: Sequence[tuple[uuid.UUID, str]]) -> int:
     """Start delivering (notice, channel) pairs not started before."""
@@ -140,36 +133,91 @@ async def enqueue(conn: asyncpg.Connection | asyncpg.Pool,
     return int(status.rsplit(" ", 1)[1])
 
 
+#: What a claimed delivery carries: its notice and the owner's webhook URL (one query).
+_CLAIMED_COLUMNS = (
+    "t.notice_id, t.channel, t.attempts, n.kind, n.plate_key, n.owner_id, n.language, "
+    "n.channels, n.context, n.recipient, n.created_at, p.webhook_url"
+)
+
+
 async def claim_due(conn: asyncpg.Connection, limit: int, lease: float) -> list:
-    """Take due deliveries for ``lease`` seconds (a crashed dispatcher's come back)."""
+    """Take up to ``limit`` due deliveries for ``lease`` seconds (a crashed dispatcher's
+    come back then), with what sending them needs, in one statement."""
     return await conn.fetch(
-        """UPDATE notice_dispatch d SET next_at = now() + make_interval(secs => $2),
-                  attempts = d.attempts + 1, updated_at = now()
-           WHERE (d.notice_id, d.channel) IN (
-               SELECT notice_id, channel FROM notice_dispatch
-               WHERE state = 'pending' AND next_at <= now()
-               ORDER BY next_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-           RETURNING d.notice_id, d.channel, d.attempts""", limit, lease)
+        f"""WITH due AS (
+                SELECT notice_id, channel FROM notice_dispatch
+                WHERE state = 'pending' AND next_at <= now()
+                ORDER BY next_at LIMIT $1 FOR UPDATE SKIP LOCKED),
+            t AS (
+                UPDATE notice_dispatch d SET next_at = now() + make_interval(secs => $2),
+                       attempts = d.attempts + 1, updated_at = now()
+                FROM due WHERE d.notice_id = due.notice_id AND d.channel = due.channel
+                RETURNING d.notice_id, d.channel, d.attempts, d.next_at)
+            SELECT {_CLAIMED_COLUMNS} FROM t JOIN notices n USING (notice_id)
+            LEFT JOIN owner_preferences p ON p.owner_id = n.owner_id
+            ORDER BY t.next_at""", limit, lease)
 
 
-async def record_attempt(conn: asyncpg.Connection, notice_id: uuid.UUID, channel: str,
-                         attempt: int, outcome: str, status_code: int | None,
-                         error: str | None, retry_in: float | None) -> None:
-    """Store one attempt and move the delivery's state (one transaction)."""
-    async with conn.transaction():
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One finished attempt; ``retry_in`` for a retry, ``fallback`` the channel tried next."""
+
+    notice_id: uuid.UUID
+    channel: str
+    attempt: int
+    outcome: str                       # sent, retry, failed
+    status_code: int | None = None
+    error: str | None = None
+    retry_in: float | None = None
+    fallback: str | None = None
+
+
+async def record_attempts(conn: asyncpg.Connection, attempts: Sequence[Attempt]) -> None:
+    """Store attempts, move their deliveries' state and start fallbacks: one statement
+    (so one transaction) for the whole batch."""
+    if not attempts:
+        return
+    falls = [a for a in attempts if a.fallback is not None]
+    await conn.execute(
+        """WITH a AS (
+               SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[], $5::int[],
+                                    $6::text[], $7::float8[])
+                   WITH ORDINALITY AS a(notice_id, channel, attempt, outcome, status_code,
+                                        error, retry_in, ord)),
+           logged AS (
+               INSERT INTO notice_deliveries (notice_id, channel, attempt, outcome,
+                                              status_code, error)
+               SELECT notice_id, channel, attempt, outcome, status_code, error
+               FROM a ORDER BY ord),
+           moved AS (
+               UPDATE notice_dispatch d
+               SET state = CASE WHEN a.outcome = 'retry' THEN 'pending' ELSE a.outcome END,
+                   next_at = CASE WHEN a.outcome = 'retry'
+                                  THEN now() + make_interval(secs => a.retry_in)
+                                  ELSE d.next_at END,
+                   updated_at = now()
+               FROM a WHERE d.notice_id = a.notice_id AND d.channel = a.channel)
+           INSERT INTO notice_dispatch (notice_id, channel, state)
+           SELECT n, c, CASE WHEN c = 'paper' THEN 'print' ELSE 'pending' END
+           FROM unnest($8::uuid[], $9::text[]) AS f(n, c)
+           ON CONFLICT DO NOTHING""",
+        [a.notice_id for a in attempts], [a.channel for a in attempts],
+        [a.attempt for a in attempts], [a.outcome for a in attempts],
+        [a.status_code for a in attempts], [a.error for a in attempts],
+        [a.retry_in or 0.0 for a in attempts],
+        [a.notice_id for a in falls], [a.fallback for a in falls])
+
+
+async def store_tokens(conn: asyncpg.Connection,
+                       tokens: Sequence[tuple[str, str, uuid.UUID]],
+                       created_at: dt.datetime, expires_at: dt.datetime) -> None:
+    """Sign-in tokens ``(token_hash, owner_id, notice_id)``, one statement for all."""
+    if tokens:
         await conn.execute(
-            "INSERT INTO notice_deliveries (notice_id, channel, attempt, outcome, status_code, "
-            "error) VALUES ($1, $2, $3, $4, $5, $6)",
-            notice_id, channel, attempt, outcome, status_code, error)
-        if outcome == "retry":
-            await conn.execute(
-                "UPDATE notice_dispatch SET next_at = now() + make_interval(secs => $3), "
-                "updated_at = now() WHERE notice_id = $1 AND channel = $2",
-                notice_id, channel, retry_in or 0.0)
-        else:
-            await conn.execute(
-                "UPDATE notice_dispatch SET state = $3, updated_at = now() "
-                "WHERE notice_id = $1 AND channel = $2", notice_id, channel, outcome)
+            "INSERT INTO owner_tokens (token_hash, owner_id, notice_id, created_at, expires_at) "
+            "SELECT h, o, n, $4, $5 FROM unnest($1::text[], $2::text[], $3::uuid[]) "
+            "AS t(h, o, n)", [t[0] for t in tokens], [t[1] for t in tokens],
+            [t[2] for t in tokens], created_at, expires_at)
 
 
 async def print_queue(conn: asyncpg.Connection, start: dt.datetime, end: dt.datetime) -> list:

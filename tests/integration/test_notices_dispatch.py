@@ -327,3 +327,29 @@ async def test_dispatcher_sigkilled_mid_delivery_loses_nothing(
     assert len(keys) > n                                   # the unanswered ones came again
     sent = await pool.fetch("SELECT notice_id FROM notice_deliveries WHERE outcome = 'sent'")
     assert len(sent) == n                                  # one success each
+
+
+async def test_an_intake_batch_that_could_not_be_recorded_is_read_again(
+        topics: Settings, pool: asyncpg.Pool) -> None:
+    async with http_sink() as sink:
+        settings = with_(topics, sms_gateway_url=sink.url)
+        await apply_events(pool, settings, [
+            issued("CA-ON/INT1", NOW.date() + dt.timedelta(days=300),
+                   NOW - dt.timedelta(hours=1), owner(9, email=False, phone=True)),
+            event("plate.reinstated", "CA-ON/INT1", NOW - dt.timedelta(minutes=1), {})], NOW)
+        # Recording the delivery fails (the table is away) while the notice is read.
+        await pool.execute("ALTER TABLE notice_dispatch RENAME TO notice_dispatch_away")
+        renamed = True
+        try:
+            async with notices_running(settings) as dispatcher:
+                await wait_until(lambda: dispatcher.intake_failures > 0, timeout=60,
+                                 what="an intake batch failing")
+                await pool.execute("ALTER TABLE notice_dispatch_away RENAME TO notice_dispatch")
+                renamed = False
+                rows = await wait_until(lambda: outcome_of(pool, "reinstated", "sms"),
+                                        timeout=60, what="the notice delivered")
+        finally:
+            if renamed:
+                await pool.execute(
+                    "ALTER TABLE notice_dispatch_away RENAME TO notice_dispatch")
+    assert [r["outcome"] for r in rows] == ["sent"] and len(sink.requests) == 1
