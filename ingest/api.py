@@ -63,10 +63,10 @@ from platereg.http import (
 from platereg.kafka import broker_reachable
 from platereg.logging import get_logger
 from platereg.metrics import INGEST_EVENTS
+from platereg.policy_store import TimedPolicyCache
 from platereg.settings import Settings, load_settings
-from registry.policy import Policy, prefix_allows, reason_of
-from registry.policy_store import TimedPolicyCache
 from schemas.events import BaseEvent
+from schemas.policy import Policy, prefix_allows, reason_of
 from schemas.topics import CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON
 from schemas.validation import Rejection, parse_event_obj
 from schemas.views import IngestAccepted

@@ -30,7 +30,7 @@ Events come out merged in time order. On top of that stream:
   the reason the registry should give.
 
 Every valid event comes from a source the default source policy
-(``registry.policy.DEFAULT_POLICY``) allows to send it: registry offices under
+(``schemas.policy.DEFAULT_POLICY``) allows to send it: registry offices under
 ``/registry/``, insurers under ``/insurance/``, courts (unpaid fines) under
 ``/courts/``, the emissions program under ``/emissions/``, police under
 ``/police/``.

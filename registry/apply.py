@@ -29,7 +29,7 @@ from registry.batch import (
     status_changes,
 )
 from registry.domain import HistoryEvent, PlateState, today_in
-from registry.policy import Policy
+from schemas.policy import Policy
 
 #: A rejection for the DLQ outbox: (partition, offset, key, value, reason, detail).
 DlqRow = tuple[int, int, bytes | None, bytes | None, str, str]

@@ -38,9 +38,9 @@ from registry.domain import (
     enforcement_view,
     flags_of,
 )
-from registry.policy import Policy, reason_of
 from schemas._types import MAX_YEAR, MIN_YEAR, time_in_range
 from schemas.events import EventType
+from schemas.policy import Policy, reason_of
 from schemas.validation import Rejection, parse_event_bytes
 
 KNOWN_TYPES = frozenset(t.value for t in EventType)

@@ -36,12 +36,12 @@ from platereg.clock import Clock
 from platereg.db import create_pool
 from platereg.kafka import Record, make_consumer
 from platereg.logging import get_logger
+from platereg.policy_store import PolicyCache
 from platereg.process import Health, Stopped, retry
 from platereg.settings import Settings
 from registry import store
 from registry.apply import ConcurrentWriter, Fenced, Outcome, apply_batch
 from registry.batch import expand_compact, parse_compact, parse_values
-from registry.policy_store import PolicyCache
 from schemas import topics
 
 log = get_logger(__name__)

@@ -16,11 +16,11 @@ import asyncpg
 import orjson
 
 from notifications.events import record_batch_notices
+from platereg.policy_store import PolicyCache
 from registry.batch import Parsed, StatusChange
 from registry.domain import HistoryEvent, PlateState
-from registry.policy import Policy
-from registry.policy_store import PolicyCache
 from registry.rows import state_columns, state_from_row
+from schemas.policy import Policy
 
 # Writers of status_changes take this lock so that seq order = commit order.
 STATUS_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('status_changes'))"

@@ -19,13 +19,10 @@ PACKAGES = ("platereg", "schemas", "registry", "ingest", "notifications", "bench
 SERVICES = ("registry", "ingest", "notifications")
 SHARED = ("platereg", "schemas")
 #: Crossings between services that exist today, to be removed (the notices rules fold
-#: plate states, the registry records notices in its batch transaction, the ingest API
-#: checks the registry's source policy): a shared home for the plate state, its fold and
-#: the source policy, and a hook the wiring passes to the consumer.
+#: plate states, the registry records notices in its batch transaction): a shared home
+#: for the plate state and its fold, and a hook the wiring passes to the consumer.
 #: No new crossing may be added; one that goes away must be taken off this list.
 KNOWN_CROSSINGS = frozenset({
-    "ingest.api -> registry.policy",          # the source policy: a shared home wanted
-    "ingest.api -> registry.policy_store",
     "notifications.events -> registry.batch",
     "notifications.events -> registry.domain",
     "notifications.rules -> registry.domain",

@@ -18,7 +18,7 @@ from ingest.importer import (
 )
 from ingest.publisher import record_of
 from platereg.http import ProblemError
-from registry.policy import DEFAULT_POLICY, compile_policy
+from schemas.policy import DEFAULT_POLICY, compile_policy
 from schemas.validation import parse_event_bytes
 
 NOW = datetime.now(UTC)

@@ -9,7 +9,7 @@ import orjson
 import pytest
 
 from ingest import simulate as sim
-from registry.policy import DEFAULT_POLICY, compile_policy
+from schemas.policy import DEFAULT_POLICY, compile_policy
 from schemas.validation import Rejection, parse_event_bytes
 
 NOW = datetime.now(UTC)

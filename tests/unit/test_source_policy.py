@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from registry.policy import (
+from schemas.policy import (
     DEFAULT_POLICY,
     KNOWN_TYPES,
     NO_REASON,

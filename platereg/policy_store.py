@@ -1,7 +1,7 @@
 """The source policy table (``source_policy``, migration 0008) and its reloading caches.
 
 Every change to ``source_policy`` bumps ``source_policy_version`` (a trigger).
-:class:`PolicyCache` keeps the compiled :class:`registry.policy.Policy` and
+:class:`PolicyCache` keeps the compiled :class:`schemas.policy.Policy` and
 re-reads the rows only when that version moved: the registry consumer checks
 the version inside each batch's transaction (one tiny query), so a change made
 with ``platereg sources set`` applies from the next batch on, without a
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import asyncpg
 
-from registry.policy import Grant, Policy, check_grant, compile_policy
+from schemas.policy import Grant, Policy, check_grant, compile_policy
 
 #: How stale the ingest API's policy may be (seconds).
 INGEST_TTL = 2.0
