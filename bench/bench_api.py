@@ -98,7 +98,7 @@ local n = {n}
 local headers = {{["Authorization"] = "Bearer {key}", ["Content-Type"] = "application/json"}}
 math.randomseed(os.time() + {seed})
 request = function()
-  local body = string.format('{{"jurisdiction":"CA-ON","plate":"P%07d","purpose":"bench"}}',
+  local body = string.format('{{"jurisdiction":"CA-ON","plate":"P%07d","purpose":"testing"}}',
                              math.random(1, n))
   return wrk.format("POST", "/v1/plates/query", headers, body)
 end
@@ -113,7 +113,7 @@ for i = 1, 1000 do
 end
 wrk.method = "POST"
 wrk.path = "/v1/plates/lookup"
-wrk.body = '{{"purpose":"bench","plates":[' .. table.concat(parts, ",") .. ']}}'
+wrk.body = '{{"purpose":"testing","plates":[' .. table.concat(parts, ",") .. ']}}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer {key}"
 """
@@ -246,7 +246,7 @@ def _hey_request(shape: str, key: str, plate: str) -> dict:
     auth = f"Authorization: Bearer {key}"
     if shape == "post":
         body = orjson.dumps({"jurisdiction": JURISDICTION, "plate": plate,
-                             "purpose": "bench"}).decode()
+                             "purpose": "testing"}).decode()
         return {"method": "POST", "path": "/v1/plates/query", "headers": [auth], "body": body}
     return {"method": "GET", "path": f"/v1/plates/{JURISDICTION}/{plate}",
             "headers": [auth, "X-Purpose: bench"], "body": None}

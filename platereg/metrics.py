@@ -78,7 +78,7 @@ APPLY_LATENCY = BatchHistogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
 )
 CONSUMER_LAG = Gauge("platereg_consumer_lag", "Messages behind the log end.", ["partition"])
-LOOKUPS = Counter("platereg_lookups", "Plate lookups.", ["kind", "result"])
+LOOKUPS = Counter("platereg_lookups", "Plate lookups.", ["kind", "result", "purpose"])
 HTTP_DURATION = Histogram(
     "platereg_http_request_duration_seconds",
     "HTTP request duration by route template.",

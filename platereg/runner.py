@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import secrets
 import signal
@@ -34,7 +35,7 @@ from urllib.parse import urlsplit
 
 from platereg.embedded import EmbeddedError, EmbeddedKafka, EmbeddedPostgres, _die_with_parent
 from platereg.logging import get_logger
-from platereg.settings import ENV_PREFIX, Settings, load_settings
+from platereg.settings import ENV_PREFIX, ConfigError, Settings, load_settings
 
 log = get_logger(__name__)
 
@@ -353,7 +354,10 @@ def run_stack(settings: Settings, *, demo: bool | None = None) -> int:
         demo = settings.database_url is None and not settings.kafka_bootstrap_servers
     try:
         check_ports(settings)
-    except StackError as exc:
+        # The registry API's cursor key: PLATEREG_CURSOR_SECRET, or one generated once into
+        # the data dir here (before the API processes start, so they all share it).
+        settings.cursor_key()
+    except (StackError, ConfigError) as exc:
         print(f"platereg: {exc}", file=sys.stderr)
         return 1
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -437,9 +441,13 @@ def _banner(settings: Settings, key: str | None, sample: str | None,
     base = f"http://{settings.host}:{settings.registry_port}"
     if key:
         print(f"\nDemo operator API key (shown once): {key}")
-        print(f"  curl -H 'Authorization: Bearer {key}' {base}/v1/hotlist")
-        if sample:
-            print(f"  curl -H 'Authorization: Bearer {key}' {base}/v1/plates/{sample}")
+        print(f"  curl -H 'Authorization: Bearer {key}' '{base}/v1/hotlist?purpose=testing'")
+        if sample:  # plates travel in POST bodies, never in URLs
+            jurisdiction, _, plate = sample.partition("/")
+            body = json.dumps({"jurisdiction": jurisdiction, "plate": plate,
+                               "purpose": "testing"})
+            print(f"  curl -H 'Authorization: Bearer {key}' -H 'Content-Type: "
+                  f"application/json' -d '{body}' {base}/v1/plates/query")
     if ingest_key:
         print(f"Demo ingest API key for sources {DEMO_INGEST_SOURCE}* (shown once): "
               f"{ingest_key}")

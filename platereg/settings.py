@@ -7,6 +7,9 @@ value stops start-up with a message that names the variable (see
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -194,6 +197,13 @@ class Settings(BaseSettings):
         description="Owner tokens minted per owner per hour (portal and sign-in links "
                     "together); beyond it 429 with Retry-After.")
 
+    # --- registry API --------------------------------------------------------
+    cursor_secret: SecretStr | None = Field(
+        default=None,
+        description="Key sealing the registry API's opaque cursors (at least 32 "
+                    "characters, the same for every registry API process). Unset: a random "
+                    "one generated once into PLATEREG_DATA_DIR/cursor-secret (development).")
+
     # --- logging -------------------------------------------------------------
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -239,6 +249,40 @@ class Settings(BaseSettings):
                 raise ValueError("each key needs at least 32 characters (python -c "
                                  "'import secrets; print(secrets.token_urlsafe(32))')")
         return value
+
+
+    @field_validator("cursor_secret")
+    @classmethod
+    def _check_cursor_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("must be at least 32 characters (e.g. `openssl rand -hex 32`)")
+        return value
+
+    def cursor_key(self) -> bytes:
+        """PLATEREG_CURSOR_SECRET, or the development one in the data dir (made once)."""
+        if self.cursor_secret is not None:
+            return self.cursor_secret.get_secret_value().encode()
+        path = self.data_dir / "cursor-secret"
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            if not path.exists():
+                # Written aside, then linked into place: a racing process sees the whole
+                # file or none, and the first link wins.
+                tmp = self.data_dir / f".cursor-secret.{secrets.token_hex(8)}"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_hex(32))
+                with contextlib.suppress(FileExistsError):
+                    os.link(tmp, path)
+                tmp.unlink()
+            secret = path.read_text().strip().encode()
+        except OSError as exc:
+            raise ConfigError(f"PLATEREG_CURSOR_SECRET is not set and {path} cannot be "
+                              f"used ({type(exc).__name__}); set PLATEREG_CURSOR_SECRET") from None
+        if len(secret) < 32:
+            raise ConfigError(f"{path} holds no usable cursor secret; delete it or set "
+                              "PLATEREG_CURSOR_SECRET")
+        return secret
 
     @property
     def tz(self) -> ZoneInfo:

@@ -66,13 +66,6 @@ class PlateEvents(BaseModel):
     truncated: bool
 
 
-class OwnerPlates(BaseModel):
-    model_config = OUTPUT
-
-    owner_id: str
-    plates: list[FullView]
-
-
 class Delivery(BaseModel):
     model_config = OUTPUT
 
@@ -88,13 +81,6 @@ class NoticeWithDeliveries(Notice):
     deliveries: list[Delivery]
 
 
-class OwnerNotices(BaseModel):
-    model_config = OUTPUT
-
-    owner_id: str
-    notices: list[NoticeWithDeliveries]
-
-
 def _unique(channels: list[Channel]) -> list[Channel]:
     if len(set(channels)) != len(channels):
         raise ValueError("channels must not repeat")
@@ -102,7 +88,7 @@ def _unique(channels: list[Channel]) -> list[Channel]:
 
 
 class PreferencesUpdate(BaseModel):
-    """``PUT /v1/owners/{owner_id}/preferences`` body."""
+    """An owner's notice preferences (the owner page sets them, issue 12)."""
 
     model_config = STRICT_INPUT
 
@@ -115,11 +101,22 @@ class PreferencesUpdate(BaseModel):
 class OwnerPreferences(BaseModel):
     model_config = OUTPUT
 
-    owner_id: str
     channels: list[Channel] | None = Field(
         description="null: the default (email when there is an address, else SMS)")
     language: Language | None = Field(description="null: the owner's language")
     updated_at: datetime | None
+
+
+class OwnerRecord(BaseModel):
+    """``POST /v1/owners/query``: an owner's plates (with owner data), notices (newest first,
+    with every delivery attempt) and preferences."""
+
+    model_config = OUTPUT
+
+    owner_id: str
+    plates: list[FullView]
+    notices: list[NoticeWithDeliveries]
+    preferences: OwnerPreferences
 
 
 class AuditEntry(BaseModel):
@@ -128,13 +125,16 @@ class AuditEntry(BaseModel):
     id: int
     at: datetime
     key_id: str
-    kind: str = Field(description="single, batch, candidates, hotlist, events, owner, "
+    kind: str = Field(description="single, batch, candidates, hotlist, history, owner, "
                                   "owner_notices, owner_preferences or audit")
     jurisdiction: str | None = Field(description="null for a read that names no plate")
     plate: str | None
-    owner_id: str | None = Field(description="the owner whose record was read")
+    owner_id: str | None = Field(description="The owner whose record was read")
     purpose: str | None
-    result: str = Field(description="The status answered, or not_found")
+    case_ref: str | None
+    as_at: datetime | None = Field(description="The `at` of the query (a past view)")
+    result: str = Field(description="The status answered, not_found, found, empty, listed "
+                        "or a notice kind")
 
 
 class AuditPage(BaseModel):

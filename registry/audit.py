@@ -44,8 +44,9 @@ from platereg.metrics import AUDIT_BACKLOG, AUDIT_OLDEST, AUDIT_REFUSED, AUDIT_W
 log = get_logger(__name__)
 
 AUDIT_COLUMNS = ("at", "key_id", "kind", "jurisdiction", "plate", "purpose", "result")
-#: Optional trailing values of a row (migration 0011): the owner whose record was read.
-EXTRA_COLUMNS = ("owner_id",)
+#: Optional trailing values of a row: the owner whose record was read (migration 0011),
+#: the reader's case reference and the `at` of a past view (migration 0010).
+EXTRA_COLUMNS = ("owner_id", "case_ref", "as_at")
 COPY_COLUMNS = AUDIT_COLUMNS + EXTRA_COLUMNS
 PURGE_LOCK_ID = 0x706C617465617564  # advisory lock shared by every purge (CLI and schedule)
 AuditRow = tuple[Any, ...]

@@ -155,6 +155,13 @@ def fold(jurisdiction: str, plate: str, events: Iterable[HistoryEvent]) -> Plate
     return state
 
 
+def fold_until(jurisdiction: str, plate: str, events: Iterable[HistoryEvent],
+               at: dt.datetime) -> PlateState:
+    """The state as it stood at ``at``: the fold of the events whose ``time`` is at or
+    before it (contract section 5, ``at``)."""
+    return fold(jurisdiction, plate, (ev for ev in events if ev.time <= at))
+
+
 # --- status ------------------------------------------------------------------
 
 def flags_of(state: PlateState, today: dt.date) -> list[str]:
@@ -198,6 +205,7 @@ def enforcement_view(state: PlateState, *, today: dt.date, as_of: dt.datetime) -
         "vehicle": vehicle,
         "smart_plate": state.device_id is not None,
         "as_of": _utc_text(as_of),
+        "version": state.event_count,
     }
 
 
@@ -227,6 +235,22 @@ def full_view(state: PlateState, *, today: dt.date, as_of: dt.datetime) -> dict[
     return {**enforcement_view(state, today=today, as_of=as_of), "owner": owner_view(state)}
 
 
+_NOT_A_CHANGE = frozenset({"as_of", "version"})
+
+
+def view_at(jurisdiction: str, plate: str, events: Iterable[HistoryEvent], at: dt.datetime,
+            tz: dt.tzinfo, *, with_owner: bool) -> dict[str, Any] | None:
+    """The view as it stood at ``at`` (None if the plate was not issued then): the fold of
+    the events at or before ``at``, flags for that day in ``tz``, ``as_of`` = ``at``."""
+    state = fold_until(jurisdiction, plate, events, at)
+    if not state.issued:
+        return None
+    view = full_view if with_owner else enforcement_view
+    return view(state, today=today_in(tz, at), as_of=at)
+
+
 def comparable(view: Mapping[str, Any]) -> dict[str, Any]:
-    """A view without ``as_of``: two views are the same change iff these are equal."""
-    return {k: v for k, v in view.items() if k != "as_of"}
+    """A view without ``as_of`` and ``version``: two views are the same change iff these are
+    equal (an event that changes nothing enforcement sees is not a status change)."""
+    return {k: v for k, v in view.items() if k not in _NOT_A_CHANGE}
+

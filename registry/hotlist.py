@@ -18,9 +18,10 @@ than the snapshot); every change after the snapshot is replayed by the
 deltas, so a client that applies entries in order (upsert, or delete when
 ``removed``) ends with the current list.
 
-A cursor is ``base64url("d:<seq>")`` or ``base64url("f:<seq>:<plate_key>")``.
-Clients must treat it as opaque; anything that does not decode to one of
-these forms is refused with 400.
+A cursor is ``d:<seq>`` or ``f:<seq>:<plate_key>`` sealed by
+:class:`registry.sealing.Sealer` (encrypted and authenticated with
+``PLATEREG_CURSOR_SECRET``), so it reveals no plate. Clients must treat it as
+opaque; anything that does not open to one of these forms is refused with 400.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from registry.cursors import InvalidCursor, open_cursor, seal
+from registry.cursors import MAX_CURSOR_LENGTH, InvalidCursor, open_cursor, seal
+from registry.sealing import Sealer
 from schemas.plates import InvalidPlate, parse_plate_key
 from schemas.views import EnforcementView
 
@@ -48,10 +50,10 @@ class Cursor:
     after_key: str | None = None     # full-list phase: last plate key returned
     full: bool = False               # True while paging the full list
 
-    def encode(self) -> str:
+    def encode(self, sealer: Sealer) -> str:
         if self.full:
-            return seal("f", f"{self.seq}:{self.after_key or ''}")
-        return seal("d", str(self.seq))
+            return seal(sealer, "f", f"{self.seq}:{self.after_key or ''}")
+        return seal(sealer, "d", str(self.seq))
 
 
 def delta_cursor(seq: int) -> Cursor:
@@ -62,9 +64,9 @@ def full_cursor(seq: int, after_key: str | None) -> Cursor:
     return Cursor(seq=seq, after_key=after_key, full=True)
 
 
-def decode_cursor(text: str) -> Cursor:
-    """Parse a cursor; :class:`InvalidCursor` (without echoing it) otherwise."""
-    kind, rest = open_cursor(text)
+def decode_cursor(text: str, sealer: Sealer) -> Cursor:
+    """Open and parse a cursor; :class:`InvalidCursor` (without echoing it) otherwise."""
+    kind, rest = open_cursor(sealer, text, MAX_CURSOR_LENGTH)
     if kind == "d":
         if not _SEQ_RE.fullmatch(rest):
             raise InvalidCursor("malformed cursor")

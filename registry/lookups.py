@@ -21,6 +21,7 @@ from typing import Any
 
 import asyncpg
 
+from registry.domain import HistoryEvent
 from registry.rows import state_columns
 
 ENFORCEMENT_COLUMNS = state_columns(with_owner=False)
@@ -210,13 +211,14 @@ async def put_preferences(conn: asyncpg.Pool | asyncpg.Connection, owner_id: str
 
 
 async def audit_entries(conn: asyncpg.Pool | asyncpg.Connection, *, jurisdiction: str | None,
-                        plate: str | None, key_id: str | None, since: dt.datetime | None,
-                        after_id: int, limit: int) -> list[asyncpg.Record]:
+                        plate: str | None, key_id: str | None, owner_id: str | None = None,
+                        since: dt.datetime | None, after_id: int,
+                        limit: int) -> list[asyncpg.Record]:
     """Audit rows matching every given filter, by id (insertion order), after ``after_id``."""
     where = ["id > $1"]
     args: list[Any] = [after_id]
     for column, value in (("jurisdiction", jurisdiction), ("plate", plate),
-                          ("key_id", key_id)):
+                          ("key_id", key_id), ("owner_id", owner_id)):
         if value is not None:
             args.append(value)
             where.append(f"{column} = ${len(args)}")
@@ -225,7 +227,25 @@ async def audit_entries(conn: asyncpg.Pool | asyncpg.Connection, *, jurisdiction
         where.append(f"at >= ${len(args)}")
     args.append(limit)
     return await conn.fetch(
-        "SELECT id, at, key_id, kind, jurisdiction, plate, owner_id, purpose, result FROM audit_log"
+        "SELECT id, at, key_id, kind, jurisdiction, plate, owner_id, purpose, case_ref, as_at,"
+        " result FROM audit_log"
         f" WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}",
         *args,
     )
+
+
+async def histories_until(conn: asyncpg.Pool | asyncpg.Connection, keys: Sequence[str],
+                          at: dt.datetime) -> dict[str, list[HistoryEvent]]:
+    """The accepted events of each plate with ``time`` at or before ``at``, in fold order
+    (an index range scan of ``plate_events_fold_idx`` per plate)."""
+    rows = await conn.fetch(
+        "SELECT plate_key, event_id, type, event_time, data, source FROM plate_events"
+        " WHERE plate_key = ANY($1::text[]) AND event_time <= $2"
+        " ORDER BY plate_key, event_time, event_id, source",
+        list(keys), at,
+    )
+    out: dict[str, list[HistoryEvent]] = {}
+    for r in rows:
+        out.setdefault(r["plate_key"], []).append(HistoryEvent(
+            r["event_id"], r["type"], r["event_time"], r["data"] or {}, r["source"]))
+    return out

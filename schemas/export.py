@@ -24,14 +24,19 @@ from schemas.notices import Notice
 from schemas.plates import PLATE_KEY_PATTERN
 from schemas.validation import MAX_EVENT_BYTES, RejectReason
 from schemas.views import (
+    AuditQuery,
+    CandidatesQuery,
     EnforcementView,
     FullView,
+    HistoryQuery,
     Hotlist,
     HotlistEntry,
     IngestAccepted,
     LookupRequest,
     LookupResponse,
+    OwnerQuery,
     OwnerView,
+    PlateQuery,
     UnknownPlateResult,
 )
 
@@ -60,6 +65,11 @@ SCHEMA_FILES: dict[str, tuple[Any, str]] = {
     "hotlist-entry": (HotlistEntry, "serialization"),
     "hotlist": (Hotlist, "serialization"),
     "lookup-request": (LookupRequest, "validation"),
+    "plate-query": (PlateQuery, "validation"),
+    "candidates-query": (CandidatesQuery, "validation"),
+    "history-query": (HistoryQuery, "validation"),
+    "owner-query": (OwnerQuery, "validation"),
+    "audit-query": (AuditQuery, "validation"),
     "lookup-response": (LookupResponse, "serialization"),
     "ingest-accepted": (IngestAccepted, "serialization"),
     "notice": (Notice, "serialization"),

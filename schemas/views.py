@@ -10,11 +10,12 @@ clients by accident; only :class:`FullView` (``portal`` / ``operator``) has
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from enum import StrEnum
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
-from schemas._types import OUTPUT, STRICT_INPUT, Rfc3339Datetime, Text200
+from schemas._types import OUTPUT, SAFE_ID_PATTERN, STRICT_INPUT, Rfc3339Datetime
 from schemas.events import Language, PlateClass, SuspensionReason
 from schemas.plates import Jurisdiction, Plate, plate_key
 
@@ -30,6 +31,13 @@ __all__ = [
     "HotlistEntry",
     "Hotlist",
     "PlateRef",
+    "Purpose",
+    "CaseRef",
+    "PlateQuery",
+    "CandidatesQuery",
+    "HistoryQuery",
+    "OwnerQuery",
+    "AuditQuery",
     "LookupRequest",
     "LookupResponse",
     "MAX_LOOKUP_PLATES",
@@ -70,7 +78,10 @@ class EnforcementView(BaseModel):
     suspension_reasons: list[SuspensionReason]
     vehicle: VehicleView | None
     smart_plate: bool = Field(description="A smart plate device is paired")
-    as_of: Rfc3339Datetime = Field(description="When the view was derived")
+    as_of: Rfc3339Datetime = Field(
+        description="When the view was derived (for a query with `at`: that instant)")
+    version: int = Field(ge=0, description="How many of the plate's accepted events are "
+                         "folded into this view")
 
     @property
     def plate_key(self) -> str:
@@ -127,13 +138,94 @@ class PlateRef(BaseModel):
     plate: Plate
 
 
+class Purpose(StrEnum):
+    """Why plate or owner data is read (contract section 5); kept in the audit log."""
+
+    TRAFFIC_STOP = "traffic_stop"
+    PARKING_ENFORCEMENT = "parking_enforcement"
+    ALPR_HIT = "alpr_hit"
+    INVESTIGATION = "investigation"
+    COLLISION = "collision"
+    REGISTRY_ADMINISTRATION = "registry_administration"
+    AUDIT_REVIEW = "audit_review"
+    TESTING = "testing"
+
+
+CASE_REF_PATTERN = r"^[A-Za-z0-9._/-]{1,64}$"
+#: The case or ticket a read belongs to: 1 to 64 of ``A-Z a-z 0-9 . _ / -``.
+CaseRef = Annotated[str, StringConstraints(min_length=1, max_length=64,
+                                           pattern=CASE_REF_PATTERN)]
+_PURPOSE = Field(description="Why the data is read (audited)")
+_CASE_REF = Field(default=None, description="The case or ticket (audited)")
+_AT = Field(default=None, description="The view as it stood at this instant: the fold of the "
+            "accepted events whose `time` is at or before it, flags for that day")
+
+
+class PlateQuery(BaseModel):
+    """``POST /v1/plates/query`` body: one plate's view (the plate travels in the body)."""
+
+    model_config = STRICT_INPUT
+
+    jurisdiction: Jurisdiction
+    plate: Plate
+    purpose: Purpose = _PURPOSE
+    case_ref: CaseRef | None = _CASE_REF
+    at: Rfc3339Datetime | None = _AT
+
+
+class CandidatesQuery(BaseModel):
+    """``POST /v1/plates/candidates`` body."""
+
+    model_config = STRICT_INPUT
+
+    jurisdiction: Jurisdiction
+    plate: Plate
+    purpose: Purpose = _PURPOSE
+    case_ref: CaseRef | None = _CASE_REF
+
+
+class HistoryQuery(CandidatesQuery):
+    """``POST /v1/plates/history`` body."""
+
+
+class OwnerQuery(BaseModel):
+    """``POST /v1/owners/query`` body (the owner id travels in the body)."""
+
+    model_config = STRICT_INPUT
+
+    owner_id: Annotated[str, StringConstraints(min_length=1, max_length=64,
+                                               pattern=SAFE_ID_PATTERN)]
+    purpose: Purpose = _PURPOSE
+    case_ref: CaseRef | None = _CASE_REF
+
+
+class AuditQuery(BaseModel):
+    """``POST /v1/audit/query`` body: filters (AND), the reader's purpose, paging."""
+
+    model_config = STRICT_INPUT
+
+    jurisdiction: Jurisdiction | None = None
+    plate: Plate | None = Field(default=None, description="Needs `jurisdiction`")
+    key_id: Annotated[str, StringConstraints(max_length=64, pattern=r"^[a-z0-9]+$")] | None = None
+    owner_id: Annotated[str, StringConstraints(min_length=1, max_length=64,
+                                               pattern=SAFE_ID_PATTERN)] | None = None
+    since: Rfc3339Datetime | None = None
+    purpose: Purpose = _PURPOSE
+    case_ref: CaseRef | None = _CASE_REF
+    cursor: Annotated[str, StringConstraints(max_length=200, pattern=r"^[A-Za-z0-9_-]+$")] \
+        | None = Field(default=None, description="`next` of the previous page")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
 class LookupRequest(BaseModel):
     """``POST /v1/plates/lookup`` body; any invalid plate makes the whole request invalid (422)."""
 
     model_config = STRICT_INPUT
 
     plates: list[PlateRef] = Field(min_length=1, max_length=MAX_LOOKUP_PLATES)
-    purpose: Text200 | None = None
+    purpose: Purpose = _PURPOSE
+    case_ref: CaseRef | None = _CASE_REF
+    at: Rfc3339Datetime | None = _AT
 
 
 class LookupResponse(BaseModel):

@@ -9,7 +9,6 @@ plain module-level functions.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -25,9 +24,9 @@ from platereg.metrics import LOOKUPS
 from platereg.settings import Settings
 from registry.api_models import Problem
 from registry.audit import COPY_COLUMNS, AuditUnavailable, AuditWriter
-from registry.domain import enforcement_view, full_view, today_in
+from registry.domain import PlateState, enforcement_view, full_view, today_in
 from registry.rows import state_from_row
-from schemas._types import NO_CONTROL_PATTERN
+from registry.sealing import Sealer
 from schemas.plates import InvalidPlate, normalize_jurisdiction, normalize_plate
 
 ENFORCEMENT, PORTAL, OPERATOR = "enforcement", "portal", "operator"
@@ -45,9 +44,8 @@ OwnerKey = Annotated[Principal, Depends(require(PORTAL, OPERATOR))]
 
 @dataclass(frozen=True, slots=True)
 class Read:
-    """One audited read: who (key), what (kind, plate or owner), why (purpose) and the
-    answer. A read of an owner record names the owner; one that is not about a plate
-    (preferences, an empty page) has no plate."""
+    """One audit row: who read (key), what (kind, plate or owner), why, as of when, and the
+    answer. Routes make them through :meth:`Reading.read`, never by position."""
 
     at: dt.datetime
     key_id: str
@@ -56,11 +54,30 @@ class Read:
     plate: str | None
     purpose: str | None
     result: str
+    case_ref: str | None = None
+    as_at: dt.datetime | None = None
     owner_id: str | None = None
 
     def row(self) -> tuple[Any, ...]:
         """The values in ``registry.audit.COPY_COLUMNS`` order."""
         return tuple(getattr(self, column) for column in COPY_COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """The audited context of one request: when, which key, why (purpose, case) and ``at``."""
+
+    now: dt.datetime
+    key_id: str
+    purpose: str | None
+    case_ref: str | None = None
+    as_at: dt.datetime | None = None
+
+    def read(self, kind: str, jurisdiction: str | None, plate: str | None, result: str,
+             owner_id: str | None = None) -> Read:
+        return Read(at=self.now, key_id=self.key_id, kind=kind, jurisdiction=jurisdiction,
+                    plate=plate, purpose=self.purpose, result=result, case_ref=self.case_ref,
+                    as_at=self.as_at, owner_id=owner_id)
 
 
 class ApiContext:
@@ -72,6 +89,7 @@ class ApiContext:
         self.clock = clock
         self.pool: Any = None
         self.audit_writer: AuditWriter | None = None
+        self.sealer = Sealer(settings.cursor_key())
 
     def now(self) -> tuple[dt.datetime, dt.date]:
         now = self.clock.now()
@@ -98,12 +116,12 @@ def ctx_of(request: Request) -> ApiContext:
     return request.app.state.ctx
 
 
-def count(kind: str, found: int, not_found: int = 0) -> None:
+def count(kind: str, purpose: str, found: int, not_found: int = 0) -> None:
     """``platereg_lookups_total`` for one answer."""
     if found:
-        LOOKUPS.labels(kind, "found").inc(found)
+        LOOKUPS.labels(kind, "found", purpose).inc(found)
     if not_found:
-        LOOKUPS.labels(kind, "not_found").inc(not_found)
+        LOOKUPS.labels(kind, "not_found", purpose).inc(not_found)
 
 
 # --------------------------------------------------------------------------- requests
@@ -141,22 +159,20 @@ async def json_body(request: Request, model: type[BaseModel]) -> Any:
                            errors=validation_errors(exc.errors(), model, data)) from None
 
 
-_NO_CONTROL = re.compile(NO_CONTROL_PATTERN)
-
-
-def purpose_header(request: Request) -> str | None:
-    """X-Purpose: at most 200 characters, no control ones."""
-    value = request.headers.get("x-purpose")
-    if value is not None and (len(value) > 200 or not _NO_CONTROL.match(value)):
-        raise ProblemError(422, "Unprocessable Content", "the request is not valid",
-                           errors=[{"field": "header.X-Purpose",
-                                    "message": "at most 200 characters, no control characters"}])
-    return value
+def reading(ctx: ApiContext, principal: Principal, query: Any) -> Reading:
+    """The audit context of a request whose body has ``purpose``, ``case_ref`` (and ``at``)."""
+    now, _ = ctx.now()
+    return Reading(now, principal.key_id, query.purpose.value, query.case_ref,
+                   getattr(query, "at", None))
 
 
 def view_of(row: Any, with_owner: bool, today: dt.date, now: dt.datetime) -> dict[str, Any]:
     """The view of a ``plates`` row: the owner only when ``with_owner``."""
-    state = state_from_row(row)
+    return state_view(state_from_row(row), with_owner, today, now)
+
+
+def state_view(state: PlateState, with_owner: bool, today: dt.date,
+               now: dt.datetime) -> dict[str, Any]:
     if with_owner:
         return full_view(state, today=today, as_of=now)
     return enforcement_view(state, today=today, as_of=now)
@@ -191,10 +207,6 @@ _ERROR_TEXTS = {
          "see Retry-After",
 }
 BODY_ERRORS = (400, 408, 413, 415, 422)
-PURPOSE_HEADER_PARAMETER = {"name": "X-Purpose", "in": "header", "required": False,
-                      "description": "Why the lookup is made; recorded in the audit log",
-                      "schema": {"type": "string", "maxLength": 200,
-                                 "pattern": NO_CONTROL_PATTERN}}
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -234,7 +246,7 @@ VIEW_EXAMPLE = {
     "flags": ["suspended", "expired"], "expires_on": "2026-10-31", "plate_class": "passenger",
     "suspension_reasons": ["insurance_lapsed"],
     "vehicle": {"make": "Honda", "model": "Civic", "year": 2019, "colour": "blue"},
-    "smart_plate": True, "as_of": "2026-11-24T15:04:05Z",
+    "smart_plate": True, "as_of": "2026-11-24T15:04:05Z", "version": 7,
 }
 OWNER_EXAMPLE = {"owner_id": "own-123", "name": "Jane Doe", "email": "jane@example.org",
                  "phone": None, "language": "en"}

@@ -25,20 +25,18 @@ from registry.hotlist import (
 )
 from registry.routes.common import (
     CURSOR_PATTERN,
-    PURPOSE_HEADER_PARAMETER,
     VIEW_EXAMPLE,
     ApiContext,
     EnforcementKey,
-    Read,
+    Reading,
     count,
     ctx_of,
     errors,
     json_response,
     ok,
-    purpose_header,
     view_of,
 )
-from schemas.views import Hotlist
+from schemas.views import CASE_REF_PATTERN, Hotlist, Purpose
 
 router = APIRouter(tags=["hotlist"])
 
@@ -48,23 +46,26 @@ _DESCRIPTION = (
     "page `next` switches to changes: every status change after the snapshot "
     "for a plate entering, leaving (`removed: true`) or changing inside a "
     "flagged status, oldest first. Apply entries in order (upsert, or delete "
-    "when removed). The cursor is opaque.")
+    "when removed). The cursor is opaque (sealed: it reveals no plate). `purpose` (and "
+    "`case_ref`) are query parameters here: they are not personal data.")
 _EXAMPLE = {"entries": [{**VIEW_EXAMPLE, "removed": False}], "next": "ZDo0Mg"}
 
 
 @router.get("/v1/hotlist", response_model=None,
             summary="Flagged plates: the full list, then changes since a cursor",
-            description=_DESCRIPTION, responses={**ok(Hotlist, _EXAMPLE), **errors(400, 422)},
-            openapi_extra={"parameters": [PURPOSE_HEADER_PARAMETER]})
+            description=_DESCRIPTION, responses={**ok(Hotlist, _EXAMPLE), **errors(400, 422)})
 async def get_hotlist(request: Request, principal: EnforcementKey,
+                      purpose: Annotated[Purpose, Query(description="Why (audited)")],
+                      case_ref: Annotated[str | None, Query(
+                          pattern=CASE_REF_PATTERN, max_length=64,
+                          description="The case or ticket (audited)")] = None,
                       since: Annotated[str | None, Query(
                           max_length=200, pattern=CURSOR_PATTERN,
                           description="Opaque cursor (`next`)")] = None,
                       limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT) -> Response:
     ctx = ctx_of(request)
-    purpose = purpose_header(request)
     try:
-        cursor = decode_cursor(since) if since is not None else None
+        cursor = decode_cursor(since, ctx.sealer) if since is not None else None
     except InvalidCursor:
         raise ProblemError(400, "Bad Request", "malformed cursor") from None
     if cursor is None or cursor.full:
@@ -76,14 +77,14 @@ async def get_hotlist(request: Request, principal: EnforcementKey,
         entries = [e for r in rows
                    if (e := change_entry(r["view"], r["flagged"], r["was_flagged"]))
                    is not None]
-        nxt = delta_cursor(rows[-1]["seq"] if rows else cursor.seq).encode()
+        nxt = delta_cursor(rows[-1]["seq"] if rows else cursor.seq).encode(ctx.sealer)
     now, _ = ctx.now()
+    who = Reading(now, principal.key_id, purpose.value, case_ref)
     # Every hotlist read is audited: one row per entry, or one saying it was empty.
-    ctx.audit([Read(now, principal.key_id, "hotlist", e["jurisdiction"], e["plate"], purpose,
-                    e["status"]) for e in entries]
-              or [Read(now, principal.key_id, "hotlist", None, None, purpose, "empty")])
+    ctx.audit([who.read("hotlist", e["jurisdiction"], e["plate"], e["status"])
+               for e in entries] or [who.read("hotlist", None, None, "empty")])
     charge(request, len(entries))
-    count("hotlist", len(entries))
+    count("hotlist", purpose.value, len(entries))
     return json_response({"entries": entries, "next": nxt})
 
 
@@ -95,10 +96,10 @@ async def _full_page(ctx: ApiContext, snapshot: int, after_key: str | None,
     entries = [current_entry(view_of(r, False, today, now)) for r in rows]
     nxt = (full_cursor(snapshot, rows[-1]["plate_key"]) if len(rows) == limit
            else delta_cursor(snapshot))
-    return entries, nxt.encode()
+    return entries, nxt.encode(ctx.sealer)
 
 
 LINKS: list[tuple[str, str, str, str, dict[str, str]]] = [
-    ("GET /v1/hotlist", "NextPage", "GET /v1/hotlist", "next page or changes",
-     {"since": "$response.body#/next"}),
+    ("GET /v1/hotlist", "NextPage", "GET /v1/hotlist", "next page or changes (the same "
+     "purpose)", {"since": "$response.body#/next", "purpose": "$request.query.purpose"}),
 ]

@@ -1,69 +1,52 @@
-"""Owner routes of the registry API: an owner's plates, notices and preferences."""
+"""The owner route of the registry API: an operator reads an owner's plates, notices and
+preferences, the owner id in the body (never in a URL).
+
+Portal keys have no owner route here: they will read an owner only through an
+owner token minted for that owner (`POST /v1/owner-sessions`). Audit: one ``owner`` row per
+plate returned and one for the owner record itself (notices and preferences),
+each with the owner id.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from platereg.auth import charge
 from registry import lookups
-from registry.api_models import OwnerNotices, OwnerPlates, OwnerPreferences, PreferencesUpdate
+from registry.api_models import OwnerRecord
 from registry.routes.common import (
     BODY_ERRORS,
     FULL_EXAMPLE,
-    PURPOSE_HEADER_PARAMETER,
-    OwnerKey,
-    Read,
+    OperatorKey,
     body,
     ctx_of,
     errors,
     json_body,
     json_response,
     ok,
-    purpose_header,
+    reading,
     view_of,
 )
-from schemas._types import SAFE_ID_PATTERN
+from schemas.views import OwnerQuery
 
 MAX_OWNER_PLATES = 1000
+MAX_OWNER_NOTICES = 100
 
 router = APIRouter(tags=["owners"])
 
-OwnerId = Annotated[str, Path(min_length=1, max_length=64, pattern=SAFE_ID_PATTERN,
-                              description="Owner identifier", examples=["own-123"])]
-
-_NOTICES_EXAMPLE = {"owner_id": "own-123", "notices": [{
+_EXAMPLE = {"owner_id": "own-123", "plates": [FULL_EXAMPLE], "notices": [{
     "notice_id": "0b3c7a4e-8f7e-4d8e-a3b5-3f3b1f0d9a11",
     "kind": "renewal_reminder", "jurisdiction": "CA-ON", "plate": "ABC123",
     "owner_id": "own-123", "language": "en", "channels": ["email"],
     "created_at": "2026-10-01T13:00:00Z",
     "context": {"expires_on": "2026-11-30", "days_before": 60},
     "deliveries": [{"channel": "email", "attempt": 1, "outcome": "sent",
-                    "status_code": None, "error": None, "at": "2026-10-01T13:00:02Z"}]}]}
-_PREFS_EXAMPLE = {"owner_id": "own-123", "channels": ["email", "plate_display"],
-                  "language": "fr", "updated_at": "2026-11-24T15:04:05Z"}
-
-
-@router.get("/v1/owners/{owner_id}/plates", response_model=None,
-            summary="The owner's plates, with owner data",
-            responses={**ok(OwnerPlates, {"owner_id": "own-123", "plates": [FULL_EXAMPLE]}),
-                       **errors(422)},
-            openapi_extra={"parameters": [PURPOSE_HEADER_PARAMETER]})
-async def get_owner_plates(request: Request, owner_id: OwnerId,
-                           principal: OwnerKey) -> Response:
-    ctx = ctx_of(request)
-    purpose = purpose_header(request)
-    rows = await lookups.owner_plates(ctx.pool, owner_id, MAX_OWNER_PLATES)
-    now, today = ctx.now()
-    views = [view_of(r, True, today, now) for r in rows]
-    ctx.audit([Read(now, principal.key_id, "owner", v["jurisdiction"], v["plate"], purpose,
-                    v["status"], owner_id) for v in views]
-              or [Read(now, principal.key_id, "owner", None, None, purpose, "not_found",
-                       owner_id)])
-    charge(request, len(views))
-    return json_response({"owner_id": owner_id, "plates": views})
+                    "status_code": None, "error": None, "at": "2026-10-01T13:00:02Z"}]}],
+    "preferences": {"channels": ["email", "plate_display"], "language": "fr",
+                    "updated_at": "2026-11-24T15:04:05Z"}}
 
 
 def notice_out(item: dict[str, Any]) -> dict[str, Any]:
@@ -81,65 +64,43 @@ def notice_out(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/owners/{owner_id}/notices", response_model=None,
-            summary="The owner's notices (newest first) with their delivery attempts",
-            responses={**ok(OwnerNotices, _NOTICES_EXAMPLE), **errors(422)})
-async def get_owner_notices(request: Request, owner_id: OwnerId, principal: OwnerKey,
-                            limit: Annotated[int, Query(ge=1, le=500)] = 100) -> Response:
-    ctx = ctx_of(request)
-    items = await lookups.owner_notices(ctx.pool, owner_id, limit)
-    notices = [notice_out(i) for i in items]
-    now, _ = ctx.now()
-    ctx.audit([Read(now, principal.key_id, "owner_notices", n["jurisdiction"], n["plate"],
-                    None, n["kind"], owner_id) for n in notices]
-              or [Read(now, principal.key_id, "owner_notices", None, None, None, "empty",
-                       owner_id)])
-    charge(request, len(notices))
-    return json_response({"owner_id": owner_id, "notices": notices})
-
-
-def preferences_out(owner_id: str, row: Any) -> dict[str, Any]:
+def preferences_out(row: Any) -> dict[str, Any]:
     if row is None:
-        return {"owner_id": owner_id, "channels": None, "language": None, "updated_at": None}
-    return {"owner_id": owner_id, "channels": list(row["channels"]),
-            "language": row["language"], "updated_at": row["updated_at"]}
+        return {"channels": None, "language": None, "updated_at": None}
+    return {"channels": list(row["channels"]), "language": row["language"],
+            "updated_at": row["updated_at"]}
 
 
-@router.get("/v1/owners/{owner_id}/preferences", response_model=None,
-            summary="The owner's notice channels and language (null: defaults)",
-            responses={**ok(OwnerPreferences, _PREFS_EXAMPLE), **errors(422)})
-async def get_preferences(request: Request, owner_id: OwnerId, principal: OwnerKey) -> Response:
+@router.post("/v1/owners/query", response_model=None,
+             summary="An owner's plates, notices and preferences (operator)",
+             description=f"At most {MAX_OWNER_PLATES} plates and the newest "
+                         f"{MAX_OWNER_NOTICES} notices. An unknown owner has no plates, no "
+                         "notices and default preferences.",
+             responses={**ok(OwnerRecord, _EXAMPLE), **errors(*BODY_ERRORS)},
+             openapi_extra=body(OwnerQuery, {"owner_id": "own-123",
+                                             "purpose": "registry_administration",
+                                             "case_ref": "REQ-7731"}))
+async def query_owner(request: Request, principal: OperatorKey) -> Response:
     ctx = ctx_of(request)
-    row = await lookups.preferences(ctx.pool, owner_id)
-    now, _ = ctx.now()
-    ctx.audit([Read(now, principal.key_id, "owner_preferences", None, None, None,
-                    "not_found" if row is None else "found", owner_id)])
-    return json_response(preferences_out(owner_id, row))
+    query: OwnerQuery = await json_body(request, OwnerQuery)
+    owner_id = query.owner_id
+    rows = await lookups.owner_plates(ctx.pool, owner_id, MAX_OWNER_PLATES)
+    notices = await lookups.owner_notices(ctx.pool, owner_id, MAX_OWNER_NOTICES)
+    prefs = await lookups.preferences(ctx.pool, owner_id)
+    now, today = ctx.now()
+    views = [view_of(r, True, today, now) for r in rows]
+    notices_out = [notice_out(i) for i in notices]
+    who = reading(ctx, principal, query)
+    ctx.audit([
+        *([who.read("owner", v["jurisdiction"], v["plate"], v["status"], owner_id)
+           for v in views] or [who.read("owner", None, None, "not_found", owner_id)]),
+        *([who.read("owner_notices", n["jurisdiction"], n["plate"], n["kind"], owner_id)
+           for n in notices_out] or [who.read("owner_notices", None, None, "empty", owner_id)]),
+        who.read("owner_preferences", None, None, "not_found" if prefs is None else "found",
+                 owner_id)])
+    charge(request, len(views) + len(notices_out))
+    return json_response({"owner_id": owner_id, "plates": views, "notices": notices_out,
+                          "preferences": preferences_out(prefs)})
 
 
-@router.put("/v1/owners/{owner_id}/preferences", response_model=None,
-            summary="Set the owner's notice channels and language",
-            responses={**ok(OwnerPreferences, _PREFS_EXAMPLE), **errors(*BODY_ERRORS)},
-            openapi_extra=body(PreferencesUpdate, {"channels": ["email", "plate_display"],
-                                                   "language": "fr"}))
-async def put_preferences(request: Request, owner_id: OwnerId, principal: OwnerKey) -> Response:
-    req: PreferencesUpdate = await json_body(request, PreferencesUpdate)
-    ctx = ctx_of(request)
-    row = await lookups.put_preferences(
-        ctx.pool, owner_id, [c.value for c in req.channels],
-        req.language.value if req.language else None)
-    now, _ = ctx.now()
-    ctx.audit([Read(now, principal.key_id, "owner_preferences", None, None, None, "updated",
-                    owner_id)])
-    return json_response(preferences_out(owner_id, row))
-
-
-LINKS: list[tuple[str, str, str, str, dict[str, str]]] = [
-    ("GET /v1/plates/{jurisdiction}/{plate}", "OwnerPlates", "GET /v1/owners/{owner_id}/plates",
-     "the owner's plates (portal and operator keys see the owner)",
-     {"owner_id": "$response.body#/owner/owner_id"}),
-    ("GET /v1/owners/{owner_id}/plates", "Notices", "GET /v1/owners/{owner_id}/notices",
-     "the owner's notices", {"owner_id": "$response.body#/owner_id"}),
-    ("GET /v1/owners/{owner_id}/plates", "Preferences", "GET /v1/owners/{owner_id}/preferences",
-     "the owner's preferences", {"owner_id": "$response.body#/owner_id"}),
-]
+LINKS: list[tuple[str, str, str, str, dict[str, str]]] = []

@@ -1,17 +1,23 @@
-"""Plate routes of the registry API: the single lookup (hot path), the batch lookup,
+"""Plate routes of the registry API: the single query (hot path), the batch lookup,
 confusable candidates and a plate's event history, with their OpenAPI examples.
 
-Audit and ``platereg_lookups_total``: one row and one count per plate answered
-(single: the plate; batch: every item, duplicates included, in request order;
-candidates: every candidate returned, plus one ``not_found`` row for the
-queried plate when it does not exist itself; events: kind ``events``).
+Plates travel only in POST bodies (contract section 5), each read names its
+``purpose`` (and optionally ``case_ref``). Query and batch take ``at``: the view
+as it stood then, folded from the kept history (``registry.domain.fold_until``)
+with flags for that day in the registry's time zone.
+
+Audit and ``platereg_lookups_total`` (label ``purpose``): one row and one count
+per plate answered (single: the plate; batch: every item, duplicates included,
+in request order; candidates: every candidate returned, plus one ``not_found``
+row for the queried plate when it does not exist itself; history: the plate).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import datetime as dt
+from typing import Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from platereg.auth import authenticate_request, charge
@@ -19,55 +25,46 @@ from platereg.http import ProblemError
 from registry import lookups
 from registry.api_models import CandidatesResponse, PlateEvents
 from registry.candidates import variants
+from registry.domain import view_at
 from registry.routes.common import (
     BODY_ERRORS,
     ENFORCEMENT,
     OPERATOR,
-    PORTAL,
-    PURPOSE_HEADER_PARAMETER,
-    RAW_JURISDICTION,
-    RAW_PLATE,
     VIEW_EXAMPLE,
     WITH_OWNER,
+    ApiContext,
     EnforcementKey,
     OperatorKey,
-    Read,
     body,
     count,
     ctx_of,
     errors,
     json_body,
     json_response,
-    normalize,
     ok,
-    purpose_header,
+    reading,
     view_of,
 )
-from schemas.views import EnforcementView, FullView, LookupRequest, LookupResponse
+from schemas.views import (
+    CandidatesQuery,
+    EnforcementView,
+    FullView,
+    HistoryQuery,
+    LookupRequest,
+    LookupResponse,
+    PlateQuery,
+)
 
 MAX_EVENTS = 10_000
-LOOKUP_ROLES = frozenset({ENFORCEMENT, PORTAL, OPERATOR})
+QUERY_ROLES = frozenset({ENFORCEMENT, OPERATOR})
 
 router = APIRouter(tags=["plates"])
 
-JurisdictionPath = Annotated[str, Path(
-    json_schema_extra=RAW_JURISDICTION,
-    description="ISO 3166-2 code, any case (ca-on)", examples=["CA-ON"],
-    openapi_examples={"ontario": {"value": "CA-ON"}})]
-PlatePath = Annotated[str, Path(
-    json_schema_extra=RAW_PLATE,
-    description="Plate; case, spaces, '-' and '.' are ignored (abc-123 == ABC123)",
-    examples=["ABC123"], openapi_examples={"plate": {"value": "ABC123"}})]
-_PATH_PARAMETERS = [
-    {"name": "jurisdiction", "in": "path", "required": True,
-     "description": "ISO 3166-2 code, any case (ca-on)",
-     "schema": {"type": "string", **RAW_JURISDICTION}, "example": "CA-ON"},
-    {"name": "plate", "in": "path", "required": True,
-     "description": "Plate; case, spaces, '-' and '.' are ignored (abc-123 == ABC123)",
-     "schema": {"type": "string", **RAW_PLATE}, "example": "ABC123"},
-    PURPOSE_HEADER_PARAMETER,
-]
-
+_QUERY_EXAMPLE = {"jurisdiction": "CA-ON", "plate": "ABC123", "purpose": "traffic_stop",
+                  "case_ref": "TS-2026-0042"}
+_BATCH_EXAMPLE = {"plates": [{"jurisdiction": "CA-ON", "plate": "ABC123"},
+                             {"jurisdiction": "ca-qc", "plate": "xyz-987"}],
+                  "purpose": "alpr_hit"}
 _CANDIDATES_EXAMPLE = {"jurisdiction": "CA-ON", "plate": "ABC123",
                        "candidates": [{**VIEW_EXAMPLE, "plate": "A8C123"}],
                        "variants_checked": 24, "truncated": False}
@@ -75,33 +72,59 @@ _EVENTS_EXAMPLE = {"jurisdiction": "CA-ON", "plate": "ABC123", "events": [{
     "id": "2b7c1d5e", "type": "plate.renewed", "source": "/registry/office/0042",
     "time": "2026-11-24T15:04:05Z", "data": {"expires_on": "2027-11-30"},
     "received_at": "2026-11-24T15:04:06Z"}], "truncated": False}
-_BATCH_EXAMPLE = {"plates": [{"jurisdiction": "CA-ON", "plate": "ABC123"},
-                             {"jurisdiction": "ca-qc", "plate": "xyz-987"}],
-                  "purpose": "traffic stop"}
+_AT_DESCRIPTION = (
+    "With `at` (RFC 3339): the view as it stood at that instant, the fold of the plate's "
+    "accepted events whose `time` is at or before it, with flags for that day in the "
+    "registry's time zone (`as_of` is then `at`). `version` is the number of events folded.")
 
 
-@router.get("/v1/plates/{jurisdiction}/{plate}", response_model=None,
-            summary="A plate's view (enforcement; portal and operator add the owner)",
-            responses={**ok(FullView | EnforcementView, VIEW_EXAMPLE), **errors(404, 422)},
-            openapi_extra={"parameters": _PATH_PARAMETERS})
-async def get_plate(request: Request) -> Response:
-    """The hot path: a plain route (no FastAPI parameters), checking the key and role,
-    then X-Purpose, then the path, with the same errors as the other routes."""
-    ctx = ctx_of(request)
-    principal = await authenticate_request(request, LOOKUP_ROLES)
-    purpose = purpose_header(request)
-    params = request.path_params
-    j, p = normalize(params["jurisdiction"], params["plate"])
-    with_owner = principal.role in WITH_OWNER
-    row = await lookups.plate(ctx.pool, f"{j}/{p}", with_owner)
+async def views_at(ctx: ApiContext, keys: list[str], with_owner: bool,
+                   at: dt.datetime) -> dict[str, dict[str, Any]]:
+    """The views of the plates among ``keys`` that were issued at ``at``, by key."""
+    histories = await lookups.histories_until(ctx.pool, keys, at)
+    out = {}
+    for key, events in histories.items():
+        jurisdiction, _, plate = key.partition("/")
+        view = view_at(jurisdiction, plate, events, at, ctx.tz, with_owner=with_owner)
+        if view is not None:
+            out[key] = view
+    return out
+
+
+async def views_now(ctx: ApiContext, keys: list[str],
+                    with_owner: bool) -> dict[str, dict[str, Any]]:
+    rows = await lookups.plates(ctx.pool, keys, with_owner)
     now, today = ctx.now()
-    if row is None:
-        ctx.audit([Read(now, principal.key_id, "single", j, p, purpose, "not_found")])
-        count("single", 0, 1)
+    return {key: view_of(row, with_owner, today, now) for key, row in rows.items()}
+
+
+@router.post("/v1/plates/query", response_model=None,
+             summary="A plate's view (operator keys add the owner), now or at a past instant",
+             description=_AT_DESCRIPTION,
+             responses={**ok(FullView | EnforcementView, VIEW_EXAMPLE),
+                        **errors(404, *BODY_ERRORS)},
+             openapi_extra=body(PlateQuery, _QUERY_EXAMPLE))
+async def query_plate(request: Request) -> Response:
+    """The hot path: a plain route (no FastAPI parameters); checks the key and role, then
+    the body, with the same errors as the other routes."""
+    ctx = ctx_of(request)
+    principal = await authenticate_request(request, QUERY_ROLES)
+    query: PlateQuery = await json_body(request, PlateQuery)
+    j, p = query.jurisdiction, query.plate
+    key = f"{j}/{p}"
+    with_owner = principal.role in WITH_OWNER
+    if query.at is None:
+        row = await lookups.plate(ctx.pool, key, with_owner)
+        now, today = ctx.now()
+        view = None if row is None else view_of(row, with_owner, today, now)
+    else:
+        view = (await views_at(ctx, [key], with_owner, query.at)).get(key)
+    who = reading(ctx, principal, query)
+    ctx.audit([who.read("single", j, p, "not_found" if view is None else view["status"])])
+    if view is None:
+        count("single", who.purpose, 0, 1)
         raise ProblemError(404, "Not Found", "no issued plate with this key")
-    view = view_of(row, with_owner, today, now)
-    ctx.audit([Read(now, principal.key_id, "single", j, p, purpose, view["status"])])
-    count("single", 1)
+    count("single", who.purpose, 1)
     return json_response(view)
 
 
@@ -110,111 +133,85 @@ async def get_plate(request: Request) -> Response:
              description="Unknown plates come back as `{\"jurisdiction\", \"plate\", "
                          "\"status\": \"unknown\"}`. An invalid plate anywhere makes the whole "
                          "request 422, listing the index of each bad item "
-                         "(`plates.<index>.plate`). `purpose` in the body wins over X-Purpose.",
+                         "(`plates.<index>.plate`). " + _AT_DESCRIPTION,
              responses={**ok(LookupResponse, {"results": [
                  VIEW_EXAMPLE, {"jurisdiction": "CA-QC", "plate": "XYZ987",
                                 "status": "unknown"}]}), **errors(*BODY_ERRORS)},
-             openapi_extra={**body(LookupRequest, _BATCH_EXAMPLE),
-                            "parameters": [PURPOSE_HEADER_PARAMETER]})
+             openapi_extra=body(LookupRequest, _BATCH_EXAMPLE))
 async def lookup_batch(request: Request, principal: EnforcementKey) -> Response:
     ctx = ctx_of(request)
-    header_purpose = purpose_header(request)
     req: LookupRequest = await json_body(request, LookupRequest)
-    purpose = req.purpose if req.purpose is not None else header_purpose
     with_owner = principal.role in WITH_OWNER
     keys = [f"{ref.jurisdiction}/{ref.plate}" for ref in req.plates]
-    rows = await lookups.plates(ctx.pool, set(keys), with_owner)
-    now, today = ctx.now()
+    unique = list(dict.fromkeys(keys))
+    views = (await views_now(ctx, unique, with_owner) if req.at is None
+             else await views_at(ctx, unique, with_owner, req.at))
+    who = reading(ctx, principal, req)
     results: list[dict[str, Any]] = []
-    reads: list[Read] = []
+    reads = []
     for ref, key in zip(req.plates, keys, strict=True):
-        row = rows.get(key)
-        if row is None:
-            result: dict[str, Any] = {"jurisdiction": ref.jurisdiction, "plate": ref.plate,
-                                      "status": "unknown"}
-        else:
-            result = view_of(row, with_owner, today, now)
-        results.append(result)
-        reads.append(Read(now, principal.key_id, "batch", ref.jurisdiction, ref.plate, purpose,
-                          "not_found" if row is None else result["status"]))
+        view = views.get(key)
+        results.append(view if view is not None else {
+            "jurisdiction": ref.jurisdiction, "plate": ref.plate, "status": "unknown"})
+        reads.append(who.read("batch", ref.jurisdiction, ref.plate,
+                              "not_found" if view is None else view["status"]))
     ctx.audit(reads)
     charge(request, len(results))
-    found = sum(1 for k in keys if k in rows)
-    count("batch", found, len(keys) - found)
+    found = sum(1 for k in keys if k in views)
+    count("batch", who.purpose, found, len(keys) - found)
     return json_response({"results": results})
 
 
-@router.get("/v1/plates/{jurisdiction}/{plate}/candidates", response_model=None,
-            summary="Existing plates that differ only by ALPR-confusable characters",
-            description="Confusable groups: O/0/Q/D, I/1/L, B/8, S/5, Z/2, G/6. Variants are "
-                        "generated nearest first (fewest substitutions) and cut at "
-                        "1024 (`truncated`); all are looked up in one statement.",
-            responses={**ok(CandidatesResponse, _CANDIDATES_EXAMPLE), **errors(422)},
-            openapi_extra={"parameters": [PURPOSE_HEADER_PARAMETER]})
-async def get_candidates(request: Request, jurisdiction: JurisdictionPath, plate: PlatePath,
-                         principal: EnforcementKey) -> Response:
+@router.post("/v1/plates/candidates", response_model=None,
+             summary="Existing plates that differ only by ALPR-confusable characters",
+             description="Confusable groups: O/0/Q/D, I/1/L, B/8, S/5, Z/2, G/6. Variants are "
+                         "generated nearest first (fewest substitutions) and cut at "
+                         "1024 (`truncated`); all are looked up in one statement.",
+             responses={**ok(CandidatesResponse, _CANDIDATES_EXAMPLE), **errors(*BODY_ERRORS)},
+             openapi_extra=body(CandidatesQuery, {**_QUERY_EXAMPLE, "purpose": "alpr_hit"}))
+async def candidates(request: Request, principal: EnforcementKey) -> Response:
     ctx = ctx_of(request)
-    purpose = purpose_header(request)
-    j, p = normalize(jurisdiction, plate)
+    query: CandidatesQuery = await json_body(request, CandidatesQuery)
+    j, p = query.jurisdiction, query.plate
     with_owner = principal.role in WITH_OWNER
     variant_set = variants(p)
-    rows = await lookups.plates(ctx.pool, [f"{j}/{v}" for v in variant_set.plates], with_owner)
-    now, today = ctx.now()
-    candidates = []
-    reads: list[Read] = []
-    for v in variant_set.plates:  # nearest first
-        row = rows.get(f"{j}/{v}")
-        if row is not None:
-            view = view_of(row, with_owner, today, now)
-            candidates.append(view)
-            reads.append(Read(now, principal.key_id, "candidates", j, v, purpose,
-                              view["status"]))
-    missing = f"{j}/{p}" not in rows
+    views = await views_now(ctx, [f"{j}/{v}" for v in variant_set.plates], with_owner)
+    who = reading(ctx, principal, query)
+    found = [views[f"{j}/{v}"] for v in variant_set.plates if f"{j}/{v}" in views]
+    reads = [who.read("candidates", j, view["plate"], view["status"]) for view in found]
+    missing = f"{j}/{p}" not in views
     if missing:
-        reads.append(Read(now, principal.key_id, "candidates", j, p, purpose, "not_found"))
+        reads.append(who.read("candidates", j, p, "not_found"))
     ctx.audit(reads)
-    charge(request, len(candidates))
-    count("candidates", len(candidates), int(missing))
-    return json_response({"jurisdiction": j, "plate": p, "candidates": candidates,
+    charge(request, len(found))
+    count("candidates", who.purpose, len(found), int(missing))
+    return json_response({"jurisdiction": j, "plate": p, "candidates": found,
                           "variants_checked": len(variant_set.plates),
                           "truncated": variant_set.truncated})
 
 
-@router.get("/v1/plates/{jurisdiction}/{plate}/events", response_model=None,
-            summary="The plate's accepted events in fold order (time, then id)",
-            responses={**ok(PlateEvents, _EVENTS_EXAMPLE), **errors(404, 422)},
-            openapi_extra={"parameters": [PURPOSE_HEADER_PARAMETER]})
-async def get_events(request: Request, jurisdiction: JurisdictionPath, plate: PlatePath,
-                     principal: OperatorKey,
-                     limit: Annotated[int, Query(ge=1, le=MAX_EVENTS)] = MAX_EVENTS
-                     ) -> Response:
+@router.post("/v1/plates/history", response_model=None,
+             summary="The plate's accepted events in fold order (time, then id)",
+             description=f"At most {MAX_EVENTS} events (`truncated` when there are more).",
+             responses={**ok(PlateEvents, _EVENTS_EXAMPLE), **errors(404, *BODY_ERRORS)},
+             openapi_extra=body(HistoryQuery, {**_QUERY_EXAMPLE,
+                                               "purpose": "registry_administration"}))
+async def history(request: Request, principal: OperatorKey) -> Response:
     ctx = ctx_of(request)
-    purpose = purpose_header(request)
-    j, p = normalize(jurisdiction, plate)
-    key = f"{j}/{p}"
-    rows = await lookups.events(ctx.pool, key, limit + 1)
-    now, today = ctx.now()
+    query: HistoryQuery = await json_body(request, HistoryQuery)
+    j, p = query.jurisdiction, query.plate
+    rows = await lookups.events(ctx.pool, f"{j}/{p}", MAX_EVENTS + 1)
+    who = reading(ctx, principal, query)
+    ctx.audit([who.read("history", j, p, "found" if rows else "not_found")])
+    count("history", who.purpose, int(bool(rows)), int(not rows))
     if not rows:
-        ctx.audit([Read(now, principal.key_id, "events", j, p, purpose, "not_found")])
         raise ProblemError(404, "Not Found", "no events for this plate")
-    current = await lookups.plate(ctx.pool, key, False)
-    result = "not_found" if current is None else view_of(current, False, today, now)["status"]
-    ctx.audit([Read(now, principal.key_id, "events", j, p, purpose, result)])
     events = [{"id": r["event_id"], "type": r["type"], "source": r["source"],
                "time": r["event_time"], "data": r["data"], "received_at": r["received_at"]}
-              for r in rows[:limit]]
+              for r in rows[:MAX_EVENTS]]
     return json_response({"jurisdiction": j, "plate": p, "events": events,
-                          "truncated": len(rows) > limit})
+                          "truncated": len(rows) > MAX_EVENTS})
 
 
-#: OpenAPI links of these routes: (source, name, target, description, parameters).
-_PLATE_OF = {"jurisdiction": "$response.body#/jurisdiction", "plate": "$response.body#/plate"}
-LINKS: list[tuple[str, str, str, str, dict[str, str]]] = [
-    ("POST /v1/plates/lookup", "FirstResult", "GET /v1/plates/{jurisdiction}/{plate}",
-     "the first result's plate", {"jurisdiction": "$response.body#/results/0/jurisdiction",
-                                  "plate": "$response.body#/results/0/plate"}),
-    ("GET /v1/plates/{jurisdiction}/{plate}", "Candidates",
-     "GET /v1/plates/{jurisdiction}/{plate}/candidates", "confusable plates", _PLATE_OF),
-    ("GET /v1/plates/{jurisdiction}/{plate}", "Events",
-     "GET /v1/plates/{jurisdiction}/{plate}/events", "the plate's events", _PLATE_OF),
-]
+#: OpenAPI links of these routes: none carry a plate into a URL (bodies only).
+LINKS: list[tuple[str, str, str, str, dict[str, str]]] = []

@@ -84,6 +84,11 @@ async def role_keys(pool: asyncpg.Pool, **kwargs: Any) -> dict[str, str]:
             for role in ROLES}
 
 
+def pq(jurisdiction: str, plate: str, purpose: str = "testing", **extra: Any) -> dict[str, Any]:
+    """A plate query body (``POST /v1/plates/query``, ``candidates``, ``history``)."""
+    return {"jurisdiction": jurisdiction, "plate": plate, "purpose": purpose, **extra}
+
+
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 

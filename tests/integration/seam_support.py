@@ -37,7 +37,7 @@ def expected_view(key: str, s: dict, today: dt.date, with_owner: bool) -> dict:
             "suspension_reasons": s["suspension_reasons"],
             "vehicle": None if vehicle is None else {
                 k: vehicle[k] for k in ("make", "model", "year", "colour")},
-            "smart_plate": s["device_id"] is not None}
+            "smart_plate": s["device_id"] is not None, "version": s["event_count"]}
     if with_owner:
         o = s["owner"]
         view["owner"] = None if o is None else {
@@ -47,6 +47,13 @@ def expected_view(key: str, s: dict, today: dt.date, with_owner: bool) -> dict:
 
 def without_as_of(view: dict) -> dict:
     return {k: v for k, v in view.items() if k != "as_of"}
+
+
+def as_published(view: dict) -> dict:
+    """A view as a status change carries it: without ``as_of`` and ``version`` (a change is
+    recorded when what enforcement sees changes; later events that change nothing there,
+    such as an owner update, publish no new change, so the stored version can be older)."""
+    return {k: v for k, v in view.items() if k not in ("as_of", "version")}
 
 
 async def wait_for(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 60.0,

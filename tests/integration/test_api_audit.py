@@ -11,7 +11,15 @@ import subprocess
 import asyncpg
 import httpx
 import pytest
-from api_helpers import bearer, insert_change, insert_plate, role_keys, running_api, served_registry
+from api_helpers import (
+    bearer,
+    insert_change,
+    insert_plate,
+    pq,
+    role_keys,
+    running_api,
+    served_registry,
+)
 from cli_support import PLATEREG
 from prometheus_client import REGISTRY
 
@@ -28,13 +36,13 @@ def _row(plate: str, purpose: str | None = None) -> tuple:
 pytestmark = pytest.mark.integration
 
 
-def _lookups() -> dict[tuple[str, str], float]:
+def _lookups() -> dict[tuple[str, str, str], float]:
     out = {}
     for metric in REGISTRY.collect():
         if metric.name == "platereg_lookups":
             for s in metric.samples:
                 if s.name.endswith("_total"):
-                    out[(s.labels["kind"], s.labels["result"])] = s.value
+                    out[(s.labels["kind"], s.labels["result"], s.labels["purpose"])] = s.value
     return out
 
 
@@ -50,34 +58,37 @@ async def test_every_lookup_of_every_kind_is_audited_exactly(settings, pool) -> 
     async with running_api(settings) as api:
         # single: 20 found, 5 not found, 3 refused (invalid: no audit, nothing was looked up)
         for i in range(25):
-            r = await api.client.get(f"/v1/plates/CA-ON/AU{i:02d}",
-                                     headers={**enf, "X-Purpose": "patrol"})
+            r = await api.client.post("/v1/plates/query", headers=enf,
+                                      json=pq("CA-ON", f"AU{i:02d}", "traffic_stop"))
             assert r.status_code == (200 if i < 20 else 404)
-        for _ in range(3):
-            assert (await api.client.get("/v1/plates/CA-ON/%24", headers=enf)).status_code == 422
+        for bad in (pq("CA-ON", "$"), pq("CA-ON", "AU01", "patrol"), pq("CA-ON", "AU01", None)):
+            r = await api.client.post("/v1/plates/query", headers=enf, json=bad)
+            assert r.status_code == 422
         # batch: 3 requests x 30 items (20 found, 10 unknown) with a body purpose
         for _ in range(3):
             r = await api.client.post("/v1/plates/lookup", headers=op, json={
-                "purpose": "audit-run",
+                "purpose": "investigation", "case_ref": "INV-2026/7",
                 "plates": [{"jurisdiction": "CA-ON", "plate": f"AU{i:02d}"} for i in range(30)]})
             assert r.status_code == 200
         # candidates: ABC -> ABC and A8C exist (2 rows); XYZ -> none, 1 not_found row;
         # A8C0 -> none of its spellings exists, 1 not_found row.
         for plate, n in (("ABC", 2), ("XYZ", 0), ("A8C0", 0)):
-            r = await api.client.get(f"/v1/plates/CA-ON/{plate}/candidates", headers=enf)
+            r = await api.client.post("/v1/plates/candidates", headers=enf,
+                                      json=pq("CA-ON", plate, "alpr_hit"))
             assert len(r.json()["candidates"]) == n
         # hotlist: full list (4 stolen + 1 suspended), then 2 changes (1 hotlist entry)
-        r = await api.client.get("/v1/hotlist", headers=enf)
+        r = await api.client.get("/v1/hotlist", params={"purpose": "alpr_hit"}, headers=enf)
         assert len(r.json()["entries"]) == 5
         view = dict(r.json()["entries"][0])
         view.pop("removed")
         await insert_change(pool, view, True, True)
         await insert_change(pool, {**view, "status": "valid", "flags": []}, False, False)
-        r = await api.client.get("/v1/hotlist", params={"since": r.json()["next"]}, headers=enf)
+        r = await api.client.get("/v1/hotlist", headers=enf,
+                                 params={"since": r.json()["next"], "purpose": "alpr_hit"})
         assert len(r.json()["entries"]) == 1
         await api.flush()
-        rows = await pool.fetch("SELECT key_id, kind, jurisdiction, plate, purpose, result"
-                                " FROM audit_log ORDER BY id")
+        rows = await pool.fetch("SELECT key_id, kind, jurisdiction, plate, purpose, case_ref,"
+                                " result FROM audit_log ORDER BY id")
     after = _lookups()
 
     def count(**match: object) -> int:
@@ -86,22 +97,27 @@ async def test_every_lookup_of_every_kind_is_audited_exactly(settings, pool) -> 
     assert count(kind="single") == 25
     assert count(kind="single", result="not_found") == 5
     assert count(kind="single", result="stolen") == 4
-    assert count(kind="single", key_id=enf_id, purpose="patrol") == 25
+    assert count(kind="single", key_id=enf_id, purpose="traffic_stop", case_ref=None) == 25
     assert count(kind="batch") == 90
     assert count(kind="batch", result="not_found") == 30
-    assert count(kind="batch", key_id=op_id, purpose="audit-run") == 90
+    assert count(kind="batch", key_id=op_id, purpose="investigation",
+                 case_ref="INV-2026/7") == 90
     assert count(kind="candidates") == 4
     assert count(kind="candidates", plate="A8C", result="suspended") == 1
     assert count(kind="candidates", result="not_found") == 2
-    assert count(kind="hotlist") == 6
+    assert count(kind="hotlist") == 6 and count(kind="hotlist", purpose="alpr_hit") == 6
     assert len(rows) == 25 + 90 + 4 + 6
     assert all(r["jurisdiction"] == "CA-ON" for r in rows)
-    # The lookup counter moves exactly with the audit rows.
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-    assert delta[("single", "found")] == 20 and delta[("single", "not_found")] == 5
-    assert delta[("batch", "found")] == 60 and delta[("batch", "not_found")] == 30
-    assert delta[("candidates", "found")] == 2 and delta[("candidates", "not_found")] == 2
-    assert delta[("hotlist", "found")] == 6
+    # The lookup counter moves exactly with the audit rows, by purpose.
+    assert delta[("single", "found", "traffic_stop")] == 20
+    assert delta[("single", "not_found", "traffic_stop")] == 5
+    assert delta[("batch", "found", "investigation")] == 60
+    assert delta[("batch", "not_found", "investigation")] == 30
+    assert delta[("candidates", "found", "alpr_hit")] == 2
+    assert delta[("candidates", "not_found", "alpr_hit")] == 2
+    assert delta[("hotlist", "found", "alpr_hit")] == 6
+    assert not any(k[2] in ("patrol", "testing") and v for k, v in delta.items())
 
 
 async def test_a_lookup_that_cannot_be_audited_is_refused(settings, pool) -> None:
@@ -111,9 +127,11 @@ async def test_a_lookup_that_cannot_be_audited_is_refused(settings, pool) -> Non
         writer: AuditWriter = api.app.state.audit
         writer.max_pending = writer.pending + 2
         await writer.stop()  # no more background flushes: the buffer can only grow
-        assert (await api.client.get("/v1/plates/CA-ON/FULL1", headers=enf)).status_code == 200
-        assert (await api.client.get("/v1/plates/CA-ON/FULL1", headers=enf)).status_code == 200
-        r = await api.client.get("/v1/plates/CA-ON/FULL1", headers=enf)
+        assert (await api.client.post("/v1/plates/query", headers=enf,
+                                          json=pq("CA-ON", "FULL1"))).status_code == 200
+        assert (await api.client.post("/v1/plates/query", headers=enf,
+                                          json=pq("CA-ON", "FULL1"))).status_code == 200
+        r = await api.client.post("/v1/plates/query", headers=enf, json=pq("CA-ON", "FULL1"))
         assert r.status_code == 503 and r.headers["retry-after"]
         assert r.headers["content-type"] == "application/problem+json"
     assert await pool.fetchval("SELECT count(*) FROM audit_log") == 2
@@ -171,12 +189,12 @@ async def test_sigterm_of_the_served_api_flushes_the_audit(settings, pool, tmp_p
     """``platereg serve registry`` with timed flushes an hour apart: lookups answered just
     before SIGTERM are in the audit log after the process exits."""
     await insert_plate(pool, "CA-ON", "TERM1")
-    enf = {**bearer((await role_keys(pool))["enforcement"]), "X-Purpose": "testing"}
+    enf = bearer((await role_keys(pool))["enforcement"])
     with served_registry(str(tmp_path / "api.log"),
                          env={"PLATEREG_AUDIT_FLUSH_SECONDS": "3600"}) as served:
         for _ in range(7):
-            r = await asyncio.to_thread(httpx.get, f"{served.url}/v1/plates/CA-ON/TERM1",
-                                        headers=enf)
+            r = await asyncio.to_thread(httpx.post, f"{served.url}/v1/plates/query",
+                                        headers=enf, json=pq("CA-ON", "TERM1"))
             assert r.status_code == 200
         assert await pool.fetchval("SELECT count(*) FROM audit_log") == 0
         # uvicorn shuts down, then re-raises SIGTERM to report how it was stopped

@@ -16,6 +16,7 @@ from api_helpers import bearer, insert_plate, role_keys, served_registry
 pytestmark = pytest.mark.integration
 
 DROPS = 300
+CAP1 = {"jurisdiction": "CA-ON", "plate": "CAP1", "purpose": "testing"}
 PLATE = "DROPPL8"
 
 
@@ -71,7 +72,7 @@ async def test_dropped_uploads_cost_one_log_line_and_never_stall(settings, pool,
             await watcher
             assert slow_health == [], f"/healthz took over 1 s:\n{served.log()[-3000:]}"
             ok = await client.post("/v1/plates/lookup", headers=bearer(key), json={
-                "plates": [{"jurisdiction": "CA-ON", "plate": PLATE}]})
+                "plates": [{"jurisdiction": "CA-ON", "plate": PLATE}], "purpose": "testing"})
         served.stop()
     log = served.log()
     assert ok.status_code == 200
@@ -156,7 +157,7 @@ async def test_requests_over_the_cap_get_503_at_once(settings, pool, tmp_path) -
         async with httpx.AsyncClient(base_url=served.url, timeout=10) as client:
             refused = None
             for _ in range(200):  # until the server counts both held requests
-                r = await client.get("/v1/plates/CA-ON/CAP1", headers=bearer(key))
+                r = await client.post("/v1/plates/query", headers=bearer(key), json=CAP1)
                 if r.status_code == 503:
                     refused = r
                     break
@@ -169,7 +170,7 @@ async def test_requests_over_the_cap_get_503_at_once(settings, pool, tmp_path) -
             for _, writer in held:
                 writer.close()
             for _ in range(200):  # the closed uploads end; capacity comes back
-                r = await client.get("/v1/plates/CA-ON/CAP1", headers=bearer(key))
+                r = await client.post("/v1/plates/query", headers=bearer(key), json=CAP1)
                 if r.status_code == 200:
                     break
                 await asyncio.sleep(0.05)

@@ -40,14 +40,17 @@ async def test_a_500_from_a_stopped_database_logs_no_plate_owner_or_local(
             no_reuse = httpx.Limits(max_keepalive_connections=0)
             async with httpx.AsyncClient(base_url=served.url, timeout=30,
                                          limits=no_reuse) as client:
-                ok = await client.get(f"/v1/plates/CA-ON/{PLATE}", headers=bearer(key))
+                query = {"jurisdiction": "CA-ON", "plate": PLATE, "purpose": "testing"}
+                ok = await client.post("/v1/plates/query", json=query, headers=bearer(key))
                 assert ok.status_code == 200 and ok.json()["owner"]["name"] == OWNER_NAME
                 pg.stop()  # the database goes away mid-run
-                failed = [await client.get(f"/v1/plates/CA-ON/{PLATE}", headers=bearer(key)),
+                failed = [await client.post("/v1/plates/query", json=query,
+                                            headers=bearer(key)),
                           await client.post("/v1/plates/lookup", headers=bearer(key), json={
-                              "plates": [{"jurisdiction": "CA-ON", "plate": PLATE}]}),
-                          await client.get(f"/v1/owners/{OWNER_ID}/plates",
-                                           headers=bearer(key))]
+                              "plates": [{"jurisdiction": "CA-ON", "plate": PLATE}],
+                              "purpose": "testing"}),
+                          await client.post("/v1/owners/query", headers=bearer(key), json={
+                              "owner_id": OWNER_ID, "purpose": "testing"})]
                 assert [r.status_code for r in failed] == [500, 500, 500]
                 for r in failed:
                     assert PLATE not in r.text and OWNER_ID not in r.text

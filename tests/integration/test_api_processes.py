@@ -15,6 +15,8 @@ from platereg.keys import create_key
 
 pytestmark = pytest.mark.integration
 
+REV1 = {"jurisdiction": "CA-ON", "plate": "REV1", "purpose": "testing"}
+
 
 async def test_revocation_reaches_every_process_within_5_seconds(settings, pool,
                                                                   tmp_path) -> None:
@@ -24,7 +26,7 @@ async def test_revocation_reaches_every_process_within_5_seconds(settings, pool,
         async with running_api(settings) as api, httpx.AsyncClient(base_url=served.url) as remote:
             clients = (api.client, remote)
             for client in clients:  # both processes have the key cached as valid
-                r = await client.get("/v1/plates/CA-ON/REV1", headers=bearer(key))
+                r = await client.post("/v1/plates/query", json=REV1, headers=bearer(key))
                 assert r.status_code == 200
             done = await asyncio.to_thread(platereg, "keys", "revoke", key_id)
             assert done.returncode == 0, done.stderr
@@ -33,13 +35,13 @@ async def test_revocation_reaches_every_process_within_5_seconds(settings, pool,
             while len(refused) < 2 and time.monotonic() - revoked_at < 5.0:
                 for i, client in enumerate(clients):
                     if i not in refused:
-                        r = await client.get("/v1/plates/CA-ON/REV1", headers=bearer(key))
+                        r = await client.post("/v1/plates/query", json=REV1, headers=bearer(key))
                         if r.status_code == 401:
                             refused[i] = time.monotonic() - revoked_at
                 await asyncio.sleep(0.1)
             assert sorted(refused) == [0, 1], f"still accepted after 5 s by {refused}"
             for client in clients:  # and it stays refused
-                r = await client.get("/v1/plates/CA-ON/REV1", headers=bearer(key))
+                r = await client.post("/v1/plates/query", json=REV1, headers=bearer(key))
                 assert r.status_code == 401
 
 
@@ -49,7 +51,9 @@ async def test_clean_shutdown_writes_every_buffered_audit_row(settings, pool) ->
     # An hour between timed flushes from the start: only stop() can write these rows.
     async with running_api(settings, audit_flush_seconds=3600) as api:
         for _ in range(300):
-            assert (await api.client.get("/v1/plates/CA-ON/SHUT1", headers=enf)).status_code == 200
+            r = await api.client.post("/v1/plates/query", headers=enf, json={
+                "jurisdiction": "CA-ON", "plate": "SHUT1", "purpose": "testing"})
+            assert r.status_code == 200
         assert api.app.state.audit.pending == 300
         assert await pool.fetchval("SELECT count(*) FROM audit_log") == 0
     assert await pool.fetchval("SELECT count(*) FROM audit_log") == 300
@@ -65,7 +69,7 @@ async def test_sigterm_to_two_workers_loses_no_audit_row(settings, pool, tmp_pat
         async with httpx.AsyncClient(base_url=served.url, limits=limits) as client:
             async def one(i: int) -> int:
                 r = await client.post("/v1/plates/lookup", headers=enf, json={"plates": [
-                    {"jurisdiction": "CA-ON", "plate": "SIG1"}] * 10})
+                    {"jurisdiction": "CA-ON", "plate": "SIG1"}] * 10, "purpose": "testing"})
                 return r.status_code
 
             statuses = await asyncio.gather(*(one(i) for i in range(200)))
@@ -88,25 +92,30 @@ async def test_logs_never_hold_plates_names_or_raw_paths(settings, pool, tmp_pat
             for role in ("enforcement", "operator", "portal"):
                 h = bearer(keys[role])
                 for p in plates + ["NOPLATE9"]:
-                    await c.get(f"/v1/plates/ca-on/{p.lower()}", headers=h)
-                    await c.get(f"/v1/plates/CA-ON/{p}/candidates", headers=h)
-                    await c.get(f"/v1/plates/CA-ON/{p}/events", headers=h)
+                    body = {"jurisdiction": "ca-on", "plate": p.lower(), "purpose": "testing"}
+                    for route in ("query", "candidates", "history"):
+                        await c.post(f"/v1/plates/{route}", headers=h, json=body)
+                    await c.post("/v1/plates/query", headers=h, json={**body, "purpose": p})
                 await c.post("/v1/plates/lookup", headers=h, json={"plates": [
-                    {"jurisdiction": "CA-ON", "plate": p} for p in plates]})
+                    {"jurisdiction": "CA-ON", "plate": p} for p in plates], "purpose": "testing"})
                 await c.post("/v1/plates/lookup", headers=h, json={"plates": [
-                    {"jurisdiction": "CA-ON", "plate": "LOGPL8-TOO-LONG"}]})
+                    {"jurisdiction": "CA-ON", "plate": "LOGPL8-TOO-LONG"}], "purpose": "testing"})
                 await c.post("/v1/plates/lookup", headers=h, content=b'{"plates": LOGPL8')
-                await c.get("/v1/plates/CA-ON/LOGPL8%24BAD", headers=h)
-                await c.get("/v1/hotlist", headers=h)
-                await c.get(f"/v1/owners/ownr-{plates[0]}/plates", headers=h)
-                await c.get("/v1/audit", params={"jurisdiction": "CA-ON", "plate": plates[0]},
-                            headers=h)
+                await c.post("/v1/plates/query", headers=h, json={
+                    "jurisdiction": "CA-ON", "plate": "LOGPL8$BAD", "purpose": "testing"})
+                await c.get("/v1/hotlist", params={"purpose": "testing"}, headers=h)
+                await c.post("/v1/owners/query", headers=h, json={
+                    "owner_id": f"ownr-{plates[0]}", "purpose": "testing"})
+                await c.post("/v1/audit/query", headers=h, json={
+                    "jurisdiction": "CA-ON", "plate": plates[0], "purpose": "audit_review"})
                 await c.get(f"/nowhere/{plates[0]}", headers=h)
-            await c.get(f"/v1/plates/CA-ON/{plates[0]}", headers=bearer("prk_bad_" + plates[1]))
+                await c.get(f"/v1/plates/CA-ON/{plates[0]}", headers=h)  # removed route
+            await c.post("/v1/plates/query", headers=bearer("prk_bad_" + plates[1]),
+                         json={"jurisdiction": "CA-ON", "plate": plates[0], "purpose": "testing"})
         served.stop()
     log = served.log()
-    assert '"route": "/v1/plates/{jurisdiction}/{plate}"' in log  # the log did record requests
-    assert '"route": "/v1/audit"' in log and '"route": "unmatched"' in log
+    assert '"route": "/v1/plates/query"' in log  # the log did record requests
+    assert '"route": "/v1/audit/query"' in log and '"route": "unmatched"' in log
     for secret in [*plates, "NOPLATE9", "logpl8", "Hidden Person", "ownr-", "example.org",
                    "+1555", "/v1/plates/CA-ON/", "/v1/plates/ca-on/", "/nowhere"]:
         assert secret not in log, secret

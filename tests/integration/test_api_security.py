@@ -23,20 +23,31 @@ from platereg.keys import create_key, revoke_key
 
 pytestmark = pytest.mark.integration
 
-BATCH = {"plates": [{"jurisdiction": "CA-ON", "plate": "ABC123"}]}
-# (method, path, json body, roles allowed) -- the contract's route table.
+BATCH = {"plates": [{"jurisdiction": "CA-ON", "plate": "ABC123"}], "purpose": "testing"}
+PQ = {"jurisdiction": "CA-ON", "plate": "ABC123", "purpose": "testing"}
+OQ = {"owner_id": "own-abc123", "purpose": "registry_administration"}
+# (method, path, json body, roles allowed) -- the contract's route table (revision 2).
 ROUTES = [
-    ("GET", "/v1/plates/CA-ON/ABC123", None, {"enforcement", "portal", "operator"}),
+    ("POST", "/v1/plates/query", PQ, {"enforcement", "operator"}),
     ("POST", "/v1/plates/lookup", BATCH, {"enforcement", "operator"}),
-    ("GET", "/v1/plates/CA-ON/ABC123/candidates", None, {"enforcement", "operator"}),
-    ("GET", "/v1/plates/CA-ON/ABC123/events", None, {"operator"}),
-    ("GET", "/v1/hotlist", None, {"enforcement", "operator"}),
-    ("GET", "/v1/owners/own-abc123/plates", None, {"portal", "operator"}),
-    ("GET", "/v1/owners/own-abc123/notices", None, {"portal", "operator"}),
-    ("GET", "/v1/owners/own-abc123/preferences", None, {"portal", "operator"}),
-    ("PUT", "/v1/owners/own-abc123/preferences", {"channels": ["email"]},
-     {"portal", "operator"}),
-    ("GET", "/v1/audit", None, {"operator"}),
+    ("POST", "/v1/plates/candidates", PQ, {"enforcement", "operator"}),
+    ("POST", "/v1/plates/history", PQ, {"operator"}),
+    ("GET", "/v1/hotlist?purpose=alpr_hit", None, {"enforcement", "operator"}),
+    ("POST", "/v1/owners/query", OQ, {"operator"}),
+    ("POST", "/v1/audit/query", {"purpose": "audit_review"}, {"operator"}),
+]
+# Routes of revision 1 that put a plate or an owner id in the URL: gone for every key.
+REMOVED = [
+    ("GET", "/v1/plates/CA-ON/ABC123", 404), ("GET", "/v1/plates/ca-on/abc-123", 404),
+    ("GET", "/v1/plates/CA-ON/ABC123/candidates", 404),
+    ("GET", "/v1/plates/CA-ON/ABC123/events", 404),
+    ("GET", "/v1/owners/own-abc123/plates", 404), ("GET", "/v1/owners/own-abc123/notices", 404),
+    ("GET", "/v1/owners/own-abc123/preferences", 404),
+    ("PUT", "/v1/owners/own-abc123/preferences", 404),
+    ("GET", "/v1/audit?jurisdiction=CA-ON&plate=ABC123", 404),
+    ("GET", "/v1/plates/query?jurisdiction=CA-ON&plate=ABC123&purpose=testing", 405),
+    ("GET", "/v1/plates/lookup", 405), ("GET", "/v1/owners/query?owner_id=own-abc123", 405),
+    ("GET", "/v1/audit/query?plate=ABC123", 405),
 ]
 
 
@@ -68,7 +79,56 @@ async def test_role_by_route_matrix(settings, pool: asyncpg.Pool) -> None:
                 if expected == 403:
                     assert r.headers["content-type"] == "application/problem+json"
                 cells += 1
+        for method, path, status in REMOVED:
+            for k in keys.values():
+                r = await api.client.request(method, path, headers=bearer(k),
+                                             json={"channels": ["email"]})
+                assert r.status_code == status, (method, path)
+                assert "ABC123" not in r.text and "own-abc123" not in r.text
     assert cells == len(ROUTES) * (len(no_key_headers) + 4)
+
+
+BAD_PURPOSES: list[dict] = [
+    {"purpose": None}, {"purpose": ""}, {"purpose": "curiosity"}, {"purpose": "TESTING"},
+    {"purpose": "testing", "case_ref": ""}, {"purpose": "testing", "case_ref": "a" * 65},
+    {"purpose": "testing", "case_ref": "case 1"}, {"purpose": "testing", "case_ref": "a;b"},
+    {"purpose": "testing", "case_ref": "caf\u00e9"}, {"purpose": "testing", "case_ref": 7},
+]
+
+
+async def test_missing_or_unknown_purpose_and_bad_case_ref_are_422(settings, pool) -> None:
+    """Every route that reads plate or owner data: purpose missing (the key absent too) or
+    unknown, or a case_ref outside 1-64 of A-Z a-z 0-9 . _ / -, is 422 and audits nothing."""
+    key = await insert_plate(pool, "CA-ON", "ABC123")
+    await insert_event(pool, key, "e1", "plate.renewed", dt.datetime.now(dt.UTC),
+                       {"expires_on": "2030-01-01"})
+    op = bearer((await role_keys(pool))["operator"])
+    async with running_api(settings) as api:
+        for method, path, body, _ in ROUTES:
+            cases = [*BAD_PURPOSES, "absent"]
+            for bad in cases:
+                if method == "GET" and bad != "absent" and bad.get("case_ref") == 7:
+                    continue  # a query string has no numbers: "7" is a valid case ref
+                if method == "GET":
+                    params = {} if bad == "absent" else {
+                        k: v for k, v in bad.items() if v is not None}
+                    r = await api.client.get(path.split("?")[0], params=params, headers=op)
+                else:
+                    payload = {k: v for k, v in body.items() if k != "purpose"}
+                    if bad != "absent":
+                        payload |= {k: v for k, v in bad.items() if v is not None}
+                    r = await api.client.post(path, json=payload, headers=op)
+                assert r.status_code == 422, (path, bad, r.text)
+                assert r.headers["content-type"] == "application/problem+json"
+                assert "curiosity" not in r.text and "case 1" not in r.text
+            good = {"purpose": "testing", "case_ref": "A-z_0.9/x-" + "y" * 54}
+            if method == "GET":
+                r = await api.client.get(path.split("?")[0], params=good, headers=op)
+            else:
+                r = await api.client.post(path, json={**body, **good}, headers=op)
+            assert r.status_code == 200, (path, r.text)
+        await api.flush()
+    assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE purpose IS NULL") == 0
 
 
 async def test_rate_limit_answers_429_with_retry_after(settings, pool: asyncpg.Pool) -> None:
@@ -76,14 +136,15 @@ async def test_rate_limit_answers_429_with_retry_after(settings, pool: asyncpg.P
     _, slow = await create_key(pool, role="enforcement", name="slow", rate_limit=0.5)
     _, other = await create_key(pool, role="enforcement", name="other", rate_limit=0.5)
     async with running_api(settings, rate_limit_burst=3) as api:
-        statuses = [(await api.client.get("/v1/plates/CA-ON/RATE1", headers=bearer(slow)))
-                    for _ in range(5)]
+        statuses = [(await api.client.post("/v1/plates/query", headers=bearer(slow),
+                                           json={**PQ, "plate": "RATE1"})) for _ in range(5)]
         assert [r.status_code for r in statuses] == [200, 200, 200, 429, 429]
         limited = statuses[-1]
         assert limited.headers["content-type"] == "application/problem+json"
         assert int(limited.headers["retry-after"]) >= 1
         # Buckets are per key: another key is not affected.
-        r = await api.client.get("/v1/plates/CA-ON/RATE1", headers=bearer(other))
+        r = await api.client.post("/v1/plates/query", headers=bearer(other),
+                                  json={**PQ, "plate": "RATE1"})
         assert r.status_code == 200
 
 
@@ -111,27 +172,29 @@ async def test_enforcement_responses_never_contain_owner_data(settings, pool) ->
     leaky = {"jurisdiction": "CA-ON", "plate": "Q000", "status": "stolen", "flags": ["stolen"],
              "expires_on": "2027-01-01", "plate_class": "passenger", "suspension_reasons": [],
              "vehicle": None, "smart_plate": False, "as_of": "2026-11-24T15:04:05Z",
-             "owner": owner("secret-owner-x", "Secret Name X")}
+             "version": 4, "owner": owner("secret-owner-x", "Secret Name X")}
     enf = bearer((await role_keys(pool))["enforcement"])
     bodies: list[tuple[str, object]] = []
     async with running_api(settings) as api:
         for plate in plates:
-            r = await api.client.get(f"/v1/plates/ca-on/{plate.lower()}", headers=enf)
+            r = await api.client.post("/v1/plates/query", headers=enf,
+                                      json={**PQ, "jurisdiction": "ca-on", "plate": plate.lower()})
             assert r.status_code == 200
             bodies.append((r.text, [r.json()]))
         r = await api.client.post("/v1/plates/lookup", headers=enf, json={"plates": [
-            {"jurisdiction": "CA-ON", "plate": p} for p in plates]})
+            {"jurisdiction": "CA-ON", "plate": p} for p in plates], "purpose": "testing"})
         bodies.append((r.text, r.json()["results"]))
         for plate in plates[:40]:
-            r = await api.client.get(f"/v1/plates/CA-ON/{plate.replace('0', 'O')}/candidates",
-                                     headers=enf)
+            r = await api.client.post("/v1/plates/candidates", headers=enf,
+                                      json={**PQ, "plate": plate.replace("0", "O")})
             assert r.status_code == 200
             bodies.append((r.text, r.json()["candidates"]))
-        r = await api.client.get("/v1/hotlist", headers=enf)
+        r = await api.client.get("/v1/hotlist", params={"purpose": "testing"}, headers=enf)
         bodies.append((r.text, r.json()["entries"]))
         cursor = r.json()["next"]
         await insert_change(pool, leaky, True, False)
-        r = await api.client.get("/v1/hotlist", params={"since": cursor}, headers=enf)
+        r = await api.client.get("/v1/hotlist", params={"since": cursor, "purpose": "testing"},
+                                 headers=enf)
         assert len(r.json()["entries"]) == 1
         bodies.append((r.text, r.json()["entries"]))
     views = 0
@@ -144,39 +207,50 @@ async def test_enforcement_responses_never_contain_owner_data(settings, pool) ->
     assert views > 150 * 2 + 40
 
 
-HOSTILE_PATHS = [
-    "/v1/plates/CA-ON/" + "A" * 65,               # over-long raw plate
-    "/v1/plates/CA-ON/ABCDEFGHIJK",               # 11 characters after normalization
-    "/v1/plates/CA-ON/---",                       # nothing left
-    "/v1/plates/CA-ON/ABC%24123",                 # $
-    "/v1/plates/CA-ON/%D0%90BC123",               # Cyrillic A
-    "/v1/plates/CA-ON/%EF%BC%A1BC",               # full-width A
-    "/v1/plates/CA-ON/STRA%C3%9FE",               # sharp s (upper() would give SS)
-    "/v1/plates/CA-ON/AB%00C",                    # NUL
-    "/v1/plates/CANADA/ABC123",
-    "/v1/plates/C1-ON/ABC123",
-    "/v1/plates/%CE%9F%CE%9D-ON/ABC123",          # Greek look-alikes
-    "/v1/plates/" + "X" * 5000 + "/ABC123",
-    "/v1/plates/CA-ON/ABC123/candidates/..%2F..%2Fetc",
-    "/v1/plates/CA-ON/%0D%0AX-Injected:1/candidates",
-    "/v1/plates/CA-ON/" + "O" * 65 + "/candidates",
-    "/v1/plates/ca-on/%EF%BC%90%EF%BC%90/events",
-    "/v1/hotlist?since=%00",
-    "/v1/hotlist?since=" + "A" * 300,
-    "/v1/hotlist?since=ZDotMQ",                   # d:-1
-    "/v1/hotlist?limit=-1",
-    "/v1/hotlist?limit=99999999999999999999999",
-    "/v1/owners/" + "o" * 65 + "/plates",
-    "/v1/owners/%E2%80%AEevil/notices",
-    "/v1/audit?since=2026-13-45T99:99:99Z",
-    "/v1/audit?plate=ABC123&jurisdiction=%D0%A1A-ON",
+HOSTILE_PLATES = [
+    ("CA-ON", "A" * 65),            # over-long raw plate
+    ("CA-ON", "ABCDEFGHIJK"),       # 11 characters after normalization
+    ("CA-ON", "---"),               # nothing left
+    ("CA-ON", "ABC$123"),
+    ("CA-ON", "\u0410BC123"),       # Cyrillic A
+    ("CA-ON", "\uff21BC"),          # full-width A
+    ("CA-ON", "STRA\u00dfE"),       # sharp s (upper() would give SS)
+    ("CA-ON", "AB\u0000C"),         # NUL
+    ("CA-ON", "\r\nX-Injected:1"),
+    ("CANADA", "ABC123"), ("C1-ON", "ABC123"),
+    ("\u039f\u039d-ON", "ABC123"),  # Greek look-alikes
+    ("X" * 5000, "ABC123"),
+    ("CA-ON", 123), (None, "ABC123"),
+]
+HOSTILE_QUERIES = [
+    "/v1/hotlist?purpose=testing&since=%00",
+    "/v1/hotlist?purpose=testing&since=" + "A" * 300,
+    "/v1/hotlist?purpose=testing&since=ZDotMQ",      # d:-1 unsealed
+    "/v1/hotlist?purpose=testing&since=ZDox",        # d:1 unsealed (revision 1's form)
+    "/v1/hotlist?purpose=testing&limit=-1",
+    "/v1/hotlist?purpose=testing&limit=99999999999999999999999",
+    "/v1/hotlist?purpose=testing%0D%0AX-Injected:1",
 ]
 
 
-async def test_hostile_paths_and_queries_are_4xx_problems(settings, pool) -> None:
+async def test_hostile_plates_and_queries_are_4xx_problems(settings, pool) -> None:
     op = bearer((await role_keys(pool))["operator"])
     async with running_api(settings) as api:
-        for path in HOSTILE_PATHS:
+        for path in ("/v1/plates/query", "/v1/plates/candidates", "/v1/plates/history"):
+            for j, p in HOSTILE_PLATES:
+                r = await api.client.post(path, headers=op, json={
+                    "jurisdiction": j, "plate": p, "purpose": "testing"})
+                assert r.status_code == 422, (path, j, p, r.text)
+                assert r.headers["content-type"] == "application/problem+json"
+        for j, p in HOSTILE_PLATES:
+            r = await api.client.post("/v1/audit/query", headers=op, json={
+                "jurisdiction": j, "plate": p, "purpose": "audit_review"})
+            assert r.status_code == 422, (j, p)
+        for bad in ({"owner_id": "o" * 65}, {"owner_id": "\u202eevil"}, {"owner_id": ""}):
+            r = await api.client.post("/v1/owners/query", headers=op,
+                                      json={**bad, "purpose": "testing"})
+            assert r.status_code == 422
+        for path in HOSTILE_QUERIES:
             r = await api.client.get(path, headers=op)
             assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
             assert r.headers["content-type"] == "application/problem+json", path
@@ -214,13 +288,14 @@ async def test_hostile_bodies_are_4xx_problems(settings, pool) -> None:
          422),
         (json_h, b'{"plates": [{"jurisdiction": "CA-ON", "plate": "A"}], "purpose": "'
          + b"p" * 201 + b'"}', 422),
+        (json_h, b'{"plates": [{"jurisdiction": "CA-ON", "plate": "A"}]}', 422),  # no purpose
+        (json_h, b'{"plates": [{"jurisdiction": "CA-ON", "plate": "A"}], "purpose": "testing",'
+         b' "at": "2026-11-01"}', 422),
         ({**op, "Content-Type": "text/plain"}, b'{"plates": []}', 415),
         ({**op, "Content-Type": "application/x-www-form-urlencoded"}, b"plates=1", 415),
         (op, b'{"plates": [{"jurisdiction": "CA-ON", "plate": "A"}]}', 415),  # no type
         (json_h, b'{"plates": [' + b", ".join([b'{"jurisdiction":"CA-ON","plate":"A1"}']
                                               * 200_000) + b"]}", 413),   # > 4 MiB
-        ({**json_h, "X-Purpose": "x" * 201}, b'{"plates": [{"jurisdiction": "CA-ON", '
-                                              b'"plate": "A"}]}', 422),
     ]
     async with running_api(settings) as api:
         for headers, body, expected in cases:
@@ -235,12 +310,13 @@ async def test_hostile_bodies_are_4xx_problems(settings, pool) -> None:
 
         r = await api.client.post("/v1/plates/lookup", content=chunks(), headers=json_h)
         assert r.status_code == 413
-        r = await api.client.put("/v1/owners/o1/preferences", content=b"{", headers=json_h)
+        r = await api.client.post("/v1/owners/query", content=b"{", headers=json_h)
         assert r.status_code == 400
-        r = await api.client.put("/v1/owners/o1/preferences", content=b'{"channels": ["sms"]}',
-                                 headers={**op, "Content-Type": "text/csv"})
+        r = await api.client.post("/v1/plates/query", headers={**op, "Content-Type": "text/csv"},
+                                  content=b'{"jurisdiction": "CA-ON", "plate": "A"}')
         assert r.status_code == 415
-        r = await api.client.post("/v1/plates/lookup", json={"plates": [item]}, headers=op)
+        r = await api.client.post("/v1/plates/lookup", json={"plates": [item],
+                                                             "purpose": "testing"}, headers=op)
         assert r.status_code == 200  # the same client still works
 
 
@@ -248,16 +324,18 @@ async def test_metrics_use_route_templates(settings, pool) -> None:
     await insert_plate(pool, "CA-ON", "MET123")
     enf = bearer((await role_keys(pool))["enforcement"])
     async with running_api(settings) as api:
-        await api.client.get("/v1/plates/ca-on/met-123", headers=enf)
-        await api.client.get("/v1/plates/CA-ON/NOPE99", headers=enf)
-        await api.client.get("/v1/plates/CA-ON/MET123/candidates", headers=enf)
+        await api.client.post("/v1/plates/query", json={**PQ, "plate": "met-123"}, headers=enf)
+        await api.client.post("/v1/plates/query", json={**PQ, "plate": "NOPE99"}, headers=enf)
+        await api.client.post("/v1/plates/candidates", json={**PQ, "plate": "MET123"},
+                              headers=enf)
+        await api.client.get("/v1/plates/CA-ON/MET123", headers=enf)
         await api.client.get("/no/such/MET123", headers=enf)
         text = (await api.client.get("/metrics")).text
-    assert 'route="/v1/plates/{jurisdiction}/{plate}"' in text
-    assert 'route="/v1/plates/{jurisdiction}/{plate}/candidates"' in text
+    assert 'route="/v1/plates/query"' in text
+    assert 'route="/v1/plates/candidates"' in text
     assert 'route="unmatched"' in text
     assert "MET" not in text and "NOPE" not in text
-    assert 'platereg_lookups_total{kind="single",result="not_found"}' in text
+    assert 'platereg_lookups_total{kind="single",purpose="testing",result="not_found"}' in text
 
 
 async def test_422_names_positions_never_the_clients_key_names(settings, pool) -> None:
@@ -265,13 +343,15 @@ async def test_422_names_positions_never_the_clients_key_names(settings, pool) -
     evil = ['<script>alert(1)</script>', "Jane Doe jane@example.org", "ABC123"]
     async with running_api(settings) as api:
         r = await api.client.post("/v1/plates/lookup", headers=op, json={
-            "plates": [{"jurisdiction": "CA-ON", "plate": "A1", evil[0]: 1}], evil[1]: 2})
+            "plates": [{"jurisdiction": "CA-ON", "plate": "A1", evil[0]: 1}], evil[1]: 2,
+            "purpose": "testing"})
         assert r.status_code == 422
         assert sorted(r.json()["errors"], key=lambda e: e["field"]) == [
             {"field": "body", "message": "unexpected key (key number 2 of this object)"},
             {"field": "plates.0", "message": "unexpected key (key number 3 of this object)"}]
-        r = await api.client.put("/v1/owners/o1/preferences", headers=op,
-                                 json={"channels": ["sms"], evil[2]: {evil[0]: 1}})
+        r = await api.client.post("/v1/owners/query", headers=op,
+                                  json={"owner_id": "o1", evil[2]: {evil[0]: 1},
+                                        "purpose": "testing"})
         assert r.status_code == 422
         assert r.json()["errors"] == [
             {"field": "body", "message": "unexpected key (key number 2 of this object)"}]
@@ -292,16 +372,17 @@ async def test_429_answers_at_once_while_the_pool_is_busy_and_logs_the_key_id(
     _, other = await create_key(pool, role="enforcement", name="other")
     monkeypatch.setattr(platereg.auth, "CACHE_TTL", 0.0)  # every request refreshes its key
     async with running_api(settings, rate_limit_burst=1, db_pool_min=2, db_pool_max=2) as api:
-        assert (await api.client.get("/v1/plates/CA-ON/BUSY1",
-                                     headers=bearer(limited))).status_code == 200
+        busy = {**PQ, "plate": "BUSY1"}
+        assert (await api.client.post("/v1/plates/query", json=busy,
+                                      headers=bearer(limited))).status_code == 200
         db = api.app.state.pool
         held = [await db.acquire() for _ in range(2)]  # the pool is busy from now on
         try:
-            waiting = asyncio.create_task(api.client.get("/v1/plates/CA-ON/BUSY1",
-                                                         headers=bearer(other)))
+            waiting = asyncio.create_task(api.client.post("/v1/plates/query", json=busy,
+                                                          headers=bearer(other)))
             with structlog.testing.capture_logs() as logs:
                 limited_answer = await asyncio.wait_for(
-                    api.client.get("/v1/plates/CA-ON/BUSY1", headers=bearer(limited)), 10)
+                    api.client.post("/v1/plates/query", json=busy, headers=bearer(limited)), 10)
             assert limited_answer.status_code == 429
             assert not waiting.done()  # answered while another request waits for the pool
         finally:
@@ -319,14 +400,14 @@ async def test_options_and_405_list_every_method_of_the_path(settings, pool) -> 
 
     op = bearer((await role_keys(pool))["operator"])
     async with running_api(settings) as api:
-        r = await api.client.options("/v1/owners/own-1/preferences", headers=op)
-        assert (r.status_code, r.headers["allow"]) == (204, "GET, OPTIONS, PUT")
-        r = await api.client.patch("/v1/owners/own-1/preferences", headers=op)
-        assert r.status_code == 405 and r.headers["allow"] == "GET, OPTIONS, PUT"
+        r = await api.client.options("/v1/plates/query", headers=op)
+        assert (r.status_code, r.headers["allow"]) == (204, "OPTIONS, POST")
+        r = await api.client.patch("/v1/plates/query", headers=op)
+        assert r.status_code == 405 and r.headers["allow"] == "OPTIONS, POST"
         assert r.headers["content-type"] == "application/problem+json"
         r = await api.client.delete("/v1/plates/lookup", headers=op)
         assert r.status_code == 405 and r.headers["allow"] == "OPTIONS, POST"
-        r = await api.client.options("/v1/plates/CA-ON/ABC123")
+        r = await api.client.options("/v1/hotlist")
         assert (r.status_code, r.headers["allow"]) == (204, "GET, OPTIONS")
     transport = httpx.ASGITransport(app=create_ingest_app(settings))
     async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as client:

@@ -31,7 +31,8 @@ def _sample(name: str, **labels: str) -> float:
 async def test_a_lock_on_audit_log_gives_503_to_reads_and_readyz_until_released(
         settings, pool, database_url: str) -> None:
     await insert_plate(pool, "CA-ON", "LOCK1")
-    enf = {**bearer((await role_keys(pool))["enforcement"]), "X-Purpose": "testing"}
+    enf = bearer((await role_keys(pool))["enforcement"])
+    lock1 = {"jurisdiction": "CA-ON", "plate": "LOCK1", "purpose": "testing"}
     refused = _sample("platereg_audit_refused_total")
     locker = await asyncpg.connect(database_url)
     try:
@@ -43,9 +44,9 @@ async def test_a_lock_on_audit_log_gives_503_to_reads_and_readyz_until_released(
             await locker.execute("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
             try:
                 for _ in range(3):   # buffered: the writer's COPY waits for the lock
-                    r = await api.client.get("/v1/plates/CA-ON/LOCK1", headers=enf)
+                    r = await api.client.post("/v1/plates/query", json=lock1, headers=enf)
                     assert r.status_code == 200
-                r = await api.client.get("/v1/plates/CA-ON/LOCK1", headers=enf)
+                r = await api.client.post("/v1/plates/query", json=lock1, headers=enf)
                 assert r.status_code == 503, r.text
                 assert r.headers["retry-after"] and "audit" in r.json()["detail"]
                 assert _sample("platereg_audit_refused_total") == refused + 1
@@ -63,7 +64,7 @@ async def test_a_lock_on_audit_log_gives_503_to_reads_and_readyz_until_released(
                 return (await api.client.get("/readyz")).status_code == 200
 
             await wait_for(ready, "/readyz 200 once the lock is gone", 60)
-            r = await api.client.get("/v1/plates/CA-ON/LOCK1", headers=enf)
+            r = await api.client.post("/v1/plates/query", json=lock1, headers=enf)
             assert r.status_code == 200
             await api.flush()
     finally:
@@ -138,25 +139,28 @@ async def test_owner_notice_preference_hotlist_and_audit_reads_are_audited(
     portal, op, enf = (bearer(keys[r]) for r in ("portal", "operator", "enforcement"))
     portal_id, op_id = keys["portal"].split("_")[1], keys["operator"].split("_")[1]
     async with running_api(settings) as api:
-        for path in ("/v1/owners/own-a/plates", "/v1/owners/own-a/notices",
-                     "/v1/owners/own-a/preferences", "/v1/owners/own-b/plates",
-                     "/v1/owners/own-b/notices"):
-            assert (await api.client.get(path, headers=portal)).status_code == 200, path
-        r = await api.client.put("/v1/owners/own-a/preferences", headers=portal,
-                                 json={"channels": ["email"], "language": "fr"})
-        assert r.status_code == 200
-        r = await api.client.get("/v1/hotlist", headers=enf)   # nothing flagged: empty
+        # Portal keys read owners only through owner tokens, never here: operators do.
+        for owner_id in ("own-a", "own-b"):
+            r = await api.client.post("/v1/owners/query", headers=op, json={
+                "owner_id": owner_id, "purpose": "registry_administration"})
+            assert r.status_code == 200
+            r = await api.client.post("/v1/owners/query", headers=portal, json={
+                "owner_id": owner_id, "purpose": "registry_administration"})
+            assert r.status_code == 403
+        r = await api.client.get("/v1/hotlist", params={"purpose": "alpr_hit"},
+                                 headers=enf)   # nothing flagged: empty
         assert r.status_code == 200 and r.json()["entries"] == []
         await api.flush()
-        r = await api.client.get("/v1/audit", params={"key_id": portal_id}, headers=op)
+        r = await api.client.post("/v1/audit/query", headers=op, json={
+            "owner_id": "own-a", "purpose": "audit_review"})
         assert r.status_code == 200
         listed = r.json()["entries"]
-        r = await api.client.get("/v1/audit", params={"jurisdiction": "CA-QC", "plate": "NONE1"},
-                                 headers=op)
+        r = await api.client.post("/v1/audit/query", headers=op, json={
+            "jurisdiction": "CA-QC", "plate": "NONE1", "purpose": "audit_review"})
         assert r.status_code == 200 and r.json()["entries"] == []
         await api.flush()
-        rows = await pool.fetch("SELECT key_id, kind, jurisdiction, plate, owner_id, result"
-                                " FROM audit_log ORDER BY id")
+        rows = await pool.fetch("SELECT key_id, kind, jurisdiction, plate, owner_id, result,"
+                                " purpose FROM audit_log ORDER BY id")
     by_kind: dict[str, list[tuple]] = {}
     for row in rows:
         by_kind.setdefault(row["kind"], []).append(
@@ -167,15 +171,17 @@ async def test_owner_notice_preference_hotlist_and_audit_reads_are_audited(
     assert by_kind["owner_notices"] == [("CA-ON", "OWN1", "own-a", "renewal_reminder"),
                                         (None, None, "own-b", "empty")]
     assert by_kind["owner_preferences"] == [(None, None, "own-a", "not_found"),
-                                            (None, None, "own-a", "updated")]
+                                            (None, None, "own-b", "not_found")]
     assert by_kind["hotlist"] == [(None, None, None, "empty")]
-    # The audit route itself: one row per entry listed (7 portal reads), one for the empty one.
-    assert len(listed) == 7
-    assert sorted(by_kind["audit"][:7], key=repr) == sorted(
+    # The audit route itself: one row per entry listed (own-a's 4 rows), one for the empty one.
+    assert len(listed) == 4
+    assert sorted(by_kind["audit"][:4], key=repr) == sorted(
         ((e["jurisdiction"], e["plate"], e["owner_id"], "listed") for e in listed), key=repr)
-    assert by_kind["audit"][7:] == [("CA-QC", "NONE1", None, "empty")]
+    assert by_kind["audit"][4:] == [("CA-QC", "NONE1", None, "empty")]
     assert {r["key_id"] for r in rows if r["kind"] == "audit"} == {op_id}
-    assert len(rows) == 7 + 1 + 8
+    assert {r["purpose"] for r in rows if r["kind"] == "audit"} == {"audit_review"}
+    assert portal_id not in {r["key_id"] for r in rows}   # refused reads are not audited
+    assert len(rows) == 7 + 1 + 5   # owner reads, the empty hotlist, audit reads
 
 
 async def test_nobody_rewrites_audit_rows_and_only_old_ones_can_be_deleted(pool) -> None:

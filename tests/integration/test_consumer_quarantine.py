@@ -167,13 +167,15 @@ async def test_history_route_and_reads_are_timezone_aware(topics, pool: asyncpg.
     assert row["received_at"].utcoffset() == dt.timedelta(0)
     keys = await role_keys(pool)
     async with running_api(topics) as api:
-        r = await api.client.get("/v1/plates/CA-QC/POISON1/events",
-                                 headers=bearer(keys["operator"]))
+        query = {"jurisdiction": "CA-QC", "plate": "POISON1", "purpose": "testing"}
+        r = await api.client.post("/v1/plates/history", json=query,
+                                  headers=bearer(keys["operator"]))
         assert r.status_code == 200, r.text
         time = r.json()["events"][0]["time"]
         parsed = dt.datetime.fromisoformat(time.replace("Z", "+00:00"))
         assert parsed.utcoffset() is not None, time
-        r = await api.client.get("/v1/plates/CA-QC/POISON1", headers=bearer(keys["operator"]))
+        r = await api.client.post("/v1/plates/query", json=query,
+                                  headers=bearer(keys["operator"]))
         assert r.status_code == 200, r.text
 
 

@@ -58,11 +58,9 @@ METRICS: dict[str, set[str]] = {
 }
 #: (metric, label or None for the whole metric) -> the issue that will add it.
 NOT_YET: dict[tuple[str, str | None], str] = {
-    ("platereg_lookups_total", "purpose"): "issue 11 (required purposes)",
 }
 #: Dashboard panels (by title) whose queries have no data until the issue lands.
-PANELS_NOT_YET = {
-    "Lookups/s by purpose": "issue 11 (required purposes)",
+PANELS_NOT_YET: dict[str, str] = {
 }
 JOBS = ("registry-api", "ingest-api", "registry-consumer",    # as in deploy/prometheus
         "notice-scheduler", "notice-dispatcher")
@@ -183,16 +181,19 @@ async def drive_traffic(settings: Settings, pool: Any, registry: str, ingest: st
             await asyncio.sleep(0.1)
         else:
             raise AssertionError("the consumer did not fold the events")
-        h = {**bearer(keys["operator"]), "X-Purpose": "testing"}
-        for path in ("/v1/plates/CA-ON/PROM1", "/v1/plates/CA-ON/NOPE1",
-                     "/v1/plates/CA-ON/PR0M1/candidates", "/v1/plates/CA-ON/PROM0/events",
-                     "/v1/hotlist"):
-            assert (await c.get(f"{registry}{path}", headers=h)).status_code in (200, 404)
+        h = bearer(keys["operator"])
+        for route, plate in (("query", "PROM1"), ("query", "NOPE1"), ("candidates", "PR0M1"),
+                             ("history", "PROM0")):
+            r = await c.post(f"{registry}/v1/plates/{route}", headers=h, json={
+                "jurisdiction": "CA-ON", "plate": plate, "purpose": "testing"})
+            assert r.status_code in (200, 404)
+        r = await c.get(f"{registry}/v1/hotlist", params={"purpose": "testing"}, headers=h)
+        assert r.status_code == 200
         r = await c.post(f"{registry}/v1/plates/lookup", headers=h, json={
             "purpose": "testing", "plates": [{"jurisdiction": "CA-ON", "plate": "PROM2"}]})
         assert r.status_code == 200, r.text
         assert (await c.get(f"{registry}/v1/hotlist")).status_code == 401
-        assert (await c.get(f"{registry}/v1/hotlist",
+        assert (await c.get(f"{registry}/v1/hotlist", params={"purpose": "testing"},
                             headers=bearer(keys["portal"]))).status_code == 403
 
 

@@ -36,30 +36,35 @@ async def test_a_request_costs_one_unit_per_plate_returned(settings, pool) -> No
         await insert_plate(pool, "CA-ON", f"RL{i}")
     # 0.01 unit/s: the bucket (100 units) does not visibly refill during the test.
     _, key = await create_key(pool, role="enforcement", name="slow", rate_limit=0.01)
-    enf = {**bearer(key), "X-Purpose": "testing"}
+    enf = bearer(key)
+
+    def q(plate: str) -> dict:
+        return {"jurisdiction": "CA-ON", "plate": plate, "purpose": "testing"}
+
     async with running_api(settings, rate_limit_burst=100) as api:
-        r = await api.client.get("/v1/plates/CA-ON/RL0", headers=enf)
+        r = await api.client.post("/v1/plates/query", json=q("RL0"), headers=enf)
         assert r.status_code == 200 and _limits(r)[:2] == (100, 99)
-        r = await api.client.get("/v1/plates/CA-ON/NOPE", headers=enf)   # 404: still a unit
+        r = await api.client.post("/v1/plates/query", json=q("NOPE"), headers=enf)  # 404: a unit
         assert r.status_code == 404 and _limits(r)[:2] == (100, 98)
         batch = {"plates": [{"jurisdiction": "CA-ON", "plate": f"RL{i % 5}"}
-                            for i in range(50)]}
+                            for i in range(50)], "purpose": "testing"}
         r = await api.client.post("/v1/plates/lookup", headers=enf, json=batch)
         assert r.status_code == 200 and _limits(r)[:2] == (100, 48)
-        r = await api.client.get("/v1/plates/CA-ON/RL0/candidates", headers=enf)
+        r = await api.client.post("/v1/plates/candidates", json=q("RL0"), headers=enf)
         assert r.status_code == 200 and len(r.json()["candidates"]) == 1
         assert _limits(r)[:2] == (100, 47)
         # 1,000 plates with 47 units left: answered, and the key is 953 units in debt.
         r = await api.client.post("/v1/plates/lookup", headers=enf, json={
-            "plates": [{"jurisdiction": "CA-ON", "plate": f"RL{i % 3}"} for i in range(1000)]})
+            "plates": [{"jurisdiction": "CA-ON", "plate": f"RL{i % 3}"} for i in range(1000)],
+            "purpose": "testing"})
         assert r.status_code == 200 and len(r.json()["results"]) == 1000
         limit, remaining, reset = _limits(r)
         assert (limit, remaining) == (100, 0) and reset >= (100 + 953) / 0.01 - 1
-        r = await api.client.get("/v1/plates/CA-ON/RL0", headers=enf)
+        r = await api.client.post("/v1/plates/query", json=q("RL0"), headers=enf)
         assert r.status_code == 429
         assert int(r.headers["retry-after"]) >= 954 / 0.01 - 1
         assert _limits(r)[:2] == (100, 0)
-        r = await api.client.get("/v1/plates/CA-ON/RL0", headers={})
+        r = await api.client.post("/v1/plates/query", json=q("RL0"), headers={})
         assert r.status_code == 401 and "ratelimit-limit" not in r.headers
         # A batch is refused while the key is in debt, without being read.
         r = await api.client.post("/v1/plates/lookup", headers=enf, json=batch)
@@ -73,13 +78,14 @@ async def test_roles_get_their_own_default_limits_and_403_carries_the_headers(
     async with running_api(settings, rate_limit_burst=1, rate_limit_enforcement_per_second=900,
                            rate_limit_portal_per_second=60,
                            rate_limit_operator_per_second=7) as api:
-        r = await api.client.get("/v1/hotlist", headers=bearer(keys["enforcement"]))
+        hot = {"purpose": "alpr_hit"}
+        r = await api.client.get("/v1/hotlist", params=hot, headers=bearer(keys["enforcement"]))
         assert r.status_code == 200 and _limits(r)[0] == 900
-        r = await api.client.get("/v1/owners/own-x/preferences", headers=bearer(keys["portal"]))
-        assert r.status_code == 200 and _limits(r)[0] == 60
-        r = await api.client.get("/v1/hotlist", headers=bearer(keys["portal"]))   # 403
+        # Portal keys may not read the hotlist (nor any plate or owner route): 403.
+        r = await api.client.get("/v1/hotlist", params=hot, headers=bearer(keys["portal"]))
         assert r.status_code == 403 and _limits(r)[0] == 60
-        r = await api.client.get("/v1/audit", headers=bearer(keys["operator"]))
+        r = await api.client.post("/v1/audit/query", json={"purpose": "audit_review"},
+                                  headers=bearer(keys["operator"]))
         assert r.status_code == 200 and _limits(r)[0] == 7
 
 

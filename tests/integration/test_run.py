@@ -106,8 +106,9 @@ async def _lookup_is_audited(admin_dsn: str, registry_url: str) -> None:
     try:
         _, key = await create_key(conn, role="enforcement", name="run test")
         async with httpx.AsyncClient(base_url=registry_url) as client:
-            r = await client.get("/v1/plates/CA-ON/RUNT1",
-                                 headers={"Authorization": f"Bearer {key}"})
+            r = await client.post("/v1/plates/query", headers={"Authorization": f"Bearer {key}"},
+                                  json={"jurisdiction": "CA-ON", "plate": "RUNT1",
+                                        "purpose": "testing"})
         assert r.status_code == 404
         deadline = time.monotonic() + 30
         while not await conn.fetchval("SELECT count(*) FROM audit_log WHERE plate = 'RUNT1'"):

@@ -116,12 +116,13 @@ async def test_platereg_run_demo_load_reaches_the_api(tmp_path) -> None:
         await wait_for(lambda: _ready(proc, log_path), "the banner of platereg run", 180, 0.3)
         text = log_path.read_text()
         key = re.search(r"Demo operator API key \(shown once\): (\S+)", text).group(1)
-        sample = re.search(r"/v1/plates/([A-Z0-9-]+/[A-Z0-9]+)", text).group(1)
+        sample = re.search(r"-d '(\{.*\})' \S+/v1/plates/query", text).group(1)
         base = re.search(r"registry-api +(http://[0-9.:]+)/docs", text).group(1)
         metrics_url = re.search(r"registry-consumer +(http://\S+/metrics)", text).group(1)
-        auth = {"Authorization": f"Bearer {key}", "X-Purpose": "testing"}
+        auth = {"Authorization": f"Bearer {key}"}
         async with httpx.AsyncClient(base_url=base, headers=auth, timeout=10) as client:
-            r = await client.get(f"/v1/plates/{sample}")
+            r = await client.post("/v1/plates/query", content=sample,
+                                  headers={"Content-Type": "application/json"})
             assert r.status_code == 200 and r.json()["owner"] is not None
 
             async def loaded() -> dict | None:      # the whole demo load applied
@@ -136,10 +137,12 @@ async def test_platereg_run_demo_load_reaches_the_api(tmp_path) -> None:
             rejected = metric(samples, "platereg_events_total", outcome="rejected")
             assert rejected > 0 and metric(samples, "platereg_dlq_total") == rejected
             await _owner_link_signs_in(text, base)
-            hot = (await client.get("/v1/hotlist", params={"limit": 200})).json()["entries"]
+            hot = (await client.get("/v1/hotlist", params={"limit": 200, "purpose": "testing"})
+                   ).json()["entries"]
             assert hot, "a year of simulated life leaves no plate flagged"
             refs = [{"jurisdiction": e["jurisdiction"], "plate": e["plate"]} for e in hot]
-            r = await client.post("/v1/plates/lookup", json={"plates": refs})
+            r = await client.post("/v1/plates/lookup", json={"plates": refs,
+                                                             "purpose": "testing"})
             assert [v["status"] for v in r.json()["results"]] == [e["status"] for e in hot]
     finally:
         if proc.poll() is None:

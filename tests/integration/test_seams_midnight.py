@@ -17,7 +17,7 @@ import asyncpg
 import httpx
 import orjson
 import pytest
-from api_helpers import bearer, role_keys, running_api, served_registry
+from api_helpers import bearer, pq, role_keys, running_api, served_registry
 
 from platereg.clock import Clock
 from registry.expiry import run_sweeper
@@ -62,7 +62,7 @@ async def test_midnight_in_the_registry_zone_expires_through_sweeper_api_and_top
     settings = topics.model_copy(update={"timezone": "Pacific/Kiritimati"})
     clock = Clock()
     keys = await role_keys(pool)
-    enf = {**bearer(keys["enforcement"]), "X-Purpose": "testing"}
+    enf = bearer(keys["enforcement"])
     stop = asyncio.Event()
     async with consumer_running(settings, clock=clock), running_api(settings,
                                                                     clock=clock) as api:
@@ -81,7 +81,7 @@ async def test_midnight_in_the_registry_zone_expires_through_sweeper_api_and_top
             # the sweep at start records EXP0 (expired since DAY began), not EXP1
             await wait_for(lambda: _has(pool, "CA-NU/EXP0", ["valid", "expired"]),
                            "the start-up sweep to expire EXP0")
-            r = await api.client.get("/v1/plates/CA-NU/EXP1", headers=enf)
+            r = await api.client.post("/v1/plates/query", json=pq("CA-NU", "EXP1"), headers=enf)
             assert (r.json()["status"], r.json()["flags"]) == ("valid", [])
             assert await _statuses(pool, "CA-NU/EXP1") == ["valid"]
             # Local midnight passes; in UTC it is still DAY (10:00), nowhere near midnight.
@@ -89,7 +89,7 @@ async def test_midnight_in_the_registry_zone_expires_through_sweeper_api_and_top
             assert clock.now().astimezone(dt.UTC).date() == DAY
             await wait_for(lambda: _has(pool, "CA-NU/EXP1", ["valid", "expired"]),
                            "the sweeper to notice the new day")
-            r = await api.client.get("/v1/plates/CA-NU/EXP1", headers=enf)
+            r = await api.client.post("/v1/plates/query", json=pq("CA-NU", "EXP1"), headers=enf)
             assert (r.json()["status"], r.json()["flags"]) == ("expired", ["expired"])
             await wait_relayed(pool, settings)
         finally:
@@ -98,7 +98,8 @@ async def test_midnight_in_the_registry_zone_expires_through_sweeper_api_and_top
         # each expiry recorded once, however often the sweeper looked
         assert await _statuses(pool, "CA-NU/EXP0") == ["valid", "expired"]
         assert await _statuses(pool, "CA-NU/EXP1") == ["valid", "expired"]
-        hot = (await api.client.get("/v1/hotlist", headers=enf)).json()["entries"]
+        hot = (await api.client.get("/v1/hotlist", params={"purpose": "testing"},
+                                    headers=enf)).json()["entries"]
         assert {e["plate"] for e in hot} == {"EXP0", "EXP1"}
     messages = await read_all(settings, settings.topic(contract.STATUS))
     by_key: dict[bytes, list[str]] = {}
@@ -122,7 +123,7 @@ async def test_a_served_api_reads_the_day_from_the_registry_zone_and_clock(
         " last_event_id, event_count) VALUES ('CA-NU/PAGO1', 'CA-NU', 'PAGO1', true,"
         " 'passenger', $1, '{}', 'o', '{\"owner_id\": \"o\", \"name\": \"N\"}', '{}', false,"
         " false, now(), 'e1', 1)", DAY)
-    enf = {**bearer((await role_keys(pool))["enforcement"]), "X-Purpose": "testing"}
+    enf = bearer((await role_keys(pool))["enforcement"])
     seen = []
     for local in (dt.datetime(2026, 3, 10, 23, 0, tzinfo=zone),      # 10:00 UTC on 3-11
                   dt.datetime(2026, 3, 11, 0, 30, tzinfo=zone)):     # 11:30 UTC on 3-11
@@ -130,8 +131,8 @@ async def test_a_served_api_reads_the_day_from_the_registry_zone_and_clock(
         env = {"PLATEREG_TIMEZONE": "Pacific/Pago_Pago",
                "PLATEREG_CLOCK_OFFSET_SECONDS": str(offset)}
         with served_registry(str(tmp_path / "api.log"), env=env) as served:
-            r = await asyncio.to_thread(httpx.get, f"{served.url}/v1/plates/CA-NU/PAGO1",
-                                        headers=enf)
+            r = await asyncio.to_thread(httpx.post, f"{served.url}/v1/plates/query",
+                                        headers=enf, json=pq("CA-NU", "PAGO1"))
             seen.append(r.json()["status"])
     # the UTC date is the 11th both times: only the registry's zone tells them apart
     assert seen == ["valid", "expired"]

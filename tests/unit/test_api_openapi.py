@@ -54,19 +54,52 @@ def _params(doc: dict, path: str, method: str = "get") -> dict[str, dict]:
 
 def test_plate_jurisdiction_and_cursor_parameters_have_patterns(documents) -> None:
     reg = documents["registry"]
-    for path in ("/v1/plates/{jurisdiction}/{plate}", "/v1/plates/{jurisdiction}/{plate}/events",
-                 "/v1/plates/{jurisdiction}/{plate}/candidates"):
-        params = _params(reg, path)
-        assert params["jurisdiction"]["pattern"] == RAW_JURISDICTION_PATTERN
-        assert params["plate"]["pattern"] == RAW_PLATE_PATTERN
+    schemas = reg["components"]["schemas"]
+    for name in ("PlateQuery", "CandidatesQuery", "HistoryQuery", "PlateRef"):
+        props = schemas[name]["properties"]
+        assert props["jurisdiction"]["pattern"] == RAW_JURISDICTION_PATTERN, name
+        assert props["plate"]["pattern"] == RAW_PLATE_PATTERN, name
     assert _params(reg, "/v1/hotlist")["since"]["anyOf"][0]["pattern"] == CURSOR_PATTERN
-    audit = _params(reg, "/v1/audit")
-    assert audit["cursor"]["anyOf"][0]["pattern"] == CURSOR_PATTERN
-    assert audit["plate"]["pattern"] == RAW_PLATE_PATTERN  # optional: beside the anyOf
-    assert audit["jurisdiction"]["pattern"] == RAW_JURISDICTION_PATTERN
-    for path, method in (("/v1/plates/lookup", "post"),
-                         ("/v1/owners/{owner_id}/preferences", "put")):
-        assert {"400", "408", "413", "415", "422"} <= set(reg["paths"][path][method]["responses"])
+    for path in ("/v1/plates/query", "/v1/plates/lookup", "/v1/plates/candidates",
+                 "/v1/plates/history", "/v1/owners/query", "/v1/audit/query"):
+        responses = reg["paths"][path]["post"]["responses"]
+        assert {"400", "408", "413", "415", "422"} <= set(responses), path
+
+
+def _walk(node, path=()):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _walk(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk(v, (*path, i))
+    else:
+        yield path, node
+
+
+def test_no_plate_or_owner_id_in_any_url_the_document_describes(documents) -> None:
+    """Contract section 5: plates and owner ids travel in bodies only. No path template
+    takes a parameter; query parameters are only the hotlist's purpose, case ref, opaque
+    cursor and limit; no link fills a URL parameter with a plate, jurisdiction or owner."""
+    reg = documents["registry"]
+    for path, operations in reg["paths"].items():
+        assert "{" not in path, path
+        for method, operation in operations.items():
+            names = {(p["in"], p["name"]) for p in operation.get("parameters", [])}
+            if (path, method) == ("/v1/hotlist", "get"):
+                assert names == {("query", "purpose"), ("query", "case_ref"),
+                                 ("query", "since"), ("query", "limit")}
+            else:
+                assert not names, (path, method)
+            for code, response in operation["responses"].items():
+                for link in response.get("links", {}).values():
+                    for value in link["parameters"].values():
+                        assert not re.search(r"plate|jurisdiction|owner", value), (path, code)
+    examples = [v for p, v in _walk(reg) if "example" in p or "examples" in p]
+    assert "ABC123" in {v for v in examples if isinstance(v, str)}  # bodies do show plates
+    for p, v in _walk(reg):
+        if p and p[0] == "paths" and p[-1] in ("example",) and "parameters" in p:
+            assert not isinstance(v, str) or "ABC" not in v, p
 
 
 def test_ingest_batch_limit_is_a_400_like_the_schemas_max_items(documents) -> None:
@@ -103,4 +136,5 @@ def test_request_bodies_and_links_document_plates(documents) -> None:
     assert ref["plate"]["pattern"] == RAW_PLATE_PATTERN
     assert ref["jurisdiction"]["pattern"] == RAW_JURISDICTION_PATTERN
     links = documents["registry"]["paths"]["/v1/hotlist"]["get"]["responses"]["200"]["links"]
-    assert links["NextPage"]["parameters"] == {"since": "$response.body#/next"}
+    assert links["NextPage"]["parameters"] == {"since": "$response.body#/next",
+                                               "purpose": "$request.query.purpose"}

@@ -178,7 +178,8 @@ def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
 
 
 PASSWORDS = ("POSTGRES_PASSWORD", "DB_OWNER_PASSWORD", "DB_APP_PASSWORD", "DB_PURGE_PASSWORD",
-             "GRAFANA_ADMIN_PASSWORD", "KAFKA_SERVICES_PASSWORD", "KAFKA_INGEST_PASSWORD")
+             "GRAFANA_ADMIN_PASSWORD", "KAFKA_SERVICES_PASSWORD", "KAFKA_INGEST_PASSWORD",
+             "CURSOR_SECRET")
 URL = re.compile(r"postgresql://(?P<user>[^:@/]+):(?P<password>[^@]+)@")
 
 
