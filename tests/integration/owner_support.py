@@ -35,13 +35,7 @@ async def insert_notice(pool: asyncpg.Pool, owner_id: str, plate_key: str, kind:
 
 async def read_plate(client: httpx.AsyncClient, key: str, jurisdiction: str, plate: str,
                      purpose: str) -> httpx.Response:
-    """One plate read by an API key with a purpose: ``POST /v1/plates/query`` (contract
-    revision 2), or the older ``GET`` route where the API still has it."""
-    headers = {"Authorization": f"Bearer {key}"}
-    r = await client.post("/v1/plates/query", headers=headers, json={
-        "jurisdiction": jurisdiction, "plate": plate, "purpose": purpose})
-    if r.status_code in (404, 405) and r.headers.get("content-type", "").startswith(
-            "application/problem+json") and "plate" not in (r.json().get("detail") or ""):
-        r = await client.get(f"/v1/plates/{jurisdiction}/{plate}",
-                             headers={**headers, "X-Purpose": purpose})
-    return r
+    """One plate read by an API key with a purpose: ``POST /v1/plates/query``."""
+    return await client.post("/v1/plates/query", headers={"Authorization": f"Bearer {key}"},
+                             json={"jurisdiction": jurisdiction, "plate": plate,
+                                   "purpose": purpose})

@@ -157,11 +157,14 @@ async def test_owner_token_sees_only_its_owner(settings, pool, keys) -> None:
                                 " WHERE owner_id = 'own-b'")
         assert (list(b["channels"]), b["language"]) == (["sms"], "en")
         # Routes for API keys, about owner B or anyone: 403 for an owner token.
-        for method, path in (("GET", "/v1/owners/own-b/plates"),
-                             ("GET", "/v1/owners/own-b/preferences"),
-                             ("GET", "/v1/hotlist"), ("GET", "/v1/audit")):
-            r = await api.client.request(method, path, headers=me)
-            assert r.status_code in (403, 404, 405), (path, r.status_code)
+        for method, path, body in (
+                ("POST", "/v1/owners/query", {"owner_id": "own-b", "purpose": "testing"}),
+                ("POST", "/v1/plates/query", {"jurisdiction": "CA-ON", "plate": "BBB111",
+                                              "purpose": "testing"}),
+                ("GET", "/v1/hotlist?purpose=testing", None),
+                ("POST", "/v1/audit/query", {"purpose": "audit_review"})):
+            r = await api.client.request(method, path, headers=me, json=body)
+            assert r.status_code == 403, (path, r.status_code)
             assert "Bob" not in r.text
         r = await api.client.post("/v1/owner-sessions", headers=me, json={"owner_id": "own-b"})
         assert r.status_code == 403
