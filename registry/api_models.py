@@ -81,6 +81,20 @@ class NoticeWithDeliveries(Notice):
     deliveries: list[Delivery]
 
 
+class OwnerPlates(BaseModel):
+    model_config = OUTPUT
+
+    owner_id: str
+    plates: list[FullView]
+
+
+class OwnerNotices(BaseModel):
+    model_config = OUTPUT
+
+    owner_id: str
+    notices: list[NoticeWithDeliveries]
+
+
 def _unique(channels: list[Channel]) -> list[Channel]:
     if len(set(channels)) != len(channels):
         raise ValueError("channels must not repeat")
@@ -101,6 +115,7 @@ class PreferencesUpdate(BaseModel):
 class OwnerPreferences(BaseModel):
     model_config = OUTPUT
 
+    owner_id: str
     channels: list[Channel] | None = Field(
         description="null: the default (email when there is an address, else SMS)")
     language: Language | None = Field(description="null: the owner's language")

@@ -45,7 +45,8 @@ _EXAMPLE = {"owner_id": "own-123", "plates": [FULL_EXAMPLE], "notices": [{
     "context": {"expires_on": "2026-11-30", "days_before": 60},
     "deliveries": [{"channel": "email", "attempt": 1, "outcome": "sent",
                     "status_code": None, "error": None, "at": "2026-10-01T13:00:02Z"}]}],
-    "preferences": {"channels": ["email", "plate_display"], "language": "fr",
+    "preferences": {"owner_id": "own-123", "channels": ["email", "plate_display"],
+                    "language": "fr",
                     "updated_at": "2026-11-24T15:04:05Z"}}
 
 
@@ -64,11 +65,11 @@ def notice_out(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def preferences_out(row: Any) -> dict[str, Any]:
+def preferences_out(owner_id: str, row: Any) -> dict[str, Any]:
     if row is None:
-        return {"channels": None, "language": None, "updated_at": None}
-    return {"channels": list(row["channels"]), "language": row["language"],
-            "updated_at": row["updated_at"]}
+        return {"owner_id": owner_id, "channels": None, "language": None, "updated_at": None}
+    return {"owner_id": owner_id, "channels": list(row["channels"]),
+            "language": row["language"], "updated_at": row["updated_at"]}
 
 
 @router.post("/v1/owners/query", response_model=None,
@@ -100,7 +101,7 @@ async def query_owner(request: Request, principal: OperatorKey) -> Response:
                  owner_id)])
     charge(request, len(views) + len(notices_out))
     return json_response({"owner_id": owner_id, "plates": views, "notices": notices_out,
-                          "preferences": preferences_out(prefs)})
+                          "preferences": preferences_out(owner_id, prefs)})
 
 
 LINKS: list[tuple[str, str, str, str, dict[str, str]]] = []

@@ -242,7 +242,7 @@ async def test_owner_query_gives_plates_notices_and_preferences(settings, pool, 
         r = await api.client.post("/v1/owners/query", headers=op,
                                   json={**body, "owner_id": "nobody"})
         assert r.json() == {"owner_id": "nobody", "plates": [], "notices": [], "preferences": {
-            "channels": None, "language": None, "updated_at": None}}
+            "owner_id": "nobody", "channels": None, "language": None, "updated_at": None}}
         for bad in ({**body, "owner_id": "bad id"}, {"owner_id": "o-1"},
                     {**body, "purpose": "curiosity"}, {**body, "case_ref": "a b"}):
             r = await api.client.post("/v1/owners/query", headers=op, json=bad)
