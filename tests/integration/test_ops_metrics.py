@@ -78,9 +78,11 @@ async def test_auth_failures_count_by_reason(settings, pool) -> None:
                  (bearer("not-a-key"), "unknown_key"), (bearer(wrong_secret), "unknown_key"),
                  (bearer(revoked), "revoked"), (bearer(keys["portal"]), "forbidden")]
         for headers, _ in calls:
-            r = await api.client.get("/v1/hotlist", headers=headers)
+            r = await api.client.get("/v1/hotlist", params={"purpose": "testing"},
+                                     headers=headers)
             assert r.status_code in (401, 403), r.text
-        ok = await api.client.get("/v1/hotlist", headers=bearer(keys["enforcement"]))
+        ok = await api.client.get("/v1/hotlist", params={"purpose": "testing"},
+                                  headers=bearer(keys["enforcement"]))
         assert ok.status_code == 200
     after = {r: sample("platereg_auth_failures_total", reason=r) for r in reasons}
     expected = {r: sum(1 for _, why in calls if why == r) for r in reasons}
