@@ -8,7 +8,8 @@ in the same run on the same topic: a bare aiokafka consumer that COPYs the raw
 messages into an unindexed table.
 
 After the replay the same consumer process keeps running while events arrive
-at a steady rate (PLATEREG_BENCH_CONSUMER_RATE, 1,000/s for 5 s): its
+at a steady rate (PLATEREG_BENCH_CONSUMER_RATE, 1,000/s for 5 s; the replay size is
+PLATEREG_BENCH_CONSUMER_EVENTS, default 200,000, quick 20,000): its
 ``platereg_event_apply_latency_seconds`` histogram (Kafka timestamp to commit)
 is read from /metrics before and after, and the p99 of that phase is reported
 (bucket upper bound; replayed records would only measure the backlog).
@@ -250,7 +251,7 @@ async def _durable(ctx: BenchContext, settings, ends: dict[int, int],
 
 
 async def _run(ctx: BenchContext) -> list[Figure]:
-    n = QUICK if ctx.quick else FULL
+    n = int(os.environ.get("PLATEREG_BENCH_CONSUMER_EVENTS", QUICK if ctx.quick else FULL))
     messages = realistic_events(n)
     dsn = await ctx.fresh_database()
     settings = ctx.settings(dsn)

@@ -152,6 +152,11 @@ def normalize(jurisdiction: str, plate: str, where: str = "path") -> tuple[str, 
 async def json_body(request: Request, model: type[BaseModel]) -> Any:
     """The body read strictly (``platereg.http.read_json``) and validated, or 4xx."""
     _, data = await read_json(request)
+    return validated(model, data)
+
+
+def validated(model: type[BaseModel], data: Any) -> Any:
+    """``data`` as ``model``, or a 422 problem naming the bad fields (never echoing them)."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
