@@ -262,3 +262,24 @@ async def test_owner_tokens_are_rate_limited_per_session_in_units(settings, pool
         # Another owner's session has its own bucket.
         other = bearer(await _link_session(api, pool, "own-b"))
         assert (await api.client.get("/v1/me/plates", headers=other)).status_code == 200
+
+
+async def test_a_portal_key_reads_no_owner_data_directly(settings, pool, keys) -> None:
+    """Portal keys reach owner data only through owner tokens (contract section 5)."""
+    await _plates(pool)
+    async with running_api(settings, owner_token_keys=[OWNER_KEY]) as api:
+        portal = bearer(keys["portal"])
+        for path, body in (("/v1/plates/query", {"jurisdiction": "CA-ON", "plate": "AAA111",
+                                                 "purpose": "testing"}),
+                           ("/v1/plates/lookup", {"plates": [{"jurisdiction": "CA-ON",
+                                                              "plate": "AAA111"}],
+                                                  "purpose": "testing"}),
+                           ("/v1/owners/query", {"owner_id": "own-a", "purpose": "testing"})):
+            r = await api.client.post(path, headers=portal, json=body)
+            assert r.status_code == 403, (path, r.status_code)
+            assert "Alice" not in r.text
+        for path in ("/v1/owners/own-a/plates", "/v1/owners/own-a/notices",
+                     "/v1/owners/own-a/preferences", "/v1/plates/CA-ON/AAA111"):
+            r = await api.client.get(path, headers=portal)
+            assert r.status_code in (403, 404, 405), (path, r.status_code)
+            assert "Alice" not in r.text
