@@ -39,6 +39,9 @@ def _run_env(tmp_path: Path, base: dict[str, str] | None = None) -> dict[str, st
         PLATEREG_REGISTRY_PORT=str(free_port()),
         PLATEREG_INGEST_PORT=str(free_port()),
         PLATEREG_CONSUMER_METRICS_PORT=str(free_port()),
+        PLATEREG_NOTICES_SCHEDULER_PORT=str(free_port()),
+        PLATEREG_NOTICES_DISPATCHER_PORT=str(free_port()),
+        PLATEREG_SMTP_PORT=str(free_port()),
     )
     return env
 

@@ -100,7 +100,10 @@ def _run_env(tmp_path: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLATEREG_")}
     env.update(PLATEREG_DATA_DIR=str(tmp_path / "data"),
                PLATEREG_REGISTRY_PORT=str(free_port()), PLATEREG_INGEST_PORT=str(free_port()),
-               PLATEREG_CONSUMER_METRICS_PORT=str(free_port()))
+               PLATEREG_CONSUMER_METRICS_PORT=str(free_port()),
+               PLATEREG_NOTICES_SCHEDULER_PORT=str(free_port()),
+               PLATEREG_NOTICES_DISPATCHER_PORT=str(free_port()),
+               PLATEREG_SMTP_PORT=str(free_port()))
     return env
 
 

@@ -69,7 +69,10 @@ def test_an_unreachable_database_of_your_own_is_one_line() -> None:
     env.update(PLATEREG_DATABASE_URL="postgresql://someone:secret-pw@127.0.0.1:1/none",
                PLATEREG_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
                PLATEREG_REGISTRY_PORT=str(_free_port()), PLATEREG_INGEST_PORT=str(_free_port()),
-               PLATEREG_CONSUMER_METRICS_PORT=str(_free_port()))
+               PLATEREG_CONSUMER_METRICS_PORT=str(_free_port()),
+               PLATEREG_NOTICES_SCHEDULER_PORT=str(_free_port()),
+               PLATEREG_NOTICES_DISPATCHER_PORT=str(_free_port()),
+               PLATEREG_SMTP_PORT=str(_free_port()))
     done = subprocess.run([sys.executable, "-m", "platereg.cli", "run"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
