@@ -221,6 +221,16 @@ def owner_env(settings: Settings) -> dict[str, str]:
     return {**env, _variable("owner_token_keys"): path.read_text().strip()}
 
 
+def cursor_env(settings: Settings, demo: bool) -> dict[str, str]:
+    """PLATEREG_CURSOR_SECRET for the services: the user's; else, with the embedded servers,
+    a development one generated once into the data dir (cursors survive restarts); else
+    (the user's own servers, where nothing is written into the data dir) one for this run."""
+    if settings.cursor_secret is not None:
+        return {}
+    secret = settings.cursor_key().decode() if demo else secrets.token_hex(32)
+    return {_variable("cursor_secret"): secret}
+
+
 def _platereg(*args: str) -> list[str]:
     return [sys.executable, "-m", "platereg.cli", *args]
 
@@ -354,10 +364,7 @@ def run_stack(settings: Settings, *, demo: bool | None = None) -> int:
         demo = settings.database_url is None and not settings.kafka_bootstrap_servers
     try:
         check_ports(settings)
-        # The registry API's cursor key: PLATEREG_CURSOR_SECRET, or one generated once into
-        # the data dir here (before the API processes start, so they all share it).
-        settings.cursor_key()
-    except (StackError, ConfigError) as exc:
+    except StackError as exc:
         print(f"platereg: {exc}", file=sys.stderr)
         return 1
     for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -374,6 +381,7 @@ def _run(settings: Settings, demo: bool) -> int:
         try:
             env = {**os.environ, **_start_servers(settings, stack)}
             env.update(owner_env(settings))
+            env.update(cursor_env(settings, demo))
             os.environ.update(env)
             settings = load_settings()
             _ensure_topics(settings)
@@ -393,7 +401,7 @@ def _run(settings: Settings, demo: bool) -> int:
                 time.sleep(0.5)
         except KeyboardInterrupt:
             return 0
-        except (StackError, EmbeddedError) as exc:
+        except (StackError, EmbeddedError, ConfigError) as exc:
             print(f"platereg: {exc}", file=sys.stderr)
             return 1
         finally:
