@@ -24,6 +24,7 @@ from platereg import metrics
 from platereg.clock import Clock
 from platereg.db import create_pool
 from platereg.logging import get_logger
+from platereg.process import Stopped, retry, wait
 from platereg.settings import Settings
 from registry.domain import today_in
 from registry.rows import state_from_row
@@ -32,6 +33,8 @@ log = get_logger(__name__)
 
 RUN_NAME = "scheduler"
 RECHECK_BATCH = 5000
+#: What a failed run retries on (after ``every`` seconds) rather than stopping the service.
+RUN_ERRORS = (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 def _drafts(rows: list, today: dt.date, days: list[int]) -> list[rules.Draft]:
@@ -79,20 +82,23 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event, *,
     ``clock`` (default: the settings' registry clock) says what "now" is."""
     clock = clock or Clock.from_settings(settings)
     pool: asyncpg.Pool | None = None
+
+    async def run_now() -> None:
+        nonlocal pool
+        if pool is None:
+            pool = await create_pool(settings.dsn(), min_size=1, max_size=1, retry_for=2)
+        async with pool.acquire() as conn:
+            if await run_once(conn, settings, clock.now()) and wakeup is not None:
+                wakeup.set()
+
     try:
         while not stop.is_set():
-            try:
-                if pool is None:
-                    pool = await create_pool(settings.dsn(), min_size=1, max_size=1,
-                                             retry_for=2)
-                async with pool.acquire() as conn:
-                    if await run_once(conn, settings, clock.now()) and wakeup is not None:
-                        wakeup.set()
-            except (TimeoutError, OSError, asyncpg.PostgresError,
-                    asyncpg.InterfaceError) as exc:
-                log.warning("notice scheduler run failed; retrying", error=type(exc).__name__)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), every)
+            await retry(run_now, stop, on=RUN_ERRORS,
+                        message="notice scheduler run failed; retrying",
+                        first=every, cap=every)
+            await wait(stop, every)
+    except Stopped:
+        pass
     finally:
         if pool is not None:
             with contextlib.suppress(Exception):
