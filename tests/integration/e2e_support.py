@@ -1,14 +1,12 @@
 """Helpers of the end-to-end fault test (tests/integration/test_e2e_faults.py) and
-``make soak``: the system's processes as restartable OS processes, the notice sinks
-(SMTP, SMS, plate display), the fault schedule, a timeline of throughput and lag,
-and the figures table and plot."""
+``make soak``: the system's processes as restartable OS processes, the fault schedule,
+a timeline of throughput and lag, and the figures table and plot (the SMTP catcher is
+tests/integration/notices_support.py's)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import email
-import email.policy
 import os
 import signal
 import subprocess
@@ -83,20 +81,6 @@ class Proc:
 
     def tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:]
-
-
-# --------------------------------------------------------------------------- sinks
-
-class MailCatcher:
-    """aiosmtpd handler keeping every message (the test's SMTP server)."""
-
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001, N802
-        self.messages.append(email.message_from_bytes(envelope.content,
-                                                      policy=email.policy.default))
-        return "250 OK"
 
 
 # --------------------------------------------------------------------------- faults

@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import email
+import email.policy
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 import orjson
+from aiosmtpd.controller import Controller
 
+from platereg.embedded import free_port
 from platereg.kafka import Record
 from platereg.settings import Settings
 from registry import store as registry_store
@@ -141,6 +145,33 @@ async def http_sink(respond: Callable[[Request], tuple[int, dict[str, str]] | No
         yield sink
     finally:
         await sink.stop()
+
+
+class MailCatcher:
+    """aiosmtpd handler keeping every message (the test's SMTP server); ``port`` is set by
+    :func:`smtp_catcher`."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+        self.port = 0
+
+    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001, N802
+        self.messages.append(email.message_from_bytes(envelope.content,
+                                                      policy=email.policy.default))
+        return "250 OK"
+
+
+@contextlib.contextmanager
+def smtp_catcher() -> Iterator[MailCatcher]:
+    """A real SMTP server (aiosmtpd) on a free local port, keeping what it receives."""
+    catcher = MailCatcher()
+    controller = Controller(catcher, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    catcher.port = controller.port
+    try:
+        yield catcher
+    finally:
+        controller.stop()
 
 
 async def wait_until(check: Callable[[], Any], timeout: float = 30.0,

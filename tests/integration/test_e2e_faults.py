@@ -46,14 +46,13 @@ from schemas import topics as contract
 from tests.integration.consumer_support import reference_fold, stored_plates, wait_offsets
 from tests.integration.e2e_support import (
     Figures,
-    MailCatcher,
     Proc,
     env_float,
     env_int,
     plot,
     sample_timeline,
 )
-from tests.integration.notices_support import http_sink
+from tests.integration.notices_support import MailCatcher, http_sink
 from tests.integration.seam_support import (
     expected_view,
     metric,

@@ -7,22 +7,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import email
-import email.policy
 import hashlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import orjson
 import pytest
-from aiosmtpd.controller import Controller
 from pydantic import SecretStr
 
 from notifications.channels import verify
@@ -34,12 +30,14 @@ from registry.domain import today_in
 from schemas import topics as contract
 from schemas.notices import Notice
 from tests.integration.notices_support import (
+    MailCatcher,
     Request,
     apply_events,
     event,
     http_sink,
     issued,
     owner,
+    smtp_catcher,
     wait_until,
 )
 
@@ -50,30 +48,10 @@ FAST = {"notice_http_timeout_seconds": 1.0, "notice_retry_initial_seconds": 0.05
         "notice_retry_max_seconds": 0.2}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Catcher:
-    def __init__(self) -> None:
-        self.messages: list[email.message.EmailMessage] = []
-
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001, N802
-        self.messages.append(email.message_from_bytes(envelope.content,
-                                                      policy=email.policy.default))
-        return "250 OK"
-
-
 @pytest.fixture
-def smtp() -> Catcher:
-    catcher = Catcher()
-    controller = Controller(catcher, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    catcher.port = controller.port  # type: ignore[attr-defined]
-    yield catcher
-    controller.stop()
+def smtp() -> Iterator[MailCatcher]:
+    with smtp_catcher() as catcher:
+        yield catcher
 
 
 def with_(settings: Settings, **changes: object) -> Settings:
@@ -110,7 +88,7 @@ async def outcome_of(pool: asyncpg.Pool, kind: str, channel: str) -> list:
 
 
 async def test_email_notices_in_both_languages_over_real_smtp(
-        topics: Settings, pool: asyncpg.Pool, smtp: Catcher) -> None:
+        topics: Settings, pool: asyncpg.Pool, smtp: MailCatcher) -> None:
     settings = with_(topics, smtp_port=smtp.port)
     before = NOW - dt.timedelta(hours=1)
     en = owner(1, language="en") | {"name": "Ann <b>&</b> Co"}

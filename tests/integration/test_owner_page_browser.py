@@ -13,12 +13,12 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 from api_helpers import served_registry
 from owner_support import OWNER_KEY
 
@@ -26,8 +26,16 @@ from platereg.debian_tools import find_or_install
 from platereg.keys import create_key
 from platereg.settings import Settings
 from registry.domain import today_in
-from tests.integration.notices_support import apply_events, event, issued, owner, wait_until
-from tests.integration.test_notices_dispatch import Catcher, free_port, notices_running, with_
+from tests.integration.notices_support import (
+    MailCatcher,
+    apply_events,
+    event,
+    issued,
+    owner,
+    smtp_catcher,
+    wait_until,
+)
+from tests.integration.test_notices_dispatch import notices_running, with_
 
 pytestmark = pytest.mark.integration
 
@@ -57,13 +65,9 @@ def chromium() -> str:
 
 
 @pytest.fixture
-def smtp() -> Catcher:
-    catcher = Catcher()
-    controller = Controller(catcher, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    catcher.port = controller.port  # type: ignore[attr-defined]
-    yield catcher
-    controller.stop()
+def smtp() -> Iterator[MailCatcher]:
+    with smtp_catcher() as catcher:
+        yield catcher
 
 
 async def assert_accessible(page, screen: str) -> None:
