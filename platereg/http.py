@@ -47,7 +47,7 @@ from platereg.auth import AuthError, RateLimitHeadersMiddleware
 from platereg.logging import LineLogger, get_logger
 from platereg.metrics import HTTP_DURATION
 from platereg.settings import Settings
-from schemas.validation import Rejection, decode_json
+from schemas.validation import Rejection, decode_json, property_names
 
 log = get_logger("platereg.http")
 access_log = LineLogger("platereg.http")
@@ -115,21 +115,7 @@ def validation_errors(errors: Iterable[dict[str, Any]], model: type[BaseModel] |
 
 def _field_names(model: type[BaseModel]) -> frozenset[str]:
     """Every property name in the model's JSON schema, nested models included."""
-    names: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            props = node.get("properties")
-            if isinstance(props, dict):
-                names.update(props)
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(model.model_json_schema())
-    return frozenset(names)
+    return property_names(model.model_json_schema())
 
 
 def _key_position(data: Any, loc: list[Any], key: Any) -> int | None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -288,9 +289,8 @@ def _message(error: Any) -> str:
     return str(error["msg"])
 
 
-@functools.cache
-def _field_names() -> frozenset[str]:
-    """Every property name of the event schemas (names this package defines)."""
+def property_names(schema: Any) -> frozenset[str]:
+    """Every property name in a JSON schema, nested and referenced definitions included."""
     names: set[str] = set()
 
     def walk(node: Any) -> None:
@@ -303,20 +303,35 @@ def _field_names() -> frozenset[str]:
             for value in node:
                 walk(value)
 
-    walk(PLATE_EVENT_ADAPTER.json_schema())
+    walk(schema)
     return frozenset(names)
+
+
+@functools.cache
+def _field_names() -> frozenset[str]:
+    """Every property name of the event schemas (names this package defines)."""
+    return property_names(PLATE_EVENT_ADAPTER.json_schema())
 
 
 def _problems(errors: list[Any]) -> list[str]:
     """Distinct problem texts in error order; stops once they fill a detail
     (a very wide hostile object can have thousands of errors)."""
+    def texts() -> Iterator[str]:
+        for error in errors:
+            loc = tuple(error["loc"])
+            if error["type"] == "extra_forbidden" and loc and loc[-1] not in _field_names():
+                loc = loc[:-1]  # the key is the client's own text: name its object instead
+            yield f"{_path(loc)}: {_message(error)}"
+
+    return _distinct_within_detail(texts())
+
+
+def _distinct_within_detail(texts: Iterable[str]) -> list[str]:
+    """The distinct ``texts`` in order, read only until they fill a detail
+    (``MAX_DETAIL_CHARS``, with a separator each)."""
     problems: dict[str, None] = {}
     size = 0
-    for error in errors:
-        loc = tuple(error["loc"])
-        if error["type"] == "extra_forbidden" and loc and loc[-1] not in _field_names():
-            loc = loc[:-1]  # the key is the client's own text: name its object instead
-        text = f"{_path(loc)}: {_message(error)}"
+    for text in texts:
         if text not in problems:
             problems[text] = None
             size += len(text) + 2
@@ -331,27 +346,21 @@ _ENVELOPE_FIELDS = frozenset(BaseEvent.model_fields)
 def _extension_problems(obj: dict[str, Any]) -> list[str]:
     """Same rule as ``BaseEvent``'s validator, but reported with the other problems
     (distinct texts, at most about a detail's worth)."""
-    problems: dict[str, None] = {}
     if obj.keys() <= _ENVELOPE_FIELDS:
         return []
-    size = 0
-    for position, (name, value) in enumerate(obj.items(), 1):
-        if name in _ENVELOPE_FIELDS:
-            continue
-        shown = name if _SAFE_SEGMENT_RE.fullmatch(name) else "<attribute>"
-        if not _EXTENSION_NAME_RE.fullmatch(name):  # not an extension name: never echoed
-            text = (f"attribute number {position}: unknown attribute "
-                    "(extension names must match ^[a-z0-9]{1,20}$)")
-        elif (problem := extension_value_problem(value)) is not None:
-            text = f"{shown}: extension attribute {problem}"
-        else:
-            continue
-        if text not in problems:
-            problems[text] = None
-            size += len(text) + 2
-            if size > MAX_DETAIL_CHARS:
-                break
-    return list(problems)
+
+    def texts() -> Iterator[str]:
+        for position, (name, value) in enumerate(obj.items(), 1):
+            if name in _ENVELOPE_FIELDS:
+                continue
+            shown = name if _SAFE_SEGMENT_RE.fullmatch(name) else "<attribute>"
+            if not _EXTENSION_NAME_RE.fullmatch(name):  # not an extension name: never echoed
+                yield (f"attribute number {position}: unknown attribute "
+                       "(extension names must match ^[a-z0-9]{1,20}$)")
+            elif (problem := extension_value_problem(value)) is not None:
+                yield f"{shown}: extension attribute {problem}"
+
+    return _distinct_within_detail(texts())
 
 
 # --------------------------------------------------------------------------- parsing
