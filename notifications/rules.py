@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from registry.domain import HistoryEvent, PlateState, apply
+from schemas.events import FoldOrder
 
 EXPIRED_WINDOW = -1
 
@@ -137,7 +138,7 @@ def window_draft(state: PlateState, today: dt.date, days: Iterable[int]) -> Draf
 # --------------------------------------------------------------------------- events
 
 @dataclass(frozen=True, slots=True)
-class AppliedEvent:
+class AppliedEvent(FoldOrder):
     """A newly applied event: its id, type, fold position and data, and its source
     (an event is identified by (source, id))."""
 
@@ -146,14 +147,6 @@ class AppliedEvent:
     time: dt.datetime
     data: Mapping[str, Any]
     source: str = ""
-
-    @property
-    def sort_key(self) -> tuple[dt.datetime, str, str]:
-        return (self.time, self.event_id, self.source)
-
-    @property
-    def identity(self) -> tuple[str, str]:
-        return (self.source, self.event_id)
 
 
 def superseded(event: AppliedEvent, earlier_applied: Iterable[HistoryEvent]) -> bool:

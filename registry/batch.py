@@ -39,7 +39,7 @@ from registry.domain import (
     flags_of,
 )
 from schemas._types import MAX_YEAR, MIN_YEAR, time_in_range
-from schemas.events import EventType
+from schemas.events import EventType, FoldOrder
 from schemas.policy import Policy, reason_of
 from schemas.validation import Rejection, parse_event_bytes
 
@@ -47,7 +47,7 @@ KNOWN_TYPES = frozenset(t.value for t in EventType)
 
 
 @dataclass(frozen=True, slots=True)
-class Parsed:
+class Parsed(FoldOrder):
     """A valid event, normalized, with where it came from."""
 
     event_id: str
@@ -64,15 +64,6 @@ class Parsed:
     #: ``data`` as JSON text, when the parser already has it (``orjson.dumps(data)``);
     #: spares the store a second serialization. Not part of the event's value.
     data_json: str | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def sort_key(self) -> tuple[dt.datetime, str, str]:
-        return (self.time, self.event_id, self.source)
-
-    @property
-    def identity(self) -> tuple[str, str]:
-        """What identifies an event (contract section 2): (source, id)."""
-        return (self.source, self.event_id)
 
     def history(self) -> HistoryEvent:
         return HistoryEvent(event_id=self.event_id, type=self.type, time=self.time, data=self.data,

@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from schemas.events import FoldOrder
+
 STATUS_ORDER = ("stolen", "cancelled", "suspended", "expired")
 
 
@@ -131,7 +133,7 @@ def apply(state: PlateState, event_type: str, data: Mapping[str, Any] | None,
 
 
 @dataclass(frozen=True, slots=True)
-class HistoryEvent:
+class HistoryEvent(FoldOrder):
     """One stored event, as much of it as the fold needs."""
 
     event_id: str
@@ -139,12 +141,6 @@ class HistoryEvent:
     time: dt.datetime
     data: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""
-
-    @property
-    def sort_key(self) -> tuple[dt.datetime, str, str]:
-        """Fold order: (time, id) as the contract says, then source (the same id from two
-        sources at the same time still folds in one order)."""
-        return (self.time, self.event_id, self.source)
 
 
 def fold(jurisdiction: str, plate: str, events: Iterable[HistoryEvent]) -> PlateState:

@@ -325,6 +325,27 @@ def extension_value_problem(value: object) -> str | None:
     return "must be a string, number or boolean"
 
 
+class FoldOrder:
+    """Fold order and identity of an event kept as plain fields ``event_id``, ``time`` and
+    ``source`` (the dataclasses of the consumer and the notices rules mix this in)."""
+
+    __slots__ = ()
+    event_id: str
+    time: datetime
+    source: str
+
+    @property
+    def sort_key(self) -> tuple[datetime, str, str]:
+        """Fold order: (time, id) as the contract says, then source (the same id from two
+        sources at the same time still folds in one order)."""
+        return (self.time, self.event_id, self.source)
+
+    @property
+    def identity(self) -> tuple[str, str]:
+        """What identifies an event (contract section 2): (source, id)."""
+        return (self.source, self.event_id)
+
+
 class BaseEvent(BaseModel):
     """CloudEvents 1.0 envelope shared by every plate event type.
 
