@@ -201,17 +201,20 @@ def _demo_owner_link(settings: Settings, timeout: float = 15.0) -> str | None:
     return asyncio.run(mint())
 
 
-def owner_env(settings: Settings) -> dict[str, str]:
+def owner_env(settings: Settings, demo: bool = True) -> dict[str, str]:
     """The owner page's settings for the services: PLATEREG_OWNER_PAGE_URL on this
-    stack's registry port unless set, and PLATEREG_OWNER_TOKEN_KEYS: the user's, else a
-    development key generated once into the data dir (``owner-token.key``, readable by
-    the user only)."""
+    stack's registry port unless set, and PLATEREG_OWNER_TOKEN_KEYS: the user's; else,
+    with the embedded servers (``demo``), a development key generated once into the data
+    dir (``owner-token.key``, readable by the user only); else (the user's own servers,
+    where nothing is written into the data dir) one for this run."""
     env = {}
     if _variable("owner_page_url") not in os.environ:
         env[_variable("owner_page_url")] = (f"http://{settings.host}:{settings.registry_port}"
                                             "/owner/")
     if settings.owner_token_keys:
         return env
+    if not demo:
+        return {**env, _variable("owner_token_keys"): secrets.token_urlsafe(32)}
     path = settings.data_dir / "owner-token.key"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -380,7 +383,7 @@ def _run(settings: Settings, demo: bool) -> int:
     with ExitStack() as stack:
         try:
             env = {**os.environ, **_start_servers(settings, stack)}
-            env.update(owner_env(settings))
+            env.update(owner_env(settings, demo))
             env.update(cursor_env(settings, demo))
             os.environ.update(env)
             settings = load_settings()

@@ -72,3 +72,11 @@ def test_make_run_generates_a_development_key_once(tmp_path, monkeypatch) -> Non
     assert load_settings(owner_token_keys=first).owner_token_keys  # a valid key
     mine = load_settings(data_dir=tmp_path / "data", owner_token_keys=NEW)
     assert "PLATEREG_OWNER_TOKEN_KEYS" not in owner_env(mine)
+
+
+def test_make_run_with_your_own_servers_writes_no_key_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv("PLATEREG_OWNER_TOKEN_KEYS", raising=False)
+    settings = load_settings(data_dir=tmp_path / "data")
+    key = owner_env(settings, demo=False)["PLATEREG_OWNER_TOKEN_KEYS"]
+    assert load_settings(owner_token_keys=key).owner_token_keys  # a valid key, for this run
+    assert not (tmp_path / "data").exists()
