@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from typing import Annotated, Any
 
@@ -186,6 +187,15 @@ async def owner_claims(request: Request) -> OwnerClaims:
 Owner = Annotated[OwnerClaims, Depends(owner_claims)]
 
 
+def _own_list(request: Request, access: OwnerAccess, owner_id: str, now: dt.datetime,
+              record: str, items: list[Any], key: str | None = None) -> Response:
+    """An owner's own list: one self-read audit row naming ``record``, charged per item,
+    answered as ``{"owner_id": ..., key: items}`` (``key`` defaults to ``record``)."""
+    access.audit(data.self_read_rows(owner_id, now, record=record))
+    charge(request, len(items))
+    return _json({"owner_id": owner_id, key or record: items})
+
+
 @router.get("/v1/me/plates", response_model=None, summary="My plates, with owner data",
             responses={**ok(OwnerPlates, {"owner_id": "own-123", "plates": []}), **errors()})
 async def me_plates(request: Request, owner: Owner) -> Response:
@@ -206,9 +216,7 @@ async def me_notices(request: Request, owner: Owner,
     access = owner_access(request)
     now, _ = access.now()
     notices = await data.notices(access.pool, owner.owner_id, limit)
-    access.audit(data.self_read_rows(owner.owner_id, now, record="notices"))
-    charge(request, len(notices))
-    return _json({"owner_id": owner.owner_id, "notices": notices})
+    return _own_list(request, access, owner.owner_id, now, "notices", notices)
 
 
 @router.get("/v1/me/preferences", response_model=None,
@@ -249,6 +257,5 @@ async def me_access_log(request: Request, owner: Owner,
     access = owner_access(request)
     now, _ = access.now()
     entries = await data.access_log(access.pool, owner.owner_id, limit)
-    access.audit(data.self_read_rows(owner.owner_id, now, record="access_log"))
-    charge(request, len(entries))
-    return _json({"owner_id": owner.owner_id, "entries": entries})
+    return _own_list(request, access, owner.owner_id, now, "access_log", entries,
+                     key="entries")
