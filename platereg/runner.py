@@ -28,9 +28,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from platereg.embedded import EmbeddedError, EmbeddedKafka, EmbeddedPostgres, _die_with_parent
@@ -156,49 +157,52 @@ def _wait_healthy(settings: Settings, children: list[tuple[Service, subprocess.P
         time.sleep(0.2)
 
 
-def _sample_plate(settings: Settings, timeout: float = 15.0) -> str | None:
-    """A plate the consumer has folded already, to show a working lookup."""
+def _first_answer(settings: Settings, answer: Callable[[Any], Awaitable[str | None]],
+                  timeout: float) -> str | None:
+    """``answer(conn)`` on one connection, asked every 0.5 s until it gives a value or
+    ``timeout`` seconds pass (None then)."""
     import asyncpg
 
-    async def pick() -> str | None:
+    async def poll() -> str | None:
         conn = await asyncpg.connect(settings.dsn())
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:
-                row = await conn.fetchrow("SELECT jurisdiction, plate FROM plates"
-                                          " WHERE issued ORDER BY plate_key LIMIT 1")
-                if row:
-                    return f"{row['jurisdiction']}/{row['plate']}"
+                value = await answer(conn)
+                if value:
+                    return value
                 await asyncio.sleep(0.5)
             return None
         finally:
             await conn.close()
 
-    return asyncio.run(pick())
+    return asyncio.run(poll())
+
+
+def _sample_plate(settings: Settings, timeout: float = 15.0) -> str | None:
+    """A plate the consumer has folded already, to show a working lookup."""
+
+    async def pick(conn: Any) -> str | None:
+        row = await conn.fetchrow("SELECT jurisdiction, plate FROM plates"
+                                  " WHERE issued ORDER BY plate_key LIMIT 1")
+        return f"{row['jurisdiction']}/{row['plate']}" if row else None
+
+    return _first_answer(settings, pick, timeout)
 
 
 def _demo_owner_link(settings: Settings, timeout: float = 15.0) -> str | None:
     """A one-time owner page link for a demo owner with an e-mail address."""
-    import asyncpg
-
     from platereg.owner_links import mint_sign_in_link
 
-    async def mint() -> str | None:
-        conn = await asyncpg.connect(settings.dsn())
-        try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                owner_id = await conn.fetchval(
-                    "SELECT owner_id FROM plates WHERE issued AND owner ? 'email'"
-                    " AND owner->>'email' IS NOT NULL ORDER BY plate_key LIMIT 1")
-                if owner_id:
-                    return await mint_sign_in_link(conn, settings.owner_page_url, owner_id)
-                await asyncio.sleep(0.5)
+    async def mint(conn: Any) -> str | None:
+        owner_id = await conn.fetchval(
+            "SELECT owner_id FROM plates WHERE issued AND owner ? 'email'"
+            " AND owner->>'email' IS NOT NULL ORDER BY plate_key LIMIT 1")
+        if not owner_id:
             return None
-        finally:
-            await conn.close()
+        return await mint_sign_in_link(conn, settings.owner_page_url, owner_id)
 
-    return asyncio.run(mint())
+    return _first_answer(settings, mint, timeout)
 
 
 def owner_env(settings: Settings, demo: bool = True) -> dict[str, str]:
