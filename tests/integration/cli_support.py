@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+import psutil
 
 T = TypeVar("T")
 
@@ -54,3 +55,16 @@ async def http_status(url: str) -> int | None:
             return (await client.get(url)).status_code
     except httpx.TransportError:
         return None
+
+
+def gone(pid: int, timeout: float = 30) -> bool:
+    """Whether process ``pid`` exits (or is a zombie) within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False

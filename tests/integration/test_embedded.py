@@ -6,11 +6,12 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.integration.cli_support import gone
 
 pytestmark = pytest.mark.integration
 
@@ -52,23 +53,11 @@ def _owner(tmp_path: Path, mode: str) -> tuple[subprocess.Popen, int, int]:
     return proc, pg_pid, kafka_pid
 
 
-def _gone(pid: int, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.mark.parametrize("mode", ["exit", "raise"])
 def test_servers_stop_on_exit_and_exception(tmp_path: Path, mode: str) -> None:
     proc, pg_pid, kafka_pid = _owner(tmp_path, mode)
     proc.wait(60)
-    assert _gone(pg_pid) and _gone(kafka_pid)
+    assert gone(pg_pid) and gone(kafka_pid)
 
 
 def test_servers_die_with_a_killed_owner(tmp_path: Path) -> None:
@@ -76,8 +65,8 @@ def test_servers_die_with_a_killed_owner(tmp_path: Path) -> None:
     assert psutil.pid_exists(pg_pid) and psutil.pid_exists(kafka_pid)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
-    assert _gone(pg_pid), "postgres outlived its owner"
-    assert _gone(kafka_pid), "tansu outlived its owner"
+    assert gone(pg_pid), "postgres outlived its owner"
+    assert gone(kafka_pid), "tansu outlived its owner"
 
 
 def test_postgres_requires_the_password_over_tcp_and_its_socket(tmp_path: Path) -> None:

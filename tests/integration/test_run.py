@@ -24,6 +24,7 @@ import pytest
 
 from platereg.embedded import free_port
 from platereg.keys import create_key
+from tests.integration.cli_support import gone
 
 pytestmark = pytest.mark.integration
 
@@ -75,22 +76,10 @@ def _descendants(pid: int) -> dict[int, str]:
     return {c.pid: " ".join(c.cmdline()[:4]) for c in psutil.Process(pid).children(recursive=True)}
 
 
-def _gone(pid: int, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def _assert_all_gone(pids: dict[int, str]) -> None:
     assert pids, "no child processes"
     for pid, cmd in pids.items():
-        assert _gone(pid), f"process {pid} ({cmd}) outlived `platereg run`"
+        assert gone(pid), f"process {pid} ({cmd}) outlived `platereg run`"
 
 
 def _admin_dsn(output: str, database: str = "postgres") -> str:
