@@ -12,7 +12,6 @@ injected so that tests can move it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import time
 from collections import Counter
@@ -22,7 +21,7 @@ import asyncpg
 from notifications import rules, store
 from platereg import metrics
 from platereg.clock import Clock
-from platereg.db import create_pool
+from platereg.db import close_pool, create_pool
 from platereg.logging import get_logger
 from platereg.process import Stopped, retry, wait
 from platereg.settings import Settings
@@ -100,6 +99,4 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event, *,
     except Stopped:
         pass
     finally:
-        if pool is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(pool.close(), 2)
+        await close_pool(pool)

@@ -234,6 +234,14 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
     raise AssertionError("unreachable")
 
 
+async def close_pool(pool: asyncpg.Pool | None, timeout: float = 2.0) -> None:
+    """Close ``pool`` (if there is one) within ``timeout`` seconds, never raising: the last
+    step of a stopping loop, whose server may be gone already."""
+    if pool is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(pool.close(), timeout)
+
+
 async def ping(pool: asyncpg.Pool, timeout: float = 2.0) -> bool:
     try:
         async with pool.acquire(timeout=timeout) as conn:

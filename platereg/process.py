@@ -52,7 +52,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
-from platereg.db import create_pool, ping
+from platereg.db import close_pool, create_pool, ping
 from platereg.kafka import broker_reachable
 from platereg.logging import get_logger
 from platereg.settings import Settings
@@ -97,9 +97,7 @@ async def watch_health(settings: Settings, health: Health, stop: asyncio.Event,
             health.kafka_ok = await broker_reachable(settings, timeout=2)
             await wait(stop, interval)
     finally:
-        if pool is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(pool.close(), 2)
+        await close_pool(pool)
 
 
 # --------------------------------------------------------------------------- stopping

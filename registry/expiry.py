@@ -12,7 +12,6 @@ record each change exactly once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 from collections.abc import Mapping
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from platereg.clock import Clock
-from platereg.db import create_pool
+from platereg.db import close_pool, create_pool
 from platereg.logging import get_logger
 from platereg.metrics import EXPIRY_SWEEP_LAST_RUN
 from platereg.process import Stopped, retry, wait
@@ -119,6 +118,4 @@ async def run_sweeper(settings: Settings, stop: asyncio.Event,
     except Stopped:
         pass
     finally:
-        if pool is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(pool.close(), 2)
+        await close_pool(pool)
