@@ -17,9 +17,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from platereg.embedded import free_port
 from platereg.settings import Settings
 from tests.integration.notices_support import apply_events, event, issued, owner, wait_until
-from tests.integration.test_notices_dispatch import free_port
 
 pytestmark = pytest.mark.integration
 
