@@ -54,13 +54,13 @@ from tests.integration.e2e_support import (
 )
 from tests.integration.notices_support import MailCatcher, http_sink
 from tests.integration.seam_support import (
+    as_published,
     expected_view,
     metric,
     read_all,
     scrape,
     wait_for,
     wait_relayed,
-    without_as_of,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]
@@ -167,9 +167,14 @@ class Run:
                 return
         key_id, secret = self.read_keys[api.incarnation]
         j, p = key.split("/")
+        body = {"jurisdiction": j, "plate": p, "purpose": "testing", "case_ref": "e2e"}
         try:
-            r = await c.get(f"/v1/plates/{j}/{p}", headers={
-                "Authorization": f"Bearer {secret}", "X-Purpose": "e2e"})
+            r = await c.post("/v1/plates/query", json=body,
+                             headers={"Authorization": f"Bearer {secret}"})
+            while r.status_code == 429:     # rate limited (units): as a client would, wait
+                await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
+                r = await c.post("/v1/plates/query", json=body,
+                                 headers={"Authorization": f"Bearer {secret}"})
         except httpx.TransportError:
             return
         if r.status_code in (200, 404):
@@ -465,15 +470,15 @@ async def _check_status_and_hotlist(run: Run, views: dict[str, dict], port: int)
     """The status feed ends at each plate's view; the hotlist is the flagged plates."""
     last: dict[str, dict] = {}
     for m in await read_all(run.settings, run.settings.topic(contract.STATUS), timeout=120):
-        last[m.key.decode()] = without_as_of(orjson.loads(m.value))
-    assert last == views
+        last[m.key.decode()] = as_published(orjson.loads(m.value))
+    assert last == {k: as_published(v) for k, v in views.items()}
     secret = (await create_key(run.pool, role="enforcement", name="e2e hotlist"))[1]
     entries: list[dict] = []
     since = None
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as c:
         while True:
-            params = {"limit": 1000, **({"since": since} if since else {})}
-            headers = {"Authorization": f"Bearer {secret}", "X-Purpose": "e2e"}
+            params = {"limit": 1000, "purpose": "testing", **({"since": since} if since else {})}
+            headers = {"Authorization": f"Bearer {secret}"}
             r = await c.get("/v1/hotlist", params=params, headers=headers)
             while r.status_code == 429:     # rate limited (units): as a client would, wait
                 await asyncio.sleep(float(r.headers.get("Retry-After", "1")))
@@ -484,8 +489,9 @@ async def _check_status_and_hotlist(run: Run, views: dict[str, dict], port: int)
             since = page["next"]
             if len(page["entries"]) < 1000:
                 break
-    flagged = {k: {**v, "removed": False} for k, v in views.items() if v["status"] != "valid"}
-    assert {f"{e['jurisdiction']}/{e['plate']}": without_as_of(e) for e in entries} == flagged
+    flagged = {k: {**as_published(v), "removed": False} for k, v in views.items()
+               if v["status"] != "valid"}
+    assert {f"{e['jurisdiction']}/{e['plate']}": as_published(e) for e in entries} == flagged
 
 
 def _nearest_window(expires: dt.date, today: dt.date) -> int | None:
@@ -549,7 +555,7 @@ async def _check_audit(run: Run, procs: dict[str, Proc], port: int, plates: list
     # uvicorn re-raises SIGTERM after its clean shutdown (one worker): -15 is a clean stop
     assert api.stop() in (0, -signal.SIGTERM), api.tail()
     rows = dict(await run.pool.fetch("SELECT key_id, count(*) FROM audit_log "
-                                     "WHERE purpose = 'e2e' AND kind = 'single' GROUP BY 1"))
+                                     "WHERE case_ref = 'e2e' AND kind = 'single' GROUP BY 1"))
     assert rows.get(last_key, 0) == run.reads[last_key]
     doubled = {k: (rows.get(k, 0), n) for k, n in run.reads.items() if rows.get(k, 0) > n}
     assert not doubled, f"audit rows above the reads (key: rows, reads): {doubled}"

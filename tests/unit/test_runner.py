@@ -36,7 +36,9 @@ def test_two_services_on_one_port_are_refused_naming_both_variables() -> None:
 
 def test_free_ports_pass() -> None:
     check_ports(Settings(registry_port=_free_port(), ingest_port=_free_port(),
-                         consumer_metrics_port=_free_port()))
+                         consumer_metrics_port=_free_port(),
+                         notices_scheduler_port=_free_port(),
+                         notices_dispatcher_port=_free_port(), smtp_port=_free_port()))
 
 
 def test_a_service_that_dies_at_start_stops_the_wait_with_its_name_and_code() -> None:
