@@ -127,7 +127,8 @@ class Dispatcher:
                 # Intake, claims and the recorder: one statement each at a time.
                 self.pool = await create_pool(self.settings.dsn(), min_size=1, max_size=4,
                                               retry_for=5)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                    asyncpg.InternalClientError) as exc:
                 log.warning("database not reachable; retrying", error=type(exc).__name__)
                 await wait(stop, 2)
         if self.pool is None:
@@ -169,7 +170,7 @@ class Dispatcher:
                         await self._enqueue(records)
                         await consumer.commit()
                 except (KafkaError, OSError, asyncpg.PostgresError,
-                        asyncpg.InterfaceError) as exc:
+                        asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
                     log.warning("notice intake failed; retrying", error=type(exc).__name__)
                     self.intake_failures += 1
                     _rewind(consumer, batch)
@@ -212,7 +213,8 @@ class Dispatcher:
             if free >= batch or (free > 0 and not self.inflight):
                 try:
                     claimed = await self._claim(free)
-                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                    asyncpg.InternalClientError) as exc:
                     # Rows claimed before a failure come back when their lease ends.
                     log.warning("cannot read deliveries; retrying", error=type(exc).__name__)
                     claimed = []

@@ -33,7 +33,8 @@ log = get_logger(__name__)
 RUN_NAME = "scheduler"
 RECHECK_BATCH = 5000
 #: What a failed run retries on (after ``every`` seconds) rather than stopping the service.
-RUN_ERRORS = (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+RUN_ERRORS = (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+              asyncpg.InternalClientError)   # the server went away mid-operation
 
 
 def _drafts(rows: list, today: dt.date, days: list[int]) -> list[rules.Draft]:

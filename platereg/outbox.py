@@ -209,7 +209,9 @@ async def relay_once(conn: asyncpg.Connection, producer: AIOKafkaProducer, setti
     return len(records)
 
 
-RELAY_ERRORS = (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, KafkaError)
+# InternalClientError: PostgreSQL went away mid-operation (seen in the e2e test).
+RELAY_ERRORS = (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                asyncpg.InternalClientError, KafkaError)
 
 
 async def run_relay(settings: Settings, outboxes: Sequence[Outbox], stop: asyncio.Event,
