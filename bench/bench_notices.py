@@ -38,7 +38,7 @@ from notifications.channels import sign
 from notifications.dispatcher import Dispatcher
 from platereg.db import init_connection
 from platereg.kafka import ensure_topics
-from registry.domain import today_in
+from schemas.fold import today_in
 
 
 async def _fill_plates(conn: asyncpg.Connection, n: int, today: dt.date) -> None:

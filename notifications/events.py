@@ -1,9 +1,10 @@
 """Event-driven notices, made in the registry consumer's batch transaction.
 
-``record_batch_notices`` is the one call the consumer makes: from the plates'
-states before the batch, the new events and (for re-folded plates) their
-history, it creates one notice per notifying event per recipient, and queues
-for the scheduler the plates whose expiry, issue or cancellation changed.
+``record_batch_notices`` is the one call the consumer makes (the composition
+root, ``wiring.cli``, hands it to the registry consumer as its batch hook): from
+the plates' states before the batch, the new events and (for re-folded plates)
+their history, it creates one notice per notifying event per recipient, and
+queues for the scheduler the plates whose expiry, issue or cancellation changed.
 Nothing here commits: it all commits or rolls back with the batch.
 """
 
@@ -12,22 +13,41 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import asyncpg
 
 from notifications import rules, store
-from registry.batch import Parsed
-from registry.domain import HistoryEvent, PlateState
+from schemas.fold import HistoryEvent, PlateState
 
 
-def _applied(events: Sequence[Parsed] | Sequence[HistoryEvent]) -> list[rules.AppliedEvent]:
+class NewEvent(Protocol):
+    """What the notices need of an event the batch applies (the registry's parsed event)."""
+
+    @property
+    def event_id(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def time(self) -> dt.datetime: ...
+    @property
+    def jurisdiction(self) -> str: ...
+    @property
+    def plate(self) -> str: ...
+    @property
+    def data(self) -> Mapping[str, Any] | None: ...
+
+
+def _applied(events: Sequence[NewEvent] | Sequence[HistoryEvent]) -> list[rules.AppliedEvent]:
     out = [rules.AppliedEvent(e.event_id, e.type, e.time, e.data or {}, e.source)
            for e in events]
     return sorted(out, key=lambda e: e.sort_key)
 
 
 def batch_drafts(old: Mapping[str, PlateState], new_states: Mapping[str, PlateState],
-                 by_plate: Mapping[str, Sequence[Parsed]],
+                 by_plate: Mapping[str, Sequence[NewEvent]],
                  history: Mapping[str, Sequence[HistoryEvent]]) -> list[rules.Draft]:
     """Pure: the notices of one batch (``history`` holds the re-folded plates')."""
     drafts: list[rules.Draft] = []
@@ -69,7 +89,7 @@ def schedule_changed(old: Mapping[str, PlateState], new_states: Mapping[str, Pla
 
 async def record_batch_notices(conn: asyncpg.Connection, old: Mapping[str, PlateState],
                                new_states: Mapping[str, PlateState],
-                               by_plate: Mapping[str, Sequence[Parsed]],
+                               by_plate: Mapping[str, Sequence[NewEvent]],
                                history: Mapping[str, Sequence[HistoryEvent]],
                                now: dt.datetime) -> Counter:
     """Create the batch's notices and queue rechecks; returns notices made per kind."""

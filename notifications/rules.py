@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from registry.domain import HistoryEvent, PlateState, apply
 from schemas.events import FoldOrder
+from schemas.fold import HistoryEvent, PlateState, apply
 
 EXPIRED_WINDOW = -1
 

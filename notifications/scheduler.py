@@ -23,10 +23,10 @@ from platereg import metrics
 from platereg.clock import Clock
 from platereg.db import close_pool, create_pool
 from platereg.logging import get_logger
+from platereg.plate_rows import state_from_row
 from platereg.process import Stopped, retry, wait
 from platereg.settings import Settings
-from registry.domain import today_in
-from registry.rows import state_from_row
+from schemas.fold import today_in
 
 log = get_logger(__name__)
 

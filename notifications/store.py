@@ -18,9 +18,9 @@ import asyncpg
 import orjson
 
 from notifications.rules import Draft, choose_channels
-from registry.rows import state_columns
+from platereg.plate_rows import state_columns
 
-#: A plate's state first (read by ``registry.rows.state_from_row``), then its key.
+#: A plate's state first (read by ``platereg.plate_rows.state_from_row``), then its key.
 _PLATE_COLUMNS = state_columns() + ", plate_key"
 
 

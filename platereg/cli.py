@@ -205,9 +205,10 @@ def run(
 def _register_services() -> None:
     import importlib
 
-    # Each service package owns its commands in these modules.
+    # Each service package owns its commands in these modules; the composition root
+    # (wiring.cli) adds those that need more than one service.
     for name in ("registry.cli", "registry.api_cli", "registry.sources_cli", "ingest.cli",
-                 "notifications.cli"):
+                 "notifications.cli", "wiring.cli"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

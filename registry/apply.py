@@ -28,7 +28,7 @@ from registry.batch import (
     plan_plates,
     status_changes,
 )
-from registry.domain import HistoryEvent, PlateState, today_in
+from schemas.fold import HistoryEvent, PlateState, today_in
 from schemas.policy import Policy
 
 #: A rejection for the DLQ outbox: (partition, offset, key, value, reason, detail).

@@ -30,16 +30,10 @@ from typing import Any
 import orjson
 
 from platereg.kafka import Record
-from registry.domain import (
-    HistoryEvent,
-    PlateState,
-    apply,
-    comparable,
-    enforcement_view,
-    flags_of,
-)
+from registry.domain import comparable, enforcement_view, flags_of
 from schemas._types import MAX_YEAR, MIN_YEAR, time_in_range
 from schemas.events import EventType, FoldOrder
+from schemas.fold import HistoryEvent, PlateState, apply
 from schemas.policy import Policy, reason_of
 from schemas.validation import Rejection, parse_event_bytes
 
@@ -264,7 +258,7 @@ def _apply_checked(state: PlateState, kind: str, data: Any, time: dt.datetime,
 
 
 def fold_history(jurisdiction: str, plate: str, events: Iterable[HistoryEvent]) -> PlateState:
-    """:func:`registry.domain.fold` of stored events, raising :class:`Unfoldable` for a row
+    """:func:`schemas.fold.fold` of stored events, raising :class:`Unfoldable` for a row
     with an insane time or one the fold fails on."""
     events = list(events)
     for ev in events:

@@ -1,5 +1,9 @@
 """Registry commands: ``platereg consume registry|relay``, ``platereg dlq list|replay``
-and ``platereg quarantine list|release``."""
+and ``platereg quarantine list|release``.
+
+``consume registry`` is added by the composition root (``wiring.cli`` calls
+:func:`register_consumer` with the batch hook); the others by :func:`register`.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from platereg.commands import fail, run_async, settings_or_exit
 
 if TYPE_CHECKING:
     from platereg.settings import Settings
+    from registry.store import BatchHook
 
 
 @contextlib.contextmanager
@@ -30,7 +35,10 @@ def _port_in_use_exits(settings: Settings, metrics_port: int | None) -> Iterator
                    "PLATEREG_CONSUMER_METRICS_PORT (or --metrics-port) to a free port") from None
 
 
-def _register_consume(consume: typer.Typer) -> None:
+def register_consumer(consume: typer.Typer, batch_hook: BatchHook) -> None:
+    """``platereg consume registry``, with ``batch_hook`` run in each batch's transaction
+    (added by the composition root, ``wiring.cli``, which knows the hook)."""
+
     @consume.command("registry")
     def consume_registry(
         relays: Annotated[bool, typer.Option(help="Also relay the status and DLQ outboxes")]
@@ -51,10 +59,12 @@ def _register_consume(consume: typer.Typer) -> None:
         settings = settings_or_exit()
         with _port_in_use_exits(settings, metrics_port):
             code = run_async(serve_registry_consumer(
-                settings, relays=relays, sweep=sweep, metrics_port=metrics_port,
-                max_records=max_records, parse_workers=parse_workers))
+                settings, batch_hook=batch_hook, relays=relays, sweep=sweep,
+                metrics_port=metrics_port, max_records=max_records, parse_workers=parse_workers))
         raise typer.Exit(code)
 
+
+def _register_relay(consume: typer.Typer) -> None:
     @consume.command("relay")
     def consume_relay(
         metrics_port: Annotated[int | None, typer.Option(
@@ -166,6 +176,6 @@ def _register_quarantine(app: typer.Typer) -> None:
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    _register_consume(groups["consume"])
+    _register_relay(groups["consume"])
     _register_dlq(app)
     _register_quarantine(app)

@@ -126,8 +126,10 @@ class RegistryConsumer:
     def __init__(self, settings: Settings, *, max_records: int = 5000,
                  parse_executor: Executor | None = None,
                  health: Health | None = None,
-                 on_commit: asyncio.Event | None = None, clock: Clock | None = None) -> None:
+                 on_commit: asyncio.Event | None = None, clock: Clock | None = None,
+                 batch_hook: store.BatchHook) -> None:
         self.settings = settings
+        self.batch_hook = batch_hook     # runs in each batch's transaction
         self.clock = clock or Clock.from_settings(settings)
         self.topic = settings.topic(topics.EVENTS)
         self.group = settings.consumer_group
@@ -347,8 +349,9 @@ class RegistryConsumer:
             expected = {p: expected[p] for p in batch.next_offsets}
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
+                    db = store.SqlStore(conn, self.policies, hook=self.batch_hook)
                     outcome = await apply_batch(
-                        store.SqlStore(conn, self.policies), group=self.group, topic=self.topic,
+                        db, group=self.group, topic=self.topic,
                         expected=expected, next_offsets=batch.next_offsets,
                         parsed=batch.parsed, raw=batch.raw, tz=self.tz, now=batch.now)
             except Fenced as fence:

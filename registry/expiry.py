@@ -22,12 +22,12 @@ from platereg.clock import Clock
 from platereg.db import close_pool, create_pool
 from platereg.logging import get_logger
 from platereg.metrics import EXPIRY_SWEEP_LAST_RUN
+from platereg.plate_rows import state_from_row
 from platereg.process import Stopped, retry, wait
 from platereg.settings import Settings
 from registry import store
 from registry.batch import StatusChange, state_shape_problem, status_change, view_of
-from registry.domain import PlateState, today_in
-from registry.rows import state_from_row
+from schemas.fold import PlateState, today_in
 
 log = get_logger(__name__)
 

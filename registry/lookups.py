@@ -1,6 +1,6 @@
 """The registry API's queries (thin: SQL in, rows out; rules live in registry.domain).
 
-Plate states are read with ``registry.rows`` (its column list first in every
+Plate states are read with ``platereg.plate_rows`` (its column list first in every
 select); enforcement queries select ``NULL AS owner``: owner data is not even
 read from the database for an enforcement key. asyncpg prepares and caches every
 statement per connection, so the hot lookups are prepared statements.
@@ -21,8 +21,8 @@ from typing import Any
 
 import asyncpg
 
-from registry.domain import HistoryEvent
-from registry.rows import state_columns
+from platereg.plate_rows import state_columns
+from schemas.fold import HistoryEvent
 
 ENFORCEMENT_COLUMNS = state_columns(with_owner=False)
 FULL_COLUMNS = state_columns()

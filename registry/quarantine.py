@@ -19,7 +19,7 @@ from platereg.db import connect
 from platereg.settings import Settings
 from registry import store
 from registry.batch import Unfoldable, fold_history, status_changes
-from registry.domain import today_in
+from schemas.fold import today_in
 from schemas.plates import InvalidPlate, parse_plate_key
 
 

@@ -21,6 +21,7 @@ from platereg.settings import Settings
 from registry.consumer import RegistryConsumer
 from registry.expiry import run_sweeper
 from registry.relay import run_relays
+from registry.store import BatchHook
 
 
 def _worker_ready() -> bool:
@@ -34,10 +35,12 @@ def _warm_up(executor: Executor, workers: int) -> None:
         f.result()
 
 
-async def serve_registry_consumer(settings: Settings, *, relays: bool = True,
-                                  sweep: bool = True, metrics_port: int | None = None,
-                                  max_records: int = 5000, parse_workers: int = 0) -> int:
-    """The whole ``platereg consume registry`` process until SIGTERM/SIGINT."""
+async def serve_registry_consumer(settings: Settings, *, batch_hook: BatchHook,
+                                  relays: bool = True, sweep: bool = True,
+                                  metrics_port: int | None = None, max_records: int = 5000,
+                                  parse_workers: int = 0) -> int:
+    """The whole ``platereg consume registry`` process until SIGTERM/SIGINT; ``batch_hook``
+    runs in every batch's transaction (the composition root, ``wiring.cli``, gives it)."""
     port = settings.consumer_metrics_port if metrics_port is None else metrics_port
     async with service_process(settings, port=port) as proc:
         executor = None
@@ -51,7 +54,8 @@ async def serve_registry_consumer(settings: Settings, *, relays: bool = True,
             warm_up = asyncio.create_task(asyncio.to_thread(_warm_up, executor, parse_workers))
         wakeup = asyncio.Event()
         consumer = RegistryConsumer(settings, max_records=max_records, parse_executor=executor,
-                                    health=proc.health, on_commit=wakeup)
+                                    health=proc.health, on_commit=wakeup,
+                                    batch_hook=batch_hook)
         with contextlib.suppress(Exception):
             await ensure_topics(settings, retry_for=10)
         if relays:

@@ -10,16 +10,15 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import orjson
 
-from notifications.events import record_batch_notices
+from platereg.plate_rows import state_columns, state_from_row
 from platereg.policy_store import PolicyCache
 from registry.batch import Parsed, StatusChange
-from registry.domain import HistoryEvent, PlateState
-from registry.rows import state_columns, state_from_row
+from schemas.fold import HistoryEvent, PlateState
 from schemas.policy import Policy
 
 # Writers of status_changes take this lock so that seq order = commit order.
@@ -280,13 +279,29 @@ async def list_quarantined(conn: asyncpg.Connection | asyncpg.Pool,
         " FROM quarantined_plates ORDER BY quarantined_at, plate_key LIMIT $1", limit)
 
 
+class BatchHook(Protocol):
+    """Work another service does inside the batch transaction, given the batch's state
+    transitions (the plates' states before and after, the new events by plate, the
+    re-folded plates' histories); returns counts per kind. The composition root
+    (``wiring.cli``) passes the notices' one, so a notice commits with its event."""
+
+    async def __call__(self, conn: asyncpg.Connection, old: Mapping[str, PlateState | None],
+                       new_states: Mapping[str, PlateState],
+                       by_plate: Mapping[str, Sequence[Parsed]],
+                       history: Mapping[str, Sequence[HistoryEvent]],
+                       now: dt.datetime) -> Counter: ...
+
+
 class SqlStore:
     """The functions above that ``registry.apply.apply_batch`` uses, on one connection (in
-    the caller's transaction): its ``BatchStore`` in PostgreSQL."""
+    the caller's transaction): its ``BatchStore`` in PostgreSQL; ``record_notices`` runs
+    ``hook`` on the same connection."""
 
-    def __init__(self, conn: asyncpg.Connection, policies: PolicyCache | None = None) -> None:
+    def __init__(self, conn: asyncpg.Connection, policies: PolicyCache | None = None, *,
+                 hook: BatchHook) -> None:
         self.conn = conn
         self.policies = policies or PolicyCache()
+        self.hook = hook
 
     async def source_policy(self) -> Policy:
         return await self.policies.current(self.conn)
@@ -332,4 +347,4 @@ class SqlStore:
                              by_plate: Mapping[str, Sequence[Parsed]],
                              history: Mapping[str, Sequence[HistoryEvent]],
                              now: dt.datetime) -> Counter:
-        return await record_batch_notices(self.conn, old, new_states, by_plate, history, now)
+        return await self.hook(self.conn, old, new_states, by_plate, history, now)

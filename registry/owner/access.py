@@ -21,9 +21,9 @@ from platereg.http import ProblemError
 from platereg.metrics import AUTH_FAILURES
 from platereg.settings import Settings
 from registry.audit import AuditUnavailable
-from registry.domain import today_in
 from registry.owner import sessions
 from registry.owner.tokens import OwnerClaims, OwnerTokens, TokenExpired, TokenInvalid
+from schemas.fold import today_in
 
 OWNER_KEY_ID = "owner"  # what logs and metrics record for owner-token requests
 NOT_CONFIGURED = ("owner sign-in is not configured on this server "

@@ -20,8 +20,8 @@ from typing import Any
 
 import asyncpg
 
+from platereg.plate_rows import state_columns, state_from_row
 from registry.domain import full_view
-from registry.rows import state_columns, state_from_row
 
 SELF_KEY = "owner"
 LINK_KEY = "link"

@@ -21,12 +21,13 @@ from platereg.auth import Principal, require
 from platereg.clock import Clock
 from platereg.http import ProblemError, read_json, validation_errors
 from platereg.metrics import LOOKUPS
+from platereg.plate_rows import state_from_row
 from platereg.settings import Settings
 from registry.api_models import Problem
 from registry.audit import COPY_COLUMNS, AuditUnavailable, AuditWriter
-from registry.domain import PlateState, enforcement_view, full_view, today_in
-from registry.rows import state_from_row
+from registry.domain import enforcement_view, full_view
 from registry.sealing import Sealer
+from schemas.fold import PlateState, today_in
 from schemas.plates import InvalidPlate, normalize_jurisdiction, normalize_plate
 
 ENFORCEMENT, PORTAL, OPERATOR = "enforcement", "portal", "operator"

@@ -3,7 +3,7 @@ confusable candidates and a plate's event history, with their OpenAPI examples.
 
 Plates travel only in POST bodies (contract section 5), each read names its
 ``purpose`` (and optionally ``case_ref``). Query and batch take ``at``: the view
-as it stood then, folded from the kept history (``registry.domain.fold_until``)
+as it stood then, folded from the kept history (``schemas.fold.fold_until``)
 with flags for that day in the registry's time zone.
 
 Audit and ``platereg_lookups_total`` (label ``purpose``): one row and one count

@@ -1,5 +1,5 @@
 """Helpers of the registry consumer tests: event factory, a reference fold written
-independently of ``registry.domain``, producing, and waiting for the consumer."""
+independently of ``schemas.fold``, producing, and waiting for the consumer."""
 
 from __future__ import annotations
 
@@ -251,9 +251,11 @@ async def consumer_running(settings: Settings, **options: Any) -> AsyncIterator[
     """The real consumer in this process (with its relays), stopped cleanly on exit."""
     from registry.consumer import RegistryConsumer
     from registry.relay import run_relays
+    from wiring.cli import BATCH_HOOK
 
     stop = asyncio.Event()
     wakeup = asyncio.Event()
+    options.setdefault("batch_hook", BATCH_HOOK)    # the hook `platereg consume registry` runs
     consumer = RegistryConsumer(settings, on_commit=wakeup, **options)
     tasks = [asyncio.create_task(consumer.run(stop)),
              asyncio.create_task(run_relays(settings, stop, wakeup, idle=0.2))]

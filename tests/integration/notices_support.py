@@ -23,6 +23,7 @@ from platereg.settings import Settings
 from registry import store as registry_store
 from registry.apply import apply_batch
 from registry.batch import parse_values
+from wiring.cli import BATCH_HOOK
 
 GROUP, TOPIC = "notices-test", "notices-test.events"
 
@@ -46,7 +47,8 @@ async def apply_events(pool: asyncpg.Pool, settings: Settings, events: list[dict
         parsed = parse_values(records, now)
         async with conn.transaction():
             out = await apply_batch(
-                registry_store.SqlStore(conn), group=GROUP, topic=TOPIC, expected={0: start},
+                registry_store.SqlStore(conn, hook=BATCH_HOOK), group=GROUP, topic=TOPIC,
+                expected={0: start},
                 next_offsets={0: start + len(events)}, parsed=parsed,
                 raw={(0, r.offset): (None, r.value) for r in records}, tz=settings.tz, now=now)
     assert not out.rejected, [(r.reason, r.detail) for r in out.rejected]

@@ -3,7 +3,7 @@
 The consumer runs as real ``platereg consume registry`` processes. The checks
 are exact: every accepted event is in the history once, every plate equals the
 reference fold (tests/integration/consumer_support.py, independent of
-registry.domain), and the stored offsets equal the log ends.
+schemas.fold), and the stored offsets equal the log ends.
 
 What leaves the registry is counted too. The outboxes (``status_changes``,
 ``dlq_messages``) are exactly once: one row per change or rejection. Their

@@ -26,8 +26,8 @@ from notifications.dispatcher import Dispatcher
 from notifications.relay import run_notices_relay
 from platereg.kafka import make_consumer
 from platereg.settings import Settings
-from registry.domain import today_in
 from schemas import topics as contract
+from schemas.fold import today_in
 from schemas.notices import Notice
 from tests.integration.notices_support import (
     MailCatcher,

@@ -25,7 +25,7 @@ from owner_support import OWNER_KEY
 from platereg.debian_tools import find_or_install
 from platereg.keys import create_key
 from platereg.settings import Settings
-from registry.domain import today_in
+from schemas.fold import today_in
 from tests.integration.notices_support import (
     MailCatcher,
     apply_events,

@@ -14,7 +14,7 @@ import pytest
 
 from registry.apply import BatchStore, ConcurrentWriter, DlqRow, Fenced, apply_batch
 from registry.batch import Parsed, Rejected, StatusChange, parse_value
-from registry.domain import HistoryEvent, PlateState, fold
+from schemas.fold import HistoryEvent, PlateState, fold
 from schemas.policy import KNOWN_TYPES, Policy, check_grant, compile_policy
 
 NOW = dt.datetime(2025, 6, 1, 12, tzinfo=dt.UTC)

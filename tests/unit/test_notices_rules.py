@@ -12,7 +12,7 @@ from notifications.channels import Result, classify_response, retry_after_second
 from notifications.dispatcher import backoff, decide
 from notifications.render import render
 from platereg.settings import load_settings
-from registry.domain import PlateState, apply
+from schemas.fold import PlateState, apply
 
 DAYS = [60, 30, 7]
 E = dt.date(2027, 3, 31)

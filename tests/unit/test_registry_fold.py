@@ -23,8 +23,9 @@ from registry.batch import (
     status_changes,
     view_of,
 )
-from registry.domain import HistoryEvent, PlateState, apply, comparable, enforcement_view, fold
+from registry.domain import comparable, enforcement_view
 from registry.expiry import expiry_changes
+from schemas.fold import HistoryEvent, PlateState, apply, fold
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 OWNER = {"owner_id": "o1", "name": "A Person", "email": "a@example.org"}

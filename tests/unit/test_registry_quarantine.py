@@ -13,7 +13,7 @@ from platereg.db import (
     encode_timestamptz,
 )
 from registry.batch import Parsed, Unfoldable, fold_history, plan_plates
-from registry.domain import HistoryEvent, PlateState, fold
+from schemas.fold import HistoryEvent, PlateState, fold
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 ISSUED = {"plate_class": "passenger", "expires_on": "2026-01-31",

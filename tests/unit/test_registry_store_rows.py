@@ -1,13 +1,13 @@
-"""registry.rows: plate states are read by position, so every select must list the state
+"""platereg.plate_rows: plate states are read by position, so every select must list the state
 columns first, in PlateState field order."""
 
 from __future__ import annotations
 
 import datetime as dt
 
+from platereg.plate_rows import STATE_FIELDS, state_columns, state_from_row
 from registry import lookups, store
-from registry.domain import PlateState
-from registry.rows import STATE_FIELDS, state_columns, state_from_row
+from schemas.fold import PlateState
 
 VALUES = {
     "jurisdiction": "CA-ON", "plate": "A1", "issued": True, "plate_class": "passenger",

@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.domain import HistoryEvent, view_at
+from registry.domain import view_at
+from schemas.fold import HistoryEvent
 
 TZ = ZoneInfo("America/Toronto")
 T0 = dt.datetime(2026, 10, 25, tzinfo=dt.UTC)

@@ -1,4 +1,4 @@
-"""The ``plates`` table read as :class:`~registry.domain.PlateState`: one column list, one mapper.
+"""The ``plates`` table read as :class:`~schemas.fold.PlateState`: one column list, one mapper.
 
 Every query that reads a plate's state selects :func:`state_columns` first, in
 ``PlateState`` field order, and any other columns after them; :func:`state_from_row`
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
-from registry.domain import PlateState
+from schemas.fold import PlateState
 
 #: ``PlateState``'s fields, which are also the ``plates`` columns holding them.
 STATE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(PlateState))
