@@ -22,14 +22,21 @@ STATUS_ORDER = ("stolen", "cancelled", "suspended", "expired")
 
 def flags_of(state: PlateState, today: dt.date) -> list[str]:
     """Every flag that holds, in the contract's precedence order (``STATUS_ORDER``)."""
+    return flags_from(state.stolen, state.cancelled, state.suspension_reasons,
+                      state.expires_on, today)
+
+
+def flags_from(stolen: bool, cancelled: bool, suspension_reasons: Any,
+               expires_on: dt.date | None, today: dt.date) -> list[str]:
+    """:func:`flags_of` from the state's parts (the one place for the flag rules)."""
     flags = []
-    if state.stolen:
+    if stolen:
         flags.append("stolen")
-    if state.cancelled:
+    if cancelled:
         flags.append("cancelled")
-    if state.suspension_reasons:
+    if suspension_reasons:
         flags.append("suspended")
-    if state.expires_on is not None and today > state.expires_on:
+    if expires_on is not None and today > expires_on:
         flags.append("expired")
     return flags
 
@@ -38,25 +45,43 @@ def status_of(flags: list[str]) -> str:
     return flags[0] if flags else "valid"
 
 
-
 def enforcement_view(state: PlateState, *, today: dt.date, as_of: dt.datetime) -> dict[str, Any]:
     """The enforcement view (contract section 5): never any owner data."""
-    flags = flags_of(state, today)
-    vehicle = None
-    if state.vehicle is not None:
-        vehicle = {k: state.vehicle.get(k) for k in ("make", "model", "year", "colour")}
+    return view_from(state.jurisdiction, state.plate, state.plate_class, state.expires_on,
+                     state.vehicle, state.device_id is not None, state.suspension_reasons,
+                     state.stolen, state.cancelled, state.event_count, today, as_of)
+
+
+#: What :func:`view_from` takes, in order: ``PlateState`` fields, except ``smart_plate``
+#: (whether ``device_id`` is set) and ``version`` (``event_count``). Readers that select
+#: these (``registry.lookups``) build views without a ``PlateState`` per row.
+VIEW_PARTS = ("jurisdiction", "plate", "plate_class", "expires_on", "vehicle", "smart_plate",
+              "suspension_reasons", "stolen", "cancelled", "version")
+VEHICLE_FIELDS = ("make", "model", "year", "colour")
+
+
+def view_from(jurisdiction: str, plate: str, plate_class: str | None,
+              expires_on: dt.date | None, vehicle: Mapping[str, Any] | None,
+              smart_plate: bool, suspension_reasons: Any, stolen: bool, cancelled: bool,
+              version: int, today: dt.date, as_of: dt.datetime) -> dict[str, Any]:
+    """The enforcement view from its parts (:data:`VIEW_PARTS`): the one builder of it."""
+    flags = flags_from(stolen, cancelled, suspension_reasons, expires_on, today)
+    if vehicle is not None:   # VEHICLE_FIELDS, spelt out: no comprehension frame per view
+        get = vehicle.get
+        vehicle = {"make": get("make"), "model": get("model"), "year": get("year"),
+                   "colour": get("colour")}
     return {
-        "jurisdiction": state.jurisdiction,
-        "plate": state.plate,
+        "jurisdiction": jurisdiction,
+        "plate": plate,
         "status": status_of(flags),
         "flags": flags,
-        "expires_on": state.expires_on.isoformat() if state.expires_on else None,
-        "plate_class": state.plate_class,
-        "suspension_reasons": list(state.suspension_reasons),
+        "expires_on": expires_on.isoformat() if expires_on else None,
+        "plate_class": plate_class,
+        "suspension_reasons": list(suspension_reasons or ()),
         "vehicle": vehicle,
-        "smart_plate": state.device_id is not None,
+        "smart_plate": smart_plate,
         "as_of": _utc_text(as_of),
-        "version": state.event_count,
+        "version": version,
     }
 
 
@@ -76,9 +101,14 @@ def _utc_text(value: dt.datetime) -> str:
 
 
 def owner_view(state: PlateState) -> dict[str, Any] | None:
-    if state.owner is None:
+    return owner_view_from(state.owner)
+
+
+def owner_view_from(owner: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The ``owner`` part of the full view from the stored owner record."""
+    if owner is None:
         return None
-    return {k: state.owner.get(k) for k in ("owner_id", "name", "email", "phone", "language")}
+    return {k: owner.get(k) for k in ("owner_id", "name", "email", "phone", "language")}
 
 
 def full_view(state: PlateState, *, today: dt.date, as_of: dt.datetime) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 
 from platereg.plate_rows import state_columns
+from registry.domain import VIEW_PARTS
 from schemas.fold import HistoryEvent
 
 ENFORCEMENT_COLUMNS = state_columns(with_owner=False)
@@ -124,6 +125,23 @@ async def plates(conn: asyncpg.Pool | asyncpg.Connection, keys: Sequence[str],
     """Issued plates among ``keys`` (one statement), by plate key."""
     rows = await conn.fetch(_PLATES[with_owner], list(keys))
     return {r["plate_key"]: r for r in rows}
+
+
+_VIEW_SQL = {"smart_plate": "device_id IS NOT NULL", "version": "event_count"}
+#: The select list of :func:`view_rows`: ``registry.domain.VIEW_PARTS`` in order (what
+#: ``registry.domain.view_from`` takes), then the owner (NULL for enforcement) and the key.
+VIEW_COLUMNS = {o: ", ".join([*(_VIEW_SQL.get(p, p) for p in VIEW_PARTS),
+                              "owner" if o else "NULL::jsonb AS owner", "plate_key"])
+                for o in (False, True)}
+_VIEWS = {o: f"SELECT {VIEW_COLUMNS[o]} FROM plates WHERE plate_key = ANY($1::text[])"
+             " AND issued" for o in (False, True)}
+
+
+async def view_rows(conn: asyncpg.Pool | asyncpg.Connection, keys: Sequence[str],
+                    with_owner: bool) -> list[asyncpg.Record]:
+    """The issued plates among ``keys`` (one statement) as view parts (``VIEW_COLUMNS``):
+    only what the view shows, so a batch decodes no timestamps or unused columns."""
+    return await conn.fetch(_VIEWS[with_owner], list(keys))
 
 
 async def events(conn: asyncpg.Pool | asyncpg.Connection, key: str,

@@ -9,6 +9,7 @@ plain module-level functions.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -25,7 +26,7 @@ from platereg.plate_rows import state_from_row
 from platereg.settings import Settings
 from registry.api_models import Problem
 from registry.audit import COPY_COLUMNS, AuditUnavailable, AuditWriter
-from registry.domain import enforcement_view, full_view
+from registry.domain import VIEW_PARTS, enforcement_view, full_view, owner_view_from, view_from
 from registry.sealing import Sealer
 from schemas.fold import PlateState, today_in
 from schemas.plates import InvalidPlate, normalize_jurisdiction, normalize_plate
@@ -80,6 +81,21 @@ class Reading:
                     plate=plate, purpose=self.purpose, result=result, case_ref=self.case_ref,
                     as_at=self.as_at, owner_id=owner_id)
 
+    def rows(self, kind: str, answers: Iterable[tuple[str, str, str]]) -> list[tuple[Any, ...]]:
+        """The audit rows (``Read.row`` values) of ``(jurisdiction, plate, result)`` answers,
+        in order, without a :class:`Read` per plate (a batch has 1,000)."""
+        at, key_id, purpose, case_ref, as_at = (self.now, self.key_id, self.purpose,
+                                                self.case_ref, self.as_at)
+        return [(at, key_id, kind, j, p, purpose, result, None, case_ref, as_at)
+                for j, p, result in answers]
+
+
+#: The order :meth:`Reading.rows` builds rows in, without a :class:`Read` per row.
+_ROW_ORDER = ("at", "key_id", "kind", "jurisdiction", "plate", "purpose", "result",
+              "owner_id", "case_ref", "as_at")
+if COPY_COLUMNS != _ROW_ORDER:  # registry.audit changed its columns: update Reading.rows
+    raise ImportError(f"registry.audit.COPY_COLUMNS is {COPY_COLUMNS}, not {_ROW_ORDER}")
+
 
 class ApiContext:
     """Per-process state of the registry API, created with the app, filled by its lifespan."""
@@ -105,9 +121,13 @@ class ApiContext:
 
     def audit(self, reads: list[Read]) -> None:
         """Buffer the audit rows of one answer, or refuse it (503) when the log lags."""
+        self.audit_rows([r.row() for r in reads])
+
+    def audit_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """:meth:`audit` for rows already in ``Read.row`` form (:meth:`Reading.rows`)."""
         assert self.audit_writer is not None
         try:
-            self.audit_writer.record_many([r.row() for r in reads])
+            self.audit_writer.record_many(rows)
         except AuditUnavailable:
             raise ProblemError(503, "Service Unavailable", "the audit log cannot keep up",
                                headers={"Retry-After": "5"}) from None
@@ -175,6 +195,20 @@ def reading(ctx: ApiContext, principal: Principal, query: Any) -> Reading:
 def view_of(row: Any, with_owner: bool, today: dt.date, now: dt.datetime) -> dict[str, Any]:
     """The view of a ``plates`` row: the owner only when ``with_owner``."""
     return state_view(state_from_row(row), with_owner, today, now)
+
+
+_PARTS = len(VIEW_PARTS)
+
+
+def views_of_rows(rows: Iterable[Any], with_owner: bool, today: dt.date,
+                  now: dt.datetime) -> dict[str, dict[str, Any]]:
+    """The views of ``registry.lookups.view_rows`` rows, by plate key (the owner only when
+    ``with_owner``)."""
+    n = _PARTS
+    if with_owner:
+        return {r[n + 1]: {**view_from(*r[:n], today, now), "owner": owner_view_from(r[n])}
+                for r in rows}
+    return {r[n + 1]: view_from(*r[:n], today, now) for r in rows}
 
 
 def state_view(state: PlateState, with_owner: bool, today: dt.date,

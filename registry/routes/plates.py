@@ -45,6 +45,7 @@ from registry.routes.common import (
     reading,
     validated,
     view_of,
+    views_of_rows,
 )
 from schemas.plates import canonical_refs
 from schemas.views import (
@@ -96,9 +97,11 @@ async def views_at(ctx: ApiContext, keys: list[str], with_owner: bool,
 
 async def views_now(ctx: ApiContext, keys: list[str],
                     with_owner: bool) -> dict[str, dict[str, Any]]:
-    rows = await lookups.plates(ctx.pool, keys, with_owner)
+    """The views of the issued plates among ``keys``, by key (one statement, no
+    ``PlateState`` per row: ``registry.domain.view_from`` on the selected parts)."""
+    rows = await lookups.view_rows(ctx.pool, keys, with_owner)
     now, today = ctx.now()
-    return {key: view_of(row, with_owner, today, now) for key, row in rows.items()}
+    return views_of_rows(rows, with_owner, today, now)
 
 
 @router.post("/v1/plates/query", response_model=None,
@@ -168,13 +171,16 @@ async def lookup_batch(request: Request, principal: EnforcementKey) -> Response:
              else await views_at(ctx, unique, with_owner, req.at))
     who = reading(ctx, principal, req)
     results: list[dict[str, Any]] = []
-    reads = []
+    answers = []
     for (j, p), key in zip(refs, keys, strict=True):
         view = views.get(key)
-        results.append(view if view is not None else {
-            "jurisdiction": j, "plate": p, "status": "unknown"})
-        reads.append(who.read("batch", j, p, "not_found" if view is None else view["status"]))
-    ctx.audit(reads)
+        if view is None:
+            results.append({"jurisdiction": j, "plate": p, "status": "unknown"})
+            answers.append((j, p, "not_found"))
+        else:
+            results.append(view)
+            answers.append((j, p, view["status"]))
+    ctx.audit_rows(who.rows("batch", answers))
     charge(request, len(results))
     found = sum(1 for k in keys if k in views)
     count("batch", who.purpose, found, len(keys) - found)

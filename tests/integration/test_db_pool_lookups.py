@@ -106,3 +106,54 @@ async def test_a_failed_statement_fails_every_coalesced_lookup(database_url: str
     results = await asyncio.gather(*(lookups.plate(pool, f"CA-ON/T{i}", False)
                                      for i in range(5)), return_exceptions=True)
     assert all(isinstance(r, asyncpg.InterfaceError) for r in results), results
+
+
+VARIED = """
+INSERT INTO plates (plate_key, jurisdiction, plate, issued, plate_class, expires_on, vehicle,
+                    owner_id, owner, device_id, suspension_reasons, stolen, cancelled,
+                    last_event_time, last_event_id, event_count)
+SELECT 'CA-ON/V' || i, 'CA-ON', 'V' || i, true,
+       CASE WHEN i % 4 <> 0 THEN 'passenger' END,
+       CASE WHEN i % 6 <> 0 THEN current_date + (i % 5) - 2 END,
+       CASE i % 3 WHEN 0 THEN NULL
+                  WHEN 1 THEN jsonb_build_object('vin', 'VIN' || i, 'make', 'Honda',
+                                                 'year', 2000 + i)
+                  ELSE jsonb_build_object('make', 'Kia', 'model', 'Rio', 'colour', 'red',
+                                          'year', 2019, 'extra', 'x') END,
+       CASE WHEN i % 7 <> 0 THEN 'own-' || i END,
+       CASE WHEN i % 7 <> 0 THEN jsonb_build_object('owner_id', 'own-' || i, 'name', 'N' || i,
+                                                     'language', 'fr', 'secret', 's') END,
+       CASE WHEN i % 2 = 0 THEN 'dev-' || i END,
+       CASE i % 5 WHEN 0 THEN ARRAY['insurance_lapsed', 'unpaid_fines'] WHEN 1 THEN '{}'::text[]
+                  ELSE ARRAY['court_order'] END,
+       i % 8 = 0, i % 9 = 0, now(), 'ev-' || i, i
+FROM generate_series(1, $1) AS i
+"""
+
+
+async def test_batch_views_from_view_rows_equal_the_domain_views(database_url: str) -> None:
+    """The batch reads only the view's parts (``lookups.view_rows``) and builds the views
+    without a PlateState per row: the same views as ``registry.domain`` gives for the
+    whole row (every flag, no vehicle/owner, extra keys), with and without the owner."""
+    from registry.routes.common import view_of, views_of_rows
+
+    conn = await connect(database_url)
+    try:
+        await conn.execute(VARIED, 90)
+        today = await conn.fetchval("SELECT current_date")
+        now = await conn.fetchval("SELECT now()")
+        keys = [f"CA-ON/V{i}" for i in range(1, 95)]   # 91..94 do not exist
+        for with_owner in (False, True):
+            views = views_of_rows(await lookups.view_rows(conn, keys, with_owner),
+                                  with_owner, today, now)
+            expected = {}
+            for key in keys:
+                row = await lookups.plate(conn, key, with_owner)
+                if row is not None:
+                    expected[key] = view_of(row, with_owner, today, now)
+            assert views == expected
+            assert len(views) == 90
+            statuses = {v["status"] for v in views.values()}
+            assert statuses == {"valid", "stolen", "cancelled", "suspended", "expired"}
+    finally:
+        await conn.close()
