@@ -4,9 +4,11 @@ Two loops share one process:
 
 - Intake consumes ``plates.notices`` and records, for each notice, a delivery
   on the first channel of its chain (and on ``plate_display`` beside it) in
-  ``notice_dispatch``; the Kafka offsets are committed only after that, so
-  a crash re-reads the message and the insert is a no-op; a batch whose
-  insert failed is read again (the consumer is rewound to it).
+  ``notice_dispatch``; a message that is not a contract notice (not JSON,
+  wrong schema, over 64 KiB) goes to the dead-letter topic with its reason
+  (``platereg.dead_letter``). The Kafka offsets are committed only after both,
+  so a crash re-reads the message and the insert is a no-op; a batch whose
+  insert or dead-lettering failed is read again (the consumer is rewound to it).
 - Workers take due deliveries in batches (one statement: ``FOR UPDATE SKIP
   LOCKED``, a lease, and the notice and webhook URL joined in), store the
   batch's sign-in tokens in one statement, and send each delivery in its own
@@ -34,9 +36,9 @@ import secrets
 import uuid
 
 import asyncpg
-import orjson
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import IllegalStateError, KafkaError
+from pydantic import ValidationError
 from tenacity import RetryCallState, wait_exponential, wait_random
 
 from notifications import rules, store
@@ -45,17 +47,22 @@ from notifications.relay import notice_message
 from notifications.render import render
 from platereg import metrics
 from platereg.db import create_pool
+from platereg.dead_letter import DeadLetter, DeadLetters
 from platereg.kafka import make_consumer
 from platereg.logging import get_logger
 from platereg.owner_links import LINK_DAYS, link_token_hash, link_url
 from platereg.process import wait
 from platereg.settings import Settings
 from schemas import topics
+from schemas.notices import Notice
+from schemas.validation import Rejection, RejectReason, decode_json
 
 log = get_logger(__name__)
 
 TOKEN_DAYS = LINK_DAYS
 ELECTRONIC_LINKED = ("email", "sms")     # the contract: every e-mail and SMS notice
+#: Largest notice message read (as for an event; a notice is a few hundred bytes).
+MAX_NOTICE_BYTES = 64 * 1024
 
 
 def dispatcher_group(settings: Settings) -> str:
@@ -82,6 +89,35 @@ def decide(result: Result, attempt: int, settings: Settings) -> tuple[str, float
     if result.retry_after is not None:
         delay = max(delay, result.retry_after)
     return "retry", delay
+
+
+def _schema_problems(exc: ValidationError) -> str:
+    """Which fields are wrong, in pydantic's words about the expectation (the models hide
+    the input, and a field the contract does not name is not named either)."""
+    texts = []
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        name = str(loc[0]) if loc and str(loc[0]) in Notice.model_fields else "notice"
+        texts.append(f"{name}: {error['msg']}")
+    return "; ".join(dict.fromkeys(texts))
+
+
+def read_notice(value: bytes | None) -> tuple[uuid.UUID, list[str]]:
+    """The notice id and channels of a ``plates.notices`` message (contract section 4), or
+    :class:`~schemas.validation.Rejection` with the reason it goes to the DLQ with."""
+    if value is None:
+        raise Rejection(RejectReason.MALFORMED_JSON, "no value")
+    if len(value) > MAX_NOTICE_BYTES:
+        raise Rejection(RejectReason.TOO_LARGE, f"value over {MAX_NOTICE_BYTES} bytes")
+    obj = decode_json(value)
+    try:
+        notice = Notice.model_validate(obj)
+        notice_id = uuid.UUID(notice.notice_id)
+    except ValidationError as exc:
+        raise Rejection(RejectReason.SCHEMA_INVALID, _schema_problems(exc)) from None
+    except ValueError:
+        raise Rejection(RejectReason.SCHEMA_INVALID, "notice_id: not a UUID") from None
+    return notice_id, [channel.value for channel in notice.channels]
 
 
 def sign_in_link(settings: Settings) -> tuple[str, str]:
@@ -120,6 +156,7 @@ class Dispatcher:
         self.intake_failures = 0
         self.wakeup = asyncio.Event()
         self.ready = False
+        self.dead_letters = DeadLetters(settings)
 
     async def run(self, stop: asyncio.Event) -> None:
         while self.pool is None and not stop.is_set():
@@ -179,25 +216,29 @@ class Dispatcher:
             self.ready = False
             with contextlib.suppress(Exception):
                 await consumer.stop()
+            with contextlib.suppress(Exception):
+                await self.dead_letters.close()
 
     async def _enqueue(self, records: list) -> None:
+        """Record the batch's deliveries, then dead-letter its bad messages."""
         items: list[tuple[uuid.UUID, str]] = []
+        dead: list[DeadLetter] = []
         for r in records:
             try:
-                msg = orjson.loads(r.value)
-                notice_id = uuid.UUID(msg["notice_id"])
-                chain = rules.fallback_chain(msg["channels"])
-            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-                log.warning("notice message not understood; skipped",
-                            partition=r.partition, offset=r.offset)
+                notice_id, channels = read_notice(r.value)
+            except Rejection as exc:
+                dead.append(DeadLetter(r.topic, r.partition, r.offset, r.key, r.value,
+                                       exc.reason.value, exc.detail))
                 continue
+            chain = rules.fallback_chain(channels)
             if chain:
                 items.append((notice_id, chain[0]))
-            if "plate_display" in msg["channels"]:
+            if "plate_display" in channels:
                 items.append((notice_id, "plate_display"))
         assert self.pool is not None
         if await store.enqueue(self.pool, items):
             self.wakeup.set()
+        await self.dead_letters.send(dead)
 
     # ------------------------------------------------------------------ workers
     async def work(self, stop: asyncio.Event) -> None:

@@ -15,6 +15,7 @@ import dataclasses
 import asyncpg
 import orjson
 
+from platereg.dead_letter import VALUE_OMITTED_HEADER, dlq_headers
 from platereg.logging import get_logger
 from platereg.outbox import (
     CursorOutbox,
@@ -33,25 +34,15 @@ __all__ = ["send_keyed", "status_outbox", "dlq_outbox", "run_relays"]
 
 # pg_try_advisory_lock(int, int) keys: a key space apart from the one-bigint locks.
 LEADER_LOCK = (0x706C6174, 0x72656C61)  # "plat", "rela"
-VALUE_OMITTED_HEADER = "x-dlq-value-omitted"
 
 
 def _status_record(r: asyncpg.Record) -> OutboxRecord:
     return OutboxRecord(r["seq"], r["plate_key"].encode(), orjson.dumps(r["view"]))
 
 
-def dlq_headers(row: asyncpg.Record) -> list[tuple[str, bytes]]:
-    return [
-        (topics.DLQ_REASON_HEADER, row["reason"].encode()),
-        (topics.DLQ_DETAIL_HEADER, row["detail"].encode()),
-        (topics.ORIGINAL_TOPIC_HEADER, row["topic"].encode()),
-        (topics.ORIGINAL_PARTITION_HEADER, str(row["partition"]).encode()),
-        (topics.ORIGINAL_OFFSET_HEADER, str(row["kafka_offset"]).encode()),
-    ]
-
-
 def _dlq_record(r: asyncpg.Record) -> OutboxRecord:
-    return OutboxRecord(r["id"], r["key"], r["value"], dlq_headers(r))
+    return OutboxRecord(r["id"], r["key"], r["value"], dlq_headers(
+        r["reason"], r["detail"], r["topic"], r["partition"], r["kafka_offset"]))
 
 
 def _dlq_without_value(record: OutboxRecord) -> OutboxRecord:

@@ -17,6 +17,8 @@ import asyncpg
 import orjson
 from aiosmtpd.controller import Controller
 
+from notifications.dispatcher import Dispatcher
+from notifications.relay import run_notices_relay
 from platereg.embedded import free_port
 from platereg.kafka import Record
 from platereg.settings import Settings
@@ -53,6 +55,23 @@ async def apply_events(pool: asyncpg.Pool, settings: Settings, events: list[dict
                 raw={(0, r.offset): (None, r.value) for r in records}, tz=settings.tz, now=now)
     assert not out.rejected, [(r.reason, r.detail) for r in out.rejected]
     return out
+
+
+@contextlib.asynccontextmanager
+async def notices_running(settings: Settings) -> AsyncIterator[Dispatcher]:
+    """The notices relay and the dispatcher in this process, stopped cleanly on exit."""
+    stop = asyncio.Event()
+    dispatcher = Dispatcher(settings, poll=0.05)
+    tasks = [asyncio.create_task(run_notices_relay(settings, stop, idle=0.05)),
+             asyncio.create_task(dispatcher.run(stop))]
+    try:
+        yield dispatcher
+    finally:
+        stop.set()
+        for result in await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True),
+                                             30):
+            if isinstance(result, BaseException):
+                raise result
 
 
 def owner(n: int, *, email: bool = True, phone: bool = False, language: str = "en",

@@ -5,7 +5,6 @@ and real HTTP sinks, with retries, fallbacks, paper letters and a SIGKILL."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import os
@@ -13,7 +12,7 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -22,7 +21,6 @@ import pytest
 from pydantic import SecretStr
 
 from notifications.channels import verify
-from notifications.dispatcher import Dispatcher
 from notifications.relay import run_notices_relay
 from platereg.kafka import make_consumer
 from platereg.settings import Settings
@@ -36,6 +34,7 @@ from tests.integration.notices_support import (
     event,
     http_sink,
     issued,
+    notices_running,
     owner,
     smtp_catcher,
     wait_until,
@@ -56,22 +55,6 @@ def smtp() -> Iterator[MailCatcher]:
 
 def with_(settings: Settings, **changes: object) -> Settings:
     return settings.model_copy(update={**FAST, **changes})
-
-
-@contextlib.asynccontextmanager
-async def notices_running(settings: Settings) -> AsyncIterator[Dispatcher]:
-    stop = asyncio.Event()
-    dispatcher = Dispatcher(settings, poll=0.05)
-    tasks = [asyncio.create_task(run_notices_relay(settings, stop, idle=0.05)),
-             asyncio.create_task(dispatcher.run(stop))]
-    try:
-        yield dispatcher
-    finally:
-        stop.set()
-        for result in await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True),
-                                             30):
-            if isinstance(result, BaseException):
-                raise result
 
 
 async def deliveries(pool: asyncpg.Pool, notice_id: object = None) -> list[tuple]:
