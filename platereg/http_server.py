@@ -19,8 +19,61 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from platereg.settings import Settings, load_settings
 
 PROTOCOL = "platereg.http_server:HeaderDeadlineProtocol"
+#: A corked transport sends at once when this much is buffered.
+FLUSH_BYTES = 64 * 1024
 _TIMEOUT_RESPONSE = (b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\n"
                      b"connection: close\r\n\r\n")
+
+
+class CorkedTransport:
+    """A transport whose writes of one event-loop turn leave as one send.
+
+    uvicorn writes a response's status line and headers, then its body, with two
+    ``write`` calls: two system calls and two TCP segments for every small answer
+    (about a tenth of the registry API's CPU on single lookups). Here the writes
+    are joined and sent once, at the end of the loop turn; ``close`` and
+    ``write_eof`` send what is buffered first, ``abort`` drops it. Everything
+    else is the wrapped transport's. From :data:`FLUSH_BYTES` buffered, a write
+    sends at once.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+        self._size = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not self._pending:
+            self._loop.call_soon(self.flush)
+        self._pending.append(data if type(data) is bytes else bytes(data))
+        self._size += len(data)
+        if self._size >= FLUSH_BYTES:   # a big answer goes out at once, as before
+            self.flush()
+
+    def writelines(self, chunks: Any) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def flush(self) -> None:
+        pending, self._pending, self._size = self._pending, [], 0
+        if pending and not self._transport.is_closing():
+            self._transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending, self._size = [], 0
+        self._transport.abort()
 
 
 class HeaderDeadlineProtocol(HttpToolsProtocol):
@@ -55,7 +108,7 @@ class HeaderDeadlineProtocol(HttpToolsProtocol):
         self.transport.close()
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(CorkedTransport(transport, self.loop))  # type: ignore[arg-type]
         self._arm_header_timer()
 
     def on_message_begin(self) -> None:

@@ -60,6 +60,8 @@ from schemas.views import (
 )
 
 MAX_EVENTS = 10_000
+#: The single query's path (``registry.api`` also serves it as a plain Starlette route).
+QUERY_PATH = "/v1/plates/query"
 QUERY_ROLES = frozenset({ENFORCEMENT, OPERATOR})
 
 router = APIRouter(tags=["plates"])
@@ -104,7 +106,7 @@ async def views_now(ctx: ApiContext, keys: list[str],
     return views_of_rows(rows, with_owner, today, now)
 
 
-@router.post("/v1/plates/query", response_model=None,
+@router.post(QUERY_PATH, response_model=None,
              summary="A plate's view (operator keys add the owner), now or at a past instant",
              description=_AT_DESCRIPTION,
              responses={**ok(FullView | EnforcementView, VIEW_EXAMPLE),
