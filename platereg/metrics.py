@@ -91,7 +91,11 @@ AUDIT_OLDEST = Gauge("platereg_audit_oldest_unwritten_seconds",
 AUDIT_WRITE_FAILURES = Counter("platereg_audit_write_failures",
                                "Failed audit writes (retried), by exception type.", ["error"])
 AUDIT_REFUSED = Counter("platereg_audit_refused",
-                        "Reads refused with 503 because the audit buffer was full.")
+                        "Reads refused with 503 because the audit buffer was full "
+                        "(or the audit journal could not be written).")
+AUDIT_REPLAYED = Counter("platereg_audit_replayed",
+                         "Audit rows written from the journals of stopped or killed registry "
+                         "API processes (rows already in audit_log are not counted).")
 AUTH_FAILURES = Counter("platereg_auth_failures", "Requests refused with 401 or 403.",
                         ["reason"])
 INGEST_EVENTS = Counter("platereg_ingest_events", "Events through the ingest API.", ["outcome"])

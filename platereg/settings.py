@@ -102,6 +102,13 @@ class Settings(BaseSettings):
         description="Audit rows a registry API process may hold unwritten; beyond it reads "
                     "get 503 (a read is never served un-audited).",
     )
+    audit_journal_dir: Path | None = Field(
+        default=None,
+        description="Where each registry API process journals its audit rows before it "
+                    "answers, so that the rows of a killed process are written by the next "
+                    "one to start. Local disk, kept across restarts, the same directory for "
+                    "every API process of a host. Unset: PLATEREG_DATA_DIR/audit-journal.",
+    )
     audit_ready_lag_seconds: float = Field(
         default=5.0, gt=0, le=3600,
         description="/readyz answers 503 while the oldest unwritten audit row is older.",
@@ -283,6 +290,10 @@ class Settings(BaseSettings):
             raise ConfigError(f"{path} holds no usable cursor secret; delete it or set "
                               "PLATEREG_CURSOR_SECRET")
         return secret
+
+    def audit_journal_path(self) -> Path:
+        """PLATEREG_AUDIT_JOURNAL_DIR, or ``audit-journal`` in the data dir."""
+        return self.audit_journal_dir or self.data_dir / "audit-journal"
 
     @property
     def tz(self) -> ZoneInfo:

@@ -8,7 +8,7 @@ hotlist, owners, audit; shared parts in ``registry.routes.common``):
 * Enforcement keys get the enforcement view, read with ``NULL AS owner``;
   ``portal`` and ``operator`` keys get ``owner`` as well.
 * Every plate answered is audited through :class:`registry.audit.AuditWriter`
-  (buffered, written in batches in the background; one typed
+  (journaled to local disk and buffered, written in batches in the background; one typed
   :class:`registry.routes.common.Read` per row) and counted in
   ``platereg_lookups_total``.
 * Bodies are parsed by the routes, not by FastAPI, with the strict reader shared
@@ -37,7 +37,7 @@ from platereg.http import add_probes, create_app
 from platereg.kafka import broker_reachable
 from platereg.logging import configure_logging
 from platereg.settings import Settings, load_settings
-from registry.audit import AuditWriter, purge_periodically
+from registry.audit import purge_periodically, start_writer
 from registry.owner.app import install as install_owner_access
 from registry.routes import audit, hotlist, owners, plates
 from registry.routes.common import (
@@ -103,10 +103,7 @@ def create_registry_app(settings: Settings | None = None, *, purge_every: float 
                                      max_size=settings.db_pool_max, reset=_keep_session)
         app.state.pool = ctx.pool
         app.state.authenticator = Authenticator.from_settings(ctx.pool, settings)
-        ctx.audit_writer = app.state.audit = AuditWriter(
-            ctx.pool, interval=settings.audit_flush_seconds,
-            max_pending=settings.audit_max_pending)
-        ctx.audit_writer.start()
+        ctx.audit_writer = app.state.audit = await start_writer(ctx.pool, settings)
         # Long-lived objects (modules, routes, pool) leave the collector's working set and
         # young collections run less often: fewer, shorter pauses on the lookup path.
         gc.collect()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import secrets
 import time
 import weakref
 from collections import deque
@@ -39,7 +40,21 @@ import asyncpg
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from platereg.logging import get_logger
-from platereg.metrics import AUDIT_BACKLOG, AUDIT_OLDEST, AUDIT_REFUSED, AUDIT_WRITE_FAILURES
+from platereg.metrics import (
+    AUDIT_BACKLOG,
+    AUDIT_OLDEST,
+    AUDIT_REFUSED,
+    AUDIT_REPLAYED,
+    AUDIT_WRITE_FAILURES,
+)
+from platereg.settings import ConfigError, Settings
+from registry.audit_journal import (
+    AuditJournal,
+    Orphan,
+    claim_orphans,
+    row_id,
+    sync_and_close,
+)
 
 log = get_logger(__name__)
 
@@ -48,6 +63,14 @@ AUDIT_COLUMNS = ("at", "key_id", "kind", "jurisdiction", "plate", "purpose", "re
 #: the reader's case reference and the `at` of a past view (migration 0010).
 EXTRA_COLUMNS = ("owner_id", "case_ref", "as_at")
 COPY_COLUMNS = AUDIT_COLUMNS + EXTRA_COLUMNS
+#: What the writer stores: the route's values and the row's unique id (migration 0013).
+DB_COLUMNS = COPY_COLUMNS + ("row_id",)
+_TYPES = ("timestamptz",) + ("text",) * 8 + ("timestamptz", "uuid")
+#: Rows that may already be there (a journal replayed, a COPY whose commit answer was
+#: lost): each kept once, by its row_id.
+INSERT_NEW = (f"INSERT INTO audit_log ({', '.join(DB_COLUMNS)}) SELECT * FROM unnest("
+              + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_TYPES, 1))
+              + ") ON CONFLICT (row_id) DO NOTHING")
 PURGE_LOCK_ID = 0x706C617465617564  # advisory lock shared by every purge (CLI and schedule)
 AuditRow = tuple[Any, ...]
 _WIDTH = len(COPY_COLUMNS)
@@ -72,15 +95,26 @@ def _full(row: Sequence[Any]) -> AuditRow:
 
 
 class AuditWriter:
+    """Buffers audit rows (journaled first when it has a journal) and writes them in batches.
+
+    Without a ``journal`` (tests of the writer alone) a SIGKILL loses the buffered rows;
+    the API always gives it one (:func:`start_writer`)."""
+
     def __init__(self, pool: asyncpg.Pool, *, batch_size: int = 5000, interval: float = 0.2,
                  max_pending: int = 50_000, max_backoff: float = 5.0,
-                 write_timeout: float = 30.0) -> None:
+                 write_timeout: float = 30.0, journal: AuditJournal | None = None,
+                 retention_days: int | None = None, claim_every: float = 60.0) -> None:
         self.pool = pool
         self.batch_size = batch_size
         self.interval = interval
         self.max_pending = max_pending
         self.max_backoff = max_backoff
         self.write_timeout = write_timeout
+        self.journal = journal
+        self.retention_days = retention_days
+        self.claim_every = claim_every
+        self._id = journal.writer if journal is not None else secrets.token_hex(8)
+        self._seq = 0
         self._buffer: list[AuditRow] = []
         #: [rows, monotonic time buffered] per record call, oldest first (for oldest_age).
         self._marks: deque[list[Any]] = deque()
@@ -88,7 +122,9 @@ class AuditWriter:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._flush_lock = asyncio.Lock()
+        self._foreign: set[str] = set()   # other databases' journals, reported once
         self.written = 0
+        self.replayed = 0
         self.failed_flushes = 0
         _WRITERS.add(self)
 
@@ -108,19 +144,34 @@ class AuditWriter:
                            purpose, result, owner_id)])
 
     def record_many(self, rows: Iterable[Sequence[Any]]) -> None:
-        """Buffer the rows of one answer, all or none (AuditUnavailable when full)."""
+        """Journal and buffer the rows of one answer, all or none (AuditUnavailable when
+        the buffer is full or the journal cannot be written)."""
         full = [_full(r) for r in rows]
         if not full:
             return
         if len(self._buffer) + len(full) > self.max_pending:
             AUDIT_REFUSED.inc()
             raise AuditUnavailable("the audit log is not keeping up")
-        self._buffer.extend(full)
+        first = self._seq
+        self._seq += len(full)
+        if self.journal is not None:
+            try:
+                self.journal.append(first, full)
+            except OSError as exc:   # disk full, I/O error: the read cannot be audited
+                AUDIT_REFUSED.inc()
+                AUDIT_WRITE_FAILURES.labels(f"journal_{type(exc).__name__}").inc()
+                log.error("audit journal write failed; refusing the read",
+                          error_type=type(exc).__name__)
+                raise AuditUnavailable("the audit journal cannot be written") from None
+        writer = self._id
+        self._buffer.extend([(*row, row_id(writer, first + i)) for i, row in enumerate(full)])
         self._marks.append([len(full), time.monotonic()])
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
 
     def _written(self, n: int) -> None:
+        if self.journal is not None:
+            self.journal.committed(int(self._buffer[n - 1][-1][16:], 16))
         del self._buffer[:n]
         self.written += n
         while n and self._marks:
@@ -164,7 +215,14 @@ class AuditWriter:
             retry=retry_if_exception_type(Exception),
             wait=wait_exponential(multiplier=self.interval, max=self.max_backoff),
             stop=lambda _: self._stopping, before_sleep=self._before_sleep, reraise=True)
+        next_claim = 0.0   # at once: the journals of processes gone before this one started
         while not self._stopping:
+            if self.journal is not None and time.monotonic() >= next_claim:
+                try:
+                    await self.recover()
+                    next_claim = time.monotonic() + self.claim_every
+                except Exception as exc:  # noqa: BLE001 - retried on the next round
+                    self._failed(exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self.interval)
             self._wake.clear()
@@ -175,24 +233,75 @@ class AuditWriter:
             except Exception as exc:  # noqa: BLE001 - stopping: stop() writes the rest
                 self._failed(exc)
 
+    async def _seal(self) -> None:
+        """Close the journal segment that the rows being written are in (synced, in a
+        thread: from now on they survive a power loss too) and start the next."""
+        fd = self.journal.seal() if self.journal is not None else None
+        if fd is not None:
+            try:
+                await asyncio.to_thread(sync_and_close, fd)
+            except OSError as exc:   # the rows are still in the page cache and the buffer
+                log.warning("audit journal sync failed", error_type=type(exc).__name__)
+
     async def flush(self) -> int:
         """Write every buffered row now; returns how many were written."""
         total = 0
         async with self._flush_lock:
+            await self._seal()
             while self._buffer:
                 batch = self._buffer[: self.batch_size]
                 async with self.pool.acquire() as conn:
-                    await conn.copy_records_to_table("audit_log", records=batch,
-                                                     columns=COPY_COLUMNS,
-                                                     timeout=self.write_timeout)
+                    await _write(conn, batch, self.write_timeout)
                     # Drop the rows once PostgreSQL has them (new ones were appended
                     # behind), before the release, which can fail if the server goes away.
                     self._written(len(batch))
                     total += len(batch)
         return total
 
+    async def recover(self) -> int:
+        """Write the rows of the journals of processes that are gone (each row once), then
+        delete those journals; returns how many rows were new to ``audit_log``."""
+        if self.journal is None:
+            return 0
+        orphans = await asyncio.to_thread(claim_orphans, self.journal.directory, self._id)
+        inserted = 0
+        try:
+            while orphans:
+                inserted += await self._replay(orphans[0])
+                orphans.pop(0)
+        finally:
+            for orphan in orphans:
+                orphan.release()
+        return inserted
+
+    async def _replay(self, orphan: Orphan) -> int:
+        not_before = (dt.datetime.now(dt.UTC) - dt.timedelta(days=self.retention_days)
+                      if self.retention_days else None)
+        database, rows, skipped = await asyncio.to_thread(orphan.read, not_before)
+        assert self.journal is not None
+        if database is not None and database != self.journal.database:
+            if orphan.writer not in self._foreign:
+                self._foreign.add(orphan.writer)
+                log.warning("audit journal of another database left alone",
+                            journal=orphan.writer)
+            orphan.release()
+            return 0
+        inserted = 0
+        for i in range(0, len(rows), self.batch_size):
+            async with self.pool.acquire() as conn:
+                inserted += await insert_new(conn, rows[i:i + self.batch_size],
+                                             self.write_timeout)
+        orphan.remove()
+        self.replayed += inserted
+        AUDIT_REPLAYED.inc(inserted)
+        log.info("audit journal replayed", journal=orphan.writer, rows=len(rows),
+                 inserted=inserted, unreadable_lines=skipped)
+        return inserted
+
     async def stop(self, timeout: float = 30.0) -> None:
-        """Stop the task and flush what is left (retrying until ``timeout``)."""
+        """Stop the task, replay what other processes left, flush what is left (retrying
+        until ``timeout``) and close the journal: deleted when every row is written, else
+        kept for the next process to start."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
@@ -200,16 +309,67 @@ class AuditWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            await asyncio.wait_for(self.recover(), timeout)
+        except Exception as exc:  # noqa: BLE001 - the journals stay for the next process
+            log.warning("audit journal replay failed at shutdown", error_type=type(exc).__name__)
         while self._buffer:
             try:
                 await self.flush()
             except Exception as exc:  # noqa: BLE001 - any failure: count, log, retry
                 self._failed(exc)
                 if asyncio.get_running_loop().time() > deadline:
-                    log.error("audit rows lost at shutdown", count=self.pending,
-                              error_type=type(exc).__name__)
-                    return
+                    log.error("audit rows left unwritten at shutdown" if self.journal is None
+                              else "audit rows left in the journal for the next process",
+                              count=self.pending, error_type=type(exc).__name__)
+                    break
                 await asyncio.sleep(0.5)
+        journal, self.journal = self.journal, None   # later rows (none in the API) buffer only
+        if journal is not None:
+            journal.close(remove=not self._buffer)
+
+
+async def _write(conn: asyncpg.Connection, batch: list[AuditRow], timeout: float) -> None:
+    """COPY the batch; if some row is already there (an earlier COPY of it committed but its
+    answer was lost), insert the others."""
+    try:
+        await conn.copy_records_to_table("audit_log", records=batch, columns=DB_COLUMNS,
+                                         timeout=timeout)
+    except asyncpg.UniqueViolationError:
+        await insert_new(conn, batch, timeout)
+
+
+async def insert_new(conn: asyncpg.Connection, rows: Sequence[AuditRow],
+                     timeout: float | None = None) -> int:
+    """Insert the rows not in ``audit_log`` yet (by ``row_id``); returns how many were new."""
+    if not rows:
+        return 0
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    status = await conn.execute(INSERT_NEW, *columns, timeout=timeout)
+    return int(status.split()[-1])
+
+
+def open_journal(settings: Settings, database: str) -> AuditJournal:
+    """This process's journal in PLATEREG_AUDIT_JOURNAL_DIR; ConfigError naming it if the
+    directory cannot be made or written."""
+    directory = settings.audit_journal_path()
+    try:
+        return AuditJournal.open(directory, database)
+    except OSError as exc:
+        raise ConfigError(
+            f"PLATEREG_AUDIT_JOURNAL_DIR: {directory} cannot hold the audit journal "
+            f"({type(exc).__name__}); set it to a writable directory on local disk") from None
+
+
+async def start_writer(pool: asyncpg.Pool, settings: Settings) -> AuditWriter:
+    """The registry API's writer: journaled, started (it replays orphaned journals first)."""
+    database = await pool.fetchval("SELECT current_database()")
+    writer = AuditWriter(pool, interval=settings.audit_flush_seconds,
+                         max_pending=settings.audit_max_pending,
+                         journal=open_journal(settings, database),
+                         retention_days=settings.audit_retention_days)
+    writer.start()
+    return writer
 
 
 async def purge(conn: asyncpg.Connection, retention_days: int, *,

@@ -102,8 +102,9 @@ async def database_url(servers: Servers, template_db: str) -> AsyncIterator[str]
 
 
 @pytest.fixture
-def settings(servers: Servers, database_url: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    """Settings for this test: its own database and topic prefix.
+def settings(servers: Servers, database_url: str, monkeypatch: pytest.MonkeyPatch,
+             tmp_path: Path) -> Settings:
+    """Settings for this test: its own database, topic prefix and audit journal directory.
 
     Also exported as PLATEREG_* variables so subprocesses see the same.
     """
@@ -116,6 +117,7 @@ def settings(servers: Servers, database_url: str, monkeypatch: pytest.MonkeyPatc
         "PLATEREG_STATUS_PARTITIONS": "2",
         "PLATEREG_NOTICES_PARTITIONS": "2",
         "PLATEREG_CONSUMER_GROUP": f"registry-{prefix}",
+        "PLATEREG_AUDIT_JOURNAL_DIR": str(tmp_path / "audit-journal"),
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
