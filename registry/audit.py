@@ -1,27 +1,58 @@
-"""The read audit trail: buffered, written in the background, bounded, never skipped.
+"""The read audit trail: journaled, buffered, written in the background, bounded, never
+skipped, each row once.
 
-Routes call :meth:`AuditWriter.record` / :meth:`AuditWriter.record_many` (a list
-append: no I/O, no await) and answer at once. A background task copies the
-buffered rows into ``audit_log`` with ``COPY`` every ``interval`` seconds, or
-sooner when ``batch_size`` rows are waiting. :meth:`AuditWriter.stop` (the
-API's lifespan shutdown, i.e. SIGTERM/SIGINT through uvicorn) flushes
-everything still buffered before the pool closes.
+Routes call :meth:`AuditWriter.record` / :meth:`AuditWriter.record_many` (no await, no
+database round trip) and answer at once. In the API (:func:`start_writer`) the rows of
+each answer are first appended to the process's journal (``registry.audit_journal``: one
+``os.write`` on an ``O_APPEND`` file in ``PLATEREG_AUDIT_JOURNAL_DIR``, no fsync) and
+given ids (``row_id``: the journal's random writer id and a sequence number, unique in
+``audit_log``, migration 0013), then buffered in memory. A background task copies the
+buffered rows into ``audit_log`` with ``COPY`` every ``interval`` seconds, or sooner when
+``batch_size`` rows are waiting; before each flush it seals the journal segment
+(fdatasync in a thread) and deletes a sealed segment once all its rows are committed.
+:meth:`AuditWriter.stop` (the API's lifespan shutdown, i.e. SIGTERM/SIGINT through
+uvicorn) flushes everything still buffered and deletes the journal.
 
-The buffer is bounded: when ``max_pending`` rows are waiting (PostgreSQL down,
-a lock held on ``audit_log``, a flood), :meth:`record_many` raises
-:class:`AuditUnavailable` and the route answers 503: a read that cannot be
-audited is not served. A failed write of any kind (not only database errors)
-is logged by exception type only (never the rows: they hold plates and owner
-ids), counted in ``platereg_audit_write_failures_total{error}`` and retried
-with exponential backoff (tenacity); the rows stay buffered until PostgreSQL
-has them. The writer task never ends on its own (it is restarted if it ever
-does). :meth:`AuditWriter.oldest_age` (the age of the oldest unwritten row)
-drives ``/readyz`` and ``platereg_audit_oldest_unwritten_seconds``. A crash
-(SIGKILL, power loss) can lose the rows of the last ``interval`` at most;
-that is the price of not writing the audit row inside every read.
+Exactly once, and what survives what:
 
-Rows are tuples in :data:`AUDIT_COLUMNS` order, optionally followed by the
-values of :data:`EXTRA_COLUMNS` (missing trailing values are NULL).
+* SIGKILL, OOM kill or crash of an API process: each row answered is in the journal (the
+  write returned before the answer was sent; the kernel keeps it after the process is
+  gone). The next API process to start on the host (a restarted one, uvicorn's
+  replacement worker, a sibling checking every ``claim_every`` seconds, or one stopping
+  cleanly) claims journals whose ``fcntl.flock`` nobody holds, so a live process's
+  journal is never taken, and inserts their rows with ``ON CONFLICT (row_id) DO
+  NOTHING``: rows the dead process had already committed are not written twice. Then it
+  deletes them. A row of a read whose answer the kill cut off may be written too (it was
+  looked up); a torn last line (killed inside ``write``) was never answered and is
+  skipped.
+* A COPY that committed but whose answer was lost (connection dropped) is retried; the
+  unique ``row_id`` makes the retry fail, and the batch is inserted again with ``ON
+  CONFLICT DO NOTHING``: no row twice.
+* Power loss or a kernel crash of the host: not covered for the newest rows. Every flush
+  attempt seals and fdatasyncs the segment first, and committed rows are PostgreSQL's;
+  the rows appended since the last seal (the last ``interval``, up to ``max_backoff``
+  while PostgreSQL is unreachable) may be lost with the page cache. Losing the
+  journal's disk loses the rows not yet committed.
+* A journal left for longer than the retention (``PLATEREG_AUDIT_RETENTION_DAYS``) is
+  replayed without its rows past retention (the purge would delete them, and may have).
+* A journal written for another database (same directory, another
+  ``PLATEREG_DATABASE_URL``) is left alone and reported once (by writer id only).
+
+The buffer is bounded: when ``max_pending`` rows are waiting (PostgreSQL down, a lock
+held on ``audit_log``, a flood), :meth:`record_many` raises :class:`AuditUnavailable`
+and the route answers 503: a read that cannot be audited is not served; so does a
+journal write that fails (disk full, I/O error). A failed write of any kind (not only
+database errors) is logged by exception type only (never the rows: they hold plates and
+owner ids; nor the journal's contents), counted in
+``platereg_audit_write_failures_total{error}`` and retried with exponential backoff
+(tenacity); the rows stay buffered until PostgreSQL has them. The writer task never ends
+on its own (it is restarted if it ever does). :meth:`AuditWriter.oldest_age` (the age of
+the oldest unwritten row) drives ``/readyz`` and
+``platereg_audit_oldest_unwritten_seconds``. Rows replayed from other processes'
+journals are counted in ``platereg_audit_replayed_total``.
+
+Rows are tuples in :data:`COPY_COLUMNS` order (missing trailing values of
+:data:`EXTRA_COLUMNS` are NULL); the writer adds the ``row_id``.
 """
 
 from __future__ import annotations

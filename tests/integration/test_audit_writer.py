@@ -218,3 +218,20 @@ async def test_an_owner_setting_preferences_is_audited_like_a_read(settings, poo
         await api.flush()
     rows = await pool.fetch("SELECT kind, owner_id FROM audit_log WHERE key_id = 'owner'")
     assert [(r["kind"], r["owner_id"]) for r in rows] == [("owner_preferences_update", "own-p")]
+
+
+async def test_a_batch_whose_commit_answer_was_lost_is_not_written_twice(pool) -> None:
+    """A COPY can commit and its answer be lost (the connection drops): the writer keeps the
+    rows and writes them again. Their row_ids are in audit_log already, so the COPY fails
+    on the unique index and the batch is inserted with ON CONFLICT DO NOTHING instead."""
+    writer = AuditWriter(pool, interval=3600)
+    for plate in ("TWICE1", "TWICE2", "TWICE3"):
+        writer.record("k1", "single", "CA-ON", plate, "testing", "valid")
+    batch = list(writer._buffer)
+    assert await writer.flush() == 3
+    writer._buffer[:0] = batch            # as if the first COPY's answer never arrived
+    writer.record("k1", "single", "CA-ON", "ONCE4", "testing", "valid")
+    assert await writer.flush() == 4
+    plates = await pool.fetch("SELECT plate, row_id FROM audit_log ORDER BY id")
+    assert [r["plate"] for r in plates] == ["TWICE1", "TWICE2", "TWICE3", "ONCE4"]
+    assert len({r["row_id"] for r in plates}) == 4 and None not in {r["row_id"] for r in plates}

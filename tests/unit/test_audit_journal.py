@@ -17,8 +17,21 @@ from pathlib import Path
 import pytest
 
 from platereg.settings import ConfigError, load_settings
-from registry.audit import AuditUnavailable, AuditWriter, open_journal
-from registry.audit_journal import AuditJournal, Orphan, claim_orphans, row_id
+from registry.audit import (
+    COPY_COLUMNS,
+    DB_COLUMNS,
+    AuditUnavailable,
+    AuditWriter,
+    open_journal,
+)
+from registry.audit_journal import (
+    TIME_FIELDS,
+    WIDTH,
+    AuditJournal,
+    Orphan,
+    claim_orphans,
+    row_id,
+)
 
 NOW = dt.datetime(2026, 11, 26, 1, 2, 3, 456789, tzinfo=dt.UTC)
 
@@ -50,6 +63,12 @@ def _dead_journal(directory: Path, lines: str) -> str:
         proc.wait(30)
     assert len(writer) == 16, writer
     return writer
+
+
+def test_the_journal_knows_the_row_layout() -> None:
+    assert WIDTH == len(COPY_COLUMNS)
+    assert [COPY_COLUMNS[i] for i in TIME_FIELDS] == ["at", "as_at"]
+    assert DB_COLUMNS == (*COPY_COLUMNS, "row_id")
 
 
 def test_segments_are_private_and_deleted_once_their_rows_are_committed(tmp_path: Path) -> None:

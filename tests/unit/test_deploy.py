@@ -225,3 +225,13 @@ def test_docker_compose_config_fails_without_a_password(missing: str, tmp_path: 
                           docker_compose)
     assert res.returncode != 0
     assert f"set {missing}" in res.stderr
+
+
+def test_the_registry_api_keeps_its_audit_journal_on_a_volume() -> None:
+    """The journal must survive a container restart, or a killed API's audit rows are lost."""
+    api = SERVICES["registry-api"]
+    path = api["environment"]["PLATEREG_AUDIT_JOURNAL_DIR"]
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in api["volumes"]}
+    assert mounts.get(path) in COMPOSE["volumes"], f"no named volume at {path}"
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    assert f"-o platereg /var/lib/platereg {path}" in dockerfile  # the image user owns it
