@@ -265,6 +265,18 @@ async def _prepare(dsn: str, n: int) -> tuple[str, float]:
         await conn.close()
 
 
+def _audit_drained(url: str, timeout: float = 60.0) -> None:
+    """Wait (at most ``timeout``) until the API has written every buffered audit row, so
+    that a batch run does not start behind the previous run's backlog (and its 503s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        m = re.search(r"^platereg_audit_backlog ([\d.e+]+)$", text, re.M)
+        if m is None or float(m.group(1)) == 0:
+            return
+        time.sleep(0.5)
+
+
 async def _audit_rows(dsn: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
@@ -333,7 +345,9 @@ def run(ctx: BenchContext) -> list[Figure]:
                                        seconds=each, rate=rate)
 
             fixed_base, fixed_api = interleave(rounds, fixed(base_url), fixed(api_url))
+        _audit_drained(api_url)
         batch1 = run_wrk(gen, wrk, api_url, batch_lua, connections=1, seconds=max(3, each))
+        _audit_drained(api_url)
         batch4 = run_wrk(gen, wrk, api_url, batch_lua, connections=4, seconds=max(3, each))
     finally:
         stop_process(base_proc, signal.SIGTERM, 30)
