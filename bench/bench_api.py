@@ -393,7 +393,9 @@ def _figures(api: Rounds, base: Rounds, fixed_api: Rounds | None, fixed_base: Ro
         figures.append(Figure(
             NAME, f"batch of 1,000 p50 ({label})", b["p50"], "ms", None, "",
             "<= 40 ms" if conns == 4 else "", f"wrk -t1 -c{conns}, {b['rps']:.1f} batches/s, "
-            f"p99 {b['p99']:.1f} ms" + (f"; non-2xx: {int(b['non2xx'])}" if b["non2xx"] else ""),
+            f"p99 {b['p99']:.1f} ms" + (f"; non-2xx (503: the audit log behind): "
+                                        f"{int(b['non2xx'])} of {int(b.get('requests', 0))}"
+                                        if b["non2xx"] else ""),
             better="lower"))
     figures.append(Figure(NAME, "audit rows written", audited, "rows", None, "", "",
                           f"requests sent incl. warm-up; api log lines: {log_lines}"))
