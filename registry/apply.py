@@ -159,22 +159,28 @@ async def apply_batch(
         by_plate: dict[str, list[Parsed]] = {}
         for ev in cls.new:
             by_plate.setdefault(ev.plate_key, []).append(ev)
-        await _fold_plates(db, by_plate, out, tz, now)
+        changes = await _fold_plates(db, by_plate, out, tz, now)
+    else:
+        changes = []
 
     if out.rejected:
         await db.insert_dlq(topic, [
             (r.partition, r.offset, *raw[(r.partition, r.offset)], r.reason, r.detail)
             for r in out.rejected
         ])
+    # Last: recording status changes takes a lock held to commit (their order is the
+    # commit order), so concurrent batches wait on each other for the shortest time.
+    await db.insert_status_changes(changes)
     await db.set_offsets(group, topic, next_offsets)
     return out
 
 
 async def _fold_plates(db: BatchStore, by_plate: dict[str, list[Parsed]],
-                       out: Outcome, tz: dt.tzinfo, now: dt.datetime) -> None:
-    """Fold the batch's new events (already stored) into their plates. A plate whose
-    stored state or history cannot be folded is quarantined (its events stay stored,
-    its state is left alone); every other plate goes on."""
+                       out: Outcome, tz: dt.tzinfo, now: dt.datetime) -> list[StatusChange]:
+    """Fold the batch's new events (already stored) into their plates; returns the status
+    changes to record. A plate whose stored state or history cannot be folded is
+    quarantined (its events stay stored, its state is left alone); every other plate
+    goes on."""
     held = await db.lock_quarantined(list(by_plate))
     fold_now = {k: v for k, v in by_plate.items() if k not in held} if held else by_plate
     old = await db.lock_plates(list(fold_now))
@@ -193,7 +199,6 @@ async def _fold_plates(db: BatchStore, by_plate: dict[str, list[Parsed]],
     if any(k not in old and k not in inserted for k in new_states):
         raise ConcurrentWriter("plate created concurrently")
     changes = status_changes(old, new_states, today_in(tz, now), now)
-    await db.insert_status_changes(changes)
     out.status_changes = len(changes)
     # Owner notices of the applied events (contract section 4), in this transaction.
     out.notices = await db.record_notices(
@@ -208,3 +213,4 @@ async def _fold_plates(db: BatchStore, by_plate: dict[str, list[Parsed]],
         await db.quarantine([
             (key, exc.reason, exc.event_id, len(by_plate[key])) for key, exc in broken.items()
         ] + [(key, "", None, len(by_plate[key])) for key in held])
+    return changes

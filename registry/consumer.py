@@ -11,8 +11,10 @@ the offsets stored in the database.
 Offsets are also a fence. Each batch locks the stored offset rows of its
 partitions and checks they still equal where this consumer started the batch;
 if another group member (after a rebalance) got there first, the batch is
-rolled back and the partitions re-seek to the stored offsets. So an offset
-range is applied by exactly one committed transaction.
+rolled back and the partitions re-seek to the stored offsets (every other owned
+partition re-seeks to where it stands, so the records of a batch fetched before
+the fence are fetched again rather than skipped). So an offset range is applied
+by exactly one committed transaction.
 
 Logs carry counts, partitions, offsets, reasons and event ids only: never a
 plate, subject, owner or payload.
@@ -355,10 +357,11 @@ class RegistryConsumer:
                         expected=expected, next_offsets=batch.next_offsets,
                         parsed=batch.parsed, raw=batch.raw, tz=self.tz, now=batch.now)
             except Fenced as fence:
-                self.generation += 1   # drop batches fetched before this seek
+                self.generation += 1   # drop batches fetched before this seek ...
                 for p in batch.next_offsets:
                     self.positions[p] = fence.stored.get(p, expected[p])
-                    self.consumer.seek(TopicPartition(self.topic, p), self.positions[p])
+                for p, offset in self.positions.items():   # ... and fetch theirs again
+                    self.consumer.seek(TopicPartition(self.topic, p), offset)
                 log.warning("batch fenced: another consumer stored these offsets; "
                             "re-seeking", partitions=sorted(batch.next_offsets))
                 return
