@@ -55,14 +55,11 @@ def batch_drafts(old: Mapping[str, PlateState], new_states: Mapping[str, PlateSt
         events = by_plate[key]
         if not any(e.type in rules.EVENT_KINDS for e in events):
             continue
-        first = events[0]
-        fresh = PlateState(jurisdiction=first.jurisdiction, plate=first.plate)
-        if key in history:
-            drafts += rules.event_drafts(fresh, _applied(history[key]),
-                                         {(e.source, e.event_id) for e in events})
-        else:
-            drafts += rules.event_drafts(old.get(key) or fresh, _applied(events),
-                                         {(e.source, e.event_id) for e in events})
+        new_ids = {(e.source, e.event_id) for e in events}
+        start = None if key in history else old.get(key)
+        if start is None:
+            start = PlateState(jurisdiction=events[0].jurisdiction, plate=events[0].plate)
+        drafts += rules.event_drafts(start, _applied(history.get(key, events)), new_ids)
     return drafts
 
 
