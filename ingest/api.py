@@ -65,10 +65,10 @@ from platereg.logging import get_logger
 from platereg.metrics import INGEST_EVENTS
 from platereg.policy_store import TimedPolicyCache
 from platereg.settings import Settings, load_settings
-from schemas.events import BaseEvent
+from schemas.canonical import canonical_event, canonical_time
 from schemas.policy import Policy, prefix_allows, reason_of
 from schemas.topics import CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON
-from schemas.validation import Rejection, parse_event_obj
+from schemas.validation import Rejection, check_not_future, parse_event_obj
 from schemas.views import IngestAccepted
 
 log = get_logger("ingest.api")
@@ -132,32 +132,48 @@ def events_of(raw: bytes, kind: str) -> list[Any]:
                        "the body must be a JSON object (one event) or an array (a batch)")
 
 
-def authorization_problem(event: BaseEvent, sources: Sequence[str] | None,
+def authorization_problem(event: dict[str, Any], sources: Sequence[str] | None,
                           policy: Policy | None) -> str | None:
-    """Why the key may not publish ``event`` (``unauthorized_source``), or None."""
-    if sources is not None and not prefix_allows(sources, event.source):
+    """Why the key may not publish ``event`` (a normalized event object:
+    :func:`normalized`), as an ``unauthorized_source`` detail; or None."""
+    source = event["source"]
+    if sources is not None and not prefix_allows(sources, source):
         return "source: outside the source prefixes of this API key"
     if policy is not None:
-        data = event.data.model_dump(mode="json", exclude_none=True)
-        reason = reason_of(event.type, data)
-        if not policy.allows(event.source, event.type, reason):
-            return policy.explain(event.source, event.type, reason)
+        reason = reason_of(event["type"], event.get("data"))
+        if not policy.allows(source, event["type"], reason):
+            return policy.explain(source, event["type"], reason)
     return None
 
 
+def normalized(item: Any, now: datetime) -> dict[str, Any]:
+    """The normalized JSON object of a valid event (what is published, before the
+    authcontext), or raises :class:`Rejection`.
+
+    Canonical input takes the fast path (:func:`schemas.canonical.canonical_event`,
+    then the ``future_time`` check); anything else the full validation, whose
+    model dump is the same object for the same event.
+    """
+    event = canonical_event(item)
+    if event is None:
+        return parse_event_obj(item, now=now).model_dump(mode="json", exclude_none=True)
+    check_not_future(canonical_time(event), now)
+    return event
+
+
 def validate_batch(items: list[Any], now: datetime, *, sources: Sequence[str] | None = None,
-                   policy: Policy | None = None) -> tuple[list[BaseEvent], list[dict]]:
-    """Parse every item; returns (events, errors) where errors lists invalid indexes.
+                   policy: Policy | None = None) -> tuple[list[dict[str, Any]], list[dict]]:
+    """Validate every item; returns (normalized events, errors listing invalid indexes).
 
     With ``sources`` (the key's source prefixes) and ``policy``, an event outside
     them is an ``unauthorized_source`` error.
     """
-    events: list[BaseEvent] = []
+    events: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
-    seen: dict[tuple[str, str], tuple[int, BaseEvent]] = {}
+    seen: dict[tuple[str, str], tuple[int, Any]] = {}
     for index, item in enumerate(items):
         try:
-            event = parse_event_obj(item, now=now)
+            event = normalized(item, now)
         except Rejection as exc:
             errors.append({"index": index, "reason": exc.reason.value, "detail": exc.detail})
             continue
@@ -165,16 +181,22 @@ def validate_batch(items: list[Any], now: datetime, *, sources: Sequence[str] | 
         if problem is not None:
             errors.append({"index": index, "reason": "unauthorized_source", "detail": problem})
             continue
-        first = seen.get((event.source, event.id))
+        identity = (event["source"], event["id"])
+        first = seen.get(identity)
         if first is None:
-            seen[(event.source, event.id)] = (index, event)
-        elif first[1].fingerprint() != event.fingerprint():
+            seen[identity] = (index, item)
+        elif _fingerprint(first[1], now) != _fingerprint(item, now):
             errors.append({"index": index, "reason": "id_conflict",
                            "detail": f"id: also used by event [{first[0]}] of this batch "
                                      "(same source) with different content"})
             continue
         events.append(event)
     return events, errors
+
+
+def _fingerprint(item: Any, now: datetime) -> str:
+    """The content fingerprint of an item known to be valid (rare: repeated ids only)."""
+    return parse_event_obj(item, now=now).fingerprint()
 
 
 def _lifespan(settings: Settings) -> Any:
@@ -269,7 +291,7 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
                                "deduplicated by event id)",
                                headers={"Retry-After": str(exc.retry_after)}) from None
         INGEST_EVENTS.labels("accepted").inc(len(events))
-        body = {"accepted": len(events), "ids": [e.id for e in events]}
+        body = {"accepted": len(events), "ids": [e["id"] for e in events]}
         return Response(orjson.dumps(body), status_code=202, media_type=JSON)
 
     return app

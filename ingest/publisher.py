@@ -57,19 +57,21 @@ class BrokerUnavailable(Exception):
         self.retry_after = retry_after
 
 
-def record_of(event: BaseEvent, authid: str | None = None) -> Record:
+def record_of(event: BaseEvent | dict[str, Any], authid: str | None = None) -> Record:
     """The Kafka record of a validated event: plate key -> normalized CloudEvents JSON.
 
-    With ``authid`` (the API key id that sent it), the CloudEvents ``authcontext``
-    extension attributes are stamped on it: ``authtype`` = ``api_key`` and
-    ``authid``, replacing whatever the client put there.
+    ``event`` is a model or its normalized JSON object
+    (``model_dump(mode="json", exclude_none=True)``, e.g. from
+    :func:`ingest.api.normalized`). With ``authid`` (the API key id that sent it),
+    the CloudEvents ``authcontext`` extension attributes are stamped on it:
+    ``authtype`` = ``api_key`` and ``authid``, replacing whatever the client put
+    there.
     """
-    if authid is None:
-        return Record(key=event.plate_key.encode(), value=event.to_json())
-    obj = event.model_dump(mode="json", exclude_none=True)
-    obj["authtype"] = "api_key"
-    obj["authid"] = authid
-    return Record(key=event.plate_key.encode(), value=orjson.dumps(obj))
+    obj = event.model_dump(mode="json", exclude_none=True) \
+        if isinstance(event, BaseEvent) else event
+    if authid is not None:
+        obj = {**obj, "authtype": "api_key", "authid": authid}
+    return Record(key=obj["subject"].encode(), value=orjson.dumps(obj))
 
 
 class Publisher:

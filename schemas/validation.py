@@ -51,6 +51,7 @@ __all__ = [
     "FUTURE_TOLERANCE",
     "RejectReason",
     "Rejection",
+    "check_not_future",
     "decode_json",
     "parse_event_bytes",
     "parse_event_obj",
@@ -400,13 +401,19 @@ def _parse(obj: object, now: datetime) -> BaseEvent:
     if problems or event is None:
         raise Rejection(RejectReason.SCHEMA_INVALID, "; ".join(problems) or "invalid event")
 
-    if event.time > now + FUTURE_TOLERANCE:
+    check_not_future(event.time, now)
+    return event
+
+
+def check_not_future(time: datetime, now: datetime) -> None:
+    """Raise ``Rejection(future_time)`` when ``time`` is more than
+    :data:`FUTURE_TOLERANCE` after ``now`` (the registry's clock)."""
+    if time > now + FUTURE_TOLERANCE:
         raise Rejection(
             RejectReason.FUTURE_TIME,
             f"time: more than {int(FUTURE_TOLERANCE.total_seconds() // 60)} minutes "
             "ahead of the registry clock",
         )
-    return event
 
 
 def parse_event_bytes(raw: bytes | bytearray | memoryview | None, *, now: datetime) -> BaseEvent:
