@@ -58,7 +58,7 @@ from typing_extensions import TypedDict
 
 from schemas._types import IsoDate, Rfc3339Datetime
 from schemas.events import EVENT_MODELS, PlateOwnerUpdatedData, _check_phone_digits
-from schemas.plates import PlateKey
+from schemas.plates import PLATE_KEY_PATTERN, PlateKey
 
 __all__ = ["HANDLED_VALIDATORS", "canonical_event", "canonical_time", "CANONICAL_EVENT_ADAPTER"]
 
@@ -85,6 +85,13 @@ _REPLACED: dict[Any, Any] = {
 }
 #: Validators in field types kept as they are (they return the normalized text).
 _KEPT = frozenset(_validator_funcs(PlateKey))
+#: A plate key that is already normalized, checked without Python (the kept validator
+#: returns it unchanged); any other key goes through that validator.
+_NORMALIZED_KEY = Annotated[str, Strict(), Field(pattern=PLATE_KEY_PATTERN)]
+#: A phone number the models accept whose 4 to 15 digits the pattern itself counts
+#: (at most 31 characters: within the models' limits with or without the '+').
+_COUNTED_PHONE = Annotated[str, Strict(), Field(
+    max_length=31, pattern=r"^\+?[0-9](?:[ ().-]*[0-9]){3,14}[ ().-]*$")]
 
 
 def _owner_update_not_empty(value: dict[str, Any]) -> dict[str, Any]:
@@ -100,6 +107,8 @@ _FIELD_RULES: dict[str, Any] = {
 }
 #: Class-level field validators applied as they are: field name -> check.
 _FIELD_CHECKS: dict[str, Any] = {"phone": _check_phone_digits}
+#: Texts a pydantic-core pattern proves valid and normalized (no Python call).
+_SHORTCUTS: dict[str, Any] = {"subject": _NORMALIZED_KEY, "phone": _COUNTED_PHONE}
 #: Class-level model validators applied to the canonical object: model -> check.
 _MODEL_CHECKS: dict[type[BaseModel], Any] = {PlateOwnerUpdatedData: _owner_update_not_empty}
 #: The class-level validators of the event models and how this module covers each
@@ -153,6 +162,9 @@ def _typed_dict(model: type[BaseModel]) -> Any:
         tp = _FIELD_RULES.get(name) or _field_type(info.annotation, list(info.metadata))
         if name in _FIELD_CHECKS:
             tp = Annotated[tp, AfterValidator(_FIELD_CHECKS[name])]
+        if name in _SHORTCUTS:  # tried first; the field's own validation decides otherwise
+            tp = Annotated[Union[_SHORTCUTS[name], tp],  # noqa: UP007
+                           Field(union_mode="left_to_right")]
         # Required: no default, or a default the model prints (it must be spelled out).
         optional = not info.is_required() and info.default is None \
             and info.default_factory is None

@@ -167,7 +167,7 @@ Phone = Annotated[
 
 def _check_phone_digits(value: str | None) -> str | None:
     if value is not None:
-        digits = sum(ch.isdigit() for ch in value)
+        digits = sum(map(str.isdigit, value))
         if not 4 <= digits <= 15:
             raise PydanticCustomError("phone", "phone number must have 4 to 15 digits")
     return value

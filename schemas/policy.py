@@ -167,4 +167,4 @@ def compile_policy(grants: Iterable[Grant], version: int = 0) -> Policy:
 
 def prefix_allows(prefixes: Iterable[str], source: str) -> bool:
     """Whether ``source`` starts with one of an ingest key's ``prefixes``."""
-    return any(source.startswith(p) for p in prefixes)
+    return source.startswith(prefixes if type(prefixes) is tuple else tuple(prefixes))

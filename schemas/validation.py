@@ -125,6 +125,8 @@ def _depth_ok(value: object, limit: int) -> bool:
 #: colon; so is an occasional quote inside or at the start of a string. The number
 #: of matches is therefore never less than the number of keys in the text.
 _KEY_END_RE = re.compile(rb'"[ \t\n\r]*:')
+#: A quote followed by whitespace (one pass instead of four ``in`` scans).
+_QUOTE_SPACE_RE = re.compile(rb'"[ \t\n\r]')
 
 
 class _TooDeep(Exception):
@@ -159,7 +161,7 @@ def _no_duplicate_keys_fast(raw: bytes, value: dict | list) -> bool:
     strings only make the bound larger (then the caller re-parses to decide).
     Raises ``_TooDeep`` for nesting deeper than :data:`MAX_JSON_DEPTH`.
     """
-    if b'" ' in raw or b'"\n' in raw or b'"\t' in raw or b'"\r' in raw:
+    if _QUOTE_SPACE_RE.search(raw) is not None:
         bound = len(_KEY_END_RE.findall(raw))
     else:  # no quote is followed by whitespace: every key ends with '":'
         bound = raw.count(b'":')
