@@ -34,7 +34,8 @@ CloudEvents JSON (``subject`` normalized, ``null`` attributes omitted) with the
 id>`` stamped on it, header ``content-type: application/cloudevents+json``.
 
 ``platereg_ingest_events_total{outcome}`` counts ``accepted`` events (in 202
-answers) and ``rejected`` events (the invalid events of 422 answers). Nothing
+answers), ``rejected`` events (the invalid events of 422 answers) and
+``refused`` events (the valid events of 503 answers). Nothing
 here logs event content: only counts and reasons.
 """
 
@@ -294,6 +295,7 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
         try:
             await publisher.publish([record_of(e, principal.key_id) for e in events])
         except BrokerUnavailable as exc:
+            INGEST_EVENTS.labels("refused").inc(len(events))
             raise ProblemError(503, "Service Unavailable",
                                f"{exc.detail}; retry the whole request (duplicates are "
                                "deduplicated by event id)",

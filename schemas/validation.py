@@ -125,7 +125,7 @@ def _depth_ok(value: object, limit: int) -> bool:
 #: colon; so is an occasional quote inside or at the start of a string. The number
 #: of matches is therefore never less than the number of keys in the text.
 _KEY_END_RE = re.compile(rb'"[ \t\n\r]*:')
-#: A quote followed by whitespace (one pass instead of four ``in`` scans).
+#: A quote followed by whitespace.
 _QUOTE_SPACE_RE = re.compile(rb'"[ \t\n\r]')
 
 
@@ -161,7 +161,10 @@ def _no_duplicate_keys_fast(raw: bytes, value: dict | list) -> bool:
     strings only make the bound larger (then the caller re-parses to decide).
     Raises ``_TooDeep`` for nesting deeper than :data:`MAX_JSON_DEPTH`.
     """
-    if _QUOTE_SPACE_RE.search(raw) is not None:
+    # Raw tabs and line breaks cannot be inside JSON strings: without any, only a quote
+    # followed by a space can be one followed by whitespace (memchr-fast checks).
+    if b'" ' in raw or ((b"\n" in raw or b"\t" in raw or b"\r" in raw)
+                        and _QUOTE_SPACE_RE.search(raw) is not None):
         bound = len(_KEY_END_RE.findall(raw))
     else:  # no quote is followed by whitespace: every key ends with '":'
         bound = raw.count(b'":')

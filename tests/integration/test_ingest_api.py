@@ -278,15 +278,18 @@ async def test_broker_outage_gives_503_then_recovers(embedded, topics, ingest_ke
         assert ok.status_code == 202
         assert {orjson.loads(r.value)["id"] for r in await read_topic(settings)} == {
             e["id"] for e in before}
+        refused_before = metric((await client.get("/metrics")).text, "refused")
         try:
             embedded.kafka.stop()
             down = [await client.post("/v1/events", json=during, headers=auth(ingest_key))
                     for _ in range(2)]
+            refused = metric((await client.get("/metrics")).text, "refused") - refused_before
             ready = await client.get("/readyz")
             assert [r.status_code for r in down] == [503, 503], [r.text for r in down]
             assert all(r.headers["content-type"] == "application/problem+json" for r in down)
             assert all(int(r.headers["Retry-After"]) >= 1 for r in down)
             assert ready.status_code == 503 and ready.json()["checks"]["kafka"] == "unreachable"
+            assert refused == 2 * len(during)   # contract: outcome "refused" for 503
         finally:
             if not embedded.kafka.running:
                 embedded.kafka.start()
