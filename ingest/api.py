@@ -51,7 +51,7 @@ import orjson
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 
-from ingest.publisher import BrokerUnavailable, Publisher, record_of
+from ingest.publisher import BrokerUnavailable, Publisher, published
 from platereg.auth import Authenticator, Principal, require
 from platereg.db import create_pool, ping
 from platereg.http import (
@@ -67,10 +67,15 @@ from platereg.logging import get_logger
 from platereg.metrics import INGEST_EVENTS
 from platereg.policy_store import TimedPolicyCache
 from platereg.settings import Settings, load_settings
-from schemas.canonical import canonical_event, canonical_time
+from schemas.canonical import (
+    canonical_batch,
+    canonical_event,
+    canonical_time,
+    canonical_time_text,
+)
 from schemas.policy import Policy, prefix_allows, reason_of
 from schemas.topics import CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON
-from schemas.validation import Rejection, check_not_future, parse_event_obj
+from schemas.validation import FUTURE_TOLERANCE, Rejection, check_not_future, parse_event_obj
 from schemas.views import IngestAccepted
 
 log = get_logger("ingest.api")
@@ -170,6 +175,32 @@ def validate_batch(items: list[Any], now: datetime, *, sources: Sequence[str] | 
     With ``sources`` (the key's source prefixes) and ``policy``, an event outside
     them is an ``unauthorized_source`` error.
     """
+    events = _all_canonical_and_allowed(items, now, sources, policy)
+    if events is not None:
+        return events, []
+    return _validate_each(items, now, sources, policy)
+
+
+def _all_canonical_and_allowed(items: list[Any], now: datetime, sources: Sequence[str] | None,
+                               policy: Policy | None) -> list[dict[str, Any]] | None:
+    """The normalized events when every item is canonical, valid, allowed and has its own
+    (source, id); else None (then :func:`_validate_each` decides and explains)."""
+    events = canonical_batch(items)
+    if events is None:
+        return None
+    latest = canonical_time_text(now + FUTURE_TOLERANCE)
+    seen: set[tuple[str, str]] = set()
+    for event in events:
+        identity = (event["source"], event["id"])
+        if event["time"] > latest or identity in seen \
+                or authorization_problem(event, sources, policy) is not None:
+            return None
+        seen.add(identity)
+    return events
+
+
+def _validate_each(items: list[Any], now: datetime, sources: Sequence[str] | None,
+                   policy: Policy | None) -> tuple[list[dict[str, Any]], list[dict]]:
     events: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
     seen: dict[tuple[str, str], tuple[int, Any]] = {}
@@ -293,7 +324,7 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
             )
         publisher: Publisher = request.app.state.publisher
         try:
-            await publisher.publish([record_of(e, principal.key_id) for e in events])
+            await publisher.publish([published(e, principal.key_id) for e in events])
         except BrokerUnavailable as exc:
             INGEST_EVENTS.labels("refused").inc(len(events))
             raise ProblemError(503, "Service Unavailable",

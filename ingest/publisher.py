@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,8 +57,10 @@ class BrokerUnavailable(Exception):
         self.retry_after = retry_after
 
 
-def record_of(event: BaseEvent | dict[str, Any], authid: str | None = None) -> Record:
-    """The Kafka record of a validated event: plate key -> normalized CloudEvents JSON.
+def published(event: BaseEvent | dict[str, Any], authid: str | None = None
+              ) -> tuple[bytes, bytes]:
+    """(key, value) of the Kafka record of a validated event: plate key -> normalized
+    CloudEvents JSON.
 
     ``event`` is a model or its normalized JSON object
     (``model_dump(mode="json", exclude_none=True)``, e.g. from
@@ -71,7 +73,13 @@ def record_of(event: BaseEvent | dict[str, Any], authid: str | None = None) -> R
         if isinstance(event, BaseEvent) else event
     if authid is not None:
         obj = {**obj, "authtype": "api_key", "authid": authid}
-    return Record(key=obj["subject"].encode(), value=orjson.dumps(obj))
+    return obj["subject"].encode(), orjson.dumps(obj)
+
+
+def record_of(event: BaseEvent | dict[str, Any], authid: str | None = None) -> Record:
+    """:func:`published` as a :class:`Record`."""
+    key, value = published(event, authid)
+    return Record(key=key, value=value)
 
 
 class Publisher:
@@ -121,8 +129,8 @@ class Publisher:
         if producer is not None:
             await _quietly_stop(producer, self.timeout)
 
-    async def publish(self, records: Sequence[Record] | Iterable[Record]) -> int:
-        """Send every record and wait for all acknowledgements; returns how many.
+    async def publish(self, records: Sequence[tuple[bytes, bytes]]) -> int:
+        """Send every (key, value) and wait for all acknowledgements; returns how many.
 
         Raises :class:`BrokerUnavailable` when that does not finish within
         the configured timeout (the whole call, start-up included).
@@ -134,8 +142,8 @@ class Publisher:
             async with asyncio.timeout(self.timeout):
                 producer = await self._get_producer()
                 futures = [
-                    await producer.send(self.topic, value=r.value, key=r.key, headers=HEADERS)
-                    for r in records
+                    await producer.send(self.topic, value=value, key=key, headers=HEADERS)
+                    for key, value in records
                 ]
                 await asyncio.gather(*futures)
         except TimeoutError:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import types
 import typing
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Annotated, Any, Literal, NotRequired, Required, Union, get_args, get_origin
 
@@ -60,7 +60,14 @@ from schemas._types import IsoDate, Rfc3339Datetime
 from schemas.events import EVENT_MODELS, PlateOwnerUpdatedData, _check_phone_digits
 from schemas.plates import PLATE_KEY_PATTERN, PlateKey
 
-__all__ = ["HANDLED_VALIDATORS", "canonical_event", "canonical_time", "CANONICAL_EVENT_ADAPTER"]
+__all__ = [
+    "CANONICAL_EVENT_ADAPTER",
+    "HANDLED_VALIDATORS",
+    "canonical_batch",
+    "canonical_event",
+    "canonical_time",
+    "canonical_time_text",
+]
 
 _YEAR = r"(?:19[0-9]{2}|2[01][0-9]{2}|2200)"
 #: Month and day, every day that exists in every year (29 February is left to the models).
@@ -182,6 +189,7 @@ _CanonicalEvent = Annotated[
 ]
 CANONICAL_EVENT_ADAPTER: TypeAdapter[dict[str, Any]] = TypeAdapter(_CanonicalEvent)
 _validate = CANONICAL_EVENT_ADAPTER.validate_python
+_validate_list = TypeAdapter(list[_CanonicalEvent]).validate_python
 
 
 def canonical_event(obj: object) -> dict[str, Any] | None:
@@ -190,6 +198,22 @@ def canonical_event(obj: object) -> dict[str, Any] | None:
         return typing.cast(dict[str, Any], _validate(obj))
     except ValidationError:
         return None
+
+
+def canonical_batch(items: list[Any]) -> list[dict[str, Any]] | None:
+    """:func:`canonical_event` of every item in one call, or None when any is not canonical."""
+    try:
+        return typing.cast(list[dict[str, Any]], _validate_list(items))
+    except ValidationError:
+        return None
+
+
+def canonical_time_text(moment: datetime) -> str:
+    """``moment`` (aware) as canonical ``time`` text, truncated to the second. For a
+    canonical ``time`` text ``t``: ``t > canonical_time_text(m)`` exactly when the
+    instant ``t`` is after ``m`` (fixed-width UTC texts compare like instants, and
+    ``t`` is a whole second)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def canonical_time(obj: dict[str, Any]) -> datetime:

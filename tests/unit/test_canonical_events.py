@@ -17,10 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest import simulate as sim
-from ingest.api import normalized, validate_batch
+from ingest.api import _validate_each, normalized, validate_batch
 from schemas.canonical import CANONICAL_EVENT_ADAPTER, HANDLED_VALIDATORS, canonical_event
 from schemas.events import DATA_MODELS, EVENT_MODELS, Address, Owner, Vehicle
 from schemas.plates import MAX_RAW_LENGTH
+from schemas.policy import DEFAULT_POLICY, compile_policy
 from schemas.validation import MAX_EVENT_BYTES, Rejection, parse_event_obj
 
 NOW = datetime(2026, 11, 24, 16, 0, tzinfo=UTC)
@@ -238,3 +239,29 @@ def test_validate_batch_gives_the_full_paths_answers() -> None:
     expected = [full_path(items[i]) for i in (0, 1, 4, 5, 6)]
     assert [orjson.dumps(e) for e in events] == expected
     assert orjson.dumps(normalized(items[0], NOW)) == full_path(items[0])
+
+
+def at(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize("now", [NOW, NOW + timedelta(microseconds=1),
+                                 NOW + timedelta(microseconds=999_999)])
+def test_whole_canonical_batches_get_the_same_answers_as_one_by_one(now: datetime) -> None:
+    policy = compile_policy(DEFAULT_POLICY)
+    edge = now + timedelta(minutes=5)
+    cases = [
+        [base(id="a"), base(id="b")],
+        [base(id="a", time=at(edge)), base(id="b", time=at(edge + timedelta(seconds=1)))],
+        [base(id="a"), base(id="a")],                                   # exact repeat
+        [base(id="a"), base(id="a", subject="CA-ON/OTHER1")],          # id_conflict
+        [base(id="a"), base(id="b", source="/police/x")],              # policy
+        [base(id="a"), base(id="b", source="/elsewhere/x")],           # key's prefixes
+    ]
+    for items in cases:
+        fast = validate_batch(copy.deepcopy(items), now, sources=("/registry/", "/police/"),
+                              policy=policy)
+        each = _validate_each(copy.deepcopy(items), now, ("/registry/", "/police/"), policy)
+        assert orjson.dumps(fast) == orjson.dumps(each)
+    on_time, late = validate_batch(cases[1], now)
+    assert [e["id"] for e in on_time] == ["a"] and [e["index"] for e in late] == [1]
