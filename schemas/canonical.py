@@ -18,8 +18,9 @@ What it accepts is a subset of what the models accept, with the same output:
   years 1900 to 2200, no 29 February (the models' own validators parse any
   RFC 3339 offset; these are the texts the models print back unchanged);
 * no ``null`` anywhere, no extension attributes, ``datacontenttype`` absent or
-  exactly ``application/json``, and fields whose models fill in a default
-  (the owner's ``language``, ``data`` of ``plate.device_unpaired``) given.
+  exactly ``application/json``, and fields whose models fill in a default given
+  (the owner's ``language``), except ``data`` of ``plate.device_unpaired``,
+  which is filled in as the models do (``{}``).
 
 Not checked here: ``future_time`` (the caller compares ``time`` with its
 clock, :func:`schemas.validation.check_not_future`). ``too_large`` and the
@@ -33,6 +34,7 @@ the models' class-level validators with :data:`HANDLED_VALIDATORS`.
 
 from __future__ import annotations
 
+import copy
 import types
 import typing
 from datetime import UTC, datetime
@@ -124,7 +126,7 @@ HANDLED_VALIDATORS = {
     "_specversion": "the field type Literal['1.0'] accepts exactly '1.0' (no null)",
     "_content_type": "_FIELD_RULES: only application/json",
     "_extensions": "extension attributes are not canonical (extra='forbid')",
-    "_null_data": "data has a default, so it must be given (null is not canonical)",
+    "_null_data": "data absent is filled in as {} (_FILLS); null is not canonical",
     "_phone": "_FIELD_CHECKS: the same digit check",
     "_at_least_one": "_MODEL_CHECKS: a non-empty update (nulls are not canonical)",
 }
@@ -162,6 +164,33 @@ def _field_type(tp: Any, metadata: list[Any]) -> Any:
     return Annotated[result, *metadata] if metadata else result
 
 
+#: event type -> (field, JSON value): a last envelope field whose model default the models
+#: print when it is absent (``data`` of ``plate.device_unpaired``); appended when absent,
+#: which keeps the models' key order.
+_FILLS: dict[str, tuple[str, Any]] = {}
+
+
+def _last_field(model: type[BaseModel]) -> str | None:
+    if "type" not in model.model_fields or get_origin(model.model_fields["type"].annotation) \
+            is not Literal:
+        return None  # not an event envelope
+    return list(model.model_fields)[-1]
+
+
+def _dumped_default(info: FieldInfo) -> Any:
+    value = info.get_default(call_default_factory=True)
+    return value.model_dump(mode="json", exclude_none=True) \
+        if isinstance(value, BaseModel) else value
+
+
+def _fill(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    for event in events:
+        fill = _FILLS.get(event["type"])
+        if fill is not None and fill[0] not in event:
+            event[fill[0]] = copy.deepcopy(fill[1])
+    return events
+
+
 def _typed_dict(model: type[BaseModel]) -> Any:
     """A TypedDict with the model's fields in the model's order, extra keys forbidden."""
     fields: dict[str, Any] = {}
@@ -175,6 +204,10 @@ def _typed_dict(model: type[BaseModel]) -> Any:
         # Required: no default, or a default the model prints (it must be spelled out).
         optional = not info.is_required() and info.default is None \
             and info.default_factory is None
+        if info.default_factory is not None and name == _last_field(model):
+            optional = True  # absent: filled in afterwards (see _FILLS)
+            type_field = model.model_fields["type"].annotation
+            _FILLS[get_args(type_field)[0]] = (name, _dumped_default(info))
         fields[name] = NotRequired[tp] if optional else Required[tp]
     typed = TypedDict(f"Canonical{model.__name__}", fields)  # type: ignore[operator]
     typed = with_config(ConfigDict(extra="forbid", hide_input_in_errors=True))(typed)
@@ -195,7 +228,7 @@ _validate_list = TypeAdapter(list[_CanonicalEvent]).validate_python
 def canonical_event(obj: object) -> dict[str, Any] | None:
     """The normalized JSON object of a valid canonical event, or None (take the full path)."""
     try:
-        return typing.cast(dict[str, Any], _validate(obj))
+        return _fill([typing.cast(dict[str, Any], _validate(obj))])[0]
     except ValidationError:
         return None
 
@@ -203,7 +236,7 @@ def canonical_event(obj: object) -> dict[str, Any] | None:
 def canonical_batch(items: list[Any]) -> list[dict[str, Any]] | None:
     """:func:`canonical_event` of every item in one call, or None when any is not canonical."""
     try:
-        return typing.cast(list[dict[str, Any]], _validate_list(items))
+        return _fill(typing.cast(list[dict[str, Any]], _validate_list(items)))
     except ValidationError:
         return None
 
