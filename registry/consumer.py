@@ -57,6 +57,9 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     # the server went away in the middle of an operation ("cannot switch to state ...")
     asyncpg.InternalClientError,
 )
+#: Extra ``getmany`` calls that may fill a batch, each waiting at most FILL_WAIT_MS.
+FILL_CALLS = 4
+FILL_WAIT_MS = 10
 #: Errors after which the batch is retried at once.
 RETRY_AT_ONCE: tuple[type[BaseException], ...] = (
     asyncpg.DeadlockDetectedError, asyncpg.SerializationError,
@@ -285,13 +288,8 @@ class RegistryConsumer:
         pending: tuple | None = None
         try:
             while not self.stop_event.is_set():
-                fetch = partial(consumer.getmany, timeout_ms=0 if pending else 500,
-                                max_records=self.max_records)
-                batch = await retry(fetch, self.stop_event, on=(KafkaError,),
-                                    message="fetch failed; retrying")
-                records = [r for tp in sorted(batch, key=lambda t: t.partition)
-                           if tp.topic == self.topic for r in batch[tp]]
-                fresh = self._start_parse(records, self.generation) if records else None
+                records, generation = await self._fetch(0 if pending else 500)
+                fresh = self._start_parse(records, generation) if records else None
                 if pending is not None:
                     await self._handle(*pending)
                 pending = fresh
@@ -302,6 +300,31 @@ class RegistryConsumer:
         finally:
             if pending is not None and not isinstance(pending[3], list):
                 pending[3].cancel()   # abandoned: nothing of it was committed
+
+    async def _fetch(self, timeout_ms: int) -> tuple[list, int]:
+        """The next batch's records and the assignment generation they belong to: one
+        ``getmany``, then up to :data:`FILL_CALLS` more while each brings records within
+        :data:`FILL_WAIT_MS` (a fetch response holds about one producer batch per
+        partition; bigger batches cost PostgreSQL less per event). Records come from the
+        positions as of the ``getmany`` that returned them: when a rebalance or seek
+        happened during one, the records before it are stale (fetched again from the
+        seek) and are left out."""
+        assert self.consumer is not None
+        records: list = []
+        generation = self.generation
+        for call in range(1 + FILL_CALLS):
+            fetch = partial(self.consumer.getmany, timeout_ms=timeout_ms if call == 0
+                            else FILL_WAIT_MS, max_records=self.max_records - len(records))
+            got = await retry(fetch, self.stop_event, on=(KafkaError,),
+                              message="fetch failed; retrying")
+            more = [r for tp in sorted(got, key=lambda t: t.partition)
+                    if tp.topic == self.topic for r in got[tp]]
+            if self.generation != generation:
+                records, generation = [], self.generation
+            records += more
+            if not more or len(records) >= self.max_records:
+                break
+        return records, generation
 
     def _start_parse(self, records: list, generation: int) -> tuple:
         now = self.clock.now()
