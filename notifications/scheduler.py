@@ -21,7 +21,7 @@ import asyncpg
 from notifications import rules, store
 from platereg import metrics
 from platereg.clock import Clock
-from platereg.db import close_pool, create_pool
+from platereg.db import OUTAGE_ERRORS, LazyPool
 from platereg.logging import get_logger
 from platereg.plate_rows import state_from_row
 from platereg.process import Stopped, retry, wait
@@ -32,9 +32,6 @@ log = get_logger(__name__)
 
 RUN_NAME = "scheduler"
 RECHECK_BATCH = 5000
-#: What a failed run retries on (after ``every`` seconds) rather than stopping the service.
-RUN_ERRORS = (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-              asyncpg.InternalClientError)   # the server went away mid-operation
 
 
 def _drafts(rows: list, today: dt.date, days: list[int]) -> list[rules.Draft]:
@@ -81,23 +78,20 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event, *,
 
     ``clock`` (default: the settings' registry clock) says what "now" is."""
     clock = clock or Clock.from_settings(settings)
-    pool: asyncpg.Pool | None = None
+    db = LazyPool(settings.dsn())
 
     async def run_now() -> None:
-        nonlocal pool
-        if pool is None:
-            pool = await create_pool(settings.dsn(), min_size=1, max_size=1, retry_for=2)
-        async with pool.acquire() as conn:
+        async with db.connection() as conn:
             if await run_once(conn, settings, clock.now()) and wakeup is not None:
                 wakeup.set()
 
     try:
         while not stop.is_set():
-            await retry(run_now, stop, on=RUN_ERRORS,
+            await retry(run_now, stop, on=OUTAGE_ERRORS,
                         message="notice scheduler run failed; retrying",
                         first=every, cap=every)
             await wait(stop, every)
     except Stopped:
         pass
     finally:
-        await close_pool(pool)
+        await db.close()

@@ -242,6 +242,34 @@ async def close_pool(pool: asyncpg.Pool | None, timeout: float = 2.0) -> None:
             await asyncio.wait_for(pool.close(), timeout)
 
 
+#: Errors after which a background database job is tried again rather than stopping its
+#: service: the database is down, restarting, or went away mid-operation.
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
+    asyncpg.InternalClientError)
+
+
+class LazyPool:
+    """A one-connection pool opened at its first use (a background job that may start
+    before the database does) and closed by :meth:`close` (never raising)."""
+
+    def __init__(self, dsn: str, *, retry_for: float = 2.0) -> None:
+        self._dsn = dsn
+        self._retry_for = retry_for
+        self._pool: asyncpg.Pool | None = None
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._pool is None:
+            self._pool = await create_pool(self._dsn, min_size=1, max_size=1,
+                                           retry_for=self._retry_for)
+        async with self._pool.acquire() as conn:
+            yield conn
+
+    async def close(self) -> None:
+        await close_pool(self._pool)
+
+
 async def ping(pool: asyncpg.Pool, timeout: float = 2.0) -> bool:
     try:
         async with pool.acquire(timeout=timeout) as conn:

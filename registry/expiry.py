@@ -19,7 +19,7 @@ from typing import Any
 import asyncpg
 
 from platereg.clock import Clock
-from platereg.db import close_pool, create_pool
+from platereg.db import OUTAGE_ERRORS, LazyPool
 from platereg.logging import get_logger
 from platereg.metrics import EXPIRY_SWEEP_LAST_RUN
 from platereg.plate_rows import state_from_row
@@ -83,26 +83,17 @@ async def sweep(conn: asyncpg.Connection, tz: dt.tzinfo, now: dt.datetime | None
     return len(changes)
 
 
-#: Errors after which a sweep is tried again (database down or restarting).
-SWEEP_ERRORS: tuple[type[BaseException], ...] = (
-    TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError,
-    asyncpg.InternalClientError)   # the server went away mid-operation
-
-
 async def run_sweeper(settings: Settings, stop: asyncio.Event,
                       wakeup: asyncio.Event | None = None, check_every: float = 30.0,
                       clock: Clock | None = None, retry_every: float = 5.0) -> None:
     """Sweep at start and whenever the registry's date (by ``clock``, default the
     settings' clock) changes; a failed sweep is tried again every ``retry_every`` s."""
     clock = clock or Clock.from_settings(settings)
-    pool: asyncpg.Pool | None = None
+    db = LazyPool(settings.dsn())
 
     async def sweep_now() -> dt.date:
-        nonlocal pool
         now = clock.now()
-        if pool is None:
-            pool = await create_pool(settings.dsn(), min_size=1, max_size=1, retry_for=2)
-        async with pool.acquire() as conn:
+        async with db.connection() as conn:
             if await sweep(conn, settings.tz, now) and wakeup is not None:
                 wakeup.set()
         return today_in(settings.tz, now)
@@ -111,11 +102,11 @@ async def run_sweeper(settings: Settings, stop: asyncio.Event,
     try:
         while not stop.is_set():
             if today_in(settings.tz, clock.now()) != swept_for:
-                swept_for = await retry(sweep_now, stop, on=SWEEP_ERRORS,
+                swept_for = await retry(sweep_now, stop, on=OUTAGE_ERRORS,
                                         message="expiry sweep failed; retrying",
                                         first=retry_every, cap=retry_every)
             await wait(stop, check_every)
     except Stopped:
         pass
     finally:
-        await close_pool(pool)
+        await db.close()
