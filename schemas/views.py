@@ -161,8 +161,8 @@ _AT = Field(default=None, description="The view as it stood at this instant: the
             "accepted events whose `time` is at or before it, flags for that day")
 
 
-class PlateQuery(BaseModel):
-    """``POST /v1/plates/query`` body: one plate's view (the plate travels in the body)."""
+class _PlateRead(BaseModel):
+    """What every read of one plate names: the plate, why, and the case."""
 
     model_config = STRICT_INPUT
 
@@ -170,18 +170,16 @@ class PlateQuery(BaseModel):
     plate: Plate
     purpose: Purpose = _PURPOSE
     case_ref: CaseRef | None = _CASE_REF
+
+
+class PlateQuery(_PlateRead):
+    """``POST /v1/plates/query`` body: one plate's view (the plate travels in the body)."""
+
     at: Rfc3339Datetime | None = _AT
 
 
-class CandidatesQuery(BaseModel):
+class CandidatesQuery(_PlateRead):
     """``POST /v1/plates/candidates`` body."""
-
-    model_config = STRICT_INPUT
-
-    jurisdiction: Jurisdiction
-    plate: Plate
-    purpose: Purpose = _PURPOSE
-    case_ref: CaseRef | None = _CASE_REF
 
 
 class HistoryQuery(CandidatesQuery):
