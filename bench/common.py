@@ -7,9 +7,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import asyncpg
-
-from platereg.db import migrate
+from platereg.db import create_database, migrate, with_database
 from platereg.embedded import EmbeddedKafka, EmbeddedPostgres
 from platereg.settings import Settings, load_settings
 
@@ -61,19 +59,12 @@ class BenchContext:
     _dbs: list[str] = field(default_factory=list)
 
     def dsn_for(self, database: str) -> str:
-        from urllib.parse import urlsplit, urlunsplit
-
-        return urlunsplit(urlsplit(self.admin_dsn)._replace(path="/" + database))
+        return with_database(self.admin_dsn, database)
 
     async def fresh_database(self) -> str:
         """A new migrated database; returns its DSN."""
         name = f"bench_{uuid.uuid4().hex[:10]}"
-        conn = await asyncpg.connect(self.admin_dsn)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        dsn = self.dsn_for(name)
+        dsn = await create_database(self.admin_dsn, name)
         migrate(dsn)
         self._dbs.append(name)
         return dsn

@@ -242,6 +242,32 @@ async def close_pool(pool: asyncpg.Pool | None, timeout: float = 2.0) -> None:
             await asyncio.wait_for(pool.close(), timeout)
 
 
+def with_database(dsn: str, database: str) -> str:
+    """``dsn`` naming ``database`` on the same server instead."""
+    return urlunsplit(urlsplit(dsn)._replace(path="/" + database))
+
+
+async def create_database(admin_dsn: str, name: str, *, template: str | None = None) -> str:
+    """Create database ``name`` (a copy of ``template`` if given) as the server's admin
+    (tests and benchmarks); returns its DSN."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        copy = f' TEMPLATE "{template}"' if template else ""
+        await conn.execute(f'CREATE DATABASE "{name}"{copy}')
+    finally:
+        await conn.close()
+    return with_database(admin_dsn, name)
+
+
+async def drop_database(admin_dsn: str, name: str) -> None:
+    """Drop database ``name`` if it exists, whoever is still connected to it."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 #: Errors after which a background database job is tried again rather than stopping its
 #: service: the database is down, restarting, or went away mid-operation.
 OUTAGE_ERRORS: tuple[type[BaseException], ...] = (

@@ -14,12 +14,11 @@ import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
 
-from platereg.db import create_pool, migrate
+from platereg.db import create_database, create_pool, drop_database, migrate, with_database
 from platereg.embedded import EmbeddedKafka, EmbeddedPostgres
 from platereg.kafka import ensure_topics
 from platereg.settings import Settings, load_settings
@@ -37,8 +36,7 @@ class Servers:
     kafka: EmbeddedKafka | None
 
     def dsn_for(self, database: str) -> str:
-        parts = urlsplit(self.admin_dsn)
-        return urlunsplit(parts._replace(path="/" + database))
+        return with_database(self.admin_dsn, database)
 
 
 @pytest.fixture(scope="session")
@@ -72,13 +70,8 @@ def embedded(servers: Servers) -> Servers:
 
 @pytest.fixture(scope="session")
 async def template_db(servers: Servers) -> str:
-    conn = await asyncpg.connect(servers.admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
-    finally:
-        await conn.close()
-    migrate(servers.dsn_for(TEMPLATE_DB))
+    await drop_database(servers.admin_dsn, TEMPLATE_DB)
+    migrate(await create_database(servers.admin_dsn, TEMPLATE_DB))
     return TEMPLATE_DB
 
 
@@ -86,19 +79,10 @@ async def template_db(servers: Servers) -> str:
 async def database_url(servers: Servers, template_db: str) -> AsyncIterator[str]:
     """A fresh, migrated database for this test only."""
     name = f"t_{uuid.uuid4().hex[:16]}"
-    conn = await asyncpg.connect(servers.admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
-    finally:
-        await conn.close()
-    yield servers.dsn_for(name)
+    yield await create_database(servers.admin_dsn, name, template=template_db)
     if servers.pg is not None and not servers.pg.running:
         return  # an outage test left it down; the next fixture use restarts nothing
-    conn = await asyncpg.connect(servers.admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await drop_database(servers.admin_dsn, name)
 
 
 @pytest.fixture

@@ -16,7 +16,13 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from cli_support import PLATEREG
 
-from platereg.db import _MIGRATION_LOCK_ID, migrate, migrations_path
+from platereg.db import (
+    _MIGRATION_LOCK_ID,
+    create_database,
+    drop_database,
+    migrate,
+    migrations_path,
+)
 from platereg.kafka import ensure_topics, topic_partitions
 
 pytestmark = pytest.mark.integration
@@ -39,17 +45,8 @@ async def test_isolation_probe_from_another_test_is_not_visible(pool: asyncpg.Po
 async def empty_database(servers) -> AsyncIterator[str]:
     """A new database with no schema at all (not a copy of the migrated template)."""
     name = f"m_{uuid.uuid4().hex[:16]}"
-    conn = await asyncpg.connect(servers.admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    yield servers.dsn_for(name)
-    conn = await asyncpg.connect(servers.admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    yield await create_database(servers.admin_dsn, name)
+    await drop_database(servers.admin_dsn, name)
 
 
 def migration_ids() -> list[str]:
