@@ -92,7 +92,26 @@ def stop_process(proc: subprocess.Popen | None, first: int, timeout: float) -> N
         proc.wait(10)
 
 
-class EmbeddedPostgres:
+class _ChildServer:
+    """A server run as our child process, its output in a log file kept open meanwhile."""
+
+    proc: subprocess.Popen | None
+    _log_file: IO[bytes] | None
+
+    def _end(self, first: int, timeout: float) -> None:
+        """Send ``first`` (SIGKILL after ``timeout``), then close the log file."""
+        stop_process(self.proc, first, timeout)
+        self.proc = None
+        if self._log_file:
+            self._log_file.close()
+            self._log_file = None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class EmbeddedPostgres(_ChildServer):
     """A PostgreSQL server on 127.0.0.1 with its data in ``data_dir``, password required."""
 
     def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True,
@@ -237,27 +256,19 @@ class EmbeddedPostgres:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown (SIGINT), SIGKILL after ``timeout``."""
-        stop_process(self.proc, signal.SIGINT, timeout)
-        self.proc = None
-        if self._log_file:
-            self._log_file.close()
-            self._log_file = None
+        self._end(signal.SIGINT, timeout)
 
     def kill(self) -> None:
         """Crash it (for outage tests): SIGKILL the postmaster."""
         stop_process(self.proc, signal.SIGKILL, 10)
         self.proc = None
 
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-class EmbeddedKafka:
+class EmbeddedKafka(_ChildServer):
     """A memory-only Tansu broker on 127.0.0.1."""
 
     def __init__(self, log_dir: Path, *, port: int | None = None,
@@ -295,12 +306,4 @@ class EmbeddedKafka:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Tansu ignores SIGTERM: SIGINT, then SIGKILL after ``timeout``."""
-        stop_process(self.proc, signal.SIGINT, timeout)
-        self.proc = None
-        if self._log_file:
-            self._log_file.close()
-            self._log_file = None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        self._end(signal.SIGINT, timeout)
