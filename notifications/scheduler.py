@@ -24,7 +24,7 @@ from platereg.clock import Clock
 from platereg.db import OUTAGE_ERRORS, LazyPool
 from platereg.logging import get_logger
 from platereg.plate_rows import state_from_row
-from platereg.process import Stopped, retry, wait
+from platereg.process import repeat
 from platereg.settings import Settings
 from schemas.fold import today_in
 
@@ -86,12 +86,7 @@ async def run_scheduler(settings: Settings, stop: asyncio.Event, *,
                 wakeup.set()
 
     try:
-        while not stop.is_set():
-            await retry(run_now, stop, on=OUTAGE_ERRORS,
-                        message="notice scheduler run failed; retrying",
-                        first=every, cap=every)
-            await wait(stop, every)
-    except Stopped:
-        pass
+        await repeat(run_now, stop, every=every, retry_every=every, on=OUTAGE_ERRORS,
+                     message="notice scheduler run failed; retrying")
     finally:
         await db.close()

@@ -26,6 +26,7 @@ What this module owns:
   is set or ``seconds`` have passed.
 * :func:`retry` - await a call until it succeeds, with exponential backoff
   (tenacity) and stop-aware sleeps; :class:`Stopped` when ``stop`` comes first.
+* :func:`repeat` - a periodic background job (a scheduler run, a sweep) until ``stop``.
 * :func:`ops_app` and :class:`OpsServer` - ``/healthz``, ``/readyz`` and
   ``/metrics``: a small Starlette app under uvicorn, in the process's own event
   loop, leaving the process's signal handlers alone.
@@ -195,6 +196,18 @@ async def retry(call: Callable[[], Awaitable[T]], stop: asyncio.Event, *,
                 raise Stopped
             return await call()
     raise AssertionError("unreachable")
+
+
+async def repeat(job: Callable[[], Awaitable[object]], stop: asyncio.Event, *, every: float,
+                 retry_every: float, on: tuple[type[BaseException], ...], message: str) -> None:
+    """Until ``stop``: ``await job()`` (retried every ``retry_every`` s after an error in
+    ``on``, see :func:`retry`), then wait ``every`` s (stop-aware)."""
+    try:
+        while not stop.is_set():
+            await retry(job, stop, on=on, message=message, first=retry_every, cap=retry_every)
+            await wait(stop, every)
+    except Stopped:
+        pass
 
 
 # --------------------------------------------------------------------------- ops server

@@ -23,7 +23,7 @@ from platereg.db import OUTAGE_ERRORS, LazyPool
 from platereg.logging import get_logger
 from platereg.metrics import EXPIRY_SWEEP_LAST_RUN
 from platereg.plate_rows import state_from_row
-from platereg.process import Stopped, retry, wait
+from platereg.process import repeat
 from platereg.settings import Settings
 from registry import store
 from registry.batch import StatusChange, state_shape_problem, status_change, view_of
@@ -99,14 +99,14 @@ async def run_sweeper(settings: Settings, stop: asyncio.Event,
         return today_in(settings.tz, now)
 
     swept_for: dt.date | None = None
+
+    async def sweep_on_a_new_day() -> None:
+        nonlocal swept_for
+        if today_in(settings.tz, clock.now()) != swept_for:
+            swept_for = await sweep_now()
+
     try:
-        while not stop.is_set():
-            if today_in(settings.tz, clock.now()) != swept_for:
-                swept_for = await retry(sweep_now, stop, on=OUTAGE_ERRORS,
-                                        message="expiry sweep failed; retrying",
-                                        first=retry_every, cap=retry_every)
-            await wait(stop, check_every)
-    except Stopped:
-        pass
+        await repeat(sweep_on_a_new_day, stop, every=check_every, retry_every=retry_every,
+                     on=OUTAGE_ERRORS, message="expiry sweep failed; retrying")
     finally:
         await db.close()

@@ -1,4 +1,4 @@
-"""platereg.process: the ops server, the stop signals, the stop-aware sleep and retry."""
+"""platereg.process: the ops server, the stop signals, the stop-aware sleep, retry and repeat."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import signal
 import httpx
 import pytest
 
-from platereg.process import Health, OpsServer, Stopped, retry, wait
+from platereg.process import Health, OpsServer, Stopped, repeat, retry, wait
 
 
 async def test_ops_server_answers_health_readiness_and_metrics() -> None:
@@ -108,3 +108,34 @@ async def test_retry_stops_when_stop_is_set_and_lets_other_errors_through() -> N
 
     with pytest.raises(ValueError):
         await retry(broken, asyncio.Event(), on=(OSError,), message="m")
+
+
+async def test_repeat_runs_the_job_again_retries_listed_errors_and_ends_on_stop() -> None:
+    stop = asyncio.Event()
+    outcomes = ["ok", "down", "ok", "down", "ok"]
+    seen: list[str] = []
+
+    async def job() -> None:
+        outcome = outcomes.pop(0)
+        seen.append(outcome)
+        if outcome == "down":
+            raise OSError("down")
+        if not outcomes:
+            stop.set()
+
+    await repeat(job, stop, every=0.001, retry_every=0.001, on=(OSError,), message="m")
+    assert seen == ["ok", "down", "ok", "down", "ok"]
+
+    async def down_then_stop() -> None:
+        stop.set()
+        raise OSError("down")
+
+    stop.clear()
+    await repeat(down_then_stop, stop, every=60, retry_every=60, on=(OSError,), message="m")
+
+    async def broken() -> None:
+        raise ValueError("a bug")
+
+    with pytest.raises(ValueError):
+        await repeat(broken, asyncio.Event(), every=60, retry_every=60, on=(OSError,),
+                     message="m")
