@@ -1,6 +1,8 @@
-"""PostgreSQL plumbing: migrations (yoyo), asyncpg pools (first come, first served)
-and connections, and the type codecs every connection of ours uses (jsonb as Python
-objects, timestamptz always timezone-aware)."""
+"""PostgreSQL plumbing: migrations (yoyo), asyncpg pools (first come, first served;
+:class:`LazyPool` for a background job) and connections, the errors after which a
+background job retries (:data:`OUTAGE_ERRORS`), creating and dropping databases
+(tests and benchmarks), and the type codecs every connection of ours uses (jsonb as
+Python objects, timestamptz always timezone-aware)."""
 
 from __future__ import annotations
 
