@@ -75,7 +75,13 @@ from schemas.canonical import (
 )
 from schemas.policy import Policy, prefix_allows, reason_of
 from schemas.topics import CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON
-from schemas.validation import FUTURE_TOLERANCE, Rejection, check_not_future, parse_event_obj
+from schemas.validation import (
+    FUTURE_TOLERANCE,
+    Rejection,
+    check_not_future,
+    keys_unique_shallow,
+    parse_event_obj,
+)
 from schemas.views import IngestAccepted
 
 log = get_logger("ingest.api")
@@ -139,6 +145,34 @@ def events_of(raw: bytes, kind: str) -> list[Any]:
                        "the body must be a JSON object (one event) or an array (a batch)")
 
 
+def canonical_body(raw: bytes, kind: str) -> tuple[list[Any], list[dict[str, Any]]] | None:
+    """(items, normalized events) of a body of canonical events (:func:`events_of` of it,
+    and :func:`schemas.canonical.canonical_batch` of those), or None: then take
+    :func:`events_of` and :func:`validate_batch`, which decide and explain.
+
+    The strict decoder's checks hold here without its walk: the canonical schema
+    bounds the nesting, and :func:`schemas.validation.keys_unique_shallow` proves that
+    no key is repeated.
+    """
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    expected = MEDIA_TYPES[kind]
+    if type(value) is list:
+        if expected == SINGLE or not 0 < len(value) <= MAX_BATCH:
+            return None
+        items = value
+    elif type(value) is dict and expected != BATCH:
+        items = [value]
+    else:
+        return None
+    events = canonical_batch(items)
+    if events is None or not keys_unique_shallow(raw, value):
+        return None
+    return items, events
+
+
 def authorization_problem(event: dict[str, Any], sources: Sequence[str] | None,
                           policy: Policy | None) -> str | None:
     """Why the key may not publish ``event`` (a normalized event object:
@@ -169,23 +203,26 @@ def normalized(item: Any, now: datetime) -> dict[str, Any]:
 
 
 def validate_batch(items: list[Any], now: datetime, *, sources: Sequence[str] | None = None,
-                   policy: Policy | None = None) -> tuple[list[dict[str, Any]], list[dict]]:
+                   policy: Policy | None = None, canonical: list[dict[str, Any]] | None = None,
+                   ) -> tuple[list[dict[str, Any]], list[dict]]:
     """Validate every item; returns (normalized events, errors listing invalid indexes).
 
     With ``sources`` (the key's source prefixes) and ``policy``, an event outside
-    them is an ``unauthorized_source`` error.
+    them is an ``unauthorized_source`` error. ``canonical``: the items' canonical
+    events when already known (:func:`canonical_body`).
     """
-    events = _all_canonical_and_allowed(items, now, sources, policy)
+    events = _all_canonical_and_allowed(items, now, sources, policy, canonical)
     if events is not None:
         return events, []
     return _validate_each(items, now, sources, policy)
 
 
 def _all_canonical_and_allowed(items: list[Any], now: datetime, sources: Sequence[str] | None,
-                               policy: Policy | None) -> list[dict[str, Any]] | None:
+                               policy: Policy | None, canonical: list[dict[str, Any]] | None,
+                               ) -> list[dict[str, Any]] | None:
     """The normalized events when every item is canonical, valid, allowed and has its own
     (source, id); else None (then :func:`_validate_each` decides and explains)."""
-    events = canonical_batch(items)
+    events = canonical if canonical is not None else canonical_batch(items)
     if events is None:
         return None
     latest = canonical_time_text(now + FUTURE_TOLERANCE)
@@ -309,10 +346,12 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
     async def post_events(request: Request,
                           principal: Principal = Depends(require("ingest"))) -> Response:
         kind = media_type(request.headers.get("content-type"))
-        items = events_of(await request.body(), kind)
+        raw = await request.body()
+        fast = canonical_body(raw, kind)
+        items, canonical = fast if fast is not None else (events_of(raw, kind), None)
         policy = await request.app.state.policies.current()
         events, errors = validate_batch(items, datetime.now(UTC), sources=principal.sources,
-                                        policy=policy)
+                                        policy=policy, canonical=canonical)
         if errors:
             INGEST_EVENTS.labels("rejected").inc(len(errors))
             log.info("events rejected", invalid=len(errors), batch=len(items),

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from ingest.api import MAX_BATCH, events_of, media_type, validate_batch
+from ingest.api import MAX_BATCH, canonical_body, events_of, media_type, validate_batch
 from ingest.importer import (
     ImportUsageError,
     csv_lines,
@@ -31,6 +31,35 @@ def event(subject: str = "CA-ON/ABC123", id: str = "e-1") -> dict:
 
 
 # --------------------------------------------------------------------------- API
+
+
+BATCH_TYPE = "application/cloudevents-batch+json"
+
+
+@pytest.mark.parametrize("raw,kind", [
+    (orjson.dumps([event(id="a"), event("ca-on/abc 123", id="b")]), BATCH_TYPE),
+    (orjson.dumps(event()), "application/cloudevents+json"),
+    (orjson.dumps([event()], option=orjson.OPT_INDENT_2), "application/json"),
+])
+def test_canonical_body_is_what_the_strict_path_gives(raw: bytes, kind: str) -> None:
+    fast = canonical_body(raw, kind)
+    assert fast is not None
+    items, events = fast
+    assert items == events_of(raw, kind)
+    assert (events, []) == validate_batch(events_of(raw, kind), NOW)
+
+
+@pytest.mark.parametrize("raw,kind", [
+    (b'[' + orjson.dumps(event())[:-1] + b',"id":"e-2"}]', BATCH_TYPE),  # repeated key
+    (orjson.dumps(event()), BATCH_TYPE),                  # wrong shape: the 400 path explains
+    (orjson.dumps([event()]), "application/cloudevents+json"),
+    (b"[]", BATCH_TYPE),
+    (orjson.dumps([event()] * (MAX_BATCH + 1)), BATCH_TYPE),
+    (orjson.dumps([{**event(), "time": "bad"}]), BATCH_TYPE),  # not canonical
+    (b'[{"a":', BATCH_TYPE),
+])
+def test_canonical_body_leaves_everything_else_to_the_strict_path(raw: bytes, kind: str) -> None:
+    assert canonical_body(raw, kind) is None
 
 
 @pytest.mark.parametrize("header,kind", [

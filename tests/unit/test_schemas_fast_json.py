@@ -24,6 +24,7 @@ from schemas.validation import (
     _key_total,
     _no_duplicate_keys_fast,
     decode_json,
+    keys_unique_shallow,
 )
 
 
@@ -145,6 +146,40 @@ def test_fast_check_never_clears_a_duplicate(text: str) -> None:
         duplicated = True
     if duplicated:
         assert not _no_duplicate_keys_fast(raw, value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_text(4))
+@example('{"a":1,"a":2,"s":"\\u0022:"}')
+@example('{"a":1,"a":2,"s":"\\":"}')
+@example('[{"a":"x\\":"},{"a":1,"a":"\\":"}]')
+@example('{"a":1,"a":":","b":":"}')
+@example('{"a" : 1 ,"a": 2}')
+def test_shallow_check_never_clears_a_duplicate(text: str) -> None:
+    raw = text.encode()
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(value, dict | list):
+        return
+    try:
+        json.loads(raw, object_pairs_hook=_pairs)
+    except _Dup:
+        assert not keys_unique_shallow(raw, value)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    max_leaves=25,
+))
+def test_shallow_check_clears_compact_texts_without_escapes(value: Any) -> None:
+    raw = orjson.dumps(value)
+    if isinstance(value, dict | list) and b"\\" not in raw:
+        assert keys_unique_shallow(raw, value)
 
 
 def test_key_total_counts_nested_objects() -> None:
