@@ -109,6 +109,14 @@ def _nest(depth: int, inner: str, dup_at: int) -> str:
     return out
 
 
+#: Small JSON values of every kind, nested (the round-trip and shallow-check properties).
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    max_leaves=25,
+)
+
 @pytest.mark.parametrize("depth", [1, 2, 10, 63, 64, 65, 70, 200])
 @pytest.mark.parametrize("dup_at", [-1, 0, 1, 30, 62, 63, 64, 100])
 def test_duplicates_and_depth_at_every_level(depth: int, dup_at: int) -> None:
@@ -117,12 +125,7 @@ def test_duplicates_and_depth_at_every_level(depth: int, dup_at: int) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=4), children, max_size=3),
-    max_leaves=25,
-))
+@given(JSON_VALUES)
 def test_serialized_values_round_trip(value: Any) -> None:
     for raw in (orjson.dumps(value), json.dumps(value).encode(),
                 json.dumps(value, indent=2).encode()):
@@ -170,12 +173,7 @@ def test_shallow_check_never_clears_a_duplicate(text: str) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=4), children, max_size=3),
-    max_leaves=25,
-))
+@given(JSON_VALUES)
 def test_shallow_check_clears_compact_texts_without_escapes(value: Any) -> None:
     raw = orjson.dumps(value)
     if isinstance(value, dict | list) and b"\\" not in raw:
