@@ -1,6 +1,6 @@
 """The Prometheus configuration and alert rules of deploy/prometheus, checked by promtool:
 config and rules valid, every alert's firing and quiet cases pass (`promtool test rules`),
-and every alert has a test of each kind and a runbook section in the README."""
+and every alert has a test of each kind and a runbook section in docs/operations.md."""
 
 from __future__ import annotations
 
@@ -93,11 +93,11 @@ def _anchors(markdown: str) -> set[str]:
 
 
 def test_every_alert_has_a_severity_summary_and_a_runbook_section() -> None:
-    anchors = _anchors((ROOT / "README.md").read_text())
+    anchors = _anchors((ROOT / "docs" / "operations.md").read_text())
     for name, rule in alerts().items():
         assert rule["labels"]["severity"] in ("warning", "critical"), name
         assert rule["annotations"]["summary"], name
         runbook = rule["annotations"]["runbook"]
         page, _, anchor = runbook.partition("#")
-        assert page == "README.md", name
-        assert anchor in anchors, f"{name}: README has no section #{anchor}"
+        assert page == "docs/operations.md", name
+        assert anchor in anchors, f"{name}: docs/operations.md has no section #{anchor}"
