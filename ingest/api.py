@@ -286,7 +286,7 @@ def _lifespan(settings: Settings) -> Any:
         # As in the registry API: start-up objects leave the collector's working set, and
         # young collections run less often. A batch in flight is thousands of young
         # objects that live until the broker acknowledges; with the default threshold
-        # they were scanned and promoted over and over (a quarter of the CPU at load).
+        # they were scanned and promoted over and over (see docs/benchmarks.md).
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 20, 20)
