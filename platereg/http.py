@@ -36,7 +36,8 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
@@ -45,7 +46,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from platereg.auth import AuthError, RateLimitHeadersMiddleware
 from platereg.logging import LineLogger, get_logger
-from platereg.metrics import HTTP_DURATION
+from platereg.metrics import HTTP_DURATION, exposition
+from platereg.metrics import exported as metrics_registry
 from platereg.settings import Settings
 from schemas.validation import Rejection, decode_json, property_names
 
@@ -365,8 +367,11 @@ async def _drain(receive: Receive) -> None:
         return
 
 
-def add_probes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
-    """/healthz, /readyz (every check must pass) and /metrics, without auth."""
+def add_probes(app: FastAPI, checks: dict[str, ReadinessCheck], *,
+               metrics: Iterable[Collector]) -> None:
+    """/healthz, /readyz (every check must pass) and /metrics (the ``metrics`` families this
+    API moves, see :func:`platereg.metrics.exported`), without auth."""
+    exported = metrics_registry(metrics)
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")
     async def healthz() -> dict[str, str]:
@@ -386,7 +391,7 @@ def add_probes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
              response_class=Response)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(exported), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(*, title: str, description: str, version: str = "1.0.0",
