@@ -1,4 +1,5 @@
-"""Export the contract as JSON Schema files and an AsyncAPI 3.0.0 document.
+"""Export the contract as JSON Schema files, an AsyncAPI 3.0.0 document and its HTML
+event catalogue (``schemas.catalogue``).
 
     python -m schemas.export          # (re)write schemas/generated/
     python -m schemas.export --check  # exit 1 and name stale files if they differ
@@ -18,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, TypeAdapter
 
-from schemas import topics
+from schemas import catalogue, topics
 from schemas.events import PlateEvent
 from schemas.notices import Notice
 from schemas.plates import PLATE_KEY_PATTERN
@@ -54,7 +55,8 @@ GENERATED_DIR = Path(__file__).resolve().parent / "generated"
 SCHEMA_ID_PREFIX = "urn:plate-registry:schema:"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 ASYNCAPI_FILE = "asyncapi.yaml"
-GENERATED_SUFFIXES = (".json", ".yaml")
+CATALOGUE_FILE = "event-catalogue.html"
+GENERATED_SUFFIXES = (".json", ".yaml", ".html")
 
 # file stem -> (type, mode). Inputs use the validation schema, outputs the serialization one.
 SCHEMA_FILES: dict[str, tuple[Any, str]] = {
@@ -314,6 +316,7 @@ def export_all() -> dict[str, str]:
     files[ASYNCAPI_FILE] = yaml.safe_dump(
         doc, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100
     )
+    files[CATALOGUE_FILE] = catalogue.render(doc)
     return dict(sorted(files.items()))
 
 
