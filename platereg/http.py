@@ -44,6 +44,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from platereg.api_docs import install_docs
 from platereg.auth import AuthError, RateLimitHeadersMiddleware
 from platereg.logging import LineLogger, get_logger
 from platereg.metrics import HTTP_DURATION, exposition
@@ -58,7 +59,7 @@ PROBLEM_JSON = "application/problem+json"
 UNMATCHED = "unmatched"
 #: Routes that need no key, are not counted against the request cap and are not logged.
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
-PUBLIC_PATHS = PROBES | {"/openapi.json", "/docs", "/docs/oauth2-redirect",
+PUBLIC_PATHS = PROBES | {"/openapi.json", "/docs",
                           "/v1/owner-sessions/link"}  # the link is the credential
 CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection first"
 ReadinessCheck = Callable[[], Awaitable[bool | str]]
@@ -397,7 +398,8 @@ def add_probes(app: FastAPI, checks: dict[str, ReadinessCheck], *,
 def create_app(*, title: str, description: str, version: str = "1.0.0",
                settings: Settings, lifespan: Any = None, service: str) -> FastAPI:
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan,
-                  docs_url="/docs", openapi_url="/openapi.json", redoc_url=None)
+                  docs_url=None, openapi_url="/openapi.json", redoc_url=None)
+    install_docs(app)   # Swagger UI from the package itself, not from a CDN
     install_problem_handlers(app)
     app.add_middleware(ObservabilityMiddleware, settings=settings, service=service)
     # Outermost, so that answers made by the layer above (408 after auth) get them too.

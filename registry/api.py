@@ -38,6 +38,7 @@ from platereg.kafka import broker_reachable
 from platereg.logging import configure_logging
 from platereg.metrics import REGISTRY_API
 from platereg.settings import Settings, load_settings
+from registry import landing
 from registry.audit import purge_periodically, start_writer
 from registry.owner.app import install as install_owner_access
 from registry.routes import audit, hotlist, owners, plates
@@ -139,6 +140,7 @@ def create_registry_app(settings: Settings | None = None, *, purge_every: float 
                      "audit": ctx.audit_keeping_up}, metrics=REGISTRY_API)
     for module in _ROUTERS:
         app.include_router(module.router)
+    app.include_router(landing.router)
     # The hot path also as a plain Starlette route ahead of the routers: the same endpoint
     # (it takes only the Request and parses its own body) and the same exception handlers,
     # without FastAPI's per-request dependency, exit-stack and telemetry layers or the walk
