@@ -64,7 +64,7 @@ from platereg.http import (
 )
 from platereg.kafka import broker_reachable
 from platereg.logging import get_logger
-from platereg.metrics import INGEST_EVENTS
+from platereg.metrics import INGEST_API, INGEST_EVENTS
 from platereg.policy_store import TimedPolicyCache
 from platereg.settings import Settings, load_settings
 from schemas.canonical import (
@@ -334,7 +334,7 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
     async def kafka_ready() -> bool:
         return await broker_reachable(settings, timeout=min(3.0, settings.kafka_timeout_seconds))
 
-    add_probes(app, {"postgres": db_ready, "kafka": kafka_ready})
+    add_probes(app, {"postgres": db_ready, "kafka": kafka_ready}, metrics=INGEST_API)
 
     @app.post(
         "/v1/events", status_code=202, tags=["ingest"],

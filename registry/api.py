@@ -36,7 +36,9 @@ from platereg.db import create_pool, ping
 from platereg.http import add_probes, create_app
 from platereg.kafka import broker_reachable
 from platereg.logging import configure_logging
+from platereg.metrics import REGISTRY_API
 from platereg.settings import Settings, load_settings
+from registry import landing
 from registry.audit import purge_periodically, start_writer
 from registry.owner.app import install as install_owner_access
 from registry.routes import audit, hotlist, owners, plates
@@ -135,9 +137,10 @@ def create_registry_app(settings: Settings | None = None, *, purge_every: float 
     app.state.ctx = ctx
     add_probes(app, {"postgres": lambda: ping(ctx.pool),
                      "kafka": lambda: broker_reachable(settings),
-                     "audit": ctx.audit_keeping_up})
+                     "audit": ctx.audit_keeping_up}, metrics=REGISTRY_API)
     for module in _ROUTERS:
         app.include_router(module.router)
+    app.include_router(landing.router)
     # The hot path also as a plain Starlette route ahead of the routers: the same endpoint
     # (it takes only the Request and parses its own body) and the same exception handlers,
     # without FastAPI's per-request dependency, exit-stack and telemetry layers or the walk
