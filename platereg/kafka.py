@@ -1,12 +1,15 @@
 """Kafka plumbing: topic creation, producer and consumer factories.
 
-Only standard Kafka APIs are used, so Apache Kafka and the embedded Tansu
-broker behave the same. Every client (producer, consumer, admin) gets its
-connection options from :func:`client_options`: the bootstrap servers and the
-TLS / SASL settings (``PLATEREG_KAFKA_SECURITY_PROTOCOL``, ``..._SASL_MECHANISM``,
-``..._SASL_USERNAME``, ``..._SASL_PASSWORD``, ``..._SSL_CAFILE``). Tansu has no
-idempotent or transactional producer, so producers here are plain acks=all
-producers; exactly-once effects come from the idempotent registry consumer.
+Only standard Kafka APIs are used. Every client (producer, consumer, admin)
+gets its connection options from :func:`client_options`: the bootstrap servers
+and the TLS / SASL settings (``PLATEREG_KAFKA_SECURITY_PROTOCOL``,
+``..._SASL_MECHANISM``, ``..._SASL_USERNAME``, ``..._SASL_PASSWORD``,
+``..._SSL_CAFILE``). Producers are acks=all and idempotent (a retried send is
+neither duplicated nor reordered in its partition); exactly-once *effects* do not
+rest on that: they come from the registry consumer, which stores its offsets in
+the same PostgreSQL transaction as the state and recognises an event it has
+applied by its (source, id). ``PLATEREG_KAFKA_IDEMPOTENCE=false`` is for brokers
+without idempotent producers (``make run``'s embedded fallback broker).
 """
 
 from __future__ import annotations
@@ -113,8 +116,9 @@ async def ensure_topics(settings: Settings, *, retry_for: float = 30.0) -> list[
 
 
 def make_producer(settings: Settings, **overrides: object) -> AIOKafkaProducer:
-    """acks=all producer; no idempotence (unsupported by Tansu, see module doc)."""
-    options = client_options(settings, acks="all", enable_idempotence=False, linger_ms=5,
+    """acks=all producer, idempotent unless ``PLATEREG_KAFKA_IDEMPOTENCE`` is off."""
+    options = client_options(settings, acks="all",
+                             enable_idempotence=settings.kafka_idempotence, linger_ms=5,
                              max_batch_size=256 * 1024,
                              request_timeout_ms=int(settings.kafka_timeout_seconds * 1000),
                              client_id="platereg")

@@ -304,12 +304,29 @@ def _start_servers(settings: Settings, stack: ExitStack) -> dict[str, str]:
     else:
         _migrate(settings.migrate_dsn())
     if not settings.kafka_bootstrap_servers:
-        kafka = EmbeddedKafka(settings.data_dir.resolve())
-        env["PLATEREG_KAFKA_BOOTSTRAP_SERVERS"] = kafka.start()
-        stack.callback(kafka.stop)
-        print(f"Kafka-protocol broker (embedded Tansu, memory only): "
-              f"{env['PLATEREG_KAFKA_BOOTSTRAP_SERVERS']}")
+        env.update(_embedded_kafka(settings, stack))
     return env
+
+
+def _embedded_kafka(settings: Settings, stack: ExitStack) -> dict[str, str]:
+    """Apache Kafka from its jars, its log kept in the data directory, where a JDK 17+ is
+    present; else the embedded Tansu broker (memory only, no idempotent producers)."""
+    from devtools.apache_kafka import KafkaCluster, KafkaUnavailable, install
+
+    try:
+        install(quiet=False)
+    except KafkaUnavailable as exc:
+        tansu = EmbeddedKafka(settings.data_dir.resolve())
+        bootstrap = tansu.start()
+        stack.callback(tansu.stop)
+        print(f"Kafka-protocol broker: embedded Tansu, memory only, because {exc}: {bootstrap}")
+        return {"PLATEREG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "PLATEREG_KAFKA_IDEMPOTENCE": "false"}
+    kafka = KafkaCluster(settings.data_dir.resolve() / "kafka", heap_mb=512)
+    bootstrap = kafka.start()
+    stack.callback(kafka.stop)
+    print(f"{kafka.describe()}, data in {kafka.base_dir}: {bootstrap}")
+    return {"PLATEREG_KAFKA_BOOTSTRAP_SERVERS": bootstrap}
 
 
 def _stop_children(children: list[tuple[Service, subprocess.Popen]], timeout: float = 15) -> None:

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     kafka_ssl_cafile: Path | None = Field(
         default=None, description="CA certificate (PEM) trusted for the brokers' TLS "
                                   "certificates with SSL / SASL_SSL (unset: the system's CAs).")
+    kafka_idempotence: bool = Field(
+        default=True,
+        description="Idempotent producers (no duplicate or reordered records when a send is "
+                    "retried). Off only for brokers without it (`make run`'s embedded "
+                    "fallback broker).")
     data_dir: Path = Field(
         default=Path(".platereg"),
         description="Where `make run` keeps the embedded PostgreSQL data (survives restarts).",

@@ -1,9 +1,17 @@
-"""Test harness: one real PostgreSQL and one real Kafka-protocol broker per session.
+"""Test harness: one real PostgreSQL and one real Apache Kafka per session.
 
-Both are the embedded servers (``platereg.embedded``) unless
+PostgreSQL is the embedded one (``platereg.embedded``) and Kafka the real broker
+from Maven Central (``devtools.apache_kafka``), started here, unless
 ``PLATEREG_DATABASE_URL`` / ``PLATEREG_KAFKA_BOOTSTRAP_SERVERS`` point at
 existing ones. Each test gets its own database (a copy of a migrated template)
 and its own topic names (a unique prefix), so tests run in any order.
+
+The broker has the production security setup beside its plaintext listener
+(see ``tests/broker.py``): a SASL_SSL listener with SCRAM logins for every
+principal of ``deploy/kafka/acls`` and the standard authorizer. Most tests use
+the plaintext listener, whose anonymous principal is the super user; the
+security tests log in as each principal. Without a JDK 17+ the broker tests
+fail with one line saying what is missing: never a silent skip.
 """
 
 from __future__ import annotations
@@ -18,10 +26,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from devtools.apache_kafka import KafkaCluster
 from platereg.db import create_database, create_pool, drop_database, migrate, with_database
-from platereg.embedded import EmbeddedKafka, EmbeddedPostgres
+from platereg.embedded import EmbeddedPostgres
 from platereg.kafka import ensure_topics
 from platereg.settings import Settings, load_settings
+from tests.broker import SecureListener, describe_test_broker, start_test_kafka
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
@@ -33,16 +43,21 @@ class Servers:
     admin_dsn: str
     bootstrap: str
     pg: EmbeddedPostgres | None
-    kafka: EmbeddedKafka | None
+    kafka: KafkaCluster | None
+    secure: SecureListener | None = None
 
     def dsn_for(self, database: str) -> str:
         return with_database(self.admin_dsn, database)
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    return [f"broker: {describe_test_broker()}"]
+
+
 @pytest.fixture(scope="session")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
     base = tmp_path_factory.mktemp("servers")
-    pg = kafka = None
+    pg = kafka = secure = None
     try:
         admin_dsn = os.environ.get("PLATEREG_DATABASE_URL")
         if not admin_dsn:
@@ -50,9 +65,10 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             admin_dsn = pg.start()
         bootstrap = os.environ.get("PLATEREG_KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
-            kafka = EmbeddedKafka(base / "kafka")
-            bootstrap = kafka.start()
-        yield Servers(admin_dsn=admin_dsn, bootstrap=bootstrap, pg=pg, kafka=kafka)
+            kafka, secure = start_test_kafka(base / "kafka")
+            bootstrap = kafka.bootstrap
+        yield Servers(admin_dsn=admin_dsn, bootstrap=bootstrap, pg=pg, kafka=kafka,
+                      secure=secure)
     finally:
         if kafka is not None:
             kafka.stop()

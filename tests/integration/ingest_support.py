@@ -9,13 +9,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import uvicorn
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from ingest.api import create_ingest_app
 from platereg.embedded import free_port
 from platereg.http_server import uvicorn_options
 from platereg.settings import Settings
-from schemas.topics import EVENTS
 
 
 def issued(subject: str = "CA-ON/ABC123", *, id: str | None = None,
@@ -65,40 +63,6 @@ async def ingest_server(settings: Settings) -> AsyncIterator[str]:
             await asyncio.wait_for(task, 30)
 
 
-async def read_topic(settings: Settings, topic: str | None = None,
-                     timeout: float = 20.0) -> list[Any]:
-    """Every record currently in the topic (all partitions), read from the beginning."""
-    topic = topic or settings.topic(EVENTS)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap(),
-                                enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        partitions = None
-        for _ in range(50):
-            await consumer.topics()          # refreshes the cluster metadata
-            partitions = consumer.partitions_for_topic(topic)
-            if partitions:
-                break
-            await asyncio.sleep(0.1)
-        assert partitions, f"topic {topic} not found"
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        records: list[Any] = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        async def behind() -> bool:
-            return any([await consumer.position(tp) < end[tp] for tp in tps])
-
-        while await behind():
-            assert loop.time() < deadline, "timed out reading the topic"
-            batch = await consumer.getmany(timeout_ms=500)
-            for recs in batch.values():
-                records.extend(recs)
-        return records
-    finally:
-        await consumer.stop()
 
 
 def header(record: Any, name: str) -> bytes | None:

@@ -13,7 +13,6 @@ from typing import Any
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from platereg.settings import Settings
@@ -83,33 +82,6 @@ async def wait_relayed(pool: asyncpg.Pool, settings: Settings, timeout: float = 
     await wait_for(done, "the relays to publish the outboxes", timeout)
 
 
-async def read_all(settings: Settings, topic: str, timeout: float = 30.0) -> list:
-    """Every record of ``topic`` (all partitions), up to the log ends found by fetching."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap(),
-                                enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
-    await consumer.start()
-    try:
-        await consumer.topics()     # loads the metadata of every topic
-        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        assert tps, f"no partitions for {topic}"
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        out: dict[TopicPartition, list] = {tp: [] for tp in tps}
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=300)
-            for tp, recs in batch.items():
-                out[tp].extend(recs)
-            # highwater comes with each fetch response; done when every partition reached it
-            done = True
-            for tp in tps:
-                high = consumer.highwater(tp)
-                done = done and high is not None and await consumer.position(tp) >= high
-            if done:
-                return [r for tp in tps for r in out[tp]]
-        raise AssertionError(f"could not read {topic} to its end")
-    finally:
-        await consumer.stop()
 
 
 def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

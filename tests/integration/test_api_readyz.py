@@ -49,5 +49,5 @@ async def test_readyz_follows_database_and_broker_outages(embedded, settings, tm
                               "still ready with the broker down")
         finally:
             if not embedded.kafka.running:
-                embedded.kafka.start()              # same port, empty
+                embedded.kafka.start()              # same port, its log kept
         await _wait_probe(served.url, (200, ok), "not ready again after the broker returned")

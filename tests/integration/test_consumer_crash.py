@@ -41,12 +41,12 @@ from tests.integration.consumer_support import (
     unique_first,
     wait_offsets,
 )
+from tests.integration.kafka_support import read_topic
 from tests.integration.seam_support import (
     listening_ports,
     log_text,
     metric,
     ops_port,
-    read_all,
     scrape,
     wait_for,
     wait_relayed,
@@ -109,7 +109,7 @@ async def _assert_published(pool: asyncpg.Pool, settings, *, repeats_allowed: bo
     await wait_relayed(pool, settings)
     rows = await pool.fetch("SELECT plate_key, view FROM status_changes ORDER BY seq")
     sent = [(r["plate_key"].encode(), orjson.dumps(r["view"])) for r in rows]
-    messages = [(m.key, m.value) for m in await read_all(
+    messages = [(m.key, m.value) for m in await read_topic(
         settings, settings.topic(contract.STATUS), timeout=60)]
     # per plate, the messages with repeats removed are its changes in order
     first_seen = list(dict.fromkeys(messages))
@@ -125,7 +125,7 @@ async def _assert_published(pool: asyncpg.Pool, settings, *, repeats_allowed: bo
         last[key] = value
     assert last == {k: v[-1] for k, v in expected.items()}
     dlq_rows = await pool.fetch("SELECT partition, kafka_offset, value FROM dlq_messages")
-    dlq = await read_all(settings, settings.topic(contract.DLQ))
+    dlq = await read_topic(settings, settings.topic(contract.DLQ))
     positions = [(dict(m.headers)[contract.ORIGINAL_PARTITION_HEADER].decode(),
                   dict(m.headers)[contract.ORIGINAL_OFFSET_HEADER].decode(), m.value)
                  for m in dlq]

@@ -7,14 +7,12 @@ The run's metrics (this process's registry) are checked against what it was sent
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import uuid
 
 import asyncpg
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 
 from platereg.db import create_pool
@@ -27,6 +25,7 @@ from tests.integration.consumer_support import (
     produce,
     wait_offsets,
 )
+from tests.integration.kafka_support import read_topic
 from tests.integration.seam_support import metric, wait_for
 
 pytestmark = pytest.mark.integration
@@ -46,7 +45,7 @@ def _bad(now: dt.datetime, reason: str, subject: str, before: dict) -> bytes:
     if reason == "malformed_json":
         return b"{this is not json"
     if reason == "too_large":
-        return orjson.dumps({**good, "padding": "x" * (1024 * 1024)})   # 1 MiB event
+        return orjson.dumps({**good, "padding": "x" * (100 * 1024)})   # 100 KiB event
     if reason == "schema_invalid":
         return orjson.dumps({k: v for k, v in good.items() if k != "source"})
     if reason == "unknown_type":
@@ -67,25 +66,6 @@ def _samples() -> dict:
             for family in REGISTRY.collect() for s in family.samples}
 
 
-async def _read_topic(settings, topic: str, count: int, timeout: float = 30) -> list:
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.bootstrap(),
-                                enable_auto_commit=False, max_partition_fetch_bytes=8 << 20)
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in parts]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        out: list = []
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while len(out) < count and loop.time() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            for recs in batch.values():
-                out.extend(recs)
-        return out
-    finally:
-        await consumer.stop()
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +115,7 @@ async def dlq_run(servers, template_db):
         await wait_for(published, "the DLQ relay")
     run = {"messages": len(messages), "before": before_run, "after": _samples(),
            "lag": lag_samples}
-    dlq = await _read_topic(settings, settings.topic(contract.DLQ), len(REASONS))
+    dlq = await read_topic(settings, settings.topic(contract.DLQ), at_least=len(REASONS))
     yield settings, pool, cases, dlq, run
     await pool.close()
     admin = await asyncpg.connect(servers.admin_dsn)

@@ -69,9 +69,9 @@ async def test_same_event_three_times_counts_once_applied_twice_duplicate(
 
 
 async def _status_messages(settings, count: int) -> list:
-    from tests.integration.test_consumer_dlq import _read_topic
+    from tests.integration.kafka_support import read_topic
 
-    return await _read_topic(settings, settings.topic("plates.status"), count)
+    return await read_topic(settings, settings.topic("plates.status"), at_least=count)
 
 
 def _issued(subject: str, time: dt.datetime, expires_on: dt.date) -> dict:

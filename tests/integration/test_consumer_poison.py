@@ -27,7 +27,8 @@ from tests.integration.consumer_support import (
     wait_offsets,
 )
 from tests.integration.ingest_support import header
-from tests.integration.seam_support import read_all, wait_relayed
+from tests.integration.kafka_support import read_topic
+from tests.integration.seam_support import wait_relayed
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +81,7 @@ async def test_every_hostile_message_fails_alone(topics, pool: asyncpg.Pool, tmp
         assert (row["reason"], case.name) == (case.reason, case.name)
         assert case.detail in row["detail"], case.name
         assert row["published_at"] is not None
-    dlq = await read_all(topics, topics.topic(contract.DLQ))
+    dlq = await read_topic(topics, topics.topic(contract.DLQ))
     assert sorted(header(r, "x-dlq-reason").decode() for r in dlq) == sorted(
         c.reason for c in hostile)
     output = open(log, encoding="utf-8", errors="replace").read()

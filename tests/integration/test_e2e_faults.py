@@ -52,12 +52,12 @@ from tests.integration.e2e_support import (
     plot,
     sample_timeline,
 )
+from tests.integration.kafka_support import read_topic
 from tests.integration.notices_support import MailCatcher, http_sink
 from tests.integration.seam_support import (
     as_published,
     expected_view,
     metric,
-    read_all,
     scrape,
     wait_for,
     wait_relayed,
@@ -343,7 +343,7 @@ async def _restart_postgres(run: Run) -> None:
 
 async def _freeze_broker(run: Run, seconds: float) -> None:
     """SIGSTOP the broker for ``seconds`` (the fault itself lasts that long), then SIGCONT."""
-    pid = run.embedded.kafka.proc.pid
+    pid = run.embedded.kafka.nodes[0].proc.pid
     run.note("broker frozen")
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -361,7 +361,7 @@ async def _settle(run: Run, procs: dict[str, Proc]) -> list:
     procs["scheduler"].stop()
     procs["scheduler"].start()
     await run.revive(procs)
-    records = await read_all(settings, settings.topic(contract.EVENTS), timeout=120)
+    records = await read_topic(settings, settings.topic(contract.EVENTS), timeout=120)
     ends: dict[int, int] = {}
     for r in records:
         ends[r.partition] = max(ends.get(r.partition, 0), r.offset + 1)
@@ -477,7 +477,7 @@ async def _check_dlq(run: Run, items) -> None:  # noqa: ANN001
 async def _check_status_and_hotlist(run: Run, views: dict[str, dict], port: int) -> None:
     """The status feed ends at each plate's view; the hotlist is the flagged plates."""
     last: dict[str, dict] = {}
-    for m in await read_all(run.settings, run.settings.topic(contract.STATUS), timeout=120):
+    for m in await read_topic(run.settings, run.settings.topic(contract.STATUS), timeout=120):
         last[m.key.decode()] = as_published(orjson.loads(m.value))
     assert last == {k: as_published(v) for k, v in views.items()}
     secret = (await create_key(run.pool, role="enforcement", name="e2e hotlist"))[1]

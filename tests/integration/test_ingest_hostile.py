@@ -13,7 +13,8 @@ import pytest
 
 from platereg.keys import create_key
 from tests.hostile import base, cases
-from tests.integration.ingest_support import ingest_server, read_topic
+from tests.integration.ingest_support import ingest_server
+from tests.integration.kafka_support import read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,8 @@ import pytest
 
 from ingest import simulate as sim
 from tests.integration.cli_support import PLATEREG
-from tests.integration.ingest_support import header, issued, read_topic, renewed
+from tests.integration.ingest_support import header, issued, renewed
+from tests.integration.kafka_support import read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -19,6 +19,7 @@ from platereg.dead_letter import VALUE_OMITTED_HEADER
 from platereg.kafka import make_producer
 from platereg.settings import Settings
 from schemas import topics as contract
+from tests.integration.kafka_support import read_topic
 from tests.integration.notices_support import (
     apply_events,
     event,
@@ -28,7 +29,6 @@ from tests.integration.notices_support import (
     owner,
     wait_until,
 )
-from tests.integration.seam_support import read_all
 
 pytestmark = pytest.mark.integration
 
@@ -98,9 +98,9 @@ async def test_bad_notice_messages_go_to_the_dlq_once_with_their_reason(
             assert dispatcher.ready                                   # still reading
     assert len(sink.requests) == 2
 
-    dead = await read_all(settings, settings.topic(contract.DLQ))
+    dead = await read_topic(settings, settings.topic(contract.DLQ))
     published = {(r.partition, r.offset): r.value
-                 for r in await read_all(settings, settings.topic(contract.NOTICES))}
+                 for r in await read_topic(settings, settings.topic(contract.NOTICES))}
     # Each bad message once, with its reason and its original bytes (none omitted: the
     # broker takes them back), and nothing else.
     assert sorted((dict(r.headers)["x-dlq-reason"].decode(), r.value) for r in dead) == sorted(

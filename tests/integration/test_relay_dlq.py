@@ -4,7 +4,7 @@ back published without it (``x-dlq-value-omitted: true``) instead of stalling th
 from __future__ import annotations
 
 import pytest
-from ingest_support import header, read_topic
+from ingest_support import header
 
 from platereg.dead_letter import VALUE_OMITTED_HEADER
 from platereg.kafka import make_producer
@@ -12,6 +12,7 @@ from platereg.outbox import MAX_REQUEST_SIZE
 from registry import store
 from registry.relay import relay_dlq_once
 from schemas import topics as contract
+from tests.integration.kafka_support import read_topic
 
 pytestmark = pytest.mark.integration
 

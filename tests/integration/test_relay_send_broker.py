@@ -10,10 +10,10 @@ import uuid
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
-from ingest_support import read_topic
 
 from platereg.kafka import make_producer
 from platereg.outbox import send_keyed
+from tests.integration.kafka_support import read_topic
 
 pytestmark = pytest.mark.integration
 

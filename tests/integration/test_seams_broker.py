@@ -37,12 +37,12 @@ from tests.integration.consumer_support import (
     stored_plates,
     wait_offsets,
 )
+from tests.integration.kafka_support import read_topic
 from tests.integration.seam_support import (
     log_text,
     metric,
     ops_port,
     parse_metrics,
-    read_all,
     scrape,
     wait_for,
     wait_relayed,
@@ -69,8 +69,7 @@ async def test_a_running_consumer_recovers_from_a_broker_restart(
         await wait_offsets(pool, topics, ends, proc=proc)
         await wait_relayed(pool, topics)
         seq_before = await pool.fetchval("SELECT max(seq) FROM status_changes")
-        embedded.kafka.stop()
-        embedded.kafka.start()         # same port, nothing kept
+        embedded.kafka.wipe()          # a new broker on the same port: nothing kept
         await ensure_topics(topics)    # what deployment does for a new broker
         new_ends = await produce(topics, encoded(after))
         assert all(new_ends[p] < ends.get(p, 0) for p in new_ends), \
@@ -84,7 +83,7 @@ async def test_a_running_consumer_recovers_from_a_broker_restart(
                        for p in range(topics.events_partitions))
 
         await wait_for(caught_up, "the lag to read 0 on the new logs")
-        messages = await read_all(topics, topics.topic(contract.STATUS))
+        messages = await read_topic(topics, topics.topic(contract.STATUS))
         rows = await pool.fetch("SELECT plate_key FROM status_changes WHERE seq > $1", seq_before)
     finally:
         assert stop_process(proc) == 0

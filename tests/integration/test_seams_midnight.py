@@ -29,7 +29,8 @@ from tests.integration.consumer_support import (
     produce,
     wait_offsets,
 )
-from tests.integration.seam_support import read_all, wait_for, wait_relayed
+from tests.integration.kafka_support import read_topic
+from tests.integration.seam_support import wait_for, wait_relayed
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +102,7 @@ async def test_midnight_in_the_registry_zone_expires_through_sweeper_api_and_top
         hot = (await api.client.get("/v1/hotlist", params={"purpose": "testing"},
                                     headers=enf)).json()["entries"]
         assert {e["plate"] for e in hot} == {"EXP0", "EXP1"}
-    messages = await read_all(settings, settings.topic(contract.STATUS))
+    messages = await read_topic(settings, settings.topic(contract.STATUS))
     by_key: dict[bytes, list[str]] = {}
     for m in messages:
         by_key.setdefault(m.key, []).append(orjson.loads(m.value)["status"])

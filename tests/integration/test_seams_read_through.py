@@ -33,11 +33,11 @@ from tests.integration.consumer_support import (
     stop_process,
     wait_offsets,
 )
+from tests.integration.kafka_support import read_topic
 from tests.integration.seam_support import (
     as_published,
     expected_view,
     log_text,
-    read_all,
     wait_relayed,
     without_as_of,
 )
@@ -196,7 +196,7 @@ async def _check_reads(c, enf: dict, op: dict, expected: dict[str, dict]) -> Non
 
 async def _check_status_topic(settings, pool: asyncpg.Pool, expected: dict) -> None:
     """plates.status carries every status change once, in order, ending at the view."""
-    messages = await read_all(settings, settings.topic(contract.STATUS))
+    messages = await read_topic(settings, settings.topic(contract.STATUS))
     rows = await pool.fetch("SELECT plate_key, view FROM status_changes ORDER BY seq")
     assert len(messages) == len(rows)
     per_key: dict[bytes, list[dict]] = {}

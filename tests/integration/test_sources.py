@@ -27,7 +27,8 @@ from tests.integration.consumer_support import (
     produce,
     wait_offsets,
 )
-from tests.integration.ingest_support import header, ingest_server, issued, read_topic
+from tests.integration.ingest_support import header, ingest_server, issued
+from tests.integration.kafka_support import read_topic
 
 pytestmark = pytest.mark.integration
 

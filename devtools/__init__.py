@@ -1,0 +1,1 @@
+"""Developer tooling: embedded servers, tool installs, the simulator, the mail catcher."""
