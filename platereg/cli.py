@@ -194,11 +194,19 @@ def run(
         "--demo/--no-demo",
         help="Load simulated demo data and make a demo operator key (default: only when "
              "both servers are embedded)")] = None,
+    reset: Annotated[bool, typer.Option(
+        "--reset", help="Start from an empty data directory (PLATEREG_DATA_DIR): the "
+                        "embedded servers' data, demo data and keys are deleted first")] = False,
 ) -> None:
     """Start everything locally (embedded servers unless PLATEREG_* URLs are set). Ctrl-C stops."""
-    from platereg.runner import run_stack
+    from platereg.runner import StackError, reset_data_dir, run_stack
 
     settings = settings_or_exit()
+    if reset:
+        try:
+            reset_data_dir(settings)
+        except StackError as exc:
+            raise fail(str(exc), 2) from None
     raise typer.Exit(run_stack(settings, demo=demo))
 
 

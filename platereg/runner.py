@@ -31,6 +31,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -311,15 +312,20 @@ def _start_servers(settings: Settings, stack: ExitStack) -> dict[str, str]:
 def _embedded_kafka(settings: Settings, stack: ExitStack) -> dict[str, str]:
     """Apache Kafka from its jars, its log kept in the data directory, where a JDK 17+ is
     present; else the embedded Tansu broker (memory only, no idempotent producers)."""
-    from devtools.apache_kafka import KafkaCluster, KafkaUnavailable, install
+    from devtools.apache_kafka import KafkaCluster, KafkaUnavailable, install, java_problem
 
-    try:
-        install(quiet=False)
-    except KafkaUnavailable as exc:
+    problem = java_problem()
+    if problem is None:
+        try:
+            install(quiet=False)
+        except KafkaUnavailable as exc:
+            problem = str(exc)
+    if problem is not None:
         tansu = EmbeddedKafka(settings.data_dir.resolve())
         bootstrap = tansu.start()
         stack.callback(tansu.stop)
-        print(f"Kafka-protocol broker: embedded Tansu, memory only, because {exc}: {bootstrap}")
+        print(f"Kafka-protocol broker: embedded Tansu, memory only, because {problem}: "
+              f"{bootstrap}")
         return {"PLATEREG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
                 "PLATEREG_KAFKA_IDEMPOTENCE": "false"}
     kafka = KafkaCluster(settings.data_dir.resolve() / "kafka", heap_mb=512)
@@ -414,7 +420,7 @@ def _run(settings: Settings, demo: bool) -> int:
                 children.append((service, _spawn(_platereg(*service.argv), env)))
             _wait_healthy(settings, children)
             if demo:
-                _load_demo(settings, env)
+                _load_demo(settings, env, stack)
             else:
                 _banner(settings, None, None)
             while True:
@@ -436,30 +442,86 @@ def _run(settings: Settings, demo: bool) -> int:
     raise AssertionError("unreachable")
 
 
-def _load_demo(settings: Settings, env: dict[str, str]) -> None:
-    from platereg.keys import create_key
+def _revoke_demo_keys(revoke: Callable[[], None]) -> None:
+    try:
+        revoke()
+        print("demo keys revoked", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - the stop goes on; say what is left
+        print(f"platereg: could not revoke this run's demo keys ({type(exc).__name__}); "
+              "revoke them with `platereg keys list` / `platereg keys revoke`", file=sys.stderr)
 
-    async def demo_keys() -> tuple[str, str]:
+
+#: What ``platereg run`` keeps in its data directory; ``--reset`` deletes only a directory
+#: holding nothing else.
+DATA_DIR_ENTRIES = {"postgres", "kafka", "mail", "logs", "audit-journal", "demo-loaded",
+                    "owner-token.key", "cursor-secret", "tansu.log"}
+
+
+def _made_by_run(name: str) -> bool:
+    return (name in DATA_DIR_ENTRIES or name.startswith(".cursor-secret.")
+            or (name.startswith("notices-") and name.endswith(".pdf")))
+
+
+def reset_data_dir(settings: Settings) -> None:
+    """Delete the data directory of ``platereg run`` (``--reset``), refusing one that holds
+    anything ``platereg run`` did not put there."""
+    import shutil
+
+    data = settings.data_dir.resolve()
+    if not data.exists():
+        return
+    strangers = sorted(p.name for p in data.iterdir() if not _made_by_run(p.name))
+    if strangers:
+        raise StackError(f"--reset: {data} holds files platereg run did not make "
+                         f"({', '.join(strangers[:5])}); delete it yourself if you mean it")
+    shutil.rmtree(data)
+    print(f"reset: deleted {data}", file=sys.stderr)
+
+
+def demo_marker(settings: Settings) -> Path:
+    """Present once the demo data of this data directory is loaded (it is loaded once)."""
+    return settings.data_dir.resolve() / "demo-loaded"
+
+
+def _load_demo(settings: Settings, env: dict[str, str], stack: ExitStack) -> None:
+    """This run's demo keys (revoked when the run stops: shown once, used for one run),
+    the demo data on the first start of the data directory only, then the banner."""
+    from platereg.keys import create_key, revoke_key
+
+    async def demo_keys() -> list[tuple[str, str]]:
         import asyncpg
 
         conn = await asyncpg.connect(settings.dsn())
         try:
-            operator = (await create_key(conn, role="operator", name="make-run demo"))[1]
-            ingest = (await create_key(conn, role="ingest", name="make-run demo office",
-                                       sources=[DEMO_INGEST_SOURCE]))[1]
-            return operator, ingest
+            return [await create_key(conn, role="operator", name="make-run demo"),
+                    await create_key(conn, role="ingest", name="make-run demo office",
+                                     sources=[DEMO_INGEST_SOURCE])]
         finally:
             await conn.close()
 
-    key, ingest_key = asyncio.run(demo_keys())
-    for loader in DEMO_LOADERS:
-        proc = _spawn(_platereg(*loader), env)
+    async def revoke(key_ids: list[str]) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(settings.dsn())
         try:
-            proc.wait()
+            for key_id in key_ids:
+                await revoke_key(conn, key_id)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            await conn.close()
+
+    (operator_id, key), (ingest_id, ingest_key) = asyncio.run(demo_keys())
+    stack.callback(_revoke_demo_keys, lambda: asyncio.run(revoke([operator_id, ingest_id])))
+    if not demo_marker(settings).exists():
+        for loader in DEMO_LOADERS:
+            proc = _spawn(_platereg(*loader), env)
+            try:
+                if proc.wait() != 0:
+                    raise StackError(f"loading the demo data failed (exit {proc.returncode})")
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        demo_marker(settings).write_text("loaded by platereg run\n")
     _banner(settings, key, _sample_plate(settings), ingest_key, _demo_owner_link(settings))
 
 
