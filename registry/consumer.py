@@ -240,44 +240,17 @@ class RegistryConsumer:
                                 stored_offset=offset, log_start=begin[tp])
                     start = begin[tp]
                 elif offset > end[tp]:
-                    # end_offsets is exact on Apache Kafka but only a lower bound on
-                    # Tansu: ask a fetch response for the real high watermark.
-                    true_end = await self._log_end(tp, end[tp])
-                    if true_end is not None and offset > true_end:
-                        log.warning(
-                            "stored offset is past the log end (topic recreated or broker "
-                            "restarted without its data); starting from the log beginning",
-                            partition=tp.partition, stored_offset=offset, log_end=true_end,
-                            log_start=begin[tp])
-                        start = begin[tp]
+                    log.warning(
+                        "stored offset is past the log end (topic recreated or broker "
+                        "replaced without its data); starting from the log beginning",
+                        partition=tp.partition, stored_offset=offset, log_end=end[tp],
+                        log_start=begin[tp])
+                    start = begin[tp]
                 if start != offset and not await store.reset_offset(
                         conn, self.group, self.topic, tp.partition, offset, start):
                     raise asyncpg.SerializationError("offset changed concurrently")
                 self.consumer.seek(tp, start)
                 self.positions[tp.partition] = start
-
-    async def _log_end(self, tp: TopicPartition, reported_end: int) -> int | None:
-        """The high watermark from a fetch response at the last reported record."""
-        if reported_end == 0:
-            return 0
-        probe = make_consumer(self.settings, client_id="platereg-probe",
-                              max_partition_fetch_bytes=8 * 1024 * 1024)
-        try:
-            await probe.start()
-            probe.assign([tp])
-            probe.seek(tp, reported_end - 1)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                await probe.getmany(tp, timeout_ms=500, max_records=1)
-                high = probe.highwater(tp)
-                if high is not None:
-                    return high
-            log.warning("log end probe got no answer; keeping the stored offset",
-                        partition=tp.partition)
-            return None
-        finally:
-            with contextlib.suppress(Exception):
-                await probe.stop()
 
     # ------------------------------------------------------------------ batches
     async def _loop(self) -> None:
