@@ -41,8 +41,8 @@ import httpx
 import orjson
 
 from bench.common import BenchContext, Figure
-from platereg.debian_tools import find_or_install
-from platereg.embedded import free_port, stop_process
+from devtools.debian_tools import find_or_install
+from devtools.embedded import free_port, stop_process
 from platereg.keys import create_key
 
 NAME = "api"

@@ -36,8 +36,8 @@ import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.common import BenchContext, Figure
+from devtools.embedded import EmbeddedPostgres, free_port
 from platereg.db import migrate
-from platereg.embedded import EmbeddedPostgres, free_port
 from platereg.kafka import ensure_topics, make_producer
 from schemas import topics
 

@@ -41,8 +41,8 @@ import httpx
 import orjson
 
 from bench.common import RSS_WRAPPER, BenchContext, Figure
-from ingest import simulate as sim
-from platereg.embedded import free_port
+from devtools import simulate as sim
+from devtools.embedded import free_port
 from platereg.kafka import ensure_topics, make_producer
 from platereg.keys import create_key
 from schemas.topics import CLOUDEVENTS_JSON, EVENTS

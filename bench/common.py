@@ -7,8 +7,8 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from devtools.embedded import EmbeddedKafka, EmbeddedPostgres
 from platereg.db import create_database, migrate, with_database
-from platereg.embedded import EmbeddedKafka, EmbeddedPostgres
 from platereg.settings import Settings, load_settings
 
 

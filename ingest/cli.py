@@ -160,7 +160,7 @@ def import_command(
 
 def _simulated_start(start: str | None, seed: int | None, span: timedelta) -> datetime:
     """Where simulated time begins: ``--start``, the seeded default, or now minus the span."""
-    from ingest import simulate as sim
+    from devtools import simulate as sim
 
     now = datetime.now(UTC)
     if start is not None:
@@ -184,7 +184,7 @@ def _simulated_start(start: str | None, seed: int | None, span: timedelta) -> da
 def _simulation_sink(settings: Any, to: str, output: str, api: str | None,
                      key: str | None) -> Any:
     """Where ``platereg simulate --to`` sends the stream."""
-    from ingest import simulate as sim
+    from devtools import simulate as sim
     from platereg.settings import ConfigError
 
     if to == "file":
@@ -227,7 +227,7 @@ def simulate_command(
         envvar="PLATEREG_API_KEY", help="API key (role ingest) for --to api")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress")] = True,
 ) -> None:
-    from ingest import simulate as sim
+    from devtools import simulate as sim
 
     settings = settings_or_exit()
     try:

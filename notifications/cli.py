@@ -73,7 +73,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             "--dir", help="Where to keep messages (default PLATEREG_DATA_DIR/mail)")] = None,
     ) -> None:
         """A local SMTP server on PLATEREG_SMTP_PORT keeping each message as an .eml file."""
-        from notifications.mailcatcher import serve
+        from devtools.mailcatcher import serve
 
         settings = settings_or_exit()
         target = directory or settings.data_dir / "mail"

@@ -196,7 +196,7 @@ def run(
              "both servers are embedded)")] = None,
 ) -> None:
     """Start everything locally (embedded servers unless PLATEREG_* URLs are set). Ctrl-C stops."""
-    from platereg.runner import run_stack
+    from devtools.runner import run_stack
 
     settings = settings_or_exit()
     raise typer.Exit(run_stack(settings, demo=demo))

@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from platereg.embedded import free_port
+from devtools.embedded import free_port
 
 
 @dataclass

@@ -17,9 +17,9 @@ import asyncpg
 import orjson
 from aiosmtpd.controller import Controller
 
+from devtools.embedded import free_port
 from notifications.dispatcher import Dispatcher
 from notifications.relay import run_notices_relay
-from platereg.embedded import free_port
 from platereg.kafka import Record
 from platereg.settings import Settings
 from registry import store as registry_store

@@ -186,7 +186,7 @@ async def test_dropped_uploads_to_the_ingest_api_are_one_line_each(settings, poo
     import subprocess
     import sys
 
-    from platereg.embedded import free_port, stop_process
+    from devtools.embedded import free_port, stop_process
 
     key = (await role_keys(pool))["ingest"]
     port = free_port()

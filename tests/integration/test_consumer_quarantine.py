@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
-from platereg.embedded import free_port
+from devtools.embedded import free_port
 from tests.integration.cli_support import PLATEREG
 from tests.integration.consumer_support import (
     BASE_TIME,

@@ -39,8 +39,8 @@ import orjson
 import pytest
 from aiosmtpd.controller import Controller
 
-from ingest import simulate as sim
-from platereg.embedded import free_port
+from devtools import simulate as sim
+from devtools.embedded import free_port
 from platereg.keys import create_key
 from schemas import topics as contract
 from tests.integration.consumer_support import reference_fold, stored_plates, wait_offsets

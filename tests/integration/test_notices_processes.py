@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from platereg.embedded import free_port
+from devtools.embedded import free_port
 from platereg.settings import Settings
 from tests.integration.notices_support import apply_events, event, issued, owner, wait_until
 

@@ -31,7 +31,7 @@ from api_helpers import bearer, role_keys
 from consumer_support import produce
 from ingest_support import issued, renewed
 
-from platereg.embedded import free_port, stop_process
+from devtools.embedded import free_port, stop_process
 from platereg.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -16,7 +16,7 @@ import pytest
 from cli_support import eventually, http_status, popen
 from ingest_support import read_topic
 
-from platereg.embedded import free_port, stop_process
+from devtools.embedded import free_port, stop_process
 from platereg.settings import Settings
 from registry import store
 from schemas import topics as contract

@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from platereg.embedded import free_port
+from devtools.embedded import free_port
 from platereg.keys import create_key
 from tests.integration.cli_support import gone
 

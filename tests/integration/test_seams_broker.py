@@ -24,7 +24,7 @@ import asyncpg
 import httpx
 import pytest
 
-from platereg.embedded import free_port
+from devtools.embedded import free_port
 from platereg.kafka import ensure_topics
 from schemas import topics as contract
 from tests.integration.consumer_support import (

@@ -15,8 +15,8 @@ import uvicorn
 import uvloop
 from typer.testing import CliRunner
 
+from devtools.runner import Service, StackError, _wait_healthy, check_ports
 from platereg.cli import app
-from platereg.runner import Service, StackError, _wait_healthy, check_ports
 from platereg.settings import Settings
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from platereg.embedded import EmbeddedError, EmbeddedKafka, EmbeddedPostgres, _die_with_parent
+from devtools.embedded import EmbeddedError, EmbeddedKafka, EmbeddedPostgres, _die_with_parent
 from platereg.logging import get_logger
 from platereg.settings import ENV_PREFIX, ConfigError, Settings, load_settings
 
