@@ -43,7 +43,7 @@ import orjson
 from bench.common import BenchContext, Figure
 from devtools.debian_tools import find_or_install
 from devtools.embedded import free_port, stop_process
-from platereg.keys import create_key
+from platereg.security.keys import create_key
 
 NAME = "api"
 JURISDICTION = "CA-ON"

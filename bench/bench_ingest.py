@@ -44,7 +44,7 @@ from bench.common import RSS_WRAPPER, BenchContext, Figure
 from devtools import simulate as sim
 from devtools.embedded import free_port
 from platereg.kafka import ensure_topics, make_producer
-from platereg.keys import create_key
+from platereg.security.keys import create_key
 from schemas.topics import CLOUDEVENTS_JSON, EVENTS
 
 NAME = "ingest"

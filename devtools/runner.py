@@ -192,7 +192,7 @@ def _sample_plate(settings: Settings, timeout: float = 15.0) -> str | None:
 
 def _demo_owner_link(settings: Settings, timeout: float = 15.0) -> str | None:
     """A one-time owner page link for a demo owner with an e-mail address."""
-    from platereg.owner_links import mint_sign_in_link
+    from platereg.security.owner_links import mint_sign_in_link
 
     async def mint(conn: Any) -> str | None:
         owner_id = await conn.fetchval(
@@ -281,7 +281,7 @@ def _ensure_topics(settings: Settings) -> None:
 
 def _embedded_postgres(settings: Settings, stack: ExitStack) -> dict[str, str]:
     """Start it, migrate as its superuser and give the services and the purge their roles."""
-    from platereg.roles import ensure_roles
+    from platereg.security.roles import ensure_roles
 
     pg = EmbeddedPostgres(settings.data_dir.resolve() / "postgres", durable=True)
     admin = pg.start()
@@ -420,7 +420,7 @@ def _run(settings: Settings, demo: bool) -> int:
 
 
 def _load_demo(settings: Settings, env: dict[str, str]) -> None:
-    from platereg.keys import create_key
+    from platereg.security.keys import create_key
 
     async def demo_keys() -> tuple[str, str]:
         import asyncpg

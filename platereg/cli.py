@@ -64,7 +64,7 @@ def roles() -> None:
     """
     import psycopg
 
-    from platereg.roles import ensure_roles
+    from platereg.security.roles import ensure_roles
 
     settings = settings_or_exit()
     if settings.admin_database_url is None:
@@ -103,7 +103,7 @@ def keys_create(
              "e.g. /insurance/acme/")] = None,
 ) -> None:
     """Create a key. It is printed once; only its hash is stored."""
-    from platereg import keys
+    from platereg.security import keys
 
     settings = settings_or_exit()
     try:
@@ -122,7 +122,7 @@ def keys_list() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from platereg import keys
+    from platereg.security import keys
 
     settings = settings_or_exit()
 
@@ -142,7 +142,7 @@ def keys_bind(
         help="Source prefix the key may publish for (repeatable; replaces the key's list)")],
 ) -> None:
     """Set the source prefixes of an ingest key (applies within 5 seconds)."""
-    from platereg import keys
+    from platereg.security import keys
 
     settings = settings_or_exit()
 
@@ -167,7 +167,7 @@ def keys_bind(
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id to revoke")]) -> None:
     """Revoke a key; every process refuses it within 5 seconds."""
-    from platereg import keys
+    from platereg.security import keys
 
     settings = settings_or_exit()
 

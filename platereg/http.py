@@ -43,9 +43,9 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from platereg.auth import AuthError, RateLimitHeadersMiddleware
 from platereg.logging import LineLogger, get_logger
 from platereg.metrics import HTTP_DURATION
+from platereg.security.auth import AuthError, RateLimitHeadersMiddleware
 from platereg.settings import Settings
 from schemas.validation import Rejection, decode_json, property_names
 

@@ -30,12 +30,12 @@ from fastapi import FastAPI
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
-from platereg.auth import Authenticator
 from platereg.clock import Clock
 from platereg.db import create_pool, ping
 from platereg.http import add_probes, create_app
 from platereg.kafka import broker_reachable
 from platereg.logging import configure_logging
+from platereg.security.auth import Authenticator
 from platereg.settings import Settings, load_settings
 from registry.audit import purge_periodically, start_writer
 from registry.owner.app import install as install_owner_access

@@ -38,8 +38,8 @@ from platereg.clock import Clock
 from platereg.db import create_pool
 from platereg.kafka import Record, make_consumer
 from platereg.logging import get_logger
-from platereg.policy_store import PolicyCache
 from platereg.process import Health, Stopped, retry
+from platereg.security.policy_store import PolicyCache
 from platereg.settings import Settings
 from registry import store
 from registry.apply import ConcurrentWriter, Fenced, Outcome, apply_batch

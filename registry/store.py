@@ -16,7 +16,7 @@ import asyncpg
 import orjson
 
 from platereg.plate_rows import state_columns, state_from_row
-from platereg.policy_store import PolicyCache
+from platereg.security.policy_store import PolicyCache
 from registry.batch import Parsed, StatusChange
 from schemas.fold import HistoryEvent, PlateState
 from schemas.policy import Policy

@@ -8,10 +8,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
-from platereg.auth import AuthError
 from platereg.clock import Clock
 from platereg.http import ProblemError, problem
 from platereg.metrics import AUTH_FAILURES
+from platereg.security.auth import AuthError
 from platereg.settings import Settings
 from registry.owner import page, routes
 from registry.owner.access import OWNER_KEY_ID, OwnerAccess, _make_tokens

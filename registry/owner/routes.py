@@ -19,8 +19,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
-from platereg.auth import Principal, charge, limit_subject, require
 from platereg.http import ProblemError, read_json, validation_errors
+from platereg.security.auth import Principal, charge, limit_subject, require
 from registry.api_models import (
     OwnerNotices,
     OwnerPlates,

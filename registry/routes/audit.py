@@ -11,8 +11,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from platereg.auth import charge
 from platereg.http import ProblemError
+from platereg.security.auth import charge
 from registry import lookups
 from registry.api_models import AuditPage
 from registry.cursors import InvalidCursor, open_cursor, seal

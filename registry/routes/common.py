@@ -18,11 +18,11 @@ from fastapi import Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from platereg.auth import Principal, require
 from platereg.clock import Clock
 from platereg.http import ProblemError, read_json, validation_errors
 from platereg.metrics import LOOKUPS
 from platereg.plate_rows import state_from_row
+from platereg.security.auth import Principal, require
 from platereg.settings import Settings
 from registry.api_models import Problem
 from registry.audit import COPY_COLUMNS, AuditUnavailable, AuditWriter

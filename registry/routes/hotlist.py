@@ -10,8 +10,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from platereg.auth import charge
 from platereg.http import ProblemError
+from platereg.security.auth import charge
 from registry import lookups
 from registry.hotlist import (
     DEFAULT_LIMIT,

@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from platereg.auth import charge
+from platereg.security.auth import charge
 from registry import lookups
 from registry.api_models import OwnerRecord
 from registry.routes.common import (

@@ -20,8 +20,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from platereg.auth import authenticate_request, charge
 from platereg.http import ProblemError, read_json
+from platereg.security.auth import authenticate_request, charge
 from registry import lookups
 from registry.api_models import CandidatesResponse, PlateEvents
 from registry.candidates import variants

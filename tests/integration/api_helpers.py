@@ -20,7 +20,7 @@ from fastapi import FastAPI
 
 from devtools.embedded import free_port, stop_process
 from platereg.clock import Clock
-from platereg.keys import create_key
+from platereg.security.keys import create_key
 from platereg.settings import Settings
 from registry.api import create_registry_app
 

@@ -41,7 +41,7 @@ from aiosmtpd.controller import Controller
 
 from devtools import simulate as sim
 from devtools.embedded import free_port
-from platereg.keys import create_key
+from platereg.security.keys import create_key
 from schemas import topics as contract
 from tests.integration.consumer_support import reference_fold, stored_plates, wait_offsets
 from tests.integration.e2e_support import (

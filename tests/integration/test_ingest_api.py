@@ -13,7 +13,7 @@ import pytest
 
 from devtools import simulate as sim
 from platereg.kafka import ensure_topics
-from platereg.keys import create_key
+from platereg.security.keys import create_key
 from schemas.validation import parse_event_bytes, parse_event_obj
 from tests.integration.ingest_support import header, ingest_server, issued, read_topic, renewed
 

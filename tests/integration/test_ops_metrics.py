@@ -11,7 +11,7 @@ import pytest
 from api_helpers import bearer, insert_plate, role_keys, running_api
 from prometheus_client import REGISTRY
 
-from platereg.keys import create_key, revoke_key
+from platereg.security.keys import create_key, revoke_key
 from registry.audit import AuditWriter
 from registry.expiry import sweep
 

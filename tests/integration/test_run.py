@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from devtools.embedded import free_port
-from platereg.keys import create_key
+from platereg.security.keys import create_key
 from tests.integration.cli_support import gone
 
 pytestmark = pytest.mark.integration

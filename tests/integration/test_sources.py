@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from platereg.db import connect, migrate
-from platereg.keys import create_key
+from platereg.security.keys import create_key
 from registry import store
 from registry.batch import fold_history
 from schemas.topics import DLQ
