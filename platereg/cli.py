@@ -207,8 +207,8 @@ def _register_services() -> None:
 
     # Each service package owns its commands in these modules; the composition root
     # (wiring.cli) adds those that need more than one service.
-    for name in ("registry.cli", "registry.api_cli", "registry.sources_cli", "ingest.cli",
-                 "notifications.cli", "wiring.cli"):
+    for name in ("registry.consumer.cli", "registry.api.cli", "registry.consumer.sources_cli",
+                 "ingest.cli", "notifications.cli", "wiring.cli"):
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:

@@ -3,7 +3,7 @@
 The registry consumer records the notices of its events in the same
 transaction as the batch that applies them (contract section 4: one notice per
 event per recipient, made exactly once with the event that caused it). The
-registry defines the hook (``registry.store.BatchHook``); the notices provide
+registry defines the hook (``registry.consumer.store.BatchHook``); the notices provide
 it (``notifications.events.record_batch_notices``); here the two meet.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import typer
 
 from notifications.events import record_batch_notices
-from registry.cli import register_consumer
-from registry.store import BatchHook
+from registry.consumer.cli import register_consumer
+from registry.consumer.store import BatchHook
 
 #: What the registry consumer runs in each batch transaction.
 BATCH_HOOK: BatchHook = record_batch_notices

@@ -1,5 +1,5 @@
 """Wiring of the owner side into the registry app: the owner routes, the owner page and
-the 403 for owner tokens on key routes (``install``, called by ``registry.api``)."""
+the 403 for owner tokens on key routes (``install``, called by ``registry.api.app``)."""
 
 from __future__ import annotations
 

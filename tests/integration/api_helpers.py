@@ -22,7 +22,7 @@ from devtools.embedded import free_port, stop_process
 from platereg.clock import Clock
 from platereg.security.keys import create_key
 from platereg.settings import Settings
-from registry.api import create_registry_app
+from registry.api.app import create_registry_app
 
 ROLES = ("enforcement", "portal", "operator", "ingest")
 OWNER_FIELDS = ("owner", "owner_id", "name", "email", "phone")

@@ -249,8 +249,8 @@ async def merge_ends(*ends: dict[int, int]) -> dict[int, int]:
 @contextlib.asynccontextmanager
 async def consumer_running(settings: Settings, **options: Any) -> AsyncIterator[Any]:
     """The real consumer in this process (with its relays), stopped cleanly on exit."""
-    from registry.consumer import RegistryConsumer
-    from registry.relay import run_relays
+    from registry.consumer.loop import RegistryConsumer
+    from registry.consumer.relay import run_relays
     from wiring.cli import BATCH_HOOK
 
     stop = asyncio.Event()

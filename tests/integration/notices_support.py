@@ -22,9 +22,9 @@ from notifications.dispatcher import Dispatcher
 from notifications.relay import run_notices_relay
 from platereg.kafka import Record
 from platereg.settings import Settings
-from registry import store as registry_store
-from registry.apply import apply_batch
-from registry.batch import parse_values
+from registry.consumer import store as registry_store
+from registry.consumer.apply import apply_batch
+from registry.consumer.batch import parse_values
 from wiring.cli import BATCH_HOOK
 
 GROUP, TOPIC = "notices-test", "notices-test.events"

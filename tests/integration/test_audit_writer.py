@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY
 
 from platereg.db import create_pool
 from platereg.security.keys import create_key
-from registry.audit import AuditWriter
+from registry.api.audit import AuditWriter
 from tests.integration.seam_support import wait_for
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from cli_support import PLATEREG
 
 from platereg.db import create_pool
 from platereg.security.roles import ensure_roles
-from registry.audit import insert_new, purge
+from registry.api.audit import insert_new, purge
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ from ingest_support import header, read_topic
 from platereg.dead_letter import VALUE_OMITTED_HEADER
 from platereg.kafka import make_producer
 from platereg.outbox import MAX_REQUEST_SIZE
-from registry import store
-from registry.relay import relay_dlq_once
+from registry.consumer import store
+from registry.consumer.relay import relay_dlq_once
 from schemas import topics as contract
 
 pytestmark = pytest.mark.integration

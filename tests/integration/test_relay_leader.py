@@ -18,7 +18,7 @@ from ingest_support import read_topic
 
 from devtools.embedded import free_port, stop_process
 from platereg.settings import Settings
-from registry import store
+from registry.consumer import store
 from schemas import topics as contract
 
 pytestmark = pytest.mark.integration

@@ -15,8 +15,8 @@ import pytest
 
 from platereg.db import connect, migrate
 from platereg.security.keys import create_key
-from registry import store
-from registry.batch import fold_history
+from registry.consumer import store
+from registry.consumer.batch import fold_history
 from schemas.topics import DLQ
 from tests.integration.cli_support import eventually, platereg
 from tests.integration.consumer_support import (

@@ -1,4 +1,4 @@
-"""registry.apply.apply_batch over an in-memory BatchStore: duplicates, conflicts, late
+"""registry.consumer.apply.apply_batch over an in-memory BatchStore: duplicates, conflicts, late
 events, fencing and concurrent writers, without servers (the integration tests run the
 same use case on PostgreSQL and Kafka)."""
 
@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from registry.apply import BatchStore, ConcurrentWriter, DlqRow, Fenced, apply_batch
-from registry.batch import Parsed, Rejected, StatusChange, parse_value
+from registry.consumer.apply import BatchStore, ConcurrentWriter, DlqRow, Fenced, apply_batch
+from registry.consumer.batch import Parsed, Rejected, StatusChange, parse_value
 from schemas.fold import HistoryEvent, PlateState, fold
 from schemas.policy import KNOWN_TYPES, Policy, check_grant, compile_policy
 
@@ -27,7 +27,7 @@ ISSUED = {"plate_class": "passenger", "expires_on": "2030-01-31",
 
 
 class MemoryStore:
-    """A BatchStore in dictionaries, with the same contract as registry.store.SqlStore."""
+    """A BatchStore in dictionaries, with the same contract as registry.consumer.store.SqlStore."""
 
     def __init__(self, offsets: Mapping[int, int]) -> None:
         self.offsets = dict(offsets)

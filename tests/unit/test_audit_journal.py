@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from platereg.settings import ConfigError, load_settings
-from registry.audit import (
+from registry.api.audit import (
     COPY_COLUMNS,
     DB_COLUMNS,
     AuditUnavailable,
     AuditWriter,
     open_journal,
 )
-from registry.audit_journal import (
+from registry.api.audit_journal import (
     TIME_FIELDS,
     WIDTH,
     AuditJournal,
@@ -48,7 +48,7 @@ def _dead_journal(directory: Path, lines: str) -> str:
     code = textwrap.dedent(f"""
         import datetime as dt, sys, time
         from pathlib import Path
-        from registry.audit_journal import AuditJournal
+        from registry.api.audit_journal import AuditJournal
         at = dt.datetime(2026, 11, 26, 1, 2, 3, tzinfo=dt.UTC)
         j = AuditJournal.open(Path({str(directory)!r}), "db1")
         {lines}

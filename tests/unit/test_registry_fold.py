@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from platereg.kafka import Record
-from registry.batch import (
+from registry.consumer.batch import (
     Parsed,
     Rejected,
     classify,
@@ -23,8 +23,8 @@ from registry.batch import (
     status_changes,
     view_of,
 )
+from registry.consumer.expiry import expiry_changes
 from registry.domain import comparable, enforcement_view
-from registry.expiry import expiry_changes
 from schemas.fold import HistoryEvent, PlateState, apply, fold
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)

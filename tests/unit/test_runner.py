@@ -94,10 +94,10 @@ def loops(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[asyncio.AbstractEven
         seen.append(asyncio.get_running_loop())
         return 0
 
-    import registry.service
+    import registry.consumer.service
 
-    monkeypatch.setattr(registry.service, "serve_registry_consumer", record)
-    monkeypatch.setattr(registry.service, "serve_relays", record)
+    monkeypatch.setattr(registry.consumer.service, "serve_registry_consumer", record)
+    monkeypatch.setattr(registry.consumer.service, "serve_relays", record)
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     yield seen
     for sig, handler in saved.items():
@@ -114,7 +114,7 @@ def test_consumers_run_on_uvloop(loops: list, command: list[str]) -> None:
 def test_audit_purge_every_runs_on_uvloop(monkeypatch: pytest.MonkeyPatch,
                                           loops: list) -> None:
     import platereg.db
-    import registry.audit
+    import registry.api.audit
 
     class Pool:
         async def close(self) -> None:
@@ -129,7 +129,7 @@ def test_audit_purge_every_runs_on_uvloop(monkeypatch: pytest.MonkeyPatch,
         await asyncio.sleep(3600)
 
     monkeypatch.setattr(platereg.db, "create_pool", pool)
-    monkeypatch.setattr(registry.audit, "purge_periodically", purge_periodically)
+    monkeypatch.setattr(registry.api.audit, "purge_periodically", purge_periodically)
     monkeypatch.setenv("PLATEREG_DATABASE_URL", "postgresql://unused@127.0.0.1:1/x")
     result = CliRunner().invoke(app, ["audit", "purge", "--every", "60"])
     assert result.exit_code == 0, result.output

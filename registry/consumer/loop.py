@@ -1,7 +1,7 @@
 """The registry consumer's Kafka loop: fold plates.events into PostgreSQL, exactly-once in effect.
 
 One database transaction per ``getmany`` batch holds everything the batch
-does (``registry.apply.apply_batch``: new events into the history, plates
+does (``registry.consumer.apply.apply_batch``: new events into the history, plates
 updated, status changes and rejections recorded in their outboxes, and the
 consumed offsets stored). This module fetches, parses (in worker processes
 when given an executor), retries and re-seeks. Kafka commits are
@@ -41,9 +41,9 @@ from platereg.logging import get_logger
 from platereg.process import Health, Stopped, retry
 from platereg.security.policy_store import PolicyCache
 from platereg.settings import Settings
-from registry import store
-from registry.apply import ConcurrentWriter, Fenced, Outcome, apply_batch
-from registry.batch import expand_compact, parse_compact, parse_values
+from registry.consumer import store
+from registry.consumer.apply import ConcurrentWriter, Fenced, Outcome, apply_batch
+from registry.consumer.batch import expand_compact, parse_compact, parse_values
 from schemas import topics
 
 log = get_logger(__name__)

@@ -17,7 +17,7 @@ import orjson
 
 from platereg.plate_rows import state_columns, state_from_row
 from platereg.security.policy_store import PolicyCache
-from registry.batch import Parsed, StatusChange
+from registry.consumer.batch import Parsed, StatusChange
 from schemas.fold import HistoryEvent, PlateState
 from schemas.policy import Policy
 
@@ -293,7 +293,7 @@ class BatchHook(Protocol):
 
 
 class SqlStore:
-    """The functions above that ``registry.apply.apply_batch`` uses, on one connection (in
+    """The functions above that ``registry.consumer.apply.apply_batch`` uses, on one connection (in
     the caller's transaction): its ``BatchStore`` in PostgreSQL; ``record_notices`` runs
     ``hook`` on the same connection."""
 

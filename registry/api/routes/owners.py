@@ -15,9 +15,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from platereg.security.auth import charge
-from registry import lookups
-from registry.api_models import OwnerRecord
-from registry.routes.common import (
+from registry.api import lookups
+from registry.api.models import OwnerRecord
+from registry.api.routes.common import (
     BODY_ERRORS,
     FULL_EXAMPLE,
     OperatorKey,

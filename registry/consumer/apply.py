@@ -5,7 +5,7 @@ transaction: the offset fence, new events into the history, plates folded
 (incrementally, or re-folded from the history when an event arrives late;
 a plate whose stored history cannot be folded is quarantined),
 status changes and rejections recorded in their outboxes, and the consumed
-offsets stored. No Kafka here: ``registry.consumer`` feeds it records and
+offsets stored. No Kafka here: ``registry.consumer.loop`` feeds it records and
 handles :class:`Fenced` and :class:`ConcurrentWriter`.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from registry.batch import (
+from registry.consumer.batch import (
     Parsed,
     Rejected,
     StatusChange,
@@ -38,7 +38,7 @@ DlqRow = tuple[int, int, bytes | None, bytes | None, str, str]
 class BatchStore(Protocol):
     """What :func:`apply_batch` needs of the database, all in one transaction.
 
-    ``registry.store.SqlStore`` is the PostgreSQL one; the unit tests use an
+    ``registry.consumer.store.SqlStore`` is the PostgreSQL one; the unit tests use an
     in-memory one.
     """
 

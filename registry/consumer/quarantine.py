@@ -2,7 +2,7 @@
 history has been repaired.
 
 The registry consumer quarantines a plate whose stored state or history cannot be
-folded (``registry.batch.Unfoldable``): it keeps storing the plate's new events but
+folded (``registry.consumer.batch.Unfoldable``): it keeps storing the plate's new events but
 leaves its state alone, so one bad row never stops the other plates. Releasing
 re-folds the plate from its whole history, writes the state and the status change,
 and ends the quarantine; if the history still cannot be folded, the plate stays.
@@ -17,8 +17,8 @@ import asyncpg
 
 from platereg.db import connect
 from platereg.settings import Settings
-from registry import store
-from registry.batch import Unfoldable, fold_history, status_changes
+from registry.consumer import store
+from registry.consumer.batch import Unfoldable, fold_history, status_changes
 from schemas.fold import today_in
 from schemas.plates import InvalidPlate, parse_plate_key
 

@@ -25,8 +25,8 @@ from platereg.metrics import EXPIRY_SWEEP_LAST_RUN
 from platereg.plate_rows import state_from_row
 from platereg.process import repeat
 from platereg.settings import Settings
-from registry import store
-from registry.batch import StatusChange, state_shape_problem, status_change, view_of
+from registry.consumer import store
+from registry.consumer.batch import StatusChange, state_shape_problem, status_change, view_of
 from schemas.fold import PlateState, today_in
 
 log = get_logger(__name__)
