@@ -167,7 +167,7 @@ async def _bench(ctx: BenchContext) -> list[Figure]:
     log_path = ctx.work_dir / "ingest-bench.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "platereg.cli", "serve", "ingest", "--port", str(port)],
+            [sys.executable, "-m", "wiring.cli", "serve", "ingest", "--port", str(port)],
             env={**os.environ}, stdout=log_file, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}"

@@ -114,7 +114,7 @@ class Servers:
 # parent's peak into a child through vfork + exec.
 RSS_WRAPPER = (
     "import sys\n"
-    "from platereg.cli import app\n"
+    "from wiring.cli import app\n"
     "code = 0\n"
     "try:\n"
     "    app(sys.argv[1:], prog_name='platereg')\n"

@@ -239,7 +239,7 @@ def cursor_env(settings: Settings, demo: bool) -> dict[str, str]:
 
 
 def _platereg(*args: str) -> list[str]:
-    return [sys.executable, "-m", "platereg.cli", *args]
+    return [sys.executable, "-m", "wiring.cli", *args]
 
 
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:

@@ -4,6 +4,6 @@ Services (``registry``, ``ingest``, ``notifications``) import only themselves an
 the shared layers (``platereg``, ``schemas``); where one service's work must run
 inside another's (the notices are made in the registry consumer's batch
 transaction), the service that runs it defines a hook and this package plugs the
-other service's function into it. Nothing imports this package: ``platereg.cli``
+other service's function into it. Nothing imports this package: ``wiring.cli``
 loads ``wiring.cli`` by name, like the services' command modules.
 """

@@ -274,7 +274,7 @@ def start_consumer_process(settings: Settings, *extra: str,
     """``platereg consume registry`` as a child process (metrics on a free port)."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
-        [sys.executable, "-m", "platereg.cli", "consume", "registry", "--metrics-port", "0",
+        [sys.executable, "-m", "wiring.cli", "consume", "registry", "--metrics-port", "0",
          *extra],
         env={**os.environ, "PLATEREG_LOG_LEVEL": "INFO"}, stdin=subprocess.DEVNULL,
         stdout=out, stderr=subprocess.STDOUT)

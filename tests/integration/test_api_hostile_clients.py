@@ -193,7 +193,7 @@ async def test_dropped_uploads_to_the_ingest_api_are_one_line_each(settings, poo
     log_path = tmp_path / "ingest.log"
     env = {**os.environ, "PLATEREG_INGEST_PORT": str(port)}
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "platereg.cli", "serve", "ingest"],
+        proc = subprocess.Popen([sys.executable, "-m", "wiring.cli", "serve", "ingest"],
                                 env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
     try:

@@ -78,7 +78,7 @@ def _streams(seed: int, start: dt.datetime) -> dict[str, sim.SimConfig]:
 
 
 def _simulate_argv(config: sim.SimConfig, to: str, rate: float, api: str | None) -> list[str]:
-    argv = [sys.executable, "-m", "platereg.cli", "simulate", "--to", to,
+    argv = [sys.executable, "-m", "wiring.cli", "simulate", "--to", to,
             "--plates", str(config.plates), "--duration", "7d",
             "--start", config.start.isoformat(), "--seed", str(config.seed),
             "--rate", str(rate), "--no-progress",

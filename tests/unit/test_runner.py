@@ -16,8 +16,8 @@ import uvloop
 from typer.testing import CliRunner
 
 from devtools.runner import Service, StackError, _wait_healthy, check_ports
-from platereg.cli import app
 from platereg.settings import Settings
+from wiring.cli import app
 
 
 def _free_port() -> int:
@@ -56,7 +56,7 @@ def test_the_consumer_names_its_taken_metrics_port_in_one_line() -> None:
         port = taken.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PLATEREG_")}
         done = subprocess.run(
-            [sys.executable, "-m", "platereg.cli", "consume", "registry", "--metrics-port",
+            [sys.executable, "-m", "wiring.cli", "consume", "registry", "--metrics-port",
              str(port)], env={**env, "PLATEREG_CONSUMER_METRICS_PORT": str(port)},
             capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
@@ -75,7 +75,7 @@ def test_an_unreachable_database_of_your_own_is_one_line() -> None:
                PLATEREG_NOTICES_SCHEDULER_PORT=str(_free_port()),
                PLATEREG_NOTICES_DISPATCHER_PORT=str(_free_port()),
                PLATEREG_SMTP_PORT=str(_free_port()))
-    done = subprocess.run([sys.executable, "-m", "platereg.cli", "run"], env=env,
+    done = subprocess.run([sys.executable, "-m", "wiring.cli", "run"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     output = done.stdout + done.stderr
