@@ -1,8 +1,11 @@
 """``platereg``: the one command-line entry point, in the composition root.
 
-Shared commands live here (migrate, topics, keys, schemas, run); each service
-package adds its own commands through its ``cli.register`` function, so no
-service imports another's internals.
+Shared commands live here (migrate, roles, topics, keys, schemas). Each service
+package offers its own commands through its ``cli`` module's ``register``
+function, and the developer tools (``devtools.cli``: run, simulate, the mail
+catcher) offer theirs as plain functions; this module imports all of them
+directly, so the import-graph test sees every arrow, and no service imports
+another's internals or the developer tools.
 
 Commands that need more than one service are put together here too: the
 registry consumer records the notices of its events in the same transaction as
@@ -21,10 +24,15 @@ from typing import Annotated
 
 import typer
 
+from devtools import cli as devtools_cli
+from ingest import cli as ingest_cli
+from notifications import cli as notifications_cli
 from notifications.events import record_batch_notices
 from platereg.commands import fail, settings_or_exit, with_connection
 from platereg.settings import ConfigError
-from registry.consumer.cli import register_consumer
+from registry.api import cli as registry_api_cli
+from registry.consumer import cli as registry_consumer_cli
+from registry.consumer import sources_cli as registry_sources_cli
 from registry.consumer.store import BatchHook
 
 warnings.filterwarnings("ignore", module="platformdirs")
@@ -45,7 +53,7 @@ app.add_typer(consume_app, name="consume")
 app.add_typer(keys_app, name="keys")
 app.add_typer(schemas_app, name="schemas")
 
-# The notifications package will add a "notices" group when it is built.
+# The groups the services add commands to (notifications.cli adds "notices").
 GROUPS = {"serve": serve_app, "consume": consume_app}
 
 #: What the registry consumer runs in each batch transaction.
@@ -201,38 +209,20 @@ def schemas_export(
     raise typer.Exit(export.main(args))
 
 
-@app.command()
-def run(
-    demo: Annotated[bool | None, typer.Option(
-        "--demo/--no-demo",
-        help="Load simulated demo data and make a demo operator key (default: only when "
-             "both servers are embedded)")] = None,
-) -> None:
-    """Start everything locally (embedded servers unless PLATEREG_* URLs are set). Ctrl-C stops."""
-    from devtools.runner import run_stack
-
-    settings = settings_or_exit()
-    raise typer.Exit(run_stack(settings, demo=demo))
-
-
-def _register_services() -> None:
-    import importlib
-
-    # Each service package owns its commands in these modules; the commands that need
-    # more than one service are added below.
-    for name in ("registry.consumer.cli", "registry.api.cli", "registry.consumer.sources_cli",
-                 "ingest.cli", "notifications.cli"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(app, GROUPS)
-    register_consumer(GROUPS["consume"], BATCH_HOOK)
+def _register_commands() -> None:
+    """The services' and the developer tools' commands, in the order ``--help`` lists them."""
+    app.command("run")(devtools_cli.run)
+    registry_consumer_cli.register(app, GROUPS)
+    registry_api_cli.register(app, GROUPS)
+    registry_sources_cli.register(app, GROUPS)
+    ingest_cli.register(app, GROUPS)
+    app.command("simulate", help=devtools_cli.SIMULATE_HELP)(devtools_cli.simulate_command)
+    notifications_cli.register(app, GROUPS)
+    GROUPS["notices"].command("mail-catcher")(devtools_cli.mail_catcher)
+    registry_consumer_cli.register_consumer(GROUPS["consume"], BATCH_HOOK)
 
 
-_register_services()
+_register_commands()
 
 
 def main() -> None:  # pragma: no cover - console entry point
