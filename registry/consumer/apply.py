@@ -15,7 +15,7 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from registry.consumer.batch import (
     Parsed,
@@ -31,8 +31,25 @@ from registry.consumer.batch import (
 from schemas.fold import HistoryEvent, PlateState, today_in
 from schemas.policy import Policy
 
-#: A rejection for the DLQ outbox: (partition, offset, key, value, reason, detail).
-DlqRow = tuple[int, int, bytes | None, bytes | None, str, str]
+
+class DlqRow(NamedTuple):
+    """A rejection for the DLQ outbox: the record as consumed, and why."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    reason: str
+    detail: str
+
+
+class QuarantineRow(NamedTuple):
+    """A plate to quarantine; a plate already there keeps its first reason and event."""
+
+    plate_key: str
+    reason: str
+    event_id: str | None   # the stored event at fault, when one is
+    held_events: int       # this batch's events of the plate, stored but not folded
 
 
 class BatchStore(Protocol):
@@ -65,8 +82,8 @@ class BatchStore(Protocol):
         """The quarantined plates among ``keys``, locked against a concurrent release."""
         ...
 
-    async def quarantine(self, rows: Sequence[tuple[str, str, str | None, int]]) -> None:
-        """Quarantine (plate key, reason, event id, events held) rows."""
+    async def quarantine(self, rows: Sequence[QuarantineRow]) -> None:
+        """Quarantine these plates (or count more held events of those already there)."""
         ...
 
     async def lock_plates(self, keys: Sequence[str]) -> dict[str, PlateState]:
@@ -164,15 +181,19 @@ async def apply_batch(
         changes = []
 
     if out.rejected:
-        await db.insert_dlq(topic, [
-            (r.partition, r.offset, *raw[(r.partition, r.offset)], r.reason, r.detail)
-            for r in out.rejected
-        ])
+        await db.insert_dlq(topic, [_dlq_row(r, raw) for r in out.rejected])
     # Last: recording status changes takes a lock held to commit (their order is the
     # commit order), so concurrent batches wait on each other for the shortest time.
     await db.insert_status_changes(changes)
     await db.set_offsets(group, topic, next_offsets)
     return out
+
+
+def _dlq_row(rejected: Rejected,
+             raw: Mapping[tuple[int, int], tuple[bytes | None, bytes | None]]) -> DlqRow:
+    key, value = raw[(rejected.partition, rejected.offset)]
+    return DlqRow(partition=rejected.partition, offset=rejected.offset, key=key, value=value,
+                  reason=rejected.reason, detail=rejected.detail)
 
 
 async def _fold_plates(db: BatchStore, by_plate: dict[str, list[Parsed]],
@@ -211,6 +232,7 @@ async def _fold_plates(db: BatchStore, by_plate: dict[str, list[Parsed]],
     if held or broken:
         out.quarantined = [exc.reason for exc in broken.values()]
         await db.quarantine([
-            (key, exc.reason, exc.event_id, len(by_plate[key])) for key, exc in broken.items()
-        ] + [(key, "", None, len(by_plate[key])) for key in held])
+            QuarantineRow(key, exc.reason, exc.event_id, len(by_plate[key]))
+            for key, exc in broken.items()
+        ] + [QuarantineRow(key, "", None, len(by_plate[key])) for key in held])
     return changes

@@ -17,6 +17,7 @@ import orjson
 
 from platereg.plate_rows import state_columns, state_from_row
 from platereg.security.policy_store import PolicyCache
+from registry.consumer.apply import DlqRow, QuarantineRow
 from registry.consumer.batch import Parsed, StatusChange
 from schemas.fold import HistoryEvent, PlateState
 from schemas.policy import Policy
@@ -207,9 +208,8 @@ async def insert_status_changes(conn: asyncpg.Connection,
     )
 
 
-async def insert_dlq(conn: asyncpg.Connection, topic: str,
-                     rows: Sequence[tuple[int, int, bytes | None, bytes | None, str, str]]) -> None:
-    """Record rejections (partition, offset, key, value, reason, detail) for the DLQ relay."""
+async def insert_dlq(conn: asyncpg.Connection, topic: str, rows: Sequence[DlqRow]) -> None:
+    """Record rejections for the DLQ relay."""
     if not rows:
         return
     await conn.execute(
@@ -218,8 +218,8 @@ async def insert_dlq(conn: asyncpg.Connection, topic: str,
            FROM unnest($2::int[], $3::bigint[], $4::bytea[], $5::bytea[], $6::text[], $7::text[])
                 AS x(p, o, k, v, r, d)
            ON CONFLICT (topic, partition, kafka_offset) DO NOTHING""",
-        topic, [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-        [r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows],
+        topic, [r.partition for r in rows], [r.offset for r in rows], [r.key for r in rows],
+        [r.value for r in rows], [r.reason for r in rows], [r.detail for r in rows],
     )
 
 
@@ -258,10 +258,9 @@ async def lock_quarantined(conn: asyncpg.Connection, keys: Sequence[str]) -> set
     return {r[0] for r in rows}
 
 
-async def quarantine(conn: asyncpg.Connection,
-                     rows: Sequence[tuple[str, str, str | None, int]]) -> None:
-    """Record (plate key, reason, event id, events held) rows; a plate already in
-    quarantine keeps its first reason and counts the held events."""
+async def quarantine(conn: asyncpg.Connection, rows: Sequence[QuarantineRow]) -> None:
+    """Quarantine plates; a plate already in quarantine keeps its first reason and counts
+    the held events."""
     if not rows:
         return
     await conn.execute(
@@ -269,7 +268,8 @@ async def quarantine(conn: asyncpg.Connection,
            SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])
            ON CONFLICT (plate_key) DO UPDATE SET
                held_events = q.held_events + EXCLUDED.held_events, updated_at = now()""",
-        [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows])
+        [r.plate_key for r in rows], [r.reason for r in rows], [r.event_id for r in rows],
+        [r.held_events for r in rows])
 
 
 async def list_quarantined(conn: asyncpg.Connection | asyncpg.Pool,
@@ -320,7 +320,7 @@ class SqlStore:
     async def lock_quarantined(self, keys: Sequence[str]) -> set[str]:
         return await lock_quarantined(self.conn, keys)
 
-    async def quarantine(self, rows: Sequence[tuple[str, str, str | None, int]]) -> None:
+    async def quarantine(self, rows: Sequence[QuarantineRow]) -> None:
         await quarantine(self.conn, rows)
 
     async def lock_plates(self, keys: Sequence[str]) -> dict[str, PlateState]:
@@ -335,8 +335,7 @@ class SqlStore:
     async def insert_status_changes(self, changes: Sequence[StatusChange]) -> None:
         await insert_status_changes(self.conn, changes)
 
-    async def insert_dlq(self, topic: str, rows: Sequence[
-            tuple[int, int, bytes | None, bytes | None, str, str]]) -> None:
+    async def insert_dlq(self, topic: str, rows: Sequence[DlqRow]) -> None:
         await insert_dlq(self.conn, topic, rows)
 
     async def set_offsets(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:

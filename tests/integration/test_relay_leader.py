@@ -19,6 +19,7 @@ from ingest_support import read_topic
 from devtools.embedded import free_port, stop_process
 from platereg.settings import Settings
 from registry.consumer import store
+from registry.consumer.apply import DlqRow
 from schemas import topics as contract
 
 pytestmark = pytest.mark.integration
@@ -46,7 +47,8 @@ class Outboxes:
         self.status += [f"CA-ON/R{n}X{g}".encode() for g in range(1, changes + 1)]
         async with self.pool.acquire() as conn:
             await store.insert_dlq(conn, self.settings.topic(contract.EVENTS), [
-                (0, 100 * n + i, None, f"round {n} bad {i}".encode(), "malformed_json", "x")
+                DlqRow(0, 100 * n + i, None, f"round {n} bad {i}".encode(), "malformed_json",
+                       "x")
                 for i in range(2)])
         self.dlq += [f"round {n} bad {i}".encode() for i in range(2)]
 
