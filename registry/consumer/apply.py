@@ -55,8 +55,9 @@ class QuarantineRow(NamedTuple):
 class BatchStore(Protocol):
     """What :func:`apply_batch` needs of the database, all in one transaction.
 
-    ``registry.consumer.store.SqlStore`` is the PostgreSQL one; the unit tests use an
-    in-memory one.
+    ``registry.consumer.store.SqlStore`` is the PostgreSQL one (its methods are the only
+    other declaration of these operations; a unit test keeps the two in step); the unit
+    tests use an in-memory one.
     """
 
     async def lock_offsets(self, group: str, topic: str,

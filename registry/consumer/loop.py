@@ -229,8 +229,9 @@ class RegistryConsumer:
         begin = await self.consumer.beginning_offsets(tps)
         end = await self.consumer.end_offsets(tps)
         async with self.pool.acquire() as conn:
-            stored = await store.ensure_offsets(
-                conn, self.group, self.topic, {tp.partition: begin[tp] for tp in tps})
+            sql = store.RegistrySql(conn)
+            stored = await sql.ensure_offsets(
+                self.group, self.topic, {tp.partition: begin[tp] for tp in tps})
             for tp in tps:
                 offset = stored[tp.partition]
                 start = offset
@@ -250,8 +251,8 @@ class RegistryConsumer:
                             partition=tp.partition, stored_offset=offset, log_end=true_end,
                             log_start=begin[tp])
                         start = begin[tp]
-                if start != offset and not await store.reset_offset(
-                        conn, self.group, self.topic, tp.partition, offset, start):
+                if start != offset and not await sql.reset_offset(
+                        self.group, self.topic, tp.partition, offset, start):
                     raise asyncpg.SerializationError("offset changed concurrently")
                 self.consumer.seek(tp, start)
                 self.positions[tp.partition] = start

@@ -26,7 +26,7 @@ from schemas.plates import InvalidPlate, parse_plate_key
 async def list_plates(settings: Settings, *, limit: int = 100) -> list[asyncpg.Record]:
     conn = await connect(settings.dsn())
     try:
-        return await store.list_quarantined(conn, limit)
+        return await store.RegistrySql(conn).list_quarantined(limit)
     finally:
         await conn.close()
 
@@ -59,17 +59,18 @@ async def _release_one(conn: asyncpg.Connection, settings: Settings, key: str) -
             "SELECT reason FROM quarantined_plates WHERE plate_key = $1 FOR UPDATE", key)
         if row is None:
             return Released(key, False, "not quarantined")
-        old = await store.lock_plates(conn, [key])
-        history = (await store.history(conn, [key]))[key]
+        sql = store.RegistrySql(conn)
+        old = await sql.lock_plates([key])
+        history = (await sql.history([key]))[key]
         try:
             state = fold_history(jurisdiction, plate, history)
         except Unfoldable as exc:
             at = f" (event {exc.event_id})" if exc.event_id else ""
             return Released(key, False, f"still cannot be folded: {exc.reason}{at}")
         if history:
-            await store.upsert_plates(conn, [state])
+            await sql.upsert_plates([state])
             now = dt.datetime.now(dt.UTC)
             changes = status_changes(old, {key: state}, today_in(settings.tz, now), now)
-            await store.insert_status_changes(conn, changes)
+            await sql.insert_status_changes(changes)
         await conn.execute("DELETE FROM quarantined_plates WHERE plate_key = $1", key)
     return Released(key, True, f"released: folded {len(history)} stored event(s)")

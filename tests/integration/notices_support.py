@@ -44,7 +44,7 @@ async def apply_events(pool: asyncpg.Pool, settings: Settings, events: list[dict
                        now: dt.datetime) -> Any:
     """Apply events with the registry consumer's own batch transaction (no broker)."""
     async with pool.acquire() as conn:
-        start = (await registry_store.ensure_offsets(conn, GROUP, TOPIC, {0: 0}))[0]
+        start = (await registry_store.RegistrySql(conn).ensure_offsets(GROUP, TOPIC, {0: 0}))[0]
         records = [Record(None, orjson.dumps(e), 0, start + i) for i, e in enumerate(events)]
         parsed = parse_values(records, now)
         async with conn.transaction():

@@ -22,7 +22,7 @@ async def test_a_value_too_large_to_publish_goes_without_it_and_stalls_nothing(
     events_topic = topics.topic(contract.EVENTS)
     huge = b'{"padding": "' + b"x" * MAX_REQUEST_SIZE + b'"}'
     async with pool.acquire() as conn:
-        await store.insert_dlq(conn, events_topic, [
+        await store.RegistrySql(conn).insert_dlq(events_topic, [
             DlqRow(0, 10, b"CA-ON/AAA1", b"{not json", "malformed_json", "not JSON"),
             DlqRow(1, 11, b"CA-ON/AAA2", huge, "too_large", "value over 64 KiB"),
             DlqRow(2, 12, None, b'{"type": "x"}', "unknown_type", "type: unknown"),

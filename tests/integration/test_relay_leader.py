@@ -46,7 +46,7 @@ class Outboxes:
                FROM generate_series(1, $2::int) AS g""", n, changes)
         self.status += [f"CA-ON/R{n}X{g}".encode() for g in range(1, changes + 1)]
         async with self.pool.acquire() as conn:
-            await store.insert_dlq(conn, self.settings.topic(contract.EVENTS), [
+            await store.RegistrySql(conn).insert_dlq(self.settings.topic(contract.EVENTS), [
                 DlqRow(0, 100 * n + i, None, f"round {n} bad {i}".encode(), "malformed_json",
                        "x")
                 for i in range(2)])

@@ -5,6 +5,7 @@ same use case on PostgreSQL and Kafka)."""
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from zoneinfo import ZoneInfo
@@ -14,6 +15,7 @@ import pytest
 
 from registry.consumer.apply import BatchStore, ConcurrentWriter, DlqRow, Fenced, apply_batch
 from registry.consumer.batch import Parsed, Rejected, StatusChange, parse_value
+from registry.consumer.store import SqlStore
 from schemas.fold import HistoryEvent, PlateState, fold
 from schemas.policy import KNOWN_TYPES, Policy, check_grant, compile_policy
 
@@ -92,6 +94,22 @@ class MemoryStore:
                              now: dt.datetime) -> Counter:
         self.notices_for.append(set(by_plate))
         return Counter()
+
+
+def _operations(cls: type) -> dict[str, list[str]]:
+    """The coroutine methods ``cls`` has (inherited ones too), by name: their parameters."""
+    return {name: list(inspect.signature(getattr(cls, name)).parameters)
+            for name in dir(cls) if inspect.iscoroutinefunction(getattr(cls, name))}
+
+
+def test_the_stores_offer_the_protocol_as_declared() -> None:
+    """BatchStore and the SQL store's methods are the two declarations of the store's
+    operations: every one of the protocol, with the same parameters, in both stores."""
+    declared = _operations(BatchStore)
+    assert len(declared) == 13
+    for store in (SqlStore, MemoryStore):
+        offered = _operations(store)
+        assert {name: offered.get(name) for name in declared} == declared, store
 
 
 def _value(id: str, kind: str, minute: int, data: dict | None = None,
