@@ -1,4 +1,4 @@
-"""The audit journal on real files (registry/audit_journal.py): appends, sealing and deletion
+"""The audit journal on real files (registry/api/audit_journal.py): appends, sealing and deletion
 of committed segments, claiming the journal of a SIGKILLed process (never a live one),
 reading it back (torn last line, another database, past retention), and the writer's
 refusal when the journal cannot be written."""
