@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
+from platereg.dead_letter import DeadLetter
 from registry.consumer.batch import (
     Parsed,
     Rejected,
@@ -30,17 +31,6 @@ from registry.consumer.batch import (
 )
 from schemas.fold import HistoryEvent, PlateState, today_in
 from schemas.policy import Policy
-
-
-class DlqRow(NamedTuple):
-    """A rejection for the DLQ outbox: the record as consumed, and why."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    reason: str
-    detail: str
 
 
 class QuarantineRow(NamedTuple):
@@ -103,8 +93,8 @@ class BatchStore(Protocol):
         """Record status changes, in order, for the status relay."""
         ...
 
-    async def insert_dlq(self, topic: str, rows: Sequence[DlqRow]) -> None:
-        """Record rejections for the DLQ relay."""
+    async def insert_dlq(self, letters: Sequence[DeadLetter]) -> None:
+        """Record rejections (the records as consumed, and why) for the DLQ relay."""
         ...
 
     async def record_notices(self, old: Mapping[str, PlateState | None],
@@ -182,7 +172,7 @@ async def apply_batch(
         changes = []
 
     if out.rejected:
-        await db.insert_dlq(topic, [_dlq_row(r, raw) for r in out.rejected])
+        await db.insert_dlq([_dead_letter(topic, r, raw) for r in out.rejected])
     # Last: recording status changes takes a lock held to commit (their order is the
     # commit order), so concurrent batches wait on each other for the shortest time.
     await db.insert_status_changes(changes)
@@ -190,11 +180,11 @@ async def apply_batch(
     return out
 
 
-def _dlq_row(rejected: Rejected,
-             raw: Mapping[tuple[int, int], tuple[bytes | None, bytes | None]]) -> DlqRow:
+def _dead_letter(topic: str, rejected: Rejected,
+                 raw: Mapping[tuple[int, int], tuple[bytes | None, bytes | None]]) -> DeadLetter:
     key, value = raw[(rejected.partition, rejected.offset)]
-    return DlqRow(partition=rejected.partition, offset=rejected.offset, key=key, value=value,
-                  reason=rejected.reason, detail=rejected.detail)
+    return DeadLetter(topic=topic, partition=rejected.partition, offset=rejected.offset,
+                      key=key, value=value, reason=rejected.reason, detail=rejected.detail)
 
 
 async def _fold_plates(db: BatchStore, by_plate: dict[str, list[Parsed]],

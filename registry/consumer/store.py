@@ -22,9 +22,10 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
+from platereg.dead_letter import DeadLetter
 from platereg.plate_rows import state_columns, state_from_row
 from platereg.security.policy_store import PolicyCache
-from registry.consumer.apply import DlqRow, QuarantineRow
+from registry.consumer.apply import QuarantineRow
 from registry.consumer.batch import Parsed, StatusChange
 from schemas.fold import HistoryEvent, PlateState
 from schemas.policy import Policy
@@ -223,18 +224,18 @@ class RegistrySql:
             [c.flagged for c in changes], [c.was_flagged for c in changes],
         )
 
-    async def insert_dlq(self, topic: str, rows: Sequence[DlqRow]) -> None:
-        """Record rejections for the DLQ relay."""
-        if not rows:
+    async def insert_dlq(self, letters: Sequence[DeadLetter]) -> None:
+        """Record rejections (the records as consumed, and why) for the DLQ relay."""
+        if not letters:
             return
         await self.conn.execute(
             """INSERT INTO dlq_messages (topic, partition, kafka_offset, key, value, reason, detail)
-               SELECT $1, p, o, k, v, r, d
-               FROM unnest($2::int[], $3::bigint[], $4::bytea[], $5::bytea[], $6::text[],
-                           $7::text[]) AS x(p, o, k, v, r, d)
+               SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[],
+                                    $5::bytea[], $6::text[], $7::text[])
                ON CONFLICT (topic, partition, kafka_offset) DO NOTHING""",
-            topic, [r.partition for r in rows], [r.offset for r in rows], [r.key for r in rows],
-            [r.value for r in rows], [r.reason for r in rows], [r.detail for r in rows],
+            [d.topic for d in letters], [d.partition for d in letters],
+            [d.offset for d in letters], [d.key for d in letters], [d.value for d in letters],
+            [d.reason for d in letters], [d.detail for d in letters],
         )
 
     # ----------------------------------------------------------------------- expiry

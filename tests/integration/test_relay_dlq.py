@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 from ingest_support import header, read_topic
 
-from platereg.dead_letter import VALUE_OMITTED_HEADER
+from platereg.dead_letter import VALUE_OMITTED_HEADER, DeadLetter
 from platereg.kafka import make_producer
 from platereg.outbox import MAX_REQUEST_SIZE
 from registry.consumer import store
-from registry.consumer.apply import DlqRow
 from registry.consumer.relay import relay_dlq_once
 from schemas import topics as contract
 
@@ -22,10 +21,13 @@ async def test_a_value_too_large_to_publish_goes_without_it_and_stalls_nothing(
     events_topic = topics.topic(contract.EVENTS)
     huge = b'{"padding": "' + b"x" * MAX_REQUEST_SIZE + b'"}'
     async with pool.acquire() as conn:
-        await store.RegistrySql(conn).insert_dlq(events_topic, [
-            DlqRow(0, 10, b"CA-ON/AAA1", b"{not json", "malformed_json", "not JSON"),
-            DlqRow(1, 11, b"CA-ON/AAA2", huge, "too_large", "value over 64 KiB"),
-            DlqRow(2, 12, None, b'{"type": "x"}', "unknown_type", "type: unknown"),
+        await store.RegistrySql(conn).insert_dlq([
+            DeadLetter(events_topic, 0, 10, b"CA-ON/AAA1", b"{not json", "malformed_json",
+                       "not JSON"),
+            DeadLetter(events_topic, 1, 11, b"CA-ON/AAA2", huge, "too_large",
+                       "value over 64 KiB"),
+            DeadLetter(events_topic, 2, 12, None, b'{"type": "x"}', "unknown_type",
+                       "type: unknown"),
         ])
         producer = make_producer(topics, max_request_size=MAX_REQUEST_SIZE)
         await producer.start()

@@ -17,9 +17,9 @@ from cli_support import eventually, http_status, popen
 from ingest_support import read_topic
 
 from devtools.embedded import free_port, stop_process
+from platereg.dead_letter import DeadLetter
 from platereg.settings import Settings
 from registry.consumer import store
-from registry.consumer.apply import DlqRow
 from schemas import topics as contract
 
 pytestmark = pytest.mark.integration
@@ -46,9 +46,9 @@ class Outboxes:
                FROM generate_series(1, $2::int) AS g""", n, changes)
         self.status += [f"CA-ON/R{n}X{g}".encode() for g in range(1, changes + 1)]
         async with self.pool.acquire() as conn:
-            await store.RegistrySql(conn).insert_dlq(self.settings.topic(contract.EVENTS), [
-                DlqRow(0, 100 * n + i, None, f"round {n} bad {i}".encode(), "malformed_json",
-                       "x")
+            await store.RegistrySql(conn).insert_dlq([
+                DeadLetter(self.settings.topic(contract.EVENTS), 0, 100 * n + i, None,
+                           f"round {n} bad {i}".encode(), "malformed_json", "x")
                 for i in range(2)])
         self.dlq += [f"round {n} bad {i}".encode() for i in range(2)]
 

@@ -13,7 +13,8 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from registry.consumer.apply import BatchStore, ConcurrentWriter, DlqRow, Fenced, apply_batch
+from platereg.dead_letter import DeadLetter
+from registry.consumer.apply import BatchStore, ConcurrentWriter, Fenced, apply_batch
 from registry.consumer.batch import Parsed, Rejected, StatusChange, parse_value
 from registry.consumer.store import SqlStore
 from schemas.fold import HistoryEvent, PlateState, fold
@@ -36,7 +37,7 @@ class MemoryStore:
         self.events: dict[tuple[str, str], Parsed] = {}
         self.plates: dict[str, PlateState] = {}
         self.changes: list[StatusChange] = []
-        self.dlq: list[DlqRow] = []
+        self.dlq: list[DeadLetter] = []
         self.quarantined: dict[str, tuple[str, str | None, int]] = {}
         self.steal_event_ids: set[str] = set()   # a concurrent writer stores these first
         self.notices_for: list[set[str]] = []    # plates each record_notices call was about
@@ -81,8 +82,8 @@ class MemoryStore:
     async def insert_status_changes(self, changes: Sequence[StatusChange]) -> None:
         self.changes.extend(changes)
 
-    async def insert_dlq(self, topic: str, rows: Sequence[DlqRow]) -> None:
-        self.dlq.extend(rows)
+    async def insert_dlq(self, letters: Sequence[DeadLetter]) -> None:
+        self.dlq.extend(letters)
 
     async def set_offsets(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
         self.offsets.update(offsets)
@@ -163,9 +164,10 @@ async def test_same_id_other_content_is_an_id_conflict_in_the_dlq_with_its_bytes
     out = await _apply(db, [other, None], start=1)
     assert sorted((r.offset, r.reason) for r in out.rejected) == [
         (1, "id_conflict"), (2, "malformed_json")]
-    dlq = {row[1]: row for row in db.dlq}
-    assert dlq[1][:5] == (0, 1, b"key", other, "id_conflict")
-    assert dlq[2][:5] == (0, 2, b"key", None, "malformed_json")
+    dlq = {d.offset: (d.topic, d.partition, d.offset, d.key, d.value, d.reason)
+           for d in db.dlq}
+    assert dlq[1] == (TOPIC, 0, 1, b"key", other, "id_conflict")
+    assert dlq[2] == (TOPIC, 0, 2, b"key", None, "malformed_json")
     assert db.plates["CA-ON/ABC123"].expires_on == dt.date(2030, 1, 31)
     assert db.offsets == {0: 3}
 
