@@ -242,7 +242,7 @@ async def _interleaved(settings, url: str, key: str, key_id: str, events: list[d
         parts.append((part, bodies, records_of(part, key_id)))
     # The test data (a million objects) out of the collector's sight: otherwise every
     # full collection in this process walks it, and the baseline producer, which runs
-    # here, pays for it (about a quarter of its CPU).
+    # here, pays for it (see docs/benchmarks.md).
     gc.collect()
     gc.freeze()
     try:

@@ -236,7 +236,7 @@ def _ascii(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Packed:
-    """A generated event, kept serialized (a dict per pending plate event costs 3x more)."""
+    """A generated event, kept serialized (a dict per pending event costs far more memory)."""
 
     value: bytes
     event_type: str
@@ -244,7 +244,7 @@ class Packed:
 
 
 def _pack(event: dict[str, Any]) -> Packed:
-    # orjson's result can sit in a larger allocation (about 2 KB); an exact copy
+    # orjson's result can sit in a much larger allocation; an exact copy
     # keeps thousands of pending events small.
     return Packed(bytes(memoryview(orjson.dumps(event))), event["type"], event["id"])
 

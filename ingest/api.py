@@ -63,7 +63,7 @@ from platereg.http import (
 )
 from platereg.kafka import broker_reachable
 from platereg.logging import get_logger
-from platereg.metrics import INGEST_EVENTS
+from platereg.metrics import INGEST_API, INGEST_EVENTS
 from platereg.security.auth import Authenticator, Principal, require
 from platereg.security.policy_store import TimedPolicyCache
 from platereg.settings import Settings, load_settings
@@ -286,7 +286,7 @@ def _lifespan(settings: Settings) -> Any:
         # As in the registry API: start-up objects leave the collector's working set, and
         # young collections run less often. A batch in flight is thousands of young
         # objects that live until the broker acknowledges; with the default threshold
-        # they were scanned and promoted over and over (a quarter of the CPU at load).
+        # they were scanned and promoted over and over (see docs/benchmarks.md).
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 20, 20)
@@ -334,7 +334,7 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
     async def kafka_ready() -> bool:
         return await broker_reachable(settings, timeout=min(3.0, settings.kafka_timeout_seconds))
 
-    add_probes(app, {"postgres": db_ready, "kafka": kafka_ready})
+    add_probes(app, {"postgres": db_ready, "kafka": kafka_ready}, metrics=INGEST_API)
 
     @app.post(
         "/v1/events", status_code=202, tags=["ingest"],

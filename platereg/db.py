@@ -150,8 +150,8 @@ class FairPool(asyncpg.Pool):
 
     asyncpg's pool waits on an asyncio queue, where a request arriving just as a
     connection is released takes it before the waiter that release woke up: under
-    load a few waiters starve (measured: p50 wait 0.01 ms, p99 120 ms with 64
-    requests on 16 connections). Here every acquisition first takes a permit of a
+    load a few waiters starve (a long tail of waits; see docs/benchmarks.md).
+    Here every acquisition first takes a permit of a
     FIFO semaphore with one permit per connection, given back only once the
     connection is back in the pool, so whoever holds a permit finds a free
     connection and waiters are served in arrival order. Only the public

@@ -36,15 +36,18 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from platereg.api_docs import install_docs
 from platereg.logging import LineLogger, get_logger
-from platereg.metrics import HTTP_DURATION
+from platereg.metrics import HTTP_DURATION, exposition
+from platereg.metrics import exported as metrics_registry
 from platereg.security.auth import AuthError, RateLimitHeadersMiddleware
 from platereg.settings import Settings
 from schemas.validation import Rejection, decode_json, property_names
@@ -56,7 +59,7 @@ PROBLEM_JSON = "application/problem+json"
 UNMATCHED = "unmatched"
 #: Routes that need no key, are not counted against the request cap and are not logged.
 PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
-PUBLIC_PATHS = PROBES | {"/openapi.json", "/docs", "/docs/oauth2-redirect",
+PUBLIC_PATHS = PROBES | {"/openapi.json", "/docs",
                           "/v1/owner-sessions/link"}  # the link is the credential
 CLIENT_CLOSED = 499  # nginx's code for "the client closed the connection first"
 ReadinessCheck = Callable[[], Awaitable[bool | str]]
@@ -365,8 +368,11 @@ async def _drain(receive: Receive) -> None:
         return
 
 
-def add_probes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
-    """/healthz, /readyz (every check must pass) and /metrics, without auth."""
+def add_probes(app: FastAPI, checks: dict[str, ReadinessCheck], *,
+               metrics: Iterable[Collector]) -> None:
+    """/healthz, /readyz (every check must pass) and /metrics (the ``metrics`` families this
+    API moves, see :func:`platereg.metrics.exported`), without auth."""
+    exported = metrics_registry(metrics)
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")
     async def healthz() -> dict[str, str]:
@@ -386,13 +392,14 @@ def add_probes(app: FastAPI, checks: dict[str, ReadinessCheck]) -> None:
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
              response_class=Response)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(exported), media_type=CONTENT_TYPE_LATEST)
 
 
 def create_app(*, title: str, description: str, version: str = "1.0.0",
                settings: Settings, lifespan: Any = None, service: str) -> FastAPI:
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan,
-                  docs_url="/docs", openapi_url="/openapi.json", redoc_url=None)
+                  docs_url=None, openapi_url="/openapi.json", redoc_url=None)
+    install_docs(app)   # Swagger UI from the package itself, not from a CDN
     install_problem_handlers(app)
     app.add_middleware(ObservabilityMiddleware, settings=settings, service=service)
     # Outermost, so that answers made by the layer above (408 after auth) get them too.

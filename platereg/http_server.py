@@ -30,7 +30,8 @@ class CorkedTransport:
 
     uvicorn writes a response's status line and headers, then its body, with two
     ``write`` calls: two system calls and two TCP segments for every small answer
-    (about a tenth of the registry API's CPU on single lookups). Here the writes
+    (a sizeable share of the registry API's CPU on single lookups; see
+    docs/benchmarks.md). Here the writes
     are joined and sent once, at the end of the loop turn; ``close`` and
     ``write_eof`` send what is buffered first, ``abort`` drops it. Everything
     else is the wrapped transport's. From :data:`FLUSH_BYTES` buffered, a write

@@ -8,15 +8,15 @@ never be logged, whatever a caller passes.
 Tracebacks (ours, and uvicorn's "Exception in ASGI application" which goes
 through the same root handler) never show local variables: they would hold
 API keys, raw paths and request bodies. Both formats use the plain traceback:
-rich's renderer (even without locals) took 1-2 s per traceback on a loaded
-2-core machine, blocking the event loop while a database outage made asyncpg
+rich's renderer (even without locals) is slow enough on a loaded machine to
+block the event loop (see docs/benchmarks.md) while a database outage made asyncpg
 log one per reconnect attempt, so the consumer's /healthz stopped answering.
 
 Per-request lines (the access log) go through :class:`LineLogger`: the level is
 checked first, and in JSON format the line is built with orjson and written to
 the handler's stream directly, without a LogRecord and the processor chain
-(which took a quarter of the registry API's CPU at INFO, and 7-12 us per call
-even when filtered). Same fields, same redaction; anything else (tests
+(a large share of the registry API's CPU at INFO, and not free even when
+filtered; see docs/benchmarks.md). Same fields, same redaction; anything else (tests
 capturing logs, the console format) takes the ordinary structlog path.
 """
 

@@ -1,7 +1,11 @@
 """Every Prometheus metric of the contract (section 6), defined once.
 
-Each long-running process serves the default registry on ``/metrics``; a
-process only moves the metrics it owns.
+Every metric is in prometheus_client's default registry (code and tests read values
+there), but no process serves that registry: each long-running process serves on
+``/metrics`` only the families it moves (the tuples at the end, e.g.
+:data:`REGISTRY_API`), with the process and runtime collectors, through
+:func:`exposition`. No ``_created`` series: :func:`prometheus_client.disable_created_metrics`
+is called on import (Prometheus does not use them; they double the series of a counter).
 """
 
 from __future__ import annotations
@@ -11,9 +15,22 @@ import threading
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+disable_created_metrics()
 
 
 class BatchHistogram(Collector):
@@ -109,9 +126,37 @@ NOTICE_SCHEDULER_LAST_RUN = Gauge(
 )
 
 
-
 # Beyond the contract's list, for the alert rules (deploy/prometheus/rules).
 EXPIRY_SWEEP_LAST_RUN = Gauge(
     "platereg_expiry_sweep_last_run_timestamp_seconds",
     "Unix time of this process's last completed expiry sweep (0: none yet).",
 )
+
+
+# What each process moves, so what it exports (by the job names of deploy/prometheus).
+HTTP_API = (HTTP_DURATION, AUTH_FAILURES)
+REGISTRY_API = (*HTTP_API, LOOKUPS, AUDIT_BACKLOG, AUDIT_OLDEST, AUDIT_WRITE_FAILURES,
+                AUDIT_REFUSED, AUDIT_REPLAYED)
+INGEST_API = (*HTTP_API, INGEST_EVENTS)
+#: The consumer counts the notices its batches create (the notices hook runs in them).
+REGISTRY_CONSUMER = (EVENTS, DLQ, QUARANTINED_PLATES, APPLY_LATENCY, CONSUMER_LAG, NOTICES)
+#: The registry consumer's process and ``platereg consume relay`` run the expiry sweep.
+EXPIRY_SWEEPER = (EXPIRY_SWEEP_LAST_RUN,)
+NOTICE_SCHEDULER = (NOTICES, NOTICE_SCHEDULER_LAST_RUN)
+NOTICE_DISPATCHER = (NOTICE_DELIVERIES, DLQ)
+#: Every process: its CPU, memory and file descriptors, the Python version and collections.
+RUNTIME = (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR)
+
+
+def exported(families: Iterable[Collector]) -> CollectorRegistry:
+    """A registry of ``families`` (each once) and :data:`RUNTIME`, for one process's
+    ``/metrics``; the collectors stay in the default registry too."""
+    registry = CollectorRegistry(auto_describe=True)
+    for collector in dict.fromkeys((*RUNTIME, *families)):
+        registry.register(collector)
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The Prometheus text format of ``registry`` (what ``/metrics`` answers)."""
+    return generate_latest(registry)

@@ -4,7 +4,8 @@ The registry consumer, the relays and any other background service use it the
 same way::
 
     async def serve_thing(settings: Settings) -> int:
-        async with service_process(settings, port=settings.consumer_metrics_port) as proc:
+        async with service_process(settings, port=settings.consumer_metrics_port,
+                                   metrics=metrics.REGISTRY_CONSUMER) as proc:
             proc.spawn(helper(settings, proc.stop))      # gathered when the block ends
             proc.health.started = True                     # or let the main loop set it
             await main_loop(settings, proc.stop, proc.health)
@@ -41,12 +42,13 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -56,6 +58,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from platereg.db import close_pool, create_pool, ping
 from platereg.kafka import broker_reachable
 from platereg.logging import get_logger
+from platereg.metrics import exported, exposition
 from platereg.settings import Settings
 
 log = get_logger(__name__)
@@ -212,8 +215,10 @@ async def repeat(job: Callable[[], Awaitable[object]], stop: asyncio.Event, *, e
 
 # --------------------------------------------------------------------------- ops server
 
-def ops_app(ready: Callable[[], bool]) -> Starlette:
-    """/healthz (200), /readyz (200 or 503 by ``ready()``) and /metrics; GET and HEAD."""
+def ops_app(ready: Callable[[], bool], metrics: Iterable[Collector] = ()) -> Starlette:
+    """/healthz (200), /readyz (200 or 503 by ``ready()``) and /metrics (the ``metrics``
+    families, see :func:`platereg.metrics.exported`); GET and HEAD."""
+    registry = exported(metrics)
 
     async def healthz(_: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -224,7 +229,7 @@ def ops_app(ready: Callable[[], bool]) -> Starlette:
         return JSONResponse({"status": "not ready"}, status_code=503)
 
     async def metrics(_: Request) -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(exposition(registry), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(routes=[Route("/healthz", healthz, methods=["GET"]),
                              Route("/readyz", readyz, methods=["GET"]),
@@ -242,11 +247,12 @@ class _Server(uvicorn.Server):
 class OpsServer:
     """:func:`ops_app` on ``host:port`` (port 0: any free port, see ``port`` after start)."""
 
-    def __init__(self, host: str, port: int, ready: Callable[[], bool]) -> None:
+    def __init__(self, host: str, port: int, ready: Callable[[], bool],
+                 metrics: Iterable[Collector] = ()) -> None:
         self.host = host
         self.port = port
         self._server = _Server(uvicorn.Config(
-            ops_app(ready), log_config=None, access_log=False, lifespan="off",
+            ops_app(ready, metrics), log_config=None, access_log=False, lifespan="off",
             timeout_graceful_shutdown=2))
         self._task: asyncio.Task[None] | None = None
 
@@ -285,13 +291,14 @@ class ServiceProcess:
 
 
 @contextlib.asynccontextmanager
-async def service_process(settings: Settings, *, port: int,
+async def service_process(settings: Settings, *, port: int, metrics: Iterable[Collector],
                           started: bool = False) -> AsyncIterator[ServiceProcess]:
-    """Stop signals, the ops server on ``port`` and the health watcher for the block."""
+    """Stop signals, the ops server on ``port`` (its /metrics: the ``metrics`` families the
+    process moves) and the health watcher for the block."""
     stop = asyncio.Event()
     install_stop_signals(stop)
     proc = ServiceProcess(stop, Health(started=started))
-    ops = OpsServer(settings.host, port, proc.health.ready)
+    ops = OpsServer(settings.host, port, proc.health.ready, metrics)
     await ops.start()
     proc.spawn(watch_health(settings, proc.health, stop))
     try:

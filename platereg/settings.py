@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from types import UnionType
+from typing import Annotated, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "PLATEREG_"
@@ -36,7 +39,8 @@ class Settings(BaseSettings):
     # --- servers -----------------------------------------------------------
     database_url: SecretStr | None = Field(
         default=None,
-        description="PostgreSQL DSN. Unset: `make run`/tests start an embedded PostgreSQL.",
+        description="PostgreSQL DSN of the services (no DDL; audit rows only added and read). "
+                    "Unset: `make run` and the tests start an embedded PostgreSQL.",
     )
     migrate_database_url: SecretStr | None = Field(
         default=None,
@@ -72,8 +76,12 @@ class Settings(BaseSettings):
         default=Path(".platereg"),
         description="Where `make run` keeps the embedded PostgreSQL data (survives restarts).",
     )
-    db_pool_min: int = Field(default=2, ge=1, le=100)
-    db_pool_max: int = Field(default=10, ge=1, le=200)
+    db_pool_min: int = Field(
+        default=2, ge=1, le=100, description="Least connections in a process's PostgreSQL pool.")
+    db_pool_max: int = Field(
+        default=10, ge=1, le=200,
+        description="Most connections in a process's PostgreSQL pool (times the processes: "
+                    "below the server's max_connections).")
 
     # --- topics --------------------------------------------------------------
     topic_prefix: str = Field(
@@ -81,18 +89,35 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9._-]{0,64}$",
         description="Prefix for every topic name (tests use it to isolate runs).",
     )
-    events_partitions: int = Field(default=12, ge=1, le=1000)
-    status_partitions: int = Field(default=6, ge=1, le=1000)
-    notices_partitions: int = Field(default=6, ge=1, le=1000)
-    dlq_partitions: int = Field(default=1, ge=1, le=1000)
-    replication_factor: int = Field(default=1, ge=1, le=10)
-    consumer_group: str = Field(default="platereg-registry", min_length=1, max_length=200)
+    events_partitions: int = Field(
+        default=12, ge=1, le=1000,
+        description="Partitions of plates.events when `platereg topics` creates it (at most "
+                    "this many registry consumers do work).")
+    status_partitions: int = Field(
+        default=6, ge=1, le=1000, description="Partitions of plates.status when created.")
+    notices_partitions: int = Field(
+        default=6, ge=1, le=1000, description="Partitions of plates.notices when created.")
+    dlq_partitions: int = Field(
+        default=1, ge=1, le=1000, description="Partitions of plates.events.dlq when created.")
+    replication_factor: int = Field(
+        default=1, ge=1, le=10, description="Replication factor of the topics it creates.")
+    consumer_group: str = Field(
+        default="platereg-registry", min_length=1, max_length=200,
+        description="Consumer group of the registry consumers.")
 
     # --- domain --------------------------------------------------------------
-    timezone: str = Field(default="America/Toronto")
-    renewal_reminder_days: Annotated[list[int], NoDecode] = Field(default=[60, 30, 7])
-    notice_max_attempts: int = Field(default=8, ge=1, le=100)
-    audit_retention_days: int = Field(default=365, ge=1, le=36500)
+    timezone: str = Field(
+        default="America/Toronto",
+        description="The registry's IANA time zone: what 'today' and 'expired' mean.")
+    renewal_reminder_days: Annotated[list[int], NoDecode] = Field(
+        default=[60, 30, 7],
+        description="Renewal reminder windows, in days before expiry, comma-separated.")
+    notice_max_attempts: int = Field(
+        default=8, ge=1, le=100,
+        description="Delivery attempts per notice and channel before the next channel.")
+    audit_retention_days: int = Field(
+        default=365, ge=1, le=36500,
+        description="Audit rows older than this are deleted by `platereg audit purge`.")
     audit_flush_seconds: float = Field(
         default=0.2, gt=0, le=86400,
         description="How often the registry API writes buffered audit rows (and on shutdown).",
@@ -120,10 +145,15 @@ class Settings(BaseSettings):
     )
 
     # --- HTTP ----------------------------------------------------------------
-    host: str = Field(default="127.0.0.1")
-    registry_port: int = Field(default=8080, ge=0, le=65535)
-    ingest_port: int = Field(default=8081, ge=0, le=65535)
-    consumer_metrics_port: int = Field(default=9102, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="Listen address of the HTTP servers.")
+    registry_port: int = Field(
+        default=8080, ge=0, le=65535, description="Port of the registry API (and its /metrics).")
+    ingest_port: int = Field(
+        default=8081, ge=0, le=65535, description="Port of the ingest API (and its /metrics).")
+    consumer_metrics_port: int = Field(
+        default=9102, ge=0, le=65535,
+        description="Port of /metrics, /healthz and /readyz of `platereg consume registry` "
+                    "and `consume relay`.")
     rate_limit_per_second: float = Field(
         default=200.0, gt=0,
         description="Units per second per key for roles without their own default (ingest).",
@@ -147,7 +177,8 @@ class Settings(BaseSettings):
         default=5.0, gt=0, le=10_000,
         description="Database look-ups per second, per process, for key ids not in the list "
                     "(a key created since the last reload); beyond it they are refused.")
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    max_body_bytes: int = Field(
+        default=4 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
     http_header_timeout_seconds: float = Field(
         default=10.0, gt=0, le=300,
         description="A request's headers must arrive within this time, else the connection "
@@ -162,29 +193,48 @@ class Settings(BaseSettings):
         default=1000, ge=1, le=100_000,
         description="Requests in progress per process; beyond it 503 with Retry-After at once "
                     "(the probes are not counted).")
-    kafka_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    kafka_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300,
+        description="Longest wait for Kafka acknowledgements (the ingest API answers 503 "
+                    "past it).")
 
     # --- notices -------------------------------------------------------------
     owner_page_url: str = Field(
         default="http://127.0.0.1:8080/owner/",
         description="Owner page; notices link to it with a one-time sign-in token.")
     smtp_host: str = Field(default="127.0.0.1", description="SMTP server for e-mail notices.")
-    smtp_port: int = Field(default=8025, ge=1, le=65535)
-    smtp_tls: Literal["none", "starttls", "tls"] = "none"
-    smtp_username: str | None = None
-    smtp_password: SecretStr | None = None
-    notice_from: str = Field(default="Plate Registry <notices@platereg.localhost>")
+    smtp_port: int = Field(
+        default=8025, ge=1, le=65535,
+        description="SMTP port (the default is `make run`'s mail catcher).")
+    smtp_tls: Literal["none", "starttls", "tls"] = Field(
+        default="none", description="TLS to the SMTP server: none, STARTTLS, or implicit TLS.")
+    smtp_username: str | None = Field(
+        default=None, description="SMTP user name (unset: no authentication).")
+    smtp_password: SecretStr | None = Field(default=None, description="SMTP password.")
+    notice_from: str = Field(
+        default="Plate Registry <notices@platereg.localhost>",
+        description="Sender of e-mail notices; its domain ends each Message-ID.")
     sms_gateway_url: str | None = Field(default=None, description="SMS gateway (HTTP POST).")
     plate_display_url: str | None = Field(
         default=None, description="Smart plate device gateway (HTTP POST {device_id, message}).")
     notice_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
         default=[], description="Webhook signing secrets, comma-separated (two while rotating).")
-    notice_http_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    notice_retry_initial_seconds: float = Field(default=2.0, gt=0, le=3600)
-    notice_retry_max_seconds: float = Field(default=900.0, gt=0, le=86400)
-    notice_concurrency: int = Field(default=32, ge=1, le=1000)
-    notices_scheduler_port: int = Field(default=9103, ge=0, le=65535)
-    notices_dispatcher_port: int = Field(default=9104, ge=0, le=65535)
+    notice_http_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300,
+        description="Timeout of one delivery attempt (HTTP or SMTP).")
+    notice_retry_initial_seconds: float = Field(
+        default=2.0, gt=0, le=3600,
+        description="First wait between delivery attempts (exponential backoff, jitter).")
+    notice_retry_max_seconds: float = Field(
+        default=900.0, gt=0, le=86400, description="Longest wait between delivery attempts.")
+    notice_concurrency: int = Field(
+        default=32, ge=1, le=1000, description="Deliveries in flight per dispatcher.")
+    notices_scheduler_port: int = Field(
+        default=9103, ge=0, le=65535,
+        description="Port of /metrics, /healthz and /readyz of `platereg notices schedule`.")
+    notices_dispatcher_port: int = Field(
+        default=9104, ge=0, le=65535,
+        description="Port of /metrics, /healthz and /readyz of `platereg notices dispatch`.")
 
     # --- owner tokens and the owner page ---------------------------------------
     owner_token_keys: Annotated[list[SecretStr], NoDecode] = Field(
@@ -212,8 +262,10 @@ class Settings(BaseSettings):
                     "one generated once into PLATEREG_DATA_DIR/cursor-secret (development).")
 
     # --- logging -------------------------------------------------------------
-    log_format: Literal["console", "json"] = "console"
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["console", "json"] = Field(
+        default="console", description="`console` for people, `json` for log shippers.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Least level logged.")
 
     @field_validator("timezone")
     @classmethod
@@ -383,3 +435,88 @@ def load_settings(**overrides: object) -> Settings:
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return settings
+
+
+# --- the settings table of docs/configuration.md ------------------------------------------
+
+#: The generated table sits between these two lines of docs/configuration.md.
+TABLE_BEGIN = "<!-- BEGIN settings table: python -m platereg.settings --markdown FILE -->"
+TABLE_END = "<!-- END settings table -->"
+_TYPE_NAMES = {str: "text", int: "integer", float: "number", bool: "true/false",
+               SecretStr: "secret", Path: "path"}
+
+
+def _type_text(field: FieldInfo) -> str:
+    """The field's type as an operator types it, with its bounds."""
+    annotation, args = field.annotation, get_args(field.annotation)
+    if get_origin(annotation) in (Union, UnionType):   # ``X | None``: optional, shown as unset
+        annotation = next(a for a in args if a is not type(None))
+        args = get_args(annotation)
+    if get_origin(annotation) is Literal:
+        return "one of " + ", ".join(f"`{a}`" for a in args)
+    if get_origin(annotation) is list:
+        return f"comma-separated {_TYPE_NAMES[args[0]]}s"
+    text = _TYPE_NAMES[annotation]
+    bounds = {key: getattr(m, key) for m in field.metadata
+              for key in ("ge", "gt", "le", "lt", "min_length", "max_length", "pattern")
+              if getattr(m, key, None) is not None}
+    if "ge" in bounds and "le" in bounds:
+        return f"{text}, {bounds['ge']:,} to {bounds['le']:,}"
+    limits = [f"{sign} {bounds[key]:,}" for key, sign in
+              (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")) if key in bounds]
+    if "min_length" in bounds or "max_length" in bounds:
+        limits.append(f"{bounds.get('min_length', 0)} to {bounds.get('max_length')} characters")
+    if "pattern" in bounds:
+        limits.append(f"matching `{bounds['pattern']}`")
+    return ", ".join([text, *limits])
+
+
+def _default_text(field: FieldInfo) -> str:
+    value = field.default
+    if value is None:
+        return "unset"
+    if value in ("", []):
+        return "empty"
+    if isinstance(value, list):
+        value = ",".join(str(v) for v in value)
+    elif isinstance(value, float):
+        value = f"{value:g}"
+    return f"`{value}`"
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting: variable, type, default, description."""
+    rows = ["| variable | type | default | description |", "|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        cells = (f"`{ENV_PREFIX}{name.upper()}`", _type_text(field), _default_text(field),
+                 (field.description or "").replace("|", "\\|"))
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def with_settings_table(page: str) -> str:
+    """``page`` with the text between :data:`TABLE_BEGIN` and :data:`TABLE_END` replaced
+    by :func:`settings_table`."""
+    head, begin, rest = page.partition(TABLE_BEGIN + "\n")
+    _, end, tail = rest.partition(TABLE_END)
+    if not begin or not end:
+        raise ValueError(f"the page has no {TABLE_BEGIN!r} ... {TABLE_END!r} block")
+    return head + begin + settings_table() + end + tail
+
+
+def main(argv: list[str]) -> int:
+    """``python -m platereg.settings --markdown [FILE]``: print the settings table, or
+    rewrite it in FILE (docs/configuration.md)."""
+    if not argv or argv[0] != "--markdown" or len(argv) > 2:
+        print("usage: python -m platereg.settings --markdown [FILE]", file=sys.stderr)
+        return 2
+    if len(argv) == 1:
+        sys.stdout.write(settings_table())
+        return 0
+    path = Path(argv[1])
+    path.write_text(with_settings_table(path.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,4 +1,5 @@
-"""Export the contract as JSON Schema files and an AsyncAPI 3.0.0 document.
+"""Export the contract as JSON Schema files, an AsyncAPI 3.0.0 document and its HTML
+event catalogue (``schemas.catalogue``).
 
     python -m schemas.export          # (re)write schemas/generated/
     python -m schemas.export --check  # exit 1 and name stale files if they differ
@@ -18,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, TypeAdapter
 
-from schemas import topics
+from schemas import catalogue, topics
 from schemas.events import PlateEvent
 from schemas.notices import Notice
 from schemas.plates import PLATE_KEY_PATTERN
@@ -54,6 +55,8 @@ GENERATED_DIR = Path(__file__).resolve().parent / "generated"
 SCHEMA_ID_PREFIX = "urn:plate-registry:schema:"
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 ASYNCAPI_FILE = "asyncapi.yaml"
+CATALOGUE_FILE = "event-catalogue.html"
+GENERATED_SUFFIXES = (".json", ".yaml", ".html")
 
 # file stem -> (type, mode). Inputs use the validation schema, outputs the serialization one.
 SCHEMA_FILES: dict[str, tuple[Any, str]] = {
@@ -101,11 +104,51 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     return out
 
 
+#: The JSON Schema files whose types are message payloads (a payload is a reference to the
+#: schema's title in ``components/schemas``).
+PAYLOAD_STEMS = ("plate-event", "enforcement-view", "notice")
+_DEFS_REF = "#/$defs/"
+COMPONENT_SCHEMA_REF = "#/components/schemas/"
+
+
+def _component_refs(node: Any) -> Any:
+    """``node`` with every ``#/$defs/X`` reference (``$ref`` values and discriminator
+    mappings) pointing at ``#/components/schemas/X``, and each discriminator as the AsyncAPI
+    Schema Object's form: the property name alone."""
+    if isinstance(node, list):
+        return [_component_refs(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == "$ref" and isinstance(value, str) and value.startswith(_DEFS_REF):
+            out[key] = COMPONENT_SCHEMA_REF + value.removeprefix(_DEFS_REF)
+        elif key == "discriminator" and isinstance(value, dict):
+            out[key] = value["propertyName"]
+        else:
+            out[key] = _component_refs(value)
+    return out
+
+
+def component_schemas(schemas: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The payload schemas and every schema they use, by name, for ``components/schemas``:
+    the AsyncAPI default schema format (JSON Schema draft-07 and a string ``discriminator``)
+    with references that resolve inside the AsyncAPI document."""
+    out: dict[str, dict[str, Any]] = {}
+    for stem in PAYLOAD_STEMS:
+        schema = dict(schemas[stem])
+        defs = schema.pop("$defs", {})
+        for key in ("$schema", "$id"):
+            schema.pop(key, None)
+        for name, definition in {schema["title"]: schema, **defs}.items():
+            definition = _component_refs(definition)
+            if out.setdefault(name, definition) != definition:
+                raise ValueError(f"two different schemas named {name}")
+    return dict(sorted(out.items()))
+
+
 def _payload(stem: str, schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "schemaFormat": "application/schema+json;version=draft-2020-12",
-        "schema": schemas[stem],
-    }
+    return {"$ref": COMPONENT_SCHEMA_REF + schemas[stem]["title"]}
 
 
 _KEY = {
@@ -227,7 +270,8 @@ _OPERATIONS = [
 
 def asyncapi() -> dict[str, Any]:
     """The AsyncAPI 3.0.0 document for the four topics."""
-    messages = _messages(json_schemas())
+    schemas = json_schemas()
+    messages = _messages(schemas)
     channels, operations = _CHANNELS, _OPERATIONS
     doc: dict[str, Any] = {
         "asyncapi": "3.0.0",
@@ -257,7 +301,7 @@ def asyncapi() -> dict[str, Any]:
             }
             for op_id, action, channel_id, summary in operations
         },
-        "components": {"messages": messages},
+        "components": {"messages": messages, "schemas": component_schemas(schemas)},
     }
     return json.loads(json.dumps(doc))
 
@@ -268,9 +312,11 @@ def export_all() -> dict[str, str]:
         f"{stem}.json": json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
         for stem, schema in json_schemas().items()
     }
+    doc = asyncapi()
     files[ASYNCAPI_FILE] = yaml.safe_dump(
-        asyncapi(), sort_keys=False, allow_unicode=True, default_flow_style=False, width=100
+        doc, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100
     )
+    files[CATALOGUE_FILE] = catalogue.render(doc)
     return dict(sorted(files.items()))
 
 
@@ -287,7 +333,7 @@ def check(directory: Path | None = None) -> list[str]:
         stale += sorted(
             p.name
             for p in directory.iterdir()
-            if p.suffix in (".json", ".yaml") and p.name not in expected
+            if p.suffix in GENERATED_SUFFIXES and p.name not in expected
         )
     return stale
 
@@ -301,7 +347,7 @@ def write(directory: Path | None = None) -> list[str]:
     for name, content in expected.items():
         (directory / name).write_text(content, "utf-8")
     for path in directory.iterdir():
-        if path.suffix in (".json", ".yaml") and path.name not in expected:
+        if path.suffix in GENERATED_SUFFIXES and path.name not in expected:
             path.unlink()
     return changed
 

@@ -62,8 +62,8 @@ _STATE_FIELDS = tuple(f.name for f in fields(PlateState))
 def _compile_builders() -> tuple[Any, Any]:
     """``replace(state, changes)`` and ``from_values(values)``: a frozen ``PlateState``
     built through its slots' own setters, one line per field (the fold makes one per
-    event; the dataclass ``__init__`` or a loop over the fields costs about 1.6 times
-    as much)."""
+    event; the dataclass ``__init__`` or a loop over the fields costs more: see
+    docs/benchmarks.md)."""
     env: dict[str, Any] = {"new": object.__new__, "PlateState": PlateState}
     replace = ["def replace(state, changes):", "    s = new(PlateState)", "    get = changes.get"]
     from_values = ["def from_values(v):", "    s = new(PlateState)"]

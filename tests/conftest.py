@@ -148,6 +148,18 @@ def prometheus_server() -> str:
 
 
 @pytest.fixture(scope="session")
+def pdftotext() -> str:
+    """poppler's ``pdftotext``: what a PDF says, as text."""
+    return debian_program("pdftotext", "poppler-utils")
+
+
+@pytest.fixture(scope="session")
+def npm() -> str:
+    """Debian's npm, for the JavaScript tools the tests install into a cache directory."""
+    return debian_program("npm", "npm")
+
+
+@pytest.fixture(scope="session")
 def docker_compose() -> str:
     """Debian's docker-compose (v1): its ``config`` checks the compose file without Docker."""
     return debian_program("docker-compose", "docker-compose")

@@ -35,8 +35,10 @@ from platereg.db import create_pool, ping
 from platereg.http import add_probes, create_app
 from platereg.kafka import broker_reachable
 from platereg.logging import configure_logging
+from platereg.metrics import REGISTRY_API
 from platereg.security.auth import Authenticator
 from platereg.settings import Settings, load_settings
+from registry import landing
 from registry.api.audit import purge_periodically, start_writer
 from registry.api.routes import audit, hotlist, owners, plates
 from registry.api.routes.common import (
@@ -135,9 +137,10 @@ def create_registry_app(settings: Settings | None = None, *, purge_every: float 
     app.state.ctx = ctx
     add_probes(app, {"postgres": lambda: ping(ctx.pool),
                      "kafka": lambda: broker_reachable(settings),
-                     "audit": ctx.audit_keeping_up})
+                     "audit": ctx.audit_keeping_up}, metrics=REGISTRY_API)
     for module in _ROUTERS:
         app.include_router(module.router)
+    app.include_router(landing.router)
     # The hot path also as a plain Starlette route ahead of the routers: the same endpoint
     # (it takes only the Request and parses its own body) and the same exception handlers,
     # without FastAPI's per-request dependency, exit-stack and telemetry layers or the walk

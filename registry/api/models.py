@@ -102,7 +102,7 @@ def _unique(channels: list[Channel]) -> list[Channel]:
 
 
 class PreferencesUpdate(BaseModel):
-    """An owner's notice preferences (the owner page sets them, issue 12)."""
+    """An owner's notice preferences (the owner page sets them)."""
 
     model_config = STRICT_INPUT
 

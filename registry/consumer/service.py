@@ -15,6 +15,7 @@ import multiprocessing
 import os
 from concurrent.futures import Executor, ProcessPoolExecutor
 
+from platereg import metrics
 from platereg.kafka import ensure_topics
 from platereg.process import exit_with_parent, service_process
 from platereg.settings import Settings
@@ -42,7 +43,8 @@ async def serve_registry_consumer(settings: Settings, *, batch_hook: BatchHook,
     """The whole ``platereg consume registry`` process until SIGTERM/SIGINT; ``batch_hook``
     runs in every batch's transaction (the composition root, ``wiring.cli``, gives it)."""
     port = settings.consumer_metrics_port if metrics_port is None else metrics_port
-    async with service_process(settings, port=port) as proc:
+    families = metrics.REGISTRY_CONSUMER + (metrics.EXPIRY_SWEEPER if sweep else ())
+    async with service_process(settings, port=port, metrics=families) as proc:
         executor = None
         warm_up: asyncio.Task | None = None
         if parse_workers > 0:
@@ -77,7 +79,8 @@ async def serve_registry_consumer(settings: Settings, *, batch_hook: BatchHook,
 async def serve_relays(settings: Settings, *, metrics_port: int | None = None) -> int:
     """``platereg consume relay``: the relays and the expiry sweep without the consumer."""
     port = settings.consumer_metrics_port if metrics_port is None else metrics_port
-    async with service_process(settings, port=port, started=True) as proc:
+    async with service_process(settings, port=port, metrics=metrics.EXPIRY_SWEEPER,
+                               started=True) as proc:
         wakeup = asyncio.Event()
         proc.spawn(run_sweeper(settings, proc.stop, wakeup))
         await run_relays(settings, proc.stop, wakeup)

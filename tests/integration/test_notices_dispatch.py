@@ -172,7 +172,7 @@ async def _if_len(rows_coro: object, n: int) -> list | None:
 
 
 async def test_a_400_fails_at_once_and_falls_back_down_to_paper(
-        topics: Settings, pool: asyncpg.Pool, tmp_path: Path) -> None:
+        topics: Settings, pool: asyncpg.Pool, tmp_path: Path, pdftotext: str) -> None:
     async with http_sink(lambda r: (400, {})) as sink:
         settings = with_(topics, sms_gateway_url=sink.url + "/sms")
         o = owner(5, email=False, phone=True, address=True, language="fr") | {
@@ -196,7 +196,7 @@ async def test_a_400_fails_at_once_and_falls_back_down_to_paper(
     done = subprocess.run(cmd, env=os.environ, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "1 letter(s)" in done.stdout
-    text = subprocess.run(["pdftotext", "-layout", str(out), "-"], capture_output=True,
+    text = subprocess.run([pdftotext, "-layout", str(out), "-"], capture_output=True,
                           text=True, check=True).stdout
     assert "Zoé Tremblay" in text and "5 Main Street" in text and "K1A 0A1" in text
     assert "annulée" in text and "la plaque a été détruite" in text

@@ -1,9 +1,12 @@
 """A real Prometheus (Debian's ``prometheus`` package) scraping real processes: the
-registry consumer and both APIs as ``platereg`` subprocesses on this test's database and
-topics, loading deploy/prometheus/rules. After a little traffic (events, a rejected one
-for the DLQ, lookups, refused keys) and two scrapes, Prometheus's HTTP API must show every
-contract metric (section 6) with its labels, the rules loaded without error, and data for
-every panel query of deploy/grafana/dashboards.
+registry consumer, the relays, the notice scheduler and dispatcher and both APIs as
+``platereg`` subprocesses on this test's database and topics, loading
+deploy/prometheus/rules. After a little traffic (events, a rejected one for the DLQ,
+lookups, refused keys) and two scrapes, Prometheus's HTTP API must show every contract
+metric (section 6) with its labels, each from the processes that own it only, the rules
+loaded without error, and data for every panel query of deploy/grafana/dashboards. Each
+process's own /metrics has its families and no other platereg family, and no ``_created``
+series.
 
 What no process exports yet is listed in NOT_YET / PANELS_NOT_YET with the issue that
 adds it, and asserted absent: when it lands, this test fails until the entry goes.
@@ -30,6 +33,7 @@ import yaml
 from api_helpers import bearer, role_keys
 from consumer_support import produce
 from ingest_support import issued, renewed
+from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.embedded import free_port, stop_process
 from platereg.settings import Settings
@@ -63,7 +67,24 @@ NOT_YET: dict[tuple[str, str | None], str] = {
 PANELS_NOT_YET: dict[str, str] = {
 }
 JOBS = ("registry-api", "ingest-api", "registry-consumer",    # as in deploy/prometheus
-        "notice-scheduler", "notice-dispatcher")
+        "registry-relay", "notice-scheduler", "notice-dispatcher")
+#: The platereg metric families each process exports (what it moves), and no other.
+_HTTP = {"platereg_http_request_duration_seconds", "platereg_auth_failures"}
+OWN: dict[str, set[str]] = {
+    "registry-api": _HTTP | {"platereg_lookups", "platereg_audit_backlog",
+                             "platereg_audit_oldest_unwritten_seconds",
+                             "platereg_audit_write_failures", "platereg_audit_refused",
+                             "platereg_audit_replayed"},
+    "ingest-api": _HTTP | {"platereg_ingest_events"},
+    "registry-consumer": {"platereg_events", "platereg_dlq", "platereg_quarantined_plates",
+                          "platereg_event_apply_latency_seconds", "platereg_consumer_lag",
+                          "platereg_notices",
+                          "platereg_expiry_sweep_last_run_timestamp_seconds"},
+    "registry-relay": {"platereg_expiry_sweep_last_run_timestamp_seconds"},
+    "notice-scheduler": {"platereg_notices",
+                         "platereg_notice_scheduler_last_run_timestamp_seconds"},
+    "notice-dispatcher": {"platereg_notice_deliveries", "platereg_dlq"},
+}
 
 
 def wait_for(check: Any, what: str, timeout: float = 60.0) -> Any:
@@ -209,9 +230,33 @@ def wait_two_scrapes_since(url: str, since: float) -> None:
     wait_for(scraped, "two scrapes of every process after the traffic")
 
 
+def family(series_name: str) -> str:
+    """The metric family of a series name (a counter's without ``_total``, a histogram's
+    without ``_bucket``/``_count``/``_sum``)."""
+    for suffix in ("_total", "_bucket", "_count", "_sum"):
+        if series_name.endswith(suffix):
+            return series_name.removesuffix(suffix)
+    return series_name
+
+
+def check_own_metrics(ports: dict[str, int]) -> None:
+    """Each process's /metrics: its own platereg families, no other, no _created series."""
+    for job, port in ports.items():
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        families = {f.name for f in text_string_to_metric_families(text)}
+        assert {f for f in families if f.startswith("platereg_")} == OWN[job], job
+        assert "process_cpu_seconds" in families, job
+        created = [line for line in text.splitlines()
+                   if line.split("{")[0].split(" ")[0].endswith("_created")]
+        assert created == [], (job, created[:3])
+
+
 def check_contract_metrics(url: str) -> None:
     for name, labels in METRICS.items():
         series = api(url, "series", **{"match[]": name})
+        owners = {job for job, families in OWN.items() if family(name) in families}
+        strays = {s["job"] for s in series} - owners
+        assert not strays, f"{name} exported by {strays}, owned by {owners} only"
         if (name, None) in NOT_YET:
             assert series == [], (
                 f"{name} exists now: remove it from NOT_YET ({NOT_YET[name, None]})")
@@ -246,7 +291,8 @@ def check_panels(url: str) -> None:
         for panel in json.loads(path.read_text())["panels"]:
             titles.add(panel["title"])
             for target in panel.get("targets", []):
-                expr = target["expr"].replace("$__rate_interval", "1m")
+                expr = (target["expr"].replace("$__rate_interval", "1m")    # All jobs
+                        .replace('"$job"', '".+"').replace('"$instance"', '".+"'))
                 result = query(url, expr)   # parses: the API answers success
                 if panel["title"] in PANELS_NOT_YET:
                     assert result == [], f"panel {panel['title']!r} has data now: " \
@@ -273,6 +319,9 @@ async def test_prometheus_scrapes_every_contract_metric_rules_and_panels(
         consumer = stack.enter_context(platereg(
             ["consume", "registry", "--metrics-port", str(ports["registry-consumer"]),
              "--parse-workers", "0"], ports["registry-consumer"], tmp_path / "consumer.log"))
+        stack.enter_context(platereg(
+            ["consume", "relay", "--metrics-port", str(ports["registry-relay"])],
+            ports["registry-relay"], tmp_path / "relay.log"))
         registry = stack.enter_context(platereg(
             ["serve", "registry", "--port", str(ports["registry-api"])], ports["registry-api"],
             tmp_path / "registry.log"))
@@ -287,6 +336,7 @@ async def test_prometheus_scrapes_every_contract_metric_rules_and_panels(
                                 "the renewal notice to be e-mailed")
         since = time.time()
         await asyncio.to_thread(wait_two_scrapes_since, prom, since)
+        await asyncio.to_thread(check_own_metrics, ports)
         await asyncio.to_thread(check_contract_metrics, prom)
         await asyncio.to_thread(check_rules, prom)
         await asyncio.to_thread(check_panels, prom)

@@ -8,13 +8,15 @@ import signal
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
+from platereg import metrics
 from platereg.process import Health, OpsServer, Stopped, repeat, retry, wait
 
 
 async def test_ops_server_answers_health_readiness_and_metrics() -> None:
     health = Health()
-    ops = OpsServer("127.0.0.1", 0, health.ready)
+    ops = OpsServer("127.0.0.1", 0, health.ready, metrics.NOTICE_SCHEDULER)
     port = await ops.start()
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
@@ -23,10 +25,14 @@ async def test_ops_server_answers_health_readiness_and_metrics() -> None:
             health.started = health.db_ok = health.kafka_ok = True
             ready = await client.get("/readyz")
             assert (ready.status_code, ready.json()) == (200, {"status": "ready"})
-            metrics = await client.get("/metrics")
-            assert metrics.status_code == 200
-            assert metrics.headers["content-type"].startswith("text/plain")
-            assert "platereg_events_total" in metrics.text or "python_info" in metrics.text
+            exported = await client.get("/metrics")
+            assert exported.status_code == 200
+            assert exported.headers["content-type"].startswith("text/plain")
+            families = {f.name for f in text_string_to_metric_families(exported.text)}
+            assert {"platereg_notices", "platereg_notice_scheduler_last_run_timestamp_seconds",
+                    "process_cpu_seconds", "python_info"} <= families
+            assert not {"platereg_events", "platereg_lookups"} & families   # not its own
+            assert "_created" not in exported.text
             assert (await client.head("/healthz")).status_code == 200
             assert (await client.post("/healthz")).status_code == 405
             assert (await client.get("/other")).status_code == 404

@@ -106,12 +106,23 @@ def _refs(node: object) -> list[str]:
 
 
 def test_asyncapi_refs_resolve() -> None:
+    """Every reference, the payload schemas' own included, points into the document (the
+    official parser's check: tests/unit/test_asyncapi_parser.py)."""
     doc = yaml.safe_load(export.export_all()["asyncapi.yaml"])
-    for ref in _refs({k: v for k, v in doc.items() if k != "components"}):
+    refs = _refs(doc)
+    assert any(r.startswith("#/components/schemas/") for r in refs)
+    for ref in refs:
+        assert ref.startswith("#/"), ref
         node: object = doc
         for part in ref.removeprefix("#/").split("/"):
             assert isinstance(node, dict) and part in node, ref
             node = node[part]
+    schemas = doc["components"]["schemas"]
+    assert doc["components"]["messages"]["PlateEvent"]["payload"] == {
+        "$ref": "#/components/schemas/PlateEvent"}
+    assert len(schemas["PlateEvent"]["oneOf"]) == 11
+    assert schemas["PlateEvent"]["discriminator"] == "type"   # AsyncAPI's form: a name
+    assert not any("$defs" in s or "$schema" in s or "$id" in s for s in schemas.values())
 
 
 def test_embedded_json_schema_refs_resolve_within_their_resource() -> None:

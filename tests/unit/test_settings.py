@@ -86,14 +86,3 @@ def test_unset_servers_give_a_clear_error() -> None:
         s.dsn()
     with pytest.raises(ConfigError, match="PLATEREG_KAFKA_BOOTSTRAP_SERVERS"):
         s.bootstrap()
-
-
-def test_readme_documents_every_setting() -> None:
-    from pathlib import Path
-
-    from platereg.settings import Settings
-
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    missing = [f"PLATEREG_{name.upper()}" for name in Settings.model_fields
-               if f"`PLATEREG_{name.upper()}`" not in readme]
-    assert not missing, f"README configuration table lacks {missing}"

@@ -140,7 +140,7 @@ async def lookup_body(request: Request) -> tuple[LookupRequest, list[tuple[str, 
     """The batch body and its ``(jurisdiction, plate)`` pairs, in request order.
 
     Fast path: when every plate is already canonical (``canonical_refs``: one regex
-    per part), the items are not turned into 1,000 models (~4 us each); the rest of
+    per part), the items are not turned into 1,000 models (see docs/benchmarks.md); the rest of
     the body is validated with the first item alone, so the returned model's
     ``plates`` holds that item only: use the pairs. Any other body is validated
     whole, with the usual 422 errors.
