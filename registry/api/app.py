@@ -38,7 +38,7 @@ from platereg.logging import configure_logging
 from platereg.metrics import REGISTRY_API
 from platereg.security.auth import Authenticator
 from platereg.settings import Settings, load_settings
-from registry import landing
+from registry.api import landing
 from registry.api.audit import purge_periodically, start_writer
 from registry.api.routes import audit, hotlist, owners, plates
 from registry.api.routes.common import (
