@@ -224,7 +224,7 @@ def test_the_registry_rooms_keep_apart() -> None:
 
 def test_the_composition_root_imports_every_command_module() -> None:
     # The registry consumer's batch hook is the notices' function, plugged in here; each
-    # command module is imported by name in the code, where this test sees it.
+    # command module is imported by an import statement (no importlib), which this test sees.
     assert {"notifications.events", "registry.consumer.cli", "registry.consumer.sources_cli",
             "registry.api.cli", "ingest.cli", "notifications.cli", "devtools.cli"} \
         <= _graph()["wiring.cli"]
