@@ -41,10 +41,10 @@ import httpx
 import orjson
 
 from bench.common import RSS_WRAPPER, BenchContext, Figure
-from ingest import simulate as sim
-from platereg.embedded import free_port
+from devtools import simulate as sim
+from devtools.embedded import free_port
 from platereg.kafka import ensure_topics, make_producer
-from platereg.keys import create_key
+from platereg.security.keys import create_key
 from schemas.topics import CLOUDEVENTS_JSON, EVENTS
 
 NAME = "ingest"
@@ -167,7 +167,7 @@ async def _bench(ctx: BenchContext) -> list[Figure]:
     log_path = ctx.work_dir / "ingest-bench.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "platereg.cli", "serve", "ingest", "--port", str(port)],
+            [sys.executable, "-m", "wiring.cli", "serve", "ingest", "--port", str(port)],
             env={**os.environ}, stdout=log_file, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}"

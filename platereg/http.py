@@ -45,10 +45,10 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from platereg.api_docs import install_docs
-from platereg.auth import AuthError, RateLimitHeadersMiddleware
 from platereg.logging import get_logger
 from platereg.metrics import HTTP_DURATION, exposition
 from platereg.metrics import exported as metrics_registry
+from platereg.security.auth import AuthError, RateLimitHeadersMiddleware
 from platereg.settings import Settings
 from schemas.validation import Rejection, decode_json, property_names
 

@@ -1,6 +1,6 @@
 """Test harness: one real PostgreSQL and one real Kafka-protocol broker per session.
 
-Both are the embedded servers (``platereg.embedded``) unless
+Both are the embedded servers (``devtools.embedded``) unless
 ``PLATEREG_DATABASE_URL`` / ``PLATEREG_KAFKA_BOOTSTRAP_SERVERS`` point at
 existing ones. Each test gets its own database (a copy of a migrated template)
 and its own topic names (a unique prefix), so tests run in any order.
@@ -18,8 +18,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from devtools.embedded import EmbeddedKafka, EmbeddedPostgres
 from platereg.db import create_database, create_pool, drop_database, migrate, with_database
-from platereg.embedded import EmbeddedKafka, EmbeddedPostgres
 from platereg.kafka import ensure_topics
 from platereg.settings import Settings, load_settings
 
@@ -125,7 +125,7 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 def debian_program(program: str, package: str) -> str:
     """The path of a program from a Debian package (installed when missing and root, as
     the bench does with wrk); skips the test when it cannot be had, fails under CI."""
-    from platereg.debian_tools import find_or_install
+    from devtools.debian_tools import find_or_install
 
     path = find_or_install(program, package, who="tests")
     if path is None:

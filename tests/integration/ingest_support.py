@@ -11,8 +11,8 @@ from typing import Any
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from devtools.embedded import free_port
 from ingest.api import create_ingest_app
-from platereg.embedded import free_port
 from platereg.http_server import uvicorn_options
 from platereg.settings import Settings
 from schemas.topics import EVENTS

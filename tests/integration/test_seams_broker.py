@@ -24,7 +24,7 @@ import asyncpg
 import httpx
 import pytest
 
-from platereg.embedded import free_port
+from devtools.embedded import free_port
 from platereg.kafka import ensure_topics
 from schemas import topics as contract
 from tests.integration.consumer_support import (
@@ -113,7 +113,7 @@ async def test_platereg_run_demo_load_reaches_the_api(tmp_path) -> None:
     env = _run_env(tmp_path)
     log_path = tmp_path / "run.log"
     with open(log_path, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "platereg.cli", "run"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "wiring.cli", "run"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         await wait_for(lambda: _ready(proc, log_path), "the banner of platereg run", 180, 0.3)

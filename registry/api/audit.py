@@ -3,7 +3,7 @@ skipped, each row once.
 
 Routes call :meth:`AuditWriter.record` / :meth:`AuditWriter.record_many` (no await, no
 database round trip) and answer at once. In the API (:func:`start_writer`) the rows of
-each answer are first appended to the process's journal (``registry.audit_journal``: one
+each answer are first appended to the process's journal (``registry.api.audit_journal``: one
 ``os.write`` on an ``O_APPEND`` file in ``PLATEREG_AUDIT_JOURNAL_DIR``, no fsync) and
 given ids (``row_id``: the journal's random writer id and a sequence number, unique in
 ``audit_log``, migration 0013), then buffered in memory. A background task copies the
@@ -79,7 +79,7 @@ from platereg.metrics import (
     AUDIT_WRITE_FAILURES,
 )
 from platereg.settings import ConfigError, Settings
-from registry.audit_journal import (
+from registry.api.audit_journal import (
     AuditJournal,
     Orphan,
     claim_orphans,

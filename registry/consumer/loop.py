@@ -1,7 +1,7 @@
 """The registry consumer's Kafka loop: fold plates.events into PostgreSQL, exactly-once in effect.
 
 One database transaction per ``getmany`` batch holds everything the batch
-does (``registry.apply.apply_batch``: new events into the history, plates
+does (``registry.consumer.apply.apply_batch``: new events into the history, plates
 updated, status changes and rejections recorded in their outboxes, and the
 consumed offsets stored). This module fetches, parses (in worker processes
 when given an executor), retries and re-seeks. Kafka commits are
@@ -38,12 +38,12 @@ from platereg.clock import Clock
 from platereg.db import create_pool
 from platereg.kafka import Record, make_consumer
 from platereg.logging import get_logger
-from platereg.policy_store import PolicyCache
 from platereg.process import Health, Stopped, retry
+from platereg.security.policy_store import PolicyCache
 from platereg.settings import Settings
-from registry import store
-from registry.apply import ConcurrentWriter, Fenced, Outcome, apply_batch
-from registry.batch import expand_compact, parse_compact, parse_values
+from registry.consumer import store
+from registry.consumer.apply import ConcurrentWriter, Fenced, Outcome, apply_batch
+from registry.consumer.batch import expand_compact, parse_compact, parse_values
 from schemas import topics
 
 log = get_logger(__name__)
@@ -229,8 +229,9 @@ class RegistryConsumer:
         begin = await self.consumer.beginning_offsets(tps)
         end = await self.consumer.end_offsets(tps)
         async with self.pool.acquire() as conn:
-            stored = await store.ensure_offsets(
-                conn, self.group, self.topic, {tp.partition: begin[tp] for tp in tps})
+            sql = store.RegistrySql(conn)
+            stored = await sql.ensure_offsets(
+                self.group, self.topic, {tp.partition: begin[tp] for tp in tps})
             for tp in tps:
                 offset = stored[tp.partition]
                 start = offset
@@ -250,8 +251,8 @@ class RegistryConsumer:
                             partition=tp.partition, stored_offset=offset, log_end=true_end,
                             log_start=begin[tp])
                         start = begin[tp]
-                if start != offset and not await store.reset_offset(
-                        conn, self.group, self.topic, tp.partition, offset, start):
+                if start != offset and not await sql.reset_offset(
+                        self.group, self.topic, tp.partition, offset, start):
                     raise asyncpg.SerializationError("offset changed concurrently")
                 self.consumer.seek(tp, start)
                 self.positions[tp.partition] = start

@@ -1,8 +1,8 @@
 """The wiring of ``platereg consume registry`` and ``platereg consume relay``: which parts
 run in the process, started and stopped together.
 
-The registry consumer (``registry.consumer``), the outbox relays
-(``registry.relay``) and the expiry sweep (``registry.expiry``) run in one
+The registry consumer (``registry.consumer.loop``), the outbox relays
+(``registry.consumer.relay``) and the expiry sweep (``registry.consumer.expiry``) run in one
 process by default, with the ops server and health watcher of
 ``platereg.process``; parsing can go to worker processes.
 """
@@ -19,10 +19,10 @@ from platereg import metrics
 from platereg.kafka import ensure_topics
 from platereg.process import exit_with_parent, service_process
 from platereg.settings import Settings
-from registry.consumer import RegistryConsumer
-from registry.expiry import run_sweeper
-from registry.relay import run_relays
-from registry.store import BatchHook
+from registry.consumer.expiry import run_sweeper
+from registry.consumer.loop import RegistryConsumer
+from registry.consumer.relay import run_relays
+from registry.consumer.store import BatchHook
 
 
 def _worker_ready() -> bool:

@@ -41,7 +41,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     @sources.command("list")
     def sources_list() -> None:
         """List the policy: per source prefix, the event types (and reasons) it may send."""
-        from platereg.policy_store import load_grants
+        from platereg.security.policy_store import load_grants
 
         settings = settings_or_exit()
         grants = _with_conn(settings.dsn(), load_grants)
@@ -57,7 +57,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         reason: Annotated[list[str] | None, typer.Option(help=_REASON_HELP)] = None,
     ) -> None:
         """Allow sources starting with PREFIX to send EVENT_TYPE (replaces its reasons)."""
-        from platereg.policy_store import set_grant
+        from platereg.security.policy_store import set_grant
         from schemas.policy import PolicyError
 
         settings = settings_or_exit()
@@ -75,7 +75,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             help="Only this event type (default: every type of the prefix)")] = None,
     ) -> None:
         """Stop allowing PREFIX to send EVENT_TYPE (or anything)."""
-        from platereg.policy_store import remove_grants
+        from platereg.security.policy_store import remove_grants
 
         settings = settings_or_exit()
         count = _with_conn(settings.dsn(), lambda c: remove_grants(c, prefix, event_type))
@@ -91,7 +91,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             help="data.reason of the event (plate.suspended / plate.reinstated)")] = None,
     ) -> None:
         """May SOURCE send EVENT_TYPE (with --reason)? Exit 0 if allowed, 1 if not."""
-        from platereg.policy_store import load_policy
+        from platereg.security.policy_store import load_policy
         from schemas.policy import KNOWN_TYPES
 
         if event_type not in KNOWN_TYPES:

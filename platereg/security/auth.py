@@ -41,8 +41,8 @@ import asyncpg
 from fastapi import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from platereg.keys import InvalidKey, secret_matches, split_key
 from platereg.metrics import AUTH_FAILURES
+from platereg.security.keys import InvalidKey, secret_matches, split_key
 
 CACHE_TTL = 2.0
 MAX_STALE = 4.5

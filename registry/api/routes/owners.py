@@ -14,10 +14,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from platereg.auth import charge
-from registry import lookups
-from registry.api_models import OwnerRecord
-from registry.routes.common import (
+from platereg.security.auth import charge
+from registry.api import lookups
+from registry.api.models import OwnerRecord
+from registry.api.routes.common import (
     BODY_ERRORS,
     FULL_EXAMPLE,
     OperatorKey,

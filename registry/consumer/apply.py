@@ -5,7 +5,7 @@ transaction: the offset fence, new events into the history, plates folded
 (incrementally, or re-folded from the history when an event arrives late;
 a plate whose stored history cannot be folded is quarantined),
 status changes and rejections recorded in their outboxes, and the consumed
-offsets stored. No Kafka here: ``registry.consumer`` feeds it records and
+offsets stored. No Kafka here: ``registry.consumer.loop`` feeds it records and
 handles :class:`Fenced` and :class:`ConcurrentWriter`.
 """
 
@@ -15,9 +15,10 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from registry.batch import (
+from platereg.dead_letter import DeadLetter
+from registry.consumer.batch import (
     Parsed,
     Rejected,
     StatusChange,
@@ -31,15 +32,22 @@ from registry.batch import (
 from schemas.fold import HistoryEvent, PlateState, today_in
 from schemas.policy import Policy
 
-#: A rejection for the DLQ outbox: (partition, offset, key, value, reason, detail).
-DlqRow = tuple[int, int, bytes | None, bytes | None, str, str]
+
+class QuarantineRow(NamedTuple):
+    """A plate to quarantine; a plate already there keeps its first reason and event."""
+
+    plate_key: str
+    reason: str
+    event_id: str | None   # the stored event at fault, when one is
+    held_events: int       # this batch's events of the plate, stored but not folded
 
 
 class BatchStore(Protocol):
     """What :func:`apply_batch` needs of the database, all in one transaction.
 
-    ``registry.store.SqlStore`` is the PostgreSQL one; the unit tests use an
-    in-memory one.
+    ``registry.consumer.store.SqlStore`` is the PostgreSQL one (its methods are the only
+    other declaration of these operations; a unit test keeps the two in step); the unit
+    tests use an in-memory one.
     """
 
     async def lock_offsets(self, group: str, topic: str,
@@ -65,8 +73,8 @@ class BatchStore(Protocol):
         """The quarantined plates among ``keys``, locked against a concurrent release."""
         ...
 
-    async def quarantine(self, rows: Sequence[tuple[str, str, str | None, int]]) -> None:
-        """Quarantine (plate key, reason, event id, events held) rows."""
+    async def quarantine(self, rows: Sequence[QuarantineRow]) -> None:
+        """Quarantine these plates (or count more held events of those already there)."""
         ...
 
     async def lock_plates(self, keys: Sequence[str]) -> dict[str, PlateState]:
@@ -85,8 +93,8 @@ class BatchStore(Protocol):
         """Record status changes, in order, for the status relay."""
         ...
 
-    async def insert_dlq(self, topic: str, rows: Sequence[DlqRow]) -> None:
-        """Record rejections for the DLQ relay."""
+    async def insert_dlq(self, letters: Sequence[DeadLetter]) -> None:
+        """Record rejections (the records as consumed, and why) for the DLQ relay."""
         ...
 
     async def record_notices(self, old: Mapping[str, PlateState | None],
@@ -164,15 +172,19 @@ async def apply_batch(
         changes = []
 
     if out.rejected:
-        await db.insert_dlq(topic, [
-            (r.partition, r.offset, *raw[(r.partition, r.offset)], r.reason, r.detail)
-            for r in out.rejected
-        ])
+        await db.insert_dlq([_dead_letter(topic, r, raw) for r in out.rejected])
     # Last: recording status changes takes a lock held to commit (their order is the
     # commit order), so concurrent batches wait on each other for the shortest time.
     await db.insert_status_changes(changes)
     await db.set_offsets(group, topic, next_offsets)
     return out
+
+
+def _dead_letter(topic: str, rejected: Rejected,
+                 raw: Mapping[tuple[int, int], tuple[bytes | None, bytes | None]]) -> DeadLetter:
+    key, value = raw[(rejected.partition, rejected.offset)]
+    return DeadLetter(topic=topic, partition=rejected.partition, offset=rejected.offset,
+                      key=key, value=value, reason=rejected.reason, detail=rejected.detail)
 
 
 async def _fold_plates(db: BatchStore, by_plate: dict[str, list[Parsed]],
@@ -211,6 +223,7 @@ async def _fold_plates(db: BatchStore, by_plate: dict[str, list[Parsed]],
     if held or broken:
         out.quarantined = [exc.reason for exc in broken.values()]
         await db.quarantine([
-            (key, exc.reason, exc.event_id, len(by_plate[key])) for key, exc in broken.items()
-        ] + [(key, "", None, len(by_plate[key])) for key in held])
+            QuarantineRow(key, exc.reason, exc.event_id, len(by_plate[key]))
+            for key, exc in broken.items()
+        ] + [QuarantineRow(key, "", None, len(by_plate[key])) for key in held])
     return changes

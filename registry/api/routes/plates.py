@@ -20,13 +20,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from platereg.auth import authenticate_request, charge
 from platereg.http import ProblemError, read_json
-from registry import lookups
-from registry.api_models import CandidatesResponse, PlateEvents
-from registry.candidates import variants
-from registry.domain import view_at
-from registry.routes.common import (
+from platereg.security.auth import authenticate_request, charge
+from registry.api import lookups
+from registry.api.candidates import variants
+from registry.api.models import CandidatesResponse, PlateEvents
+from registry.api.routes.common import (
     BODY_ERRORS,
     ENFORCEMENT,
     OPERATOR,
@@ -47,6 +46,7 @@ from registry.routes.common import (
     view_of,
     views_of_rows,
 )
+from registry.domain import view_at
 from schemas.plates import canonical_refs
 from schemas.views import (
     MAX_LOOKUP_PLATES,
@@ -60,7 +60,7 @@ from schemas.views import (
 )
 
 MAX_EVENTS = 10_000
-#: The single query's path (``registry.api`` also serves it as a plain Starlette route).
+#: The single query's path (``registry.api.app`` also serves it as a plain Starlette route).
 QUERY_PATH = "/v1/plates/query"
 QUERY_ROLES = frozenset({ENFORCEMENT, OPERATOR})
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from platereg.auth import charge
 from platereg.http import ProblemError
-from registry import lookups
-from registry.api_models import AuditPage
-from registry.cursors import InvalidCursor, open_cursor, seal
-from registry.routes.common import (
+from platereg.security.auth import charge
+from registry.api import lookups
+from registry.api.cursors import InvalidCursor, open_cursor, seal
+from registry.api.models import AuditPage
+from registry.api.routes.common import (
     BODY_ERRORS,
     OperatorKey,
     body,
@@ -27,7 +27,7 @@ from registry.routes.common import (
     ok,
     reading,
 )
-from registry.sealing import Sealer
+from registry.api.sealing import Sealer
 from schemas.views import AuditQuery
 
 router = APIRouter(tags=["audit"])

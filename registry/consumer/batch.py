@@ -25,7 +25,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -112,36 +112,56 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _MICROSECOND = dt.timedelta(microseconds=1)
 
 
-def parse_compact(values: Sequence[bytes | None], now: dt.datetime) -> list[tuple]:
-    """Parse in a worker process; returns small tuples that are cheap to pickle.
+class CompactParsed(NamedTuple):
+    """A valid event as a parse worker sends it back: what :class:`Parsed` needs besides
+    the record's position, in types that are cheap to pickle."""
 
-    Valid: (event_id, type, source, time in µs since the epoch, subject, data JSON,
-    fingerprint); rejected: (reason, detail, type label).
-    """
-    out: list[tuple] = []
+    event_id: str
+    type: str
+    source: str
+    time_us: int          # microseconds since the epoch
+    subject: str          # the plate key
+    data_json: bytes      # ``orjson.dumps(data)``
+    fingerprint: str
+
+
+class CompactRejected(NamedTuple):
+    """A rejected record as a parse worker sends it back (see :class:`Rejected`)."""
+
+    reason: str
+    detail: str
+    type_label: str
+
+
+def parse_compact(values: Sequence[bytes | None],
+                  now: dt.datetime) -> list[CompactParsed | CompactRejected]:
+    """Parse in a worker process; returns small named tuples that are cheap to pickle."""
+    out: list[CompactParsed | CompactRejected] = []
     for value in values:
         ev = parse_value(value, 0, 0, now)
         if isinstance(ev, Rejected):
-            out.append((ev.reason, ev.detail, ev.type_label))
+            out.append(CompactRejected(ev.reason, ev.detail, ev.type_label))
         else:
-            out.append((ev.event_id, ev.type, ev.source, (ev.time - _EPOCH) // _MICROSECOND,
-                        ev.plate_key, orjson.dumps(ev.data), ev.fingerprint))
+            out.append(CompactParsed(ev.event_id, ev.type, ev.source,
+                                     (ev.time - _EPOCH) // _MICROSECOND, ev.plate_key,
+                                     orjson.dumps(ev.data), ev.fingerprint))
     return out
 
 
-def expand_compact(compact: Sequence[tuple],
+def expand_compact(compact: Sequence[CompactParsed | CompactRejected],
                    records: Sequence[Record]) -> list[Parsed | Rejected]:
     """The :func:`parse_compact` results as :class:`Parsed` / :class:`Rejected`."""
     out: list[Parsed | Rejected] = []
     for c, r in zip(compact, records, strict=True):
-        if len(c) == 3:
-            out.append(Rejected(r.partition, r.offset, c[0], c[1], c[2]))
+        if isinstance(c, CompactRejected):
+            out.append(Rejected(r.partition, r.offset, c.reason, c.detail, c.type_label))
         else:
-            jurisdiction, _, plate = c[4].partition("/")
-            data_json = c[5]
-            out.append(Parsed(c[0], c[1], c[2], _EPOCH + dt.timedelta(microseconds=c[3]), c[4],
-                              jurisdiction, plate, orjson.loads(data_json), c[6],
-                              r.partition, r.offset, data_json.decode()))
+            jurisdiction, _, plate = c.subject.partition("/")
+            # positional, in Parsed's field order (keywords cost more, per event)
+            out.append(Parsed(c.event_id, c.type, c.source,
+                              _EPOCH + dt.timedelta(microseconds=c.time_us), c.subject,
+                              jurisdiction, plate, orjson.loads(c.data_json), c.fingerprint,
+                              r.partition, r.offset, c.data_json.decode()))
     return out
 
 

@@ -19,7 +19,7 @@ from platereg.commands import fail, run_async, settings_or_exit
 
 if TYPE_CHECKING:
     from platereg.settings import Settings
-    from registry.store import BatchHook
+    from registry.consumer.store import BatchHook
 
 
 @contextlib.contextmanager
@@ -54,7 +54,7 @@ def register_consumer(consume: typer.Typer, batch_hook: BatchHook) -> None:
                  "(0: validate in the consumer process, no pipelining)")] = 1,
     ) -> None:
         """Fold plates.events into PostgreSQL (exactly-once effect). SIGTERM stops it cleanly."""
-        from registry.service import serve_registry_consumer
+        from registry.consumer.service import serve_registry_consumer
 
         settings = settings_or_exit()
         with _port_in_use_exits(settings, metrics_port):
@@ -72,7 +72,7 @@ def _register_relay(consume: typer.Typer) -> None:
         = None,
     ) -> None:
         """Only the outbox relays and the expiry sweep (one process leads at a time)."""
-        from registry.service import serve_relays
+        from registry.consumer.service import serve_relays
 
         settings = settings_or_exit()
         with _port_in_use_exits(settings, metrics_port):
@@ -94,7 +94,7 @@ def _register_dlq(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from registry.dlq import list_rejections
+        from registry.consumer.dlq import list_rejections
 
         settings = settings_or_exit()
         rows = asyncio.run(list_rejections(settings, reason=reason, limit=limit,
@@ -119,7 +119,7 @@ def _register_dlq(app: typer.Typer) -> None:
 
         They are validated again like any event; one still invalid is rejected again.
         """
-        from registry.dlq import replay
+        from registry.consumer.dlq import replay
 
         if not ids and not reason:
             raise fail("give DLQ ids or --reason", 2)
@@ -144,7 +144,7 @@ def _register_quarantine(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from registry.quarantine import list_plates
+        from registry.consumer.quarantine import list_plates
 
         settings = settings_or_exit()
         rows = asyncio.run(list_plates(settings, limit=limit))
@@ -165,7 +165,7 @@ def _register_quarantine(app: typer.Typer) -> None:
 
         A plate whose history still cannot be folded stays quarantined (exit status 1).
         """
-        from registry.quarantine import release
+        from registry.consumer.quarantine import release
 
         settings = settings_or_exit()
         results = asyncio.run(release(settings, plates))

@@ -1,15 +1,15 @@
 """The registry HTTP API (contract section 5): the app, its lifespan and OpenAPI document.
 
-The routes live in ``registry.routes`` (one router per resource: plates,
-hotlist, owners, audit; shared parts in ``registry.routes.common``):
+The routes live in ``registry.api.routes`` (one router per resource: plates,
+hotlist, owners, audit; shared parts in ``registry.api.routes.common``):
 
 * Views come from ``registry.domain`` (one place for the status rules),
   derived at request time in ``PLATEREG_TIMEZONE``.
 * Enforcement keys get the enforcement view, read with ``NULL AS owner``;
   ``portal`` and ``operator`` keys get ``owner`` as well.
-* Every plate answered is audited through :class:`registry.audit.AuditWriter`
+* Every plate answered is audited through :class:`registry.api.audit.AuditWriter`
   (journaled to local disk and buffered, written in batches in the background; one typed
-  :class:`registry.routes.common.Read` per row) and counted in
+  :class:`registry.api.routes.common.Read` per row) and counted in
   ``platereg_lookups_total``.
 * Bodies are parsed by the routes, not by FastAPI, with the strict reader shared
   with the ingest API (``platereg.http.read_json``): a content type other than
@@ -30,25 +30,25 @@ from fastapi import FastAPI
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
-from platereg.auth import Authenticator
 from platereg.clock import Clock
 from platereg.db import create_pool, ping
 from platereg.http import add_probes, create_app
 from platereg.kafka import broker_reachable
 from platereg.logging import configure_logging
 from platereg.metrics import REGISTRY_API
+from platereg.security.auth import Authenticator
 from platereg.settings import Settings, load_settings
-from registry import landing
-from registry.audit import purge_periodically, start_writer
-from registry.owner.app import install as install_owner_access
-from registry.routes import audit, hotlist, owners, plates
-from registry.routes.common import (
+from registry.api import landing
+from registry.api.audit import purge_periodically, start_writer
+from registry.api.routes import audit, hotlist, owners, plates
+from registry.api.routes.common import (
     CURSOR_PATTERN,
     EXTRA_SCHEMAS,
     RAW_JURISDICTION_PATTERN,
     RAW_PLATE_PATTERN,
     ApiContext,
 )
+from registry.owner.app import install as install_owner_access
 
 __all__ = ["CURSOR_PATTERN", "RAW_JURISDICTION_PATTERN", "RAW_PLATE_PATTERN",
            "create_registry_app", "app_from_env"]

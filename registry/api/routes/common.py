@@ -1,7 +1,7 @@
 """What every registry API router shares: the per-process context, the one audit-row
 builder, request parsing (strict JSON bodies, plate normalization) and OpenAPI helpers.
 
-Routers (``registry.routes.plates``, ``hotlist``, ``owners``, ``audit``) reach the
+Routers (``registry.api.routes.plates``, ``hotlist``, ``owners``, ``audit``) reach the
 context through ``request.app.state.ctx`` (:func:`ctx_of`), so their handlers are
 plain module-level functions.
 """
@@ -18,16 +18,16 @@ from fastapi import Depends, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ValidationError
 
-from platereg.auth import Principal, require
 from platereg.clock import Clock
 from platereg.http import ProblemError, read_json, validation_errors
 from platereg.metrics import LOOKUPS
 from platereg.plate_rows import state_from_row
+from platereg.security.auth import Principal, require
 from platereg.settings import Settings
-from registry.api_models import Problem
-from registry.audit import COPY_COLUMNS, AuditUnavailable, AuditWriter
+from registry.api.audit import COPY_COLUMNS, AuditUnavailable, AuditWriter
+from registry.api.models import Problem
+from registry.api.sealing import Sealer
 from registry.domain import VIEW_PARTS, enforcement_view, full_view, owner_view_from, view_from
-from registry.sealing import Sealer
 from schemas.fold import PlateState, today_in
 from schemas.plates import InvalidPlate, normalize_jurisdiction, normalize_plate
 
@@ -61,7 +61,7 @@ class Read:
     owner_id: str | None = None
 
     def row(self) -> tuple[Any, ...]:
-        """The values in ``registry.audit.COPY_COLUMNS`` order."""
+        """The values in ``registry.api.audit.COPY_COLUMNS`` order."""
         return tuple(getattr(self, column) for column in COPY_COLUMNS)
 
 
@@ -93,8 +93,8 @@ class Reading:
 #: The order :meth:`Reading.rows` builds rows in, without a :class:`Read` per row.
 _ROW_ORDER = ("at", "key_id", "kind", "jurisdiction", "plate", "purpose", "result",
               "owner_id", "case_ref", "as_at")
-if COPY_COLUMNS != _ROW_ORDER:  # registry.audit changed its columns: update Reading.rows
-    raise ImportError(f"registry.audit.COPY_COLUMNS is {COPY_COLUMNS}, not {_ROW_ORDER}")
+if COPY_COLUMNS != _ROW_ORDER:  # registry.api.audit changed its columns: update Reading.rows
+    raise ImportError(f"registry.api.audit.COPY_COLUMNS is {COPY_COLUMNS}, not {_ROW_ORDER}")
 
 
 class ApiContext:
@@ -202,7 +202,7 @@ _PARTS = len(VIEW_PARTS)
 
 def views_of_rows(rows: Iterable[Any], with_owner: bool, today: dt.date,
                   now: dt.datetime) -> dict[str, dict[str, Any]]:
-    """The views of ``registry.lookups.view_rows`` rows, by plate key (the owner only when
+    """The views of ``registry.api.lookups.view_rows`` rows, by plate key (the owner only when
     ``with_owner``)."""
     n = _PARTS
     if with_owner:

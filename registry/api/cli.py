@@ -28,7 +28,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         settings = settings_or_exit()
         settings.dsn()  # fail early, naming the variable, if the database is not configured
         uvicorn.run(
-            "registry.api:app_from_env", factory=True,
+            "registry.api.app:app_from_env", factory=True,
             host=host or settings.host,
             port=settings.registry_port if port is None else port,
             workers=workers, lifespan="on", timeout_graceful_shutdown=20, loop="uvloop",
@@ -48,7 +48,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         The API also purges hourly when its own role may delete audit rows.
         """
         from platereg.commands import fail, run_async, settings_or_exit, with_connection
-        from registry.audit import purge
+        from registry.api.audit import purge
 
         settings = settings_or_exit()
         retention = days or settings.audit_retention_days
@@ -67,7 +67,7 @@ async def _purge_forever(dsn: str, retention: int, every: float) -> int:
     import signal
 
     from platereg.db import create_pool
-    from registry.audit import purge_periodically
+    from registry.api.audit import purge_periodically
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from platereg.embedded import EmbeddedError, EmbeddedKafka, EmbeddedPostgres, _die_with_parent
+from devtools.embedded import EmbeddedError, EmbeddedKafka, EmbeddedPostgres, _die_with_parent
 from platereg.logging import get_logger
 from platereg.settings import ENV_PREFIX, ConfigError, Settings, load_settings
 
@@ -192,7 +192,7 @@ def _sample_plate(settings: Settings, timeout: float = 15.0) -> str | None:
 
 def _demo_owner_link(settings: Settings, timeout: float = 15.0) -> str | None:
     """A one-time owner page link for a demo owner with an e-mail address."""
-    from platereg.owner_links import mint_sign_in_link
+    from platereg.security.owner_links import mint_sign_in_link
 
     async def mint(conn: Any) -> str | None:
         owner_id = await conn.fetchval(
@@ -239,7 +239,7 @@ def cursor_env(settings: Settings, demo: bool) -> dict[str, str]:
 
 
 def _platereg(*args: str) -> list[str]:
-    return [sys.executable, "-m", "platereg.cli", *args]
+    return [sys.executable, "-m", "wiring.cli", *args]
 
 
 def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -281,7 +281,7 @@ def _ensure_topics(settings: Settings) -> None:
 
 def _embedded_postgres(settings: Settings, stack: ExitStack) -> dict[str, str]:
     """Start it, migrate as its superuser and give the services and the purge their roles."""
-    from platereg.roles import ensure_roles
+    from platereg.security.roles import ensure_roles
 
     pg = EmbeddedPostgres(settings.data_dir.resolve() / "postgres", durable=True)
     admin = pg.start()
@@ -420,7 +420,7 @@ def _run(settings: Settings, demo: bool) -> int:
 
 
 def _load_demo(settings: Settings, env: dict[str, str]) -> None:
-    from platereg.keys import create_key
+    from platereg.security.keys import create_key
 
     async def demo_keys() -> tuple[str, str]:
         import asyncpg

@@ -19,7 +19,7 @@ deltas, so a client that applies entries in order (upsert, or delete when
 ``removed``) ends with the current list.
 
 A cursor is ``d:<seq>`` or ``f:<seq>:<plate_key>`` sealed by
-:class:`registry.sealing.Sealer` (encrypted and authenticated with
+:class:`registry.api.sealing.Sealer` (encrypted and authenticated with
 ``PLATEREG_CURSOR_SECRET``), so it reveals no plate. Clients must treat it as
 opaque; anything that does not open to one of these forms is refused with 400.
 """
@@ -31,8 +31,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from registry.cursors import MAX_CURSOR_LENGTH, InvalidCursor, open_cursor, seal
-from registry.sealing import Sealer
+from registry.api.cursors import MAX_CURSOR_LENGTH, InvalidCursor, open_cursor, seal
+from registry.api.sealing import Sealer
 from schemas.plates import InvalidPlate, parse_plate_key
 from schemas.views import EnforcementView
 

@@ -1,4 +1,4 @@
-"""The hotlist route of the registry API (paging rules in ``registry.hotlist``).
+"""The hotlist route of the registry API (paging rules in ``registry.api.hotlist``).
 
 Audit and ``platereg_lookups_total``: one row and one count per entry returned.
 """
@@ -10,10 +10,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
-from platereg.auth import charge
 from platereg.http import ProblemError
-from registry import lookups
-from registry.hotlist import (
+from platereg.security.auth import charge
+from registry.api import lookups
+from registry.api.hotlist import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
     InvalidCursor,
@@ -23,7 +23,7 @@ from registry.hotlist import (
     delta_cursor,
     full_cursor,
 )
-from registry.routes.common import (
+from registry.api.routes.common import (
     CURSOR_PATTERN,
     VIEW_EXAMPLE,
     ApiContext,

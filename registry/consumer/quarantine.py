@@ -2,7 +2,7 @@
 history has been repaired.
 
 The registry consumer quarantines a plate whose stored state or history cannot be
-folded (``registry.batch.Unfoldable``): it keeps storing the plate's new events but
+folded (``registry.consumer.batch.Unfoldable``): it keeps storing the plate's new events but
 leaves its state alone, so one bad row never stops the other plates. Releasing
 re-folds the plate from its whole history, writes the state and the status change,
 and ends the quarantine; if the history still cannot be folded, the plate stays.
@@ -17,8 +17,8 @@ import asyncpg
 
 from platereg.db import connect
 from platereg.settings import Settings
-from registry import store
-from registry.batch import Unfoldable, fold_history, status_changes
+from registry.consumer import store
+from registry.consumer.batch import Unfoldable, fold_history, status_changes
 from schemas.fold import today_in
 from schemas.plates import InvalidPlate, parse_plate_key
 
@@ -26,7 +26,7 @@ from schemas.plates import InvalidPlate, parse_plate_key
 async def list_plates(settings: Settings, *, limit: int = 100) -> list[asyncpg.Record]:
     conn = await connect(settings.dsn())
     try:
-        return await store.list_quarantined(conn, limit)
+        return await store.RegistrySql(conn).list_quarantined(limit)
     finally:
         await conn.close()
 
@@ -59,17 +59,18 @@ async def _release_one(conn: asyncpg.Connection, settings: Settings, key: str) -
             "SELECT reason FROM quarantined_plates WHERE plate_key = $1 FOR UPDATE", key)
         if row is None:
             return Released(key, False, "not quarantined")
-        old = await store.lock_plates(conn, [key])
-        history = (await store.history(conn, [key]))[key]
+        sql = store.RegistrySql(conn)
+        old = await sql.lock_plates([key])
+        history = (await sql.history([key]))[key]
         try:
             state = fold_history(jurisdiction, plate, history)
         except Unfoldable as exc:
             at = f" (event {exc.event_id})" if exc.event_id else ""
             return Released(key, False, f"still cannot be folded: {exc.reason}{at}")
         if history:
-            await store.upsert_plates(conn, [state])
+            await sql.upsert_plates([state])
             now = dt.datetime.now(dt.UTC)
             changes = status_changes(old, {key: state}, today_in(settings.tz, now), now)
-            await store.insert_status_changes(conn, changes)
+            await sql.insert_status_changes(changes)
         await conn.execute("DELETE FROM quarantined_plates WHERE plate_key = $1", key)
     return Released(key, True, f"released: folded {len(history)} stored event(s)")

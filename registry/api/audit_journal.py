@@ -1,6 +1,6 @@
 """The audit journal: each registry API process's local write-ahead log of its audit rows.
 
-A process (one :class:`AuditJournal`, owned by its :class:`registry.audit.AuditWriter`)
+A process (one :class:`AuditJournal`, owned by its :class:`registry.api.audit.AuditWriter`)
 appends the rows of each answer to its current segment file with one ``os.write`` on an
 ``O_APPEND`` descriptor before the route answers: no fsync, no database round trip. Data
 handed to the kernel survives the process (SIGKILL, OOM kill, a crash); it does not
@@ -16,7 +16,7 @@ hold plates and owner ids; their contents are never logged):
   while its writer lives.
 * ``<writer>.<n>.jnl``: segment ``n``; a header line ``{"v": 1, "writer", "db"}``, then one
   JSON line per answer: ``[first sequence number, [row, ...]]``, rows in
-  ``registry.audit.COPY_COLUMNS`` order. Row ``i`` of a line has the id
+  ``registry.api.audit.COPY_COLUMNS`` order. Row ``i`` of a line has the id
   ``<writer><first + i as 16 hex digits>`` (a UUID): unique across processes.
 
 :func:`claim_orphans` takes the journals whose lock nobody holds (their process is gone):

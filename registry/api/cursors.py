@@ -1,7 +1,7 @@
 """Opaque page cursors of the registry API, one encoding for every paged route.
 
 A cursor is ``"<kind>:<payload>"`` (``d:``/``f:`` for the hotlist, ``a:`` for the
-audit log) sealed by :class:`registry.sealing.Sealer`: encrypted and authenticated
+audit log) sealed by :class:`registry.api.sealing.Sealer`: encrypted and authenticated
 with keys from ``PLATEREG_CURSOR_SECRET``, so it reveals no plate. Clients must
 treat it as opaque; :func:`open_cursor` refuses anything else (malformed, altered,
 sealed under another secret, or the unsealed base64 of revision 1) with
@@ -10,7 +10,7 @@ sealed under another secret, or the unsealed base64 of revision 1) with
 
 from __future__ import annotations
 
-from registry.sealing import Sealer, Unsealable
+from registry.api.sealing import Sealer, Unsealable
 
 MAX_CURSOR_LENGTH = 200
 

@@ -25,8 +25,8 @@ from platereg.metrics import EXPIRY_SWEEP_LAST_RUN
 from platereg.plate_rows import state_from_row
 from platereg.process import repeat
 from platereg.settings import Settings
-from registry import store
-from registry.batch import StatusChange, state_shape_problem, status_change, view_of
+from registry.consumer import store
+from registry.consumer.batch import StatusChange, state_shape_problem, status_change, view_of
 from schemas.fold import PlateState, today_in
 
 log = get_logger(__name__)
@@ -69,13 +69,14 @@ async def sweep(conn: asyncpg.Connection, tz: dt.tzinfo, now: dt.datetime | None
     changes: list[StatusChange] = []
     async with conn.transaction():
         await conn.execute(store.STATUS_LOCK_SQL)
-        rows = await store.expiry_candidates(conn, today)
+        sql = store.RegistrySql(conn)
+        rows = await sql.expiry_candidates(today)
         if rows:
             pairs = _usable(rows)
             changes = expiry_changes(pairs, today, now)
-            await store.insert_status_changes(conn, changes)
-            await store.mark_expired(conn, [s.plate_key for s, _ in pairs],
-                                     [s.expires_on for s, _ in pairs])
+            await sql.insert_status_changes(changes)
+            await sql.mark_expired([s.plate_key for s, _ in pairs],
+                                   [s.expires_on for s, _ in pairs])
     # Committed: the alert compares this with Prometheus's time, so real time, not ``now``.
     EXPIRY_SWEEP_LAST_RUN.set_to_current_time()
     if rows:

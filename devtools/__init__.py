@@ -1,0 +1,14 @@
+"""Developer tooling: what a developer's machine, the tests and the benchmarks need, and
+a production deployment does not.
+
+* ``embedded``: PostgreSQL and a Kafka-protocol broker (Tansu) as child processes;
+* ``runner``: ``platereg run`` / ``make run``, the whole stack on one machine;
+* ``simulate``: realistic registry traffic (``platereg simulate``);
+* ``mailcatcher``: a local SMTP server keeping each message as a file;
+* ``debian_tools``: programs from Debian packages the tests and benchmarks run.
+
+It sits apart from the production plumbing (``platereg``) so that no service depends on
+it: production code never imports this package. Only the CLI root (``wiring.cli``)
+registers its commands; devtools itself is a client of the services and the shared
+layers, never of ``wiring``.
+"""
