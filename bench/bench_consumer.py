@@ -36,8 +36,8 @@ import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from bench.common import TANSU, BenchContext, Figure
+from devtools.embedded import EmbeddedPostgres, free_port
 from platereg.db import migrate
-from platereg.embedded import EmbeddedPostgres, free_port
 from platereg.kafka import ensure_topics, make_producer
 from schemas import topics
 
@@ -211,7 +211,7 @@ async def _registry(settings, dsn: str, ends: dict[int, int], extra: list[str],
     port = free_port()
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "platereg.cli", "consume", "registry", "--metrics-port",
+        [sys.executable, "-m", "wiring.cli", "consume", "registry", "--metrics-port",
          str(port), *extra],
         env={**os.environ, "PLATEREG_LOG_LEVEL": "WARNING", "PLATEREG_DATABASE_URL": dsn},
         stdin=subprocess.DEVNULL)

@@ -41,10 +41,10 @@ import httpx
 import orjson
 
 from bench.common import RSS_WRAPPER, TANSU, BenchContext, Figure
-from ingest import simulate as sim
-from platereg.embedded import free_port
+from devtools import simulate as sim
+from devtools.embedded import free_port
 from platereg.kafka import ensure_topics, make_producer
-from platereg.keys import create_key
+from platereg.security.keys import create_key
 from schemas.topics import CLOUDEVENTS_JSON, EVENTS
 
 NAME = "ingest"
@@ -165,7 +165,7 @@ async def _http(ctx: BenchContext, events: list[dict], broker: str = ""
     log_path = ctx.work_dir / f"ingest-bench{'-' if broker else ''}{broker[-5:]}.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "platereg.cli", "serve", "ingest", "--port", str(port)],
+            [sys.executable, "-m", "wiring.cli", "serve", "ingest", "--port", str(port)],
             env={**os.environ}, stdout=log_file, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}"

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from devtools.apache_kafka import KafkaCluster
+from devtools.embedded import EmbeddedKafka, EmbeddedPostgres
 from platereg.db import create_database, migrate, with_database
-from platereg.embedded import EmbeddedKafka, EmbeddedPostgres
 from platereg.settings import Settings, load_settings
 
 
@@ -147,7 +147,7 @@ class Servers:
 # parent's peak into a child through vfork + exec.
 RSS_WRAPPER = (
     "import sys\n"
-    "from platereg.cli import app\n"
+    "from wiring.cli import app\n"
     "code = 0\n"
     "try:\n"
     "    app(sys.argv[1:], prog_name='platereg')\n"

@@ -20,7 +20,7 @@ OWNER_SCRIPT = textwrap.dedent(
     import sys, time, warnings
     warnings.simplefilter("ignore")
     from pathlib import Path
-    from platereg.embedded import EmbeddedKafka, EmbeddedPostgres
+    from devtools.embedded import EmbeddedKafka, EmbeddedPostgres
     base = Path(sys.argv[1]); mode = sys.argv[2]
     pg = EmbeddedPostgres(base / "pg", durable=False); pg.start()
     kafka = EmbeddedKafka(base); kafka.start()
@@ -74,7 +74,7 @@ def test_postgres_requires_the_password_over_tcp_and_its_socket(tmp_path: Path) 
 
     import asyncpg
 
-    from platereg.embedded import EmbeddedPostgres
+    from devtools.embedded import EmbeddedPostgres
 
     pg = EmbeddedPostgres(tmp_path / "pg", durable=False)
     dsn = pg.start()
@@ -101,7 +101,7 @@ def test_a_trust_data_directory_is_converted_to_passwords(tmp_path: Path) -> Non
 
     import asyncpg
 
-    from platereg.embedded import EmbeddedPostgres
+    from devtools.embedded import EmbeddedPostgres
 
     pg = EmbeddedPostgres(tmp_path / "pg", durable=False)
     pg.data_dir.mkdir(mode=0o700)

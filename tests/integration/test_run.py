@@ -22,8 +22,8 @@ import httpx
 import psutil
 import pytest
 
-from platereg.embedded import EmbeddedPostgres, free_port
-from platereg.keys import create_key
+from devtools.embedded import EmbeddedPostgres, free_port
+from platereg.security.keys import create_key
 from tests.integration.cli_support import gone
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,7 @@ def _start(tmp_path: Path, *extra: str, env: dict[str, str] | None = None
     log_path = tmp_path / f"run-{time.monotonic_ns()}.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "platereg.cli", "run", *extra],
+            [sys.executable, "-m", "wiring.cli", "run", *extra],
             env=env or _run_env(tmp_path), stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )

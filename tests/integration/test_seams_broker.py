@@ -27,7 +27,7 @@ import asyncpg
 import httpx
 import pytest
 
-from platereg.embedded import free_port
+from devtools.embedded import free_port
 from platereg.kafka import ensure_topics
 from schemas import topics as contract
 from tests.integration.consumer_support import (
@@ -130,7 +130,7 @@ async def test_platereg_run_demo_load_reaches_the_api(tmp_path, broker: str) -> 
         env = _without_a_jdk(tmp_path, env)
     log_path = tmp_path / "run.log"
     with open(log_path, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "platereg.cli", "run"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "wiring.cli", "run"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         await wait_for(lambda: _ready(proc, log_path), "the banner of platereg run", 180, 0.3)
