@@ -40,7 +40,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from platereg.kafka import Record, make_producer, producer_dead
+from platereg.kafka import Record, make_producer
 from platereg.logging import get_logger
 from platereg.settings import Settings
 from schemas.events import BaseEvent
@@ -157,9 +157,13 @@ class Publisher:
             ) from None
         except (KafkaError, OSError) as exc:
             log.warning("kafka publish failed", events=len(records), error=type(exc).__name__)
-            if self._producer is not None and producer_dead(self._producer):
+            # The next call gets a fresh producer. aiokafka has no public way to tell a
+            # producer whose background sender stopped (it would never send again) from
+            # one that met a passing error, and a new producer costs one connection
+            # and metadata fetch, only after a failure.
+            if self._producer is not None:
                 producer, self._producer = self._producer, None
-                self._stop_in_background(producer)   # a fresh one for the next call
+                self._stop_in_background(producer)
             raise BrokerUnavailable("the event broker is unavailable", self.retry_after) from None
         return len(records)
 
