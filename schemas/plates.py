@@ -98,27 +98,6 @@ def normalize_plate(value: str) -> str:
     return plate
 
 
-def canonical_refs(items: object) -> list[tuple[str, str]] | None:
-    """``(jurisdiction, plate)`` of each item when every item is exactly
-    ``{"jurisdiction": J, "plate": P}`` with both already canonical (what the
-    normalizers return unchanged); else None, and the caller validates the usual
-    way (with its error messages). One regex match per part: the fast path of a
-    1,000-plate batch lookup."""
-    if type(items) is not list:
-        return None
-    j_match, p_match = _JURISDICTION_RE.fullmatch, _PLATE_RE.fullmatch
-    out = []
-    for item in items:
-        if type(item) is not dict or len(item) != 2:
-            return None
-        j, p = item.get("jurisdiction"), item.get("plate")
-        if type(j) is not str or type(p) is not str or j_match(j) is None \
-                or p_match(p) is None:
-            return None
-        out.append((j, p))
-    return out
-
-
 def plate_key(jurisdiction: str, plate: str) -> str:
     """Normalize both parts and return the plate key ``"JURISDICTION/PLATE"``."""
     return f"{normalize_jurisdiction(jurisdiction)}/{normalize_plate(plate)}"
