@@ -43,7 +43,7 @@ from tenacity import (
 from platereg.kafka import Record, make_producer
 from platereg.logging import get_logger
 from platereg.settings import Settings
-from schemas.events import BaseEvent
+from schemas.events import Event
 from schemas.topics import CLOUDEVENTS_JSON, CONTENT_TYPE_HEADER, EVENTS
 
 log = get_logger(__name__)
@@ -60,26 +60,24 @@ class BrokerUnavailable(Exception):
         self.retry_after = retry_after
 
 
-def published(event: BaseEvent | dict[str, Any], authid: str | None = None
+def published(event: Event | dict[str, Any], authid: str | None = None
               ) -> tuple[bytes, bytes]:
     """(key, value) of the Kafka record of a validated event: plate key -> normalized
     CloudEvents JSON.
 
-    ``event`` is a model or its normalized JSON object
-    (``model_dump(mode="json", exclude_none=True)``, e.g. from
-    :func:`ingest.api.normalized`). With ``authid`` (the API key id that sent it),
+    ``event`` is a validated event or its normalized JSON object (``Event.obj``, e.g.
+    from :func:`ingest.api.validate_batch`). With ``authid`` (the API key id that sent it),
     the CloudEvents ``authcontext`` extension attributes are stamped on it:
     ``authtype`` = ``api_key`` and ``authid``, replacing whatever the client put
     there.
     """
-    obj = event.model_dump(mode="json", exclude_none=True) \
-        if isinstance(event, BaseEvent) else event
+    obj = event.obj if isinstance(event, Event) else event
     if authid is not None:
         obj = {**obj, "authtype": "api_key", "authid": authid}
     return obj["subject"].encode(), orjson.dumps(obj)
 
 
-def record_of(event: BaseEvent | dict[str, Any], authid: str | None = None) -> Record:
+def record_of(event: Event | dict[str, Any], authid: str | None = None) -> Record:
     """:func:`published` as a :class:`Record`."""
     key, value = published(event, authid)
     return Record(key=key, value=value)
