@@ -150,6 +150,7 @@ class EmbeddedPostgres(_ChildServer):
 
         bin_dir = postgres_bin_dir()
         entry = ensure_user_exists(_PG_SYSTEM_USER)
+        assert entry is not None, f"no system user {_PG_SYSTEM_USER}"
         ensure_prefix_permissions(self.data_dir)
         ensure_prefix_permissions(bin_dir)
         ensure_folder_permissions(bin_dir, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -37,13 +38,14 @@ SENSITIVE_KEYS = frozenset(
 )
 
 
-def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in SENSITIVE_KEYS.intersection(event_dict):
         event_dict[key] = "[redacted]"
     return event_dict
 
 
-def _logger_key(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _logger_key(_: Any, __: str, event_dict: MutableMapping[str, Any]
+                ) -> MutableMapping[str, Any]:
     """The logger's name under ``logger``, as the standard library's records have it
     (:func:`get_logger` binds it as ``logger_name``: ``logger`` is structlog's own
     argument name)."""
@@ -93,7 +95,7 @@ def _renderers(fmt: str) -> tuple[Any, Any, Any]:
     """(structlog's renderer, its logger factory, the renderer of stdlib records)."""
     if fmt == "json":
         return (structlog.processors.JSONRenderer(serializer=orjson.dumps),
-                structlog.BytesLoggerFactory(_STDERR),
+                structlog.BytesLoggerFactory(_STDERR),  # type: ignore[arg-type]
                 structlog.processors.JSONRenderer(serializer=_orjson_text))
     console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
                                             exception_formatter=structlog.dev.plain_traceback)

@@ -13,7 +13,7 @@ import secrets
 import sys
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -447,8 +447,8 @@ def load_settings(**overrides: object) -> Settings:
 #: The generated table sits between these two lines of docs/configuration.md.
 TABLE_BEGIN = "<!-- BEGIN settings table: python -m platereg.settings --markdown FILE -->"
 TABLE_END = "<!-- END settings table -->"
-_TYPE_NAMES = {str: "text", int: "integer", float: "number", bool: "true/false",
-               SecretStr: "secret", Path: "path"}
+_TYPE_NAMES: dict[Any, str] = {str: "text", int: "integer", float: "number",
+                               bool: "true/false", SecretStr: "secret", Path: "path"}
 
 
 def _type_text(field: FieldInfo) -> str:

@@ -436,9 +436,9 @@ EventId = Annotated[Text128, Field(description="Producer idempotency key, unique
 Source = Annotated[Text512, Field(description="CloudEvents source (URI-reference) of the "
                                               "producer")]
 Time = Annotated[Rfc3339Text, Field(description="When the fact happened (RFC 3339 with offset)")]
-ContentType = NotRequired[Annotated[str | None, AfterValidator(_content_type), Field(
+ContentType = Annotated[str | None, AfterValidator(_content_type), Field(
     description="Optional; when given it must be application/json",
-    json_schema_extra={"default": None})]]
+    json_schema_extra={"default": None})]
 
 #: Envelope configuration: unknown attributes are extension attributes (checked by
 #: :func:`_normalized`).
@@ -456,7 +456,7 @@ class PlateIssued(TypedDict):
     type: Literal["plate.issued"]
     time: Time
     subject: PlateKey
-    datacontenttype: ContentType
+    datacontenttype: NotRequired[ContentType]
     data: PlateIssuedData
 
 
@@ -469,7 +469,7 @@ class PlateRenewed(TypedDict):
     type: Literal["plate.renewed"]
     time: Time
     subject: PlateKey
-    datacontenttype: ContentType
+    datacontenttype: NotRequired[ContentType]
     data: PlateRenewedData
 
 
@@ -482,7 +482,7 @@ class PlateSuspended(TypedDict):
     type: Literal["plate.suspended"]
     time: Time
     subject: PlateKey
-    datacontenttype: ContentType
+    datacontenttype: NotRequired[ContentType]
     data: PlateSuspendedData
 
 
@@ -495,7 +495,7 @@ class PlateReinstated(TypedDict):
     type: Literal["plate.reinstated"]
     time: Time
     subject: PlateKey
-    datacontenttype: ContentType
+    datacontenttype: NotRequired[ContentType]
     data: PlateReinstatedData
 
 
@@ -508,7 +508,7 @@ class PlateStolenReported(TypedDict):
     type: Literal["plate.stolen_reported"]
     time: Time
     subject: PlateKey
-    datacontenttype: ContentType
+    datacontenttype: NotRequired[ContentType]
     data: PlateStolenReportedData
 
 
@@ -521,7 +521,7 @@ class PlateRecovered(TypedDict):
     type: Literal["plate.recovered"]
     time: Time
     subject: PlateKey
-    datacontenttype: ContentType
+    datacontenttype: NotRequired[ContentType]
     data: PlateRecoveredData
 
 
@@ -534,7 +534,7 @@ class PlateTransferred(TypedDict):
     type: Literal["plate.transferred"]
     time: Time
     subject: PlateKey
-    datacontenttype: ContentType
+    datacontenttype: NotRequired[ContentType]
     data: PlateTransferredData
 
 
@@ -547,7 +547,7 @@ class PlateOwnerUpdated(TypedDict):
     type: Literal["plate.owner_updated"]
     time: Time
     subject: PlateKey
-    datacontenttype: ContentType
+    datacontenttype: NotRequired[ContentType]
     data: Annotated[PlateOwnerUpdatedData, AfterValidator(_at_least_one)]
 
 
@@ -560,7 +560,7 @@ class PlateCancelled(TypedDict):
     type: Literal["plate.cancelled"]
     time: Time
     subject: PlateKey
-    datacontenttype: ContentType
+    datacontenttype: NotRequired[ContentType]
     data: PlateCancelledData
 
 
@@ -573,7 +573,7 @@ class PlateDevicePaired(TypedDict):
     type: Literal["plate.device_paired"]
     time: Time
     subject: PlateKey
-    datacontenttype: ContentType
+    datacontenttype: NotRequired[ContentType]
     data: PlateDevicePairedData
 
 
@@ -586,7 +586,7 @@ class PlateDeviceUnpaired(TypedDict):
     type: Literal["plate.device_unpaired"]
     time: Time
     subject: PlateKey
-    datacontenttype: ContentType
+    datacontenttype: NotRequired[ContentType]
     data: NotRequired[Annotated[PlateDeviceUnpairedData, BeforeValidator(_null_data)]]
 
 
@@ -666,15 +666,12 @@ PlateEvent = Annotated[
 #: Validates any plate event into its normalized JSON object: the one event validator.
 #: Prefer :func:`schemas.validation.parse_event_bytes` / ``parse_event_obj`` /
 #: ``parse_event_objs``, which also classify rejections.
+_NORMALIZED: Any = Annotated[PlateEvent, AfterValidator(_normalized)]
 PLATE_EVENT_ADAPTER: TypeAdapter[dict[str, Any]] = TypeAdapter(
-    Annotated[PlateEvent, AfterValidator(_normalized)],
-    config=ConfigDict(hide_input_in_errors=True),
-)
+    _NORMALIZED, config=ConfigDict(hide_input_in_errors=True))
 #: The same for a list of events (one call for a whole batch).
 PLATE_EVENTS_ADAPTER: TypeAdapter[list[dict[str, Any]]] = TypeAdapter(
-    list[Annotated[PlateEvent, AfterValidator(_normalized)]],
-    config=ConfigDict(hide_input_in_errors=True),
-)
+    list[_NORMALIZED], config=ConfigDict(hide_input_in_errors=True))
 
 EVENT_TYPES: dict[EventType, Any] = {
     EventType.PLATE_ISSUED: PlateIssued,

@@ -22,6 +22,7 @@ end up in logs, DLQ headers and HTTP problem responses.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, Strict
@@ -119,7 +120,7 @@ def parse_plate_key(key: str) -> tuple[str, str]:
     return normalize_jurisdiction(jurisdiction), normalize_plate(plate)
 
 
-def _pydantic(fn):  # type: ignore[no-untyped-def]
+def _pydantic(fn: Callable[[str], str]) -> Callable[[str], str]:
     """Wrap a normalizer so pydantic reports a stable error type ``invalid_plate``."""
 
     def validate(value: str) -> str:

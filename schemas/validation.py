@@ -357,7 +357,7 @@ def _schema_rejection(problems: list[str], errors: list[Any]) -> Rejection:
 
 
 def _error_list(exc: ValidationError) -> list[Any]:
-    return exc.errors(include_url=False, include_input=False)  # type: ignore[return-value]
+    return list(exc.errors(include_url=False, include_input=False))
 
 
 def _check_now(now: datetime) -> None:

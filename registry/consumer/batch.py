@@ -338,7 +338,8 @@ class StatusChange:
     was_flagged: bool
 
 
-def view_of(state: PlateState | None, today: dt.date, as_of: dt.datetime) -> dict | None:
+def view_of(state: PlateState | None, today: dt.date,
+            as_of: dt.datetime) -> dict[str, Any] | None:
     """The enforcement view, or None for a plate that does not exist (no plate.issued)."""
     if state is None or not state.issued:
         return None
@@ -362,7 +363,7 @@ def _change(plate_key: str, view: dict[str, Any], *, was_flagged: bool) -> Statu
                         was_flagged=was_flagged)
 
 
-def _view_inputs(state: PlateState | None) -> tuple | None:
+def _view_inputs(state: PlateState | None) -> tuple[Any, ...] | None:
     """Everything the enforcement view depends on (besides the date)."""
     if state is None or not state.issued:
         return None

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import time
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Executor
 from functools import partial
 
@@ -66,7 +67,7 @@ RETRY_AT_ONCE: tuple[type[BaseException], ...] = (
 )
 
 
-class _RawIndex:
+class _RawIndex(Mapping[tuple[int, int], tuple[bytes | None, bytes | None]]):
     """(partition, offset) -> (key, value) of a batch's records, built on first use
     (only batches with rejections need it)."""
 
@@ -74,10 +75,19 @@ class _RawIndex:
         self.records = records
         self._index: dict[tuple[int, int], tuple[bytes | None, bytes | None]] | None = None
 
-    def __getitem__(self, position: tuple[int, int]) -> tuple[bytes | None, bytes | None]:
+    def _built(self) -> dict[tuple[int, int], tuple[bytes | None, bytes | None]]:
         if self._index is None:
             self._index = {(r.partition, r.offset): (r.key, r.value) for r in self.records}
-        return self._index[position]
+        return self._index
+
+    def __getitem__(self, position: tuple[int, int]) -> tuple[bytes | None, bytes | None]:
+        return self._built()[position]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter(self._built())
+
+    def __len__(self) -> int:
+        return len(self.records)
 
 
 class _Batch:

@@ -24,9 +24,10 @@ def install(app: FastAPI, settings: Settings, clock: Clock, pool_of: Callable[[]
     app.state.owner = access
     app.include_router(routes.router)
     app.include_router(page.router)
-    original = app.exception_handlers[AuthError]
+    original: Any = app.exception_handlers[AuthError]
 
-    async def auth_error(request: Request, exc: AuthError) -> Any:
+    async def auth_error(request: Request, exc: Exception) -> Any:
+        assert isinstance(exc, AuthError)
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
         if exc.status == 401 and scheme.lower() == "bearer" and token.startswith("ot_"):
             try:

@@ -218,12 +218,18 @@ async def _form_session(request: Request) -> tuple[OwnerAccess, OwnerClaims | No
                                                    dict[str, list[str]], str | None, bool]:
     access = owner_access(request)
     form = await _form(request)
-    lang = (form.get("lang") or [None])[0]
+    lang = _first(form, "lang")
     lang = lang if lang in i18n.LANGUAGES else None
     claims = await _signed_in(request, access)
     csrf_ok = claims is not None and access.signer().csrf_ok(
-        claims.session_id, (form.get("csrf") or [None])[0])
+        claims.session_id, _first(form, "csrf"))
     return access, claims, form, lang, csrf_ok
+
+
+def _first(form: dict[str, list[str]], name: str) -> str | None:
+    """The first value of a form field, or None."""
+    values = form.get(name)
+    return values[0] if values else None
 
 
 def _redirect(location: str) -> Response:
@@ -240,7 +246,7 @@ async def owner_preferences(request: Request) -> Response:
         return await _page(request, access, claims, lang, status=403,
                            error=gettext("Your form expired. Please try again.", page_lang))
     channels = [c for c in words.CHANNELS if c in set(form.get("channels", []))]
-    language = (form.get("language") or [None])[0]
+    language = _first(form, "language")
     if not channels or language not in i18n.LANGUAGES:
         return await _page(request, access, claims, lang, status=422,
                            error=gettext("Choose at least one channel.", page_lang))
