@@ -416,6 +416,8 @@ class FoldOrder:
 
 
 def _content_type(value: str | None) -> str | None:
+    if value == "application/json":   # the common case
+        return value
     if value is not None and (len(value) > MAX_CONTENT_TYPE_CHARS
                               or not _MEDIA_TYPE_RE.fullmatch(value)):
         raise PydanticCustomError(

@@ -134,6 +134,8 @@ def _pydantic(fn: Callable[[str], str]) -> Callable[[str], str]:
 
 
 def _normalize_key(value: str) -> str:
+    if _CANONICAL_KEY_RE.fullmatch(value):   # already normalized: the common case
+        return value
     jurisdiction, plate = parse_plate_key(value)
     return f"{jurisdiction}/{plate}"
 
