@@ -184,10 +184,6 @@ class Settings(BaseSettings):
                     "(a key created since the last reload); beyond it they are refused.")
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
-    http_header_timeout_seconds: float = Field(
-        default=10.0, gt=0, le=300,
-        description="A request's headers must arrive within this time, else the connection "
-                    "is closed (slow-header clients).")
     http_body_timeout_seconds: float = Field(
         default=30.0, gt=0, le=3600,
         description="A request's body must arrive within this time from its first read, else "
