@@ -84,4 +84,4 @@ messages: $(STAMP)
 	  $(BIN)/pybabel compile --statistics -i $$po -o build/platereg.mo || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build
