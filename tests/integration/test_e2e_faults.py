@@ -39,9 +39,9 @@ import orjson
 import pytest
 from aiosmtpd.controller import Controller
 
-from ingest import simulate as sim
-from platereg.embedded import free_port
-from platereg.keys import create_key
+from devtools import simulate as sim
+from devtools.embedded import free_port
+from platereg.security.keys import create_key
 from schemas import topics as contract
 from tests.integration.consumer_support import reference_fold, stored_plates, wait_offsets
 from tests.integration.e2e_support import (
@@ -78,7 +78,7 @@ def _streams(seed: int, start: dt.datetime) -> dict[str, sim.SimConfig]:
 
 
 def _simulate_argv(config: sim.SimConfig, to: str, rate: float, api: str | None) -> list[str]:
-    argv = [sys.executable, "-m", "platereg.cli", "simulate", "--to", to,
+    argv = [sys.executable, "-m", "wiring.cli", "simulate", "--to", to,
             "--plates", str(config.plates), "--duration", "7d",
             "--start", config.start.isoformat(), "--seed", str(config.seed),
             "--rate", str(rate), "--no-progress",

@@ -24,7 +24,7 @@ from api_helpers import bearer, role_keys
 from ingest_support import issued, renewed
 from notices_support import smtp_catcher, wait_until
 
-from platereg.embedded import free_port, stop_process
+from devtools.embedded import free_port, stop_process
 from platereg.kafka import make_producer
 from platereg.settings import Settings
 from schemas import topics
@@ -49,7 +49,7 @@ async def serving(principal: str, args: list[str], port: int, kafka_acls: AclBro
     """``platereg ARGS`` as ``principal`` until its /readyz answers 200 (PostgreSQL and the
     broker reached with that login); SIGTERM at the end, which it must obey with 0."""
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "platereg.cli", *args],
+        proc = subprocess.Popen([sys.executable, "-m", "wiring.cli", *args],
                                 env=principal_env(kafka_acls, principal),
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -71,7 +71,7 @@ async def serving(principal: str, args: list[str], port: int, kafka_acls: AclBro
 
 def platereg_as(kafka_acls: AclBroker, principal: str | None, *args: str,
                 **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "platereg.cli", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "wiring.cli", *args], capture_output=True,
                           text=True, timeout=60, env=principal_env(kafka_acls, principal,
                                                                    **extra))
 

@@ -24,7 +24,6 @@ import yaml
 from typer.testing import CliRunner
 
 from devtools.kafka_acls import grants_for, password_variable, read_acls, service_principals
-from platereg.cli import app
 from platereg.settings import (
     COMMAND_NEEDS,
     Needs,
@@ -33,6 +32,7 @@ from platereg.settings import (
     missing_settings,
     variable,
 )
+from wiring.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
