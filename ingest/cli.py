@@ -46,14 +46,8 @@ def serve_ingest(
 
     from ingest.api import create_ingest_app
     from platereg.http_server import uvicorn_options
-    from platereg.settings import ConfigError
 
-    settings = settings_or_exit()
-    try:
-        settings.dsn()
-        settings.bootstrap()
-    except ConfigError as exc:
-        raise fail(str(exc), 2) from None
+    settings = settings_or_exit("serve ingest")   # exits naming what is unset
     uvicorn.run(create_ingest_app(settings), host=host or settings.host,
                 port=port if port is not None else settings.ingest_port,
                 loop="uvloop", **uvicorn_options(settings))

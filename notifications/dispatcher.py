@@ -48,7 +48,7 @@ from notifications.render import render
 from platereg import metrics
 from platereg.db import create_pool
 from platereg.dead_letter import DeadLetter, DeadLetters
-from platereg.kafka import make_consumer
+from platereg.kafka import AUTHORIZATION_ERRORS, make_consumer, refused
 from platereg.logging import get_logger
 from platereg.process import wait
 from platereg.security.owner_links import LINK_DAYS, link_token_hash, link_url
@@ -193,6 +193,9 @@ class Dispatcher:
             try:
                 await consumer.start()
                 break
+            except AUTHORIZATION_ERRORS as exc:
+                raise refused(self.settings, exc, "reading the notices in group "
+                              f"{dispatcher_group(self.settings)!r}") from None
             except (KafkaError, OSError) as exc:
                 log.warning("broker not reachable; retrying", error=type(exc).__name__)
                 await wait(stop, 2)

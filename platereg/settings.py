@@ -11,6 +11,7 @@ import contextlib
 import os
 import secrets
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Literal, Union, get_args, get_origin
@@ -424,10 +425,24 @@ def kafka_security_problems(settings: Settings) -> list[str]:
                             f"(it is {protocol})")
         elif not cafile.is_file():
             problems.append(f"{ENV_PREFIX}KAFKA_SSL_CAFILE: no such file")
+        else:
+            problems += _ca_file_problems(cafile)
     if protocol == "SASL_PLAINTEXT" and settings.kafka_sasl_mechanism == "PLAIN":
         problems.append(f"{ENV_PREFIX}KAFKA_SASL_MECHANISM: PLAIN would send the password "
                         "in clear text; use SASL_SSL or a SCRAM mechanism")
     return problems
+
+
+def _ca_file_problems(cafile: Path) -> list[str]:
+    """None when ``cafile`` holds PEM certificates TLS can trust, else why not."""
+    import ssl
+
+    try:
+        ssl.create_default_context(cafile=str(cafile))
+    except (ssl.SSLError, OSError) as exc:
+        return [f"{ENV_PREFIX}KAFKA_SSL_CAFILE: not a readable PEM CA certificate "
+                f"({type(exc).__name__}: {exc.strerror or exc})"]
+    return []
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -440,6 +455,81 @@ def load_settings(**overrides: object) -> Settings:
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return settings
+
+
+# --- what each command needs ----------------------------------------------------------------
+
+#: A setting that, unset, takes another's value (one DSN for everything still works).
+FALLBACKS = {"migrate_database_url": "database_url", "purge_database_url": "database_url"}
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a command needs from the environment.
+
+    ``required``: it refuses to start without them (exit status 2, naming each
+    variable; a setting of :data:`FALLBACKS` counts as set when its fallback is).
+    ``deployment``: it starts without them on a development fallback that a deployment
+    must not rely on (a cursor secret made in the local data directory, which other
+    replicas do not share; no owner token keys, so the owner page answers 503; an SMTP
+    server and owner page on localhost; one database role doing every job).
+    """
+
+    required: tuple[str, ...] = ()
+    deployment: tuple[str, ...] = ()
+
+    @property
+    def kafka(self) -> bool:
+        """Whether the command talks to Kafka (and so logs in as a principal)."""
+        return "kafka_bootstrap_servers" in self.required
+
+
+_DB = ("database_url",)
+_DB_KAFKA = ("database_url", "kafka_bootstrap_servers")
+#: Each command (as typed after ``platereg``) with requirements, checked by
+#: ``platereg.commands.settings_or_exit`` before it starts; docker-compose.yml sets every
+#: one of them for the service running the command (tests/unit/test_compose_env.py).
+COMMAND_NEEDS: dict[str, Needs] = {
+    "roles": Needs(("admin_database_url", "database_url"),
+                   ("migrate_database_url", "purge_database_url")),
+    "migrate": Needs(("migrate_database_url",)),
+    "topics": Needs(("kafka_bootstrap_servers",)),
+    "consume registry": Needs(_DB_KAFKA),
+    "consume relay": Needs(_DB_KAFKA),
+    "serve registry": Needs(_DB_KAFKA, ("cursor_secret", "owner_token_keys",
+                                        "audit_journal_dir")),
+    "serve ingest": Needs(_DB_KAFKA),
+    "audit purge": Needs(("purge_database_url",)),
+    "notices schedule": Needs(_DB_KAFKA),
+    "notices dispatch": Needs(_DB_KAFKA, ("smtp_host", "owner_page_url")),
+    "notices paper": Needs(_DB),
+    "dlq list": Needs(_DB),
+    "dlq replay": Needs(_DB_KAFKA),
+    **{f"{group} {verb}": Needs(_DB) for group, verbs in (
+        ("keys", ("create", "list", "bind", "revoke")), ("quarantine", ("list", "release")),
+        ("sources", ("list", "set", "remove", "check"))) for verb in verbs},
+}
+
+
+def variable(name: str) -> str:
+    """The environment variable of setting ``name``."""
+    return f"{ENV_PREFIX}{name.upper()}"
+
+
+def _is_set(settings: Settings, name: str) -> bool:
+    value = getattr(settings, name)
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if value not in (None, "", []):
+        return True
+    return name in FALLBACKS and _is_set(settings, FALLBACKS[name])
+
+
+def missing_settings(settings: Settings, command: str) -> list[str]:
+    """The variables ``command`` refuses to start without that ``settings`` leave unset."""
+    needs = COMMAND_NEEDS.get(command, Needs())
+    return [variable(name) + (f" (or {variable(FALLBACKS[name])})" if name in FALLBACKS else "")
+            for name in needs.required if not _is_set(settings, name)]
 
 
 # --- the settings table of docs/configuration.md ------------------------------------------

@@ -31,7 +31,13 @@ from devtools.embedded import EmbeddedPostgres
 from platereg.db import create_database, create_pool, drop_database, migrate, with_database
 from platereg.kafka import ensure_topics
 from platereg.settings import Settings, load_settings
-from tests.broker import SecureListener, describe_test_broker, start_test_kafka
+from tests.broker import (
+    AclBroker,
+    SecureListener,
+    apply_session_acls,
+    describe_test_broker,
+    start_test_kafka,
+)
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
@@ -74,6 +80,19 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
             kafka.stop()
         if pg is not None:
             pg.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_acls(servers: Servers) -> AclBroker:
+    """The production ACLs (deploy/kafka/acls), applied once per session for the topic and
+    group prefix ``acl.``, whose topics this creates; each principal logs in on the
+    SASL_SSL listener (``kafka_acls.env(principal)`` / ``.settings(principal)``)."""
+    if servers.kafka is None or servers.secure is None:
+        message = "needs the suite's own broker (PLATEREG_KAFKA_BOOTSTRAP_SERVERS is set)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return apply_session_acls(servers.kafka.bootstrap, servers.secure)
 
 
 @pytest.fixture(scope="session")

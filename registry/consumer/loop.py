@@ -36,7 +36,7 @@ from aiokafka.errors import KafkaError
 from platereg import metrics
 from platereg.clock import Clock
 from platereg.db import create_pool
-from platereg.kafka import Record, make_consumer
+from platereg.kafka import AUTHORIZATION_ERRORS, Record, make_consumer, refused
 from platereg.logging import get_logger
 from platereg.process import Health, Stopped, retry
 from platereg.security.policy_store import PolicyCache
@@ -167,7 +167,8 @@ class RegistryConsumer:
         )
         try:
             await retry(self.consumer.start, self.stop_event, on=(KafkaError, OSError),
-                        message="broker not reachable; retrying", first=2, cap=2,
+                        never=AUTHORIZATION_ERRORS, message="broker not reachable; retrying",
+                        first=2, cap=2,
                         on_error=lambda _: setattr(self.health, "kafka_ok", False))
             self.consumer.subscribe([self.topic], listener=_Listener(self))
             self.health.started = True
@@ -175,6 +176,9 @@ class RegistryConsumer:
             await self._loop()
         except Stopped:
             pass
+        except AUTHORIZATION_ERRORS as exc:
+            raise refused(self.settings, exc, f"reading topic {self.topic!r} in group "
+                          f"{self.group!r} (PLATEREG_CONSUMER_GROUP)") from None
         finally:
             self.health.started = False
             with contextlib.suppress(Exception):
@@ -290,7 +294,7 @@ class RegistryConsumer:
             fetch = partial(self.consumer.getmany, timeout_ms=timeout_ms if call == 0
                             else FILL_WAIT_MS, max_records=self.max_records - len(records))
             got = await retry(fetch, self.stop_event, on=(KafkaError,),
-                              message="fetch failed; retrying")
+                              never=AUTHORIZATION_ERRORS, message="fetch failed; retrying")
             more = [r for tp in sorted(got, key=lambda t: t.partition)
                     if tp.topic == self.topic for r in got[tp]]
             if self.generation != generation:
