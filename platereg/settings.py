@@ -8,7 +8,9 @@ value stops start-up with a message that names the variable (see
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import re
 import secrets
 import sys
 from dataclasses import dataclass
@@ -250,15 +252,65 @@ class Settings(BaseSettings):
                     "while rotating. Unset: the owner routes and page answer 503. "
                     "`make run` generates one into its data dir.")
     owner_token_minutes: int = Field(
-        default=15, ge=1, le=60, description="Lifetime of an owner token (the contract: 15).")
+        default=15, ge=1, le=60,
+        description="Lifetime of an owner token in minutes (the contract: 15); the owner "
+                    "page tells the owner how long they stay signed in.")
     owner_requests_per_second: float = Field(
         default=5.0, gt=0, le=10_000,
         description="Request rate of one owner token on the /v1/me routes (token bucket, "
                     "one unit per record returned, RateLimit-* headers like API keys).")
     owner_sessions_per_hour: int = Field(
         default=20, ge=1, le=10_000,
-        description="Owner tokens minted per owner per hour (portal and sign-in links "
-                    "together); beyond it 429 with Retry-After.")
+        description="Sign-ins through a sign-in link per owner per hour (the owner's own "
+                    "budget, which no portal uses); beyond it 429 with Retry-After.")
+    owner_portal_sessions_per_hour: int = Field(
+        default=20, ge=1, le=10_000,
+        description="Owner tokens one portal key may mint for one owner per hour (a budget "
+                    "of its own: a portal cannot use up the owner's sign-ins or another "
+                    "portal's); beyond it 429 with Retry-After.")
+    owner_link_failures_per_address: int = Field(
+        default=10, ge=1, le=10_000,
+        description="Refused sign-in links (unknown, used, expired, malformed) one client "
+                    "address may present within PLATEREG_OWNER_LINK_FAILURE_WINDOW_MINUTES; "
+                    "beyond it every link from that address gets 429 with Retry-After "
+                    "(IPv6: per /64; counted in each registry API process).")
+    owner_link_failure_window_minutes: int = Field(
+        default=15, ge=1, le=1440,
+        description="The window of PLATEREG_OWNER_LINK_FAILURES_PER_ADDRESS, in minutes.")
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Addresses or networks (CIDR) of the reverse proxies in front of the "
+                    "registry API, comma-separated. Only from these are X-Forwarded-For "
+                    "(the client address of the sign-in link limit) and X-Forwarded-Proto "
+                    "(`https`: the owner cookie is Secure) believed. Empty: neither header "
+                    "is believed from anyone.")
+    owner_webhooks: bool = Field(
+        default=False,
+        description="Offer webhooks as a notice channel on the owner page and accept "
+                    "`webhook` in PUT /v1/me/preferences (an owner who already has it "
+                    "keeps it). Off: citizens are offered e-mail, SMS, the smart plate "
+                    "display and paper.")
+    owner_department_name: str = Field(
+        default="ServiceOntario", min_length=1, max_length=120,
+        description="The department owners deal with, named on the owner page.")
+    owner_department_phone: str = Field(
+        default="1-800-267-8097", min_length=1, max_length=40,
+        description="The department's phone number on the owner page (whom to call).")
+    owner_department_url: str = Field(
+        default="https://www.ontario.ca/page/serviceontario", min_length=1, max_length=500,
+        description="The department's contact page, linked from the owner page.")
+    owner_renewal_url: str = Field(
+        default="https://www.ontario.ca/page/renew-your-licence-plate", min_length=1,
+        max_length=500,
+        description="Where an owner renews a plate, linked from the owner page for an "
+                    "expired plate or one due for renewal.")
+    jurisdiction_timezones: Annotated[list[str], NoDecode] = Field(
+        default=[],
+        description="Time zones of plate jurisdictions, as JURISDICTION=IANA zone, "
+                    "comma-separated (e.g. `CA-BC=America/Vancouver`); they add to or "
+                    "replace the built-in table of Canadian provinces and US states. The "
+                    "owner page shows a plate's times in its jurisdiction's zone; a "
+                    "jurisdiction in neither uses PLATEREG_TIMEZONE.")
 
     # --- registry API --------------------------------------------------------
     cursor_secret: SecretStr | None = Field(
@@ -315,6 +367,40 @@ class Settings(BaseSettings):
                                  "'import secrets; print(secrets.token_urlsafe(32))')")
         return value
 
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_proxies(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            for entry in value:
+                try:
+                    ipaddress.ip_network(str(entry), strict=False)
+                except ValueError:
+                    raise ValueError(f"{entry!r} is not an IP address or network "
+                                     "(e.g. 10.0.0.5 or 10.0.0.0/24)") from None
+        return value
+
+    @field_validator("jurisdiction_timezones", mode="before")
+    @classmethod
+    def _parse_jurisdiction_zones(cls, value: object) -> object:
+        value = _split_csv(value)
+        if isinstance(value, list):
+            for entry in value:
+                code, _, zone = str(entry).partition("=")
+                if not re.fullmatch(r"[A-Z]{2}-[A-Z0-9]{1,3}", code.strip()):
+                    raise ValueError(f"{entry!r}: write JURISDICTION=ZONE, e.g. "
+                                     "CA-BC=America/Vancouver")
+                try:
+                    ZoneInfo(zone.strip())
+                except (ZoneInfoNotFoundError, ValueError):
+                    raise ValueError(f"{entry!r}: unknown IANA time zone") from None
+            value = [str(e).replace(" ", "") for e in value]
+        return value
+
+    def jurisdiction_zones(self) -> dict[str, str]:
+        """PLATEREG_JURISDICTION_TIMEZONES as a mapping (jurisdiction to IANA zone name)."""
+        return dict(entry.split("=", 1) for entry in self.jurisdiction_timezones)
 
     @field_validator("cursor_secret")
     @classmethod
