@@ -37,7 +37,13 @@ from aiokafka.errors import (
     TransactionalIdAuthorizationFailed,
     UnknownTopicOrPartitionError,
 )
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+)
 
 from platereg.logging import get_logger
 from platereg.settings import ConfigError, Settings, kafka_security_problems
@@ -135,6 +141,13 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
     }
 
 
+def _log_retry(state: RetryCallState) -> None:
+    """tenacity's before_sleep: one line per retry of a transient broker error."""
+    error = state.outcome.exception() if state.outcome is not None else None
+    log.warning("broker not answering; retrying", error=type(error).__name__,
+                attempt=state.attempt_number)
+
+
 async def ensure_topics(settings: Settings, *, retry_for: float = 30.0) -> list[str]:
     """Create the contract topics that do not exist yet; returns those created.
 
@@ -145,6 +158,7 @@ async def ensure_topics(settings: Settings, *, retry_for: float = 30.0) -> list[
         retry=retry_if_exception(_transient),
         wait=wait_exponential(multiplier=0.2, max=3),
         stop=stop_after_delay(retry_for),
+        before_sleep=_log_retry,
         reraise=True,
     ):
         with attempt:
@@ -194,7 +208,7 @@ async def require_topics(settings: Settings, names: Sequence[str], *,
     try:
         async for attempt in AsyncRetrying(
             retry=retry_if_exception(_transient), wait=wait_exponential(multiplier=0.2, max=2),
-            stop=stop_after_delay(retry_for), reraise=True,
+            stop=stop_after_delay(retry_for), before_sleep=_log_retry, reraise=True,
         ):
             with attempt:
                 admin = make_admin(settings, request_timeout_ms=5_000)
