@@ -157,8 +157,13 @@ def java_command(main: str, *args: str, heap_mb: int = 0, extra: tuple[str, ...]
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid),
+    never starting with "-" (as Kafka's own ``Uuid.randomUuid``): the storage tool would
+    read such an id as an option and refuse to format."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 # -- nodes and clusters -------------------------------------------------------------------
