@@ -229,6 +229,7 @@ class Figures:
     deliveries: int = 0
     repeats_after_kill: int = 0         # a delivery sent again after its dispatcher died
     repeats_after_retry: int = 0        # ... after an attempt the dispatcher saw fail
+    notices_read_again: int = 0         # by the dispatcher, its group's offsets reset
     kills: dict[str, int] = field(default_factory=dict)
     schedule: list[tuple[float, str]] = field(default_factory=list)  # (seconds, kind) killed
     day_moves: int = 0                  # the scheduler killed to move its clock a day on
@@ -250,6 +251,7 @@ class Figures:
                 ("deliveries seen by the sinks", self.deliveries),
                 ("  sent again after a dispatcher kill", self.repeats_after_kill),
                 ("  sent again after a failed attempt", self.repeats_after_retry),
+                ("notices read again by the dispatcher", self.notices_read_again),
                 ("SIGKILLs of processes (schedule)", sum(self.kills.values())),
                 *((f"  {k}", v) for k, v in sorted(self.kills.items())),
                 ("scheduler day moves (SIGKILL too)", self.day_moves),

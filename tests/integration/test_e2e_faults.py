@@ -56,12 +56,14 @@ import asyncpg
 import httpx
 import orjson
 import pytest
+from aiokafka import TopicPartition
 from aiosmtpd.controller import Controller
 
 from devtools.apache_kafka import KafkaCluster
 from ingest import simulate as sim
+from notifications.dispatcher import dispatcher_group
 from platereg.embedded import free_port
-from platereg.kafka import ensure_topics
+from platereg.kafka import ensure_topics, make_admin, make_consumer
 from platereg.keys import create_key
 from platereg.settings import Settings, load_settings
 from schemas import topics as contract
@@ -348,6 +350,7 @@ async def _run(run: Run, streams, items, mail, sms, display, tz) -> None:  # noq
         for t in traffic:
             assert await asyncio.to_thread(t.wait, 300) == 0, t.args
         await _settle(run, procs)
+        await _replay_notices(run, procs["dispatcher"])
         stop.set()
         await asyncio.gather(*background)
         await _check(run, procs, items, catcher, sms, display, tz, registry_port)
@@ -523,15 +526,9 @@ async def _settle(run: Run, procs: dict[str, Proc]) -> list:
 
     await wait_for(scheduled, "a scheduler run after the consumer caught up", timeout=120)
 
-    async def delivered() -> bool:
-        return await pool.fetchval(
-            "SELECT (SELECT count(*) FROM notices WHERE published_at IS NULL)"
-            " + (SELECT count(*) FROM notices n WHERE NOT EXISTS (SELECT 1 FROM "
-            "    notice_dispatch d WHERE d.notice_id = n.notice_id))"
-            " + (SELECT count(*) FROM notice_dispatch WHERE state = 'pending')") == 0
-
     try:
-        await wait_for(delivered, "every notice published and dispatched", timeout=180)
+        await wait_for(lambda: _delivered(pool), "every notice published and dispatched",
+                       timeout=180)
     except AssertionError:
         lost = await pool.fetch(
             "SELECT seq, kind, published_at FROM notices n WHERE published_at IS NOT NULL AND "
@@ -542,6 +539,48 @@ async def _settle(run: Run, procs: dict[str, Proc]) -> list:
         raise
     run.records = records
     return records
+
+
+async def _delivered(pool: asyncpg.Pool) -> bool:
+    return await pool.fetchval(
+        "SELECT (SELECT count(*) FROM notices WHERE published_at IS NULL)"
+        " + (SELECT count(*) FROM notices n WHERE NOT EXISTS (SELECT 1 FROM "
+        "    notice_dispatch d WHERE d.notice_id = n.notice_id))"
+        " + (SELECT count(*) FROM notice_dispatch WHERE state = 'pending')") == 0
+
+
+async def _replay_notices(run: Run, dispatcher: Proc) -> None:
+    """The dispatcher reads every notice again: its group's offsets moved back to the
+    start while it is stopped (as when committed offsets expire, or an operator resets
+    them). Nothing may be sent again (the deliveries check)."""
+    settings = run.settings
+    group = dispatcher_group(settings)
+    tps = [TopicPartition(settings.topic(contract.NOTICES), p)
+           for p in range(settings.notices_partitions)]
+    assert dispatcher.stop() in (0, -signal.SIGTERM), dispatcher.tail()
+    rewind = make_consumer(settings, group_id=group)
+    await rewind.start()
+    try:
+        rewind.assign(tps)
+        ends = await rewind.end_offsets(tps)
+        await rewind.commit({tp: 0 for tp in tps})
+    finally:
+        await rewind.stop()
+    run.note("dispatcher reads every notice again")
+    dispatcher.start()
+    admin = make_admin(settings)
+    await admin.start()
+
+    async def read_again() -> bool:
+        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+        return all(committed[tp].offset == ends[tp] for tp in tps)
+
+    try:
+        await wait_for(read_again, "the dispatcher to read the notices again", timeout=60)
+    finally:
+        await admin.close()
+    run.figures.notices_read_again = sum(ends.values())
+    await wait_for(lambda: _delivered(run.pool), "deliveries after the replay", timeout=60)
 
 
 async def _check(run: Run, procs, items, catcher, sms, display, tz,  # noqa: ANN001
