@@ -291,6 +291,10 @@ async def sample_timeline(pool, figures: Figures, started: float, stop: asyncio.
             await asyncio.wait_for(stop.wait(), 1.0)
 
 
+#: Words of the notes of a server coming back (dotted in the plot, not labelled).
+RECOVERED = ("in sync", "PostgreSQL up", "resumed", "failed over")
+
+
 def plot(figures: Figures, path: Path) -> None:
     """Throughput (events applied per second) and lag over time, with the faults marked."""
     import matplotlib
@@ -308,13 +312,15 @@ def plot(figures: Figures, path: Path) -> None:
     ax2.set_ylabel("consumer lag (records)")
     ax2.set_xlabel("seconds")
     for when, what in figures.faults:
-        colour = "grey" if what.startswith("kill") else "black"
+        kill, recovery = what.startswith("kill "), any(w in what for w in RECOVERED)
         for ax in (ax1, ax2):
-            ax.axvline(when, color=colour, alpha=0.3 if colour == "grey" else 0.8, lw=0.8)
-        if colour == "black":
+            ax.axvline(when, color="grey" if kill else "black", alpha=0.3 if kill else 0.8,
+                       lw=0.8, ls=":" if recovery else "-")
+        if not (kill or recovery):
             ax1.annotate(what, (when, ax1.get_ylim()[1]), rotation=90, fontsize=7,
                          va="top", ha="right")
-    fig.suptitle("Plate Registry under faults (grey: SIGKILL, black: server faults)")
+    fig.suptitle("Plate Registry under faults (grey: SIGKILL, black: server faults, "
+                 "dotted: back)")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

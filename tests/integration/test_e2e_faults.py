@@ -16,10 +16,10 @@ Meanwhile:
   so no timing changes who dies;
 * the leader of the busiest partition of plates.events is SIGKILLed mid-stream and
   started again on its log;
-* the leader of the busiest partition is frozen (SIGSTOP) for longer than the
-  broker session, then resumed: unlike a crash, its clients' requests hang instead
-  of failing, the controller fences it and moves its leaderships, and it wakes up a
-  stale leader that has to find out and follow;
+* the leader of the busiest partition is frozen (SIGSTOP) until the controller has
+  fenced it and moved its leaderships, then resumed: unlike a crash, its clients'
+  requests hang instead of failing, and it wakes up a stale leader that has to find
+  out and follow;
 * all three brokers are restarted one after another (controlled shutdown), each
   back with no under-replicated partition before the next goes;
 * PostgreSQL is restarted once.
@@ -445,7 +445,7 @@ async def _broker_faults(run: Run, seconds: float) -> None:
     await run.until(seconds * 0.1)
     await _kill_busy_leader(run)
     await run.until(seconds * 0.3)
-    await _freeze_busy_leader(run, env_float("E2E_FREEZE_SECONDS", 10.0))
+    await _freeze_busy_leader(run, env_float("E2E_FREEZE_SECONDS", 6.0))
     await run.until(seconds * 0.45)
     await _rolling_restart(run)
 
@@ -472,22 +472,23 @@ async def _kill_busy_leader(run: Run) -> None:
 
 
 async def _freeze_busy_leader(run: Run, seconds: float) -> None:
-    """SIGSTOP the busiest partition's leader for ``seconds`` (longer than the broker
-    session, 6 s: the controller fences it and its partitions get other leaders), then
-    SIGCONT; wait until it follows and is in sync again."""
+    """SIGSTOP the busiest partition's leader for at least ``seconds`` and until another
+    broker leads that partition (the controller fences a broker silent for its session,
+    6 s, longer when the frozen node was the active controller), then SIGCONT; wait until
+    it follows and is in sync again."""
     partition, leader = await _busy_leader(run)
     pid = run.cluster.nodes[leader - 1].proc.pid
     run.note(f"broker {leader} frozen, leader of p{partition}")
     os.kill(pid, signal.SIGSTOP)
     try:
         await asyncio.sleep(seconds)
+        now_led_by = await run.watch.wait_leader_moved(partition, leader, timeout=60)
     finally:
         os.kill(pid, signal.SIGCONT)
     run.figures.broker_freezes += 1
-    run.note(f"broker {leader} resumed")
-    now_led_by = await run.watch.wait_leader_moved(partition, leader, timeout=30)
+    run.note(f"broker {leader} resumed, p{partition} led by broker {now_led_by}")
     await run.watch.wait_in_sync()
-    run.note(f"p{partition} led by broker {now_led_by}; broker {leader} in sync")
+    run.note(f"broker {leader} in sync")
 
 
 async def _rolling_restart(run: Run) -> None:
