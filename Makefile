@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit e2e lint bench soak schemas clean
+.PHONY: install run test test-unit e2e lint bench soak schemas messages clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -64,5 +64,20 @@ bench: $(STAMP)
 schemas: $(STAMP)
 	$(BIN)/python -m schemas.export
 
+# The words to translate: extracted from the code and templates ([tool.babel] in pyproject.toml)
+# into build/platereg.pot, merged into each catalog in platereg/locale (new strings empty,
+# changed ones fuzzy: tests/unit/test_i18n.py fails until they are translated), then each
+# catalog's share of translated strings. A new language: make messages LANGUAGE=xx.
+LOCALE_DIR := platereg/locale
+messages: $(STAMP)
+	mkdir -p build
+	$(BIN)/pybabel -q extract -F pyproject.toml --add-location=file --no-wrap \
+	  --project="Plate Registry" -o build/platereg.pot .
+	$(if $(LANGUAGE),$(BIN)/pybabel -q init -i build/platereg.pot -d $(LOCALE_DIR) -D platereg \
+	  --no-wrap -l $(LANGUAGE) &&) $(BIN)/pybabel update -i build/platereg.pot -d $(LOCALE_DIR) \
+	  -D platereg --no-wrap --ignore-obsolete --ignore-pot-creation-date
+	for po in $(LOCALE_DIR)/*/LC_MESSAGES/platereg.po; do \
+	  $(BIN)/pybabel compile --statistics -i $$po -o build/platereg.mo || exit 1; done
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache build

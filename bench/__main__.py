@@ -57,9 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     figures: list[Figure] = []
     started = time.time()
     try:
-        with Servers(work) as (dsn, bootstrap):
+        servers = Servers(work)
+        with servers as (dsn, bootstrap):
+            print(f"broker: {servers.broker}", file=sys.stderr, flush=True)
             ctx = BenchContext(admin_dsn=dsn, bootstrap=bootstrap, work_dir=work,
-                               quick=args.quick)
+                               quick=args.quick, reference=servers.reference())
             for name in modules:
                 print(f"running {name} ...", file=sys.stderr, flush=True)
                 module = importlib.import_module(f"bench.{name}")
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     # Quick sizes have other ratios: a smoke run shows the references but marks nothing.
     regressions = [] if args.quick else [f.key for f in figures
                                          if f.regressed(reference.get(f.key))]
-    table = Table(title="Plate Registry benchmarks (same-run baselines)")
+    table = Table(title=f"Plate Registry benchmarks on {servers.broker} (same-run baselines)")
     for col in ("bench", "metric", "value", "unit", "baseline", "ratio", "ref. ratio", "target",
                 "notes"):
         table.add_column(col, justify="right" if col in ("value", "baseline", "ratio",
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(exist_ok=True)
     result = {
         "started": started, "duration_s": time.time() - started, "quick": args.quick,
+        "broker": servers.broker,
         "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count(),
                     "platform": platform.platform()},
         "figures": [{**f.as_dict(), "reference_ratio": reference.get(f.key),

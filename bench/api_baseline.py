@@ -23,7 +23,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from platereg.db import init_connection
-from registry.lookups import _PLATE  # the very statement the API runs for enforcement keys
+from registry.api.lookups import _PLATE  # the very statement the API runs for enforcement keys
 
 SQL = _PLATE[False]
 

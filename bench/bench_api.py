@@ -41,9 +41,9 @@ import httpx
 import orjson
 
 from bench.common import BenchContext, Figure
-from platereg.debian_tools import find_or_install
-from platereg.embedded import free_port, stop_process
-from platereg.keys import create_key
+from devtools.debian_tools import find_or_install
+from devtools.embedded import free_port, stop_process
+from platereg.security.keys import create_key
 
 NAME = "api"
 JURISDICTION = "CA-ON"
@@ -320,7 +320,7 @@ def run(ctx: BenchContext) -> list[Figure]:
                         "--log-level", "warning"], env, base_port, work / "baseline.log")
     api_proc = None
     try:
-        api_proc = _serve([*server_pin, sys.executable, "-m", "platereg.cli", "serve",
+        api_proc = _serve([*server_pin, sys.executable, "-m", "wiring.cli", "serve",
                            "registry", "--port", str(api_port), "--workers", str(workers)],
                           env, api_port, work / "api.log")
         base_url, api_url = f"http://127.0.0.1:{base_port}", f"http://127.0.0.1:{api_port}"

@@ -35,9 +35,9 @@ import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from bench.common import BenchContext, Figure
+from bench.common import TANSU, BenchContext, Figure
+from devtools.embedded import EmbeddedPostgres, free_port
 from platereg.db import migrate
-from platereg.embedded import EmbeddedPostgres, free_port
 from platereg.kafka import ensure_topics, make_producer
 from schemas import topics
 
@@ -211,7 +211,7 @@ async def _registry(settings, dsn: str, ends: dict[int, int], extra: list[str],
     port = free_port()
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "platereg.cli", "consume", "registry", "--metrics-port",
+        [sys.executable, "-m", "wiring.cli", "consume", "registry", "--metrics-port",
          str(port), *extra],
         env={**os.environ, "PLATEREG_LOG_LEVEL": "WARNING", "PLATEREG_DATABASE_URL": dsn},
         stdin=subprocess.DEVNULL)
@@ -257,16 +257,38 @@ async def _durable(ctx: BenchContext, settings, ends: dict[int, int],
         pg.stop()
 
 
-async def _run(ctx: BenchContext) -> list[Figure]:
-    n = int(os.environ.get("PLATEREG_BENCH_CONSUMER_EVENTS", QUICK if ctx.quick else FULL))
-    messages = realistic_events(n)
+async def _setup(ctx: BenchContext, messages: list, broker: str = ""
+                 ) -> tuple[str, object, dict[int, int], float, float]:
+    """A fresh database and topic of ``messages``: (dsn, settings, log ends, produce
+    seconds, seconds of the bare baseline reading them all)."""
     dsn = await ctx.fresh_database()
-    settings = ctx.settings(dsn)
+    settings = ctx.settings(dsn, broker=broker)
     await ensure_topics(settings)
     t0 = time.perf_counter()
     ends = await _produce(settings, messages)
     produce_s = time.perf_counter() - t0
-    base_s = await _baseline(settings, dsn, ends)
+    return dsn, settings, ends, produce_s, await _baseline(settings, dsn, ends)
+
+
+async def _reference(ctx: BenchContext, messages: list, extra: list[str]) -> list[Figure]:
+    """The same replay on the embedded Tansu broker (``make run``'s fallback), beside its
+    own bare baseline on that broker: for reference, not a target."""
+    if ctx.reference is None:
+        return []
+    dsn, settings, ends, _, base_s = await _setup(ctx, messages, TANSU)
+    total, first, _, _ = await _registry(settings, dsn, ends, extra)
+    n = len(messages)
+    return [Figure("consumer", f"throughput after first commit, {TANSU}",
+                   n / max(1e-9, total - first), "events/s", baseline=n / base_s,
+                   baseline_name="bare aiokafka -> COPY, unindexed, same broker",
+                   notes=f"{n:,} events; reference only: the memory-only broker of make run "
+                         "without a JDK")]
+
+
+async def _run(ctx: BenchContext) -> list[Figure]:
+    n = int(os.environ.get("PLATEREG_BENCH_CONSUMER_EVENTS", QUICK if ctx.quick else FULL))
+    messages = realistic_events(n)
+    dsn, settings, ends, produce_s, base_s = await _setup(ctx, messages)
     extra = os.environ.get("BENCH_CONSUMER_ARGS", "").split()
     rate = float(os.environ.get("PLATEREG_BENCH_CONSUMER_RATE", "1000"))
     total, first, rss, p99 = await _registry(settings, dsn, ends, extra,
@@ -293,7 +315,8 @@ async def _run(ctx: BenchContext) -> list[Figure]:
             n / max(1e-9, total - first), "same, fsync=off", "",
             f"{QUICK:,} events; fsync, synchronous_commit, full_page_writes on; "
             f"{total_d:.1f}s in all"))
-    return figures
+    return figures + await _reference(ctx, messages[:QUICK] if not ctx.quick else messages,
+                                      extra)
 
 
 def _figures(n: int, total: float, first: float, rss: float, p99: float | None,

@@ -40,11 +40,11 @@ from dataclasses import dataclass, field
 import httpx
 import orjson
 
-from bench.common import RSS_WRAPPER, BenchContext, Figure
-from ingest import simulate as sim
-from platereg.embedded import free_port
+from bench.common import RSS_WRAPPER, TANSU, BenchContext, Figure
+from devtools import simulate as sim
+from devtools.embedded import free_port
 from platereg.kafka import ensure_topics, make_producer
-from platereg.keys import create_key
+from platereg.security.keys import create_key
 from schemas.topics import CLOUDEVENTS_JSON, EVENTS
 
 NAME = "ingest"
@@ -146,11 +146,11 @@ async def _wait_ready(url: str, proc: subprocess.Popen) -> None:
     raise RuntimeError("the ingest API did not become ready")
 
 
-async def _bench(ctx: BenchContext) -> list[Figure]:
+async def _http(ctx: BenchContext, events: list[dict], broker: str = ""
+                ) -> tuple[Totals, Totals]:
+    """The ingest API process and the aiokafka baseline, interleaved, on one broker."""
     dsn = await ctx.fresh_database()
-    http_events = 50_000 if ctx.quick else 200_000
-    import_lines = 100_000 if ctx.quick else 1_000_000
-    settings = ctx.settings(dsn, PLATEREG_RATE_LIMIT_PER_SECOND="100000",
+    settings = ctx.settings(dsn, broker=broker, PLATEREG_RATE_LIMIT_PER_SECOND="100000",
                             PLATEREG_RATE_LIMIT_BURST="100000", PLATEREG_LOG_FORMAT="json",
                             PLATEREG_EVENTS_PARTITIONS="12")
     await ensure_topics(settings)
@@ -161,13 +161,11 @@ async def _bench(ctx: BenchContext) -> list[Figure]:
         key_id, key = await create_key(conn, role="ingest", name="bench", sources=["/"])
     finally:
         await conn.close()
-
-    events = realistic_events(http_events)
     port = free_port()
-    log_path = ctx.work_dir / "ingest-bench.log"
+    log_path = ctx.work_dir / f"ingest-bench{'-' if broker else ''}{broker[-5:]}.log"
     with open(log_path, "wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "platereg.cli", "serve", "ingest", "--port", str(port)],
+            [sys.executable, "-m", "wiring.cli", "serve", "ingest", "--port", str(port)],
             env={**os.environ}, stdout=log_file, stderr=subprocess.STDOUT)
         try:
             url = f"http://127.0.0.1:{port}"
@@ -178,9 +176,28 @@ async def _bench(ctx: BenchContext) -> list[Figure]:
         finally:
             proc.terminate()
             proc.wait(30)
-    rate, baseline = http.accepted / http.seconds, base.accepted / base.seconds
     if not http.accepted:
         raise RuntimeError(f"the ingest API accepted nothing: statuses {http.statuses}")
+    return http, base
+
+
+async def _reference(ctx: BenchContext, events: list[dict]) -> list[Figure]:
+    """HTTP ingest on the embedded Tansu broker beside its baseline there: reference only."""
+    if ctx.reference is None:
+        return []
+    http, base = await _http(ctx, events, TANSU)
+    return [Figure(NAME, f"HTTP ingest, {TANSU}", http.accepted / http.seconds, "events/s",
+                   base.accepted / base.seconds, "aiokafka direct, same broker",
+                   notes=f"{http.accepted:,} events; reference only: the memory-only broker "
+                         "of make run without a JDK (no idempotent producer)")]
+
+
+async def _bench(ctx: BenchContext) -> list[Figure]:
+    http_events = 50_000 if ctx.quick else 200_000
+    import_lines = 100_000 if ctx.quick else 1_000_000
+    events = realistic_events(http_events)
+    http, base = await _http(ctx, events)
+    rate, baseline = http.accepted / http.seconds, base.accepted / base.seconds
 
     # Import: a file of realistic events, one per line.
     path = ctx.work_dir / "import.ndjson"
@@ -216,6 +233,7 @@ async def _bench(ctx: BenchContext) -> list[Figure]:
                target=f"< {IMPORT_RSS_TARGET_MB} (constant memory)",
                notes="peak RSS of the import process vs. the file it streamed",
                better="lower"),
+        *await _reference(ctx, events[:50_000]),
     ]
 
 

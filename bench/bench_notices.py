@@ -148,8 +148,8 @@ async def _posts(url: str) -> int:
         return int((await r.json())["posts"])
 
 
-async def _bare_loop(url: str, n: int, client: str) -> float:
-    """Requests/s of ``CONCURRENCY`` workers posting signed notice-sized bodies."""
+async def _bare_loop(url: str, n: int, client: str, concurrency: int = CONCURRENCY) -> float:
+    """Requests/s of ``concurrency`` workers posting signed notice-sized bodies."""
     body = orjson.dumps({"notice_id": str(uuid.uuid4()), "kind": "renewed",
                          "jurisdiction": "CA-ON", "plate": "B1", "owner_id": "own-1",
                          "language": "en", "channels": ["webhook", "paper"],
@@ -162,8 +162,8 @@ async def _bare_loop(url: str, n: int, client: str) -> float:
                 "X-Signature": sign(body, ["bench-secret"])}
 
     if client == "httpx":
-        limits = httpx.Limits(max_connections=CONCURRENCY,
-                              max_keepalive_connections=CONCURRENCY)
+        limits = httpx.Limits(max_connections=concurrency,
+                              max_keepalive_connections=concurrency)
         async with httpx.AsyncClient(limits=limits, timeout=10) as hx:
             async def worker() -> None:
                 nonlocal left
@@ -172,10 +172,10 @@ async def _bare_loop(url: str, n: int, client: str) -> float:
                     await hx.post(url + "/hook", content=body, headers=headers())
 
             t0 = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
             return n / (time.perf_counter() - t0)
     async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=CONCURRENCY)) as session:
+            connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         async def worker() -> None:
             nonlocal left
             while left > 0:
@@ -184,7 +184,7 @@ async def _bare_loop(url: str, n: int, client: str) -> float:
                     await r.read()
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
         return n / (time.perf_counter() - t0)
 
 

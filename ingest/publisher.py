@@ -264,7 +264,8 @@ class ApiPoster:
     """Posts JSON event texts to an ingest API as one batch per call.
 
     Retries 429 and 503 (honouring ``Retry-After``, at most 30 s each) and
-    network errors, up to ``attempts`` times, always with the whole batch.
+    network errors and timeouts, up to ``attempts`` times, always with the whole batch.
+    ``timeout`` bounds connecting and each read.
     """
 
     def __init__(self, url: str, key: str, *, timeout: float = 30.0, attempts: int = 8) -> None:
@@ -274,23 +275,34 @@ class ApiPoster:
         self.key = key
         self.timeout = timeout
         self.attempts = attempts
-        self._client = None
+        self._session: Any = None
 
     async def __aenter__(self) -> ApiPoster:
-        import httpx
+        import aiohttp
 
-        self._client = httpx.AsyncClient(
-            timeout=self.timeout, headers={"Authorization": f"Bearer {self.key}"})
+        self._session = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {self.key}"},
+            timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout,
+                                          sock_read=self.timeout))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._client is not None:
-            await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _post_once(self, body: bytes, ctype: str) -> _Answer:
+        async with self._session.post(self.url, data=body, allow_redirects=False,
+                                      headers={"Content-Type": ctype}) as response:
+            answer = _Answer(response.status, response.reason or "",
+                             response.headers.get("Retry-After"), await response.read())
+        if answer.status in (429, 503):
+            raise _Busy(answer)
+        return answer
 
     async def post(self, values: list[bytes]) -> PostResult:
-        import httpx
+        import aiohttp
 
-        assert self._client is not None
+        assert self._session is not None
         if len(values) == 1:
             body, ctype = values[0], CLOUDEVENTS_JSON
         else:
@@ -299,45 +311,55 @@ class ApiPoster:
 
         def pause(state: RetryCallState) -> float:
             busy = state.outcome.exception() if state.outcome is not None else None
-            if isinstance(busy, _Busy):
+            if isinstance(busy, _Busy) and busy.answer.retry_after is not None:
                 try:
-                    return min(max(float(busy.response.headers["Retry-After"]), 0.1), 30)
-                except (KeyError, ValueError):
+                    return min(max(float(busy.answer.retry_after), 0.1), 30)
+                except ValueError:
                     pass
             return backoff(state)
 
+        network = (aiohttp.ClientError, TimeoutError, OSError)
         try:
             async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type((httpx.TransportError, _Busy)), wait=pause,
+                retry=retry_if_exception_type((*network, _Busy)), wait=pause,
                 stop=stop_after_attempt(self.attempts), reraise=True,
             ):
                 with attempt:
-                    response = await self._client.post(self.url, content=body,
-                                                       headers={"Content-Type": ctype})
-                    if response.status_code in (429, 503):
-                        raise _Busy(response)
-        except httpx.TransportError as exc:
+                    answer = await self._post_once(body, ctype)
+        except network as exc:
             return PostResult(False, 0, detail=f"network error: {type(exc).__name__}")
         except _Busy as busy:
-            response = busy.response
-        return _result(response)
+            answer = busy.answer
+        return _result(answer)
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What a post needs of an HTTP answer, read before its connection is released."""
+
+    status: int
+    reason: str
+    retry_after: str | None
+    body: bytes
 
 
 class _Busy(Exception):
     """429 or 503: try again after Retry-After."""
 
-    def __init__(self, response: Any) -> None:
-        super().__init__(response.status_code)
-        self.response = response
+    def __init__(self, answer: _Answer) -> None:
+        super().__init__(answer.status)
+        self.answer = answer
 
 
-def _result(response: Any) -> PostResult:
+def _result(answer: _Answer) -> PostResult:
     try:
-        payload = response.json()
-    except ValueError:
+        payload = orjson.loads(answer.body)
+    except orjson.JSONDecodeError:
         payload = {}
-    if response.status_code == 202:
+    if not isinstance(payload, dict):
+        payload = {}
+    if answer.status == 202:
         return PostResult(True, 202, accepted=int(payload.get("accepted", 0)))
-    return PostResult(False, response.status_code,
-                      detail=str(payload.get("detail", response.reason_phrase))[:500],
+    return PostResult(False, answer.status,
+                      detail=str(payload.get("detail", answer.reason))[:500],
                       errors=list(payload.get("errors", []))[:1000])

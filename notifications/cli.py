@@ -67,14 +67,3 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         typer.echo(f"{count} letter(s) written to {path}" if count
                    else f"no letters queued on {day.isoformat()}")
 
-    @notices.command("mail-catcher")
-    def mail_catcher(
-        directory: Annotated[Path | None, typer.Option(
-            "--dir", help="Where to keep messages (default PLATEREG_DATA_DIR/mail)")] = None,
-    ) -> None:
-        """A local SMTP server on PLATEREG_SMTP_PORT keeping each message as an .eml file."""
-        from notifications.mailcatcher import serve
-
-        settings = settings_or_exit()
-        target = directory or settings.data_dir / "mail"
-        raise typer.Exit(asyncio.run(serve(settings.smtp_host, settings.smtp_port, target)))

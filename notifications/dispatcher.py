@@ -50,8 +50,8 @@ from platereg.db import create_pool
 from platereg.dead_letter import DeadLetter, DeadLetters
 from platereg.kafka import make_consumer
 from platereg.logging import get_logger
-from platereg.owner_links import LINK_DAYS, link_token_hash, link_url
 from platereg.process import wait
+from platereg.security.owner_links import LINK_DAYS, link_token_hash, link_url
 from platereg.settings import Settings
 from schemas import topics
 from schemas.notices import Notice
@@ -122,7 +122,7 @@ def read_notice(value: bytes | None) -> tuple[uuid.UUID, list[str]]:
 
 def sign_in_link(settings: Settings) -> tuple[str, str]:
     """A one-time owner page link and its token's hash, all that is stored (the token
-    and URL as ``platereg.owner_links`` makes them; the batch is stored by ``_claim``)."""
+    and URL as ``platereg.security.owner_links`` makes them; the batch is stored by ``_claim``)."""
     token = secrets.token_urlsafe(32)
     return link_url(settings.owner_page_url, token), link_token_hash(token)
 

@@ -1,43 +1,54 @@
-"""Notice texts: Jinja2 templates (autoescaped HTML), EN/FR, dates with Babel.
+"""Notice texts: Jinja2 templates (autoescaped HTML) with the i18n extension, dates and
+lists with Babel.
 
-``templates/<language>/<kind>.j2`` holds a kind's words in one language as
-macros (``subject``, ``body``, ``short``); ``templates/<channel>.j2`` lays
-them out for a channel (e-mail text and HTML, SMS, plate display, letter).
-Owner-supplied text (names, agencies) is escaped in HTML by autoescaping.
-Templates are compiled once per process (no file check per render), and a
-notice's texts are rendered on first use: a delivery renders only what its
-channel sends (an SMS its SMS text; a webhook nothing).
+``templates/kinds/<kind>.j2`` holds a kind's words as macros (``subject``, ``body``,
+``short``), English source strings in ``{% trans %}`` blocks; ``templates/<channel>.j2``
+lays them out for a channel (e-mail text and HTML, SMS, plate display, letter). The French
+texts are in the project's catalog (:mod:`platereg.i18n`). Owner-supplied text (names,
+agencies) is escaped in HTML by autoescaping, inside translated sentences too.
+Templates are compiled once per process and language (no file check per render), and a
+notice's texts are rendered on first use: a delivery renders only what its channel sends
+(an SMS its SMS text; a webhook nothing).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+import functools
+from collections.abc import Iterable, Mapping
 from functools import cached_property
 from typing import Any
 
 from babel.dates import format_date
+from babel.lists import format_list
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from notifications.rules import blockers_in_words, in_words
+from platereg import i18n
+from platereg.i18n import LOCALES, N_
 
-LOCALES = {"en": "en_CA", "fr": "fr_CA"}
-WORDS = {
-    "en": {"sign_in": "Sign in to your owner page",
-           "link_valid": "This personal link works once and for 14 days.",
-           "signature": "Plate Registry"},
-    "fr": {"sign_in": "Connectez-vous à votre page de propriétaire",
-           "link_valid": "Ce lien personnel fonctionne une seule fois, pendant 14 jours.",
-           "signature": "Registre des plaques"},
+__all__ = ["LOCALES", "Texts", "language_of", "render", "variables"]
+
+#: What blocks a renewal (suspension reasons) and other reasons, as owners read them.
+REASONS: Mapping[str, str] = {
+    "insurance_lapsed": N_("your insurance has lapsed"),
+    "unpaid_fines": N_("there are unpaid fines"),
+    "emissions_failed": N_("the vehicle failed its emissions test"),
+    "court_order": N_("there is a court order"),
+    "administrative": N_("there is an administrative hold"),
+    "surrendered": N_("the plate was surrendered"),
+    "destroyed": N_("the plate was destroyed"),
+    "replaced": N_("the plate was replaced"),
 }
 
-_html = Environment(loader=PackageLoader("notifications", "templates"), autoescape=True,
-                    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                    auto_reload=False)
-# Plain text (e-mail text part, SMS, display, letters) is never HTML: no escaping.
-_text = Environment(loader=PackageLoader("notifications", "templates"),
-                    autoescape=False, undefined=StrictUndefined, trim_blocks=True,  # noqa: S701
-                    lstrip_blocks=True, auto_reload=False)
+
+@functools.cache
+def _env(language: str, html: bool) -> Environment:
+    """The templates in ``language``: HTML autoescaped; plain text (e-mail text part, SMS,
+    display, letters) never is."""
+    return i18n.install(Environment(
+        loader=PackageLoader("notifications", "templates"), autoescape=html,  # noqa: S701
+        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, auto_reload=False,
+        extensions=["jinja2.ext.i18n"]), language)
 
 
 class Texts:
@@ -52,7 +63,7 @@ class Texts:
         return variables(*self._args)
 
     def _text(self, name: str) -> str:
-        return _text.get_template(name).render(self.variables)
+        return _env(self.variables["language"], False).get_template(name).render(self.variables)
 
     @cached_property
     def subject(self) -> str:
@@ -64,7 +75,8 @@ class Texts:
 
     @cached_property
     def html(self) -> str:
-        return _html.get_template("email.html.j2").render(self.variables)
+        return _env(self.variables["language"], True).get_template("email.html.j2").render(
+            self.variables)
 
     @cached_property
     def sms(self) -> str:
@@ -89,17 +101,32 @@ def _date(value: str | None, language: str) -> str:
     return format_date(dt.date.fromisoformat(value), format="long", locale=LOCALES[language])
 
 
+def in_words(reason: str | None, language: str) -> str:
+    """A reason code in plain words (an unknown code is shown as it is)."""
+    if not reason:
+        return ""
+    if reason not in REASONS:
+        return reason.replace("_", " ")
+    return i18n.translations(language).gettext(REASONS[reason])
+
+
+def blockers_in_words(reasons: Iterable[str], language: str) -> list[str]:
+    return [in_words(r, language) for r in reasons]
+
+
 def variables(kind: str, plate_key: str, language: str, context: Mapping[str, Any],
               recipient: Mapping[str, Any], link: str | None) -> dict[str, Any]:
     jurisdiction, _, plate = plate_key.partition("/")
+    blocked = blockers_in_words(context.get("blocked_by") or (), language)
     return {
-        "kind": kind, "language": language, "link": link, "words": WORDS[language],
+        "kind": kind, "language": language, "link": link,
         "plate": f"{plate} ({jurisdiction})",
         "name": recipient.get("name") or "",
         "expires": _date(context.get("expires_on"), language),
-        "days_before": context.get("days_before"),
+        "days_before": context.get("days_before") or 0,
         "reason_words": in_words(context.get("reason"), language),
-        "blocked": blockers_in_words(context.get("blocked_by") or (), language),
+        "blocked": blocked,
+        "blocked_words": format_list(blocked, locale=LOCALES[language]) if blocked else "",
         "agency": context.get("agency") or "",
     }
 

@@ -9,7 +9,7 @@
 - Event-driven notices: which applied events notify whom, and which late
   events do not (an event older than the plate's latest state of its kind).
 - Channels: the owner's preferences, else email, else SMS, else paper;
-  blockers and reasons in plain words live in the templates.
+  blockers and reasons in plain words are rendering's (``notifications.render``).
 """
 
 from __future__ import annotations
@@ -261,41 +261,3 @@ def next_channel(channels: Sequence[str], failed: str) -> str | None:
         return None
     i = chain.index(failed)
     return chain[i + 1] if i + 1 < len(chain) else None
-
-
-# --------------------------------------------------------------------------- plain words
-
-#: What blocks a renewal (suspension reasons) and other reasons, as owners read them.
-REASON_WORDS: Mapping[str, Mapping[str, str]] = {
-    "en": {
-        "insurance_lapsed": "your insurance has lapsed",
-        "unpaid_fines": "there are unpaid fines",
-        "emissions_failed": "the vehicle failed its emissions test",
-        "court_order": "there is a court order",
-        "administrative": "there is an administrative hold",
-        "surrendered": "the plate was surrendered",
-        "destroyed": "the plate was destroyed",
-        "replaced": "the plate was replaced",
-    },
-    "fr": {
-        "insurance_lapsed": "votre assurance n'est plus en vigueur",
-        "unpaid_fines": "des amendes sont impayées",
-        "emissions_failed": "le véhicule a échoué au test d'émissions",
-        "court_order": "il y a une ordonnance du tribunal",
-        "administrative": "il y a une retenue administrative",
-        "surrendered": "la plaque a été remise",
-        "destroyed": "la plaque a été détruite",
-        "replaced": "la plaque a été remplacée",
-    },
-}
-
-
-def in_words(reason: str | None, language: str) -> str:
-    """A reason code in plain words (an unknown code is shown as it is)."""
-    if not reason:
-        return ""
-    return REASON_WORDS["fr" if language == "fr" else "en"].get(reason, reason.replace("_", " "))
-
-
-def blockers_in_words(reasons: Iterable[str], language: str) -> list[str]:
-    return [in_words(r, language) for r in reasons]

@@ -2,7 +2,7 @@
 message, the event loop of long-running commands, and one database connection for a
 short command.
 
-``platereg.cli`` (the entry point) and each service's ``cli`` module import
+``wiring.cli`` (the entry point) and each service's ``cli`` module import
 these; this module imports no command module, so any of them can import it at
 the top.
 """

@@ -6,7 +6,7 @@ and the headers ``x-dlq-reason``, ``x-dlq-detail``, ``x-original-topic``,
 original bytes back, no value and ``x-dlq-value-omitted: true``.
 
 The registry consumer records its rejections in an outbox (``dlq_messages``,
-relayed by ``registry.relay``). A consumer that keeps no such table (the notice
+relayed by ``registry.consumer.relay``). A consumer that keeps no such table (the notice
 dispatcher) sends them with :class:`DeadLetters` after the broker acknowledged
 them and before it commits its offsets: a crash in between sends them again (at
 least once, as the outbox relays publish) and none is lost. Details are short

@@ -45,15 +45,14 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from platereg.api_docs import install_docs
-from platereg.auth import AuthError, RateLimitHeadersMiddleware
-from platereg.logging import LineLogger, get_logger
+from platereg.logging import get_logger
 from platereg.metrics import HTTP_DURATION, exposition
 from platereg.metrics import exported as metrics_registry
+from platereg.security.auth import AuthError, RateLimitHeadersMiddleware
 from platereg.settings import Settings
 from schemas.validation import Rejection, decode_json, property_names
 
 log = get_logger("platereg.http")
-access_log = LineLogger("platereg.http")
 
 PROBLEM_JSON = "application/problem+json"
 UNMATCHED = "unmatched"
@@ -336,7 +335,7 @@ class ObservabilityMiddleware:
         HTTP_DURATION.labels(template, scope["method"], str(status)).observe(elapsed)
         if template not in PROBES:
             key_id = (scope.get("state") or {}).get("key_id")
-            access_log.info("request", route=template, method=scope["method"], status=status,
+            log.info("request", route=template, method=scope["method"], status=status,
                             key_id=key_id, ms=round(elapsed * 1000, 2))
 
 

@@ -54,7 +54,7 @@ def enforcement_view(state: PlateState, *, today: dt.date, as_of: dt.datetime) -
 
 #: What :func:`view_from` takes, in order: ``PlateState`` fields, except ``smart_plate``
 #: (whether ``device_id`` is set) and ``version`` (``event_count``). Readers that select
-#: these (``registry.lookups``) build views without a ``PlateState`` per row.
+#: these (``registry.api.lookups``) build views without a ``PlateState`` per row.
 VIEW_PARTS = ("jurisdiction", "plate", "plate_class", "expires_on", "vehicle", "smart_plate",
               "suspension_reasons", "stolen", "cancelled", "version")
 VEHICLE_FIELDS = ("make", "model", "year", "colour")

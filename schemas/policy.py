@@ -10,7 +10,7 @@ A ``source`` matches a prefix when it starts with it; an event is allowed
 when any matching prefix grants its type (and reason): grants add up, none
 takes away. :func:`compile_policy` turns rows into a :class:`Policy` whose
 :meth:`Policy.allows` is what the consumer and the ingest API call per event.
-No I/O here (see ``platereg.policy_store`` for the table).
+No I/O here (see ``platereg.security.policy_store`` for the table).
 """
 
 from __future__ import annotations

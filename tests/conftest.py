@@ -1,6 +1,6 @@
 """Test harness: one real PostgreSQL and one real Apache Kafka per session.
 
-PostgreSQL is the embedded one (``platereg.embedded``) and Kafka the real broker
+PostgreSQL is the embedded one (``devtools.embedded``) and Kafka the real broker
 from Maven Central (``devtools.apache_kafka``), started here, unless
 ``PLATEREG_DATABASE_URL`` / ``PLATEREG_KAFKA_BOOTSTRAP_SERVERS`` point at
 existing ones. Each test gets its own database (a copy of a migrated template)
@@ -27,8 +27,8 @@ import asyncpg
 import pytest
 
 from devtools.apache_kafka import KafkaCluster
+from devtools.embedded import EmbeddedPostgres
 from platereg.db import create_database, create_pool, drop_database, migrate, with_database
-from platereg.embedded import EmbeddedPostgres
 from platereg.kafka import ensure_topics
 from platereg.settings import Settings, load_settings
 from tests.broker import SecureListener, describe_test_broker, start_test_kafka
@@ -141,7 +141,7 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 def debian_program(program: str, package: str) -> str:
     """The path of a program from a Debian package (installed when missing and root, as
     the bench does with wrk); skips the test when it cannot be had, fails under CI."""
-    from platereg.debian_tools import find_or_install
+    from devtools.debian_tools import find_or_install
 
     path = find_or_install(program, package, who="tests")
     if path is None:

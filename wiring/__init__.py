@@ -4,6 +4,7 @@ Services (``registry``, ``ingest``, ``notifications``) import only themselves an
 the shared layers (``platereg``, ``schemas``); where one service's work must run
 inside another's (the notices are made in the registry consumer's batch
 transaction), the service that runs it defines a hook and this package plugs the
-other service's function into it. Nothing imports this package: ``platereg.cli``
-loads ``wiring.cli`` by name, like the services' command modules.
+other service's function into it. ``wiring.cli`` is the ``platereg`` command line: it
+imports every service's command module and the developer tools' commands. Nothing
+imports this package.
 """

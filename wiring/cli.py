@@ -1,23 +1,233 @@
-"""Commands that need more than one service: ``platereg consume registry``.
+"""``platereg``: the one command-line entry point, in the composition root.
 
-The registry consumer records the notices of its events in the same
-transaction as the batch that applies them (contract section 4: one notice per
-event per recipient, made exactly once with the event that caused it). The
-registry defines the hook (``registry.store.BatchHook``); the notices provide
-it (``notifications.events.record_batch_notices``); here the two meet.
+Shared commands live here (migrate, roles, topics, keys, schemas). Each service
+package offers its own commands through its ``cli`` module's ``register``
+function, and the developer tools (``devtools.cli``: run, simulate, the mail
+catcher) offer theirs as plain functions; this module imports all of them
+directly, so the import-graph test sees every arrow, and no service imports
+another's internals or the developer tools.
+
+Commands that need more than one service are put together here too: the
+registry consumer records the notices of its events in the same transaction as
+the batch that applies them (contract section 4: one notice per event per
+recipient, made exactly once with the event that caused it). The registry
+defines the hook (``registry.consumer.store.BatchHook``); the notices provide it
+(``notifications.events.record_batch_notices``); here the two meet.
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import warnings
+from typing import Annotated
+
 import typer
 
+from devtools import cli as devtools_cli
+from ingest import cli as ingest_cli
+from notifications import cli as notifications_cli
 from notifications.events import record_batch_notices
-from registry.cli import register_consumer
-from registry.store import BatchHook
+from platereg.commands import fail, settings_or_exit, with_connection
+from platereg.settings import ConfigError
+from registry.api import cli as registry_api_cli
+from registry.consumer import cli as registry_consumer_cli
+from registry.consumer import sources_cli as registry_sources_cli
+from registry.consumer.store import BatchHook
+
+warnings.filterwarnings("ignore", module="platformdirs")
+
+app = typer.Typer(
+    name="platereg",
+    help="Plate Registry: event-driven licence plate registry (Kafka -> PostgreSQL).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+serve_app = typer.Typer(help="Run an HTTP API.", no_args_is_help=True)
+consume_app = typer.Typer(help="Run a Kafka consumer.", no_args_is_help=True)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+schemas_app = typer.Typer(help="JSON Schema and AsyncAPI documents.", no_args_is_help=True)
+app.add_typer(serve_app, name="serve")
+app.add_typer(consume_app, name="consume")
+app.add_typer(keys_app, name="keys")
+app.add_typer(schemas_app, name="schemas")
+
+# The groups the services add commands to (notifications.cli adds "notices").
+GROUPS = {"serve": serve_app, "consume": consume_app}
 
 #: What the registry consumer runs in each batch transaction.
 BATCH_HOOK: BatchHook = record_batch_notices
 
 
-def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    register_consumer(groups["consume"], BATCH_HOOK)
+@app.command()
+def migrate() -> None:
+    """Apply database migrations (safe to run twice, or from several processes at once)."""
+    from platereg.db import migrate as run_migrations
+
+    settings = settings_or_exit()
+    try:
+        applied = run_migrations(settings.migrate_dsn())
+    except ConfigError as exc:
+        raise fail(str(exc), 2) from None
+    typer.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied
+                                                          else "; the schema is up to date"))
+
+
+@app.command()
+def roles() -> None:
+    """Create or update the database login roles (run as an admin, before `migrate`).
+
+    Connects with PLATEREG_ADMIN_DATABASE_URL; the users and passwords of
+    PLATEREG_MIGRATE_DATABASE_URL (made owner of the database),
+    PLATEREG_DATABASE_URL (the services) and PLATEREG_PURGE_DATABASE_URL (the
+    audit purge) become login roles with just their privileges.
+    """
+    import psycopg
+
+    from platereg.security.roles import ensure_roles
+
+    settings = settings_or_exit()
+    if settings.admin_database_url is None:
+        raise fail("PLATEREG_ADMIN_DATABASE_URL is not set", 2)
+    try:
+        ensure_roles(settings.admin_database_url.get_secret_value(),
+                     service_dsn=settings.dsn(),
+                     purge_dsn=settings.purge_dsn(),
+                     owner_dsn=settings.migrate_dsn())
+    except (ConfigError, ValueError) as exc:
+        raise fail(str(exc), 2) from None
+    except psycopg.Error as exc:
+        raise fail(f"could not set up the roles: {type(exc).__name__}: "
+                   f"{exc.diag.message_primary or exc}", 1) from None
+    typer.echo("roles are set up")
+
+
+@app.command()
+def topics() -> None:
+    """Create the contract's Kafka topics that do not exist yet."""
+    from platereg.kafka import ensure_topics
+
+    settings = settings_or_exit()
+    created = asyncio.run(ensure_topics(settings))
+    typer.echo(f"created: {', '.join(created)}" if created else "all topics exist")
+
+
+@keys_app.command("create")
+def keys_create(
+    role: Annotated[str, typer.Option(help="enforcement, portal, operator or ingest")],
+    name: Annotated[str, typer.Option(help="Who or what uses the key")],
+    rate_limit: Annotated[float | None, typer.Option(help="Requests per second (default: "
+                                                     "PLATEREG_RATE_LIMIT_PER_SECOND)")] = None,
+    source: Annotated[list[str] | None, typer.Option(
+        help="Source prefix the key may publish for (role ingest: required, repeatable), "
+             "e.g. /insurance/acme/")] = None,
+) -> None:
+    """Create a key. It is printed once; only its hash is stored."""
+    from platereg.security import keys
+
+    settings = settings_or_exit()
+    try:
+        key_id, key = with_connection(settings.dsn(), lambda conn: keys.create_key(
+            conn, role=role, name=name, rate_limit=rate_limit, sources=source or ()))
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    bound = f"sources: {', '.join(sorted(set(source)))}\n" if source else ""
+    typer.echo(f"key id: {key_id}\nrole:   {role}\n{bound}key:    {key}\n"
+               "Store the key now: it cannot be shown again.")
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """List keys (ids, names, roles; never secrets)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from platereg.security import keys
+
+    settings = settings_or_exit()
+
+    table = Table("key id", "name", "role", "sources", "rate limit", "created", "revoked")
+    for k in with_connection(settings.dsn(), keys.list_keys):
+        table.add_row(k.key_id, k.name, k.role, " ".join(k.sources),
+                      str(k.rate_limit or "default"),
+                      k.created_at.isoformat(timespec="seconds"),
+                      k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "")
+    Console().print(table)
+
+
+@keys_app.command("bind")
+def keys_bind(
+    key_id: Annotated[str, typer.Argument(help="The ingest key's id")],
+    source: Annotated[list[str], typer.Option(
+        help="Source prefix the key may publish for (repeatable; replaces the key's list)")],
+) -> None:
+    """Set the source prefixes of an ingest key (applies within 5 seconds)."""
+    from platereg.security import keys
+
+    settings = settings_or_exit()
+
+    async def go() -> bool:
+        import asyncpg
+
+        conn = await asyncpg.connect(settings.dsn())
+        try:
+            return await keys.bind_sources(conn, key_id, source)
+        finally:
+            await conn.close()
+
+    try:
+        bound = asyncio.run(go())
+    except ValueError as exc:
+        raise fail(str(exc), 2) from None
+    if not bound:
+        raise fail("no active ingest key with that id", 1)
+    typer.echo(f"{key_id} may publish for sources: {', '.join(sorted(set(source)))}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id to revoke")]) -> None:
+    """Revoke a key; every process refuses it within 5 seconds."""
+    from platereg.security import keys
+
+    settings = settings_or_exit()
+
+    if not with_connection(settings.dsn(), lambda conn: keys.revoke_key(conn, key_id)):
+        raise fail("no active key with that id", 1)
+    typer.echo(f"revoked {key_id}")
+
+
+@schemas_app.command("export")
+def schemas_export(
+    check: Annotated[bool, typer.Option("--check", help="Fail if checked-in files are stale")]
+    = False,
+) -> None:
+    """Regenerate the JSON Schema files and the AsyncAPI document from the models."""
+    from schemas import export
+
+    args = ["--check"] if check else []
+    raise typer.Exit(export.main(args))
+
+
+def _register_commands() -> None:
+    """The services' and the developer tools' commands, in the order ``--help`` lists them."""
+    app.command("run")(devtools_cli.run)
+    registry_consumer_cli.register(app, GROUPS)
+    registry_api_cli.register(app, GROUPS)
+    registry_sources_cli.register(app, GROUPS)
+    ingest_cli.register(app, GROUPS)
+    app.command("simulate", help=devtools_cli.SIMULATE_HELP)(devtools_cli.simulate_command)
+    notifications_cli.register(app, GROUPS)
+    GROUPS["notices"].command("mail-catcher")(devtools_cli.mail_catcher)
+    registry_consumer_cli.register_consumer(GROUPS["consume"], BATCH_HOOK)
+
+
+_register_commands()
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

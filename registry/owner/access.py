@@ -20,7 +20,7 @@ from platereg.clock import Clock
 from platereg.http import ProblemError
 from platereg.metrics import AUTH_FAILURES
 from platereg.settings import Settings
-from registry.audit import AuditUnavailable
+from registry.api.audit import AuditUnavailable
 from registry.owner import sessions
 from registry.owner.tokens import OwnerClaims, OwnerTokens, TokenExpired, TokenInvalid
 from schemas.fold import today_in

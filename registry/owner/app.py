@@ -1,5 +1,5 @@
 """Wiring of the owner side into the registry app: the owner routes, the owner page and
-the 403 for owner tokens on key routes (``install``, called by ``registry.api``)."""
+the 403 for owner tokens on key routes (``install``, called by ``registry.api.app``)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 
-from platereg.auth import AuthError
 from platereg.clock import Clock
 from platereg.http import ProblemError, problem
 from platereg.metrics import AUTH_FAILURES
+from platereg.security.auth import AuthError
 from platereg.settings import Settings
 from registry.owner import page, routes
 from registry.owner.access import OWNER_KEY_ID, OwnerAccess, _make_tokens

@@ -20,6 +20,7 @@ autoescaped), no JavaScript, English and French.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from importlib.resources import files
 from typing import Any
 from urllib.parse import parse_qs
@@ -28,11 +29,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
+from platereg import i18n
 from platereg.http import ProblemError
 from registry.owner import data, sessions, words
 from registry.owner.access import OWNER_KEY_ID, OwnerAccess, owner_access
 from registry.owner.routes import mint_from_link
 from registry.owner.tokens import OwnerClaims
+from registry.owner.words import gettext
 
 router = APIRouter(include_in_schema=False)
 COOKIE = "platereg_owner"
@@ -45,18 +48,25 @@ SECURITY_HEADERS = {
 }
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 MAX_FORM_BYTES = 4096
-_env = Environment(loader=PackageLoader("registry.owner", "templates"),
-                   autoescape=select_autoescape(default=True, default_for_string=True),
-                   undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 _CSS = files("registry.owner").joinpath("static/owner.css").read_bytes()
 
 
+@functools.cache
+def _env(lang: str) -> Environment:
+    """The page's templates with ``lang``'s words (one environment per language)."""
+    return i18n.install(Environment(
+        loader=PackageLoader("registry.owner", "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+        extensions=["jinja2.ext.i18n"]), lang)
+
+
 def _html(template: str, lang: str, status: int = 200, **values: Any) -> Response:
-    w = words.words(lang)
-    values.setdefault("heading", w["title"])
+    values.setdefault("heading", gettext("Your owner page", lang))
     values.setdefault("refresh_to", None)
-    body = _env.get_template(template).render(lang=lang, w=w, other="fr" if lang == "en"
-                                              else "en", **values)
+    other = "fr" if lang == "en" else "en"
+    body = _env(lang).get_template(template).render(lang=lang, other=other,
+                                                    other_name=i18n.NAMES[other], **values)
     return Response(body, status_code=status, media_type="text/html; charset=utf-8",
                     headers=SECURITY_HEADERS)
 
@@ -66,6 +76,11 @@ def _message(lang: str, heading: str, body: str, status: int = 200, *,
              continue_to: str | None = None) -> Response:
     return _html("message.html.j2", lang, status, heading=heading, body=body, message=message,
                  refresh_to=refresh_to, continue_to=continue_to)
+
+
+def _sign_in_help(lang: str) -> str:
+    return gettext("Use the personal link in your latest notice from the Plate Registry, or "
+                   "sign in through your online services portal.", lang)
 
 
 def _secure(request: Request) -> bool:
@@ -112,11 +127,12 @@ def _notice_item(n: dict[str, Any], lang: str, tz: dt.tzinfo) -> dict[str, Any]:
 
 
 def _access_item(a: dict[str, Any], lang: str, tz: dt.tzinfo) -> dict[str, Any]:
-    w = words.words(lang)
     if a["plate"]:
         what = f"{a['jurisdiction']} {a['plate']}"
+    elif a["kind"] == "owner_session":
+        what = gettext("signed you in", lang)
     else:
-        what = w["signed_you_in"] if a["kind"] == "owner_session" else w["your_record"]
+        what = gettext("your owner record", lang)
     return {**a, "at_words": words.moment(a["at"], lang, tz), "what": what,
             "role_words": words.role(a["role"], lang),
             "purpose_words": words.purpose(a["purpose"], lang)}
@@ -151,37 +167,38 @@ async def _page(request: Request, access: OwnerAccess, claims: OwnerClaims, lang
 async def owner_page(request: Request) -> Response:
     access = owner_access(request)
     params = request.query_params
-    lang = params.get("lang") if params.get("lang") in words.LANGUAGES else None
+    lang = params.get("lang") if params.get("lang") in i18n.LANGUAGES else None
     if access.tokens is None:
-        w = words.words(lang or "en")
-        return _message(lang or "en", w["sign_in_title"], w["sign_in_help"], 503)
+        lang = lang or "en"
+        return _message(lang, gettext("Sign in", lang), _sign_in_help(lang), 503)
     link = params.get("token")
     if link is not None:
         return await _sign_in_from_link(request, access, link, lang)
     claims = await _signed_in(request, access)
     if claims is None:
-        w = words.words(lang or "en")
-        message = w["signed_out"] if params.get("signed_out") else None
-        return _message(lang or "en", w["sign_in_title"], w["sign_in_help"], message=message)
-    message = words.words(words.pick_language(lang))["saved"] if params.get("saved") else None
+        lang = lang or "en"
+        message = gettext("You are signed out.", lang) if params.get("signed_out") else None
+        return _message(lang, gettext("Sign in", lang), _sign_in_help(lang), message=message)
+    message = (gettext("Your preferences are saved.", words.pick_language(lang))
+               if params.get("saved") else None)
     return await _page(request, access, claims, lang, message=message)
 
 
 async def _sign_in_from_link(request: Request, access: OwnerAccess, link: str,
                              lang: str | None) -> Response:
     lang = lang or "en"
-    w = words.words(lang)
     if not 16 <= len(link) <= 128:
-        return _message(lang, w["error_title"], w["sign_in_help"], 401,
-                        message="this sign-in link is not valid")
+        return _message(lang, gettext("This link cannot be used", lang), _sign_in_help(lang),
+                        401, message="this sign-in link is not valid")
     try:
         minted = await mint_from_link(access, link)
     except ProblemError as exc:
         if exc.status == 503:
             raise
-        return _message(lang, w["error_title"], w["sign_in_help"], exc.status,
-                        message=exc.detail)
-    response = _message(lang, w["signed_in"], "", refresh_to="/owner/", continue_to="/owner/")
+        return _message(lang, gettext("This link cannot be used", lang), _sign_in_help(lang),
+                        exc.status, message=exc.detail)
+    response = _message(lang, gettext("You are signed in.", lang), "", refresh_to="/owner/",
+                        continue_to="/owner/")
     _set_cookie(response, request, minted.token, access.signer().lifetime)
     return response
 
@@ -202,7 +219,7 @@ async def _form_session(request: Request) -> tuple[OwnerAccess, OwnerClaims | No
     access = owner_access(request)
     form = await _form(request)
     lang = (form.get("lang") or [None])[0]
-    lang = lang if lang in words.LANGUAGES else None
+    lang = lang if lang in i18n.LANGUAGES else None
     claims = await _signed_in(request, access)
     csrf_ok = claims is not None and access.signer().csrf_ok(
         claims.session_id, (form.get("csrf") or [None])[0])
@@ -218,14 +235,15 @@ async def owner_preferences(request: Request) -> Response:
     access, claims, form, lang, csrf_ok = await _form_session(request)
     if claims is None:
         return _redirect("/owner/" + (f"?lang={lang}" if lang else ""))
-    w = words.words(words.pick_language(lang))
+    page_lang = words.pick_language(lang)
     if not csrf_ok:
-        return await _page(request, access, claims, lang, error=w["csrf"], status=403)
+        return await _page(request, access, claims, lang, status=403,
+                           error=gettext("Your form expired. Please try again.", page_lang))
     channels = [c for c in words.CHANNELS if c in set(form.get("channels", []))]
     language = (form.get("language") or [None])[0]
-    if not channels or language not in words.LANGUAGES:
-        return await _page(request, access, claims, lang, error=w["choose_channel"],
-                           status=422)
+    if not channels or language not in i18n.LANGUAGES:
+        return await _page(request, access, claims, lang, status=422,
+                           error=gettext("Choose at least one channel.", page_lang))
     await data.put_preferences(access.pool, claims.owner_id, channels, language)
     return _redirect("/owner/?saved=1" + (f"&lang={lang}" if lang else ""))
 
@@ -234,8 +252,8 @@ async def owner_preferences(request: Request) -> Response:
 async def owner_sign_out(request: Request) -> Response:
     access, claims, _, lang, csrf_ok = await _form_session(request)
     if claims is not None and not csrf_ok:
-        w = words.words(words.pick_language(lang))
-        return await _page(request, access, claims, lang, error=w["csrf"], status=403)
+        error = gettext("Your form expired. Please try again.", words.pick_language(lang))
+        return await _page(request, access, claims, lang, error=error, status=403)
     if claims is not None:
         await sessions.revoke(access.pool, claims, access.clock.now())
     response = _redirect("/owner/?signed_out=1" + (f"&lang={lang}" if lang else ""))

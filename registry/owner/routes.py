@@ -19,19 +19,19 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 
-from platereg.auth import Principal, charge, limit_subject, require
 from platereg.http import ProblemError, read_json, validation_errors
-from registry.api_models import (
+from platereg.security.auth import Principal, charge, limit_subject, require
+from registry.api.models import (
     OwnerNotices,
     OwnerPlates,
     OwnerPreferences,
     PreferencesUpdate,
     Problem,
 )
+from registry.api.routes.common import BODY_ERRORS, body, errors, ok
 from registry.owner import data, sessions
 from registry.owner.access import OWNER_KEY_ID, OwnerAccess, owner_access
 from registry.owner.tokens import OwnerClaims
-from registry.routes.common import BODY_ERRORS, body, errors, ok
 from schemas._types import SAFE_ID_PATTERN, STRICT_INPUT
 
 router = APIRouter(tags=["owners"])

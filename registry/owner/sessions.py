@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from platereg.owner_links import link_token_hash
+from platereg.security.owner_links import link_token_hash
 from registry.owner.tokens import OwnerClaims, OwnerTokens
 
 WINDOW = dt.timedelta(hours=1)

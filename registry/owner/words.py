@@ -1,5 +1,6 @@
-"""The owner page's words in English and French, and plain-language phrasing of plate
-status, renewal blockers, notice kinds, channels and delivery outcomes."""
+"""The owner page's plain-language phrasing of plate status, renewal blockers, notice kinds,
+channels and delivery outcomes, in the page's language (English source strings, catalogs
+in ``platereg/locale``; see :mod:`platereg.i18n`)."""
 
 from __future__ import annotations
 
@@ -8,138 +9,39 @@ from typing import Any
 
 from babel.dates import format_date, format_datetime
 
-LANGUAGES = ("en", "fr")
-LOCALES = {"en": "en_CA", "fr": "fr_CA"}
+from platereg.i18n import LANGUAGES, LOCALES, N_, translations
 
-_WORDS: dict[str, dict[str, str]] = {
-    "en": {
-        "title": "Your owner page", "site": "Plate Registry", "skip": "Skip to content",
-        "language_switch": "Language", "other_language": "Français",
-        "signed_in_intro": "You are signed in for 15 minutes. Nothing here is shared with "
-                           "enforcement systems.",
-        "plates": "Your plates", "no_plates": "No plate is registered to you.",
-        "plate": "Plate", "status": "Status", "expiry": "Expiry", "vehicle": "Vehicle",
-        "notices": "Your notices", "no_notices": "You have no notices yet.",
-        "sent_on": "Sent:", "attempts": "Delivery attempts", "no_attempts": "Not delivered yet.",
-        "channel": "Channel", "attempt": "Attempt", "outcome": "Outcome", "when": "When",
-        "error": "Error",
-        "preferences": "How we reach you", "channels": "Channels for notices",
-        "channels_hint": "Choose at least one. If a channel fails we try the next one.",
-        "notice_language": "Language of notices", "save": "Save preferences",
-        "saved": "Your preferences are saved.",
-        "defaults": "You have not chosen yet: we use e-mail when we have your address, "
-                    "else text messages, else paper.",
-        "access_log": "Who looked up your plates",
-        "access_intro": "Every lookup of your plates or your record by a registry system, "
-                        "newest first.",
-        "no_access": "Nobody has looked up your plates.",
-        "who": "Who", "role": "Kind of system", "purpose": "Reason", "what": "What",
-        "your_record": "your owner record", "signed_you_in": "signed you in",
-        "sign_out": "Sign out", "signed_out": "You are signed out.",
-        "sign_in_title": "Sign in",
-        "sign_in_help": "Use the personal link in your latest notice from the Plate Registry, "
-                        "or sign in through your online services portal.",
-        "signed_in": "You are signed in.", "continue": "Continue to your page",
-        "error_title": "This link cannot be used",
-        "csrf": "Your form expired. Please try again.",
-        "choose_channel": "Choose at least one channel.",
-        "no_reason": "not given",
-    },
-    "fr": {
-        "title": "Votre page de propriétaire", "site": "Registre des plaques",
-        "skip": "Aller au contenu",
-        "language_switch": "Langue", "other_language": "English",
-        "signed_in_intro": "Vous êtes connecté pour 15 minutes. Rien ici n'est transmis aux "
-                           "systèmes d'application de la loi.",
-        "plates": "Vos plaques", "no_plates": "Aucune plaque n'est enregistrée à votre nom.",
-        "plate": "Plaque", "status": "État", "expiry": "Échéance", "vehicle": "Véhicule",
-        "notices": "Vos avis", "no_notices": "Vous n'avez encore reçu aucun avis.",
-        "sent_on": "Envoyé :", "attempts": "Tentatives d'envoi",
-        "no_attempts": "Pas encore envoyé.",
-        "channel": "Moyen", "attempt": "Tentative", "outcome": "Résultat", "when": "Quand",
-        "error": "Erreur",
-        "preferences": "Comment vous joindre", "channels": "Moyens d'envoi des avis",
-        "channels_hint": "Choisissez-en au moins un. Si un moyen échoue, nous essayons le "
-                         "suivant.",
-        "notice_language": "Langue des avis", "save": "Enregistrer les préférences",
-        "saved": "Vos préférences sont enregistrées.",
-        "defaults": "Vous n'avez rien choisi : nous utilisons le courriel si nous avons votre "
-                    "adresse, sinon le texto, sinon le papier.",
-        "access_log": "Qui a consulté vos plaques",
-        "access_intro": "Chaque consultation de vos plaques ou de votre dossier par un système "
-                        "du registre, la plus récente d'abord.",
-        "no_access": "Personne n'a consulté vos plaques.",
-        "who": "Qui", "role": "Type de système", "purpose": "Motif", "what": "Quoi",
-        "your_record": "votre dossier de propriétaire", "signed_you_in": "vous a connecté",
-        "sign_out": "Se déconnecter", "signed_out": "Vous êtes déconnecté.",
-        "sign_in_title": "Connexion",
-        "sign_in_help": "Utilisez le lien personnel de votre dernier avis du Registre des "
-                        "plaques, ou connectez-vous par votre portail de services en ligne.",
-        "signed_in": "Vous êtes connecté.", "continue": "Continuer vers votre page",
-        "error_title": "Ce lien ne peut pas être utilisé",
-        "csrf": "Votre formulaire a expiré. Veuillez réessayer.",
-        "choose_channel": "Choisissez au moins un moyen.",
-        "no_reason": "non précisé",
-    },
-}
-
-_STATUS = {
-    "en": {"valid": "Valid", "expired": "Expired", "suspended": "Suspended",
-           "stolen": "Reported stolen", "cancelled": "Cancelled"},
-    "fr": {"valid": "Valide", "expired": "Expirée", "suspended": "Suspendue",
-           "stolen": "Déclarée volée", "cancelled": "Annulée"},
-}
-_BLOCKERS = {
-    "en": {"insurance_lapsed": "your insurance has lapsed",
-           "unpaid_fines": "you have unpaid fines",
-           "emissions_failed": "the vehicle failed its emissions test",
-           "court_order": "a court order", "administrative": "an administrative hold"},
-    "fr": {"insurance_lapsed": "votre assurance n'est plus en vigueur",
-           "unpaid_fines": "vous avez des amendes impayées",
-           "emissions_failed": "le véhicule a échoué au test d'émissions",
-           "court_order": "une ordonnance du tribunal",
-           "administrative": "une suspension administrative"},
-}
-_KINDS = {
-    "en": {"renewal_reminder": "Renewal reminder", "expired": "Plate expired",
-           "renewed": "Plate renewed", "suspended": "Plate suspended",
-           "reinstated": "Plate reinstated", "stolen_reported": "Plate reported stolen",
-           "recovered": "Plate recovered", "transferred_in": "Plate transferred to you",
-           "transferred_out": "Plate transferred away", "cancelled": "Plate cancelled"},
-    "fr": {"renewal_reminder": "Rappel de renouvellement", "expired": "Plaque expirée",
-           "renewed": "Plaque renouvelée", "suspended": "Plaque suspendue",
-           "reinstated": "Plaque rétablie", "stolen_reported": "Plaque déclarée volée",
-           "recovered": "Plaque retrouvée", "transferred_in": "Plaque transférée à vous",
-           "transferred_out": "Plaque transférée à autrui", "cancelled": "Plaque annulée"},
-}
+_STATUS = {"valid": N_("Valid"), "expired": N_("Expired"), "suspended": N_("Suspended"),
+           "stolen": N_("Reported stolen"), "cancelled": N_("Cancelled")}
+_BLOCKERS = {"insurance_lapsed": N_("your insurance has lapsed"),
+             "unpaid_fines": N_("you have unpaid fines"),
+             "emissions_failed": N_("the vehicle failed its emissions test"),
+             "court_order": N_("a court order"), "administrative": N_("an administrative hold")}
+_KINDS = {"renewal_reminder": N_("Renewal reminder"), "expired": N_("Plate expired"),
+          "renewed": N_("Plate renewed"), "suspended": N_("Plate suspended"),
+          "reinstated": N_("Plate reinstated"), "stolen_reported": N_("Plate reported stolen"),
+          "recovered": N_("Plate recovered"), "transferred_in": N_("Plate transferred to you"),
+          "transferred_out": N_("Plate transferred away"), "cancelled": N_("Plate cancelled")}
 CHANNELS = ("email", "sms", "webhook", "plate_display", "paper")
-_CHANNELS = {
-    "en": {"email": "E-mail", "sms": "Text message (SMS)", "webhook": "Webhook",
-           "plate_display": "Smart plate display", "paper": "Paper letter"},
-    "fr": {"email": "Courriel", "sms": "Texto (SMS)", "webhook": "Webhook",
-           "plate_display": "Affichage de la plaque intelligente", "paper": "Lettre papier"},
-}
-_OUTCOMES = {"en": {"sent": "Sent", "retry": "Failed, will retry", "failed": "Failed"},
-             "fr": {"sent": "Envoyé", "retry": "Échec, nouvel essai prévu",
-                    "failed": "Échec"}}
-_ROLES = {"en": {"enforcement": "Enforcement", "operator": "Registry staff",
-                 "portal": "Online services portal", "ingest": "Data feed"},
-          "fr": {"enforcement": "Application de la loi", "operator": "Personnel du registre",
-                 "portal": "Portail de services en ligne", "ingest": "Flux de données"}}
-_PURPOSES = {
-    "en": {"traffic_stop": "traffic stop", "parking_enforcement": "parking enforcement",
-           "alpr_hit": "automatic plate reader", "investigation": "investigation",
-           "collision": "collision", "registry_administration": "registry administration",
-           "audit_review": "audit review", "testing": "testing"},
-    "fr": {"traffic_stop": "interception routière", "parking_enforcement": "stationnement",
-           "alpr_hit": "lecteur automatique de plaques", "investigation": "enquête",
-           "collision": "collision", "registry_administration": "administration du registre",
-           "audit_review": "vérification", "testing": "essai"},
-}
+_CHANNELS = {"email": N_("E-mail"), "sms": N_("Text message (SMS)"), "webhook": N_("Webhook"),
+             "plate_display": N_("Smart plate display"), "paper": N_("Paper letter")}
+_OUTCOMES = {"sent": N_("Sent"), "retry": N_("Failed, will retry"), "failed": N_("Failed")}
+_ROLES = {"enforcement": N_("Enforcement"), "operator": N_("Registry staff"),
+          "portal": N_("Online services portal"), "ingest": N_("Data feed")}
+_PURPOSES = {"traffic_stop": N_("traffic stop"), "parking_enforcement": N_("parking enforcement"),
+             "alpr_hit": N_("automatic plate reader"), "investigation": N_("investigation"),
+             "collision": N_("collision"),
+             "registry_administration": N_("registry administration"),
+             "audit_review": N_("audit review"), "testing": N_("testing")}
 
 
-def words(language: str) -> dict[str, str]:
-    return _WORDS[language]
+def gettext(message: str, language: str) -> str:
+    return translations(language).gettext(message)
+
+
+def _coded(table: dict[str, str], code: str, language: str) -> str:
+    """A code in words (an unknown code is shown as it is)."""
+    return gettext(table[code], language) if code in table else code
 
 
 def pick_language(*candidates: str | None) -> str:
@@ -161,12 +63,6 @@ def moment(value: dt.datetime, language: str, tz: dt.tzinfo) -> str:
     return format_datetime(value.astimezone(tz), format="medium", locale=LOCALES[language])
 
 
-def _days(n: int, language: str) -> str:
-    if language == "fr":
-        return f"{n} jour" if n == 1 else f"{n} jours"
-    return f"{n} day" if n == 1 else f"{n} days"
-
-
 def expiry(view: dict[str, Any], today: dt.date, language: str) -> str:
     """The expiry in plain words: 'Expires on 30 November 2027 (in 12 days)'."""
     if not view.get("expires_on"):
@@ -174,50 +70,49 @@ def expiry(view: dict[str, Any], today: dt.date, language: str) -> str:
     expires = dt.date.fromisoformat(str(view["expires_on"]))
     when = date(expires, language)
     left = (expires - today).days
+    t = translations(language)
     if left < 0:
-        return f"Expirée le {when}" if language == "fr" else f"Expired on {when}"
-    if language == "fr":
-        return f"Expire le {when} (dans {_days(left, language)})"
-    return f"Expires on {when} (in {_days(left, language)})"
+        return t.gettext("Expired on %(date)s") % {"date": when}
+    return t.ngettext("Expires on %(date)s (in %(num)d day)",
+                      "Expires on %(date)s (in %(num)d days)", left) % {"date": when, "num": left}
 
 
 def status(view: dict[str, Any], language: str) -> str:
-    text = _STATUS[language].get(view["status"], view["status"])
+    text = _coded(_STATUS, view["status"], language)
     reasons = view.get("suspension_reasons") or []
     if view["status"] == "suspended" and reasons:
-        text += " : " if language == "fr" else ": "
-        text += "; ".join(_BLOCKERS[language].get(r, r) for r in reasons)
+        listed = "; ".join(_coded(_BLOCKERS, r, language) for r in reasons)
+        text = gettext("%(status)s: %(reasons)s", language) % {"status": text,
+                                                                "reasons": listed}
     return text
 
 
 def blocked(view: dict[str, Any], language: str) -> str:
     """What blocks renewal, in plain words, or '' when nothing does."""
-    reasons = [r for r in view.get("suspension_reasons") or [] if r in _BLOCKERS[language]]
+    reasons = [r for r in view.get("suspension_reasons") or [] if r in _BLOCKERS]
     if not reasons:
         return ""
-    listed = "; ".join(_BLOCKERS[language][r] for r in reasons)
-    if language == "fr":
-        return f"Le renouvellement est bloqué : {listed}."
-    return f"Renewal is blocked: {listed}."
+    listed = "; ".join(_coded(_BLOCKERS, r, language) for r in reasons)
+    return gettext("Renewal is blocked: %(reasons)s.", language) % {"reasons": listed}
 
 
 def kind(value: str, language: str) -> str:
-    return _KINDS[language].get(value, value)
+    return _coded(_KINDS, value, language)
 
 
 def channel(value: str, language: str) -> str:
-    return _CHANNELS[language].get(value, value)
+    return _coded(_CHANNELS, value, language)
 
 
 def outcome(value: str, language: str) -> str:
-    return _OUTCOMES[language].get(value, value)
+    return _coded(_OUTCOMES, value, language)
 
 
 def role(value: str, language: str) -> str:
-    return _ROLES[language].get(value, value)
+    return _coded(_ROLES, value, language)
 
 
 def purpose(value: str | None, language: str) -> str:
     if not value:
-        return _WORDS[language]["no_reason"]
-    return _PURPOSES[language].get(value, value)
+        return gettext("not given", language)
+    return _coded(_PURPOSES, value, language)

@@ -18,11 +18,11 @@ import httpx
 from cli_support import PLATEREG
 from fastapi import FastAPI
 
+from devtools.embedded import free_port, stop_process
 from platereg.clock import Clock
-from platereg.embedded import free_port, stop_process
-from platereg.keys import create_key
+from platereg.security.keys import create_key
 from platereg.settings import Settings
-from registry.api import create_registry_app
+from registry.api.app import create_registry_app
 
 ROLES = ("enforcement", "portal", "operator", "ingest")
 OWNER_FIELDS = ("owner", "owner_id", "name", "email", "phone")

@@ -249,8 +249,8 @@ async def merge_ends(*ends: dict[int, int]) -> dict[int, int]:
 @contextlib.asynccontextmanager
 async def consumer_running(settings: Settings, **options: Any) -> AsyncIterator[Any]:
     """The real consumer in this process (with its relays), stopped cleanly on exit."""
-    from registry.consumer import RegistryConsumer
-    from registry.relay import run_relays
+    from registry.consumer.loop import RegistryConsumer
+    from registry.consumer.relay import run_relays
     from wiring.cli import BATCH_HOOK
 
     stop = asyncio.Event()
@@ -274,7 +274,7 @@ def start_consumer_process(settings: Settings, *extra: str,
     """``platereg consume registry`` as a child process (metrics on a free port)."""
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
-        [sys.executable, "-m", "platereg.cli", "consume", "registry", "--metrics-port", "0",
+        [sys.executable, "-m", "wiring.cli", "consume", "registry", "--metrics-port", "0",
          *extra],
         env={**os.environ, "PLATEREG_LOG_LEVEL": "INFO"}, stdin=subprocess.DEVNULL,
         stdout=out, stderr=subprocess.STDOUT)

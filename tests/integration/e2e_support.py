@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 from aiokafka import TopicPartition
 
-from platereg.embedded import free_port
+from devtools.embedded import free_port
 from platereg.kafka import make_admin, make_consumer
 from platereg.settings import Settings
 
@@ -54,7 +54,7 @@ class Proc:
             log.write(f"\n=== {self.name} incarnation {self.incarnation}\n".encode())
             log.flush()
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "platereg.cli", *argv], env=env,
+                [sys.executable, "-m", "wiring.cli", *argv], env=env,
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import uvicorn
 
+from devtools.embedded import free_port
 from ingest.api import create_ingest_app
-from platereg.embedded import free_port
 from platereg.http_server import uvicorn_options
 from platereg.settings import Settings
 

@@ -18,14 +18,14 @@ import asyncpg
 import orjson
 from aiosmtpd.controller import Controller
 
+from devtools.embedded import free_port
 from notifications.dispatcher import Dispatcher
 from notifications.relay import run_notices_relay
-from platereg.embedded import free_port
 from platereg.kafka import Record
 from platereg.settings import Settings
-from registry import store as registry_store
-from registry.apply import apply_batch
-from registry.batch import parse_values
+from registry.consumer import store as registry_store
+from registry.consumer.apply import apply_batch
+from registry.consumer.batch import parse_values
 from wiring.cli import BATCH_HOOK
 
 GROUP, TOPIC = "notices-test", "notices-test.events"
@@ -45,7 +45,7 @@ async def apply_events(pool: asyncpg.Pool, settings: Settings, events: list[dict
                        now: dt.datetime) -> Any:
     """Apply events with the registry consumer's own batch transaction (no broker)."""
     async with pool.acquire() as conn:
-        start = (await registry_store.ensure_offsets(conn, GROUP, TOPIC, {0: 0}))[0]
+        start = (await registry_store.RegistrySql(conn).ensure_offsets(GROUP, TOPIC, {0: 0}))[0]
         records = [Record(None, orjson.dumps(e), 0, start + i) for i, e in enumerate(events)]
         parsed = parse_values(records, now)
         async with conn.transaction():

@@ -24,7 +24,7 @@ from cli_support import PLATEREG
 from prometheus_client import REGISTRY
 
 from platereg.db import create_pool
-from registry.audit import PURGE_LOCK_ID, AuditWriter
+from registry.api.audit import PURGE_LOCK_ID, AuditWriter
 from tests.integration.seam_support import wait_for
 
 

@@ -186,14 +186,14 @@ async def test_dropped_uploads_to_the_ingest_api_are_one_line_each(settings, poo
     import subprocess
     import sys
 
-    from platereg.embedded import free_port, stop_process
+    from devtools.embedded import free_port, stop_process
 
     key = (await role_keys(pool))["ingest"]
     port = free_port()
     log_path = tmp_path / "ingest.log"
     env = {**os.environ, "PLATEREG_INGEST_PORT": str(port)}
     with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen([sys.executable, "-m", "platereg.cli", "serve", "ingest"],
+        proc = subprocess.Popen([sys.executable, "-m", "wiring.cli", "serve", "ingest"],
                                 env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
     try:

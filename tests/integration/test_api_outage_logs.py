@@ -9,9 +9,9 @@ import httpx
 import pytest
 from api_helpers import bearer, insert_plate, owner, served_registry
 
+from devtools.embedded import EmbeddedPostgres
 from platereg.db import create_pool, migrate
-from platereg.embedded import EmbeddedPostgres
-from platereg.keys import create_key
+from platereg.security.keys import create_key
 
 pytestmark = pytest.mark.integration
 

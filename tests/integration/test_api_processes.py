@@ -11,7 +11,7 @@ import pytest
 from api_helpers import bearer, insert_plate, owner, role_keys, running_api, served_registry
 from cli_support import platereg
 
-from platereg.keys import create_key
+from platereg.security.keys import create_key
 
 pytestmark = pytest.mark.integration
 

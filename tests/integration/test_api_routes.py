@@ -21,7 +21,7 @@ from api_helpers import (
 )
 
 from platereg.settings import Settings
-from registry.api_models import OwnerRecord
+from registry.api.models import OwnerRecord
 from schemas.views import EnforcementView, FullView, HotlistEntry, UnknownPlateResult
 
 pytestmark = pytest.mark.integration

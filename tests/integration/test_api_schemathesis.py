@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, Phase
 from ingest_support import ingest_server, issued
 from schemathesis import checks
 
-from platereg.keys import create_key
+from platereg.security.keys import create_key
 
 pytestmark = pytest.mark.integration
 

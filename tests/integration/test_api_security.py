@@ -19,7 +19,7 @@ from api_helpers import (
     running_api,
 )
 
-from platereg.keys import create_key, revoke_key
+from platereg.security.keys import create_key, revoke_key
 
 pytestmark = pytest.mark.integration
 
@@ -365,12 +365,12 @@ async def test_429_answers_at_once_while_the_pool_is_busy_and_logs_the_key_id(
 
     import structlog
 
-    import platereg.auth
+    import platereg.security.auth
 
     await insert_plate(pool, "CA-ON", "BUSY1")
     limited_id, limited = await create_key(pool, role="enforcement", name="lim", rate_limit=0.01)
     _, other = await create_key(pool, role="enforcement", name="other")
-    monkeypatch.setattr(platereg.auth, "CACHE_TTL", 0.0)  # every request refreshes its key
+    monkeypatch.setattr(platereg.security.auth, "CACHE_TTL", 0.0)  # every request refreshes its key
     async with running_api(settings, rate_limit_burst=1, db_pool_min=2, db_pool_max=2) as api:
         busy = {**PQ, "plate": "BUSY1"}
         assert (await api.client.post("/v1/plates/query", json=busy,

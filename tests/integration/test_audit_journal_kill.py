@@ -16,7 +16,7 @@ import pytest
 from api_helpers import bearer, insert_plate, pq, role_keys, served_registry
 from cli_support import gone
 
-from registry.audit_journal import Orphan
+from registry.api.audit_journal import Orphan
 from tests.integration.seam_support import wait_for
 
 pytestmark = pytest.mark.integration

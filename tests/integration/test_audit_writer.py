@@ -17,8 +17,8 @@ from owner_support import OWNER_KEY
 from prometheus_client import REGISTRY
 
 from platereg.db import create_pool
-from platereg.keys import create_key
-from registry.audit import AuditWriter
+from platereg.security.keys import create_key
+from registry.api.audit import AuditWriter
 from tests.integration.seam_support import wait_for
 
 pytestmark = pytest.mark.integration

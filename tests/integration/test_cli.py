@@ -16,9 +16,9 @@ from cli_support import eventually, http_status, platereg, popen
 from consumer_support import produce
 from ingest_support import header, issued
 
-from platereg.embedded import free_port, stop_process
+from devtools.embedded import free_port, stop_process
 from platereg.kafka import topic_partitions
-from platereg.keys import secret_matches, split_key
+from platereg.security.keys import secret_matches, split_key
 from schemas import topics as contract
 from tests.integration.kafka_support import read_topic
 

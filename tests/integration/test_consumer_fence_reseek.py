@@ -25,7 +25,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from platereg.kafka import make_consumer
-from registry.consumer import RegistryConsumer
+from registry.consumer.loop import RegistryConsumer
 from tests.integration.consumer_support import (
     encoded,
     produce,

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
-from registry.expiry import sweep
+from registry.consumer.expiry import sweep
 from schemas.fold import today_in
 from tests.integration.consumer_support import (
     BASE_TIME,

@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 import pytest
 
-from platereg.embedded import free_port
+from devtools.embedded import free_port
 from tests.integration.cli_support import PLATEREG
 from tests.integration.consumer_support import (
     BASE_TIME,
@@ -182,7 +182,7 @@ async def test_history_route_and_reads_are_timezone_aware(topics, pool: asyncpg.
 async def test_the_expiry_sweep_skips_a_plate_whose_stored_state_cannot_be_used(
         settings, pool: asyncpg.Pool) -> None:
     """One hand-edited plates row no longer stops the daily sweep of every other plate."""
-    from registry.expiry import sweep
+    from registry.consumer.expiry import sweep
 
     t10 = f"'{(BASE_TIME + dt.timedelta(minutes=10)).isoformat()}'"
     await _plate_row(pool, ODD_OWNER, t10, "odd-1", 1)

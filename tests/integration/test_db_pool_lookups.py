@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 
 from platereg.db import FairPool, connect, create_pool
-from registry import lookups
+from registry.api import lookups
 
 pytestmark = pytest.mark.integration
 
@@ -135,7 +135,7 @@ async def test_batch_views_from_view_rows_equal_the_domain_views(database_url: s
     """The batch reads only the view's parts (``lookups.view_rows``) and builds the views
     without a PlateState per row: the same views as ``registry.domain`` gives for the
     whole row (every flag, no vehicle/owner, extra keys), with and without the owner."""
-    from registry.routes.common import view_of, views_of_rows
+    from registry.api.routes.common import view_of, views_of_rows
 
     conn = await connect(database_url)
     try:

@@ -17,8 +17,8 @@ from api_helpers import insert_plate
 from cli_support import PLATEREG
 
 from platereg.db import create_pool
-from platereg.roles import ensure_roles
-from registry.audit import insert_new, purge
+from platereg.security.roles import ensure_roles
+from registry.api.audit import insert_new, purge
 
 pytestmark = pytest.mark.integration
 

@@ -59,12 +59,12 @@ import pytest
 from aiokafka import TopicPartition
 from aiosmtpd.controller import Controller
 
+from devtools import simulate as sim
 from devtools.apache_kafka import KafkaCluster
-from ingest import simulate as sim
+from devtools.embedded import free_port
 from notifications.dispatcher import dispatcher_group
-from platereg.embedded import free_port
 from platereg.kafka import ensure_topics, make_admin, make_consumer
-from platereg.keys import create_key
+from platereg.security.keys import create_key
 from platereg.settings import Settings, load_settings
 from schemas import topics as contract
 from tests.integration.consumer_support import reference_fold, stored_plates, wait_offsets
@@ -142,7 +142,7 @@ def _streams(seed: int, start: dt.datetime) -> dict[str, sim.SimConfig]:
 
 
 def _simulate_argv(config: sim.SimConfig, to: str, rate: float, api: str | None) -> list[str]:
-    argv = [sys.executable, "-m", "platereg.cli", "simulate", "--to", to,
+    argv = [sys.executable, "-m", "wiring.cli", "simulate", "--to", to,
             "--plates", str(config.plates), "--duration", "7d",
             "--start", config.start.isoformat(), "--seed", str(config.seed),
             "--rate", str(rate), "--no-progress",

@@ -20,7 +20,7 @@ OWNER_SCRIPT = textwrap.dedent(
     import sys, time, warnings
     warnings.simplefilter("ignore")
     from pathlib import Path
-    from platereg.embedded import EmbeddedKafka, EmbeddedPostgres
+    from devtools.embedded import EmbeddedKafka, EmbeddedPostgres
     base = Path(sys.argv[1]); mode = sys.argv[2]
     pg = EmbeddedPostgres(base / "pg", durable=False); pg.start()
     kafka = EmbeddedKafka(base); kafka.start()
@@ -74,7 +74,7 @@ def test_postgres_requires_the_password_over_tcp_and_its_socket(tmp_path: Path) 
 
     import asyncpg
 
-    from platereg.embedded import EmbeddedPostgres
+    from devtools.embedded import EmbeddedPostgres
 
     pg = EmbeddedPostgres(tmp_path / "pg", durable=False)
     dsn = pg.start()
@@ -101,7 +101,7 @@ def test_a_trust_data_directory_is_converted_to_passwords(tmp_path: Path) -> Non
 
     import asyncpg
 
-    from platereg.embedded import EmbeddedPostgres
+    from devtools.embedded import EmbeddedPostgres
 
     pg = EmbeddedPostgres(tmp_path / "pg", durable=False)
     pg.data_dir.mkdir(mode=0o700)
@@ -119,3 +119,81 @@ def test_a_trust_data_directory_is_converted_to_passwords(tmp_path: Path) -> Non
         asyncio.run(check())
     finally:
         pg.stop()
+
+
+KAFKA_OWNER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from devtools.apache_kafka import KafkaCluster
+    kafka = KafkaCluster(Path(sys.argv[1]), nodes=2)
+    kafka.start()
+    print("PIDS", *[n.proc.pid for n in kafka.nodes], flush=True)
+    time.sleep(600)
+    """
+)
+
+
+def test_apache_kafka_nodes_die_with_a_killed_owner(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-c", KAFKA_OWNER, str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = next((line for line in proc.stdout if line.startswith("PIDS ")), None)
+    assert line, proc.stderr.read()
+    pids = [int(pid) for pid in line.split()[1:]]
+    assert len(pids) == 2 and all(psutil.pid_exists(pid) for pid in pids)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert all(gone(pid) for pid in pids), "a Kafka node outlived its owner"
+
+
+def test_apache_kafka_keeps_its_log_across_a_restart_and_a_crash(tmp_path: Path) -> None:
+    """Records acknowledged with acks=all are there after a controlled stop and after a
+    SIGKILL of the node, on the same address; the log file says what the node did."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from devtools.apache_kafka import KafkaCluster
+    from platereg.settings import Settings
+    from tests.integration.kafka_support import read_topic
+
+    kafka = KafkaCluster(tmp_path)
+    bootstrap = kafka.start()
+    settings = Settings(kafka_bootstrap_servers=bootstrap)
+
+    async def produce(values: list[bytes]) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                    enable_idempotence=True)
+        await producer.start()
+        try:
+            for value in values:
+                await producer.send_and_wait("kept", value)
+        finally:
+            await producer.stop()
+
+    async def setup() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic("kept", 2, 1)])
+        finally:
+            await admin.close()
+
+    async def values() -> list[bytes]:
+        return sorted(r.value for r in await read_topic(settings, "kept"))
+
+    try:
+        asyncio.run(setup())
+        asyncio.run(produce([b"before-stop-1", b"before-stop-2"]))
+        kafka.stop()
+        assert not kafka.running
+        kafka.start()
+        assert kafka.bootstrap == bootstrap
+        asyncio.run(produce([b"before-kill"]))
+        kafka.kill_node(1)
+        kafka.start_node(1)
+        assert asyncio.run(values()) == [b"before-kill", b"before-stop-1", b"before-stop-2"]
+        assert "Kafka Server started" in kafka.nodes[0].log_path.read_text()
+    finally:
+        kafka.stop()

@@ -11,9 +11,9 @@ import httpx
 import orjson
 import pytest
 
-from ingest import simulate as sim
+from devtools import simulate as sim
 from platereg.kafka import ensure_topics
-from platereg.keys import create_key
+from platereg.security.keys import create_key
 from schemas.validation import parse_event_bytes, parse_event_obj
 from tests.integration.ingest_support import header, ingest_server, issued, renewed
 from tests.integration.kafka_support import read_topic
@@ -313,7 +313,7 @@ async def test_logs_never_contain_plates_names_or_paths(topics, ingest_key, tmp_
     import os
     import subprocess
 
-    from platereg.embedded import free_port
+    from devtools.embedded import free_port
     from tests.integration.cli_support import PLATEREG
 
     port = free_port()
@@ -354,7 +354,7 @@ async def test_logs_never_contain_plates_names_or_paths(topics, ingest_key, tmp_
 
 async def test_readyz_reports_an_unreachable_broker(settings, ingest_key) -> None:
     """Start-up does not need the broker; /readyz says it is missing; POST answers 503."""
-    from platereg.embedded import free_port
+    from devtools.embedded import free_port
 
     dead = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}",
                                        "kafka_timeout_seconds": 1.0})

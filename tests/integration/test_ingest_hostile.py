@@ -11,7 +11,7 @@ import httpx
 import orjson
 import pytest
 
-from platereg.keys import create_key
+from platereg.security.keys import create_key
 from tests.hostile import base, cases
 from tests.integration.ingest_support import ingest_server
 from tests.integration.kafka_support import read_topic

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from ingest import simulate as sim
+from devtools import simulate as sim
 from tests.integration.cli_support import PLATEREG
 from tests.integration.ingest_support import header, issued, renewed
 from tests.integration.kafka_support import read_topic
@@ -148,7 +148,7 @@ def test_usage_errors(settings, tmp_path) -> None:
 
 
 def test_unreachable_broker_exits_3(settings, tmp_path, monkeypatch) -> None:
-    from platereg.embedded import free_port
+    from devtools.embedded import free_port
 
     monkeypatch.setenv("PLATEREG_KAFKA_BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
     monkeypatch.setenv("PLATEREG_KAFKA_TIMEOUT_SECONDS", "1")

@@ -191,7 +191,7 @@ async def test_a_400_fails_at_once_and_falls_back_down_to_paper(
     assert [r[1:] for r in await deliveries(pool, notice_id)] == [("sms", 1, "failed", 400)]
     day = today_in(settings.tz, dt.datetime.now(dt.UTC))
     out = tmp_path / "letters.pdf"
-    cmd = [sys.executable, "-m", "platereg.cli", "notices", "paper", "--date", day.isoformat(),
+    cmd = [sys.executable, "-m", "wiring.cli", "notices", "paper", "--date", day.isoformat(),
            "--out", str(out)]
     done = subprocess.run(cmd, env=os.environ, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -263,7 +263,7 @@ async def test_dispatcher_sigkilled_mid_delivery_loses_nothing(
         stop = asyncio.Event()
         relay = asyncio.create_task(run_notices_relay(topics, stop, idle=0.05))
         log = tmp_path / "dispatch.log"
-        cmd = [sys.executable, "-m", "platereg.cli", "notices", "dispatch", "--metrics-port", "0"]
+        cmd = [sys.executable, "-m", "wiring.cli", "notices", "dispatch", "--metrics-port", "0"]
         with open(log, "ab") as out:
             proc = subprocess.Popen(cmd, env=os.environ, stdout=out, stderr=subprocess.STDOUT)
             try:

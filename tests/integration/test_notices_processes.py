@@ -17,7 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from platereg.embedded import free_port
+from devtools.embedded import free_port
 from platereg.settings import Settings
 from tests.integration.notices_support import apply_events, event, issued, owner, wait_until
 
@@ -40,7 +40,7 @@ async def test_processes_deliver_an_email_to_the_mail_catcher_and_serve_ops_rout
     env = {**os.environ, "PLATEREG_SMTP_PORT": str(smtp), "PLATEREG_LOG_LEVEL": "INFO"}
     mail = tmp_path / "mail"
     log = open(tmp_path / "processes.log", "ab")  # noqa: SIM115
-    cli = [sys.executable, "-m", "platereg.cli", "notices"]
+    cli = [sys.executable, "-m", "wiring.cli", "notices"]
     procs = [subprocess.Popen([*cli, *args], env=env, stdout=log, stderr=subprocess.STDOUT)
              for args in (["mail-catcher", "--dir", str(mail)],
                           ["schedule", "--metrics-port", str(sched), "--every", "0.5"],

@@ -11,9 +11,9 @@ import pytest
 from api_helpers import bearer, insert_plate, role_keys, running_api
 from prometheus_client import REGISTRY
 
-from platereg.keys import create_key, revoke_key
-from registry.audit import AuditWriter
-from registry.expiry import sweep
+from platereg.security.keys import create_key, revoke_key
+from registry.api.audit import AuditWriter
+from registry.consumer.expiry import sweep
 
 pytestmark = pytest.mark.integration
 

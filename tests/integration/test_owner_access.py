@@ -14,7 +14,7 @@ from api_helpers import bearer, insert_event, insert_plate, owner, role_keys, ru
 from owner_support import OWNER_KEY, PREVIOUS_KEY, insert_notice, read_plate
 
 from platereg.metrics import AUTH_FAILURES
-from platereg.owner_links import link_token_hash, mint_link_token, mint_sign_in_link
+from platereg.security.owner_links import link_token_hash, mint_link_token, mint_sign_in_link
 from registry.owner.tokens import OwnerTokens
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import pytest
 from api_helpers import insert_plate, owner, running_api
 from owner_support import OWNER_KEY
 
-from platereg.owner_links import mint_link_token
+from platereg.security.owner_links import mint_link_token
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,8 @@ import pytest
 from api_helpers import served_registry
 from owner_support import OWNER_KEY
 
-from platereg.debian_tools import find_or_install
-from platereg.keys import create_key
+from devtools.debian_tools import find_or_install
+from platereg.security.keys import create_key
 from platereg.settings import Settings
 from schemas.fold import today_in
 from tests.integration.notices_support import (

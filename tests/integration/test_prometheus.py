@@ -35,7 +35,7 @@ from consumer_support import produce
 from ingest_support import issued, renewed
 from prometheus_client.parser import text_string_to_metric_families
 
-from platereg.embedded import free_port, stop_process
+from devtools.embedded import free_port, stop_process
 from platereg.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -104,7 +104,7 @@ def wait_for(check: Any, what: str, timeout: float = 60.0) -> Any:
 def platereg(args: list[str], port: int, log_path: Path) -> Iterator[str]:
     """``platereg ARGS`` as a child process until its /healthz answers; stopped with SIGTERM."""
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "platereg.cli", *args],
+        proc = subprocess.Popen([sys.executable, "-m", "wiring.cli", *args],
                                 env={**os.environ, "PLATEREG_LOG_LEVEL": "WARNING"},
                                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -125,7 +125,7 @@ def mail_catcher(directory: Path, log_path: Path) -> Iterator[None]:
     port = int(os.environ["PLATEREG_SMTP_PORT"])
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "platereg.cli", "notices", "mail-catcher", "--dir",
+            [sys.executable, "-m", "wiring.cli", "notices", "mail-catcher", "--dir",
              str(directory)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     try:
         def listening() -> bool:

@@ -15,9 +15,9 @@ import orjson
 import pytest
 from api_helpers import bearer, insert_plate, running_api
 
-from platereg import auth as auth_module
-from platereg.auth import Authenticator, AuthError
-from platereg.keys import create_key, revoke_key
+from platereg.security import auth as auth_module
+from platereg.security.auth import Authenticator, AuthError
+from platereg.security.keys import create_key, revoke_key
 from tests.integration.ingest_support import ingest_server, issued
 from tests.integration.seam_support import wait_for
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 from ingest_support import header
 
-from platereg.dead_letter import VALUE_OMITTED_HEADER
+from platereg.dead_letter import VALUE_OMITTED_HEADER, DeadLetter
 from platereg.kafka import make_producer
 from platereg.outbox import MAX_REQUEST_SIZE
-from registry import store
-from registry.relay import relay_dlq_once
+from registry.consumer import store
+from registry.consumer.relay import relay_dlq_once
 from schemas import topics as contract
 from tests.integration.kafka_support import read_topic
 
@@ -22,10 +22,13 @@ async def test_a_value_too_large_to_publish_goes_without_it_and_stalls_nothing(
     events_topic = topics.topic(contract.EVENTS)
     huge = b'{"padding": "' + b"x" * MAX_REQUEST_SIZE + b'"}'
     async with pool.acquire() as conn:
-        await store.insert_dlq(conn, events_topic, [
-            (0, 10, b"CA-ON/AAA1", b"{not json", "malformed_json", "not JSON"),
-            (1, 11, b"CA-ON/AAA2", huge, "too_large", "value over 64 KiB"),
-            (2, 12, None, b'{"type": "x"}', "unknown_type", "type: unknown"),
+        await store.RegistrySql(conn).insert_dlq([
+            DeadLetter(events_topic, 0, 10, b"CA-ON/AAA1", b"{not json", "malformed_json",
+                       "not JSON"),
+            DeadLetter(events_topic, 1, 11, b"CA-ON/AAA2", huge, "too_large",
+                       "value over 64 KiB"),
+            DeadLetter(events_topic, 2, 12, None, b'{"type": "x"}', "unknown_type",
+                       "type: unknown"),
         ])
         producer = make_producer(topics, max_request_size=MAX_REQUEST_SIZE)
         await producer.start()

@@ -15,9 +15,10 @@ import asyncpg
 import pytest
 from cli_support import eventually, http_status, popen
 
-from platereg.embedded import free_port, stop_process
+from devtools.embedded import free_port, stop_process
+from platereg.dead_letter import DeadLetter
 from platereg.settings import Settings
-from registry import store
+from registry.consumer import store
 from schemas import topics as contract
 from tests.integration.kafka_support import read_topic
 
@@ -45,8 +46,9 @@ class Outboxes:
                FROM generate_series(1, $2::int) AS g""", n, changes)
         self.status += [f"CA-ON/R{n}X{g}".encode() for g in range(1, changes + 1)]
         async with self.pool.acquire() as conn:
-            await store.insert_dlq(conn, self.settings.topic(contract.EVENTS), [
-                (0, 100 * n + i, None, f"round {n} bad {i}".encode(), "malformed_json", "x")
+            await store.RegistrySql(conn).insert_dlq([
+                DeadLetter(self.settings.topic(contract.EVENTS), 0, 100 * n + i, None,
+                           f"round {n} bad {i}".encode(), "malformed_json", "x")
                 for i in range(2)])
         self.dlq += [f"round {n} bad {i}".encode() for i in range(2)]
 

@@ -1,4 +1,4 @@
-"""registry.relay.send_keyed against the real broker: every message lands on the partition
+"""registry.consumer.relay.send_keyed against the real broker: every message lands on the partition
 ``producer.send`` picks (aiokafka's DefaultPartitioner, murmur2 of the key), in the given
 order within each partition, across several record batches."""
 

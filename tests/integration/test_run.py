@@ -22,8 +22,8 @@ import httpx
 import psutil
 import pytest
 
-from platereg.embedded import free_port
-from platereg.keys import create_key
+from devtools.embedded import EmbeddedPostgres, free_port
+from platereg.security.keys import create_key
 from tests.integration.cli_support import gone
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,7 @@ def _start(tmp_path: Path, *extra: str, env: dict[str, str] | None = None
     log_path = tmp_path / f"run-{time.monotonic_ns()}.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "platereg.cli", "run", *extra],
+            [sys.executable, "-m", "wiring.cli", "run", *extra],
             env=env or _run_env(tmp_path), stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
@@ -254,3 +254,40 @@ def test_make_run_keeps_the_database_across_restarts(tmp_path: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(60) == 0
+
+
+def test_demo_data_is_loaded_once_and_no_demo_key_outlives_its_run(tmp_path: Path) -> None:
+    """Two `make run`s of one data directory on Apache Kafka: the demo data comes once, the
+    broker keeps its log and the consumer its offsets, each run's demo keys die with it;
+    `--reset` starts again from nothing."""
+    async def state(dsn: str) -> tuple[int, int, int]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return (
+                await conn.fetchval("SELECT count(*) FROM plate_events"),
+                await conn.fetchval("SELECT count(*) FROM api_keys WHERE revoked_at IS NULL"),
+                await conn.fetchval("SELECT coalesce(sum(next_offset), 0) FROM consumer_offsets"))
+        finally:
+            await conn.close()
+
+    def one_run(*extra: str) -> tuple[str, tuple[int, int, int]]:
+        proc, log_path = _start(tmp_path, "--demo", *extra)
+        output = _wait_for(proc, log_path.read_text, BANNER, timeout=240)
+        seen = asyncio.run(state(_admin_dsn(output)))
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(60) == 0
+        return log_path.read_text(), seen
+
+    first, (events, live_keys, offsets) = one_run()
+    assert "Apache Kafka" in first and "simulated" in first
+    assert events > 1000 and live_keys == 2 and offsets > events
+    second, (events_again, live_again, offsets_again) = one_run()
+    assert "simulated" not in second, "the demo data was loaded a second time"
+    assert (events_again, live_again, offsets_again) == (events, 2, offsets)
+    pg = EmbeddedPostgres(tmp_path / "data" / "postgres")   # the run's own, between runs
+    try:
+        assert asyncio.run(state(pg.start()))[1] == 0, "a demo key outlived its run"
+    finally:
+        pg.stop()
+    third, (events_reset, _, _) = one_run("--reset")
+    assert "reset: deleted" in third and "simulated" in third and events_reset > 1000

@@ -1,11 +1,14 @@
-"""The broker restarts under a running consumer, and ``platereg run`` with its demo load.
+"""The broker replaced under a running consumer, and ``platereg run`` with its demo load.
 
-The embedded broker keeps nothing in memory across a restart: every topic and
-every log starts again from offset 0, far behind the offsets the registry has
-stored. A consumer left running must reconnect, notice that its stored
-offsets are past the new log ends, start from the new beginnings and apply
-the new events (with the relay publishing the new status changes), with
-nothing applied twice.
+A broker replaced without its data (a new cluster on the same address, or
+``make run``'s memory-only fallback broker restarted) starts every topic and
+every log again from offset 0, far behind the offsets the registry has stored.
+A consumer left running must reconnect, notice that its stored offsets are past
+the new log ends, start from the new beginnings and apply the new events (with
+the relay publishing the new status changes), with nothing applied twice.
+
+``platereg run`` is run on Apache Kafka and, with no usable JDK, on the
+embedded Tansu broker: the smoke test of that fallback path.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import asyncpg
 import httpx
 import pytest
 
-from platereg.embedded import free_port
+from devtools.embedded import free_port
 from platereg.kafka import ensure_topics
 from schemas import topics as contract
 from tests.integration.consumer_support import (
@@ -106,17 +109,36 @@ def _run_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-async def test_platereg_run_demo_load_reaches_the_api(tmp_path) -> None:
+def _without_a_jdk(tmp_path: Path, env: dict[str, str]) -> dict[str, str]:
+    """``env`` where the only `java` is a Java 11: `make run` must fall back to Tansu."""
+    fake = tmp_path / "old-jdk"
+    fake.mkdir()
+    (fake / "java").write_text("#!/bin/sh\necho 'openjdk version \"11.0.2\" 2019-01-15' >&2\n")
+    (fake / "java").chmod(0o755)
+    env = {k: v for k, v in env.items() if k != "JAVA_HOME"}
+    return {**env, "PATH": f"{fake}:{env.get('PATH', '')}"}
+
+
+@pytest.mark.parametrize("broker", ["apache-kafka", "tansu"])
+async def test_platereg_run_demo_load_reaches_the_api(tmp_path, broker: str) -> None:
     """`platereg run` as `make run` starts it (demo data on): the demo plates come through
-    the consumer and answer through the registry API with the printed key."""
+    the consumer and answer through the registry API with the printed key; on Apache Kafka
+    where a JDK 17+ is found, else on the embedded Tansu broker (the smoke test of that
+    fallback), the banner saying which and why."""
     env = _run_env(tmp_path)
+    if broker == "tansu":
+        env = _without_a_jdk(tmp_path, env)
     log_path = tmp_path / "run.log"
     with open(log_path, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "platereg.cli", "run"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "wiring.cli", "run"], env=env,
                                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         await wait_for(lambda: _ready(proc, log_path), "the banner of platereg run", 180, 0.3)
         text = log_path.read_text()
+        if broker == "tansu":
+            assert "embedded Tansu, memory only, because Apache Kafka needs a JDK 17+" in text
+        else:
+            assert re.search(r"^Apache Kafka 4\.\S+ \(KRaft\), data in ", text, re.MULTILINE)
         key = re.search(r"Demo operator API key \(shown once\): (\S+)", text).group(1)
         sample = re.search(r"-d '(\{.*\})' \S+/v1/plates/query", text).group(1)
         base = re.search(r"registry-api +(http://[0-9.:]+)/docs", text).group(1)

@@ -153,9 +153,9 @@ async def test_a_batch_started_at_offsets_another_consumer_moved_is_refused(
     import datetime as dt
 
     from platereg.kafka import Record
-    from registry.apply import Fenced, apply_batch
-    from registry.batch import parse_values
-    from registry.store import SqlStore
+    from registry.consumer.apply import Fenced, apply_batch
+    from registry.consumer.batch import parse_values
+    from registry.consumer.store import SqlStore
     from tests.integration.consumer_support import consumer_running
     from wiring.cli import BATCH_HOOK
 

@@ -20,7 +20,7 @@ import pytest
 from api_helpers import bearer, pq, role_keys, running_api, served_registry
 
 from platereg.clock import Clock
-from registry.expiry import run_sweeper
+from registry.consumer.expiry import run_sweeper
 from schemas import topics as contract
 from tests.integration.consumer_support import (
     consumer_running,

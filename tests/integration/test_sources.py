@@ -14,9 +14,9 @@ import orjson
 import pytest
 
 from platereg.db import connect, migrate
-from platereg.keys import create_key
-from registry import store
-from registry.batch import fold_history
+from platereg.security.keys import create_key
+from registry.consumer import store
+from registry.consumer.batch import fold_history
 from schemas.topics import DLQ
 from tests.integration.cli_support import eventually, platereg
 from tests.integration.consumer_support import (
@@ -209,13 +209,14 @@ async def test_migration_0008_keeps_the_stored_history(servers) -> None:
         assert migrate(dsn) == []                            # twice: nothing to do
         conn = await connect(dsn)            # with the service's codecs (jsonb)
         try:
-            hist = (await store.history(conn, ["CA-ON/OLD1"]))["CA-ON/OLD1"]
+            sql = store.RegistrySql(conn)
+            hist = (await sql.history(["CA-ON/OLD1"]))["CA-ON/OLD1"]
             assert {(e.source, e.event_id) for e in hist} == {("/serviceontario/1", "a"),
                                                              ("/smartplate/x", "b")}
             state = fold_history("CA-ON", "OLD1", hist)
             assert state.issued and state.stolen and state.event_count == 2
-            known = await store.known_fingerprints(
-                conn, [("/serviceontario/1", "a"), ("/other", "a"), ("/smartplate/x", "b")])
+            known = await sql.known_fingerprints(
+                [("/serviceontario/1", "a"), ("/other", "a"), ("/smartplate/x", "b")])
             assert known == {("/serviceontario/1", "a"): "f1", ("/smartplate/x", "b"): "f2"}
             assert await conn.fetchval("SELECT sources FROM api_keys") == []
             assert await conn.fetchval("SELECT count(*) FROM source_policy") == 19

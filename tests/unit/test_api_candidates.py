@@ -7,7 +7,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from registry.candidates import (
+from registry.api.candidates import (
     CONFUSABLE_GROUPS,
     MAX_VARIANTS,
     substitutions,

@@ -1,5 +1,5 @@
 """/docs of both APIs from the vendored Swagger UI (platereg/api_docs.py), and the registry
-API's front pages (registry/landing.py): the vendored files are the pinned release byte for
+API's front pages (registry/api/landing.py): the vendored files are the pinned release byte for
 byte, the pages load nothing from elsewhere and carry strict Content-Security-Policies.
 (tests/integration/test_api_docs_browser.py renders them in a browser, network cut.)"""
 
@@ -19,8 +19,8 @@ from fastapi import FastAPI
 from ingest.api import create_ingest_app
 from platereg import api_docs
 from platereg.settings import load_settings
-from registry import landing
-from registry.api import create_registry_app
+from registry.api import landing
+from registry.api.app import create_registry_app
 
 VENDORED = Path(api_docs.__file__).resolve().parent / "swagger_ui"
 ROOT = Path(__file__).resolve().parents[2]

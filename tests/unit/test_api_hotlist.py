@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from registry.hotlist import (
+from registry.api.hotlist import (
     ENFORCEMENT_KEYS,
     Cursor,
     InvalidCursor,
@@ -19,7 +19,7 @@ from registry.hotlist import (
     delta_cursor,
     full_cursor,
 )
-from registry.sealing import Sealer
+from registry.api.sealing import Sealer
 
 SEALER = Sealer(b"k" * 32)
 OTHER = Sealer(b"o" * 32)

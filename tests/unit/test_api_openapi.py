@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ingest.api import MAX_BATCH, create_ingest_app
 from platereg.settings import load_settings
-from registry.api import (
+from registry.api.app import (
     CURSOR_PATTERN,
     RAW_JURISDICTION_PATTERN,
     RAW_PLATE_PATTERN,

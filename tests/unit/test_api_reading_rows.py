@@ -1,5 +1,5 @@
 """``Reading.rows`` (the batch's audit rows without a ``Read`` per plate) gives exactly the
-rows of ``Reading.read(...).row()``, in ``registry.audit.COPY_COLUMNS`` order."""
+rows of ``Reading.read(...).row()``, in ``registry.api.audit.COPY_COLUMNS`` order."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from registry.routes.common import Reading
+from registry.api.routes.common import Reading
 
 NOW = dt.datetime(2026, 11, 26, 1, 2, 3, tzinfo=dt.UTC)
 

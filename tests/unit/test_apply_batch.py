@@ -1,10 +1,11 @@
-"""registry.apply.apply_batch over an in-memory BatchStore: duplicates, conflicts, late
+"""registry.consumer.apply.apply_batch over an in-memory BatchStore: duplicates, conflicts, late
 events, fencing and concurrent writers, without servers (the integration tests run the
 same use case on PostgreSQL and Kafka)."""
 
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from zoneinfo import ZoneInfo
@@ -12,8 +13,10 @@ from zoneinfo import ZoneInfo
 import orjson
 import pytest
 
-from registry.apply import BatchStore, ConcurrentWriter, DlqRow, Fenced, apply_batch
-from registry.batch import Parsed, Rejected, StatusChange, parse_value
+from platereg.dead_letter import DeadLetter
+from registry.consumer.apply import BatchStore, ConcurrentWriter, Fenced, apply_batch
+from registry.consumer.batch import Parsed, Rejected, StatusChange, parse_value
+from registry.consumer.store import SqlStore
 from schemas.fold import HistoryEvent, PlateState, fold
 from schemas.policy import KNOWN_TYPES, Policy, check_grant, compile_policy
 
@@ -27,14 +30,14 @@ ISSUED = {"plate_class": "passenger", "expires_on": "2030-01-31",
 
 
 class MemoryStore:
-    """A BatchStore in dictionaries, with the same contract as registry.store.SqlStore."""
+    """A BatchStore in dictionaries, with the same contract as registry.consumer.store.SqlStore."""
 
     def __init__(self, offsets: Mapping[int, int]) -> None:
         self.offsets = dict(offsets)
         self.events: dict[tuple[str, str], Parsed] = {}
         self.plates: dict[str, PlateState] = {}
         self.changes: list[StatusChange] = []
-        self.dlq: list[DlqRow] = []
+        self.dlq: list[DeadLetter] = []
         self.quarantined: dict[str, tuple[str, str | None, int]] = {}
         self.steal_event_ids: set[str] = set()   # a concurrent writer stores these first
         self.notices_for: list[set[str]] = []    # plates each record_notices call was about
@@ -79,8 +82,8 @@ class MemoryStore:
     async def insert_status_changes(self, changes: Sequence[StatusChange]) -> None:
         self.changes.extend(changes)
 
-    async def insert_dlq(self, topic: str, rows: Sequence[DlqRow]) -> None:
-        self.dlq.extend(rows)
+    async def insert_dlq(self, letters: Sequence[DeadLetter]) -> None:
+        self.dlq.extend(letters)
 
     async def set_offsets(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
         self.offsets.update(offsets)
@@ -92,6 +95,22 @@ class MemoryStore:
                              now: dt.datetime) -> Counter:
         self.notices_for.append(set(by_plate))
         return Counter()
+
+
+def _operations(cls: type) -> dict[str, list[str]]:
+    """The coroutine methods ``cls`` has (inherited ones too), by name: their parameters."""
+    return {name: list(inspect.signature(getattr(cls, name)).parameters)
+            for name in dir(cls) if inspect.iscoroutinefunction(getattr(cls, name))}
+
+
+def test_the_stores_offer_the_protocol_as_declared() -> None:
+    """BatchStore and the SQL store's methods are the two declarations of the store's
+    operations: every one of the protocol, with the same parameters, in both stores."""
+    declared = _operations(BatchStore)
+    assert len(declared) == 13
+    for store in (SqlStore, MemoryStore):
+        offered = _operations(store)
+        assert {name: offered.get(name) for name in declared} == declared, store
 
 
 def _value(id: str, kind: str, minute: int, data: dict | None = None,
@@ -145,9 +164,10 @@ async def test_same_id_other_content_is_an_id_conflict_in_the_dlq_with_its_bytes
     out = await _apply(db, [other, None], start=1)
     assert sorted((r.offset, r.reason) for r in out.rejected) == [
         (1, "id_conflict"), (2, "malformed_json")]
-    dlq = {row[1]: row for row in db.dlq}
-    assert dlq[1][:5] == (0, 1, b"key", other, "id_conflict")
-    assert dlq[2][:5] == (0, 2, b"key", None, "malformed_json")
+    dlq = {d.offset: (d.topic, d.partition, d.offset, d.key, d.value, d.reason)
+           for d in db.dlq}
+    assert dlq[1] == (TOPIC, 0, 1, b"key", other, "id_conflict")
+    assert dlq[2] == (TOPIC, 0, 2, b"key", None, "malformed_json")
     assert db.plates["CA-ON/ABC123"].expires_on == dt.date(2030, 1, 31)
     assert db.offsets == {0: 3}
 

@@ -1,4 +1,4 @@
-"""The audit journal on real files (registry/audit_journal.py): appends, sealing and deletion
+"""The audit journal on real files (registry/api/audit_journal.py): appends, sealing and deletion
 of committed segments, claiming the journal of a SIGKILLed process (never a live one),
 reading it back (torn last line, another database, past retention), and the writer's
 refusal when the journal cannot be written."""
@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 
 from platereg.settings import ConfigError, load_settings
-from registry.audit import (
+from registry.api.audit import (
     COPY_COLUMNS,
     DB_COLUMNS,
     AuditUnavailable,
     AuditWriter,
     open_journal,
 )
-from registry.audit_journal import (
+from registry.api.audit_journal import (
     TIME_FIELDS,
     WIDTH,
     AuditJournal,
@@ -48,7 +48,7 @@ def _dead_journal(directory: Path, lines: str) -> str:
     code = textwrap.dedent(f"""
         import datetime as dt, sys, time
         from pathlib import Path
-        from registry.audit_journal import AuditJournal
+        from registry.api.audit_journal import AuditJournal
         at = dt.datetime(2026, 11, 26, 1, 2, 3, tzinfo=dt.UTC)
         j = AuditJournal.open(Path({str(directory)!r}), "db1")
         {lines}

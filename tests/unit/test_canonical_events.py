@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest import simulate as sim
+from devtools import simulate as sim
 from ingest.api import _validate_each, normalized, validate_batch
 from schemas.canonical import CANONICAL_EVENT_ADAPTER, HANDLED_VALIDATORS, canonical_event
 from schemas.events import DATA_MODELS, EVENT_MODELS, Address, Owner, Vehicle

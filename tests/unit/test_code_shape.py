@@ -6,7 +6,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("platereg", "schemas", "registry", "ingest", "notifications", "bench")
+PACKAGES = ("platereg", "schemas", "registry", "ingest", "notifications", "wiring", "devtools",
+            "bench")
 LIMIT = 80
 
 

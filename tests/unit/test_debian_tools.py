@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from platereg import debian_tools
+from devtools import debian_tools
 
 
 def test_a_program_on_path_is_returned_without_apt(monkeypatch: pytest.MonkeyPatch) -> None:

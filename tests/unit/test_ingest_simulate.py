@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from ingest import simulate as sim
+from devtools import simulate as sim
 from schemas.policy import DEFAULT_POLICY, compile_policy
 from schemas.validation import Rejection, parse_event_bytes
 

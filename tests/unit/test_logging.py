@@ -8,17 +8,23 @@ import sys
 import textwrap
 
 
-def _run(fmt: str) -> str:
+def _run(fmt: str, level: str = "INFO") -> str:
     code = textwrap.dedent(
         f"""
         import logging
+        import structlog
         from platereg.logging import configure_logging, get_logger
-        configure_logging({fmt!r}, "INFO")
+        configure_logging({fmt!r}, {level!r})
         log = get_logger("probe")
         log.info("lookup", route="/v1/plates/{{jurisdiction}}/{{plate}}", plate="ABC123",
-                 name="Jane Doe", path="/v1/plates/CA-ON/ABC123", key_id="k1")
+                 name="Jane Doe", path="/v1/plates/CA-ON/ABC123", key_id="k1",
+                 email="jane@example.org", phone="+14165550123", ms=1.5)
+        log.debug("below the level", plate="DEBUGPLATE")
+        with structlog.contextvars.bound_contextvars(request_id="r1", owner="Jane Doe"):
+            log.warning("bound", count=3)
         logging.getLogger("uvicorn.access").info("GET /v1/plates/CA-ON/ABC123 200")
-        logging.getLogger("third.party").warning("stdlib line")
+        logging.getLogger("third.party").warning("stdlib line %s", 7)
+        logging.getLogger("third.party").info("stdlib info")
         """
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -29,18 +35,43 @@ def _run(fmt: str) -> str:
 def test_json_format_is_one_object_per_line() -> None:
     lines = [json.loads(line) for line in _run("json").splitlines() if line.strip()]
     lookup = next(line for line in lines if line["event"] == "lookup")
-    assert lookup["key_id"] == "k1"
+    assert lookup["key_id"] == "k1" and lookup["ms"] == 1.5
     assert lookup["route"] == "/v1/plates/{jurisdiction}/{plate}"
-    assert lookup["level"] == "info"
-    assert any(line["event"] == "stdlib line" for line in lines)
+    assert lookup["level"] == "info" and lookup["logger"] == "probe"
+    assert lookup["timestamp"].endswith("Z")
+    bound = next(line for line in lines if line["event"] == "bound")
+    assert (bound["request_id"], bound["count"], bound["level"]) == ("r1", 3, "warning")
+    stdlib = next(line for line in lines if line["event"] == "stdlib line 7")
+    assert (stdlib["logger"], stdlib["level"]) == ("third.party", "warning")
+    assert stdlib.keys() >= {"event", "logger", "level", "timestamp"}
+    assert [line["event"] for line in lines] == ["lookup", "bound", "stdlib line 7",
+                                                 "stdlib info"]
+
+
+def test_console_format_is_readable_lines() -> None:
+    out = _run("console")
+    lookup = next(line for line in out.splitlines() if " lookup " in line)
+    assert lookup.startswith("20") and "[info" in lookup and "[probe]" in lookup
+    assert "key_id=k1" in lookup and not lookup.lstrip().startswith("{")
+    assert any("[third.party]" in line and "stdlib line 7" in line for line in out.splitlines())
 
 
 def test_sensitive_fields_and_uvicorn_access_lines_never_reach_the_log() -> None:
     for fmt in ("json", "console"):
         out = _run(fmt)
-        assert "ABC123" not in out
-        assert "Jane Doe" not in out
+        for value in ("ABC123", "Jane Doe", "jane@example.org", "+14165550123", "4165550123"):
+            assert value not in out, (fmt, value)
         assert "[redacted]" in out
+
+
+def test_the_level_drops_lines_below_it_ours_and_the_standard_librarys() -> None:
+    for fmt in ("json", "console"):
+        out = _run(fmt, "WARNING")
+        assert "bound" in out and "stdlib line 7" in out
+        assert "lookup" not in out and "stdlib info" not in out and "DEBUGPLATE" not in out
+    assert "below the level" not in _run("json")
+    debug = _run("json", "DEBUG")
+    assert "below the level" in debug and "DEBUGPLATE" not in debug
 
 
 def _crash(fmt: str) -> str:
@@ -76,46 +107,38 @@ def test_exception_logs_never_show_local_variables() -> None:
             assert value not in out, (fmt, value, out)
 
 
-def _lines(level: str, fmt: str = "json") -> str:
-    """The same fields through get_logger and LineLogger, in a process of its own."""
-    code = textwrap.dedent(
-        f"""
-        import structlog
-        from platereg.logging import LineLogger, configure_logging, get_logger
-        configure_logging({fmt!r}, {level!r})
-        structlog.contextvars.bind_contextvars(request_id="r1")
-        fields = dict(route="/v1/plates/{{jurisdiction}}/{{plate}}", method="GET", status=200,
-                      key_id="k1", ms=1.5, plate="ABC123")
-        get_logger("platereg.http").info("request", **fields)
-        LineLogger("platereg.http").info("request", **fields)
-        """
-    )
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, timeout=60).stderr
-
-
-def test_line_logger_writes_the_json_renderers_fields_and_redacts() -> None:
-    slow, fast = (json.loads(line) for line in _lines("INFO").splitlines() if line.strip())
-    assert slow.keys() == fast.keys()
-    assert {k: v for k, v in fast.items() if k != "timestamp"} == \
-        {k: v for k, v in slow.items() if k != "timestamp"}
-    assert fast["plate"] == "[redacted]" and fast["request_id"] == "r1"
-    assert fast["timestamp"].endswith("Z")
-
-
-def test_line_logger_honours_the_level_and_the_console_format() -> None:
-    assert _lines("WARNING").strip() == ""
-    console = _lines("INFO", "console")
-    lines = [line for line in console.splitlines() if " request " in line]
-    assert len(lines) == 2 and "ABC123" not in console
-
-
-def test_line_logger_lines_reach_captured_logs() -> None:
+def test_the_access_log_line_and_captured_logs() -> None:
+    """The registry API's per-request line is an ordinary structlog line: tests capture
+    it with structlog.testing.capture_logs."""
     import structlog
 
-    from platereg.logging import LineLogger, configure_logging
+    from platereg.http import log
+    from platereg.logging import configure_logging
 
     configure_logging("json", "INFO")
     with structlog.testing.capture_logs() as logs:
-        LineLogger("platereg.http").info("request", status=429, key_id="k2")
+        log.info("request", route="/v1/plates/query", method="POST", status=429,
+                 key_id="k2", ms=0.5)
+        log.debug("not at INFO")
     assert [(e["event"], e["status"], e["key_id"]) for e in logs] == [("request", 429, "k2")]
+
+
+def test_lines_go_to_the_current_stderr_and_a_closed_one_fails_no_caller(monkeypatch) -> None:
+    import io
+    import logging
+
+    from platereg.logging import configure_logging, get_logger
+
+    configure_logging("json", "INFO")
+    log = get_logger("probe")
+    later = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    monkeypatch.setattr(sys, "stderr", later)        # swapped after configure_logging
+    log.info("ours", key_id="k3", plate="ABC123")
+    logging.getLogger("third.party").warning("theirs")
+    later.flush()
+    lines = [json.loads(line) for line in later.buffer.getvalue().splitlines()]
+    assert [(e["event"], e.get("plate")) for e in lines] == [("ours", "[redacted]"),
+                                                           ("theirs", None)]
+    later.close()
+    log.info("to a closed stream")                   # dropped, no exception
+    logging.getLogger("third.party").error("to a closed stream")

@@ -9,7 +9,7 @@ import pytest
 import uvloop
 from typer.testing import CliRunner
 
-from platereg.cli import app
+from wiring.cli import app
 
 
 def test_the_dispatcher_runs_on_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from platereg.runner import owner_env
+from devtools.runner import owner_env
 from platereg.settings import ConfigError, load_settings
 from registry.owner.tokens import OwnerTokens, TokenExpired, TokenInvalid
 

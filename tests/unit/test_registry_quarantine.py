@@ -12,7 +12,7 @@ from platereg.db import (
     decode_timestamptz,
     encode_timestamptz,
 )
-from registry.batch import Parsed, Unfoldable, fold_history, plan_plates
+from registry.consumer.batch import Parsed, Unfoldable, fold_history, plan_plates
 from schemas.fold import HistoryEvent, PlateState, fold
 
 T0 = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)

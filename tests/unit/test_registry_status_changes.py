@@ -7,7 +7,7 @@ import datetime as dt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from registry.batch import status_change, status_changes, view_of
+from registry.consumer.batch import status_change, status_changes, view_of
 from schemas.fold import PlateState
 
 AS_OF = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)

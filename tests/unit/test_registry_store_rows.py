@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 
 from platereg.plate_rows import STATE_FIELDS, state_columns, state_from_row
-from registry import lookups, store
+from registry.api import lookups
+from registry.consumer import store
 from schemas.fold import PlateState
 
 VALUES = {

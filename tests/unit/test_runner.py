@@ -15,9 +15,9 @@ import uvicorn
 import uvloop
 from typer.testing import CliRunner
 
-from platereg.cli import app
-from platereg.runner import Service, StackError, _wait_healthy, check_ports
+from devtools.runner import Service, StackError, _wait_healthy, check_ports
 from platereg.settings import Settings
+from wiring.cli import app
 
 
 def _free_port() -> int:
@@ -56,7 +56,7 @@ def test_the_consumer_names_its_taken_metrics_port_in_one_line() -> None:
         port = taken.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PLATEREG_")}
         done = subprocess.run(
-            [sys.executable, "-m", "platereg.cli", "consume", "registry", "--metrics-port",
+            [sys.executable, "-m", "wiring.cli", "consume", "registry", "--metrics-port",
              str(port)], env={**env, "PLATEREG_CONSUMER_METRICS_PORT": str(port)},
             capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
@@ -75,7 +75,7 @@ def test_an_unreachable_database_of_your_own_is_one_line() -> None:
                PLATEREG_NOTICES_SCHEDULER_PORT=str(_free_port()),
                PLATEREG_NOTICES_DISPATCHER_PORT=str(_free_port()),
                PLATEREG_SMTP_PORT=str(_free_port()))
-    done = subprocess.run([sys.executable, "-m", "platereg.cli", "run"], env=env,
+    done = subprocess.run([sys.executable, "-m", "wiring.cli", "run"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     output = done.stdout + done.stderr
@@ -94,10 +94,10 @@ def loops(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[asyncio.AbstractEven
         seen.append(asyncio.get_running_loop())
         return 0
 
-    import registry.service
+    import registry.consumer.service
 
-    monkeypatch.setattr(registry.service, "serve_registry_consumer", record)
-    monkeypatch.setattr(registry.service, "serve_relays", record)
+    monkeypatch.setattr(registry.consumer.service, "serve_registry_consumer", record)
+    monkeypatch.setattr(registry.consumer.service, "serve_relays", record)
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     yield seen
     for sig, handler in saved.items():
@@ -114,7 +114,7 @@ def test_consumers_run_on_uvloop(loops: list, command: list[str]) -> None:
 def test_audit_purge_every_runs_on_uvloop(monkeypatch: pytest.MonkeyPatch,
                                           loops: list) -> None:
     import platereg.db
-    import registry.audit
+    import registry.api.audit
 
     class Pool:
         async def close(self) -> None:
@@ -129,7 +129,7 @@ def test_audit_purge_every_runs_on_uvloop(monkeypatch: pytest.MonkeyPatch,
         await asyncio.sleep(3600)
 
     monkeypatch.setattr(platereg.db, "create_pool", pool)
-    monkeypatch.setattr(registry.audit, "purge_periodically", purge_periodically)
+    monkeypatch.setattr(registry.api.audit, "purge_periodically", purge_periodically)
     monkeypatch.setenv("PLATEREG_DATABASE_URL", "postgresql://unused@127.0.0.1:1/x")
     result = CliRunner().invoke(app, ["audit", "purge", "--every", "60"])
     assert result.exit_code == 0, result.output

@@ -228,7 +228,7 @@ def test_one_hostile_part_never_gets_past_validation_into_the_fold(path: tuple, 
     """Any single hostile part of an event: the event is rejected with a reason, or what is
     accepted is sane (time in range and aware, clean text, JSON-serializable data) and
     folds, views and turns into ``plates`` column values without raising."""
-    from registry.batch import Parsed, Rejected, parse_value, plan_plates, view_of
+    from registry.consumer.batch import Parsed, Rejected, parse_value, plan_plates, view_of
     from schemas._types import date_in_range, time_in_range
 
     ev = _mutated(path, value)
@@ -264,5 +264,5 @@ def test_one_hostile_part_never_gets_past_validation_into_the_fold(path: tuple, 
     states, _ = plan_plates({}, {result.plate_key: [result]})
     state = states[result.plate_key]
     view_of(state, NOW.date(), NOW)
-    # what registry.store.upsert_plates sends for the row's jsonb and text[] columns
+    # what registry.consumer.store.upsert_plates sends for the row's jsonb and text[] columns
     orjson.dumps(state.vehicle), orjson.dumps(state.owner), ",".join(state.suspension_reasons)

@@ -73,7 +73,7 @@ def test_cli_exits_2_with_the_variable_name(monkeypatch: pytest.MonkeyPatch) -> 
 
     env = {**os.environ, "PLATEREG_TIMEZONE": "Nowhere/Else",
            "PLATEREG_DATABASE_URL": "postgresql://x@127.0.0.1:1/x"}
-    res = subprocess.run([sys.executable, "-m", "platereg.cli", "migrate"], env=env,
+    res = subprocess.run([sys.executable, "-m", "wiring.cli", "migrate"], env=env,
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     assert "PLATEREG_TIMEZONE" in res.stderr

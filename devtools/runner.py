@@ -1,0 +1,558 @@
+"""``platereg run`` / ``make run``: the whole stack on one machine.
+
+Checks the listening ports, starts the embedded PostgreSQL and broker (unless
+PLATEREG_DATABASE_URL / PLATEREG_KAFKA_BOOTSTRAP_SERVERS are set), migrates,
+creates topics, starts every service as a child process, loads demo data and a
+demo key (only when everything is embedded, or with ``--demo``), prints URLs,
+and stops everything on Ctrl-C, SIGTERM or when a service dies.
+
+Processes and signals: the servers and the services each run in a session of
+their own, so a terminal's Ctrl-C (SIGINT to the foreground process group)
+reaches this process only; it then stops the services first (SIGTERM, once)
+and the servers after them. When it has a controlling terminal it also makes
+its own process group the terminal's foreground group, so that a ``make``
+above it does not see the Ctrl-C either and exits with this process's status.
+Every child has a parent-death signal: a ``kill -9`` of this process takes
+them all down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from devtools.embedded import EmbeddedError, EmbeddedKafka, EmbeddedPostgres, _die_with_parent
+from platereg.logging import get_logger
+from platereg.settings import ENV_PREFIX, ConfigError, Settings, load_settings
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    argv: tuple[str, ...]                      # arguments to `platereg`
+    url: Callable[[Settings], str] | None = None
+    ports: tuple[str, ...] = ()                # Settings fields of the ports it listens on
+
+
+# Every long-running process of the stack. Service packages add theirs here.
+SERVICES: list[Service] = [
+    # The registry consumer also relays the status/DLQ outboxes and runs the expiry sweep.
+    Service("registry-consumer", ("consume", "registry"),
+            lambda s: f"http://{s.host}:{s.consumer_metrics_port}/metrics",
+            ports=("consumer_metrics_port",)),
+    Service("ingest-api", ("serve", "ingest"), url=lambda s: f"http://{s.host}:{s.ingest_port}/docs",
+            ports=("ingest_port",)),
+    Service("registry-api", ("serve", "registry"),
+            url=lambda s: f"http://{s.host}:{s.registry_port}/docs", ports=("registry_port",)),
+    # Deletes audit rows past retention every hour, with the purge role.
+    Service("audit-purge", ("audit", "purge", "--every", "3600")),
+    # Notices: the scheduler (and notices outbox relay), the dispatcher, and a local
+    # mail catcher keeping e-mail notices as .eml files (see mail_dir).
+    Service("notices-scheduler", ("notices", "schedule"),
+            lambda s: f"http://{s.host}:{s.notices_scheduler_port}/metrics",
+            ports=("notices_scheduler_port",)),
+    Service("notices-dispatcher", ("notices", "dispatch"),
+            lambda s: f"http://{s.host}:{s.notices_dispatcher_port}/metrics",
+            ports=("notices_dispatcher_port",)),
+    Service("mail-catcher", ("notices", "mail-catcher"), ports=("smtp_port",)),
+]
+
+
+def mail_dir(settings: Settings) -> str:
+    """Where the mail catcher keeps the e-mail notices."""
+    return str((settings.data_dir / "mail").resolve())
+
+
+# Commands run once after the services are up, to load demo data.
+DEMO_LOADERS: list[tuple[str, ...]] = [
+    # About 3,000 events: a year of life of 1,500 plates ending now (so expiries
+    # spread over the coming months), with a few late, duplicate and invalid ones.
+    ("simulate", "--to", "kafka", "--plates", "1500", "--late-share", "0.02",
+     "--duplicate-share", "0.01", "--invalid-share", "0.005", "--no-progress"),
+]
+
+#: The demo ingest key may publish only events whose source starts with this (a
+#: registry office: the default source policy lets it issue, renew, transfer...).
+DEMO_INGEST_SOURCE = "/registry/demo/"
+
+# Login roles of the embedded PostgreSQL (new passwords on every start).
+EMBEDDED_SERVICE_USER = "platereg_app"
+EMBEDDED_PURGE_USER = "platereg_purger"
+
+
+class StackError(RuntimeError):
+    """The stack cannot start or went down: one line for the user."""
+
+
+def _variable(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def check_ports(settings: Settings) -> None:
+    """Raise :class:`StackError` naming the port and its variable if one cannot be listened on."""
+    seen: dict[int, str] = {}
+    for service in SERVICES:
+        for field in service.ports:
+            port = getattr(settings, field)
+            if port == 0:
+                continue
+            if port in seen:
+                raise StackError(f"{_variable(field)} and {seen[port]} are both {port}; "
+                                 "give each its own port")
+            seen[port] = _variable(field)
+            try:
+                infos = socket.getaddrinfo(settings.host, port, type=socket.SOCK_STREAM,
+                                           flags=socket.AI_PASSIVE)
+                family, kind, proto, _, address = infos[0]
+                with socket.socket(family, kind, proto) as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn
+                    sock.bind(address)
+                    sock.listen()
+            except OSError as exc:
+                raise StackError(
+                    f"port {port} on {settings.host} ({service.name}) is not available "
+                    f"({exc.strerror or exc}); set {_variable(field)} to a free port"
+                ) from None
+
+
+def _wait_healthy(settings: Settings, children: list[tuple[Service, subprocess.Popen]],
+                  timeout: float = 60.0) -> None:
+    """Wait until every service with a URL answers /healthz; raise if a service exits."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    pending = [service for service, _ in children if service.url is not None]
+    while pending:
+        for service, proc in children:
+            if proc.poll() is not None:
+                raise StackError(f"service {service.name} exited with code {proc.returncode} "
+                                 "during start-up; stopping")
+        parts = urlsplit(pending[0].url(settings))  # type: ignore[misc]
+        try:
+            with urllib.request.urlopen(f"{parts.scheme}://{parts.netloc}/healthz",  # noqa: S310
+                                        timeout=1) as response:
+                if response.status == 200:
+                    pending.pop(0)
+                    continue
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise StackError(f"service {pending[0].name} did not answer /healthz within "
+                             f"{timeout:.0f} s; stopping")
+        time.sleep(0.2)
+
+
+def _first_answer(settings: Settings, answer: Callable[[Any], Awaitable[str | None]],
+                  timeout: float) -> str | None:
+    """``answer(conn)`` on one connection, asked every 0.5 s until it gives a value or
+    ``timeout`` seconds pass (None then)."""
+    import asyncpg
+
+    async def poll() -> str | None:
+        conn = await asyncpg.connect(settings.dsn())
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                value = await answer(conn)
+                if value:
+                    return value
+                await asyncio.sleep(0.5)
+            return None
+        finally:
+            await conn.close()
+
+    return asyncio.run(poll())
+
+
+def _sample_plate(settings: Settings, timeout: float = 15.0) -> str | None:
+    """A plate the consumer has folded already, to show a working lookup."""
+
+    async def pick(conn: Any) -> str | None:
+        row = await conn.fetchrow("SELECT jurisdiction, plate FROM plates"
+                                  " WHERE issued ORDER BY plate_key LIMIT 1")
+        return f"{row['jurisdiction']}/{row['plate']}" if row else None
+
+    return _first_answer(settings, pick, timeout)
+
+
+def _demo_owner_link(settings: Settings, timeout: float = 15.0) -> str | None:
+    """A one-time owner page link for a demo owner with an e-mail address."""
+    from platereg.security.owner_links import mint_sign_in_link
+
+    async def mint(conn: Any) -> str | None:
+        owner_id = await conn.fetchval(
+            "SELECT owner_id FROM plates WHERE issued AND owner ? 'email'"
+            " AND owner->>'email' IS NOT NULL ORDER BY plate_key LIMIT 1")
+        if not owner_id:
+            return None
+        return await mint_sign_in_link(conn, settings.owner_page_url, owner_id)
+
+    return _first_answer(settings, mint, timeout)
+
+
+def owner_env(settings: Settings, demo: bool = True) -> dict[str, str]:
+    """The owner page's settings for the services: PLATEREG_OWNER_PAGE_URL on this
+    stack's registry port unless set, and PLATEREG_OWNER_TOKEN_KEYS: the user's; else,
+    with the embedded servers (``demo``), a development key generated once into the data
+    dir (``owner-token.key``, readable by the user only); else (the user's own servers,
+    where nothing is written into the data dir) one for this run."""
+    env = {}
+    if _variable("owner_page_url") not in os.environ:
+        env[_variable("owner_page_url")] = (f"http://{settings.host}:{settings.registry_port}"
+                                            "/owner/")
+    if settings.owner_token_keys:
+        return env
+    if not demo:
+        return {**env, _variable("owner_token_keys"): secrets.token_urlsafe(32)}
+    path = settings.data_dir / "owner-token.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_urlsafe(32) + "\n")
+    return {**env, _variable("owner_token_keys"): path.read_text().strip()}
+
+
+def cursor_env(settings: Settings, demo: bool) -> dict[str, str]:
+    """PLATEREG_CURSOR_SECRET for the services: the user's; else, with the embedded servers,
+    a development one generated once into the data dir (cursors survive restarts); else
+    (the user's own servers, where nothing is written into the data dir) one for this run."""
+    if settings.cursor_secret is not None:
+        return {}
+    secret = settings.cursor_key().decode() if demo else secrets.token_hex(32)
+    return {_variable("cursor_secret"): secret}
+
+
+def _platereg(*args: str) -> list[str]:
+    return [sys.executable, "-m", "wiring.cli", *args]
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """A child in its own session (no terminal signal reaches it) that dies with us."""
+    return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
+
+
+def _migrate(dsn: str) -> None:
+    """Apply the migrations; a database that refuses is one line, not a traceback."""
+    import psycopg
+
+    from platereg.db import migrate
+
+    try:
+        applied = migrate(dsn)
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise StackError(f"cannot migrate the database ({type(exc).__name__}: {first}); "
+                         "PLATEREG_MIGRATE_DATABASE_URL (or PLATEREG_DATABASE_URL) must "
+                         "reach it as the schema's owner") from None
+    print(f"migrations: {len(applied)} applied")
+
+
+def _ensure_topics(settings: Settings) -> None:
+    """Create the topics (retrying for 30 s); brokers that stay away are one line."""
+    from aiokafka.errors import KafkaError
+
+    from platereg.kafka import ensure_topics
+
+    try:
+        created = asyncio.run(ensure_topics(settings))
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise StackError(f"cannot create the topics on {settings.bootstrap()} "
+                         f"({type(exc).__name__}); check PLATEREG_KAFKA_BOOTSTRAP_SERVERS"
+                         ) from None
+    print(f"topics: {len(created)} created")
+
+
+def _embedded_postgres(settings: Settings, stack: ExitStack) -> dict[str, str]:
+    """Start it, migrate as its superuser and give the services and the purge their roles."""
+    from platereg.security.roles import ensure_roles
+
+    pg = EmbeddedPostgres(settings.data_dir.resolve() / "postgres", durable=True)
+    admin = pg.start()
+    stack.callback(pg.stop)
+    print(f"PostgreSQL (embedded, data in {pg.data_dir}): {pg.dsn(password='***')}"  # noqa: S106
+          f" (superuser password in {pg.password_path})")
+    _migrate(admin)
+    service = pg.dsn(user=EMBEDDED_SERVICE_USER, password=secrets.token_urlsafe(24))
+    purge = pg.dsn(user=EMBEDDED_PURGE_USER, password=secrets.token_urlsafe(24))
+    ensure_roles(admin, service_dsn=service, purge_dsn=purge)
+    return {"PLATEREG_DATABASE_URL": service, "PLATEREG_MIGRATE_DATABASE_URL": admin,
+            "PLATEREG_PURGE_DATABASE_URL": purge}
+
+
+def _start_servers(settings: Settings, stack: ExitStack) -> dict[str, str]:
+    """Embedded servers where no URL is set; the variables that point the services at them."""
+    env: dict[str, str] = {}
+    if settings.database_url is None:
+        env.update(_embedded_postgres(settings, stack))
+    else:
+        _migrate(settings.migrate_dsn())
+    if not settings.kafka_bootstrap_servers:
+        env.update(_embedded_kafka(settings, stack))
+    return env
+
+
+def _embedded_kafka(settings: Settings, stack: ExitStack) -> dict[str, str]:
+    """Apache Kafka from its jars, its log kept in the data directory, where a JDK 17+ is
+    present; else the embedded Tansu broker (memory only, no idempotent producers)."""
+    from devtools.apache_kafka import KafkaCluster, KafkaUnavailable, install, java_problem
+
+    problem = java_problem()
+    if problem is None:
+        try:
+            install(quiet=False)
+        except KafkaUnavailable as exc:
+            problem = str(exc)
+    if problem is not None:
+        tansu = EmbeddedKafka(settings.data_dir.resolve())
+        bootstrap = tansu.start()
+        stack.callback(tansu.stop)
+        print(f"Kafka-protocol broker: embedded Tansu, memory only, because {problem}: "
+              f"{bootstrap}")
+        return {"PLATEREG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                "PLATEREG_KAFKA_IDEMPOTENCE": "false"}
+    kafka = KafkaCluster(settings.data_dir.resolve() / "kafka", heap_mb=512)
+    bootstrap = kafka.start()
+    stack.callback(kafka.stop)
+    print(f"{kafka.describe()}, data in {kafka.base_dir}: {bootstrap}")
+    return {"PLATEREG_KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+
+
+def _stop_children(children: list[tuple[Service, subprocess.Popen]], timeout: float = 15) -> None:
+    for _, proc in children:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for _, proc in children:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@contextlib.contextmanager
+def _foreground_terminal() -> Iterator[None]:
+    """Make our process group the terminal's foreground group while we run (see module doc)."""
+    try:
+        fd = os.open("/dev/tty", os.O_RDWR | os.O_NOCTTY)
+    except OSError:
+        yield  # no controlling terminal
+        return
+    previous = None
+    try:
+        if os.tcgetpgrp(fd) == os.getpgrp() != os.getpid():  # foreground, not group leader
+            previous = os.getpgrp()
+            os.setpgid(0, 0)
+            _set_foreground(fd, os.getpid())
+            # Ctrl-Z would stop us while `make` waits for ever: it does nothing here.
+            signal.signal(signal.SIGTSTP, signal.SIG_IGN)
+    except OSError:
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            with contextlib.suppress(OSError):
+                _set_foreground(fd, previous)
+        os.close(fd)
+
+
+def _set_foreground(fd: int, pgrp: int) -> None:
+    # A process outside the foreground group gets SIGTTOU for this unless it blocks it.
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTTOU})
+    try:
+        os.tcsetpgrp(fd, pgrp)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_stack(settings: Settings, *, demo: bool | None = None) -> int:
+    """Run until Ctrl-C/SIGTERM (exit 0) or a failure (one line on stderr, exit 1)."""
+    if demo is None:  # demo data and key only where they cannot land in the user's servers
+        demo = settings.database_url is None and not settings.kafka_bootstrap_servers
+    try:
+        check_ports(settings)
+    except StackError as exc:
+        print(f"platereg: {exc}", file=sys.stderr)
+        return 1
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+    with _foreground_terminal():
+        code = _run(settings, demo)
+    print("stopped", file=sys.stderr)
+    return code
+
+
+def _run(settings: Settings, demo: bool) -> int:
+    children: list[tuple[Service, subprocess.Popen]] = []
+    with ExitStack() as stack:
+        try:
+            env = {**os.environ, **_start_servers(settings, stack)}
+            env.update(owner_env(settings, demo))
+            env.update(cursor_env(settings, demo))
+            os.environ.update(env)
+            settings = load_settings()
+            _ensure_topics(settings)
+            stack.callback(_stop_children, children)
+            for service in SERVICES:
+                children.append((service, _spawn(_platereg(*service.argv), env)))
+            _wait_healthy(settings, children)
+            if demo:
+                _load_demo(settings, env, stack)
+            else:
+                _banner(settings, None, None)
+            while True:
+                for service, proc in children:
+                    if proc.poll() is not None:
+                        raise StackError(f"service {service.name} exited with code "
+                                         f"{proc.returncode}; stopping")
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            return 0
+        except (StackError, EmbeddedError, ConfigError) as exc:
+            print(f"platereg: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            # A second Ctrl-C (or SIGTERM) must not interrupt the clean-up half-way.
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
+            print("\nstopping...", file=sys.stderr)
+    raise AssertionError("unreachable")
+
+
+def _revoke_demo_keys(revoke: Callable[[], None]) -> None:
+    try:
+        revoke()
+        print("demo keys revoked", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - the stop goes on; say what is left
+        print(f"platereg: could not revoke this run's demo keys ({type(exc).__name__}); "
+              "revoke them with `platereg keys list` / `platereg keys revoke`", file=sys.stderr)
+
+
+#: What ``platereg run`` keeps in its data directory; ``--reset`` deletes only a directory
+#: holding nothing else.
+DATA_DIR_ENTRIES = {"postgres", "kafka", "mail", "logs", "audit-journal", "demo-loaded",
+                    "owner-token.key", "cursor-secret", "tansu.log"}
+
+
+def _made_by_run(name: str) -> bool:
+    return (name in DATA_DIR_ENTRIES or name.startswith(".cursor-secret.")
+            or (name.startswith("notices-") and name.endswith(".pdf")))
+
+
+def reset_data_dir(settings: Settings) -> None:
+    """Delete the data directory of ``platereg run`` (``--reset``), refusing one that holds
+    anything ``platereg run`` did not put there."""
+    import shutil
+
+    data = settings.data_dir.resolve()
+    if not data.exists():
+        return
+    strangers = sorted(p.name for p in data.iterdir() if not _made_by_run(p.name))
+    if strangers:
+        raise StackError(f"--reset: {data} holds files platereg run did not make "
+                         f"({', '.join(strangers[:5])}); delete it yourself if you mean it")
+    shutil.rmtree(data)
+    print(f"reset: deleted {data}", file=sys.stderr)
+
+
+def demo_marker(settings: Settings) -> Path:
+    """Present once the demo data of this data directory is loaded (it is loaded once)."""
+    return settings.data_dir.resolve() / "demo-loaded"
+
+
+def _load_demo(settings: Settings, env: dict[str, str], stack: ExitStack) -> None:
+    """This run's demo keys (revoked when the run stops: shown once, used for one run),
+    the demo data on the first start of the data directory only, then the banner."""
+    from platereg.security.keys import create_key, revoke_key
+
+    async def demo_keys() -> list[tuple[str, str]]:
+        import asyncpg
+
+        conn = await asyncpg.connect(settings.dsn())
+        try:
+            return [await create_key(conn, role="operator", name="make-run demo"),
+                    await create_key(conn, role="ingest", name="make-run demo office",
+                                     sources=[DEMO_INGEST_SOURCE])]
+        finally:
+            await conn.close()
+
+    async def revoke(key_ids: list[str]) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(settings.dsn())
+        try:
+            for key_id in key_ids:
+                await revoke_key(conn, key_id)
+        finally:
+            await conn.close()
+
+    (operator_id, key), (ingest_id, ingest_key) = asyncio.run(demo_keys())
+    stack.callback(_revoke_demo_keys, lambda: asyncio.run(revoke([operator_id, ingest_id])))
+    if not demo_marker(settings).exists():
+        for loader in DEMO_LOADERS:
+            proc = _spawn(_platereg(*loader), env)
+            try:
+                if proc.wait() != 0:
+                    raise StackError(f"loading the demo data failed (exit {proc.returncode})")
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        demo_marker(settings).write_text("loaded by platereg run\n")
+    _banner(settings, key, _sample_plate(settings), ingest_key, _demo_owner_link(settings))
+
+
+def _banner(settings: Settings, key: str | None, sample: str | None,
+            ingest_key: str | None = None, owner_link: str | None = None) -> None:
+    print("\nPlate Registry is running:")
+    for service in SERVICES:
+        print(f"  {service.name:<22} {service.url(settings) if service.url else ''}")
+    print(f"\nE-mail notices (local mail catcher, SMTP port {settings.smtp_port}): "
+          f"{mail_dir(settings)}/*.eml")
+    base = f"http://{settings.host}:{settings.registry_port}"
+    if key:
+        print(f"\nDemo operator API key (shown once): {key}")
+        print(f"  curl -H 'Authorization: Bearer {key}' '{base}/v1/hotlist?purpose=testing'")
+        if sample:  # plates travel in POST bodies, never in URLs
+            jurisdiction, _, plate = sample.partition("/")
+            body = json.dumps({"jurisdiction": jurisdiction, "plate": plate,
+                               "purpose": "testing"})
+            print(f"  curl -H 'Authorization: Bearer {key}' -H 'Content-Type: "
+                  f"application/json' -d '{body}' {base}/v1/plates/query")
+    if ingest_key:
+        print(f"Demo ingest API key for sources {DEMO_INGEST_SOURCE}* (shown once): "
+              f"{ingest_key}")
+    if owner_link:
+        print(f"\nOwner page of a demo owner (one-time sign-in link, 14 days):\n  {owner_link}")
+    if not key:
+        print("\nNo demo data or key (your own servers, or --no-demo); make a key with:\n"
+              "  platereg keys create --role operator --name me")
+    print("Press Ctrl-C to stop.\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run_stack(load_settings()))

@@ -1,0 +1,87 @@
+"""The wiring of ``platereg consume registry`` and ``platereg consume relay``: which parts
+run in the process, started and stopped together.
+
+The registry consumer (``registry.consumer.loop``), the outbox relays
+(``registry.consumer.relay``) and the expiry sweep (``registry.consumer.expiry``) run in one
+process by default, with the ops server and health watcher of
+``platereg.process``; parsing can go to worker processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+from concurrent.futures import Executor, ProcessPoolExecutor
+
+from platereg import metrics
+from platereg.kafka import ensure_topics
+from platereg.process import exit_with_parent, service_process
+from platereg.settings import Settings
+from registry.consumer.expiry import run_sweeper
+from registry.consumer.loop import RegistryConsumer
+from registry.consumer.relay import run_relays
+from registry.consumer.store import BatchHook
+
+
+def _worker_ready() -> bool:
+    return True
+
+
+def _warm_up(executor: Executor, workers: int) -> None:
+    """Have the parse workers started (a worker imports this module, so the parse code
+    too) before the first batch."""
+    for f in [executor.submit(_worker_ready) for _ in range(workers)]:
+        f.result()
+
+
+async def serve_registry_consumer(settings: Settings, *, batch_hook: BatchHook,
+                                  relays: bool = True, sweep: bool = True,
+                                  metrics_port: int | None = None, max_records: int = 5000,
+                                  parse_workers: int = 0) -> int:
+    """The whole ``platereg consume registry`` process until SIGTERM/SIGINT; ``batch_hook``
+    runs in every batch's transaction (the composition root, ``wiring.cli``, gives it)."""
+    port = settings.consumer_metrics_port if metrics_port is None else metrics_port
+    families = metrics.REGISTRY_CONSUMER + (metrics.EXPIRY_SWEEPER if sweep else ())
+    async with service_process(settings, port=port, metrics=families) as proc:
+        executor = None
+        warm_up: asyncio.Task | None = None
+        if parse_workers > 0:
+            executor = ProcessPoolExecutor(
+                parse_workers, mp_context=multiprocessing.get_context("forkserver"),
+                initializer=exit_with_parent, initargs=(os.getpid(),))
+            # Start the workers now (in a thread: starting the fork server blocks), so
+            # they are up by the end of the group join instead of at the first batch.
+            warm_up = asyncio.create_task(asyncio.to_thread(_warm_up, executor, parse_workers))
+        wakeup = asyncio.Event()
+        consumer = RegistryConsumer(settings, max_records=max_records, parse_executor=executor,
+                                    health=proc.health, on_commit=wakeup,
+                                    batch_hook=batch_hook)
+        with contextlib.suppress(Exception):
+            await ensure_topics(settings, retry_for=10)
+        if relays:
+            proc.spawn(run_relays(settings, proc.stop, wakeup))
+        if sweep:
+            proc.spawn(run_sweeper(settings, proc.stop, wakeup))
+        try:
+            await consumer.run(proc.stop)
+        finally:
+            proc.stop.set()
+            if executor is not None:
+                if warm_up is not None:
+                    with contextlib.suppress(Exception):
+                        await warm_up
+                executor.shutdown(cancel_futures=True)
+    return 0
+
+
+async def serve_relays(settings: Settings, *, metrics_port: int | None = None) -> int:
+    """``platereg consume relay``: the relays and the expiry sweep without the consumer."""
+    port = settings.consumer_metrics_port if metrics_port is None else metrics_port
+    async with service_process(settings, port=port, metrics=metrics.EXPIRY_SWEEPER,
+                               started=True) as proc:
+        wakeup = asyncio.Event()
+        proc.spawn(run_sweeper(settings, proc.stop, wakeup))
+        await run_relays(settings, proc.stop, wakeup)
+    return 0
