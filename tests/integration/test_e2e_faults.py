@@ -450,10 +450,14 @@ async def _broker_faults(run: Run, seconds: float) -> None:
     await _rolling_restart(run)
 
 
-async def _busy_leader(run: Run) -> tuple[int, int]:
-    """The busiest partition of plates.events (records in the last second) and its leader."""
-    partition, grew = await run.watch.busiest()
-    assert grew > 0, "no traffic on the events topic: the broker fault would hit nothing"
+async def _busy_leader(run: Run, *, wait: bool = True) -> tuple[int, int]:
+    """The busiest partition of plates.events (records in the last second) and its leader;
+    with ``wait``, once records flow (the traffic's processes may start slowly)."""
+    async def busiest() -> tuple[int, int] | None:
+        partition, grew = await run.watch.busiest()
+        return (partition, grew) if grew > 0 or not wait else None
+
+    partition, _ = await wait_for(busiest, "records on the events topic", timeout=60)
     return partition, (await run.watch.observe())[partition]
 
 
@@ -476,7 +480,7 @@ async def _freeze_busy_leader(run: Run, seconds: float) -> None:
     broker leads that partition (the controller fences a broker silent for its session,
     6 s, longer when the frozen node was the active controller), then SIGCONT; wait until
     it follows and is in sync again."""
-    partition, leader = await _busy_leader(run)
+    partition, leader = await _busy_leader(run, wait=False)
     pid = run.cluster.nodes[leader - 1].proc.pid
     run.note(f"broker {leader} frozen, leader of p{partition}")
     os.kill(pid, signal.SIGSTOP)
