@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import email
 import email.policy
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -104,6 +105,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.monotonic)     # when it arrived
 
 
 @dataclass
@@ -174,11 +176,13 @@ class MailCatcher:
 
     def __init__(self) -> None:
         self.messages: list[email.message.EmailMessage] = []
+        self.arrivals: list[float] = []      # time.monotonic() of each message
         self.port = 0
 
     async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001, N802
         self.messages.append(email.message_from_bytes(envelope.content,
                                                       policy=email.policy.default))
+        self.arrivals.append(time.monotonic())
         return "250 OK"
 
 
