@@ -30,12 +30,17 @@ from devtools.apache_kafka import KafkaCluster
 from devtools.embedded import EmbeddedPostgres
 from platereg.db import create_database, create_pool, drop_database, migrate, with_database
 from platereg.kafka import ensure_topics
+from platereg.security import producer_store
 from platereg.settings import Settings, load_settings
 from tests.broker import SecureListener, describe_test_broker, start_test_kafka
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
 TEMPLATE_DB = "platereg_test_template"
+#: The signed producer every test database has (source prefix "/"): what the test helpers,
+#: the ingest API, import and simulate sign as unless a test says otherwise.
+TEST_PRODUCER = "tests"
+TEST_PRODUCER_SECRET = "dGVzdHMtb25seS1zZWNyZXQtbm90LWZvci1wcm9kdWN"  # noqa: S105 - tests only
 
 
 @dataclass
@@ -86,8 +91,16 @@ def embedded(servers: Servers) -> Servers:
 
 @pytest.fixture(scope="session")
 async def template_db(servers: Servers) -> str:
+    """The migrated template of every test database, with the tests' signed producer
+    (``TEST_PRODUCER``, every source) registered."""
     await drop_database(servers.admin_dsn, TEMPLATE_DB)
-    migrate(await create_database(servers.admin_dsn, TEMPLATE_DB))
+    dsn = await create_database(servers.admin_dsn, TEMPLATE_DB)
+    migrate(dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await producer_store.add(conn, TEST_PRODUCER, ["/"], TEST_PRODUCER_SECRET)
+    finally:
+        await conn.close()
     return TEMPLATE_DB
 
 
@@ -118,6 +131,9 @@ def settings(servers: Servers, database_url: str, monkeypatch: pytest.MonkeyPatc
         "PLATEREG_NOTICES_PARTITIONS": "2",
         "PLATEREG_CONSUMER_GROUP": f"registry-{prefix}",
         "PLATEREG_AUDIT_JOURNAL_DIR": str(tmp_path / "audit-journal"),
+        # what the ingest API, import and simulate sign as (registered in the template)
+        "PLATEREG_PRODUCER_NAME": TEST_PRODUCER,
+        "PLATEREG_PRODUCER_SECRET": TEST_PRODUCER_SECRET,
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
