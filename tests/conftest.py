@@ -33,14 +33,11 @@ from platereg.kafka import ensure_topics
 from platereg.security import producer_store
 from platereg.settings import Settings, load_settings
 from tests.broker import SecureListener, describe_test_broker, start_test_kafka
+from tests.integration.consumer_support import TEST_PRODUCER, TEST_PRODUCER_SECRET
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
 TEMPLATE_DB = "platereg_test_template"
-#: The signed producer every test database has (source prefix "/"): what the test helpers,
-#: the ingest API, import and simulate sign as unless a test says otherwise.
-TEST_PRODUCER = "tests"
-TEST_PRODUCER_SECRET = "dGVzdHMtb25seS1zZWNyZXQtbm90LWZvci1wcm9kdWN"  # noqa: S105 - tests only
 
 
 @dataclass

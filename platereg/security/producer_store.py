@@ -102,6 +102,26 @@ async def add(conn: asyncpg.Connection, name: str, prefixes: Iterable[str],
     return secret
 
 
+async def add_or_keep(conn: asyncpg.Connection, name: str, prefixes: Iterable[str],
+                      secret: str) -> bool:
+    """Register a producer with a secret generated elsewhere (a deployment's secret
+    store), or do nothing if it is registered with exactly these prefixes and holds this
+    secret; returns whether it was added. :class:`ProducerError` otherwise (rotate and
+    retire to change a secret)."""
+    chosen = check_prefixes(prefixes)
+    row = await conn.fetchrow(
+        "SELECT revoked_at IS NOT NULL AS revoked, prefixes, EXISTS (SELECT 1 FROM"
+        " producer_secrets s WHERE s.producer = p.name AND s.secret = $2) AS known"
+        " FROM producers p WHERE p.name = $1", name, check_secret(secret))
+    if row is None:
+        await add(conn, name, chosen, secret)
+        return True
+    if row["revoked"] or not row["known"] or tuple(sorted(row["prefixes"])) != chosen:
+        raise ProducerError(f"a producer named {name!r} exists with other prefixes or "
+                            "secrets, or is revoked")
+    return False
+
+
 async def _active(conn: asyncpg.Connection, name: str) -> None:
     """Lock the producer's row; :class:`ProducerError` if there is no active one."""
     revoked = await conn.fetchval(

@@ -133,9 +133,21 @@ def register_producers(sources: typer.Typer, settings_or_exit: Callable,
                                             "platereg-producer header)")],
         source: Annotated[list[str], typer.Option(help="Source prefix it may speak for "
                                                   "(repeat for several), e.g. /insurance/acme/")],
+        secret_from_env: Annotated[str | None, typer.Option(
+            help="Use the secret in this environment variable (generated elsewhere, e.g. "
+                 "a deployment's secret store) instead of a new one; nothing is printed, "
+                 "and a producer already registered with it is left as it is")] = None,
     ) -> None:
         """Register a producer and print its secret, once."""
+        import os
+
         dsn = settings_or_exit().dsn()
+        if secret_from_env is not None:
+            given = os.environ.get(secret_from_env, "")
+            added = _producer_call(dsn, lambda c: store.add_or_keep(c, name, source, given),
+                                   fail)
+            typer.echo(f"producer {name}: {'added' if added else 'registered already'}")
+            return
         secret = _producer_call(dsn, lambda c: store.add(c, name, source), fail)
         typer.echo(f"producer: {name}\nsources:  {', '.join(sorted(set(source)))}\n"
                    f"secret:   {secret}\nStore the secret now: it cannot be shown again. "

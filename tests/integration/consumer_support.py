@@ -25,6 +25,11 @@ from schemas import topics
 from schemas.signing import Signer
 
 BASE_TIME = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
+#: The signed producer every test database has (source prefix "/", registered in the
+#: template database by conftest): what the test helpers, the ingest API, import and
+#: simulate sign as unless a test says otherwise.
+TEST_PRODUCER = "tests"
+TEST_PRODUCER_SECRET = "dGVzdHMtb25seS1zZWNyZXQtbm90LWZvci1wcm9kdWN"  # noqa: S105 - tests only
 REASONS = ["insurance_lapsed", "unpaid_fines", "emissions_failed", "court_order",
            "administrative"]
 
