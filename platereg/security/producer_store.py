@@ -18,22 +18,35 @@ caller prints it once.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import asyncpg
 
-from schemas.signing import ProducerError, check_name, check_prefixes, check_secret, new_secret
+from schemas.signing import (
+    ProducerError,
+    check_name,
+    check_prefixes,
+    check_secret,
+    keyed,
+    new_secret,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class Producer:
-    """A producer as the consumer checks it: HMAC keys are the secrets' UTF-8 bytes."""
+    """A producer as the consumer checks it: HMAC keys are the secrets' UTF-8 bytes,
+    newest first; ``macs`` the same keyed once (:func:`schemas.signing.keyed`)."""
 
     name: str
     prefixes: tuple[str, ...]
     keys: tuple[bytes, ...]
     revoked: bool = False
+    macs: tuple[hmac.HMAC, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "macs", tuple(keyed(k) for k in self.keys))
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,7 @@ def signer_of(producers: Producers, headers: Headers,
         return REVOKED
     if signatures != 1:
         return NO_SIGNATURE if signatures == 0 else TWO_SIGNATURES
-    if not matches(producer.keys, headers, value, signature or b""):
+    if not matches(producer.macs, headers, value, signature or b""):
         return BAD_SIGNATURE
     return producer
 

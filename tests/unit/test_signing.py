@@ -22,6 +22,7 @@ from schemas.signing import (
     Signer,
     check_prefixes,
     is_binary,
+    keyed,
     matches,
     new_secret,
     signature,
@@ -90,7 +91,7 @@ def test_binary_mode_signs_the_sorted_ce_headers_then_the_value() -> None:
 def test_no_attribute_of_a_binary_message_can_change_under_its_signature() -> None:
     headers = list(BINARY_HEADERS)
     claimed = signature(SECRET.encode(), headers, DATA)
-    keys = (SECRET.encode(),)
+    keys = (keyed(SECRET.encode()),)
     assert matches(keys, headers, DATA, claimed)
     forged_source = [(n, b"/police/forged" if n == "ce_source" else v) for n, v in headers]
     assert not matches(keys, forged_source, DATA, claimed)
