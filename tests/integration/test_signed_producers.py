@@ -171,6 +171,46 @@ async def test_a_replayed_rejection_keeps_its_signature_and_is_never_signed_anew
         "late-2", signatures.UNSIGNED)
 
 
+async def test_only_the_consumers_and_operators_role_reads_the_secrets(database_url) -> None:
+    """Today the consumer and the operator commands share the services' role; the purge
+    role and a role in no group (PUBLIC) read nothing of the producers."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from platereg.security.roles import ensure_roles
+
+    def login(user: str, password: str) -> str:
+        parts = urlsplit(database_url)
+        return urlunsplit(parts._replace(
+            netloc=f"{user}:{password}@{parts.netloc.rsplit('@', 1)[-1]}"))
+
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    users = [f"{prefix}_app", f"{prefix}_purge", f"{prefix}_nobody"]
+    service, purger, nobody = (login(u, new_secret()) for u in users)
+    ensure_roles(database_url, service_dsn=service, purge_dsn=purger)
+    admin = await asyncpg.connect(database_url)
+    try:
+        password = urlsplit(nobody).password
+        await admin.execute(f'CREATE ROLE "{users[2]}" LOGIN PASSWORD \'{password}\'')
+        conn = await asyncpg.connect(service)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM producer_secrets") == 1  # tests
+        finally:
+            await conn.close()
+        for dsn in (purger, nobody):
+            conn = await asyncpg.connect(dsn)
+            try:
+                for table in ("producer_secrets", "producers", "producers_version"):
+                    with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                        await conn.fetch(f"SELECT * FROM {table}")  # noqa: S608 - our names
+            finally:
+                await conn.close()
+    finally:
+        for user in users:
+            await admin.execute(f'DROP OWNED BY "{user}"')
+            await admin.execute(f'DROP ROLE IF EXISTS "{user}"')
+        await admin.close()
+
+
 # --------------------------------------------------------------------------- content modes
 
 def sdk_event(id: str, kind: str, data: dict, source: str = "/registry/office/7/sdk",
