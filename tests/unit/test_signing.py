@@ -202,3 +202,22 @@ def test_http_binary_mode_decodes_percent_encoded_headers() -> None:
                      "time": "2026-11-24T15:04:05Z", "type": "plate.renewed",
                      "specversion": "1.0", "subject": "CA-ON/ABC123",
                      "datacontenttype": "application/json", "data": {"expires_on": "2027-11-30"}}
+
+
+def test_the_parse_workers_read_binary_mode_as_the_consumer_does() -> None:
+    """The worker path (parse_compact, pickled, expand_compact) gives what parse_values
+    gives, binary-mode messages, their producer and their authcontext included."""
+    import pickle
+
+    from registry.consumer.batch import expand_compact, parse_compact
+
+    stamped = (*BINARY_HEADERS, ("ce_authtype", b"api_key"), ("ce_authid", b"k1"))
+    records = [signed(orjson.dumps(EVENT)), signed(DATA, stamped, offset=1),
+               signed(b"{oops", BINARY_HEADERS, offset=2)]
+    binary = [r.headers if is_binary(r.headers) else None for r in records]
+    sent = pickle.loads(pickle.dumps(parse_compact([r.value for r in records], NOW, binary)))  # noqa: S301 - our bytes
+    assert expand_compact(sent, records) == parse_values(records, NOW)
+    structured, stamped_event, bad = expand_compact(sent, records)
+    assert (stamped_event.producer, stamped_event.authtype, stamped_event.authid) == (
+        "office-42", "api_key", "k1")
+    assert structured.authid is None and bad.reason == "malformed_json"
