@@ -40,6 +40,23 @@ def settings_or_exit(command: str | None = None) -> Settings:
     return settings
 
 
+PRODUCER_HELP = ("The registered producer to sign as when writing to Kafka (its secret: "
+                 "PLATEREG_PRODUCER_SECRET, never an option, which other users could read)")
+
+
+def with_producer(settings: Settings, producer: str | None) -> Settings:
+    """``settings`` signing as ``producer`` (a command's ``--producer``) when given."""
+    if producer is None:
+        return settings
+    from schemas.signing import ProducerError, check_name
+
+    try:
+        check_name(producer)
+    except ProducerError as exc:
+        raise fail(f"--producer: {exc}", 2) from None
+    return settings.model_copy(update={"producer_name": producer})
+
+
 def run_async(main: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine on uvloop (every long-running process uses this); a
     :class:`ConfigError` on the way ends it as :func:`config_errors_exit` says."""

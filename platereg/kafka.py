@@ -89,12 +89,13 @@ def refused(settings: Settings, exc: BaseException, what: str) -> KafkaAccessErr
 @dataclass(frozen=True, slots=True)
 class Record:
     """A Kafka record as our code passes it around: what to produce (key, value), or
-    what was consumed (value, partition, offset)."""
+    what was consumed (value, partition, offset, headers)."""
 
     key: bytes | None
     value: bytes | None
     partition: int = -1
     offset: int = -1
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def security_options(settings: Settings) -> dict[str, object]:

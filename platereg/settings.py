@@ -23,6 +23,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from schemas.signing import ProducerError, Signer
+
 ENV_PREFIX = "PLATEREG_"
 
 
@@ -80,6 +82,16 @@ class Settings(BaseSettings):
         description="Idempotent producers (no duplicate or reordered records when a send is "
                     "retried). Off only for brokers without it (`make run`'s embedded "
                     "fallback broker).")
+    producer_name: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="The registered producer this process signs what it writes to "
+                    "plates.events as (the ingest API, `platereg import` and `platereg "
+                    "simulate` to Kafka): `platereg sources producer add NAME --source "
+                    "PREFIX` registers one and prints its secret.")
+    producer_secret: SecretStr | None = Field(
+        default=None,
+        description="That producer's secret (43 characters, as `platereg sources producer "
+                    "add` or `rotate` printed it).")
     data_dir: Path = Field(
         default=Path(".platereg"),
         description="Where `make run` keeps the embedded PostgreSQL data (survives restarts).",
@@ -435,6 +447,19 @@ class Settings(BaseSettings):
                               "PLATEREG_CURSOR_SECRET")
         return secret
 
+    def signer(self) -> Signer:
+        """The producer this process signs as (PLATEREG_PRODUCER_NAME and _SECRET), or
+        :class:`ConfigError` saying what is missing."""
+        if self.producer_name is None or self.producer_secret is None:
+            raise ConfigError(
+                "PLATEREG_PRODUCER_NAME and PLATEREG_PRODUCER_SECRET must be set to write to "
+                "plates.events: every message is signed by a registered producer (`platereg "
+                "sources producer add NAME --source PREFIX` prints the secret)")
+        try:
+            return Signer.of(self.producer_name, self.producer_secret.get_secret_value())
+        except ProducerError as exc:
+            raise ConfigError(f"PLATEREG_PRODUCER_SECRET: {exc}") from None
+
     def audit_journal_path(self) -> Path:
         """PLATEREG_AUDIT_JOURNAL_DIR, or ``audit-journal`` in the data dir."""
         return self.audit_journal_dir or self.data_dir / "audit-journal"
@@ -584,7 +609,7 @@ COMMAND_NEEDS: dict[str, Needs] = {
     "consume relay": Needs(_DB_KAFKA),
     "serve registry": Needs(_DB_KAFKA, ("cursor_secret", "owner_token_keys",
                                         "audit_journal_dir")),
-    "serve ingest": Needs(_DB_KAFKA),
+    "serve ingest": Needs((*_DB_KAFKA, "producer_name", "producer_secret")),
     "audit purge": Needs(("purge_database_url",)),
     "notices schedule": Needs(_DB_KAFKA),
     "notices dispatch": Needs(_DB_KAFKA, ("smtp_host", "owner_page_url")),
@@ -593,7 +618,9 @@ COMMAND_NEEDS: dict[str, Needs] = {
     "dlq replay": Needs(_DB_KAFKA),
     **{f"{group} {verb}": Needs(_DB) for group, verbs in (
         ("keys", ("create", "list", "bind", "revoke")), ("quarantine", ("list", "release")),
-        ("sources", ("list", "set", "remove", "check"))) for verb in verbs},
+        ("sources", ("list", "set", "remove", "check")),
+        ("sources producer", ("add", "rotate", "retire-secret", "revoke", "list")))
+        for verb in verbs},
 }
 
 

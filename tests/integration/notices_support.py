@@ -46,14 +46,16 @@ async def apply_events(pool: asyncpg.Pool, settings: Settings, events: list[dict
     """Apply events with the registry consumer's own batch transaction (no broker)."""
     async with pool.acquire() as conn:
         start = (await registry_store.RegistrySql(conn).ensure_offsets(GROUP, TOPIC, {0: 0}))[0]
-        records = [Record(None, orjson.dumps(e), 0, start + i) for i, e in enumerate(events)]
+        sign = settings.signer().headers   # as the tests' registered producer
+        records = [Record(None, value, 0, start + i, tuple(sign(value)))
+                   for i, value in enumerate(orjson.dumps(e) for e in events)]
         parsed = parse_values(records, now)
         async with conn.transaction():
             out = await apply_batch(
                 registry_store.SqlStore(conn, hook=BATCH_HOOK), group=GROUP, topic=TOPIC,
                 expected={0: start},
-                next_offsets={0: start + len(events)}, parsed=parsed,
-                raw={(0, r.offset): (None, r.value) for r in records}, tz=settings.tz, now=now)
+                next_offsets={0: start + len(events)}, parsed=parsed, messages=records,
+                tz=settings.tz, now=now)
     assert not out.rejected, [(r.reason, r.detail) for r in out.rejected]
     return out
 

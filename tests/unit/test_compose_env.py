@@ -57,8 +57,8 @@ def service_commands(name: str) -> list[str]:
     """The COMMAND_NEEDS commands a compose service runs."""
     if name == "prestart":
         script = (ROOT / "deploy" / "prestart.sh").read_text().splitlines()
-        return [line.removeprefix("platereg ") for line in script
-                if line.startswith("platereg ")]
+        return [max((c for c in COMMAND_NEEDS if line.startswith(f"platereg {c}")), key=len)
+                for line in script if line.startswith("platereg ")]
     if name == "operator":    # any operator command not run by a service
         run = {c for other in PLATEREG if other != "operator" for c in service_commands(other)}
         return sorted(set(COMMAND_NEEDS) - run)
@@ -77,7 +77,9 @@ ARGS = {"dlq replay": ["1"], "keys create": ["--role", "operator", "--name", "x"
         "keys bind": ["k", "--source", "/x/"], "keys revoke": ["k"],
         "quarantine release": ["CA-ON/X"], "sources set": ["/x/", "plate.issued"],
         "sources remove": ["/x/"], "sources check": ["/x/", "plate.issued"],
-        "notices paper": ["--date", "2026-01-01"]}
+        "notices paper": ["--date", "2026-01-01"],
+        "sources producer add": ["p", "--source", "/x/"], "sources producer rotate": ["p"],
+        "sources producer retire-secret": ["p"], "sources producer revoke": ["p"]}
 
 
 @pytest.mark.parametrize("command", sorted(COMMAND_NEEDS))
@@ -91,7 +93,8 @@ def test_each_command_refuses_to_start_without_what_it_requires(command: str) ->
 
 
 def test_every_platereg_service_runs_commands_of_the_table() -> None:
-    assert service_commands("prestart") == ["roles", "migrate", "topics"]
+    assert service_commands("prestart") == ["roles", "migrate", "topics",
+                                            "sources producer add"]
     for name in PLATEREG:
         assert service_commands(name), name
 
@@ -137,7 +140,10 @@ def test_env_example_lists_every_variable_of_the_compose_file() -> None:
 
 def test_each_make_command_makes_a_usable_value(filled: dict[str, str]) -> None:
     for var in REQUIRED:
-        assert re.fullmatch(r"[0-9a-f]{48,}", filled[var]), var   # URL-safe, 24+ bytes
+        if var == "INGEST_PRODUCER_SECRET":   # the contract's form: 32 bytes as base64url
+            assert re.fullmatch(r"[A-Za-z0-9_-]{43}", filled[var]), var
+        else:
+            assert re.fullmatch(r"[0-9a-f]{48,}", filled[var]), var   # URL-safe, 24+ bytes
     assert re.fullmatch(r"([a-z-]+:[0-9a-f]{48})( [a-z-]+:[0-9a-f]{48})*",
                         filled["KAFKA_PRODUCERS"])
 

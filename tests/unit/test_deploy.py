@@ -39,7 +39,13 @@ def test_service_commands_exist(name: str) -> None:
 def test_prestart_sets_up_roles_then_migrates_then_creates_topics() -> None:
     script = (ROOT / "deploy" / "prestart.sh").read_text()
     commands = [line for line in script.splitlines() if line.startswith("platereg ")]
-    assert commands == ["platereg roles", "platereg migrate", "platereg topics"]
+    assert commands == ["platereg roles", "platereg migrate", "platereg topics",
+                        'platereg sources producer add "$PLATEREG_PRODUCER_NAME" --source / '
+                        '--secret-from-env PLATEREG_PRODUCER_SECRET']
+    assert "--secret-from-env PLATEREG_PRODUCER_SECRET" in script   # never on a command line
+    prestart, ingest = SERVICES["prestart"]["environment"], SERVICES["ingest-api"]["environment"]
+    assert prestart["PLATEREG_PRODUCER_NAME"] == ingest["PLATEREG_PRODUCER_NAME"]
+    assert prestart["PLATEREG_PRODUCER_SECRET"] == ingest["PLATEREG_PRODUCER_SECRET"]
     for name, svc in PLATEREG_SERVICES.items():
         if name != "prestart":
             assert svc["depends_on"]["prestart"]["condition"] == "service_completed_successfully"

@@ -155,6 +155,8 @@ def test_apis_run_on_uvloop(monkeypatch: pytest.MonkeyPatch, command: list[str])
     monkeypatch.setattr(uvicorn, "run", run)
     monkeypatch.setenv("PLATEREG_DATABASE_URL", "postgresql://unused@127.0.0.1:1/x")
     monkeypatch.setenv("PLATEREG_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("PLATEREG_PRODUCER_NAME", "ingest-api")
+    monkeypatch.setenv("PLATEREG_PRODUCER_SECRET", "s" * 43)
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
     assert len(seen) == 1 and isinstance(seen[0], uvloop.Loop)
