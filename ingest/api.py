@@ -2,7 +2,10 @@
 
 Request
     * one event: ``application/cloudevents+json`` or ``application/json`` with a
-      JSON object;
+      JSON object (structured mode), or the CloudEvents HTTP binding's binary mode:
+      the attributes in ``ce-`` headers (percent-encoded), the body the ``data``,
+      ``Content-Type: application/json`` or none (``schemas.content_modes``); both
+      modes are the same event;
     * a batch: ``application/cloudevents-batch+json`` or ``application/json``
       with a JSON array of 1 to :data:`MAX_BATCH` events.
     A ``charset`` parameter, when present, must be ``utf-8``.
@@ -31,7 +34,9 @@ Answers (errors are ``application/problem+json``)
 Published records: key = normalized plate key, value = the normalized
 CloudEvents JSON (``subject`` normalized, ``null`` attributes omitted) with the
 ``authcontext`` extension attributes ``authtype: api_key`` and ``authid: <key
-id>`` stamped on it, header ``content-type: application/cloudevents+json``.
+id>`` stamped on it, header ``content-type: application/cloudevents+json``, signed
+as the ingest API's own registered producer (``PLATEREG_PRODUCER_NAME``, after the
+key's source prefixes were checked; ``ingest.publisher``).
 
 ``platereg_ingest_events_total{outcome}`` counts ``accepted`` events (in 202
 answers), ``rejected`` events (the invalid events of 422 answers) and
@@ -67,10 +72,11 @@ from platereg.metrics import INGEST_API, INGEST_EVENTS
 from platereg.security.auth import Authenticator, Principal, require
 from platereg.security.policy_store import TimedPolicyCache
 from platereg.settings import Settings, load_settings
+from schemas.content_modes import has_http_attributes, http_binary_event
 from schemas.events import Event
 from schemas.policy import Policy, prefix_allows, reason_of
 from schemas.topics import CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON
-from schemas.validation import Rejection, parse_event_objs
+from schemas.validation import Rejection, RejectReason, parse_event_objs
 from schemas.views import IngestAccepted
 
 log = get_logger("ingest.api")
@@ -132,6 +138,39 @@ def events_of(raw: bytes, kind: str) -> list[Any]:
         return body
     raise ProblemError(400, "Bad Request",
                        "the body must be a JSON object (one event) or an array (a batch)")
+
+
+def is_binary_mode(headers: list[tuple[bytes, bytes]], content_type_header: str | None) -> bool:
+    """A request in the HTTP binding's binary mode: ``ce-`` headers, and no structured or
+    batch content type (with one of those, the body is the event and ``ce-`` headers are
+    ignored, as the binding says)."""
+    if not has_http_attributes(headers):
+        return False
+    kind = (content_type_header or "").split(";", 1)[0].strip().lower()
+    return kind not in (CLOUDEVENTS_JSON, CLOUDEVENTS_BATCH_JSON)
+
+
+def binary_event(headers: list[tuple[bytes, bytes]], content_type_header: str | None,
+                 raw: bytes) -> Any:
+    """The one event of a binary-mode request as a structured event object: 415 for a
+    body that is not ``application/json``, 400 for one that is not JSON, 422 for
+    attributes that cannot be read (a repeated header, text that is not UTF-8)."""
+    kind = None
+    if content_type_header:
+        content_type(content_type_header, (JSON,))
+        kind = content_type_header.strip()
+    try:
+        return http_binary_event(headers, kind, raw)
+    except Rejection as exc:
+        if exc.reason == RejectReason.MALFORMED_JSON:
+            raise ProblemError(400, "Bad Request", "the body (the event's data) is not "
+                               f"acceptable JSON: {exc.detail}", reason=exc.reason.value
+                               ) from None
+        INGEST_EVENTS.labels("rejected").inc()
+        raise ProblemError(422, "Unprocessable Content",
+                           "1 of 1 event(s) are invalid; nothing was published",
+                           errors=[{"index": 0, "reason": exc.reason.value,
+                                    "detail": exc.detail}]) from None
 
 
 def authorization_problem(event: dict[str, Any], sources: Sequence[str] | None,
@@ -255,17 +294,28 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/v1/events", status_code=202, tags=["ingest"],
         summary="Publish one event or a batch (all or nothing)",
+        description="Structured mode: the body is the event (or a batch of events). "
+                    "Binary mode (the CloudEvents HTTP binding's), for one event: the "
+                    "attributes in `ce-` headers (`ce-specversion`, `ce-id`, `ce-source`, "
+                    "`ce-type`, `ce-time`, `ce-subject`, extensions; values "
+                    "percent-encoded), the body the event's `data` as JSON "
+                    "(`Content-Type: application/json` or none). Both modes are the "
+                    "same event.",
         response_model=IngestAccepted,
         responses=EVENTS_RESPONSES,
         openapi_extra={"requestBody": REQUEST_BODY},
     )
     async def post_events(request: Request,
                           principal: Principal = Depends(require("ingest"))) -> Response:
-        kind = media_type(request.headers.get("content-type"))
-        items = events_of(await request.body(), kind)
+        header = request.headers.get("content-type")
+        binary = is_binary_mode(request.scope["headers"], header)
+        if binary:
+            items = [binary_event(request.scope["headers"], header, await request.body())]
+        else:
+            items = events_of(await request.body(), media_type(header))
         policy = await request.app.state.policies.current()
         events, errors = validate_batch(items, datetime.now(UTC), sources=principal.sources,
-                                        policy=policy, depth_known=True)
+                                        policy=policy, depth_known=not binary)
         if errors:
             INGEST_EVENTS.labels("rejected").inc(len(errors))
             log.info("events rejected", invalid=len(errors), batch=len(items),

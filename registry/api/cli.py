@@ -25,8 +25,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from platereg.commands import settings_or_exit
         from platereg.http_server import uvicorn_options
 
-        settings = settings_or_exit()
-        settings.dsn()  # fail early, naming the variable, if the database is not configured
+        settings = settings_or_exit("serve registry")   # exits naming what is unset
         uvicorn.run(
             "registry.api.app:app_from_env", factory=True,
             host=host or settings.host,
@@ -50,7 +49,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from platereg.commands import fail, run_async, settings_or_exit, with_connection
         from registry.api.audit import purge
 
-        settings = settings_or_exit()
+        settings = settings_or_exit("audit purge")
         retention = days or settings.audit_retention_days
         if every is not None:
             raise typer.Exit(run_async(_purge_forever(settings.purge_dsn(), retention, every)))

@@ -20,6 +20,7 @@ def _run(fmt: str, level: str = "INFO") -> str:
                  name="Jane Doe", path="/v1/plates/CA-ON/ABC123", key_id="k1",
                  email="jane@example.org", phone="+14165550123", ms=1.5)
         log.debug("below the level", plate="DEBUGPLATE")
+        log.info("partitions assigned", offsets={{0: 12, 3: 40}})   # int keys (the consumer)
         with structlog.contextvars.bound_contextvars(request_id="r1", owner="Jane Doe"):
             log.warning("bound", count=3)
         logging.getLogger("uvicorn.access").info("GET /v1/plates/CA-ON/ABC123 200")
@@ -44,8 +45,10 @@ def test_json_format_is_one_object_per_line() -> None:
     stdlib = next(line for line in lines if line["event"] == "stdlib line 7")
     assert (stdlib["logger"], stdlib["level"]) == ("third.party", "warning")
     assert stdlib.keys() >= {"event", "logger", "level", "timestamp"}
-    assert [line["event"] for line in lines] == ["lookup", "bound", "stdlib line 7",
-                                                 "stdlib info"]
+    assigned = next(line for line in lines if line["event"] == "partitions assigned")
+    assert assigned["offsets"] == {"0": 12, "3": 40}
+    assert [line["event"] for line in lines] == ["lookup", "partitions assigned", "bound",
+                                                 "stdlib line 7", "stdlib info"]
 
 
 def test_console_format_is_readable_lines() -> None:
