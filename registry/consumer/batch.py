@@ -121,7 +121,7 @@ def parse_value(value: bytes | None, partition: int, offset: int, now: dt.dateti
                         _type_label(value, binary))
     content, fingerprint = event.content_and_fingerprint()
     jurisdiction, _, plate = event.subject.partition("/")
-    extra = event.model_extra
+    extra = event.extensions
     return Parsed(
         event_id=event.id, type=event.type, source=event.source, time=event.time,
         plate_key=event.subject, jurisdiction=jurisdiction, plate=plate,
