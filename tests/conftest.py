@@ -146,7 +146,6 @@ def settings(servers: Servers, database_url: str, monkeypatch: pytest.MonkeyPatc
         "PLATEREG_STATUS_PARTITIONS": "2",
         "PLATEREG_NOTICES_PARTITIONS": "2",
         "PLATEREG_CONSUMER_GROUP": f"registry-{prefix}",
-        "PLATEREG_AUDIT_JOURNAL_DIR": str(tmp_path / "audit-journal"),
         # what the ingest API, import and simulate sign as (registered in the template)
         "PLATEREG_PRODUCER_NAME": TEST_PRODUCER,
         "PLATEREG_PRODUCER_SECRET": TEST_PRODUCER_SECRET,

@@ -18,7 +18,7 @@ from cli_support import PLATEREG
 
 from platereg.db import create_pool
 from platereg.security.roles import ensure_roles
-from registry.api.audit import insert_new, purge
+from registry.api.audit import INSERT_ROWS, purge
 
 pytestmark = pytest.mark.integration
 
@@ -59,11 +59,11 @@ async def test_the_services_role_cannot_rewrite_audit_rows_or_change_the_schema(
             await conn.execute("UPDATE plates SET stolen = true WHERE plate = 'ROLE1'")
             await conn.execute(AUDIT_ROW, dt.datetime.now(dt.UTC) - dt.timedelta(days=400))
             assert await conn.fetchval("SELECT count(*) FROM audit_log") == 1
-            # A journal replay (INSERT ... ON CONFLICT DO NOTHING) needs no more than this.
-            replayed = (dt.datetime.now(dt.UTC), "k1", "single", "CA-ON", "AUD2", "testing",
-                        "valid", None, None, None, str(uuid.uuid4()))
-            assert await insert_new(conn, [replayed]) == 1
-            assert await insert_new(conn, [replayed]) == 0
+            # The API's audit writer (one INSERT of column arrays) needs no more than this.
+            row = (dt.datetime.now(dt.UTC), "k1", "single", "CA-ON", "AUD2", "testing",
+                   "valid", None, None, None)
+            await conn.execute(INSERT_ROWS, *([value] for value in row))
+            assert await conn.fetchval("SELECT count(*) FROM audit_log") == 2
             for statement in ("UPDATE audit_log SET result = 'stolen'", "DELETE FROM audit_log",
                               "TRUNCATE audit_log"):
                 with pytest.raises(asyncpg.InsufficientPrivilegeError,

@@ -56,7 +56,7 @@ def open_id_cursor(text: str | None, sealer: Sealer) -> int:
 @router.post("/v1/audit/query", response_model=None,
              summary="Who read what (oldest first, paged)",
              description="Filters combine with AND. `plate` needs `jurisdiction`. Rows "
-                         "appear within about a second of the read (written in batches). "
+                         "are committed before the read they record is answered. "
                          "Pass `next` as `cursor` with the same filters for the next page.",
              responses={**ok(AuditPage, _EXAMPLE), **errors(*BODY_ERRORS)},
              openapi_extra=body(AuditQuery, _QUERY_EXAMPLE))
@@ -72,7 +72,7 @@ async def query_audit(request: Request, principal: OperatorKey) -> Response:
         owner_id=query.owner_id, since=query.since, after_id=after_id, limit=query.limit)
     entries = [dict(r) for r in rows]
     who = reading(ctx, principal, query)
-    ctx.audit([who.read("audit", e["jurisdiction"], e["plate"], "listed", e["owner_id"])
+    await ctx.audit([who.read("audit", e["jurisdiction"], e["plate"], "listed", e["owner_id"])
                for e in entries]
               or [who.read("audit", query.jurisdiction, query.plate, "empty", query.owner_id)])
     charge(request, len(entries))

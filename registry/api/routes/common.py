@@ -24,7 +24,7 @@ from platereg.metrics import LOOKUPS
 from platereg.plate_rows import state_from_row
 from platereg.security.auth import Principal, require
 from platereg.settings import Settings
-from registry.api.audit import COPY_COLUMNS, AuditUnavailable, AuditWriter
+from registry.api.audit import ROW_COLUMNS, AuditUnavailable, AuditWriter
 from registry.api.models import Problem
 from registry.api.sealing import Sealer
 from registry.domain import VIEW_PARTS, enforcement_view, full_view, owner_view_from, view_from
@@ -61,8 +61,8 @@ class Read:
     owner_id: str | None = None
 
     def row(self) -> tuple[Any, ...]:
-        """The values in ``registry.api.audit.COPY_COLUMNS`` order."""
-        return tuple(getattr(self, column) for column in COPY_COLUMNS)
+        """The values in ``registry.api.audit.ROW_COLUMNS`` order."""
+        return tuple(getattr(self, column) for column in ROW_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +93,8 @@ class Reading:
 #: The order :meth:`Reading.rows` builds rows in, without a :class:`Read` per row.
 _ROW_ORDER = ("at", "key_id", "kind", "jurisdiction", "plate", "purpose", "result",
               "owner_id", "case_ref", "as_at")
-if COPY_COLUMNS != _ROW_ORDER:  # registry.api.audit changed its columns: update Reading.rows
-    raise ImportError(f"registry.api.audit.COPY_COLUMNS is {COPY_COLUMNS}, not {_ROW_ORDER}")
+if ROW_COLUMNS != _ROW_ORDER:  # registry.api.audit changed its columns: update Reading.rows
+    raise ImportError(f"registry.api.audit.ROW_COLUMNS is {ROW_COLUMNS}, not {_ROW_ORDER}")
 
 
 class ApiContext:
@@ -119,15 +119,15 @@ class ApiContext:
             return "lagging"
         return True
 
-    def audit(self, reads: list[Read]) -> None:
-        """Buffer the audit rows of one answer, or refuse it (503) when the log lags."""
-        self.audit_rows([r.row() for r in reads])
+    async def audit(self, reads: list[Read]) -> None:
+        """Commit the audit rows of one answer, or refuse it (503) when they cannot be."""
+        await self.audit_rows([r.row() for r in reads])
 
-    def audit_rows(self, rows: list[tuple[Any, ...]]) -> None:
+    async def audit_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """:meth:`audit` for rows already in ``Read.row`` form (:meth:`Reading.rows`)."""
         assert self.audit_writer is not None
         try:
-            self.audit_writer.record_many(rows)
+            await self.audit_writer.write(rows)
         except AuditUnavailable:
             raise ProblemError(503, "Service Unavailable", "the audit log cannot keep up",
                                headers={"Retry-After": "5"}) from None
