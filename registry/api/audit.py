@@ -130,8 +130,9 @@ class AuditWriter:
         full = [_full(r) for r in rows]
         if not full:
             return
-        if self._stopping or self._pending + len(full) > self.max_pending:
-            AUDIT_REFUSED.inc()
+        if (self._stopping or self._task is None or self._task.done()
+                or self._pending + len(full) > self.max_pending):
+            AUDIT_REFUSED.inc()   # stopped, not started or full: nothing would write them
             raise AuditUnavailable("the audit log is not keeping up")
         waiting = _Waiting(full, asyncio.get_running_loop().create_future())
         self._queue.append(waiting)

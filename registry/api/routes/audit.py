@@ -3,7 +3,10 @@
 Filters travel in the body (a plate or owner id is personal data). Reading who
 read what is itself a read: one ``audit`` row per entry listed (its plate and
 owner), or one ``empty`` row naming the filters. The page cursor is sealed like
-the hotlist's.
+the hotlist's and holds the newest row id at the first page: later pages list
+nothing written since (the audit rows of the query's own pages among them, which
+are committed before each page is answered and would otherwise match its filters
+and keep the paging going).
 """
 
 from __future__ import annotations
@@ -41,16 +44,19 @@ _QUERY_EXAMPLE = {"jurisdiction": "CA-ON", "plate": "ABC123", "since": "2026-11-
                   "purpose": "audit_review", "case_ref": "AR-17"}
 
 
-def open_id_cursor(text: str | None, sealer: Sealer) -> int:
+def open_id_cursor(text: str | None, sealer: Sealer) -> tuple[int, int | None]:
+    """``(after id, last id)`` of an audit cursor: the page starts after the first; the
+    second is the newest row when the query's first page was read (None: no page yet)."""
     if text is None:
-        return 0
+        return 0, None
     try:
         kind, value = open_cursor(sealer, text)
     except InvalidCursor:
         kind = value = ""
-    if kind != "a" or not value.isdigit() or len(value) > 18:
+    after, _, last = value.partition("-")
+    if kind != "a" or not all(v.isdigit() and len(v) <= 18 for v in (after, last)):
         raise ProblemError(400, "Bad Request", "malformed cursor")
-    return int(value)
+    return int(after), int(last)
 
 
 @router.post("/v1/audit/query", response_model=None,
@@ -66,17 +72,21 @@ async def query_audit(request: Request, principal: OperatorKey) -> Response:
     if query.plate is not None and query.jurisdiction is None:
         raise ProblemError(422, "Unprocessable Content", "invalid filter", errors=[
             {"field": "body.plate", "message": "plate needs jurisdiction"}])
-    after_id = open_id_cursor(query.cursor, ctx.sealer)
+    after_id, last_id = open_id_cursor(query.cursor, ctx.sealer)
+    if last_id is None:   # the first page: later pages list no row written after it
+        last_id = await lookups.last_audit_id(ctx.pool)
     rows = await lookups.audit_entries(
         ctx.pool, jurisdiction=query.jurisdiction, plate=query.plate, key_id=query.key_id,
-        owner_id=query.owner_id, since=query.since, after_id=after_id, limit=query.limit)
+        owner_id=query.owner_id, since=query.since, after_id=after_id, last_id=last_id,
+        limit=query.limit)
     entries = [dict(r) for r in rows]
     who = reading(ctx, principal, query)
     await ctx.audit([who.read("audit", e["jurisdiction"], e["plate"], "listed", e["owner_id"])
                for e in entries]
               or [who.read("audit", query.jurisdiction, query.plate, "empty", query.owner_id)])
     charge(request, len(entries))
-    nxt = seal(ctx.sealer, "a", str(rows[-1]["id"])) if len(rows) == query.limit else None
+    nxt = (seal(ctx.sealer, "a", f"{rows[-1]['id']}-{last_id}") if len(rows) == query.limit
+           else None)
     return json_response({"entries": entries, "next": nxt})
 
 
