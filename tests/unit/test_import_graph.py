@@ -8,7 +8,8 @@ The rooms and what each may import:
 * The shared layers (platereg/, schemas/) import no service, no devtools/, no wiring/.
 * Production code (platereg/, schemas/ and the services) never imports devtools/.
 * devtools/ (embedded servers, Apache Kafka and Kafka Connect from their jars, the runner,
-  the simulator, the mail catcher, Debian tool installs) is a client of platereg/, schemas/ and the services; never of wiring/.
+  the simulator, the mail catcher, Debian tool installs) is a client of platereg/,
+  schemas/ and the services; never of wiring/.
 * Only the composition root (wiring/) imports devtools/ and, of the production rooms,
   several services (devtools/ may, as their client): where one service's work runs
   inside another's, the host defines a hook and wiring/ plugs the other's function in,
