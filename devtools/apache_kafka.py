@@ -149,12 +149,22 @@ def fetch_jars(pom: Path, target: Path, label: str, *, stamp: Path, profile: str
              "-DincludeScope=runtime"],
             capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            lines = (done.stdout + done.stderr).strip().splitlines() or ["no output"]
-            reason = next((ln for ln in lines if "ERROR" in ln), lines[-1])
+            reason = maven_reason(done.stdout + done.stderr)
             raise KafkaUnavailable(f"could not fetch {label} with Maven "
                                    f"(exit {done.returncode}): {reason}")
         stamp.write_text(label + "\n")
     return target
+
+
+def maven_reason(output: str) -> str:
+    """The line of Maven's output that says why it failed, without colour codes, cut
+    before the repository's address (e.g. ``io.debezium:...:jar:3.6.1.Final was not
+    found``)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in output.splitlines()]
+    lines = [ln for ln in lines if ln] or ["no output"]
+    reason = next((ln for ln in lines if "ERROR" in ln), lines[-1])
+    found = re.search(r"([\w.-]+:[\w.-]+:\w+:[\w.-]+ was not found)", reason)
+    return found.group(1) if found else reason.removeprefix("[ERROR] ")
 
 
 def java_command(main: str, *args: str, heap_mb: int = 0, extra: tuple[str, ...] = ()) -> list[str]:

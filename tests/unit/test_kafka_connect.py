@@ -43,3 +43,15 @@ def test_cpu_per_event_sums_the_processes():
     total, parts = per_event({"consumer": 1.0, "PostgreSQL": 0.5}, 100_000)
     assert round(total, 6) == 15.0
     assert parts == "consumer 10.0, PostgreSQL 5.0"
+
+
+def test_a_failed_fetch_names_the_missing_artifact():
+    from devtools.apache_kafka import maven_reason
+
+    output = ("\x1b[0m\x1b[0m[ERROR] Failed to execute goal on project x: Could not resolve "
+              "dependencies for project a:b:pom:1: io.debezium:debezium-connector-jdbc:jar:"
+              "3.6.1.Final was not found in https://repository.example/maven2 during a "
+              "previous attempt.\n[ERROR] \n[ERROR] Re-run Maven using the -X switch\n")
+    assert maven_reason(output) == ("io.debezium:debezium-connector-jdbc:jar:3.6.1.Final "
+                                    "was not found")
+    assert maven_reason("[ERROR] no network\n") == "no network"
