@@ -330,7 +330,7 @@ class KafkaCluster:
             f"{node.port} {node.controller_port} {node.client_port}\n")
         path = node.directory / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in self._properties(node).items()))
-        (node.directory / "log4j2.properties").write_text(_LOG4J.format(
+        (node.directory / "log4j2.properties").write_text(LOG4J.format(
             log=node.log_path))
         return path
 
@@ -457,7 +457,8 @@ class KafkaCluster:
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
-_LOG4J = """\
+#: The log4j2 configuration of a node (and of a Kafka Connect worker): one file, INFO.
+LOG4J = """\
 status = warn
 appender.file.type = File
 appender.file.name = file

@@ -31,7 +31,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from devtools.apache_kafka import REPO, KafkaUnavailable, cache_root, fetch_jars, java_binary
+from devtools.apache_kafka import (
+    LOG4J,
+    REPO,
+    KafkaUnavailable,
+    cache_root,
+    fetch_jars,
+    java_binary,
+)
 from devtools.embedded import EmbeddedError, _die_with_parent, _tail, free_port, stop_process
 from platereg.logging import get_logger
 
@@ -137,7 +144,7 @@ class ConnectWorker:
         self.directory.mkdir(parents=True, exist_ok=True)
         worker = self.directory / "worker.properties"
         worker.write_text("".join(f"{k}={v}\n" for k, v in self.properties(plugin_path).items()))
-        (self.directory / "log4j2.properties").write_text(_LOG4J.format(log=self.log_path))
+        (self.directory / "log4j2.properties").write_text(LOG4J.format(log=self.log_path))
         self._log_file = open(self.directory / "stdout.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [java, f"-Xms{self.heap_mb}m", f"-Xmx{self.heap_mb}m", "-XX:+UseG1GC",
@@ -214,14 +221,3 @@ async def committed(bootstrap: str, connector: str) -> dict[int, int]:
     finally:
         await admin.close()
 
-
-_LOG4J = """\
-status = warn
-appender.file.type = File
-appender.file.name = file
-appender.file.fileName = {log}
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-rootLogger.level = info
-rootLogger.appenderRef.file.ref = file
-"""
