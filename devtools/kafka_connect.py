@@ -168,7 +168,11 @@ class ConnectWorker:
 
     def create(self, name: str, config: Mapping[str, str], timeout: float = 120.0) -> None:
         """Create (or replace) connector ``name`` and wait until its task runs."""
-        self.request("PUT", f"/connectors/{name}/config", dict(config))
+        try:
+            self.request("PUT", f"/connectors/{name}/config", dict(config))
+        except urllib.error.HTTPError as exc:   # e.g. 400: a connector class not found
+            raise EmbeddedError(f"Kafka Connect refused connector {name} ({exc.code}): "
+                                f"{exc.read()[:2000].decode(errors='replace')}") from exc
 
         def running() -> bool:
             tasks = self.request("GET", f"/connectors/{name}/status").get("tasks", [])
