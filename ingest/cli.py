@@ -48,7 +48,7 @@ def serve_ingest(
     from platereg.http_server import uvicorn_options
     from platereg.settings import ConfigError
 
-    settings = settings_or_exit()
+    settings = settings_or_exit("ingest_api")
     try:
         settings.dsn()
         settings.bootstrap()

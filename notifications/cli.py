@@ -28,7 +28,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """Make renewal reminders and expired notices; relay notices to plates.notices."""
         from notifications.service import serve_scheduler
 
-        settings = settings_or_exit()
+        settings = settings_or_exit("notices_scheduler")
         raise typer.Exit(asyncio.run(serve_scheduler(settings, port=metrics_port,
                                                      every=every)))
 
@@ -41,7 +41,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """Deliver notices from plates.notices by e-mail, SMS, webhook and plate display."""
         from notifications.service import serve_dispatcher
 
-        settings = settings_or_exit()
+        settings = settings_or_exit("notices_dispatcher")
         raise typer.Exit(run_async(serve_dispatcher(settings, port=metrics_port)))
 
     @notices.command("paper")
@@ -58,7 +58,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             day = dt.date.fromisoformat(date)
         except ValueError:
             raise fail("--date must be a date like 2026-11-25", 2) from None
-        settings = settings_or_exit()
+        settings = settings_or_exit("notices_dispatcher")
         path = out or settings.data_dir / f"notices-{day.isoformat()}.pdf"
         path.parent.mkdir(parents=True, exist_ok=True)
 

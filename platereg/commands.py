@@ -23,15 +23,18 @@ from platereg.settings import ConfigError, Settings, load_settings
 T = TypeVar("T")
 
 
-def settings_or_exit() -> Settings:
-    """Load and validate settings; on error print which variable is wrong and exit 2."""
+def settings_or_exit(role: str | None = None) -> Settings:
+    """Load and validate settings; on error print which variable is wrong and exit 2.
+
+    ``role``: the database role the command logs in as (``platereg.security.roles``):
+    PLATEREG_DATABASE_URL becomes that role's URL when it is set."""
     try:
         settings = load_settings()
     except ConfigError as exc:
         typer.echo(f"platereg: {exc}", err=True)
         raise typer.Exit(2) from None
     configure_logging(settings.log_format, settings.log_level)
-    return settings
+    return settings if role is None else settings.for_role(role)
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:

@@ -39,19 +39,46 @@ class Settings(BaseSettings):
     # --- servers -----------------------------------------------------------
     database_url: SecretStr | None = Field(
         default=None,
-        description="PostgreSQL DSN of the services (no DDL; audit rows only added and read). "
-                    "Unset: `make run` and the tests start an embedded PostgreSQL.",
+        description="PostgreSQL DSN of this process. A command that has its own role "
+                    "(below) uses that role's URL when it is set, else this one. Unset: "
+                    "`make run` and the tests start an embedded PostgreSQL.",
     )
     migrate_database_url: SecretStr | None = Field(
         default=None,
-        description="DSN of the role that owns the schema, for `platereg migrate`. "
+        description="DSN of the role that owns the schema, for `platereg migrate` (it also "
+                    "applies the grants and the retention settings). "
                     "Unset: PLATEREG_DATABASE_URL.",
     )
+    consumer_database_url: SecretStr | None = Field(
+        default=None,
+        description="DSN of the registry consumer's role (`platereg consume registry|relay`)"
+                    ". Unset: PLATEREG_DATABASE_URL.")
+    registry_api_database_url: SecretStr | None = Field(
+        default=None,
+        description="DSN of the registry API's role (`platereg serve registry`). "
+                    "Unset: PLATEREG_DATABASE_URL.")
+    ingest_api_database_url: SecretStr | None = Field(
+        default=None,
+        description="DSN of the ingest API's role (`platereg serve ingest`). "
+                    "Unset: PLATEREG_DATABASE_URL.")
+    notices_scheduler_database_url: SecretStr | None = Field(
+        default=None,
+        description="DSN of the notice scheduler's role (`platereg notices schedule`). "
+                    "Unset: PLATEREG_DATABASE_URL.")
+    notices_dispatcher_database_url: SecretStr | None = Field(
+        default=None,
+        description="DSN of the notice dispatcher's role (`platereg notices dispatch|paper`)"
+                    ". Unset: PLATEREG_DATABASE_URL.")
     purge_database_url: SecretStr | None = Field(
         default=None,
-        description="DSN of the role allowed to delete audit rows, for `platereg audit "
-                    "purge`. Unset: PLATEREG_DATABASE_URL.",
+        description="DSN of the role that removes personal data past its retention "
+                    "(`platereg purge`). Unset: PLATEREG_DATABASE_URL.",
     )
+    operator_database_url: SecretStr | None = Field(
+        default=None,
+        description="DSN of the operator commands' role (`platereg keys`, `sources`, `dlq`, "
+                    "`quarantine`): the only one that may write API keys and the source "
+                    "policy. Unset: PLATEREG_DATABASE_URL.")
     admin_database_url: SecretStr | None = Field(
         default=None,
         description="DSN of a role that may create roles, for `platereg roles` only.",
@@ -122,7 +149,29 @@ class Settings(BaseSettings):
         description="Delivery attempts per notice and channel before the next channel.")
     audit_retention_days: int = Field(
         default=365, ge=1, le=36500,
-        description="Audit rows older than this are deleted by `platereg audit purge`.")
+        description="Days an audit row is kept; `platereg purge` deletes older ones and the "
+                    "database refuses to delete younger ones. Reaches the database with "
+                    "`platereg migrate`.")
+    notice_retention_days: int = Field(
+        default=365, ge=1, le=36500,
+        description="Days a notice keeps its recipient's contact data and its text's "
+                    "details; then `platereg purge` clears them (the notice and its "
+                    "delivery attempts stay). Reaches the database with `platereg migrate`.")
+    dead_letter_retention_days: int = Field(
+        default=30, ge=1, le=36500,
+        description="Days a rejected message's key and value (the original bytes) are "
+                    "kept for `platereg dlq replay`; then `platereg purge` clears them. "
+                    "Reaches the database with `platereg migrate`.")
+    sign_in_link_retention_days: int = Field(
+        default=30, ge=1, le=36500,
+        description="Days a sign-in link's record is kept after the link expired; then "
+                    "`platereg purge` deletes it. Reaches the database with "
+                    "`platereg migrate`.")
+    owner_session_retention_days: int = Field(
+        default=30, ge=1, le=36500,
+        description="Days an owner session's record is kept after it expired; then "
+                    "`platereg purge` deletes it. Reaches the database with "
+                    "`platereg migrate`.")
     audit_flush_seconds: float = Field(
         default=0.2, gt=0, le=86400,
         description="How often the registry API writes buffered audit rows (and on shutdown).",
@@ -373,11 +422,19 @@ class Settings(BaseSettings):
             return self.migrate_database_url.get_secret_value()
         return self.dsn()
 
-    def purge_dsn(self) -> str:
-        """The audit purge's DSN (falls back to the services' one)."""
-        if self.purge_database_url is not None:
-            return self.purge_database_url.get_secret_value()
-        return self.dsn()
+    def role_dsn(self, role: str) -> str | None:
+        """PLATEREG_<ROLE>_DATABASE_URL of a database role (``platereg.security.roles``),
+        or None when it is unset."""
+        value = getattr(self, f"{role}_database_url")
+        return None if value is None else value.get_secret_value()
+
+    def for_role(self, role: str) -> Settings:
+        """These settings as a process logging in as ``role`` sees them: PLATEREG_DATABASE_URL
+        is the role's own URL when it is set."""
+        dsn = self.role_dsn(role)
+        if dsn is None:
+            return self
+        return self.model_copy(update={"database_url": SecretStr(dsn)})
 
     def bootstrap(self) -> str:
         if not self.kafka_bootstrap_servers:

@@ -20,7 +20,6 @@ hotlist, owners, audit; shared parts in ``registry.api.routes.common``):
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
@@ -39,7 +38,7 @@ from platereg.metrics import REGISTRY_API
 from platereg.security.auth import Authenticator
 from platereg.settings import Settings, load_settings
 from registry.api import landing
-from registry.api.audit import purge_periodically, start_writer
+from registry.api.audit import start_writer
 from registry.api.routes import audit, hotlist, owners, plates
 from registry.api.routes.common import (
     CURSOR_PATTERN,
@@ -74,7 +73,7 @@ async def _keep_session(conn: Any) -> None:
     """Pool ``reset`` hook: skip asyncpg's per-release reset round trip.
 
     This API leaves no session state behind (no LISTEN, no SET, no open
-    cursors; the purge releases its advisory lock itself), so the default
+    cursors), so the default
     ``RESET ALL; CLOSE ALL; UNLISTEN *; pg_advisory_unlock_all()`` on every
     release would only add a round trip to each lookup.
     """
@@ -91,11 +90,10 @@ class _PlainRoute(Route):
         return match, child_scope
 
 
-def create_registry_app(settings: Settings | None = None, *, purge_every: float | None = 3600.0,
+def create_registry_app(settings: Settings | None = None, *,
                         clock: Clock | None = None) -> FastAPI:
-    """The registry API; ``purge_every=None`` disables the in-process audit purge schedule
-    (it also stays off when the API's role may not delete audit rows); ``clock`` (default:
-    the settings' clock) gives "now" and the registry's "today"."""
+    """The registry API; ``clock`` (default: the settings' clock) gives "now" and the
+    registry's "today"."""
     settings = settings or load_settings()
     ctx = ApiContext(settings, clock or Clock.from_settings(settings))
 
@@ -111,19 +109,9 @@ def create_registry_app(settings: Settings | None = None, *, purge_every: float 
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 20, 20)
-        purge_task = None
-        # With least-privilege roles the purge is `platereg audit purge --every` instead.
-        if purge_every and await ctx.pool.fetchval(
-                "SELECT has_table_privilege('audit_log', 'DELETE')"):
-            purge_task = asyncio.create_task(
-                purge_periodically(ctx.pool, settings.audit_retention_days, every=purge_every))
         try:
             yield
         finally:
-            if purge_task is not None:
-                purge_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await purge_task
             await ctx.audit_writer.stop()
             await ctx.pool.close()
 
@@ -170,4 +158,4 @@ def app_from_env() -> FastAPI:
     """uvicorn factory (``--factory``): settings and logging from PLATEREG_* variables."""
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
-    return create_registry_app(settings)
+    return create_registry_app(settings.for_role("registry_api"))

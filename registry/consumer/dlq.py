@@ -18,7 +18,7 @@ async def list_rejections(settings: Settings, *, reason: str | None = None, limi
     try:
         return await conn.fetch(
             """SELECT id, topic, partition, kafka_offset, reason, detail, received_at,
-                      published_at, replayed_at
+                      published_at, replayed_at, purged_at
                FROM dlq_messages
                WHERE ($1::text IS NULL OR reason = $1) AND ($2 OR replayed_at IS NULL)
                ORDER BY id DESC LIMIT $3""",
@@ -30,14 +30,15 @@ async def list_rejections(settings: Settings, *, reason: str | None = None, limi
 async def replay(settings: Settings, *, ids: Sequence[int] = (), reason: str | None = None) -> int:
     """Re-produce the chosen records (original key and bytes) to plates.events, then mark
     them replayed. At least once: a crash before the mark replays them again, and the
-    registry counts the second copy as a duplicate."""
+    registry counts the second copy as a duplicate. Records whose bytes ``platereg purge``
+    removed (past PLATEREG_DEAD_LETTER_RETENTION_DAYS) are left out."""
     conn = await connect(settings.dsn())
     producer = make_producer(settings, max_request_size=8 * 1024 * 1024)
     try:
         rows = await conn.fetch(
             """SELECT id, key, value FROM dlq_messages
                WHERE (id = ANY($1::bigint[]) OR ($2::text IS NOT NULL AND reason = $2
-                      AND replayed_at IS NULL))
+                      AND replayed_at IS NULL)) AND purged_at IS NULL
                ORDER BY id""",
             list(ids), reason)
         if not rows:

@@ -43,7 +43,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """List the policy: per source prefix, the event types (and reasons) it may send."""
         from platereg.security.policy_store import load_grants
 
-        settings = settings_or_exit()
+        settings = settings_or_exit("operator")
         grants = _with_conn(settings.dsn(), load_grants)
         for g in grants:
             reasons = "any" if g.reasons is None else ",".join(sorted(g.reasons))
@@ -60,7 +60,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from platereg.security.policy_store import set_grant
         from schemas.policy import PolicyError
 
-        settings = settings_or_exit()
+        settings = settings_or_exit("operator")
         try:
             grant = _with_conn(settings.dsn(),
                                lambda c: set_grant(c, prefix, event_type, reason or None))
@@ -77,7 +77,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """Stop allowing PREFIX to send EVENT_TYPE (or anything)."""
         from platereg.security.policy_store import remove_grants
 
-        settings = settings_or_exit()
+        settings = settings_or_exit("operator")
         count = _with_conn(settings.dsn(), lambda c: remove_grants(c, prefix, event_type))
         if count == 0:
             raise fail("no such rule (see `platereg sources list`)", 1)
@@ -96,7 +96,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
 
         if event_type not in KNOWN_TYPES:
             raise fail(f"unknown event type {event_type!r}", 2)
-        settings = settings_or_exit()
+        settings = settings_or_exit("operator")
         policy = _with_conn(settings.dsn(), load_policy)
         allowed = policy.allows(source, event_type, reason)
         typer.echo(("allowed: " if allowed else "refused (unauthorized_source): ")

@@ -56,7 +56,7 @@ def test_dockerfile_copies_existing_paths() -> None:
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 GRAFANA = ROOT / "deploy" / "grafana"
 #: platereg services that serve no /metrics (one-shot or periodic commands).
-NOT_SCRAPED = {"prestart", "audit-purge"}
+NOT_SCRAPED = {"prestart", "purge", "operator"}
 
 
 def test_prometheus_scrapes_every_service_on_its_port() -> None:
@@ -181,7 +181,9 @@ def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-PASSWORDS = ("POSTGRES_PASSWORD", "DB_OWNER_PASSWORD", "DB_APP_PASSWORD", "DB_PURGE_PASSWORD",
+PASSWORDS = ("POSTGRES_PASSWORD", "DB_OWNER_PASSWORD", "DB_CONSUMER_PASSWORD",
+             "DB_REGISTRY_API_PASSWORD", "DB_INGEST_API_PASSWORD", "DB_SCHEDULER_PASSWORD",
+             "DB_DISPATCHER_PASSWORD", "DB_PURGE_PASSWORD", "DB_OPERATOR_PASSWORD",
              "GRAFANA_ADMIN_PASSWORD", "KAFKA_SERVICES_PASSWORD", "KAFKA_INGEST_PASSWORD",
              "CURSOR_SECRET")
 URL = re.compile(r"postgresql://(?P<user>[^:@/]+):(?P<password>[^@]+)@")
@@ -198,8 +200,6 @@ def test_only_the_prestart_connects_as_the_superuser_and_no_password_has_a_defau
                 assert name == "prestart" and match["user"] == "postgres"
             else:
                 assert match["user"] != "postgres", (name, var)
-        assert svc["environment"]["PLATEREG_DATABASE_URL"].startswith(
-            "postgresql://platereg_app:"), name
     postgres_env = SERVICES["postgres"]["environment"]
     assert postgres_env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
 
@@ -229,6 +229,31 @@ def test_docker_compose_config_fails_without_a_password(missing: str, tmp_path: 
                           docker_compose)
     assert res.returncode != 0
     assert f"set {missing}" in res.stderr
+
+
+#: The database role each service logs in as (platereg.security.roles.ROLES).
+SERVICE_ROLES = {"registry-consumer": "consumer", "registry-api": "registry_api",
+                 "ingest-api": "ingest_api", "notice-scheduler": "notices_scheduler",
+                 "notice-dispatcher": "notices_dispatcher", "purge": "purge",
+                 "operator": "operator"}
+
+
+def test_each_service_has_only_its_own_database_login() -> None:
+    """No service sees the superuser's, the owner's or another role's password; only the
+    prestart step (``platereg roles``) knows every login."""
+    from platereg.security.roles import ROLES
+
+    assert set(SERVICE_ROLES) == set(PLATEREG_SERVICES) - {"prestart"}
+    for name, role in SERVICE_ROLES.items():
+        env = PLATEREG_SERVICES[name]["environment"]
+        urls = {var for var in env if var.endswith("_DATABASE_URL")}
+        assert urls == {"PLATEREG_DATABASE_URL"}, name
+        assert URL.match(env["PLATEREG_DATABASE_URL"])["user"] == f"app_{role}", name
+    prestart = PLATEREG_SERVICES["prestart"]["environment"]
+    assert "PLATEREG_DATABASE_URL" not in prestart
+    for role in ROLES.values():
+        url = prestart[f"PLATEREG_{role.setting.upper()}"]
+        assert URL.match(url)["user"] == f"app_{role.name}"
 
 
 def test_the_registry_api_keeps_its_audit_journal_on_a_volume() -> None:

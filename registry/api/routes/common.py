@@ -24,7 +24,7 @@ from platereg.metrics import LOOKUPS
 from platereg.plate_rows import state_from_row
 from platereg.security.auth import Principal, require
 from platereg.settings import Settings
-from registry.api.audit import COPY_COLUMNS, AuditUnavailable, AuditWriter
+from registry.api.audit import COPY_COLUMNS, AuditUnavailable, AuditWriter, stamped
 from registry.api.models import Problem
 from registry.api.sealing import Sealer
 from registry.domain import VIEW_PARTS, enforcement_view, full_view, owner_view_from, view_from
@@ -127,7 +127,7 @@ class ApiContext:
         """:meth:`audit` for rows already in ``Read.row`` form (:meth:`Reading.rows`)."""
         assert self.audit_writer is not None
         try:
-            self.audit_writer.record_many(rows)
+            self.audit_writer.record_many(stamped(rows))
         except AuditUnavailable:
             raise ProblemError(503, "Service Unavailable", "the audit log cannot keep up",
                                headers={"Retry-After": "5"}) from None
