@@ -273,6 +273,11 @@ class Settings(BaseSettings):
         default=None, description="Smart plate device gateway (HTTP POST {device_id, message}).")
     notice_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
         default=[], description="Webhook signing secrets, comma-separated (two while rotating).")
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let the notice dispatcher call webhooks on loopback, private, link-local "
+                    "and cloud metadata addresses (refused by default: an owner's webhook URL "
+                    "must not reach the registry's own network). For development and tests.")
     notice_http_timeout_seconds: float = Field(
         default=10.0, gt=0, le=300,
         description="Timeout of one delivery attempt (HTTP or SMTP).")
