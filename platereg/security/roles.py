@@ -35,6 +35,7 @@ import hashlib
 import hmac
 import os
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -197,7 +198,7 @@ def grant_statements(table: str, sequences: Iterable[str] = (),
     return out
 
 
-#: Group roles of earlier versions: they keep no privilege (one group had them all).
+#: Group roles that keep no privilege (migration 0005's one group for every service).
 LEGACY_GROUPS = ("platereg_service",)
 
 
@@ -333,3 +334,48 @@ def ensure_roles(admin_dsn: str, logins: Mapping[str, str], *,
                 _ensure_login(conn, login, ROLES[name].group)
                 done.append(login.user)
     return done
+
+
+# --- the grants table of docs/operations.md ------------------------------------------------
+
+#: The generated table sits between these two lines of docs/operations.md.
+TABLE_BEGIN = "<!-- BEGIN grants table: python -m platereg.security.roles --markdown FILE -->"
+TABLE_END = "<!-- END grants table -->"
+
+
+def grants_table() -> str:
+    """The Markdown table of each group role: who logs in as it and what it may do."""
+    rows = ["| group role (login URL) | used by | may |", "|---|---|---|"]
+    for role in ROLES.values():
+        may_do = "; ".join(f"`{table}` {', '.join(GRANTS[table][role.name])}"
+                           for table in sorted(GRANTS) if role.name in GRANTS[table])
+        rows.append(f"| `{role.group}` (`PLATEREG_{role.setting.upper()}`) | {role.runs} "
+                    f"| {may_do} |")
+    return "\n".join(rows) + "\n"
+
+
+def with_grants_table(page: str) -> str:
+    """``page`` with the text between :data:`TABLE_BEGIN` and :data:`TABLE_END` replaced
+    by :func:`grants_table`."""
+    head, begin, rest = page.partition(TABLE_BEGIN + "\n")
+    _, end, tail = rest.partition(TABLE_END)
+    if not begin or not end:
+        raise ValueError(f"the page has no {TABLE_BEGIN!r} ... {TABLE_END!r} block")
+    return head + begin + grants_table() + end + tail
+
+
+def main(argv: list[str]) -> int:
+    """``python -m platereg.security.roles --markdown FILE``: rewrite the grants table in
+    FILE (docs/operations.md)."""
+    from pathlib import Path
+
+    if len(argv) != 2 or argv[0] != "--markdown":
+        print("usage: python -m platereg.security.roles --markdown FILE", file=sys.stderr)
+        return 2
+    path = Path(argv[1])
+    path.write_text(with_grants_table(path.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -158,3 +158,12 @@ def test_every_command_names_a_known_role() -> None:
     named = _roles_named_in_code()
     assert {"consumer", "registry_api", "operator", "purge"} <= named
     assert named <= set(ROLES)
+
+
+def test_the_operations_page_shows_the_grants_table() -> None:
+    from platereg.security.roles import grants_table, with_grants_table
+
+    page = (ROOT / "docs" / "operations.md").read_text()
+    assert grants_table() in page
+    assert with_grants_table(page) == page, (
+        "run: python -m platereg.security.roles --markdown docs/operations.md")
