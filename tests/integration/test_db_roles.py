@@ -304,6 +304,55 @@ async def test_the_operator_role_alone_writes_keys_and_the_policy(
             await other.close()
 
 
+async def test_the_operator_and_dispatcher_commands_run_as_their_roles(
+        settings, database_url: str, logins: dict[str, str], tmp_path) -> None:
+    """What `platereg quarantine`, `dlq list` and `notices paper` run, through their code,
+    logged in as the operator's and the dispatcher's roles."""
+    from pydantic import SecretStr
+
+    from notifications.paper import print_day
+    from platereg.db import connect
+    from registry.consumer.dlq import list_rejections
+    from registry.consumer.quarantine import list_plates, release
+
+    admin = await connect(database_url)
+    try:
+        key = await insert_plate(admin, "CA-ON", "QUAR1")
+        await admin.execute(
+            "INSERT INTO plate_events (event_id, plate_key, type, source, event_time, data,"
+            " fingerprint) VALUES ('q1', $1, 'plate.issued', '/registry/1', now(), $2, 'fp')",
+            key, {"plate_class": "passenger", "expires_on": "2030-01-01",
+                  "vehicle": {"vin": "1HGCM82633A004352", "make": "Honda", "model": "Civic",
+                              "year": 2019, "colour": "blue"},
+                  "owner": {"owner_id": "own-q", "name": "Q", "language": "en"}})
+        await admin.execute("INSERT INTO quarantined_plates (plate_key, reason) VALUES ($1,"
+                            " 'unfoldable')", key)
+        await admin.execute("INSERT INTO dlq_messages (topic, partition, kafka_offset, value,"
+                            " reason) VALUES ('t', 0, 1, 'x', 'malformed_json')")
+        notice = uuid.uuid4()
+        await admin.execute(
+            "INSERT INTO notices (notice_id, dedupe_key, kind, plate_key, owner_id, language,"
+            " channels, recipient) VALUES ($1, 'p1', 'expired', $2, 'own-q', 'en', '{paper}',"
+            " $3)", notice, key, {"name": "Q", "address": {"lines": ["1 Main"], "city": "X",
+                                                            "region": "ON", "postal_code": "K1A",
+                                                            "country": "CA"}})
+        await admin.execute("INSERT INTO notice_dispatch (notice_id, channel, state) VALUES"
+                            " ($1, 'paper', 'print')", notice)
+    finally:
+        await admin.close()
+    operator = settings.model_copy(update={"database_url": SecretStr(logins["operator"])})
+    assert [r["plate_key"] for r in await list_plates(operator)] == [key]
+    [released] = await release(operator, [key])
+    assert released.released, released.message
+    assert [r["reason"] for r in await list_rejections(operator)] == ["malformed_json"]
+    dispatcher = await connect(logins["notices_dispatcher"])
+    try:
+        today = dt.datetime.now(settings.tz).date()
+        assert await print_day(dispatcher, settings, today, tmp_path / "letters.pdf") == 1
+    finally:
+        await dispatcher.close()
+
+
 async def test_the_purge_role_sees_no_registry_data(logins: dict[str, str]) -> None:
     conn = await _as_role(logins["purge"])
     try:
