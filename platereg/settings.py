@@ -561,14 +561,20 @@ def settings_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def with_generated(page: str, begin_line: str, end_line: str, text: str) -> str:
+    """``page`` with ``text`` between the line ``begin_line`` and ``end_line`` (a generated
+    block of a documentation page); ValueError when the page has no such block."""
+    head, begin, rest = page.partition(begin_line + "\n")
+    _, end, tail = rest.partition(end_line)
+    if not begin or not end:
+        raise ValueError(f"the page has no {begin_line!r} ... {end_line!r} block")
+    return head + begin + text + end + tail
+
+
 def with_settings_table(page: str) -> str:
     """``page`` with the text between :data:`TABLE_BEGIN` and :data:`TABLE_END` replaced
     by :func:`settings_table`."""
-    head, begin, rest = page.partition(TABLE_BEGIN + "\n")
-    _, end, tail = rest.partition(TABLE_END)
-    if not begin or not end:
-        raise ValueError(f"the page has no {TABLE_BEGIN!r} ... {TABLE_END!r} block")
-    return head + begin + settings_table() + end + tail
+    return with_generated(page, TABLE_BEGIN, TABLE_END, settings_table())
 
 
 def main(argv: list[str]) -> int:

@@ -357,11 +357,9 @@ def grants_table() -> str:
 def with_grants_table(page: str) -> str:
     """``page`` with the text between :data:`TABLE_BEGIN` and :data:`TABLE_END` replaced
     by :func:`grants_table`."""
-    head, begin, rest = page.partition(TABLE_BEGIN + "\n")
-    _, end, tail = rest.partition(TABLE_END)
-    if not begin or not end:
-        raise ValueError(f"the page has no {TABLE_BEGIN!r} ... {TABLE_END!r} block")
-    return head + begin + grants_table() + end + tail
+    from platereg.settings import with_generated
+
+    return with_generated(page, TABLE_BEGIN, TABLE_END, grants_table())
 
 
 def main(argv: list[str]) -> int:
