@@ -135,9 +135,13 @@ _STDERR = _Stderr()
 def _renderers(fmt: str) -> tuple[Any, Any, Any]:
     """(structlog's renderer, its logger factory, the renderer of stdlib records)."""
     if fmt == "json":
-        return (structlog.processors.JSONRenderer(serializer=orjson.dumps),
+        # Non-string keys (partition numbers) are written as strings, never an error in
+        # the code that logged them.
+        return (structlog.processors.JSONRenderer(serializer=orjson.dumps,
+                                                  option=orjson.OPT_NON_STR_KEYS),
                 structlog.BytesLoggerFactory(_STDERR),
-                structlog.processors.JSONRenderer(serializer=_orjson_text))
+                structlog.processors.JSONRenderer(serializer=_orjson_text,
+                                                  option=orjson.OPT_NON_STR_KEYS))
     console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
                                             exception_formatter=_scrubbed_traceback)
     return console, structlog.WriteLoggerFactory(_STDERR), console  # type: ignore[arg-type]

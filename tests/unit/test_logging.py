@@ -26,6 +26,7 @@ def _run(fmt: str, level: str = "INFO") -> str:
         logging.getLogger("third.party").warning("stdlib line %s", 7)
         logging.getLogger("third.party").info("stdlib info")
         logging.getLogger("mail.log").info("%r recip: %s", ("127.0.0.1", 5), "<jo@example.net>")
+        log.info("partitions assigned", partitions=[0, 1], offsets={{0: 5, 1: None}})
         log.warning("gateway refused +1 (416) 555-0199 and 416-555-0188 for x.y@mail.example",
                     detail=["call 416.555.0177"], day="2026-12-06", at="12:00:00+00:00")
         """
@@ -49,6 +50,14 @@ def test_json_format_is_one_object_per_line() -> None:
     assert stdlib.keys() >= {"event", "logger", "level", "timestamp"}
     assert [line["event"] for line in lines][:4] == ["lookup", "bound", "stdlib line 7",
                                                      "stdlib info"]
+
+
+def test_a_line_with_numbered_keys_is_written_not_raised() -> None:
+    """The registry consumer logs its partitions' offsets as {partition: offset}; in JSON
+    the keys become strings (a TypeError there stopped the consumer's rebalance)."""
+    lines = [json.loads(line) for line in _run("json").splitlines() if line.strip()]
+    assigned = next(line for line in lines if line["event"] == "partitions assigned")
+    assert assigned["offsets"] == {"0": 5, "1": None}
 
 
 def test_console_format_is_readable_lines() -> None:
