@@ -38,8 +38,9 @@ e2e: $(STAMP)
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-# The end-to-end fault test for longer and bigger (not in CI): a table of events, notices,
-# kills, restarts and violations, and soak/throughput_lag.png (throughput and lag over time,
+# The end-to-end fault test for longer and bigger (not in CI), on its three-broker cluster:
+# soak/figures.txt (seed, kill schedule, server faults, leader changes, then events, notices,
+# kills, restarts and violations) and soak/throughput_lag.png (throughput and lag over time,
 # faults marked). E.g. make soak SOAK_SECONDS=600 SOAK_PLATES=20000 SOAK_SEED=7
 SOAK_SECONDS ?= 300
 SOAK_PLATES ?= 10000

@@ -157,8 +157,13 @@ def java_command(main: str, *args: str, heap_mb: int = 0, extra: tuple[str, ...]
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid),
+    never starting with "-" (as Kafka's own ``Uuid.randomUuid``): the storage tool would
+    read such an id as an option and refuse to format."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 # -- nodes and clusters -------------------------------------------------------------------
@@ -195,13 +200,17 @@ class KafkaCluster:
 
     def __init__(self, base_dir: Path, *, nodes: int = 1, host: str = "127.0.0.1",
                  scram_users: Mapping[str, str] | None = None, tls: TlsFiles | None = None,
-                 heap_mb: int = 384, config: Mapping[str, str] | None = None) -> None:
+                 heap_mb: int = 384, config: Mapping[str, str] | None = None,
+                 jvm_options: tuple[str, ...] = ()) -> None:
         self.base_dir = Path(base_dir).resolve()
         self.host = host
         self.scram_users = dict(scram_users or {})
         self.tls = tls
         self.heap_mb = heap_mb
         self.config = dict(config or {})
+        #: extra options of every node's JVM, e.g. ``-XX:TieredStopAtLevel=1`` (half the CPU
+        #: of a start, for tests that restart nodes on a busy machine)
+        self.jvm_options = tuple(jvm_options)
         self.nodes = [self._node(i + 1) for i in range(nodes)]
 
     def _node(self, node_id: int) -> KafkaNode:
@@ -344,7 +353,7 @@ class KafkaCluster:
         node.proc = subprocess.Popen(
             java_command("kafka.Kafka", str(node.directory / "server.properties"),
                          heap_mb=self.heap_mb,
-                         extra=("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                         extra=("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", *self.jvm_options,
                                 f"-Dlog4j2.configurationFile={node.directory}/log4j2.properties")),
             stdin=subprocess.DEVNULL, stdout=node.log_file, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=lambda: _die_with_parent(signal.SIGKILL),

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import secrets
 import shutil
 import signal
@@ -44,9 +45,30 @@ class EmbeddedError(RuntimeError):
 
 
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now, below the kernel's ephemeral range: a port from that
+    range can be taken at any moment by the local end of some outgoing connection, and a
+    server started on it later (or again, after a restart) would find it in use."""
+    low, _ = _ephemeral_range()
+    rng = random.SystemRandom()
+    for _ in range(100):
+        port = rng.randrange(max(1024, low - 12000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def _die_with_parent(sig: int) -> None:

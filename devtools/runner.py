@@ -2,6 +2,7 @@
 
 Checks the listening ports, starts the embedded PostgreSQL and broker (unless
 PLATEREG_DATABASE_URL / PLATEREG_KAFKA_BOOTSTRAP_SERVERS are set), migrates,
+registers its producers of plates.events (unless PLATEREG_PRODUCER_NAME is set),
 creates topics, starts every service as a child process, loads demo data and a
 demo key (only when everything is embedded, or with ``--demo``), prints URLs,
 and stops everything on Ctrl-C, SIGTERM or when a service dies.
@@ -242,6 +243,64 @@ def cursor_env(settings: Settings, demo: bool) -> dict[str, str]:
     return {_variable("cursor_secret"): secret}
 
 
+#: ``make run``'s own producers of plates.events (contract section 2, "Signed
+#: producers"): the ingest API signs as the first, the demo data loader as the second.
+#: Both may speak for every source: the ingest API checks each key's prefixes itself, and
+#: the source policy applies to everything.
+RUN_PRODUCERS = ("make-run-ingest", "make-run-demo")
+
+
+def _producer_secret(settings: Settings, name: str, keep: bool) -> str:
+    """The secret of one of :data:`RUN_PRODUCERS`: with the embedded servers (``keep``),
+    generated once into the data dir (``producer-NAME.secret``, readable by the user
+    only), so events still unread in the broker pass after a restart; else one for this
+    run."""
+    from schemas.signing import new_secret
+
+    if not keep:
+        return new_secret()
+    path = settings.data_dir / f"producer-{name}.secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new_secret() + "\n")
+    return path.read_text().strip()
+
+
+def producer_env(settings: Settings, demo: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """(the services' env, the demo loaders' env): PLATEREG_PRODUCER_NAME and _SECRET of
+    :data:`RUN_PRODUCERS`, each registered (or given this secret) in the database; none
+    when the user set their own producer."""
+    from platereg.security.producer_store import ensure
+    from schemas.signing import ProducerError
+
+    if settings.producer_name is not None and settings.producer_secret is not None:
+        return {}, {}
+    envs = []
+    for name in RUN_PRODUCERS:
+        secret = _producer_secret(settings, name, demo)
+
+        async def register(name: str = name, secret: str = secret) -> None:
+            import asyncpg
+
+            conn = await asyncpg.connect(settings.for_role("operator").dsn())   # as `sources producer add`
+            try:
+                await ensure(conn, name, ["/"], secret)
+            finally:
+                await conn.close()
+
+        try:
+            asyncio.run(register())
+        except ProducerError as exc:
+            raise StackError(f"cannot register make run's producer: {exc}") from None
+        envs.append({_variable("producer_name"): name, _variable("producer_secret"): secret})
+    kept = f"secrets in {settings.data_dir.resolve()}" if demo else "secrets for this run"
+    print(f"producers: {RUN_PRODUCERS[0]} (the ingest API), {RUN_PRODUCERS[1]} (demo data); "
+          f"{kept}")
+    return envs[0], envs[1]
+
+
 def _platereg(*args: str) -> list[str]:
     return [sys.executable, "-m", "wiring.cli", *args]
 
@@ -435,6 +494,8 @@ def _run(settings: Settings, demo: bool) -> int:
             env.update(cursor_env(settings, demo))
             os.environ.update(env)
             settings = load_settings()
+            services_producer, demo_producer = producer_env(settings, demo)
+            env.update(services_producer)
             _ensure_topics(settings)
             stack.callback(_stop_children, children)
             for service in SERVICES:
@@ -442,7 +503,7 @@ def _run(settings: Settings, demo: bool) -> int:
                                                  service_env(env, service.role))))
             _wait_healthy(settings, children)
             if demo:
-                _load_demo(settings, env, stack)
+                _load_demo(settings, {**env, **demo_producer}, stack)
             else:
                 _banner(settings, None, None)
             while True:
@@ -481,6 +542,7 @@ DATA_DIR_ENTRIES = {"postgres", "kafka", "mail", "logs", "audit-journal", "demo-
 
 def _made_by_run(name: str) -> bool:
     return (name in DATA_DIR_ENTRIES or name.startswith(".cursor-secret.")
+            or (name.startswith("producer-") and name.endswith(".secret"))
             or (name.startswith("notices-") and name.endswith(".pdf")))
 
 

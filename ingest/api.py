@@ -2,7 +2,10 @@
 
 Request
     * one event: ``application/cloudevents+json`` or ``application/json`` with a
-      JSON object;
+      JSON object (structured mode), or the CloudEvents HTTP binding's binary mode:
+      the attributes in ``ce-`` headers (percent-encoded), the body the ``data``,
+      ``Content-Type: application/json`` or none (``schemas.content_modes``); both
+      modes are the same event;
     * a batch: ``application/cloudevents-batch+json`` or ``application/json``
       with a JSON array of 1 to :data:`MAX_BATCH` events.
     A ``charset`` parameter, when present, must be ``utf-8``.
@@ -31,7 +34,9 @@ Answers (errors are ``application/problem+json``)
 Published records: key = normalized plate key, value = the normalized
 CloudEvents JSON (``subject`` normalized, ``null`` attributes omitted) with the
 ``authcontext`` extension attributes ``authtype: api_key`` and ``authid: <key
-id>`` stamped on it, header ``content-type: application/cloudevents+json``.
+id>`` stamped on it, header ``content-type: application/cloudevents+json``, signed
+as the ingest API's own registered producer (``PLATEREG_PRODUCER_NAME``, after the
+key's source prefixes were checked; ``ingest.publisher``).
 
 ``platereg_ingest_events_total{outcome}`` counts ``accepted`` events (in 202
 answers), ``rejected`` events (the invalid events of 422 answers) and
@@ -73,11 +78,13 @@ from schemas.canonical import (
     canonical_time,
     canonical_time_text,
 )
+from schemas.content_modes import has_http_attributes, http_binary_event
 from schemas.policy import Policy, prefix_allows, reason_of
 from schemas.topics import CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON
 from schemas.validation import (
     FUTURE_TOLERANCE,
     Rejection,
+    RejectReason,
     check_not_future,
     keys_unique_shallow,
     parse_event_obj,
@@ -143,6 +150,39 @@ def events_of(raw: bytes, kind: str) -> list[Any]:
         return body
     raise ProblemError(400, "Bad Request",
                        "the body must be a JSON object (one event) or an array (a batch)")
+
+
+def is_binary_mode(headers: list[tuple[bytes, bytes]], content_type_header: str | None) -> bool:
+    """A request in the HTTP binding's binary mode: ``ce-`` headers, and no structured or
+    batch content type (with one of those, the body is the event and ``ce-`` headers are
+    ignored, as the binding says)."""
+    if not has_http_attributes(headers):
+        return False
+    kind = (content_type_header or "").split(";", 1)[0].strip().lower()
+    return kind not in (CLOUDEVENTS_JSON, CLOUDEVENTS_BATCH_JSON)
+
+
+def binary_event(headers: list[tuple[bytes, bytes]], content_type_header: str | None,
+                 raw: bytes) -> Any:
+    """The one event of a binary-mode request as a structured event object: 415 for a
+    body that is not ``application/json``, 400 for one that is not JSON, 422 for
+    attributes that cannot be read (a repeated header, text that is not UTF-8)."""
+    kind = None
+    if content_type_header:
+        content_type(content_type_header, (JSON,))
+        kind = content_type_header.strip()
+    try:
+        return http_binary_event(headers, kind, raw)
+    except Rejection as exc:
+        if exc.reason == RejectReason.MALFORMED_JSON:
+            raise ProblemError(400, "Bad Request", "the body (the event's data) is not "
+                               f"acceptable JSON: {exc.detail}", reason=exc.reason.value
+                               ) from None
+        INGEST_EVENTS.labels("rejected").inc()
+        raise ProblemError(422, "Unprocessable Content",
+                           "1 of 1 event(s) are invalid; nothing was published",
+                           errors=[{"index": 0, "reason": exc.reason.value,
+                                    "detail": exc.detail}]) from None
 
 
 def canonical_body(raw: bytes, kind: str) -> tuple[list[Any], list[dict[str, Any]]] | None:
@@ -339,16 +379,28 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/v1/events", status_code=202, tags=["ingest"],
         summary="Publish one event or a batch (all or nothing)",
+        description="Structured mode: the body is the event (or a batch of events). "
+                    "Binary mode (the CloudEvents HTTP binding's), for one event: the "
+                    "attributes in `ce-` headers (`ce-specversion`, `ce-id`, `ce-source`, "
+                    "`ce-type`, `ce-time`, `ce-subject`, extensions; values "
+                    "percent-encoded), the body the event's `data` as JSON "
+                    "(`Content-Type: application/json` or none). Both modes are the "
+                    "same event.",
         response_model=IngestAccepted,
         responses=EVENTS_RESPONSES,
         openapi_extra={"requestBody": REQUEST_BODY},
     )
     async def post_events(request: Request,
                           principal: Principal = Depends(require("ingest"))) -> Response:
-        kind = media_type(request.headers.get("content-type"))
-        raw = await request.body()
-        fast = canonical_body(raw, kind)
-        items, canonical = fast if fast is not None else (events_of(raw, kind), None)
+        header = request.headers.get("content-type")
+        if is_binary_mode(request.scope["headers"], header):
+            items, canonical = [binary_event(request.scope["headers"], header,
+                                             await request.body())], None
+        else:
+            kind = media_type(header)
+            raw = await request.body()
+            fast = canonical_body(raw, kind)
+            items, canonical = fast if fast is not None else (events_of(raw, kind), None)
         policy = await request.app.state.policies.current()
         events, errors = validate_batch(items, datetime.now(UTC), sources=principal.sources,
                                         policy=policy, canonical=canonical)

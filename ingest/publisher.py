@@ -2,7 +2,9 @@
 
 Every event goes out as CloudEvents structured JSON (the normalized event,
 ``null`` fields omitted), keyed by its plate key, with the header
-``content-type: application/cloudevents+json``, through an ``acks=all``
+``content-type: application/cloudevents+json`` and the signed producer's headers
+``platereg-producer`` and ``platereg-signature`` (``schemas.signing``; the producer is
+``PLATEREG_PRODUCER_NAME`` with ``PLATEREG_PRODUCER_SECRET``), through an ``acks=all``
 producer (:func:`platereg.kafka.make_producer`).
 
 :meth:`Publisher.publish` returns only when the broker acknowledged every
@@ -86,10 +88,12 @@ def record_of(event: BaseEvent | dict[str, Any], authid: str | None = None) -> R
 
 
 class Publisher:
-    """One shared ``acks=all`` producer, started lazily and restarted after failures."""
+    """One shared ``acks=all`` producer, started lazily and restarted after failures;
+    :class:`platereg.settings.ConfigError` at once when no producer to sign as is set."""
 
     def __init__(self, settings: Settings, *, producer_options: dict | None = None) -> None:
         self.settings = settings
+        self.signer = settings.signer()
         self.topic = settings.topic(EVENTS)
         self.timeout = settings.kafka_timeout_seconds
         self.retry_after = max(1, min(30, math.ceil(self.timeout)))
@@ -144,8 +148,10 @@ class Publisher:
         try:
             async with asyncio.timeout(self.timeout):
                 producer = await self._get_producer()
+                sign = self.signer.headers
                 futures = [
-                    await producer.send(self.topic, value=value, key=key, headers=HEADERS)
+                    await producer.send(self.topic, value=value, key=key,
+                                        headers=sign(value, HEADERS))
                     for key, value in records
                 ]
                 await asyncio.gather(*futures)
@@ -184,6 +190,7 @@ class StreamPublisher:
     def __init__(self, settings: Settings, *, window: int = 5000,
                  producer_options: dict | None = None) -> None:
         self.settings = settings
+        self.signer = settings.signer()
         self.topic = settings.topic(EVENTS)
         self.timeout = settings.kafka_timeout_seconds
         self.window = window
@@ -207,7 +214,7 @@ class StreamPublisher:
         try:
             async with asyncio.timeout(self.timeout):
                 future = await self._producer.send(self.topic, value=value, key=key,
-                                                   headers=HEADERS)
+                                                   headers=self.signer.headers(value, HEADERS))
         except (TimeoutError, KafkaError, OSError) as exc:
             raise self._failure(exc) from None
         self._inflight.append((tag, future))

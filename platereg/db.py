@@ -227,13 +227,18 @@ class _FairAcquire:
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
                       retry_for: float = 30.0, **kwargs: Any) -> FairPool:
     """A :class:`FairPool` with the codecs of :func:`init_connection`; retries while the
-    server starts. ``kwargs`` are asyncpg pool options (``reset``, ``max_queries`` ...)."""
+    server starts or restarts, for ``retry_for`` seconds. ``kwargs`` are asyncpg pool
+    options (``reset``, ``max_queries`` ...)."""
     options: dict[str, Any] = {
         "max_queries": 50_000, "max_inactive_connection_lifetime": 300.0, "loop": None,
         "connection_class": asyncpg.Connection, "record_class": asyncpg.Record,
         "init": init_connection, **kwargs}
     async for attempt in AsyncRetrying(
+        # PostgresConnectionError: a server shutting down or restarting closes a new
+        # connection in the middle of its start-up (after the SSL negotiation)
         retry=retry_if_exception_type((OSError, asyncpg.CannotConnectNowError,
+                                       asyncpg.AdminShutdownError,
+                                       asyncpg.PostgresConnectionError,
                                        asyncpg.TooManyConnectionsError)),
         wait=wait_exponential(multiplier=0.2, max=3),
         stop=stop_after_delay(retry_for),

@@ -134,4 +134,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "log_config": None,        # platereg.logging configures logging
         "access_log": False,       # uvicorn's access log prints raw paths (plates)
         "server_header": False,
+        # X-Forwarded-* are believed only from PLATEREG_TRUSTED_PROXIES, by the registry
+        # app itself (registry.owner.app); uvicorn would believe them from 127.0.0.1.
+        "proxy_headers": False,
     }

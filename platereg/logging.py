@@ -135,13 +135,12 @@ _STDERR = _Stderr()
 def _renderers(fmt: str) -> tuple[Any, Any, Any]:
     """(structlog's renderer, its logger factory, the renderer of stdlib records)."""
     if fmt == "json":
-        # Non-string keys (partition numbers) are written as strings, never an error in
-        # the code that logged them.
-        return (structlog.processors.JSONRenderer(serializer=orjson.dumps,
-                                                  option=orjson.OPT_NON_STR_KEYS),
+        # non-string keys as strings (json.dumps does so; orjson raises without the option,
+        # and a logging call must not fail: e.g. offsets by partition number)
+        keys = orjson.OPT_NON_STR_KEYS
+        return (structlog.processors.JSONRenderer(serializer=orjson.dumps, option=keys),
                 structlog.BytesLoggerFactory(_STDERR),
-                structlog.processors.JSONRenderer(serializer=_orjson_text,
-                                                  option=orjson.OPT_NON_STR_KEYS))
+                structlog.processors.JSONRenderer(serializer=_orjson_text, option=keys))
     console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
                                             exception_formatter=_scrubbed_traceback)
     return console, structlog.WriteLoggerFactory(_STDERR), console  # type: ignore[arg-type]

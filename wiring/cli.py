@@ -28,7 +28,13 @@ from devtools import cli as devtools_cli
 from ingest import cli as ingest_cli
 from notifications import cli as notifications_cli
 from notifications.events import record_batch_notices
-from platereg.commands import fail, run_async, settings_or_exit, with_connection
+from platereg.commands import (
+    config_errors_exit,
+    fail,
+    run_async,
+    settings_or_exit,
+    with_connection,
+)
 from platereg.settings import ConfigError
 from registry.api import cli as registry_api_cli
 from registry.consumer import cli as registry_consumer_cli
@@ -68,7 +74,7 @@ def migrate() -> None:
     from platereg.retention import retention_days
     from platereg.security.roles import GrantsMissing
 
-    settings = settings_or_exit()
+    settings = settings_or_exit("migrate")
     try:
         applied = run_migrations(settings.migrate_dsn(), retention_days(settings))
     except (ConfigError, GrantsMissing) as exc:
@@ -92,9 +98,8 @@ def roles() -> None:
 
     from platereg.security.roles import ROLES, ensure_roles
 
-    settings = settings_or_exit()
-    if settings.admin_database_url is None:
-        raise fail("PLATEREG_ADMIN_DATABASE_URL is not set", 2)
+    settings = settings_or_exit("roles")
+    assert settings.admin_database_url is not None   # required: checked above
     logins = {name: dsn for name in ROLES if (dsn := settings.role_dsn(name)) is not None}
     try:
         done = ensure_roles(settings.admin_database_url.get_secret_value(), logins,
@@ -135,11 +140,22 @@ def purge(
 
 @app.command()
 def topics() -> None:
-    """Create the contract's Kafka topics that do not exist yet."""
+    """Create the contract's Kafka topics that do not exist yet.
+
+    The one command that creates topics (services only check theirs exist): run it
+    before a new deployment's services, as a principal allowed to create them.
+    """
+    from aiokafka.errors import KafkaError
+
     from platereg.kafka import ensure_topics
 
-    settings = settings_or_exit()
-    created = asyncio.run(ensure_topics(settings))
+    settings = settings_or_exit("topics")
+    try:
+        with config_errors_exit():
+            created = asyncio.run(ensure_topics(settings))
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise fail(f"cannot create the topics on {settings.kafka_bootstrap_servers}: "
+                   f"{type(exc).__name__}: {exc}", 1) from None
     typer.echo(f"created: {', '.join(created)}" if created else "all topics exist")
 
 
@@ -156,7 +172,7 @@ def keys_create(
     """Create a key. It is printed once; only its hash is stored."""
     from platereg.security import keys
 
-    settings = settings_or_exit("operator")
+    settings = settings_or_exit("keys create")
     try:
         key_id, key = with_connection(settings.dsn(), lambda conn: keys.create_key(
             conn, role=role, name=name, rate_limit=rate_limit, sources=source or ()))
@@ -175,7 +191,7 @@ def keys_list() -> None:
 
     from platereg.security import keys
 
-    settings = settings_or_exit("operator")
+    settings = settings_or_exit("keys list")
 
     table = Table("key id", "name", "role", "sources", "rate limit", "created", "revoked")
     for k in with_connection(settings.dsn(), keys.list_keys):
@@ -195,7 +211,7 @@ def keys_bind(
     """Set the source prefixes of an ingest key (applies within 5 seconds)."""
     from platereg.security import keys
 
-    settings = settings_or_exit("operator")
+    settings = settings_or_exit("keys bind")
 
     async def go() -> bool:
         import asyncpg
@@ -220,7 +236,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id to revoke
     """Revoke a key; every process refuses it within 5 seconds."""
     from platereg.security import keys
 
-    settings = settings_or_exit("operator")
+    settings = settings_or_exit("keys revoke")
 
     if not with_connection(settings.dsn(), lambda conn: keys.revoke_key(conn, key_id)):
         raise fail("no active key with that id", 1)

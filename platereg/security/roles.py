@@ -119,6 +119,13 @@ GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
     "plates": {"consumer": ("SELECT", "INSERT", "UPDATE"), "registry_api": ("SELECT",),
                "notices_scheduler": ("SELECT", "UPDATE (updated_at)"),
                "operator": ("SELECT", "INSERT", "UPDATE")},
+    # Signed producers: only the consumer (to check signatures) and the operator commands
+    # may read them; the version is bumped by a trigger as whoever changed a producer.
+    "producers": {"operator": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+                  "consumer": ("SELECT",)},
+    "producer_secrets": {"operator": ("SELECT", "INSERT", "UPDATE", "DELETE"),
+                         "consumer": ("SELECT",)},
+    "producers_version": {"operator": ("SELECT", "UPDATE"), "consumer": ("SELECT",)},
     "quarantined_plates": {"consumer": ("SELECT", "INSERT", "UPDATE"),
                            "operator": ("SELECT", "UPDATE", "DELETE")},
     "relay_cursors": {"consumer": ("SELECT", "INSERT", "UPDATE")},
@@ -136,7 +143,8 @@ GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
 #: Tables that only the operator commands' role may write, whatever :data:`GRANTS` says
 #: (tests/unit/test_db_grants.py holds the table to it). A branch adding such a table
 #: (signed producers' secrets) names it here too.
-OPERATOR_ONLY_WRITES = frozenset({"api_keys", "source_policy", "source_policy_version"})
+OPERATOR_ONLY_WRITES = frozenset({"api_keys", "source_policy", "source_policy_version",
+                                  "producers", "producer_secrets", "producers_version"})
 
 ACTIONS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 _PRIVILEGE = re.compile(r"^(SELECT|INSERT|UPDATE|DELETE)(?:\s*\(([a-z_][a-z0-9_, ]*)\))?$")

@@ -21,8 +21,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         from platereg.commands import settings_or_exit
         from platereg.http_server import uvicorn_options
 
-        settings = settings_or_exit("registry_api")
-        settings.dsn()  # fail early, naming the variable, if the database is not configured
+        settings = settings_or_exit("serve registry")   # exits naming what is unset
         uvicorn.run(
             "registry.api.app:app_from_env", factory=True,
             host=host or settings.host,

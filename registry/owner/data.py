@@ -64,9 +64,10 @@ async def notices(pool: asyncpg.Pool, owner_id: str, limit: int) -> list[dict[st
 
 
 def _preferences(owner_id: str, row: Any) -> dict[str, Any]:
+    """No row, or a row with no channels (the dispatcher's default): channels null."""
     if row is None:
         return {"owner_id": owner_id, "channels": None, "language": None, "updated_at": None}
-    return {"owner_id": owner_id, "channels": list(row["channels"]),
+    return {"owner_id": owner_id, "channels": list(row["channels"]) or None,
             "language": row["language"], "updated_at": row["updated_at"]}
 
 
@@ -77,13 +78,14 @@ async def preferences(pool: asyncpg.Pool, owner_id: str) -> dict[str, Any]:
     return _preferences(owner_id, row)
 
 
-async def put_preferences(pool: asyncpg.Pool, owner_id: str, channels: list[str],
+async def put_preferences(pool: asyncpg.Pool, owner_id: str, channels: list[str] | None,
                           language: str | None) -> dict[str, Any]:
+    """Set them; ``channels`` None (stored as no channels) is the dispatcher's default."""
     row = await pool.fetchrow(
         "INSERT INTO owner_preferences (owner_id, channels, language) VALUES ($1, $2, $3)"
         " ON CONFLICT (owner_id) DO UPDATE SET channels = EXCLUDED.channels,"
         " language = EXCLUDED.language, updated_at = now()"
-        " RETURNING channels, language, updated_at", owner_id, channels, language)
+        " RETURNING channels, language, updated_at", owner_id, channels or [], language)
     return _preferences(owner_id, row)
 
 

@@ -7,6 +7,7 @@ import asyncio
 import fcntl
 import os
 import pty
+import re
 import signal
 import socket
 import subprocess
@@ -295,7 +296,14 @@ def test_demo_data_is_loaded_once_and_no_demo_key_outlives_its_run(tmp_path: Pat
     def one_run(*extra: str) -> tuple[str, tuple[int, int, int]]:
         proc, log_path = _start(tmp_path, "--demo", *extra)
         output = _wait_for(proc, log_path.read_text, BANNER, timeout=240)
-        seen = asyncio.run(state(_admin_dsn(output)))
+        loaded = re.search(r"simulated ([0-9,]+) messages", output)
+        deadline = time.monotonic() + 120
+        while True:   # until the consumer has read whatever this run's demo load sent
+            seen = asyncio.run(state(_admin_dsn(output)))
+            if not loaded or seen[2] >= int(loaded.group(1).replace(",", "")):
+                break
+            assert time.monotonic() < deadline, f"the demo load was not consumed: {seen}"
+            time.sleep(0.5)
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(60) == 0
         return log_path.read_text(), seen

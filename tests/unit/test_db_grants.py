@@ -58,9 +58,9 @@ def test_every_table_the_migrations_create_has_a_line() -> None:
 def test_a_new_table_without_a_line_is_found() -> None:
     """What a branch adding a table without grants sees."""
     texts = [*_migration_texts(),
-             "-- CREATE TABLE commented_out (id int);\nCREATE TABLE IF NOT EXISTS producers ("
+             "-- CREATE TABLE commented_out (id int);\nCREATE TABLE IF NOT EXISTS planted_table ("
              " name text PRIMARY KEY);"]
-    assert sorted(migration_tables(texts) - set(GRANTS)) == ["producers"]
+    assert sorted(migration_tables(texts) - set(GRANTS)) == ["planted_table"]
     assert "commented_out" not in migration_tables(texts)
 
 
@@ -139,8 +139,8 @@ def test_every_role_has_its_setting_and_its_own_group() -> None:
     assert all(a in ACTIONS for a in ("SELECT", "INSERT", "UPDATE", "DELETE"))
 
 
-def _roles_named_in_code() -> set[str]:
-    """Role names given to ``settings_or_exit(...)`` or ``Settings.for_role(...)``."""
+def _literals_given_to(*functions: str) -> set[str]:
+    """The string literals production code passes first to ``functions``."""
     found = set()
     for path in ROOT.glob("*/**/*.py"):
         if ".venv" in path.parts or "tests" in path.parts:
@@ -149,15 +149,20 @@ def _roles_named_in_code() -> set[str]:
             if (isinstance(node, ast.Call) and node.args
                     and isinstance(node.args[0], ast.Constant)
                     and getattr(node.func, "attr", getattr(node.func, "id", None))
-                    in ("settings_or_exit", "for_role")):
+                    in functions):
                 found.add(node.args[0].value)
     return found
 
 
 def test_every_command_names_a_known_role() -> None:
-    named = _roles_named_in_code()
+    """Each command's role comes from COMMAND_NEEDS; every role named there or given to
+    ``Settings.for_role`` exists, and every command a module names has a row."""
+    from platereg.settings import COMMAND_NEEDS
+
+    named = {n.role for n in COMMAND_NEEDS.values() if n.role} | _literals_given_to("for_role")
     assert {"consumer", "registry_api", "operator", "purge"} <= named
     assert named <= set(ROLES)
+    assert _literals_given_to("settings_or_exit") <= set(COMMAND_NEEDS)
 
 
 def test_the_operations_page_shows_the_grants_table() -> None:

@@ -55,6 +55,8 @@ def test_the_consumer_names_its_taken_metrics_port_in_one_line() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("PLATEREG_")}
+        env.update(PLATEREG_DATABASE_URL="postgresql://u:p@127.0.0.1:1/none",
+                   PLATEREG_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
         done = subprocess.run(
             [sys.executable, "-m", "wiring.cli", "consume", "registry", "--metrics-port",
              str(port)], env={**env, "PLATEREG_CONSUMER_METRICS_PORT": str(port)},
@@ -98,6 +100,8 @@ def loops(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[asyncio.AbstractEven
 
     monkeypatch.setattr(registry.consumer.service, "serve_registry_consumer", record)
     monkeypatch.setattr(registry.consumer.service, "serve_relays", record)
+    monkeypatch.setenv("PLATEREG_DATABASE_URL", "postgresql://u:p@127.0.0.1:1/none")
+    monkeypatch.setenv("PLATEREG_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     yield seen
     for sig, handler in saved.items():
@@ -149,6 +153,8 @@ def test_apis_run_on_uvloop(monkeypatch: pytest.MonkeyPatch, command: list[str])
     monkeypatch.setattr(uvicorn, "run", run)
     monkeypatch.setenv("PLATEREG_DATABASE_URL", "postgresql://unused@127.0.0.1:1/x")
     monkeypatch.setenv("PLATEREG_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("PLATEREG_PRODUCER_NAME", "ingest-api")
+    monkeypatch.setenv("PLATEREG_PRODUCER_SECRET", "s" * 43)
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
     assert len(seen) == 1 and isinstance(seen[0], uvloop.Loop)

@@ -77,7 +77,8 @@ _CANDIDATES_EXAMPLE = {"jurisdiction": "CA-ON", "plate": "ABC123",
 _EVENTS_EXAMPLE = {"jurisdiction": "CA-ON", "plate": "ABC123", "events": [{
     "id": "2b7c1d5e", "type": "plate.renewed", "source": "/registry/office/0042",
     "time": "2026-11-24T15:04:05Z", "data": {"expires_on": "2027-11-30"},
-    "received_at": "2026-11-24T15:04:06Z"}], "truncated": False}
+    "received_at": "2026-11-24T15:04:06Z", "producer": "ingest-api", "authtype": "api_key",
+    "authid": "3f9a1c2b7d0e"}], "truncated": False}
 _AT_DESCRIPTION = (
     "With `at` (RFC 3339): the view as it stood at that instant, the fold of the plate's "
     "accepted events whose `time` is at or before it, with flags for that day in the "
@@ -219,7 +220,12 @@ async def candidates(request: Request, principal: EnforcementKey) -> Response:
 
 @router.post("/v1/plates/history", response_model=None,
              summary="The plate's accepted events in fold order (time, then id)",
-             description=f"At most {MAX_EVENTS} events (`truncated` when there are more).",
+             description=f"At most {MAX_EVENTS} events (`truncated` when there are more). "
+                         "Each says who sent it: `producer`, the signed producer whose "
+                         "signature the registry checked, and `authtype` / `authid`, the "
+                         "CloudEvents authcontext that producer stamped (the ingest API: "
+                         "`api_key` and the API key's id); null for events stored before "
+                         "producers signed, or sent without one.",
              responses={**ok(PlateEvents, _EVENTS_EXAMPLE), **errors(404, *BODY_ERRORS)},
              openapi_extra=body(HistoryQuery, {**_QUERY_EXAMPLE,
                                                "purpose": "registry_administration"}))
@@ -234,7 +240,8 @@ async def history(request: Request, principal: OperatorKey) -> Response:
     if not rows:
         raise ProblemError(404, "Not Found", "no events for this plate")
     events = [{"id": r["event_id"], "type": r["type"], "source": r["source"],
-               "time": r["event_time"], "data": r["data"], "received_at": r["received_at"]}
+               "time": r["event_time"], "data": r["data"], "received_at": r["received_at"],
+               "producer": r["producer"], "authtype": r["authtype"], "authid": r["authid"]}
               for r in rows[:MAX_EVENTS]]
     return json_response({"jurisdiction": j, "plate": p, "events": events,
                           "truncated": len(rows) > MAX_EVENTS})
