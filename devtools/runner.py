@@ -284,7 +284,7 @@ def producer_env(settings: Settings, demo: bool) -> tuple[dict[str, str], dict[s
         async def register(name: str = name, secret: str = secret) -> None:
             import asyncpg
 
-            conn = await asyncpg.connect(settings.for_role("operator").dsn())   # as `sources producer add`
+            conn = await asyncpg.connect(settings.for_role("operator").dsn())  # as the CLI
             try:
                 await ensure(conn, name, ["/"], secret)
             finally:
