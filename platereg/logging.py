@@ -30,6 +30,7 @@ import io
 import logging
 import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -42,7 +43,7 @@ SENSITIVE_KEYS = frozenset(
 )
 
 
-def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in SENSITIVE_KEYS.intersection(event_dict):
         event_dict[key] = "[redacted]"
     return event_dict
@@ -86,7 +87,8 @@ def _scrubbed_traceback(sio: Any, exc_info: Any) -> None:
     sio.write(scrub(buffer.getvalue()))
 
 
-def _logger_key(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _logger_key(_: Any, __: str, event_dict: MutableMapping[str, Any]
+                ) -> MutableMapping[str, Any]:
     """The logger's name under ``logger``, as the standard library's records have it
     (:func:`get_logger` binds it as ``logger_name``: ``logger`` is structlog's own
     argument name)."""
@@ -139,7 +141,7 @@ def _renderers(fmt: str) -> tuple[Any, Any, Any]:
         # and a logging call must not fail: e.g. offsets by partition number)
         keys = orjson.OPT_NON_STR_KEYS
         return (structlog.processors.JSONRenderer(serializer=orjson.dumps, option=keys),
-                structlog.BytesLoggerFactory(_STDERR),
+                structlog.BytesLoggerFactory(_STDERR),  # type: ignore[arg-type]
                 structlog.processors.JSONRenderer(serializer=_orjson_text, option=keys))
     console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
                                             exception_formatter=_scrubbed_traceback)
