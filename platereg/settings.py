@@ -707,8 +707,15 @@ def _is_set(settings: Settings, name: str) -> bool:
 def missing_settings(settings: Settings, command: str) -> list[str]:
     """The variables ``command`` refuses to start without that ``settings`` leave unset."""
     needs = COMMAND_NEEDS.get(command, Needs())
-    return [variable(name) + (f" (or {variable(FALLBACKS[name])})" if name in FALLBACKS else "")
-            for name in needs.required if not _is_set(settings, name)]
+    own = f"{needs.role}_database_url" if needs.role else None   # the role's own login
+
+    def instead(name: str) -> str | None:
+        return FALLBACKS.get(name) or (own if name == "database_url" else None)
+
+    return [variable(name) + (f" (or {variable(other)})" if (other := instead(name)) else "")
+            for name in needs.required
+            if not (_is_set(settings, name) or (name == "database_url" and own
+                                                 and _is_set(settings, own)))]
 
 
 # --- the settings table of docs/configuration.md ------------------------------------------

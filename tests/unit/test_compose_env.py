@@ -300,3 +300,18 @@ def test_start_sh_and_python_refuse_the_same_malformed_line(tmp_path: Path) -> N
     assert f"{acls}:3: expected" in done.stderr
     with pytest.raises(ValueError, match=f"{acls}:3: expected"):
         read_acls(acls)
+
+
+@pytest.mark.parametrize("command", sorted(c for c, n in COMMAND_NEEDS.items()
+                                           if n.role and "database_url" in n.required))
+def test_a_command_with_a_role_starts_with_only_that_roles_login(command: str) -> None:
+    """``PLATEREG_<ROLE>_DATABASE_URL`` alone is enough where a command needs the database
+    (a purge host is given the purge login, not the services' one); without either, both
+    are named."""
+    role = COMMAND_NEEDS[command].role
+    own = f"{role}_database_url"
+    others = {n: "x" for n in COMMAND_NEEDS[command].required if n != "database_url"}
+    alone = Settings(**{own: "postgresql://r:p@h/db"}, **others)
+    assert variable("database_url") not in " ".join(missing_settings(alone, command))
+    message = " ".join(missing_settings(Settings(**others), command))
+    assert variable("database_url") in message and variable(own) in message
