@@ -26,7 +26,15 @@ from typing import Any
 
 import asyncpg
 import pytest
-from api_helpers import Api, bearer, insert_event, insert_plate, pq, running_api
+from api_helpers import (
+    Api,
+    bearer,
+    insert_change,
+    insert_event,
+    insert_plate,
+    pq,
+    running_api,
+)
 from cli_support import eventually
 from prometheus_client import REGISTRY
 
@@ -35,6 +43,7 @@ from platereg.db import connect, create_database, create_pool, migrate
 from platereg.replicas import replica_name
 from platereg.security.keys import create_key
 from platereg.settings import Settings
+from registry.api.hotlist import full_cursor
 
 pytestmark = pytest.mark.integration
 
@@ -273,3 +282,29 @@ async def test_the_replica_killed_under_load_costs_no_answer(
         await eventually(lambda: serving(cluster, 1),
                          "the restarted replica never served", timeout=30)
         assert (await query(api, keys["enforcement"], "KIL1")).status_code == 200
+
+
+async def test_a_later_hotlist_page_needs_its_snapshot_replayed_else_the_primary_reads_it(
+        cluster: Cluster, primary: asyncpg.Pool, standby: asyncpg.Connection,
+        tmp_path: Path) -> None:
+    """The full list's pages and the changes after its snapshot fit together only if
+    each page is read where the snapshot is replayed: a page asked of a replica that has
+    not replayed it yet is read on the primary."""
+    async with api_on_replica(cluster, primary, tmp_path, max_lag=60) as (api, keys):
+        await eventually(lambda: serving(cluster, 1), "the replica never served")
+        await pause(standby)
+        key = await insert_plate(primary, "CA-ON", "HOT1", stolen=True)
+        view = {"jurisdiction": "CA-ON", "plate": "HOT1", "status": "stolen"}
+        snapshot = await insert_change(primary, view, True, False)   # not replayed
+        assert await standby.fetchval("SELECT coalesce(max(seq), 0) FROM status_changes"
+                                      ) < snapshot
+        # a second page of a full list whose snapshot the replica has not replayed
+        cursor = full_cursor(snapshot, "CA-ON/A").encode(api.app.state.ctx.sealer)
+        page = await api.client.get("/v1/hotlist", headers=bearer(keys["enforcement"]),
+                                    params={"purpose": "testing", "since": cursor})
+        assert page.status_code == 200
+        assert "HOT1" in [e["plate"] for e in page.json()["entries"]], key
+        # the first page is read on the replica, with its own (older) snapshot
+        first = await api.client.get("/v1/hotlist", headers=bearer(keys["enforcement"]),
+                                     params={"purpose": "testing"})
+        assert "HOT1" not in [e["plate"] for e in first.json()["entries"]]

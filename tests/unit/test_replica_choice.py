@@ -9,7 +9,15 @@ import math
 
 import pytest
 
-from platereg.replicas import Seen, choose, fresh_as_of, lag_seconds, replica_name, serving
+from platereg.replicas import (
+    ReadPools,
+    Seen,
+    choose,
+    fresh_as_of,
+    lag_seconds,
+    replica_name,
+    serving,
+)
 
 NOW = dt.datetime(2026, 12, 6, 4, 0, 0, tzinfo=dt.UTC)
 
@@ -78,3 +86,18 @@ def test_the_replica_label_has_no_credentials() -> None:
     assert replica_name("postgresql://app:s3cret@db-replica:5433/platereg") == (
         "db-replica:5433/platereg")
     assert replica_name("postgresql://h1,h2/platereg") == "h1,h2/platereg"
+
+
+async def test_without_read_replicas_the_primary_is_the_read_pool_through_the_same_path() -> None:
+    primary = object()
+    pools = ReadPools(primary, [], max_lag=5.0, check_every=1.0)
+    used = []
+
+    async def query(pool: object) -> int:
+        used.append(pool)
+        return 42
+
+    await pools.start()   # nothing to check: no task, no pool opened
+    assert [await pools.read(query) for _ in range(3)] == [(42, None)] * 3
+    assert used == [primary] * 3
+    await pools.close()
