@@ -7,7 +7,9 @@ whatever the configuration: without read replicas (``PLATEREG_DATABASE_READ_URLS
 empty) the primary is the one read pool, through the same code.
 
 * **Lag** (:func:`lag_seconds`, pure). Every ``PLATEREG_REPLICA_CHECK_SECONDS`` a
-  background task reads the primary's WAL position (``pg_current_wal_lsn()``), then asks
+  background task reads the primary's WAL write position (``pg_current_wal_lsn()``: with
+  ``synchronous_commit`` on, every commit that returned before the check is at or before
+  it; the insert position would run a page header ahead of an idle replica), then asks
   each replica whether it has replayed up to there, and the commit time of the last
   transaction it replayed (``pg_last_xact_replay_timestamp()``). A replica that has
   replayed the primary's position is 0 s behind; otherwise it is behind by the smaller
