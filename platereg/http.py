@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -90,7 +90,7 @@ class ProblemError(Exception):
         self.headers, self.extra = headers, extra
 
 
-def validation_errors(errors: Iterable[dict[str, Any]], model: type[BaseModel] | None = None,
+def validation_errors(errors: Iterable[Mapping[str, Any]], model: type[BaseModel] | None = None,
                       data: Any = None) -> list[dict[str, str]]:
     """Pydantic errors without anything the client wrote (values or unknown key names).
 
@@ -389,8 +389,8 @@ def add_probes(app: FastAPI, checks: dict[str, ReadinessCheck], *,
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
-             response_class=Response)
-    async def metrics() -> Response:
+             response_class=Response, name="metrics")
+    async def metrics_page() -> Response:
         return Response(exposition(exported), media_type=CONTENT_TYPE_LATEST)
 
 

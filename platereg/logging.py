@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -37,13 +38,14 @@ SENSITIVE_KEYS = frozenset(
 )
 
 
-def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in SENSITIVE_KEYS.intersection(event_dict):
         event_dict[key] = "[redacted]"
     return event_dict
 
 
-def _logger_key(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _logger_key(_: Any, __: str, event_dict: MutableMapping[str, Any]
+                ) -> MutableMapping[str, Any]:
     """The logger's name under ``logger``, as the standard library's records have it
     (:func:`get_logger` binds it as ``logger_name``: ``logger`` is structlog's own
     argument name)."""
@@ -96,7 +98,7 @@ def _renderers(fmt: str) -> tuple[Any, Any, Any]:
         # and a logging call must not fail: e.g. offsets by partition number)
         keys = orjson.OPT_NON_STR_KEYS
         return (structlog.processors.JSONRenderer(serializer=orjson.dumps, option=keys),
-                structlog.BytesLoggerFactory(_STDERR),
+                structlog.BytesLoggerFactory(_STDERR),  # type: ignore[arg-type]
                 structlog.processors.JSONRenderer(serializer=_orjson_text, option=keys))
     console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
                                             exception_formatter=structlog.dev.plain_traceback)

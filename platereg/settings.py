@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
@@ -218,10 +218,6 @@ class Settings(BaseSettings):
                     "(a key created since the last reload); beyond it they are refused.")
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
-    http_header_timeout_seconds: float = Field(
-        default=10.0, gt=0, le=300,
-        description="A request's headers must arrive within this time, else the connection "
-                    "is closed (slow-header clients).")
     http_body_timeout_seconds: float = Field(
         default=30.0, gt=0, le=3600,
         description="A request's body must arrive within this time from its first read, else "
@@ -683,8 +679,8 @@ def missing_settings(settings: Settings, command: str) -> list[str]:
 #: The generated table sits between these two lines of docs/configuration.md.
 TABLE_BEGIN = "<!-- BEGIN settings table: python -m platereg.settings --markdown FILE -->"
 TABLE_END = "<!-- END settings table -->"
-_TYPE_NAMES = {str: "text", int: "integer", float: "number", bool: "true/false",
-               SecretStr: "secret", Path: "path"}
+_TYPE_NAMES: dict[Any, str] = {str: "text", int: "integer", float: "number",
+                               bool: "true/false", SecretStr: "secret", Path: "path"}
 
 
 def _type_text(field: FieldInfo) -> str:

@@ -31,8 +31,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.routing import Match, Route
-from starlette.types import Scope
 
 from platereg.clock import Clock
 from platereg.db import create_pool, ping
@@ -83,17 +81,6 @@ async def _keep_session(conn: Any) -> None:
     ``RESET ALL; CLOSE ALL; UNLISTEN *; pg_advisory_unlock_all()`` on every
     release would only add a round trip to each lookup.
     """
-
-
-class _PlainRoute(Route):
-    """A Starlette route that puts itself in the scope as ``route`` when it matches, as
-    FastAPI's routes do (the access log and metrics label requests by its ``path``)."""
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        match, child_scope = super().matches(scope)
-        if match is not Match.NONE:
-            child_scope["route"] = self
-        return match, child_scope
 
 
 def create_registry_app(settings: Settings | None = None, *, purge_every: float | None = 3600.0,
@@ -152,13 +139,6 @@ def create_registry_app(settings: Settings | None = None, *, purge_every: float 
     for module in _ROUTERS:
         app.include_router(module.router)
     app.include_router(landing.router)
-    # The hot path also as a plain Starlette route ahead of the routers: the same endpoint
-    # (it takes only the Request and parses its own body) and the same exception handlers,
-    # without FastAPI's per-request dependency, exit-stack and telemetry layers or the walk
-    # of the included routers; its APIRoute stays for the OpenAPI document and the Allow
-    # header.
-    app.router.routes.insert(0, _PlainRoute(plates.QUERY_PATH, plates.query_plate,
-                                            methods=["POST"], include_in_schema=False))
     install_owner_access(app, settings, ctx.clock, lambda: ctx.pool, lambda: ctx.audit_writer)
 
     base_openapi = app.openapi

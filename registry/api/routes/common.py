@@ -150,7 +150,7 @@ def ctx_of(request: Request) -> ApiContext:
     return request.app.state.ctx
 
 
-def count(kind: str, purpose: str, found: int, not_found: int = 0) -> None:
+def count(kind: str, purpose: str | None, found: int, not_found: int = 0) -> None:
     """``platereg_lookups_total`` for one answer."""
     if found:
         LOOKUPS.labels(kind, "found", purpose).inc(found)
@@ -211,17 +211,20 @@ def view_of(row: Any, with_owner: bool, today: dt.date, now: dt.datetime) -> dic
 
 
 _PARTS = len(VIEW_PARTS)
+#: ``view_from`` taking a row's first ``_PARTS`` columns by position (a row's length is
+#: not known to the type checker).
+_VIEW_FROM: Callable[..., dict[str, Any]] = view_from
 
 
 def views_of_rows(rows: Iterable[Any], with_owner: bool, today: dt.date,
                   now: dt.datetime) -> dict[str, dict[str, Any]]:
     """The views of ``registry.api.lookups.view_rows`` rows, by plate key (the owner only when
     ``with_owner``)."""
-    n = _PARTS
+    n, view = _PARTS, _VIEW_FROM
     if with_owner:
-        return {r[n + 1]: {**view_from(*r[:n], today, now), "owner": owner_view_from(r[n])}
+        return {r[n + 1]: {**view(*r[:n], today, now), "owner": owner_view_from(r[n])}
                 for r in rows}
-    return {r[n + 1]: view_from(*r[:n], today, now) for r in rows}
+    return {r[n + 1]: view(*r[:n], today, now) for r in rows}
 
 
 def state_view(state: PlateState, with_owner: bool, today: dt.date,

@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from platereg.http import ProblemError, read_json
+from platereg.http import ProblemError
 from platereg.security.auth import authenticate_request, charge
 from registry.api import lookups
 from registry.api.candidates import variants
@@ -42,14 +42,11 @@ from registry.api.routes.common import (
     json_response,
     ok,
     reading,
-    validated,
     view_of,
     views_of_rows,
 )
 from registry.domain import view_at
-from schemas.plates import canonical_refs
 from schemas.views import (
-    MAX_LOOKUP_PLATES,
     CandidatesQuery,
     EnforcementView,
     FullView,
@@ -60,7 +57,6 @@ from schemas.views import (
 )
 
 MAX_EVENTS = 10_000
-#: The single query's path (``registry.api.app`` also serves it as a plain Starlette route).
 QUERY_PATH = "/v1/plates/query"
 QUERY_ROLES = frozenset({ENFORCEMENT, OPERATOR})
 
@@ -113,8 +109,8 @@ async def views_now(ctx: ApiContext, keys: list[str],
                         **errors(404, *BODY_ERRORS)},
              openapi_extra=body(PlateQuery, _QUERY_EXAMPLE))
 async def query_plate(request: Request) -> Response:
-    """The hot path: a plain route (no FastAPI parameters); checks the key and role, then
-    the body, with the same errors as the other routes."""
+    """The hot path: the route takes only the request (no FastAPI dependencies); checks the
+    key and role, then the body, with the same errors as the other routes."""
     ctx = ctx_of(request)
     principal = await authenticate_request(request, QUERY_ROLES)
     query: PlateQuery = await json_body(request, PlateQuery)
@@ -135,23 +131,6 @@ async def query_plate(request: Request) -> Response:
     return json_response(view)
 
 
-async def lookup_body(request: Request) -> tuple[LookupRequest, list[tuple[str, str]]]:
-    """The batch body and its ``(jurisdiction, plate)`` pairs, in request order.
-
-    Fast path: when every plate is already canonical (``canonical_refs``: one regex
-    per part), the items are not turned into 1,000 models (see docs/benchmarks.md); the rest of
-    the body is validated with the first item alone, so the returned model's
-    ``plates`` holds that item only: use the pairs. Any other body is validated
-    whole, with the usual 422 errors.
-    """
-    _, data = await read_json(request)
-    refs = canonical_refs(data.get("plates")) if isinstance(data, dict) else None
-    if refs is not None and 1 <= len(refs) <= MAX_LOOKUP_PLATES:
-        return validated(LookupRequest, {**data, "plates": data["plates"][:1]}), refs
-    req = validated(LookupRequest, data)
-    return req, [(ref.jurisdiction, ref.plate) for ref in req.plates]
-
-
 @router.post("/v1/plates/lookup", response_model=None,
              summary="Up to 1000 plates at once, results in request order",
              description="Unknown plates come back as `{\"jurisdiction\", \"plate\", "
@@ -164,7 +143,8 @@ async def lookup_body(request: Request) -> tuple[LookupRequest, list[tuple[str, 
              openapi_extra=body(LookupRequest, _BATCH_EXAMPLE))
 async def lookup_batch(request: Request, principal: EnforcementKey) -> Response:
     ctx = ctx_of(request)
-    req, refs = await lookup_body(request)
+    req: LookupRequest = await json_body(request, LookupRequest)
+    refs = [(ref.jurisdiction, ref.plate) for ref in req.plates]
     with_owner = principal.role in WITH_OWNER
     keys = [f"{j}/{p}" for j, p in refs]
     unique = list(dict.fromkeys(keys))
