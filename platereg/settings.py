@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import re
 import secrets
@@ -87,6 +88,24 @@ class Settings(BaseSettings):
     admin_database_url: SecretStr | None = Field(
         default=None,
         description="DSN of a role that may create roles, for `platereg roles` only.",
+    )
+    database_read_urls: Annotated[list[SecretStr], NoDecode] = Field(
+        default=[],
+        description="DSNs of streaming replicas (hot standbys) of PLATEREG_DATABASE_URL's "
+                    "server, comma-separated (or a JSON list, for DSNs with commas): the "
+                    "registry API reads plates, views, the hotlist and history there and "
+                    "writes audit rows to the primary. Empty: every read goes to the primary.",
+    )
+    replica_max_lag_seconds: float = Field(
+        default=5.0, gt=0, le=3600,
+        description="A read replica further behind the primary than this is left out of "
+                    "the registry API's reads until it catches up; with none left, reads go "
+                    "to the primary.",
+    )
+    replica_check_seconds: float = Field(
+        default=1.0, gt=0, le=300,
+        description="How often each registry API process measures each read replica's lag "
+                    "(in the background, not per request).",
     )
     kafka_bootstrap_servers: str | None = Field(
         default=None,
@@ -408,6 +427,16 @@ class Settings(BaseSettings):
             raise ValueError("must be a comma-separated list of days between 1 and 366")
         return sorted(set(value), reverse=True)
 
+    @field_validator("database_read_urls", mode="before")
+    @classmethod
+    def _parse_read_urls(cls, value: object) -> object:
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("not a JSON list of DSNs") from None
+        return _split_csv(value)
+
     @field_validator("notice_webhook_secrets", mode="before")
     @classmethod
     def _parse_secrets(cls, value: object) -> object:
@@ -528,6 +557,10 @@ class Settings(BaseSettings):
                 "PLATEREG_DATABASE_URL is not set (run through `platereg run` or set it)"
             )
         return self.database_url.get_secret_value()
+
+    def read_dsns(self) -> list[str]:
+        """The read replicas' DSNs (none: the primary serves every read)."""
+        return [url.get_secret_value() for url in self.database_read_urls]
 
     def migrate_dsn(self) -> str:
         """The schema owner's DSN (falls back to the services' one)."""

@@ -7,6 +7,10 @@ hotlist, owners, audit; shared parts in ``registry.api.routes.common``):
   derived at request time in ``PLATEREG_TIMEZONE``.
 * Enforcement keys get the enforcement view, read with ``NULL AS owner``;
   ``portal`` and ``operator`` keys get ``owner`` as well.
+* Plates, views, the hotlist and history are read through ``ApiContext.read``: on a
+  read replica within ``PLATEREG_REPLICA_MAX_LAG_SECONDS`` (``platereg.replicas``; a
+  view's ``as_of`` is then the replica's replay time), else on the primary. Audit rows,
+  keys, owners and the audit query use the primary.
 * Every plate answered is audited through :class:`registry.api.audit.AuditWriter`
   (journaled to local disk and buffered, written in batches in the background; one typed
   :class:`registry.api.routes.common.Read` per row) and counted in
@@ -33,6 +37,7 @@ from platereg.http import add_probes, create_app
 from platereg.kafka import broker_reachable
 from platereg.logging import configure_logging
 from platereg.metrics import REGISTRY_API
+from platereg.replicas import ReadPools
 from platereg.security.auth import Authenticator
 from platereg.settings import Settings, load_settings
 from registry.api import landing
@@ -89,6 +94,11 @@ def create_registry_app(settings: Settings | None = None, *,
         ctx.pool = await create_pool(settings.dsn(), min_size=settings.db_pool_min,
                                      max_size=settings.db_pool_max, reset=_keep_session)
         app.state.pool = ctx.pool
+        ctx.reads = app.state.reads = ReadPools(
+            ctx.pool, settings.read_dsns(), max_lag=settings.replica_max_lag_seconds,
+            check_every=settings.replica_check_seconds, min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max, reset=_keep_session)
+        await ctx.reads.start()
         app.state.authenticator = Authenticator.from_settings(ctx.pool, settings)
         ctx.audit_writer = app.state.audit = await start_writer(ctx.pool, settings)
         # Long-lived objects (modules, routes, pool) leave the collector's working set and
@@ -100,6 +110,7 @@ def create_registry_app(settings: Settings | None = None, *,
             yield
         finally:
             await ctx.audit_writer.stop()
+            await ctx.reads.close()
             await ctx.pool.close()
 
     app = create_app(

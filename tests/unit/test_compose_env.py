@@ -165,6 +165,27 @@ def test_compose_config_passes_with_only_env_example_filled_in(
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 
+def test_the_replica_profile_passes_and_points_the_registry_api_at_the_replica(
+        filled: dict[str, str], tmp_path: Path, docker_compose: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--profile replica`` with .env.example's values: the read URL its make line writes
+    is the services' role on the replica, with the services' password from .env."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(f"DB_APP_PASSWORD={filled['DB_APP_PASSWORD']}\n")
+    made = subprocess.run(["bash", "-c", env_example()["DATABASE_READ_URLS"]],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert made == (f"postgresql://platereg_app:{filled['DB_APP_PASSWORD']}"
+                    "@postgres-replica:5432/platereg")
+    monkeypatch.setenv("COMPOSE_PROFILES", "replica")
+    done = compose_config({**filled, "DATABASE_READ_URLS": made}, tmp_path, docker_compose)
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(done.stdout)
+    assert config["services"]["postgres-replica"]["profiles"] == ["replica"]
+    api_env = config["services"]["registry-api"]["environment"]
+    settings = Settings(database_read_urls=api_env["PLATEREG_DATABASE_READ_URLS"])
+    assert settings.read_dsns() == [made]
+
+
 @pytest.mark.parametrize("missing", REQUIRED)
 def test_compose_config_fails_naming_each_secret_left_out(
         missing: str, filled: dict[str, str], tmp_path: Path, docker_compose: str) -> None:

@@ -234,3 +234,32 @@ def test_the_registry_api_keeps_its_audit_journal_on_a_volume() -> None:
     assert mounts.get(path) in COMPOSE["volumes"], f"no named volume at {path}"
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert f"-o platereg /var/lib/platereg {path}" in dockerfile  # the image user owns it
+
+
+def test_the_optional_read_replica_streams_from_postgres_and_feeds_the_registry_api() -> None:
+    """The replica profile: a hot standby of the postgres service (same image: physical
+    replication needs the same major version), made by pg_basebackup -R as a user the
+    primary's hba file lets replicate, on a volume of its own; the registry API reads
+    there when DATABASE_READ_URLS says so, and only then (empty by default)."""
+    replica, primary = SERVICES["postgres-replica"], SERVICES["postgres"]
+    assert replica["profiles"] == ["replica"]
+    assert replica["image"] == primary["image"]
+    assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in replica["volumes"]}
+    script = (ROOT / mounts[replica["entrypoint"][0]]).read_text()
+    assert "pg_basebackup -h \"$PRIMARY_HOST\" -U postgres" in script and " -R " in script
+    assert replica["environment"]["PRIMARY_HOST"] == "postgres"
+    assert replica["environment"]["PGPASSWORD"] == primary["environment"]["POSTGRES_PASSWORD"]
+    assert mounts["/var/lib/postgresql/data"] in COMPOSE["volumes"]
+    assert mounts["/var/lib/postgresql/data"] != "pgdata"
+
+    hba_path = next(arg.partition("=")[2] for arg in primary["command"]
+                    if arg.startswith("hba_file="))
+    primary_mounts = {v.split(":")[1]: v.split(":")[0] for v in primary["volumes"]}
+    rules = [line.split() for line in (ROOT / primary_mounts[hba_path]).read_text()
+             .splitlines() if line.strip() and not line.startswith("#")]
+    assert ["host", "replication", "postgres", "all", "scram-sha-256"] in rules
+    assert ["host", "all", "all", "all", "scram-sha-256"] in rules   # as the image has it
+
+    api_env = SERVICES["registry-api"]["environment"]
+    assert api_env["PLATEREG_DATABASE_READ_URLS"] == "${DATABASE_READ_URLS:-}"
