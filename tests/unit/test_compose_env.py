@@ -169,13 +169,13 @@ def test_the_replica_profile_passes_and_points_the_registry_api_at_the_replica(
         filled: dict[str, str], tmp_path: Path, docker_compose: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """``--profile replica`` with .env.example's values: the read URL its make line writes
-    is the services' role on the replica, with the services' password from .env."""
+    is the registry API's login on the replica, with its password from .env."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / ".env").write_text(f"DB_APP_PASSWORD={filled['DB_APP_PASSWORD']}\n")
+    password = filled["DB_REGISTRY_API_PASSWORD"]
+    (tmp_path / ".env").write_text(f"DB_REGISTRY_API_PASSWORD={password}\n")
     made = subprocess.run(["bash", "-c", env_example()["DATABASE_READ_URLS"]],
                           capture_output=True, text=True, check=True).stdout.strip()
-    assert made == (f"postgresql://platereg_app:{filled['DB_APP_PASSWORD']}"
-                    "@postgres-replica:5432/platereg")
+    assert made == f"postgresql://app_registry_api:{password}@postgres-replica:5432/platereg"
     monkeypatch.setenv("COMPOSE_PROFILES", "replica")
     done = compose_config({**filled, "DATABASE_READ_URLS": made}, tmp_path, docker_compose)
     assert done.returncode == 0, done.stderr
