@@ -72,11 +72,12 @@ def records_of(events: list[dict], authid: str) -> list[tuple[bytes, bytes]]:
     """(key, value) of what the ingest API publishes for ``events`` sent with key ``authid``."""
     from datetime import UTC, datetime
 
-    from ingest.api import normalized
+    from ingest.api import validate_batch
     from ingest.publisher import published
 
-    now = datetime.now(UTC)
-    return [published(normalized(e, now), authid) for e in events]
+    valid, errors = validate_batch(events, datetime.now(UTC))
+    assert not errors, errors[:3]
+    return [published(e, authid) for e in valid]
 
 
 def _cpu_seconds(pid: int | None = None) -> float:

@@ -68,9 +68,10 @@ def kafka_version(pom: Path = POM) -> str:
     """The Apache Kafka release pinned in ``deploy/kafka/pom.xml`` (``kafka.version``)."""
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
     node = ET.parse(pom).getroot().find("m:properties/m:kafka.version", ns)  # noqa: S314
-    if node is None or not (node.text or "").strip():
+    version = "" if node is None else (node.text or "").strip()
+    if not version:
         raise KafkaUnavailable(f"{pom} names no kafka.version property")
-    return node.text.strip()
+    return version
 
 
 def cache_root() -> Path:
@@ -242,7 +243,7 @@ class KafkaCluster:
         if ports_file.exists():
             ports = [int(p) for p in ports_file.read_text().split()]
             if not any(_listening(self.host, p) for p in ports):
-                return KafkaNode(node_id, directory, *ports)
+                return KafkaNode(node_id, directory, ports[0], ports[1], ports[2])
         port, controller, client = (free_port(self.host) for _ in range(3))
         return KafkaNode(node_id, directory, port, controller, client)
 

@@ -29,7 +29,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +49,7 @@ class Service:
     argv: tuple[str, ...]                      # arguments to `platereg`
     url: Callable[[Settings], str] | None = None
     ports: tuple[str, ...] = ()                # Settings fields of the ports it listens on
+    role: str | None = None                    # its database role (platereg.security.roles)
 
 
 # Every long-running process of the stack. Service packages add theirs here.
@@ -56,21 +57,22 @@ SERVICES: list[Service] = [
     # The registry consumer also relays the status/DLQ outboxes and runs the expiry sweep.
     Service("registry-consumer", ("consume", "registry"),
             lambda s: f"http://{s.host}:{s.consumer_metrics_port}/metrics",
-            ports=("consumer_metrics_port",)),
+            ports=("consumer_metrics_port",), role="consumer"),
     Service("ingest-api", ("serve", "ingest"), url=lambda s: f"http://{s.host}:{s.ingest_port}/docs",
-            ports=("ingest_port",)),
+            ports=("ingest_port",), role="ingest_api"),
     Service("registry-api", ("serve", "registry"),
-            url=lambda s: f"http://{s.host}:{s.registry_port}/docs", ports=("registry_port",)),
-    # Deletes audit rows past retention every hour, with the purge role.
-    Service("audit-purge", ("audit", "purge", "--every", "3600")),
+            url=lambda s: f"http://{s.host}:{s.registry_port}/docs", ports=("registry_port",),
+            role="registry_api"),
+    # Removes personal data past its retention every hour, with the purge role.
+    Service("purge", ("purge", "--every", "3600"), role="purge"),
     # Notices: the scheduler (and notices outbox relay), the dispatcher, and a local
     # mail catcher keeping e-mail notices as .eml files (see mail_dir).
     Service("notices-scheduler", ("notices", "schedule"),
             lambda s: f"http://{s.host}:{s.notices_scheduler_port}/metrics",
-            ports=("notices_scheduler_port",)),
+            ports=("notices_scheduler_port",), role="notices_scheduler"),
     Service("notices-dispatcher", ("notices", "dispatch"),
             lambda s: f"http://{s.host}:{s.notices_dispatcher_port}/metrics",
-            ports=("notices_dispatcher_port",)),
+            ports=("notices_dispatcher_port",), role="notices_dispatcher"),
     Service("mail-catcher", ("notices", "mail-catcher"), ports=("smtp_port",)),
 ]
 
@@ -92,9 +94,10 @@ DEMO_LOADERS: list[tuple[str, ...]] = [
 #: registry office: the default source policy lets it issue, renew, transfer...).
 DEMO_INGEST_SOURCE = "/registry/demo/"
 
-# Login roles of the embedded PostgreSQL (new passwords on every start).
-EMBEDDED_SERVICE_USER = "platereg_app"
-EMBEDDED_PURGE_USER = "platereg_purger"
+def embedded_login(role: str) -> str:
+    """The login of a database role on the embedded PostgreSQL (a new password on every
+    start)."""
+    return f"app_{role}"
 
 
 class StackError(RuntimeError):
@@ -281,7 +284,7 @@ def producer_env(settings: Settings, demo: bool) -> tuple[dict[str, str], dict[s
         async def register(name: str = name, secret: str = secret) -> None:
             import asyncpg
 
-            conn = await asyncpg.connect(settings.dsn())
+            conn = await asyncpg.connect(settings.for_role("operator").dsn())  # as the CLI
             try:
                 await ensure(conn, name, ["/"], secret)
             finally:
@@ -308,14 +311,16 @@ def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
                             preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
 
 
-def _migrate(dsn: str) -> None:
-    """Apply the migrations; a database that refuses is one line, not a traceback."""
+def _migrate(dsn: str, settings: Settings) -> None:
+    """Apply the migrations (and the grants and retention settings); a database that
+    refuses is one line, not a traceback."""
     import psycopg
 
     from platereg.db import migrate
+    from platereg.retention import retention_days
 
     try:
-        applied = migrate(dsn)
+        applied = migrate(dsn, retention_days(settings))
     except psycopg.Error as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
         raise StackError(f"cannot migrate the database ({type(exc).__name__}: {first}); "
@@ -340,20 +345,36 @@ def _ensure_topics(settings: Settings) -> None:
 
 
 def _embedded_postgres(settings: Settings, stack: ExitStack) -> dict[str, str]:
-    """Start it, migrate as its superuser and give the services and the purge their roles."""
-    from platereg.security.roles import ensure_roles
+    """Start it, migrate as its superuser and give each database role a login with a new
+    password. The variables returned are this process's: the superuser as
+    PLATEREG_DATABASE_URL (migrations, demo data) and each role's URL; a service is given
+    only its own (:func:`service_env`)."""
+    from platereg.security.roles import ROLES, ensure_roles
 
     pg = EmbeddedPostgres(settings.data_dir.resolve() / "postgres", durable=True)
     admin = pg.start()
     stack.callback(pg.stop)
     print(f"PostgreSQL (embedded, data in {pg.data_dir}): {pg.dsn(password='***')}"  # noqa: S106
           f" (superuser password in {pg.password_path})")
-    _migrate(admin)
-    service = pg.dsn(user=EMBEDDED_SERVICE_USER, password=secrets.token_urlsafe(24))
-    purge = pg.dsn(user=EMBEDDED_PURGE_USER, password=secrets.token_urlsafe(24))
-    ensure_roles(admin, service_dsn=service, purge_dsn=purge)
-    return {"PLATEREG_DATABASE_URL": service, "PLATEREG_MIGRATE_DATABASE_URL": admin,
-            "PLATEREG_PURGE_DATABASE_URL": purge}
+    _migrate(admin, settings)
+    logins = {name: pg.dsn(user=embedded_login(name), password=secrets.token_urlsafe(24))
+              for name in ROLES}
+    ensure_roles(admin, logins)
+    return {"PLATEREG_DATABASE_URL": admin, "PLATEREG_MIGRATE_DATABASE_URL": admin,
+            **{_variable(ROLES[name].setting): dsn for name, dsn in logins.items()}}
+
+
+def service_env(env: Mapping[str, str], role: str | None) -> dict[str, str]:
+    """The environment of a child process: ``env`` without any database URL but the one of
+    its own ``role`` (as PLATEREG_DATABASE_URL: the role's URL, else the common one); a
+    child with no role gets none. No service sees the superuser's or another role's."""
+    out = {k: v for k, v in env.items()
+           if not (k.startswith(ENV_PREFIX) and k.endswith("_DATABASE_URL"))}
+    if role is not None:
+        dsn = env.get(_variable(f"{role}_database_url")) or env.get("PLATEREG_DATABASE_URL")
+        if dsn:
+            out["PLATEREG_DATABASE_URL"] = dsn
+    return out
 
 
 def _start_servers(settings: Settings, stack: ExitStack) -> dict[str, str]:
@@ -362,7 +383,7 @@ def _start_servers(settings: Settings, stack: ExitStack) -> dict[str, str]:
     if settings.database_url is None:
         env.update(_embedded_postgres(settings, stack))
     else:
-        _migrate(settings.migrate_dsn())
+        _migrate(settings.migrate_dsn(), settings)
     if not settings.kafka_bootstrap_servers:
         env.update(_embedded_kafka(settings, stack))
     return env
@@ -478,7 +499,8 @@ def _run(settings: Settings, demo: bool) -> int:
             _ensure_topics(settings)
             stack.callback(_stop_children, children)
             for service in SERVICES:
-                children.append((service, _spawn(_platereg(*service.argv), env)))
+                children.append((service, _spawn(_platereg(*service.argv),
+                                                 service_env(env, service.role))))
             _wait_healthy(settings, children)
             if demo:
                 _load_demo(settings, {**env, **demo_producer}, stack)
@@ -550,10 +572,12 @@ def _load_demo(settings: Settings, env: dict[str, str], stack: ExitStack) -> Non
     the demo data on the first start of the data directory only, then the banner."""
     from platereg.security.keys import create_key, revoke_key
 
+    operator = settings.for_role("operator").dsn()   # as `platereg keys` would
+
     async def demo_keys() -> list[tuple[str, str]]:
         import asyncpg
 
-        conn = await asyncpg.connect(settings.dsn())
+        conn = await asyncpg.connect(operator)
         try:
             return [await create_key(conn, role="operator", name="make-run demo"),
                     await create_key(conn, role="ingest", name="make-run demo office",
@@ -564,7 +588,7 @@ def _load_demo(settings: Settings, env: dict[str, str], stack: ExitStack) -> Non
     async def revoke(key_ids: list[str]) -> None:
         import asyncpg
 
-        conn = await asyncpg.connect(settings.dsn())
+        conn = await asyncpg.connect(operator)
         try:
             for key_id in key_ids:
                 await revoke_key(conn, key_id)
@@ -575,7 +599,7 @@ def _load_demo(settings: Settings, env: dict[str, str], stack: ExitStack) -> Non
     stack.callback(_revoke_demo_keys, lambda: asyncio.run(revoke([operator_id, ingest_id])))
     if not demo_marker(settings).exists():
         for loader in DEMO_LOADERS:
-            proc = _spawn(_platereg(*loader), env)
+            proc = _spawn(_platereg(*loader), service_env(env, None))
             try:
                 if proc.wait() != 0:
                     raise StackError(f"loading the demo data failed (exit {proc.returncode})")

@@ -42,10 +42,10 @@ from tenacity import (
     wait_exponential,
 )
 
-from platereg.kafka import Record, make_producer, producer_dead
+from platereg.kafka import Record, make_producer
 from platereg.logging import get_logger
 from platereg.settings import Settings
-from schemas.events import BaseEvent
+from schemas.events import Event
 from schemas.topics import CLOUDEVENTS_JSON, CONTENT_TYPE_HEADER, EVENTS
 
 log = get_logger(__name__)
@@ -62,26 +62,24 @@ class BrokerUnavailable(Exception):
         self.retry_after = retry_after
 
 
-def published(event: BaseEvent | dict[str, Any], authid: str | None = None
+def published(event: Event | dict[str, Any], authid: str | None = None
               ) -> tuple[bytes, bytes]:
     """(key, value) of the Kafka record of a validated event: plate key -> normalized
     CloudEvents JSON.
 
-    ``event`` is a model or its normalized JSON object
-    (``model_dump(mode="json", exclude_none=True)``, e.g. from
-    :func:`ingest.api.normalized`). With ``authid`` (the API key id that sent it),
+    ``event`` is a validated event or its normalized JSON object (``Event.obj``, e.g.
+    from :func:`ingest.api.validate_batch`). With ``authid`` (the API key id that sent it),
     the CloudEvents ``authcontext`` extension attributes are stamped on it:
     ``authtype`` = ``api_key`` and ``authid``, replacing whatever the client put
     there.
     """
-    obj = event.model_dump(mode="json", exclude_none=True) \
-        if isinstance(event, BaseEvent) else event
+    obj = event.obj if isinstance(event, Event) else event
     if authid is not None:
         obj = {**obj, "authtype": "api_key", "authid": authid}
     return obj["subject"].encode(), orjson.dumps(obj)
 
 
-def record_of(event: BaseEvent | dict[str, Any], authid: str | None = None) -> Record:
+def record_of(event: Event | dict[str, Any], authid: str | None = None) -> Record:
     """:func:`published` as a :class:`Record`."""
     key, value = published(event, authid)
     return Record(key=key, value=value)
@@ -163,9 +161,13 @@ class Publisher:
             ) from None
         except (KafkaError, OSError) as exc:
             log.warning("kafka publish failed", events=len(records), error=type(exc).__name__)
-            if self._producer is not None and producer_dead(self._producer):
+            # The next call gets a fresh producer. aiokafka has no public way to tell a
+            # producer whose background sender stopped (it would never send again) from
+            # one that met a passing error, and a new producer costs one connection
+            # and metadata fetch, only after a failure.
+            if self._producer is not None:
                 producer, self._producer = self._producer, None
-                self._stop_in_background(producer)   # a fresh one for the next call
+                self._stop_in_background(producer)
             raise BrokerUnavailable("the event broker is unavailable", self.retry_after) from None
         return len(records)
 

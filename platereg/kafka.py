@@ -262,17 +262,6 @@ def make_consumer(settings: Settings, *topic_names: str, **overrides: object) ->
     return AIOKafkaConsumer(*topic_names, **options)  # type: ignore[arg-type]
 
 
-def producer_dead(producer: AIOKafkaProducer) -> bool:
-    """True when a started producer's background sender has stopped: it sends nothing more.
-
-    aiokafka has no public API for this; this is the one place that reads its
-    internals (``_sender.sender_task``), and tests/unit/test_kafka_internals.py
-    fails when they change.
-    """
-    task = producer._sender.sender_task
-    return task is not None and task.done()
-
-
 async def broker_reachable(settings: Settings, timeout: float = 3.0) -> bool:
     """Readiness probe: can we fetch cluster metadata?"""
     admin = make_admin(settings, request_timeout_ms=int(timeout * 1000))

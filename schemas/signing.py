@@ -169,7 +169,7 @@ class Signer:
         return cls(check_name(name), check_secret(secret).encode())
 
     def headers(self, value: bytes | None,
-                headers: Headers = ()) -> list[tuple[str, bytes]]:
+                headers: Headers = ()) -> list[tuple[str, bytes | None]]:
         """``headers`` (the message's own, ``ce_`` attributes included) followed by the
         producer and signature headers."""
         return [*headers, (PRODUCER_HEADER, self.name.encode()),

@@ -121,7 +121,7 @@ def parse_value(value: bytes | None, partition: int, offset: int, now: dt.dateti
                         _type_label(value, binary))
     content, fingerprint = event.content_and_fingerprint()
     jurisdiction, _, plate = event.subject.partition("/")
-    extra = event.model_extra
+    extra = event.extensions
     return Parsed(
         event_id=event.id, type=event.type, source=event.source, time=event.time,
         plate_key=event.subject, jurisdiction=jurisdiction, plate=plate,
@@ -387,7 +387,8 @@ class StatusChange:
     was_flagged: bool
 
 
-def view_of(state: PlateState | None, today: dt.date, as_of: dt.datetime) -> dict | None:
+def view_of(state: PlateState | None, today: dt.date,
+            as_of: dt.datetime) -> dict[str, Any] | None:
     """The enforcement view, or None for a plate that does not exist (no plate.issued)."""
     if state is None or not state.issued:
         return None
@@ -411,7 +412,7 @@ def _change(plate_key: str, view: dict[str, Any], *, was_flagged: bool) -> Statu
                         was_flagged=was_flagged)
 
 
-def _view_inputs(state: PlateState | None) -> tuple | None:
+def _view_inputs(state: PlateState | None) -> tuple[Any, ...] | None:
     """Everything the enforcement view depends on (besides the date)."""
     if state is None or not state.issued:
         return None

@@ -100,13 +100,14 @@ def _register_dlq(app: typer.Typer) -> None:
         rows = asyncio.run(list_rejections(settings, reason=reason, limit=limit,
                                            include_replayed=include_replayed))
         table = Table("id", "reason", "detail", "partition", "offset", "received",
-                      "published", "replayed")
+                      "published", "replayed", "purged")
         for r in rows:
             table.add_row(str(r["id"]), r["reason"], r["detail"][:80], str(r["partition"]),
                           str(r["kafka_offset"]), r["received_at"].isoformat(timespec="seconds"),
                           "yes" if r["published_at"] else "no",
                           r["replayed_at"].isoformat(timespec="seconds")
-                          if r["replayed_at"] else "")
+                          if r["replayed_at"] else "",
+                          "yes" if r["purged_at"] else "")
         Console().print(table)
 
     @dlq.command("replay")

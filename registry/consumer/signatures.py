@@ -88,16 +88,16 @@ def verify(parsed: Sequence[Parsed | Rejected], messages: Sequence[Message],
     out: list[Parsed | Rejected] = []
     for item, message in zip(parsed, messages, strict=True):
         signer = signer_of(producers, message.headers, message.value)
-        if type(signer) is str:
+        if isinstance(signer, str):
             problem: str | None = signer
-        elif type(item) is Parsed and not item.source.startswith(signer.prefixes):
+        elif isinstance(item, Parsed) and not item.source.startswith(signer.prefixes):
             problem = OUT_OF_SCOPE
         else:
             problem = None
         if problem is None:
             out.append(item)
         else:
-            label = item.type if type(item) is Parsed else item.type_label
+            label = item.type if isinstance(item, Parsed) else item.type_label
             out.append(Rejected(message.partition, message.offset, UNAUTHORIZED, problem,
                                 label))
     return out

@@ -261,7 +261,7 @@ class RegistrySql:
             today)
 
     async def mark_expired(self, keys: Sequence[str],
-                           dates: Sequence[dt.date]) -> None:
+                           dates: Sequence[dt.date | None]) -> None:
         await self.conn.execute(
             """INSERT INTO expiry_marks (plate_key, expires_on)
                SELECT * FROM unnest($1::text[], $2::date[]) ON CONFLICT DO NOTHING""",
