@@ -29,6 +29,7 @@ from ingest import cli as ingest_cli
 from notifications import cli as notifications_cli
 from notifications.events import record_batch_notices
 from platereg.commands import fail, settings_or_exit, with_connection
+from platereg.listing import Field, JsonOption, emit
 from platereg.settings import ConfigError
 from registry.api import cli as registry_api_cli
 from registry.consumer import cli as registry_consumer_cli
@@ -137,23 +138,24 @@ def keys_create(
                "Store the key now: it cannot be shown again.")
 
 
+#: The columns of ``platereg keys list`` (and the fields of its ``--json``).
+KEY_FIELDS = (
+    Field("key_id", identifier=True), Field("name"), Field("role"), Field("sources"),
+    Field("rate_limit", text=lambda v: "default" if v is None else str(v)),
+    Field("created_at", "created"), Field("revoked_at", "revoked"),
+)
+
+
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(as_json: JsonOption = False) -> None:
     """List keys (ids, names, roles; never secrets)."""
-    from rich.console import Console
-    from rich.table import Table
+    from dataclasses import asdict
 
     from platereg.security import keys
 
     settings = settings_or_exit()
-
-    table = Table("key id", "name", "role", "sources", "rate limit", "created", "revoked")
-    for k in with_connection(settings.dsn(), keys.list_keys):
-        table.add_row(k.key_id, k.name, k.role, " ".join(k.sources),
-                      str(k.rate_limit or "default"),
-                      k.created_at.isoformat(timespec="seconds"),
-                      k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "")
-    Console().print(table)
+    rows = [asdict(k) for k in with_connection(settings.dsn(), keys.list_keys)]
+    emit(KEY_FIELDS, rows, as_json=as_json, noun="key")
 
 
 @keys_app.command("bind")
