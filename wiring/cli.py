@@ -2,8 +2,8 @@
 
 Shared commands live here (migrate, roles, topics, keys, schemas). Each service
 package offers its own commands through its ``cli`` module's ``register``
-function, and the developer tools (``devtools.cli``: run, simulate, the mail
-catcher) offer theirs as plain functions; this module imports all of them
+function, and the developer tools (``devtools.cli``: run, logs, demo, simulate, the
+mail catcher) offer theirs as plain functions; this module imports all of them
 directly, so the import-graph test sees every arrow, and no service imports
 another's internals or the developer tools.
 
@@ -214,6 +214,8 @@ def schemas_export(
 def _register_commands() -> None:
     """The services' and the developer tools' commands, in the order ``--help`` lists them."""
     app.command("run")(devtools_cli.run)
+    app.command("logs")(devtools_cli.logs)
+    app.command("demo")(devtools_cli.demo)
     registry_consumer_cli.register(app, GROUPS)
     registry_api_cli.register(app, GROUPS)
     registry_sources_cli.register(app, GROUPS)
