@@ -32,8 +32,8 @@ $(DEV_STAMP): pyproject.toml constraints.txt | $(UV)
 	touch $@ $(RUN_STAMP)
 
 # Apache Kafka's jars (Maven Central, deploy/kafka/pom.xml) into ~/.cache/platereg: make test
-# needs them; make install and make run only warn without a JDK (make run then falls back to
-# its embedded broker).
+# needs them; make install only warns without a JDK. make run fetches them itself (platereg
+# run: without a JDK or the jars it falls back to its embedded broker and says why).
 KAFKA_JARS = $(BIN)/python -m devtools.apache_kafka install
 
 install: $(DEV_STAMP)
@@ -41,7 +41,6 @@ install: $(DEV_STAMP)
 
 # ARGS: options of `platereg run`, e.g. make run ARGS=--demo
 run: $(RUN_STAMP)
-	@$(KAFKA_JARS) --optional
 	$(BIN)/platereg run $(ARGS)
 
 # The whole suite, the end-to-end fault test (marker e2e) included; make e2e runs it alone.

