@@ -13,10 +13,10 @@ error lines (:class:`LogScanner`, :class:`ErrorWindow`).
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,19 +56,35 @@ def available(directory: Path) -> list[str]:
     return sorted(p.name.removesuffix(SUFFIX) for p in directory.glob(f"*{SUFFIX}"))
 
 
+_STAMP = re.compile(rb'^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z) '
+                    rb'|"timestamp":\s*"(\d{4}-\d\d-\d\dT[^"]+)"')
+
+
 def is_error(line: bytes) -> bool:
     return _ERROR.search(line) is not None
 
 
+def line_time(line: bytes) -> float | None:
+    """The Unix time a log line gives (both renderers write an ISO time in UTC)."""
+    found = _STAMP.search(line)
+    if found is None:
+        return None
+    text = (found.group(1) or found.group(2)).decode().replace("Z", "+00:00")
+    try:
+        return dt.datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
 @dataclass
 class ErrorWindow:
-    """Error lines seen in the last ``seconds`` seconds, by service."""
+    """Error lines of the last ``seconds`` seconds (Unix times), by service."""
 
     seconds: float = 60.0
-    seen: deque[tuple[float, str]] = field(default_factory=deque)
+    seen: list[tuple[float, str]] = field(default_factory=list)
 
-    def add(self, service: str, count: int, now: float) -> None:
-        self.seen.extend((now, service) for _ in range(count))
+    def add(self, service: str, times: list[float], now: float) -> None:
+        self.seen.extend((t, service) for t in times)
         self._expire(now)
 
     def count(self, now: float) -> tuple[int, list[str]]:
@@ -77,20 +93,20 @@ class ErrorWindow:
         return len(self.seen), sorted({service for _, service in self.seen})
 
     def _expire(self, now: float) -> None:
-        while self.seen and self.seen[0][0] < now - self.seconds:
-            self.seen.popleft()
+        self.seen = [(t, service) for t, service in self.seen if t >= now - self.seconds]
 
 
 class LogScanner:
-    """Reads what each log file gained since the last call; counts its error lines."""
+    """Reads what each log file gained since the last call: the times of its error lines
+    (the line's own, else the time it is read)."""
 
     def __init__(self, directory: Path, names: list[str]) -> None:
         self.paths = {name: log_path(directory, name) for name in names}
         self.offsets = dict.fromkeys(names, 0)
         self.partial = dict.fromkeys(names, b"")
 
-    def errors(self) -> dict[str, int]:
-        found: dict[str, int] = {}
+    def errors(self, now: float) -> dict[str, list[float]]:
+        found: dict[str, list[float]] = {}
         for name, path in self.paths.items():
             try:
                 size = path.stat().st_size
@@ -104,7 +120,7 @@ class LogScanner:
             self.offsets[name] += len(chunk)
             lines = (self.partial[name] + chunk).split(b"\n")
             self.partial[name] = lines.pop()
-            found[name] = sum(1 for line in lines if is_error(line))
+            found[name] = [line_time(line) or now for line in lines if is_error(line)]
         return found
 
 

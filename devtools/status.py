@@ -136,7 +136,7 @@ class StatusBoard:
     """Reads the services' /metrics and log files into a :class:`Status`."""
 
     def __init__(self, metrics: Mapping[str, str], logs: Path, services: list[str],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.time) -> None:
         self.metrics = dict(metrics)
         self.scanner = LogScanner(logs, services)
         self.window = ErrorWindow()
@@ -151,11 +151,11 @@ class StatusBoard:
             self.history.append((now, reading.events))
         while len(self.history) > 2 and self.history[0][0] < now - RATE_WINDOW:
             self.history.popleft()
-        for service, count in self.scanner.errors().items():
-            self.window.add(service, count, now)
+        for service, times in self.scanner.errors(now).items():
+            self.window.add(service, times, now)
         errors, services = self.window.count(now)
         return Status(reading, rate(self.history), errors, tuple(services),
-                      time.strftime("%H:%M:%S"))
+                      time.strftime("%H:%M:%S", time.localtime(now)))
 
 
 def _get(url: str) -> str | None:

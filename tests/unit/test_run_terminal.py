@@ -133,17 +133,28 @@ def test_the_status_block_and_line_say_every_figure() -> None:
     assert status_line(status).startswith("status 14:03:12: events/s 1,234.6, consumer lag 7")
 
 
-def test_the_board_counts_error_lines_of_the_last_minute(tmp_path: Path) -> None:
-    now = [1000.0]
+def _at(seconds: float) -> bytes:
+    """The console renderer's time stamp of Unix time ``seconds``."""
+    stamp = dt.datetime.fromtimestamp(seconds, dt.UTC).isoformat().replace("+00:00", "Z")
+    return stamp.encode()
+
+
+def test_the_board_counts_the_error_lines_of_the_last_minute(tmp_path: Path) -> None:
+    start = 1_800_000_000.0
+    now = [start]
     board = StatusBoard({}, tmp_path, ["registry-consumer"], clock=lambda: now[0])
     log = runlogs.log_path(tmp_path, "registry-consumer")
-    log.write_bytes(b'2026-01-01T00:00:00Z [info     ] fine [x]\n'
-                    b'2026-01-01T00:00:01Z [error    ] broken [x]\n'
-                    b'{"level":"error","event":"json too"}\nTraceback (most recent call last):\n'
-                    b'2026-01-01T00:00:02Z [warn')            # a line being written
-    assert (board.read().errors, board.read().error_services) == (3, ("registry-consumer",))
+    log.write_bytes(_at(start - 90) + b" [error    ] at start-up, before the minute [x]\n"
+                    + _at(start - 5) + b" [info     ] fine [x]\n"
+                    + _at(start - 4) + b" [error    ] broken [x]\n"
+                    + b'{"level":"error","timestamp":"' + _at(start - 3) + b'"}\n'
+                    + b"Traceback (most recent call last):\n"        # no time: read now
+                    + _at(start - 1) + b" [warn")                    # a line being written
+    status = board.read()
+    assert (status.errors, status.error_services) == (3, ("registry-consumer",))
     with open(log, "ab") as f:
-        f.write(b'ing  ] not an error [x]\n2026-01-01T00:00:03Z [critical ] down [x]\n')
+        f.write(b"ing  ] not an error [x]\n" + _at(start + 29)
+                + b" [critical ] down [x]\n")
     now[0] += 30
     assert board.read().errors == 4
     now[0] += 45                                        # the first three are past a minute
