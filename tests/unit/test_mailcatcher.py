@@ -11,15 +11,28 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
+import platereg.process
 from devtools import mailcatcher
 from devtools.embedded import free_port
 from platereg.logging import configure_logging
+
+
+class _NoHardExit:
+    """Stands for the timer that the first stop signal starts to end a stuck process
+    (``os._exit(1)`` after the grace period): in a test it would end pytest."""
+
+    def __init__(self, *_args: object, **_kwargs: object) -> None:
+        self.daemon = True
+
+    def start(self) -> None:
+        pass
 
 
 async def test_messages_are_kept_and_only_counted_in_the_log(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setattr(mailcatcher, "COUNT_EVERY", 0.2)
+    monkeypatch.setattr(platereg.process.threading, "Timer", _NoHardExit)
     configure_logging("console", "DEBUG")
     port = free_port()
     server = asyncio.create_task(mailcatcher.serve("127.0.0.1", port, tmp_path / "mail"))
