@@ -43,8 +43,9 @@ install: $(DEV_STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/platereg run $(ARGS)
 
-# The whole suite, the end-to-end fault test (marker e2e) included; make e2e runs it alone.
-test: $(DEV_STAMP)
+# make lint first, then the whole suite, the end-to-end fault test (marker e2e) included;
+# make e2e runs it alone.
+test: $(DEV_STAMP) lint
 	@$(KAFKA_JARS)
 	$(BIN)/python -m pytest -q
 
@@ -55,8 +56,9 @@ e2e: $(DEV_STAMP)
 test-unit: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
-# The end-to-end fault test for longer and bigger (not in CI): a table of events, notices,
-# kills, restarts and violations, and soak/throughput_lag.png (throughput and lag over time,
+# The end-to-end fault test for longer and bigger (not in CI), on its three-broker cluster:
+# soak/figures.txt (seed, kill schedule, server faults, leader changes, then events, notices,
+# kills, restarts and violations) and soak/throughput_lag.png (throughput and lag over time,
 # faults marked). E.g. make soak SOAK_SECONDS=600 SOAK_PLATES=20000 SOAK_SEED=7
 SOAK_SECONDS ?= 300
 SOAK_PLATES ?= 10000
@@ -70,8 +72,11 @@ soak: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -s -m e2e -p no:cacheprovider --timeout=0 \
 	  --basetemp=/tmp/platereg-soak tests/integration/test_e2e_faults.py
 
+# ruff; mypy ([tool.mypy] in pyproject.toml: strict on schemas/ and the pure domain
+# modules, the default checks elsewhere); the generated contract files up to date.
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m schemas.export --check
 
 bench: $(DEV_STAMP)
@@ -97,4 +102,4 @@ messages: $(RUN_STAMP)
 	  $(BIN)/pybabel compile --statistics -i $$po -o build/platereg.mo || exit 1; done
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache build
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache build

@@ -1,7 +1,8 @@
 """Registry consumer replay throughput: empty registry to caught up on a full topic.
 
 Produces realistic plate events first (most plates issued then renewed,
-suspended, reinstated...; a few percent late and a few duplicates), then
+suspended, reinstated...; a few percent late and a few duplicates; each signed as the
+benchmarks' registered producer, so the replay checks every signature), then
 times ``platereg consume registry`` (a subprocess, as deployed) from start to
 the stored offsets reaching the log end, sampling its peak RSS. The baseline,
 in the same run on the same topic: a bare aiokafka consumer that COPYs the raw
@@ -97,12 +98,13 @@ def realistic_events(n: int, seed: int = 1) -> list[tuple[bytes, bytes]]:
 
 async def _produce(settings, messages) -> dict[int, int]:
     producer = make_producer(settings, linger_ms=20)
+    sign = settings.signer().headers
     await producer.start()
     ends: dict[int, int] = {}
     try:
         topic = settings.topic(topics.EVENTS)
         for i in range(0, len(messages), 20_000):
-            futures = [await producer.send(topic, key=k, value=v)
+            futures = [await producer.send(topic, key=k, value=v, headers=sign(v))
                        for k, v in messages[i:i + 20_000]]
             for fut in futures:
                 md = await fut
@@ -177,6 +179,7 @@ async def _live_latency(settings, conn: asyncpg.Connection, port: int, n: int,
     before = await _latency_buckets(port)
     live = realistic_events(n, seed=2)
     producer = make_producer(settings, linger_ms=5)
+    sign = settings.signer().headers
     await producer.start()
     ends: dict[int, int] = {}
     topic = settings.topic(topics.EVENTS)
@@ -184,7 +187,7 @@ async def _live_latency(settings, conn: asyncpg.Connection, port: int, n: int,
         started = time.perf_counter()
         futures = []
         for i, (k, v) in enumerate(live):
-            futures.append(await producer.send(topic, key=k, value=v))
+            futures.append(await producer.send(topic, key=k, value=v, headers=sign(v)))
             ahead = started + (i + 1) / rate - time.perf_counter()
             if ahead > 0:
                 await asyncio.sleep(ahead)

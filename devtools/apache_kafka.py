@@ -68,9 +68,10 @@ def kafka_version(pom: Path = POM) -> str:
     """The Apache Kafka release pinned in ``deploy/kafka/pom.xml`` (``kafka.version``)."""
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
     node = ET.parse(pom).getroot().find("m:properties/m:kafka.version", ns)  # noqa: S314
-    if node is None or not (node.text or "").strip():
+    version = "" if node is None else (node.text or "").strip()
+    if not version:
         raise KafkaUnavailable(f"{pom} names no kafka.version property")
-    return node.text.strip()
+    return version
 
 
 def cache_root() -> Path:
@@ -157,8 +158,13 @@ def java_command(main: str, *args: str, heap_mb: int = 0, extra: tuple[str, ...]
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid),
+    never starting with "-" (as Kafka's own ``Uuid.randomUuid``): the storage tool would
+    read such an id as an option and refuse to format."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 # -- nodes and clusters -------------------------------------------------------------------
@@ -195,13 +201,17 @@ class KafkaCluster:
 
     def __init__(self, base_dir: Path, *, nodes: int = 1, host: str = "127.0.0.1",
                  scram_users: Mapping[str, str] | None = None, tls: TlsFiles | None = None,
-                 heap_mb: int = 384, config: Mapping[str, str] | None = None) -> None:
+                 heap_mb: int = 384, config: Mapping[str, str] | None = None,
+                 jvm_options: tuple[str, ...] = ()) -> None:
         self.base_dir = Path(base_dir).resolve()
         self.host = host
         self.scram_users = dict(scram_users or {})
         self.tls = tls
         self.heap_mb = heap_mb
         self.config = dict(config or {})
+        #: extra options of every node's JVM, e.g. ``-XX:TieredStopAtLevel=1`` (half the CPU
+        #: of a start, for tests that restart nodes on a busy machine)
+        self.jvm_options = tuple(jvm_options)
         self.nodes = [self._node(i + 1) for i in range(nodes)]
 
     def _node(self, node_id: int) -> KafkaNode:
@@ -212,7 +222,7 @@ class KafkaCluster:
         if ports_file.exists():
             ports = [int(p) for p in ports_file.read_text().split()]
             if not any(_listening(self.host, p) for p in ports):
-                return KafkaNode(node_id, directory, *ports)
+                return KafkaNode(node_id, directory, ports[0], ports[1], ports[2])
         port, controller, client = (free_port(self.host) for _ in range(3))
         return KafkaNode(node_id, directory, port, controller, client)
 
@@ -344,7 +354,7 @@ class KafkaCluster:
         node.proc = subprocess.Popen(
             java_command("kafka.Kafka", str(node.directory / "server.properties"),
                          heap_mb=self.heap_mb,
-                         extra=("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                         extra=("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", *self.jvm_options,
                                 f"-Dlog4j2.configurationFile={node.directory}/log4j2.properties")),
             stdin=subprocess.DEVNULL, stdout=node.log_file, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=lambda: _die_with_parent(signal.SIGKILL),

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from platereg.commands import fail, settings_or_exit
+from platereg.commands import PRODUCER_HELP, fail, settings_or_exit, with_producer
 
 SIMULATE_HELP = """Generate realistic registry traffic to Kafka, the ingest API or an NDJSON file.
 
@@ -26,6 +26,8 @@ paired with smart plate devices. A fixed --seed gives the same stream, byte for 
 then start at --start (default 2025-01-01T00:00:00Z), never at the wall clock.
 Without --seed a random one is used (and printed) and the window ends now.
 Memory grows with --plates (a few KB each), not with the number of events.
+To Kafka, every message is signed as the registered producer PLATEREG_PRODUCER_NAME
+(or --producer) with PLATEREG_PRODUCER_SECRET.
 """
 
 
@@ -148,9 +150,9 @@ def _simulation_sink(settings: Any, to: str, output: str, api: str | None,
     if to == "kafka":
         try:
             settings.bootstrap()
+            return sim.KafkaSink(settings)
         except ConfigError as exc:
             raise fail(str(exc), 2) from None
-        return sim.KafkaSink(settings)
     if to == "api":
         if not api or not key:
             raise fail("--to api needs --api URL and --key (or PLATEREG_API_KEY)", 2)
@@ -182,10 +184,12 @@ def simulate_command(
     key: Annotated[str | None, typer.Option(
         envvar="PLATEREG_API_KEY", help="API key (role ingest) for --to api")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress")] = True,
+    producer: Annotated[str | None, typer.Option(
+        help=PRODUCER_HELP, show_default="PLATEREG_PRODUCER_NAME")] = None,
 ) -> None:
     from devtools import simulate as sim
 
-    settings = settings_or_exit()
+    settings = with_producer(settings_or_exit(), producer)
     try:
         span = sim.parse_duration(duration)
     except ValueError as exc:

@@ -70,6 +70,12 @@ def read_acls(path: Path = ACLS) -> tuple[list[str], list[Grant]]:
     return principals, grants
 
 
+def password_variable(principal: str) -> str:
+    """The variable holding ``principal``'s SCRAM password in the compose stack (the rule
+    of deploy/kafka/start.sh): ``SCRAM_PASSWORD_`` + the name in capitals, "-" as "_"."""
+    return "SCRAM_PASSWORD_" + principal.upper().replace("-", "_")
+
+
 def service_principals(path: Path = ACLS) -> list[str]:
     """The platform's own principals (not the direct producers' template)."""
     return [p for p in read_acls(path)[0] if p != PRODUCERS]

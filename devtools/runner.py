@@ -2,6 +2,7 @@
 
 Checks the listening ports, starts the embedded PostgreSQL and broker (unless
 PLATEREG_DATABASE_URL / PLATEREG_KAFKA_BOOTSTRAP_SERVERS are set), migrates,
+registers its producers of plates.events (unless PLATEREG_PRODUCER_NAME is set),
 creates topics, starts every service as a child process, loads demo data and a
 demo key (only when everything is embedded, or with ``--demo``), prints URLs,
 and stops everything on Ctrl-C, SIGTERM or when a service dies.
@@ -31,7 +32,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import Future
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ class Service:
     argv: tuple[str, ...]                      # arguments to `platereg`
     url: Callable[[Settings], str] | None = None
     ports: tuple[str, ...] = ()                # Settings fields of the ports it listens on
+    role: str | None = None                    # its database role (platereg.security.roles)
 
 
 # Every long-running process of the stack. Service packages add theirs here.
@@ -60,21 +62,22 @@ SERVICES: list[Service] = [
     # The registry consumer also relays the status/DLQ outboxes and runs the expiry sweep.
     Service("registry-consumer", ("consume", "registry"),
             lambda s: f"http://{s.host}:{s.consumer_metrics_port}/metrics",
-            ports=("consumer_metrics_port",)),
+            ports=("consumer_metrics_port",), role="consumer"),
     Service("ingest-api", ("serve", "ingest"), url=lambda s: f"http://{s.host}:{s.ingest_port}/docs",
-            ports=("ingest_port",)),
+            ports=("ingest_port",), role="ingest_api"),
     Service("registry-api", ("serve", "registry"),
-            url=lambda s: f"http://{s.host}:{s.registry_port}/docs", ports=("registry_port",)),
-    # Deletes audit rows past retention every hour, with the purge role.
-    Service("audit-purge", ("audit", "purge", "--every", "3600")),
+            url=lambda s: f"http://{s.host}:{s.registry_port}/docs", ports=("registry_port",),
+            role="registry_api"),
+    # Removes personal data past its retention every hour, with the purge role.
+    Service("purge", ("purge", "--every", "3600"), role="purge"),
     # Notices: the scheduler (and notices outbox relay), the dispatcher, and a local
     # mail catcher keeping e-mail notices as .eml files in PLATEREG_DATA_DIR/mail.
     Service("notices-scheduler", ("notices", "schedule"),
             lambda s: f"http://{s.host}:{s.notices_scheduler_port}/metrics",
-            ports=("notices_scheduler_port",)),
+            ports=("notices_scheduler_port",), role="notices_scheduler"),
     Service("notices-dispatcher", ("notices", "dispatch"),
             lambda s: f"http://{s.host}:{s.notices_dispatcher_port}/metrics",
-            ports=("notices_dispatcher_port",)),
+            ports=("notices_dispatcher_port",), role="notices_dispatcher"),
     Service("mail-catcher", ("notices", "mail-catcher"), ports=("smtp_port",)),
 ]
 
@@ -91,9 +94,10 @@ DEMO_LOADERS: list[tuple[str, ...]] = [
 #: registry office: the default source policy lets it issue, renew, transfer...).
 DEMO_INGEST_SOURCE = "/registry/demo/"
 
-# Login roles of the embedded PostgreSQL (new passwords on every start).
-EMBEDDED_SERVICE_USER = "platereg_app"
-EMBEDDED_PURGE_USER = "platereg_purger"
+def embedded_login(role: str) -> str:
+    """The login of a database role on the embedded PostgreSQL (a new password on every
+    start)."""
+    return f"app_{role}"
 
 
 class StackError(RuntimeError):
@@ -239,6 +243,64 @@ def cursor_env(settings: Settings, demo: bool) -> dict[str, str]:
     return {_variable("cursor_secret"): secret}
 
 
+#: ``make run``'s own producers of plates.events (contract section 2, "Signed
+#: producers"): the ingest API signs as the first, the demo data loader as the second.
+#: Both may speak for every source: the ingest API checks each key's prefixes itself, and
+#: the source policy applies to everything.
+RUN_PRODUCERS = ("make-run-ingest", "make-run-demo")
+
+
+def _producer_secret(settings: Settings, name: str, keep: bool) -> str:
+    """The secret of one of :data:`RUN_PRODUCERS`: with the embedded servers (``keep``),
+    generated once into the data dir (``producer-NAME.secret``, readable by the user
+    only), so events still unread in the broker pass after a restart; else one for this
+    run."""
+    from schemas.signing import new_secret
+
+    if not keep:
+        return new_secret()
+    path = settings.data_dir / f"producer-{name}.secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(new_secret() + "\n")
+    return path.read_text().strip()
+
+
+def producer_env(settings: Settings, demo: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """(the services' env, the demo loaders' env): PLATEREG_PRODUCER_NAME and _SECRET of
+    :data:`RUN_PRODUCERS`, each registered (or given this secret) in the database; none
+    when the user set their own producer."""
+    from platereg.security.producer_store import ensure
+    from schemas.signing import ProducerError
+
+    if settings.producer_name is not None and settings.producer_secret is not None:
+        return {}, {}
+    envs = []
+    for name in RUN_PRODUCERS:
+        secret = _producer_secret(settings, name, demo)
+
+        async def register(name: str = name, secret: str = secret) -> None:
+            import asyncpg
+
+            conn = await asyncpg.connect(settings.for_role("operator").dsn())  # as the CLI
+            try:
+                await ensure(conn, name, ["/"], secret)
+            finally:
+                await conn.close()
+
+        try:
+            asyncio.run(register())
+        except ProducerError as exc:
+            raise StackError(f"cannot register make run's producer: {exc}") from None
+        envs.append({_variable("producer_name"): name, _variable("producer_secret"): secret})
+    kept = f"secrets in {settings.data_dir.resolve()}" if demo else "secrets for this run"
+    print(f"producers: {RUN_PRODUCERS[0]} (the ingest API), {RUN_PRODUCERS[1]} (demo data); "
+          f"{kept}")
+    return envs[0], envs[1]
+
+
 def _platereg(*args: str) -> list[str]:
     return [sys.executable, "-m", "wiring.cli", *args]
 
@@ -259,14 +321,16 @@ def _spawn(argv: list[str], env: dict[str, str], log: str | None = None,
                                 preexec_fn=lambda: _die_with_parent(signal.SIGTERM))
 
 
-def _migrate(dsn: str) -> None:
-    """Apply the migrations; a database that refuses is one line, not a traceback."""
+def _migrate(dsn: str, settings: Settings) -> None:
+    """Apply the migrations (and the grants and retention settings); a database that
+    refuses is one line, not a traceback."""
     import psycopg
 
     from platereg.db import migrate
+    from platereg.retention import retention_days
 
     try:
-        applied = migrate(dsn)
+        applied = migrate(dsn, retention_days(settings))
     except psycopg.Error as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
         raise StackError(f"cannot migrate the database ({type(exc).__name__}: {first}); "
@@ -291,20 +355,36 @@ def _ensure_topics(settings: Settings) -> None:
 
 
 def _embedded_postgres(settings: Settings, stack: ExitStack) -> dict[str, str]:
-    """Start it, migrate as its superuser and give the services and the purge their roles."""
-    from platereg.security.roles import ensure_roles
+    """Start it, migrate as its superuser and give each database role a login with a new
+    password. The variables returned are this process's: the superuser as
+    PLATEREG_DATABASE_URL (migrations, demo data) and each role's URL; a service is given
+    only its own (:func:`service_env`)."""
+    from platereg.security.roles import ROLES, ensure_roles
 
     pg = EmbeddedPostgres(settings.data_dir.resolve() / "postgres", durable=True)
     admin = pg.start()
     stack.callback(pg.stop)
     print(f"PostgreSQL (embedded, data in {pg.data_dir}): {pg.dsn(password='***')}"  # noqa: S106
           f" (superuser password in {pg.password_path})")
-    _migrate(admin)
-    service = pg.dsn(user=EMBEDDED_SERVICE_USER, password=secrets.token_urlsafe(24))
-    purge = pg.dsn(user=EMBEDDED_PURGE_USER, password=secrets.token_urlsafe(24))
-    ensure_roles(admin, service_dsn=service, purge_dsn=purge)
-    return {"PLATEREG_DATABASE_URL": service, "PLATEREG_MIGRATE_DATABASE_URL": admin,
-            "PLATEREG_PURGE_DATABASE_URL": purge}
+    _migrate(admin, settings)
+    logins = {name: pg.dsn(user=embedded_login(name), password=secrets.token_urlsafe(24))
+              for name in ROLES}
+    ensure_roles(admin, logins)
+    return {"PLATEREG_DATABASE_URL": admin, "PLATEREG_MIGRATE_DATABASE_URL": admin,
+            **{_variable(ROLES[name].setting): dsn for name, dsn in logins.items()}}
+
+
+def service_env(env: Mapping[str, str], role: str | None) -> dict[str, str]:
+    """The environment of a child process: ``env`` without any database URL but the one of
+    its own ``role`` (as PLATEREG_DATABASE_URL: the role's URL, else the common one); a
+    child with no role gets none. No service sees the superuser's or another role's."""
+    out = {k: v for k, v in env.items()
+           if not (k.startswith(ENV_PREFIX) and k.endswith("_DATABASE_URL"))}
+    if role is not None:
+        dsn = env.get(_variable(f"{role}_database_url")) or env.get("PLATEREG_DATABASE_URL")
+        if dsn:
+            out["PLATEREG_DATABASE_URL"] = dsn
+    return out
 
 
 def _start_servers(settings: Settings, stack: ExitStack) -> dict[str, str]:
@@ -326,7 +406,7 @@ def _start_servers(settings: Settings, stack: ExitStack) -> dict[str, str]:
         if settings.database_url is None:
             env.update(_embedded_postgres(settings, stack))
         else:
-            _migrate(settings.migrate_dsn())
+            _migrate(settings.migrate_dsn(), settings)
     except BaseException:
         if broker is not None:               # wait for it: started or not, the stack stops it
             broker.exception()
@@ -455,12 +535,16 @@ def _run(settings: Settings, demo: bool, status_every: float) -> int:
             env.update(cursor_env(settings, demo))
             os.environ.update(env)
             settings = load_settings()
+            services_producer, demo_producer = producer_env(settings, demo)
+            env.update(services_producer)
             _ensure_topics(settings)
             stack.callback(_stop_children, children)
             # the demo data goes to Kafka while the services start
-            loading = _start_demo_load(settings, env, stack, logs) if demo else None
+            loading = (_start_demo_load(settings, {**env, **demo_producer}, stack, logs)
+                       if demo else None)
             for service in SERVICES:
-                children.append((service, _spawn(_platereg(*service.argv), env,
+                children.append((service, _spawn(_platereg(*service.argv),
+                                                 service_env(env, service.role),
                                                  service.name, logs)))
             _wait_healthy(settings, children)
             if demo:
@@ -571,6 +655,7 @@ DATA_DIR_ENTRIES = {"postgres", "kafka", "mail", "logs", "audit-journal", "demo-
 
 def _made_by_run(name: str) -> bool:
     return (name in DATA_DIR_ENTRIES or name.startswith(".cursor-secret.")
+            or (name.startswith("producer-") and name.endswith(".secret"))
             or (name.startswith("notices-") and name.endswith(".pdf")))
 
 
@@ -608,7 +693,8 @@ def _start_demo_load(settings: Settings, env: dict[str, str], stack: ExitStack,
 
     def load() -> None:
         for loader in DEMO_LOADERS:
-            proc = _spawn(_platereg(*loader), env, "demo-load", logs, keep_stdout=True)
+            proc = _spawn(_platereg(*loader), service_env(env, None), "demo-load", logs,
+                          keep_stdout=True)
             running[:] = [(Service("demo-load", loader), proc)]
             if proc.wait() != 0:
                 raise StackError(f"loading the demo data failed (exit {proc.returncode}; "
@@ -625,10 +711,12 @@ def _load_demo(settings: Settings, stack: ExitStack, loading: Future[None] | Non
     the end of the demo data load, then the banner."""
     from platereg.security.keys import create_key, revoke_key
 
+    operator = settings.for_role("operator").dsn()   # as `platereg keys` would
+
     async def demo_keys() -> list[tuple[str, str]]:
         import asyncpg
 
-        conn = await asyncpg.connect(settings.dsn())
+        conn = await asyncpg.connect(operator)
         try:
             return [await create_key(conn, role="operator", name="make-run demo"),
                     await create_key(conn, role="ingest", name="make-run demo office",
@@ -639,7 +727,7 @@ def _load_demo(settings: Settings, stack: ExitStack, loading: Future[None] | Non
     async def revoke(key_ids: list[str]) -> None:
         import asyncpg
 
-        conn = await asyncpg.connect(settings.dsn())
+        conn = await asyncpg.connect(operator)
         try:
             for key_id in key_ids:
                 await revoke_key(conn, key_id)

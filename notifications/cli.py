@@ -11,7 +11,7 @@ import typer
 
 
 def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
-    from platereg.commands import fail, run_async, settings_or_exit
+    from platereg.commands import config_errors_exit, fail, run_async, settings_or_exit
 
     notices = typer.Typer(help="Owner notices: scheduler, dispatcher, paper letters.",
                           no_args_is_help=True)
@@ -28,9 +28,10 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """Make renewal reminders and expired notices; relay notices to plates.notices."""
         from notifications.service import serve_scheduler
 
-        settings = settings_or_exit()
-        raise typer.Exit(asyncio.run(serve_scheduler(settings, port=metrics_port,
-                                                     every=every)))
+        settings = settings_or_exit("notices schedule")
+        with config_errors_exit():
+            code = asyncio.run(serve_scheduler(settings, port=metrics_port, every=every))
+        raise typer.Exit(code)
 
     @notices.command("dispatch")
     def dispatch(
@@ -41,7 +42,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
         """Deliver notices from plates.notices by e-mail, SMS, webhook and plate display."""
         from notifications.service import serve_dispatcher
 
-        settings = settings_or_exit()
+        settings = settings_or_exit("notices dispatch")
         raise typer.Exit(run_async(serve_dispatcher(settings, port=metrics_port)))
 
     @notices.command("paper")
@@ -58,7 +59,7 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
             day = dt.date.fromisoformat(date)
         except ValueError:
             raise fail("--date must be a date like 2026-11-25", 2) from None
-        settings = settings_or_exit()
+        settings = settings_or_exit("notices paper")
         path = out or settings.data_dir / f"notices-{day.isoformat()}.pdf"
         path.parent.mkdir(parents=True, exist_ok=True)
 

@@ -48,7 +48,7 @@ from notifications.render import render
 from platereg import metrics
 from platereg.db import create_pool
 from platereg.dead_letter import DeadLetter, DeadLetters
-from platereg.kafka import make_consumer
+from platereg.kafka import AUTHORIZATION_ERRORS, make_consumer, refused
 from platereg.logging import get_logger
 from platereg.process import wait
 from platereg.security.owner_links import LINK_DAYS, link_token_hash, link_url
@@ -193,6 +193,9 @@ class Dispatcher:
             try:
                 await consumer.start()
                 break
+            except AUTHORIZATION_ERRORS as exc:
+                raise refused(self.settings, exc, "reading the notices in group "
+                              f"{dispatcher_group(self.settings)!r}") from None
             except (KafkaError, OSError) as exc:
                 log.warning("broker not reachable; retrying", error=type(exc).__name__)
                 await wait(stop, 2)
@@ -228,7 +231,7 @@ class Dispatcher:
                 notice_id, channels = read_notice(r.value)
             except Rejection as exc:
                 dead.append(DeadLetter(r.topic, r.partition, r.offset, r.key, r.value,
-                                       exc.reason.value, exc.detail))
+                                       exc.reason.value, exc.detail, tuple(r.headers or ())))
                 continue
             chain = rules.fallback_chain(channels)
             if chain:

@@ -16,18 +16,17 @@ from notifications.dispatcher import Dispatcher
 from notifications.relay import run_notices_relay
 from notifications.scheduler import run_scheduler
 from platereg import metrics
-from platereg.kafka import ensure_topics
+from platereg.kafka import require_topics
 from platereg.process import service_process
 from platereg.settings import Settings
+from schemas import topics
 
 
 async def _serve(settings: Settings, port: int, families: tuple[Collector, ...],
+                 uses: tuple[str, ...],
                  work: Callable[[asyncio.Event], list[Coroutine[Any, Any, Any]]]) -> int:
     async with service_process(settings, port=port, metrics=families) as proc:
-        try:
-            await ensure_topics(settings, retry_for=10)
-        except Exception:  # noqa: BLE001, S110 - the loops retry on their own
-            pass
+        await require_topics(settings, uses)
         proc.health.started = True
         await asyncio.gather(*work(proc.stop))
     return 0
@@ -39,7 +38,7 @@ async def serve_scheduler(settings: Settings, *, port: int | None = None,
     wakeup = asyncio.Event()
     return await _serve(
         settings, settings.notices_scheduler_port if port is None else port,
-        metrics.NOTICE_SCHEDULER,
+        metrics.NOTICE_SCHEDULER, (topics.NOTICES,),
         lambda stop: [run_scheduler(settings, stop, every=every, wakeup=wakeup),
                       run_notices_relay(settings, stop, wakeup)])
 
@@ -48,4 +47,5 @@ async def serve_dispatcher(settings: Settings, *, port: int | None = None) -> in
     """The dispatcher until SIGTERM/SIGINT."""
     dispatcher = Dispatcher(settings)
     return await _serve(settings, settings.notices_dispatcher_port if port is None else port,
-                        metrics.NOTICE_DISPATCHER, lambda stop: [dispatcher.run(stop)])
+                        metrics.NOTICE_DISPATCHER, (topics.NOTICES, topics.DLQ),
+                        lambda stop: [dispatcher.run(stop)])

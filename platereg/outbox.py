@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 
 from platereg.db import connect
-from platereg.kafka import make_producer
+from platereg.kafka import AUTHORIZATION_ERRORS, make_producer
 from platereg.logging import get_logger
 from platereg.process import wait
 from platereg.settings import Settings
@@ -61,7 +61,8 @@ class OutboxRecord:
 class Outbox(Protocol):
     """What the relay needs of an outbox."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def topic(self, settings: Settings) -> str: ...
 
@@ -244,7 +245,12 @@ async def run_relay(settings: Settings, outboxes: Sequence[Outbox], stop: asynci
                 if done == 0:
                     await wait(stop, idle, wakeup)
         except RELAY_ERRORS as exc:
-            log.warning("relay error; retrying", error=type(exc).__name__)
+            if isinstance(exc, AUTHORIZATION_ERRORS):   # waits for an ACL fix, loudly
+                log.error("the broker refuses the relay; grant its principal in "
+                          "deploy/kafka/acls", error=type(exc).__name__,
+                          topics=[o.topic(settings) for o in outboxes])
+            else:
+                log.warning("relay error; retrying", error=type(exc).__name__)
             if producer is not None and isinstance(exc, KafkaError):
                 with contextlib.suppress(Exception):
                     await producer.stop()

@@ -53,7 +53,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
 from platereg.db import close_pool, create_pool, ping
 from platereg.kafka import broker_reachable
@@ -166,14 +166,16 @@ async def retry(call: Callable[[], Awaitable[T]], stop: asyncio.Event, *,
                 on: tuple[type[BaseException], ...], message: str | None = None,
                 first: float = 0.5, cap: float = 10.0,
                 at_once: tuple[type[BaseException], ...] = (),
+                never: tuple[type[BaseException], ...] = (),
                 on_error: Callable[[BaseException], object] | None = None) -> T:
     """``await call()`` until it succeeds (tenacity); :class:`Stopped` once ``stop`` is set.
 
     After an error of a type in ``on``: log ``message`` (a warning with the error's
     type only, if given), call ``on_error(exc)``, then wait ``first``, ``2 * first``,
     ... up to ``cap`` seconds (stop-aware) before the next attempt. Errors in
-    ``at_once`` are retried without waiting; other errors propagate at once. The
-    first attempt is always made; a retry is not once ``stop`` is set.
+    ``at_once`` are retried without waiting; errors in ``never`` (e.g. the broker
+    refusing this principal) and any other errors propagate at once. The first attempt
+    is always made; a retry is not once ``stop`` is set.
     """
     backoff = wait_exponential(multiplier=first, max=cap)
 
@@ -190,9 +192,13 @@ async def retry(call: Callable[[], Awaitable[T]], stop: asyncio.Event, *,
         if on_error is not None and exc is not None:
             on_error(exc)
 
+    async def sleep(seconds: float) -> None:
+        await wait(stop, seconds)
+
     async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type((*on, *at_once)), wait=pause,
-        sleep=lambda seconds: wait(stop, seconds), before_sleep=before_sleep, reraise=True,
+        retry=retry_if_exception(lambda exc: isinstance(exc, (*on, *at_once))
+                                 and not isinstance(exc, never)), wait=pause,
+        sleep=sleep, before_sleep=before_sleep, reraise=True,
     ):
         with attempt:
             if attempt.retry_state.attempt_number > 1 and stop.is_set():
@@ -228,12 +234,12 @@ def ops_app(ready: Callable[[], bool], metrics: Iterable[Collector] = ()) -> Sta
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "not ready"}, status_code=503)
 
-    async def metrics(_: Request) -> Response:
+    async def metrics_page(_: Request) -> Response:
         return Response(exposition(registry), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(routes=[Route("/healthz", healthz, methods=["GET"]),
                              Route("/readyz", readyz, methods=["GET"]),
-                             Route("/metrics", metrics, methods=["GET"])])
+                             Route("/metrics", metrics_page, methods=["GET"])])
 
 
 class _Server(uvicorn.Server):

@@ -18,9 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devtools.apache_kafka import KafkaCluster, TlsFiles, java_problem, kafka_version
-from devtools.kafka_acls import service_principals
+from devtools.kafka_acls import apply_acls, grants_for, service_principals
+from platereg.settings import Settings, load_settings
 
 TEST_PRODUCERS = ("producer-police", "producer-insurer")
+#: The topic (and group) prefix the session's ACLs are applied for.
+ACL_PREFIX = "acl."
 
 
 @dataclass
@@ -86,3 +89,41 @@ def start_test_kafka(base: Path, *, nodes: int = 1,
     return cluster, SecureListener(bootstrap=cluster.client_bootstrap,
                                    protocol=cluster.client_protocol, cafile=tls.ca,
                                    passwords=passwords)
+
+
+@dataclass
+class AclBroker:
+    """The CLIENT listener with the ACLs of ``deploy/kafka/acls`` applied for
+    :data:`ACL_PREFIX`, whose topics exist: how each principal's process is set up.
+    ``plaintext`` is the super user's listener (for a test's own set-up)."""
+
+    secure: SecureListener
+    plaintext: str
+    prefix: str = ACL_PREFIX
+
+    def env(self, principal: str) -> dict[str, str]:
+        """The ``PLATEREG_*`` variables of a service logging in as ``principal``: its
+        login and the prefix the ACLs name (topics and the registry's group)."""
+        return {**self.secure.env(principal), "PLATEREG_TOPIC_PREFIX": self.prefix,
+                "PLATEREG_CONSUMER_GROUP": f"{self.prefix}platereg-registry"}
+
+    def settings(self, principal: str, **overrides: object) -> Settings:
+        """Settings of a process logging in as ``principal`` (``overrides`` win, e.g. a
+        wrong ``kafka_sasl_password``)."""
+        values: dict[str, object] = {key.removeprefix("PLATEREG_").lower(): value
+                                     for key, value in self.env(principal).items()}
+        return load_settings(**{**values, **overrides})
+
+
+def apply_session_acls(plaintext: str, secure: SecureListener) -> AclBroker:
+    """Apply the file's grants for :data:`ACL_PREFIX` (the test producers as its direct
+    producers) through the super user's ``plaintext`` listener; create the topics."""
+    from devtools.apache_kafka import run_sync
+    from platereg.kafka import ensure_topics
+
+    apply_acls(plaintext, grants_for(TEST_PRODUCERS, ACL_PREFIX))
+    run_sync(ensure_topics(load_settings(
+        kafka_bootstrap_servers=plaintext, kafka_security_protocol="PLAINTEXT",
+        topic_prefix=ACL_PREFIX, events_partitions=2, status_partitions=2,
+        notices_partitions=2)))
+    return AclBroker(secure, plaintext)

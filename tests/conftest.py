@@ -30,8 +30,16 @@ from devtools.apache_kafka import KafkaCluster
 from devtools.embedded import EmbeddedPostgres
 from platereg.db import create_database, create_pool, drop_database, migrate, with_database
 from platereg.kafka import ensure_topics
+from platereg.security import producer_store
 from platereg.settings import Settings, load_settings
-from tests.broker import SecureListener, describe_test_broker, start_test_kafka
+from tests.broker import (
+    AclBroker,
+    SecureListener,
+    apply_session_acls,
+    describe_test_broker,
+    start_test_kafka,
+)
+from tests.integration.consumer_support import TEST_PRODUCER, TEST_PRODUCER_SECRET
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
@@ -77,6 +85,19 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 
 
 @pytest.fixture(scope="session")
+def kafka_acls(servers: Servers) -> AclBroker:
+    """The production ACLs (deploy/kafka/acls), applied once per session for the topic and
+    group prefix ``acl.``, whose topics this creates; each principal logs in on the
+    SASL_SSL listener (``kafka_acls.env(principal)`` / ``.settings(principal)``)."""
+    if servers.kafka is None or servers.secure is None:
+        message = "needs the suite's own broker (PLATEREG_KAFKA_BOOTSTRAP_SERVERS is set)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return apply_session_acls(servers.kafka.bootstrap, servers.secure)
+
+
+@pytest.fixture(scope="session")
 def embedded(servers: Servers) -> Servers:
     """For tests that stop and start the servers themselves (outages)."""
     if servers.pg is None or servers.kafka is None:
@@ -86,8 +107,16 @@ def embedded(servers: Servers) -> Servers:
 
 @pytest.fixture(scope="session")
 async def template_db(servers: Servers) -> str:
+    """The migrated template of every test database, with the tests' signed producer
+    (``TEST_PRODUCER``, every source) registered."""
     await drop_database(servers.admin_dsn, TEMPLATE_DB)
-    migrate(await create_database(servers.admin_dsn, TEMPLATE_DB))
+    dsn = await create_database(servers.admin_dsn, TEMPLATE_DB)
+    migrate(dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await producer_store.add(conn, TEST_PRODUCER, ["/"], TEST_PRODUCER_SECRET)
+    finally:
+        await conn.close()
     return TEMPLATE_DB
 
 
@@ -118,6 +147,9 @@ def settings(servers: Servers, database_url: str, monkeypatch: pytest.MonkeyPatc
         "PLATEREG_NOTICES_PARTITIONS": "2",
         "PLATEREG_CONSUMER_GROUP": f"registry-{prefix}",
         "PLATEREG_AUDIT_JOURNAL_DIR": str(tmp_path / "audit-journal"),
+        # what the ingest API, import and simulate sign as (registered in the template)
+        "PLATEREG_PRODUCER_NAME": TEST_PRODUCER,
+        "PLATEREG_PRODUCER_SECRET": TEST_PRODUCER_SECRET,
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

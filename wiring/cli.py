@@ -28,7 +28,13 @@ from devtools import cli as devtools_cli
 from ingest import cli as ingest_cli
 from notifications import cli as notifications_cli
 from notifications.events import record_batch_notices
-from platereg.commands import fail, settings_or_exit, with_connection
+from platereg.commands import (
+    config_errors_exit,
+    fail,
+    run_async,
+    settings_or_exit,
+    with_connection,
+)
 from platereg.listing import Field, JsonOption, emit
 from platereg.settings import ConfigError
 from registry.api import cli as registry_api_cli
@@ -63,13 +69,16 @@ BATCH_HOOK: BatchHook = record_batch_notices
 
 @app.command()
 def migrate() -> None:
-    """Apply database migrations (safe to run twice, or from several processes at once)."""
+    """Apply database migrations, the grants of each database role and the retention
+    settings (safe to run twice, or from several processes at once)."""
     from platereg.db import migrate as run_migrations
+    from platereg.retention import retention_days
+    from platereg.security.roles import GrantsMissing
 
-    settings = settings_or_exit()
+    settings = settings_or_exit("migrate")
     try:
-        applied = run_migrations(settings.migrate_dsn())
-    except ConfigError as exc:
+        applied = run_migrations(settings.migrate_dsn(), retention_days(settings))
+    except (ConfigError, GrantsMissing) as exc:
         raise fail(str(exc), 2) from None
     typer.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied
                                                           else "; the schema is up to date"))
@@ -77,40 +86,77 @@ def migrate() -> None:
 
 @app.command()
 def roles() -> None:
-    """Create or update the database login roles (run as an admin, before `migrate`).
+    """Create or update the database roles (run as an admin, before `migrate`).
 
-    Connects with PLATEREG_ADMIN_DATABASE_URL; the users and passwords of
-    PLATEREG_MIGRATE_DATABASE_URL (made owner of the database),
-    PLATEREG_DATABASE_URL (the services) and PLATEREG_PURGE_DATABASE_URL (the
-    audit purge) become login roles with just their privileges.
+    Connects with PLATEREG_ADMIN_DATABASE_URL and creates the group role of each
+    service and job; the user of PLATEREG_MIGRATE_DATABASE_URL becomes the owner of
+    the database, and the user and password of each PLATEREG_<ROLE>_DATABASE_URL that
+    is set (CONSUMER, REGISTRY_API, INGEST_API, NOTICES_SCHEDULER, NOTICES_DISPATCHER,
+    PURGE, OPERATOR) a login role in its group. `platereg migrate` then grants each
+    group just what it needs.
     """
     import psycopg
 
-    from platereg.security.roles import ensure_roles
+    from platereg.security.roles import ROLES, ensure_roles
 
-    settings = settings_or_exit()
-    if settings.admin_database_url is None:
-        raise fail("PLATEREG_ADMIN_DATABASE_URL is not set", 2)
+    settings = settings_or_exit("roles")
+    assert settings.admin_database_url is not None   # required: checked above
+    logins = {name: dsn for name in ROLES if (dsn := settings.role_dsn(name)) is not None}
     try:
-        ensure_roles(settings.admin_database_url.get_secret_value(),
-                     service_dsn=settings.dsn(),
-                     purge_dsn=settings.purge_dsn(),
-                     owner_dsn=settings.migrate_dsn())
+        done = ensure_roles(settings.admin_database_url.get_secret_value(), logins,
+                            owner_dsn=settings.migrate_dsn())
     except (ConfigError, ValueError) as exc:
         raise fail(str(exc), 2) from None
     except psycopg.Error as exc:
         raise fail(f"could not set up the roles: {type(exc).__name__}: "
                    f"{exc.diag.message_primary or exc}", 1) from None
-    typer.echo("roles are set up")
+    unset = [name for name in ROLES if name not in logins]
+    typer.echo(f"roles are set up; logins: {', '.join(done) or 'none'}"
+               + (f"; no URL (no login made) for: {', '.join(unset)}" if unset else ""))
+
+
+@app.command()
+def purge(
+    every: Annotated[float | None, typer.Option(
+        min=1, help="Keep running and purge every this many seconds (SIGTERM stops)")] = None,
+) -> None:
+    """Remove the personal data past its retention: audit rows, notices' recipients and
+    texts, dead-letter values, sign-in links, owner sessions.
+
+    The retention of each kind is the database's (PLATEREG_*_RETENTION_DAYS, written by
+    `platereg migrate`). Logs in with PLATEREG_PURGE_DATABASE_URL; shows a progress bar on
+    a terminal. One purge runs at a time.
+    """
+    from platereg import retention
+
+    settings = settings_or_exit("purge")
+    if every is not None:
+        raise typer.Exit(run_async(retention.purge_forever(settings.dsn(), every)))
+    outcomes = retention.purge_once(settings.dsn())
+    if outcomes is None:
+        raise fail("another purge is running; try again later", 1)
+    for line in retention.summary(outcomes):
+        typer.echo(line)
 
 
 @app.command()
 def topics() -> None:
-    """Create the contract's Kafka topics that do not exist yet."""
+    """Create the contract's Kafka topics that do not exist yet.
+
+    The one command that creates topics (services only check theirs exist): run it
+    before a new deployment's services, as a principal allowed to create them.
+    """
+    from aiokafka.errors import KafkaError
+
     from platereg.kafka import ensure_topics
 
-    settings = settings_or_exit()
-    created = asyncio.run(ensure_topics(settings))
+    settings = settings_or_exit("topics")
+    try:
+        with config_errors_exit():
+            created = asyncio.run(ensure_topics(settings))
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise fail(f"cannot create the topics on {settings.kafka_bootstrap_servers}: "
+                   f"{type(exc).__name__}: {exc}", 1) from None
     typer.echo(f"created: {', '.join(created)}" if created else "all topics exist")
 
 
@@ -127,7 +173,7 @@ def keys_create(
     """Create a key. It is printed once; only its hash is stored."""
     from platereg.security import keys
 
-    settings = settings_or_exit()
+    settings = settings_or_exit("keys create")
     try:
         key_id, key = with_connection(settings.dsn(), lambda conn: keys.create_key(
             conn, role=role, name=name, rate_limit=rate_limit, sources=source or ()))
@@ -153,7 +199,7 @@ def keys_list(as_json: JsonOption = False) -> None:
 
     from platereg.security import keys
 
-    settings = settings_or_exit()
+    settings = settings_or_exit("keys list")
     rows = [asdict(k) for k in with_connection(settings.dsn(), keys.list_keys)]
     emit(KEY_FIELDS, rows, as_json=as_json, noun="key")
 
@@ -167,7 +213,7 @@ def keys_bind(
     """Set the source prefixes of an ingest key (applies within 5 seconds)."""
     from platereg.security import keys
 
-    settings = settings_or_exit()
+    settings = settings_or_exit("keys bind")
 
     async def go() -> bool:
         import asyncpg
@@ -192,7 +238,7 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="The key id to revoke
     """Revoke a key; every process refuses it within 5 seconds."""
     from platereg.security import keys
 
-    settings = settings_or_exit()
+    settings = settings_or_exit("keys revoke")
 
     if not with_connection(settings.dsn(), lambda conn: keys.revoke_key(conn, key_id)):
         raise fail("no active key with that id", 1)

@@ -53,6 +53,13 @@ class StoredEvent(BaseModel):
     time: datetime
     data: dict[str, Any]
     received_at: datetime
+    producer: str | None = Field(
+        description="The signed producer that sent the event (its signature was checked)")
+    authtype: str | None = Field(
+        description="CloudEvents authcontext the producer stamped: `api_key` from the "
+                    "ingest API")
+    authid: str | None = Field(
+        description="CloudEvents authcontext: the principal, for the ingest API the key id")
 
 
 class PlateEvents(BaseModel):
@@ -102,14 +109,22 @@ def _unique(channels: list[Channel]) -> list[Channel]:
 
 
 class PreferencesUpdate(BaseModel):
-    """An owner's notice preferences (the owner page sets them)."""
+    """An owner's notice preferences (the owner page sets them). The body ``GET
+    /v1/me/preferences`` returns is accepted as it is: ``owner_id`` (which must be the
+    token's owner) and ``updated_at`` are read-only and ignored."""
 
     model_config = STRICT_INPUT
 
-    channels: Annotated[list[Channel], AfterValidator(_unique)] = Field(
-        min_length=1, max_length=4, description="Channels to use, each at most once")
+    channels: Annotated[list[Channel], AfterValidator(_unique)] | None = Field(
+        min_length=1, max_length=len(Channel),
+        description="Channels to use, each at most once; null: the default (e-mail when "
+                    "there is an address, else SMS, else paper)")
     language: Language | None = Field(
-        default=None, description="Notice language; absent: the owner's language")
+        default=None, description="Notice language; absent or null: the owner's language")
+    owner_id: str | None = Field(
+        default=None, max_length=64,
+        description="Read-only (as GET returns it); another owner's id is a 422")
+    updated_at: datetime | None = Field(default=None, description="Read-only, ignored")
 
 
 class OwnerPreferences(BaseModel):

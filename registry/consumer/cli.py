@@ -57,7 +57,7 @@ def register_consumer(consume: typer.Typer, batch_hook: BatchHook) -> None:
         """Fold plates.events into PostgreSQL (exactly-once effect). SIGTERM stops it cleanly."""
         from registry.consumer.service import serve_registry_consumer
 
-        settings = settings_or_exit()
+        settings = settings_or_exit("consume registry")
         with _port_in_use_exits(settings, metrics_port):
             code = run_async(serve_registry_consumer(
                 settings, batch_hook=batch_hook, relays=relays, sweep=sweep,
@@ -75,7 +75,7 @@ def _register_relay(consume: typer.Typer) -> None:
         """Only the outbox relays and the expiry sweep (one process leads at a time)."""
         from registry.consumer.service import serve_relays
 
-        settings = settings_or_exit()
+        settings = settings_or_exit("consume relay")
         with _port_in_use_exits(settings, metrics_port):
             code = run_async(serve_relays(settings, metrics_port=metrics_port))
         raise typer.Exit(code)
@@ -87,6 +87,7 @@ DLQ_FIELDS = (
     Field("partition"), Field("offset"), Field("received_at", "received"),
     Field("published_at", "published", text=lambda v: "yes" if v else "no"),
     Field("replayed_at", "replayed"),
+    Field("purged_at", "purged", text=lambda v: "yes" if v else ""),
 )
 
 #: The columns of ``platereg quarantine list`` (the plate key is what ``release`` takes).
@@ -111,7 +112,7 @@ def _register_dlq(app: typer.Typer) -> None:
         """List rejected messages (ids, reasons, positions; never their content)."""
         from registry.consumer.dlq import list_rejections
 
-        settings = settings_or_exit()
+        settings = settings_or_exit("dlq list")
         rows = asyncio.run(list_rejections(settings, reason=reason, limit=limit,
                                            include_replayed=include_replayed))
         emit(DLQ_FIELDS, [{**r, "offset": r["kafka_offset"]} for r in map(dict, rows)],
@@ -131,7 +132,7 @@ def _register_dlq(app: typer.Typer) -> None:
 
         if not ids and not reason:
             raise fail("give DLQ ids or --reason", 2)
-        settings = settings_or_exit()
+        settings = settings_or_exit("dlq replay")
         count = asyncio.run(replay(settings, ids=ids or [], reason=reason))
         typer.echo(f"replayed {count} message(s) to {settings.topic('plates.events')}")
 
@@ -152,7 +153,7 @@ def _register_quarantine(app: typer.Typer) -> None:
         """
         from registry.consumer.quarantine import list_plates
 
-        settings = settings_or_exit()
+        settings = settings_or_exit("quarantine list")
         rows = asyncio.run(list_plates(settings, limit=limit))
         emit(QUARANTINE_FIELDS, map(dict, rows), as_json=as_json, noun="quarantined plate")
 
@@ -166,7 +167,7 @@ def _register_quarantine(app: typer.Typer) -> None:
         """
         from registry.consumer.quarantine import release
 
-        settings = settings_or_exit()
+        settings = settings_or_exit("quarantine release")
         results = asyncio.run(release(settings, plates))
         for r in results:
             typer.echo(f"{r.plate_key}: {r.message}")

@@ -36,15 +36,17 @@ from aiokafka.errors import KafkaError
 from platereg import metrics
 from platereg.clock import Clock
 from platereg.db import create_pool
-from platereg.kafka import Record, make_consumer
+from platereg.kafka import AUTHORIZATION_ERRORS, Record, make_consumer, refused
 from platereg.logging import get_logger
 from platereg.process import Health, Stopped, retry
 from platereg.security.policy_store import PolicyCache
+from platereg.security.producer_store import ProducerCache
 from platereg.settings import Settings
 from registry.consumer import store
 from registry.consumer.apply import ConcurrentWriter, Fenced, Outcome, apply_batch
 from registry.consumer.batch import expand_compact, parse_compact, parse_values
 from schemas import topics
+from schemas.signing import is_binary
 
 log = get_logger(__name__)
 
@@ -66,20 +68,6 @@ RETRY_AT_ONCE: tuple[type[BaseException], ...] = (
 )
 
 
-class _RawIndex:
-    """(partition, offset) -> (key, value) of a batch's records, built on first use
-    (only batches with rejections need it)."""
-
-    def __init__(self, records: list) -> None:
-        self.records = records
-        self._index: dict[tuple[int, int], tuple[bytes | None, bytes | None]] | None = None
-
-    def __getitem__(self, position: tuple[int, int]) -> tuple[bytes | None, bytes | None]:
-        if self._index is None:
-            self._index = {(r.partition, r.offset): (r.key, r.value) for r in self.records}
-        return self._index[position]
-
-
 class _Batch:
     """A fetched batch on its way to the database (kept across retries)."""
 
@@ -91,7 +79,6 @@ class _Batch:
         self._index()
 
     def _index(self) -> None:
-        self.raw = _RawIndex(self.records)
         self.next_offsets: dict[int, int] = {}
         for r in self.records:
             self.next_offsets[r.partition] = r.offset + 1
@@ -151,6 +138,7 @@ class RegistryConsumer:
         self.stop_event = asyncio.Event()
         self.batches = 0
         self.policies = PolicyCache()
+        self.producers = ProducerCache()
 
     # ------------------------------------------------------------------ life cycle
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -167,7 +155,8 @@ class RegistryConsumer:
         )
         try:
             await retry(self.consumer.start, self.stop_event, on=(KafkaError, OSError),
-                        message="broker not reachable; retrying", first=2, cap=2,
+                        never=AUTHORIZATION_ERRORS, message="broker not reachable; retrying",
+                        first=2, cap=2,
                         on_error=lambda _: setattr(self.health, "kafka_ok", False))
             self.consumer.subscribe([self.topic], listener=_Listener(self))
             self.health.started = True
@@ -175,6 +164,9 @@ class RegistryConsumer:
             await self._loop()
         except Stopped:
             pass
+        except AUTHORIZATION_ERRORS as exc:
+            raise refused(self.settings, exc, f"reading topic {self.topic!r} in group "
+                          f"{self.group!r} (PLATEREG_CONSUMER_GROUP)") from None
         finally:
             self.health.started = False
             with contextlib.suppress(Exception):
@@ -290,7 +282,7 @@ class RegistryConsumer:
             fetch = partial(self.consumer.getmany, timeout_ms=timeout_ms if call == 0
                             else FILL_WAIT_MS, max_records=self.max_records - len(records))
             got = await retry(fetch, self.stop_event, on=(KafkaError,),
-                              message="fetch failed; retrying")
+                              never=AUTHORIZATION_ERRORS, message="fetch failed; retrying")
             more = [r for tp in sorted(got, key=lambda t: t.partition)
                     if tp.topic == self.topic for r in got[tp]]
             if self.generation != generation:
@@ -304,10 +296,13 @@ class RegistryConsumer:
         now = self.clock.now()
         if self.parse_executor is None:
             parsed: object = parse_values(
-                [Record(r.key, r.value, r.partition, r.offset) for r in records], now)
+                [Record(r.key, r.value, r.partition, r.offset, r.headers) for r in records],
+                now)
         else:
+            binary = [r.headers if is_binary(r.headers) else None for r in records]
             parsed = asyncio.get_running_loop().run_in_executor(
-                self.parse_executor, parse_compact, [r.value for r in records], now)
+                self.parse_executor, parse_compact, [r.value for r in records], now,
+                binary if any(h is not None for h in binary) else None)
         return records, generation, now, parsed
 
     async def _handle(self, records: list, generation: int, now: dt.datetime,
@@ -348,11 +343,13 @@ class RegistryConsumer:
             expected = {p: expected[p] for p in batch.next_offsets}
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
-                    db = store.SqlStore(conn, self.policies, hook=self.batch_hook)
+                    db = store.SqlStore(conn, self.policies, hook=self.batch_hook,
+                                        producers=self.producers)
                     outcome = await apply_batch(
                         db, group=self.group, topic=self.topic,
                         expected=expected, next_offsets=batch.next_offsets,
-                        parsed=batch.parsed, raw=batch.raw, tz=self.tz, now=batch.now)
+                        parsed=batch.parsed, messages=batch.records, tz=self.tz,
+                        now=batch.now)
             except Fenced as fence:
                 self.generation += 1   # drop batches fetched before this seek ...
                 for p in batch.next_offsets:

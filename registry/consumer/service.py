@@ -16,13 +16,17 @@ import os
 from concurrent.futures import Executor, ProcessPoolExecutor
 
 from platereg import metrics
-from platereg.kafka import ensure_topics
+from platereg.kafka import require_topics
 from platereg.process import exit_with_parent, service_process
 from platereg.settings import Settings
 from registry.consumer.expiry import run_sweeper
 from registry.consumer.loop import RegistryConsumer
 from registry.consumer.relay import run_relays
 from registry.consumer.store import BatchHook
+from schemas import topics
+
+#: The topics the relays write (the consumer reads plates.events besides).
+RELAYED = (topics.STATUS, topics.DLQ)
 
 
 def _worker_ready() -> bool:
@@ -45,6 +49,7 @@ async def serve_registry_consumer(settings: Settings, *, batch_hook: BatchHook,
     port = settings.consumer_metrics_port if metrics_port is None else metrics_port
     families = metrics.REGISTRY_CONSUMER + (metrics.EXPIRY_SWEEPER if sweep else ())
     async with service_process(settings, port=port, metrics=families) as proc:
+        await require_topics(settings, (topics.EVENTS, *(RELAYED if relays else ())))
         executor = None
         warm_up: asyncio.Task | None = None
         if parse_workers > 0:
@@ -58,8 +63,6 @@ async def serve_registry_consumer(settings: Settings, *, batch_hook: BatchHook,
         consumer = RegistryConsumer(settings, max_records=max_records, parse_executor=executor,
                                     health=proc.health, on_commit=wakeup,
                                     batch_hook=batch_hook)
-        with contextlib.suppress(Exception):
-            await ensure_topics(settings, retry_for=10)
         if relays:
             proc.spawn(run_relays(settings, proc.stop, wakeup))
         if sweep:
@@ -81,6 +84,7 @@ async def serve_relays(settings: Settings, *, metrics_port: int | None = None) -
     port = settings.consumer_metrics_port if metrics_port is None else metrics_port
     async with service_process(settings, port=port, metrics=metrics.EXPIRY_SWEEPER,
                                started=True) as proc:
+        await require_topics(settings, RELAYED)
         wakeup = asyncio.Event()
         proc.spawn(run_sweeper(settings, proc.stop, wakeup))
         await run_relays(settings, proc.stop, wakeup)

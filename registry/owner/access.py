@@ -2,7 +2,8 @@
 
 :func:`registry.owner.app.install` plugs owners' access into the registry app: the
 routers, the owner state (tokens from ``PLATEREG_OWNER_TOKEN_KEYS``, the registry
-clock, getters for the app's pool and audit writer) and an ``AuthError`` handler that
+clock, getters for the app's pool and audit writer, the per-address limit of refused
+sign-in links, the jurisdictions' time zones) and an ``AuthError`` handler that
 answers 403 rather than 401 when a valid owner token is used on a route for API keys.
 """
 
@@ -20,12 +21,16 @@ from platereg.clock import Clock
 from platereg.http import ProblemError
 from platereg.metrics import AUTH_FAILURES
 from platereg.settings import Settings
-from registry.api.audit import AuditUnavailable
+from registry.api.audit import AuditUnavailable, stamped
 from registry.owner import sessions
+from registry.owner.guard import LinkLimiter, client_key
 from registry.owner.tokens import OwnerClaims, OwnerTokens, TokenExpired, TokenInvalid
+from registry.owner.zones import Zones
 from schemas.fold import today_in
 
 OWNER_KEY_ID = "owner"  # what logs and metrics record for owner-token requests
+TOO_MANY_LINKS = ("too many sign-in links that could not be used came from this address; "
+                  "try again later")
 NOT_CONFIGURED = ("owner sign-in is not configured on this server "
                   "(set PLATEREG_OWNER_TOKEN_KEYS)")
 
@@ -37,6 +42,16 @@ class OwnerAccess:
     tokens: OwnerTokens | None
     pool_of: Callable[[], Any]
     audit_of: Callable[[], Any]
+    links: LinkLimiter
+    zones: Zones
+
+    @classmethod
+    def create(cls, settings: Settings, clock: Clock, pool_of: Callable[[], Any],
+               audit_of: Callable[[], Any]) -> OwnerAccess:
+        return cls(settings, clock, _make_tokens(settings, clock), pool_of, audit_of,
+                   LinkLimiter(settings.owner_link_failures_per_address,
+                               settings.owner_link_failure_window_minutes),
+                   Zones(settings.jurisdiction_zones(), settings.tz))
 
     @property
     def pool(self) -> Any:
@@ -54,10 +69,19 @@ class OwnerAccess:
     def audit(self, rows: list[tuple[Any, ...]]) -> None:
         """Buffer audit rows, or refuse the answer (503) when the audit log lags."""
         try:
-            self.audit_of().record_many(rows)
+            self.audit_of().record_many(stamped(rows))
         except AuditUnavailable:
             raise ProblemError(503, "Service Unavailable", "the audit log cannot keep up",
                                headers={"Retry-After": "5"}) from None
+
+    def check_link_budget(self, request: Request) -> str:
+        """The client address, once it may present a sign-in link (else 429)."""
+        client = client_key(request)
+        wait = self.links.wait(client)
+        if wait:
+            raise ProblemError(429, "Too Many Requests", TOO_MANY_LINKS,
+                               headers={"Retry-After": str(wait)})
+        return client
 
     async def claims(self, token: str) -> OwnerClaims:
         """The claims of a valid owner token with an active session, else 401."""

@@ -16,6 +16,7 @@ access log), so an operator can see that an owner looked.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -64,9 +65,10 @@ async def notices(pool: asyncpg.Pool, owner_id: str, limit: int) -> list[dict[st
 
 
 def _preferences(owner_id: str, row: Any) -> dict[str, Any]:
+    """No row, or a row with no channels (the dispatcher's default): channels null."""
     if row is None:
         return {"owner_id": owner_id, "channels": None, "language": None, "updated_at": None}
-    return {"owner_id": owner_id, "channels": list(row["channels"]),
+    return {"owner_id": owner_id, "channels": list(row["channels"]) or None,
             "language": row["language"], "updated_at": row["updated_at"]}
 
 
@@ -77,13 +79,14 @@ async def preferences(pool: asyncpg.Pool, owner_id: str) -> dict[str, Any]:
     return _preferences(owner_id, row)
 
 
-async def put_preferences(pool: asyncpg.Pool, owner_id: str, channels: list[str],
+async def put_preferences(pool: asyncpg.Pool, owner_id: str, channels: list[str] | None,
                           language: str | None) -> dict[str, Any]:
+    """Set them; ``channels`` None (stored as no channels) is the dispatcher's default."""
     row = await pool.fetchrow(
         "INSERT INTO owner_preferences (owner_id, channels, language) VALUES ($1, $2, $3)"
         " ON CONFLICT (owner_id) DO UPDATE SET channels = EXCLUDED.channels,"
         " language = EXCLUDED.language, updated_at = now()"
-        " RETURNING channels, language, updated_at", owner_id, channels, language)
+        " RETURNING channels, language, updated_at", owner_id, channels or [], language)
     return _preferences(owner_id, row)
 
 
@@ -115,7 +118,7 @@ async def access_log(pool: asyncpg.Pool, owner_id: str, limit: int) -> list[dict
             for r in rows]
 
 
-def self_read_rows(owner_id: str, now: dt.datetime, *, views: list[dict[str, Any]] = (),
+def self_read_rows(owner_id: str, now: dt.datetime, *, views: Sequence[dict[str, Any]] = (),
                    record: str | None = None) -> list[tuple[Any, ...]]:
     """Audit rows (AUDIT_COLUMNS + owner_id) of one read by the owner themselves."""
     rows: list[tuple[Any, ...]] = [

@@ -3,7 +3,8 @@
 * ``POST /v1/owner-sessions`` (portal keys): an owner token for an owner the portal
   signed in itself; ``POST /v1/owner-sessions/link`` (no key: the link is the
   credential): an owner token for a notice's one-time sign-in link. Both are
-  audited (kind ``owner_session``) and limited per owner (429 with Retry-After).
+  audited (kind ``owner_session``) and limited per owner, each in its own budget
+  (429 with Retry-After); refused links are limited per client address as well.
 * ``/v1/me/...``: only the token's owner, whatever else the request carries (no
   route takes an owner id). Every read is audited (:func:`data.self_read_rows`).
 """
@@ -29,7 +30,7 @@ from registry.api.models import (
     Problem,
 )
 from registry.api.routes.common import BODY_ERRORS, body, errors, ok
-from registry.owner import data, sessions
+from registry.owner import data, sessions, words
 from registry.owner.access import OWNER_KEY_ID, OwnerAccess, owner_access
 from registry.owner.tokens import OwnerClaims
 from schemas._types import SAFE_ID_PATTERN, STRICT_INPUT
@@ -58,7 +59,8 @@ class LinkExchangeRequest(BaseModel):
 
 class OwnerToken(BaseModel):
     token: str = Field(description="Bearer token for the /v1/me routes (`ot_...`)")
-    expires_at: str = Field(description="RFC 3339; 15 minutes after the mint")
+    expires_at: str = Field(description="RFC 3339; PLATEREG_OWNER_TOKEN_MINUTES (15) "
+                                        "after the mint")
 
 
 class AccessEntry(BaseModel):
@@ -81,10 +83,12 @@ _LINK_ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"description": text, "content": _PROBLEM} for status, text in (
         (401, "Unknown sign-in link"), (410, "Sign-in link already used or expired"),
         (422, "Invalid body"), (415, "Body is not application/json"),
-        (429, "Too many owner tokens for this owner; see Retry-After"),
+        (429, "Too many sign-ins for this owner, or too many refused links from this "
+              "address; see Retry-After"),
         (503, "Owner sign-in not configured (PLATEREG_OWNER_TOKEN_KEYS) or the audit log "
               "cannot keep up"))}
-_MINTED = {201: {"model": OwnerToken, "description": "Created", "content": {
+_MINTED: dict[int | str, dict[str, Any]] = {
+    201: {"model": OwnerToken, "description": "Created", "content": {
     "application/json": {"example": {"token": "ot_eyJvIjoib3duLTEyMyJ9.Z2.abc",
                                      "expires_at": "2026-11-24T15:19:05+00:00"}}}}}
 _PREFS_EXAMPLE = {"owner_id": "own-123", "channels": ["email", "plate_display"],
@@ -110,7 +114,13 @@ def _limited(exc: sessions.MintLimited) -> ProblemError:
                         headers={"Retry-After": str(exc.retry_after)})
 
 
-async def mint_from_link(access: OwnerAccess, link_token: str) -> sessions.Minted:
+def link_refused(access: OwnerAccess, client: str, reason: str) -> ProblemError:
+    """The answer to a link that cannot be used, counted against ``client``'s budget."""
+    access.links.refused(client)
+    return ProblemError(*LINK_REFUSED[reason])
+
+
+async def mint_from_link(access: OwnerAccess, link_token: str, client: str) -> sessions.Minted:
     """Exchange a sign-in link (audited); ProblemError 401/410/429 when refused."""
     signer = access.signer()
     now, _ = access.now()
@@ -118,7 +128,7 @@ async def mint_from_link(access: OwnerAccess, link_token: str) -> sessions.Minte
         minted = await sessions.exchange_link(access.pool, signer, link_token,
                                               access.settings.owner_sessions_per_hour, now)
     except sessions.LinkRefused as exc:
-        raise ProblemError(*LINK_REFUSED[exc.reason]) from None
+        raise link_refused(access, client, exc.reason) from None
     except sessions.MintLimited as exc:
         raise _limited(exc) from None
     access.audit([data.mint_row(minted.owner_id, None, now)])
@@ -130,9 +140,10 @@ def _minted(minted: sessions.Minted) -> Response:
 
 
 @router.post("/v1/owner-sessions", response_model=None, status_code=201,
-             summary="An owner token (15 minutes) for an owner the portal signed in itself",
-             description="Audited (kind `owner_session`) and limited per owner "
-                         "(PLATEREG_OWNER_SESSIONS_PER_HOUR, 429 with Retry-After).",
+             summary="A short-lived owner token for an owner the portal signed in itself",
+             description="Audited (kind `owner_session`) and limited per owner and portal "
+                         "key (PLATEREG_OWNER_PORTAL_SESSIONS_PER_HOUR, 429 with "
+                         "Retry-After), apart from the owner's own sign-ins by link.",
              responses={**_MINTED, **errors(*BODY_ERRORS)},
              openapi_extra=body(OwnerSessionRequest, {"owner_id": "own-123"}))
 async def post_owner_session(request: Request, principal: PortalKey) -> Response:
@@ -143,7 +154,8 @@ async def post_owner_session(request: Request, principal: PortalKey) -> Response
     try:
         minted = await sessions.mint_for_portal(access.pool, signer, body.owner_id,
                                                 principal.key_id,
-                                                access.settings.owner_sessions_per_hour, now)
+                                                access.settings.owner_portal_sessions_per_hour,
+                                                now)
     except sessions.MintLimited as exc:
         raise _limited(exc) from None
     access.audit([data.mint_row(body.owner_id, principal.key_id, now)])
@@ -153,14 +165,22 @@ async def post_owner_session(request: Request, principal: PortalKey) -> Response
 @router.post("/v1/owner-sessions/link", response_model=None, status_code=201,
              summary="Exchange a notice's one-time sign-in link for an owner token",
              description="No API key: the link is the credential. 401 for an unknown link, "
-                         "410 for one already used or expired.",
+                         "410 for one already used or expired. Limited per owner "
+                         "(PLATEREG_OWNER_SESSIONS_PER_HOUR) and, for links that cannot be "
+                         "used, per client address (PLATEREG_OWNER_LINK_FAILURES_PER_ADDRESS): "
+                         "429 with Retry-After.",
              responses={**_MINTED, **_LINK_ERRORS},
              openapi_extra=body(LinkExchangeRequest, {"link_token": "x" * 43}))
 async def post_link_session(request: Request) -> Response:
     access = owner_access(request)
     access.signer()
-    body: LinkExchangeRequest = await _body(request, LinkExchangeRequest)
-    return _minted(await mint_from_link(access, body.link_token))
+    client = access.check_link_budget(request)
+    try:
+        body: LinkExchangeRequest = await _body(request, LinkExchangeRequest)
+    except ProblemError:
+        access.links.refused(client)  # a malformed link (or body) counts as a refused one
+        raise
+    return _minted(await mint_from_link(access, body.link_token, client))
 
 
 async def owner_claims(request: Request) -> OwnerClaims:
@@ -232,14 +252,29 @@ async def me_preferences(request: Request, owner: Owner) -> Response:
 
 @router.put("/v1/me/preferences", response_model=None,
             summary="Set my notice channels and language",
+            description="Takes the body GET returns: `owner_id` (the token's own, else 422) "
+                        "and `updated_at` are read-only and ignored; `channels` null is the "
+                        "default. `webhook` only where PLATEREG_OWNER_WEBHOOKS allows it "
+                        "(or when already chosen).",
             responses={**ok(OwnerPreferences, _PREFS_EXAMPLE), **errors(*BODY_ERRORS)},
             openapi_extra=body(PreferencesUpdate, {"channels": ["email", "plate_display"],
                                                    "language": "fr"}))
 async def me_put_preferences(request: Request, owner: Owner) -> Response:
     access = owner_access(request)
     body: PreferencesUpdate = await _body(request, PreferencesUpdate)
-    prefs = await data.put_preferences(access.pool, owner.owner_id,
-                                       [c.value for c in body.channels],
+    if body.owner_id is not None and body.owner_id != owner.owner_id:
+        raise ProblemError(422, "Unprocessable Content", "the request body is not valid",
+                           errors=[{"field": "owner_id",
+                                    "message": "read-only: must be your own owner id"}])
+    channels = [c.value for c in body.channels] if body.channels is not None else None
+    if channels is not None:
+        current = await data.preferences(access.pool, owner.owner_id)
+        offered = words.offered_channels(access.settings.owner_webhooks, current["channels"])
+        if refused := [c for c in channels if c not in offered]:
+            raise ProblemError(422, "Unprocessable Content", "the request body is not valid",
+                               errors=[{"field": "channels", "message": f"{c} is not offered "
+                                        "to owners here"} for c in refused])
+    prefs = await data.put_preferences(access.pool, owner.owner_id, channels,
                                        body.language.value if body.language else None)
     now, _ = access.now()   # the answer is the owner's record: audited like a read
     access.audit(data.self_read_rows(owner.owner_id, now, record="preferences_update"))

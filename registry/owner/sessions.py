@@ -1,14 +1,18 @@
 """Owner sessions: minting owner tokens (portal or one-time sign-in link), checking
-them, ending them, and the per-owner mint limit.
+them, ending them, and the per-owner mint limits.
 
 * Every mint inserts an ``owner_sessions`` row (the token carries its id), under a
-  per-owner advisory lock, after counting the owner's mints of the last hour: past
-  ``PLATEREG_OWNER_SESSIONS_PER_HOUR`` the mint is refused with the seconds until
-  the oldest one leaves the window. The limit holds across processes.
+  per-owner advisory lock, after counting the mints of the last hour in its own
+  budget: sign-in links per owner (``PLATEREG_OWNER_SESSIONS_PER_HOUR``, the owner's
+  own budget) and portal mints per owner and portal key
+  (``PLATEREG_OWNER_PORTAL_SESSIONS_PER_HOUR``), so a portal can use up neither the
+  owner's sign-ins nor another portal's. Past a limit the mint is refused with the
+  seconds until the oldest mint leaves the window. The limits hold across processes.
 * A sign-in link (``owner_tokens``, migration 0006) is found by the SHA-256 of its
-  token, locked, checked (unknown, used, expired) and marked used in the same
-  transaction as the session it becomes, so it works once even when two requests
-  race, and a link refused by the limit is not used up.
+  token. :func:`peek_link` only reads it (opening a link shows a page, it uses
+  nothing); :func:`exchange_link` locks it, checks it (unknown, used, expired) and
+  marks it used in the same transaction as the session it becomes, so it works once
+  even when two requests race, and a link refused by the limit is not used up.
 * A token is honoured while its signature is younger than the token lifetime and
   its session is neither expired nor revoked (sign-out revokes it).
 """
@@ -50,13 +54,24 @@ class Minted:
     session_id: str
 
 
-async def _check_limit(conn: asyncpg.Connection, owner_id: str, limit: int,
-                       now: dt.datetime) -> None:
+@dataclass(frozen=True)
+class Link:
+    """A sign-in link as :func:`peek_link` finds it: whose, whether it can still be used
+    (``refused``: None, ``used`` or ``expired``) and the language to speak about it."""
+    owner_id: str
+    refused: str | None
+    language: str | None
+
+
+async def _check_limit(conn: asyncpg.Connection, owner_id: str, via: str, key_id: str | None,
+                       limit: int, now: dt.datetime) -> None:
+    """MintLimited when this budget (``via``; for a portal, its key) is used up."""
     await conn.execute("SELECT pg_advisory_xact_lock(hashtext('owner_sessions'), "
                        "hashtext($1))", owner_id)
     row = await conn.fetchrow(
         "SELECT count(*) AS n, min(created_at) AS oldest FROM owner_sessions"
-        " WHERE owner_id = $1 AND created_at > $2", owner_id, now - WINDOW)
+        " WHERE owner_id = $1 AND created_at > $2 AND via = $3"
+        " AND key_id IS NOT DISTINCT FROM $4", owner_id, now - WINDOW, via, key_id)
     if row["n"] >= limit:
         wait = (row["oldest"] + WINDOW - now).total_seconds()
         raise MintLimited(max(1, math.ceil(wait)))
@@ -75,10 +90,32 @@ async def _insert(conn: asyncpg.Connection, tokens: OwnerTokens, owner_id: str, 
 
 async def mint_for_portal(pool: asyncpg.Pool, tokens: OwnerTokens, owner_id: str, key_id: str,
                           limit: int, now: dt.datetime) -> Minted:
-    """An owner token for an owner the portal signed in itself (MintLimited past the limit)."""
+    """An owner token for an owner the portal signed in itself (MintLimited past the
+    portal key's budget for this owner)."""
     async with pool.acquire() as conn, conn.transaction():
-        await _check_limit(conn, owner_id, limit, now)
+        await _check_limit(conn, owner_id, "portal", key_id, limit, now)
         return await _insert(conn, tokens, owner_id, "portal", key_id, None, now)
+
+
+def _refusal(link: asyncpg.Record, now: dt.datetime) -> str | None:
+    if link["used_at"] is not None:
+        return "used"
+    if link["expires_at"] <= now:
+        return "expired"
+    return None
+
+
+async def peek_link(pool: asyncpg.Pool, link_token: str, now: dt.datetime) -> Link:
+    """What a link is, without using it (LinkRefused for an unknown one). The language is
+    the owner's chosen one, else that of the notice that carried the link."""
+    link = await pool.fetchrow(
+        "SELECT t.owner_id, t.expires_at, t.used_at,"
+        " coalesce((SELECT p.language FROM owner_preferences p WHERE p.owner_id = t.owner_id),"
+        " (SELECT n.language FROM notices n WHERE n.notice_id = t.notice_id)) AS language"
+        " FROM owner_tokens t WHERE t.token_hash = $1", link_token_hash(link_token))
+    if link is None:
+        raise LinkRefused("unknown")
+    return Link(link["owner_id"], _refusal(link, now), link["language"])
 
 
 async def exchange_link(pool: asyncpg.Pool, tokens: OwnerTokens, link_token: str, limit: int,
@@ -91,11 +128,9 @@ async def exchange_link(pool: asyncpg.Pool, tokens: OwnerTokens, link_token: str
             " FOR UPDATE", token_hash)
         if link is None:
             raise LinkRefused("unknown")
-        if link["used_at"] is not None:
-            raise LinkRefused("used")
-        if link["expires_at"] <= now:
-            raise LinkRefused("expired")
-        await _check_limit(conn, link["owner_id"], limit, now)
+        if (refused := _refusal(link, now)) is not None:
+            raise LinkRefused(refused)
+        await _check_limit(conn, link["owner_id"], "link", None, limit, now)
         await conn.execute("UPDATE owner_tokens SET used_at = $2 WHERE token_hash = $1",
                            token_hash, now)
         return await _insert(conn, tokens, link["owner_id"], "link", None, token_hash, now)

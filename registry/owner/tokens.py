@@ -9,7 +9,9 @@ Keys come from ``PLATEREG_OWNER_TOKEN_KEYS``: the first signs, a second one (the
 previous key) is still accepted, so a key is rotated by putting the new key first,
 restarting, and dropping the old one after the token lifetime. CSRF tokens of the
 page's forms are signatures of the session id with another salt (so one cannot stand
-for the other), valid as long as the session.
+for the other), valid as long as the session. The sign-in form (before any session)
+carries a signature of a random nonce that the page also set in a ``SameSite=Strict``
+cookie: a form posted from another site arrives without the cookie (login CSRF).
 
 Time comes from the registry clock, so tests can mint tokens in the past.
 """
@@ -24,6 +26,9 @@ from itsdangerous import BadSignature, SignatureExpired, TimestampSigner, URLSaf
 PREFIX = "ot_"
 _OWNER_SALT = "platereg.owner-token.v1"
 _CSRF_SALT = "platereg.owner-page.csrf.v1"
+_SIGN_IN_SALT = "platereg.owner-page.sign-in.v1"
+#: How long the sign-in page's button works after the page was opened.
+SIGN_IN_SECONDS = 3600
 
 
 class TokenInvalid(Exception):
@@ -62,6 +67,8 @@ class OwnerTokens:
                                               signer=_ClockSigner)
         self._csrf = URLSafeTimedSerializer(oldest_first, salt=_CSRF_SALT,
                                             signer=_ClockSigner)
+        self._sign_in = URLSafeTimedSerializer(oldest_first, salt=_SIGN_IN_SALT,
+                                               signer=_ClockSigner)
 
     def mint(self, owner_id: str, session_id: str) -> str:
         return PREFIX + self._tokens.dumps({"o": owner_id, "s": session_id})
@@ -84,9 +91,21 @@ class OwnerTokens:
         return self._csrf.dumps(session_id)
 
     def csrf_ok(self, session_id: str, value: str | None) -> bool:
-        if not value or len(value) > 512:
-            return False
-        try:
-            return self._csrf.loads(value, max_age=self.lifetime) == session_id
-        except BadSignature:
-            return False
+        return _loads_equal(self._csrf, value, self.lifetime, session_id)
+
+    def sign_in_csrf(self, nonce: str) -> str:
+        """The sign-in form's token for the browser's sign-in nonce (a cookie)."""
+        return self._sign_in.dumps(nonce)
+
+    def sign_in_csrf_ok(self, nonce: str | None, value: str | None) -> bool:
+        return bool(nonce) and _loads_equal(self._sign_in, value, SIGN_IN_SECONDS, nonce)
+
+
+def _loads_equal(serializer: URLSafeTimedSerializer, value: str | None, max_age: int,
+                 expected: str | None) -> bool:
+    if not value or len(value) > 512:
+        return False
+    try:
+        return serializer.loads(value, max_age=max_age) == expected
+    except BadSignature:
+        return False

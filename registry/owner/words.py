@@ -7,7 +7,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from babel.dates import format_date, format_datetime
+from babel import Locale
+from babel.dates import format_date, format_datetime, get_timezone_name
 
 from platereg.i18n import LANGUAGES, LOCALES, N_, translations
 
@@ -51,6 +52,23 @@ def pick_language(*candidates: str | None) -> str:
     return "en"
 
 
+def accept_language(header: str | None) -> str | None:
+    """The page language a browser's ``Accept-Language`` asks for first, if any."""
+    ranked = []
+    for n, part in enumerate((header or "").split(",")[:20]):
+        tag, _, params = part.strip().partition(";")
+        q = params.strip().removeprefix("q=") if params.strip().startswith("q=") else "1"
+        try:
+            weight = float(q)
+        except ValueError:
+            continue
+        if tag and weight > 0:
+            ranked.append((-weight, n, tag.strip()))
+    preferred = [tag for _, _, tag in sorted(ranked)]
+    found = Locale.negotiate(preferred, list(LANGUAGES), sep="-")
+    return str(found) if found is not None else None
+
+
 def date(value: dt.date | str | None, language: str) -> str:
     if value is None:
         return ""
@@ -60,7 +78,28 @@ def date(value: dt.date | str | None, language: str) -> str:
 
 
 def moment(value: dt.datetime, language: str, tz: dt.tzinfo) -> str:
-    return format_datetime(value.astimezone(tz), format="medium", locale=LOCALES[language])
+    """A time in ``tz`` with the zone shown: 'Nov 24, 2026, 7:04:05 a.m. PST'."""
+    local = value.astimezone(tz)
+    zone = get_timezone_name(local, width="short", locale=LOCALES[language])
+    return f"{format_datetime(local, format='medium', locale=LOCALES[language])} {zone}"
+
+
+def zone_name(tz: dt.tzinfo, language: str) -> str:
+    """A zone's generic name: 'Pacific Time', 'heure du Pacifique'."""
+    return get_timezone_name(tz, width="long", locale=LOCALES[language])
+
+
+def session_length(minutes: int, language: str) -> str:
+    return translations(language).ngettext(
+        "You stay signed in for %(num)d minute.", "You stay signed in for %(num)d minutes.",
+        minutes) % {"num": minutes}
+
+
+def offered_channels(allow_webhooks: bool, chosen: list[str] | None) -> tuple[str, ...]:
+    """The channels an owner may choose: webhooks only where PLATEREG_OWNER_WEBHOOKS
+    allows them, or for an owner who already has them (so saving keeps them)."""
+    keep_webhook = allow_webhooks or "webhook" in (chosen or ())
+    return tuple(c for c in CHANNELS if c != "webhook" or keep_webhook)
 
 
 def expiry(view: dict[str, Any], today: dt.date, language: str) -> str:

@@ -4,6 +4,7 @@ delivery attempts, plate reads through whichever plate route the API has."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from typing import Any
 
@@ -39,3 +40,20 @@ async def read_plate(client: httpx.AsyncClient, key: str, jurisdiction: str, pla
     return await client.post("/v1/plates/query", headers={"Authorization": f"Bearer {key}"},
                              json={"jurisdiction": jurisdiction, "plate": plate,
                                    "purpose": purpose})
+
+
+def form_fields(html: str, action: str = "/owner/sign-in") -> dict[str, str]:
+    """The hidden fields of the page's form posting to ``action``."""
+    form = re.search(rf'<form method="post" action="{re.escape(action)}">(.*?)</form>', html,
+                     re.S)
+    assert form, html[:2000]
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">',
+                           form.group(1)))
+
+
+async def sign_in_with_link(client: httpx.AsyncClient, base: str, token: str,
+                            **form: str) -> httpx.Response:
+    """Open a sign-in link (GET: the page with one button), then press the button (POST)."""
+    page = await client.get(f"{base}/owner/", params={"token": token})
+    assert page.status_code == 200, page.text
+    return await client.post(f"{base}/owner/sign-in", data={**form_fields(page.text), **form})

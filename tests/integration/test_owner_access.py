@@ -1,7 +1,8 @@
 """Owner tokens and the /v1/me routes against the real PostgreSQL: sign-in links work once
-and for 14 days, portal mints are audited and limited per owner, an owner token sees
-only its owner's data whatever ids a request carries, and every mint and owner read is
-in the audit log."""
+and for 14 days, portal mints are audited and limited per owner in a budget apart from
+the owner's own sign-ins, an owner token sees only its owner's data whatever ids a
+request carries, PUT takes what GET returns, and every mint and owner read is in the
+audit log."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from api_helpers import bearer, insert_event, insert_plate, owner, role_keys, ru
 from owner_support import OWNER_KEY, PREVIOUS_KEY, insert_notice, read_plate
 
 from platereg.metrics import AUTH_FAILURES
+from platereg.security.keys import create_key
 from platereg.security.owner_links import link_token_hash, mint_link_token, mint_sign_in_link
 from registry.owner.tokens import OwnerTokens
 
@@ -85,7 +87,7 @@ async def test_sign_in_links_work_once_and_for_fourteen_days(settings, pool) -> 
 async def test_portal_mints_are_audited_and_limited_per_owner(settings, pool, keys) -> None:
     await _plates(pool)
     async with running_api(settings, owner_token_keys=[OWNER_KEY],
-                           owner_sessions_per_hour=3) as api:
+                           owner_portal_sessions_per_hour=3, owner_sessions_per_hour=2) as api:
         for role in ("enforcement", "operator", "ingest"):
             r = await api.client.post("/v1/owner-sessions", headers=bearer(keys[role]),
                                       json={"owner_id": "own-a"})
@@ -105,20 +107,78 @@ async def test_portal_mints_are_audited_and_limited_per_owner(settings, pool, ke
         r = await api.client.post("/v1/owner-sessions", headers=portal,
                                   json={"owner_id": "own-b"})
         assert r.status_code == 201
-        # A link exchange counts against the same limit, and does not use the link up.
+        # A portal cannot use up the owner's own sign-ins, nor another portal's budget.
+        link = await mint_link_token(pool, "own-a", None)
+        r = await api.client.post("/v1/owner-sessions/link", json={"link_token": link})
+        assert r.status_code == 201, r.text
+        _, second = await create_key(pool, role="portal", name="second portal")
+        r = await api.client.post("/v1/owner-sessions", headers=bearer(second),
+                                  json={"owner_id": "own-a"})
+        assert r.status_code == 201
+        # The owner's own budget: past it 429, and the refused link is not used up.
+        await _link_session(api, pool, "own-a")
         link = await mint_link_token(pool, "own-a", None)
         r = await api.client.post("/v1/owner-sessions/link", json={"link_token": link})
         assert r.status_code == 429
         assert await pool.fetchval("SELECT used_at FROM owner_tokens WHERE token_hash = $1",
                                    link_token_hash(link)) is None
+        r = await api.client.post("/v1/owner-sessions", headers=bearer(second),
+                                  json={"owner_id": "own-a"})
+        assert r.status_code == 201
         r = await api.client.post("/v1/owner-sessions", headers=portal,
                                   json={"owner_id": "own a"})
         assert r.status_code == 422
         await api.flush()
     rows = await pool.fetch("SELECT key_id, owner_id FROM audit_log"
                             " WHERE kind = 'owner_session' ORDER BY id")
-    portal_id = _key_id(keys["portal"])
-    assert [tuple(r) for r in rows] == [(portal_id, "own-a")] * 3 + [(portal_id, "own-b")]
+    portal_id, second_id = _key_id(keys["portal"]), _key_id(second)
+    assert [tuple(r) for r in rows] == [(portal_id, "own-a")] * 3 + [
+        (portal_id, "own-b"), ("link", "own-a"), (second_id, "own-a"), ("link", "own-a"),
+        (second_id, "own-a")]
+
+
+async def test_put_preferences_takes_what_get_returns(settings, pool) -> None:
+    await _plates(pool)
+    async with running_api(settings, owner_token_keys=[OWNER_KEY]) as api:
+        me = bearer(await _link_session(api, pool, "own-a"))
+        # No choice yet: the defaults (null) go back and forth unchanged.
+        got = (await api.client.get("/v1/me/preferences", headers=me)).json()
+        assert got == {"owner_id": "own-a", "channels": None, "language": None,
+                       "updated_at": None}
+        r = await api.client.put("/v1/me/preferences", headers=me, json=got)
+        assert r.status_code == 200, r.text
+        assert r.json()["channels"] is None and r.json()["language"] is None
+        # Every channel offered, a language: GET's body, edited, then PUT as it is.
+        got = (await api.client.get("/v1/me/preferences", headers=me)).json()
+        got |= {"channels": ["email", "sms", "plate_display", "paper"], "language": "fr"}
+        r = await api.client.put("/v1/me/preferences", headers=me, json=got)
+        assert r.status_code == 200, r.text
+        again = (await api.client.get("/v1/me/preferences", headers=me)).json()
+        r = await api.client.put("/v1/me/preferences", headers=me, json=again)
+        assert r.status_code == 200, r.text
+        assert {k: v for k, v in r.json().items() if k != "updated_at"} == {
+            k: v for k, v in again.items() if k != "updated_at"}
+        # Webhooks are not offered here (PLATEREG_OWNER_WEBHOOKS off)...
+        r = await api.client.put("/v1/me/preferences", headers=me,
+                                 json=again | {"channels": ["webhook"]})
+        assert r.status_code == 422 and "webhook" in r.text
+        # ...but an owner who has one (set up by their portal) keeps it through a round trip.
+        await pool.execute("UPDATE owner_preferences SET channels = '{webhook,email}',"
+                           " webhook_url = 'https://hooks.example.org/a'")
+        got = (await api.client.get("/v1/me/preferences", headers=me)).json()
+        assert (await api.client.put("/v1/me/preferences", headers=me, json=got)
+                ).status_code == 200
+        # Read-only owner_id: another owner's is refused, as is an unknown field.
+        r = await api.client.put("/v1/me/preferences", headers=me,
+                                 json=got | {"owner_id": "own-b"})
+        assert r.status_code == 422 and "read-only" in r.text
+        r = await api.client.put("/v1/me/preferences", headers=me, json=got | {"extra": 1})
+        assert r.status_code == 422
+    async with running_api(settings, owner_token_keys=[OWNER_KEY], owner_webhooks=True) as api:
+        me = bearer(await _link_session(api, pool, "own-b"))
+        r = await api.client.put("/v1/me/preferences", headers=me,
+                                 json={"channels": ["webhook", "paper"], "language": None})
+        assert r.status_code == 200, r.text
 
 
 async def test_owner_token_sees_only_its_owner(settings, pool, keys) -> None:

@@ -113,6 +113,7 @@ def test_ctrl_c_to_the_process_group_stops_services_then_servers(tmp_path: Path)
     proc, log_path = _start(tmp_path, "--no-demo", env=env)
     output = _wait_for(proc, log_path.read_text, BANNER)
     pids = _descendants(proc.pid)
+    _assert_each_service_logs_in_as_its_own_role(pids)
     asyncio.run(_lookup_is_audited(_admin_dsn(output),
                                    f"http://127.0.0.1:{env['PLATEREG_REGISTRY_PORT']}"))
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
@@ -125,6 +126,28 @@ def test_ctrl_c_to_the_process_group_stops_services_then_servers(tmp_path: Path)
     pg_log = (tmp_path / "data" / "postgres" / "postgres.log").read_text()
     assert "received fast shutdown request" in pg_log
     assert "terminating connection due to administrator command" not in pg_log
+
+
+def _assert_each_service_logs_in_as_its_own_role(pids: dict[int, str]) -> None:
+    """Every child's environment has at most one database URL, its own role's login, never
+    the superuser's; together they are one login per service role."""
+    from devtools.runner import SERVICES, embedded_login
+
+    users = set()
+    for pid in pids:
+        try:
+            environ = psutil.Process(pid).environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        urls = {k: v for k, v in environ.items()
+                if k.startswith("PLATEREG_") and k.endswith("DATABASE_URL")}
+        assert set(urls) <= {"PLATEREG_DATABASE_URL"}, (pids[pid], sorted(urls))
+        if urls:
+            user = urlsplit(urls["PLATEREG_DATABASE_URL"]).username
+            assert user != "postgres", pids[pid]
+            users.add(user)
+    assert users == {embedded_login(s.role) for s in SERVICES if s.role}
+
 
 
 #: How long the terminal test watches `make run`'s screen: a newcomer's first minutes.

@@ -41,6 +41,7 @@ from tests.integration.consumer_support import (
     wait_offsets,
 )
 from tests.integration.kafka_support import read_topic
+from tests.integration.owner_support import form_fields
 from tests.integration.seam_support import (
     log_text,
     metric,
@@ -182,8 +183,10 @@ async def _owner_link_signs_in(banner: str, base: str) -> None:
     link = re.search(r"one-time sign-in link, 14 days\):\s+(\S+)", banner).group(1)
     assert link.startswith(f"{base}/owner/?token=")
     async with httpx.AsyncClient() as browser:
-        r = await browser.get(link)
-        assert r.status_code == 200 and "platereg_owner" in r.headers["set-cookie"]
+        r = await browser.get(link)  # opening the link: a page with one button
+        assert r.status_code == 200 and "platereg_owner=" not in r.headers["set-cookie"]
+        r = await browser.post(f"{base}/owner/sign-in", data=form_fields(r.text))
+        assert r.status_code == 303 and "platereg_owner" in r.headers["set-cookie"]
         page = await browser.get(f"{base}/owner/")
         assert page.status_code == 200, page.text[:500]
         assert "Your owner page" in page.text or "Votre page de propri" in page.text

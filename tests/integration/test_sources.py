@@ -102,6 +102,15 @@ async def test_ingest_keys_need_sources_on_the_command_line(topics) -> None:
     listed = platereg("keys", "list", env={"COLUMNS": "250"})
     assert "/emissions/acme/" in listed.stdout and "/fines/acme/" not in listed.stdout
     assert platereg("keys", "bind", "nosuchkey123", "--source", "/x/").returncode == 1
+    # A prefix must name a path segment: `/` would speak for every source.
+    for prefix in ("/", "//"):
+        for command in (("keys", "create", "--role", "ingest", "--name", "all"),
+                        ("keys", "bind", key_id)):
+            refused = platereg(*command, "--source", "/registry/", "--source", prefix)
+            assert refused.returncode == 2, (command, prefix)
+            assert f"source prefix '{prefix}' has no path segment" in refused.stderr
+    listed = platereg("keys", "list", env={"COLUMNS": "250"})
+    assert "/emissions/acme/" in listed.stdout and "all" not in listed.stdout.split()
 
 
 # --------------------------------------------------------------------------- consumer

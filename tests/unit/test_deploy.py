@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from platereg.settings import Settings
+from platereg.settings import COMMAND_NEEDS, Settings
 from wiring.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +39,13 @@ def test_service_commands_exist(name: str) -> None:
 def test_prestart_sets_up_roles_then_migrates_then_creates_topics() -> None:
     script = (ROOT / "deploy" / "prestart.sh").read_text()
     commands = [line for line in script.splitlines() if line.startswith("platereg ")]
-    assert commands == ["platereg roles", "platereg migrate", "platereg topics"]
+    assert commands == ["platereg roles", "platereg migrate", "platereg topics",
+                        'platereg sources producer add "$PLATEREG_PRODUCER_NAME" --source / '
+                        '--secret-from-env PLATEREG_PRODUCER_SECRET']
+    assert "--secret-from-env PLATEREG_PRODUCER_SECRET" in script   # never on a command line
+    prestart, ingest = SERVICES["prestart"]["environment"], SERVICES["ingest-api"]["environment"]
+    assert prestart["PLATEREG_PRODUCER_NAME"] == ingest["PLATEREG_PRODUCER_NAME"]
+    assert prestart["PLATEREG_PRODUCER_SECRET"] == ingest["PLATEREG_PRODUCER_SECRET"]
     for name, svc in PLATEREG_SERVICES.items():
         if name != "prestart":
             assert svc["depends_on"]["prestart"]["condition"] == "service_completed_successfully"
@@ -56,7 +61,7 @@ def test_dockerfile_copies_existing_paths() -> None:
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 GRAFANA = ROOT / "deploy" / "grafana"
 #: platereg services that serve no /metrics (one-shot or periodic commands).
-NOT_SCRAPED = {"prestart", "audit-purge"}
+NOT_SCRAPED = {"prestart", "purge", "operator"}
 
 
 def test_prometheus_scrapes_every_service_on_its_port() -> None:
@@ -95,42 +100,41 @@ def _listeners(value: str) -> dict[str, str]:
     return dict(item.split("://", 1) for item in value.split(","))
 
 
-def test_kafka_clients_need_scram_and_only_loopback_is_anonymous() -> None:
-    """Only the CLIENT listener is reachable from other containers, and it needs SASL/SCRAM;
-    the anonymous super user exists only on the loopback-bound listeners."""
-    env = SERVICES["kafka"]["environment"]
+def test_kafka_clients_need_scram_over_tls_and_only_loopback_is_anonymous() -> None:
+    """Only the CLIENT listener is reachable from other containers: SASL_SSL (SCRAM) with
+    the mounted PEM key and chain; the anonymous super user exists only on the
+    loopback-bound listeners. The log is on the kafkadata volume (the image's default
+    is under /tmp). Each service's login: tests/unit/test_compose_env.py."""
+    kafka = SERVICES["kafka"]
+    env = kafka["environment"]
     protocols = dict(item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
                      .split(","))
     for name, address in _listeners(env["KAFKA_LISTENERS"]).items():
         if protocols[name] == "PLAINTEXT":
             assert address.startswith("127.0.0.1:"), f"{name} is plaintext beyond loopback"
         else:
-            assert protocols[name] == "SASL_PLAINTEXT" and address == ":9092"
+            assert protocols[name] == "SASL_SSL" and address == ":9092"
+    assert "SSL://" not in env["KAFKA_ADVERTISED_LISTENERS"], (
+        "the image then wants a JKS key store (KAFKA_SSL_KEYSTORE_FILENAME)")
+    assert env["KAFKA_LISTENER_NAME_CLIENT_SSL_KEYSTORE_TYPE"] == "PEM"
+    key = env["KAFKA_LISTENER_NAME_CLIENT_SSL_KEYSTORE_LOCATION"]
+    assert "${KAFKA_TLS_DIR:-./deploy/kafka/tls}:/etc/kafka/tls:ro" in kafka["volumes"]
+    assert key == "/etc/kafka/tls/broker.pem"
     assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
     assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
     assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
     assert not [k for k in env if k.startswith("KAFKA_") and "PASSWORD" in k], (
         "the image turns KAFKA_* variables into broker properties: no passwords there")
-    for name, svc in PLATEREG_SERVICES.items():
-        svc_env = svc["environment"]
-        assert svc_env["PLATEREG_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT", name
-        assert svc_env["PLATEREG_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512", name
-        assert re.fullmatch(r"\$\{KAFKA_[A-Z]+_PASSWORD:\?[^}]+\}",
-                            svc_env["PLATEREG_KAFKA_SASL_PASSWORD"]), name
-    assert SERVICES["ingest-api"]["environment"]["PLATEREG_KAFKA_SASL_USERNAME"] == (
-        "platereg-ingest")
+    assert f"kafkadata:{env['KAFKA_LOG_DIRS']}" in kafka["volumes"]
 
 
-def test_kafka_start_script_gives_producers_write_on_plates_events_only() -> None:
-    script = (ROOT / "deploy" / "kafka" / "start.sh").read_text()
-    subprocess.run(["bash", "-n", str(ROOT / "deploy" / "kafka" / "start.sh")], check=True)
+def test_kafka_start_script_is_the_entrypoint_and_reads_the_mounted_acl_file() -> None:
+    start = ROOT / "deploy" / "kafka" / "start.sh"
+    subprocess.run(["bash", "-n", str(start)], check=True)
     assert SERVICES["kafka"]["entrypoint"] == ["/opt/platereg/start.sh"]
     assert "./deploy/kafka/start.sh:/opt/platereg/start.sh:ro" in SERVICES["kafka"]["volumes"]
-    producer = script[script.index("producer() {"):script.index("\n}\n", script.index(
-        "producer() {"))]
-    assert "--operation Write --operation Describe --topic plates.events" in producer
-    assert "--operation All" not in producer and "--group" not in producer
-    assert "producer platereg-ingest" in script and "for entry in ${SCRAM_PRODUCERS:-}" in script
+    assert "./deploy/kafka/acls:/opt/platereg/acls:ro" in SERVICES["kafka"]["volumes"]
+    assert "ACLS=${PLATEREG_ACLS:-/opt/platereg/acls}" in start.read_text()
 
 
 def dashboard_queries() -> list[tuple[str, str]]:
@@ -181,54 +185,45 @@ def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-PASSWORDS = ("POSTGRES_PASSWORD", "DB_OWNER_PASSWORD", "DB_APP_PASSWORD", "DB_PURGE_PASSWORD",
-             "GRAFANA_ADMIN_PASSWORD", "KAFKA_SERVICES_PASSWORD", "KAFKA_INGEST_PASSWORD",
-             "CURSOR_SECRET")
 URL = re.compile(r"postgresql://(?P<user>[^:@/]+):(?P<password>[^@]+)@")
+#: The database login each role's URL carries (the compose users of docs/operations.md).
+ROLE_USERS = {role: f"app_{role}" for role in ("consumer", "registry_api", "ingest_api",
+                                               "notices_scheduler", "notices_dispatcher",
+                                               "purge", "operator")}
 
 
-def test_only_the_prestart_connects_as_the_superuser_and_no_password_has_a_default() -> None:
+def _expected_user(service: str, var: str) -> str:
+    """The login ``var`` of compose service ``service`` must carry."""
+    fixed = {"PLATEREG_ADMIN_DATABASE_URL": "postgres",
+             "PLATEREG_MIGRATE_DATABASE_URL": "platereg_owner"}
+    if var in fixed:
+        return fixed[var]
+    role = var.removeprefix("PLATEREG_").removesuffix("_DATABASE_URL").lower()
+    if var == "PLATEREG_DATABASE_URL":   # the role of the command it runs
+        if service in ("prestart", "operator"):   # the operator commands' role
+            return ROLE_USERS["operator"]
+        command = " ".join(PLATEREG_SERVICES[service]["command"])
+        role = COMMAND_NEEDS[max((c for c in COMMAND_NEEDS if command.startswith(c)),
+                                 key=len)].role or ""
+    return ROLE_USERS[role]
+
+
+def test_each_service_logs_in_to_postgres_as_its_own_role() -> None:
+    """No password has a default; only the prestart holds the superuser's; every other
+    URL carries the login of the role its command uses (COMMAND_NEEDS)."""
     for name, svc in PLATEREG_SERVICES.items():
         for var, value in svc["environment"].items():
             match = URL.match(str(value))
             if not match:
                 continue
             assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", match["password"]), (name, var)
+            assert match["user"] == _expected_user(name, var), (name, var)
             if var == "PLATEREG_ADMIN_DATABASE_URL":
-                assert name == "prestart" and match["user"] == "postgres"
-            else:
-                assert match["user"] != "postgres", (name, var)
-        assert svc["environment"]["PLATEREG_DATABASE_URL"].startswith(
-            "postgresql://platereg_app:"), name
+                assert name == "prestart"
+        if name != "prestart":   # one database password per service container
+            assert len([v for v in svc["environment"] if "DATABASE_URL" in v]) == 1, name
     postgres_env = SERVICES["postgres"]["environment"]
     assert postgres_env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
-
-
-def _compose_config(env: dict[str, str], tmp_path: Path, docker_compose: str
-                    ) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in PASSWORDS}
-    empty = tmp_path / "empty.env"  # not a .env file the developer may keep
-    empty.write_text("")
-    return subprocess.run([docker_compose, "--env-file", str(empty),
-                           "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                          capture_output=True, text=True, check=False, env={**base, **env})
-
-
-def test_docker_compose_config_is_clean_with_the_passwords_set(tmp_path: Path,
-                                                               docker_compose: str) -> None:
-    res = _compose_config({var: f"pw-{i}" for i, var in enumerate(PASSWORDS)}, tmp_path,
-                          docker_compose)
-    assert res.returncode == 0, res.stderr
-    assert res.stdout == "" and res.stderr == ""
-
-
-@pytest.mark.parametrize("missing", PASSWORDS)
-def test_docker_compose_config_fails_without_a_password(missing: str, tmp_path: Path,
-                                                        docker_compose: str) -> None:
-    res = _compose_config({var: "pw" for var in PASSWORDS if var != missing}, tmp_path,
-                          docker_compose)
-    assert res.returncode != 0
-    assert f"set {missing}" in res.stderr
 
 
 def test_the_registry_api_keeps_its_audit_journal_on_a_volume() -> None:
@@ -239,3 +234,32 @@ def test_the_registry_api_keeps_its_audit_journal_on_a_volume() -> None:
     assert mounts.get(path) in COMPOSE["volumes"], f"no named volume at {path}"
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert f"-o platereg /var/lib/platereg {path}" in dockerfile  # the image user owns it
+
+
+def test_the_optional_read_replica_streams_from_postgres_and_feeds_the_registry_api() -> None:
+    """The replica profile: a hot standby of the postgres service (same image: physical
+    replication needs the same major version), made by pg_basebackup -R as a user the
+    primary's hba file lets replicate, on a volume of its own; the registry API reads
+    there when DATABASE_READ_URLS says so, and only then (empty by default)."""
+    replica, primary = SERVICES["postgres-replica"], SERVICES["postgres"]
+    assert replica["profiles"] == ["replica"]
+    assert replica["image"] == primary["image"]
+    assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in replica["volumes"]}
+    script = (ROOT / mounts[replica["entrypoint"][0]]).read_text()
+    assert "pg_basebackup -h \"$PRIMARY_HOST\" -U postgres" in script and " -R " in script
+    assert replica["environment"]["PRIMARY_HOST"] == "postgres"
+    assert replica["environment"]["PGPASSWORD"] == primary["environment"]["POSTGRES_PASSWORD"]
+    assert mounts["/var/lib/postgresql/data"] in COMPOSE["volumes"]
+    assert mounts["/var/lib/postgresql/data"] != "pgdata"
+
+    hba_path = next(arg.partition("=")[2] for arg in primary["command"]
+                    if arg.startswith("hba_file="))
+    primary_mounts = {v.split(":")[1]: v.split(":")[0] for v in primary["volumes"]}
+    rules = [line.split() for line in (ROOT / primary_mounts[hba_path]).read_text()
+             .splitlines() if line.strip() and not line.startswith("#")]
+    assert ["host", "replication", "postgres", "all", "scram-sha-256"] in rules
+    assert ["host", "all", "all", "all", "scram-sha-256"] in rules   # as the image has it
+
+    api_env = SERVICES["registry-api"]["environment"]
+    assert api_env["PLATEREG_DATABASE_READ_URLS"] == "${DATABASE_READ_URLS:-}"

@@ -21,7 +21,10 @@ from babel.messages.pofile import read_po
 
 from notifications.render import render
 from platereg import i18n
-from registry.owner import page, words
+from platereg.http import ProblemError
+from registry.owner import html, page, sign_in, words
+from registry.owner.guidance import Department
+from registry.owner.zones import Zones
 
 ROOT = Path(__file__).resolve().parents[2]
 OTHER_LANGUAGES = [lang for lang in i18n.LANGUAGES if lang != i18n.SOURCE_LANGUAGE]
@@ -161,14 +164,20 @@ def test_french_plural_forms_and_lists() -> None:
 
 
 def _owner_page(lang: str) -> str:
-    """The whole page with every status, blocker, kind, channel, outcome, role and purpose."""
+    """The whole page with every status, blocker, kind, channel, outcome, role and purpose,
+    each status's guidance, and every sign-in page (button, switch, refusals, waits)."""
     tz, today = ZoneInfo("America/Toronto"), dt.date(2027, 3, 1)
+    zones = Zones({}, tz)
+    department = Department("ServiceOntario", "1-800-267-8097", "https://example.org/c",
+                            "https://example.org/r")
     now = dt.datetime(2027, 3, 1, 15, 4, 5, tzinfo=dt.UTC)
     plates = [{"jurisdiction": "CA-ON", "plate": f"P{i}", "status": s, "expires_on": e,
-               "suspension_reasons": list(words._BLOCKERS)}
+               "flags": [s, "expired"], "suspension_reasons": list(words._BLOCKERS)}
               for i, (s, e) in enumerate(zip(words._STATUS, ("2027-03-31", "2027-01-02",
                                                              "2027-03-02", "2027-03-01", None),
                                              strict=True))]
+    plates.append({"jurisdiction": "CA-BC", "plate": "FAR", "status": "valid",
+                   "expires_on": "2028-01-01", "flags": []})
     notices = [{"kind": k, "jurisdiction": "CA-ON", "plate": "P1", "created_at": now,
                 "deliveries": [{"channel": c, "attempt": 1, "outcome": o, "at": now,
                                 "error": None}
@@ -180,18 +189,27 @@ def _owner_page(lang: str) -> str:
                "role": role, "purpose": purpose}
               for kind in ("owner_session", "record") for role in words._ROLES
               for purpose in (*words._PURPOSES, None)]
-    html = page._html(
-        "page.html.j2", lang, message="m", error="e",
-        plates=[page._plate_item(p, today, lang) for p in plates],
-        notices=[page._notice_item(n, lang, tz) for n in notices],
-        access=[page._access_item(a, lang, tz) for a in access],
+    out = html.render(
+        "page.html.j2", lang, department, message="m", error="e",
+        session_words=words.session_length(15, lang),
+        plates=[page._plate_item(p, today, lang, department, 60) for p in plates],
+        notices=[page._notice_item(n, lang, zones) for n in notices],
+        access=[page._access_item(a, lang, zones, tz) for a in access],
         prefs={"channels": None, "language": None},
         channels=[{"value": c, "label": words.channel(c, lang), "checked": False}
                   for c in words.CHANNELS], notice_language=lang, csrf="c").body.decode()
-    for heading in ("Sign in", "This link cannot be used", "You are signed in."):
-        html += page._message(lang, words.gettext(heading, lang), page._sign_in_help(lang),
-                              continue_to="/owner/").body.decode()
-    return html
+    for heading in ("Sign in", "This link cannot be used"):
+        out += html.message(lang, department, words.gettext(heading, lang),
+                            html.sign_in_help(lang)).body.decode()
+    for reason in sign_in._REFUSED:
+        out += sign_in._refused_page(lang, department, reason).body.decode()
+    for why in (sign_in._TOO_MANY_LINKS, sign_in._TOO_MANY_SIGN_INS):
+        wait = ProblemError(429, "Too Many Requests", "x", headers={"Retry-After": "90"})
+        out += sign_in._wait_page(lang, department, wait, why).body.decode()
+    for switching in (False, True):
+        out += html.render("sign_in.html.j2", lang, department, heading="h", link="l",
+                           csrf="c", switching=switching).body.decode()
+    return out
 
 
 def test_the_french_owner_page_is_all_french(template) -> None:
@@ -199,7 +217,10 @@ def test_the_french_owner_page_is_all_french(template) -> None:
     _assert_french(french, _english_fragments(template), "owner page")
     for text in ("Votre page de propriétaire", "Qui a consulté vos plaques", "Déclarée volée",
                  "Le renouvellement est bloqué : ", "Expire le 31 mars 2027 (dans 30 jours)",
-                 "Personnel du registre", "interception routière", "Continuer vers votre page"):
+                 "Personnel du registre", "interception routière", "Accéder à ma page",
+                 "Vous restez connecté pendant 15 minutes.", "Réessayez dans 2 minutes.",
+                 "appelez ServiceOntario au 1-800-267-8097", "Site Web de ServiceOntario",
+                 "1 mars 2027, 10 h 04 min 05 s HNE"):
         assert text in french
     english = _owner_page("en")
     assert "Your owner page" in english and "Registre" not in english

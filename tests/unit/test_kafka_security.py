@@ -91,3 +91,11 @@ def test_every_client_factory_takes_the_options(monkeypatch) -> None:
         assert options["bootstrap_servers"] == "k1:9093,k2:9093"
         assert (options["security_protocol"], options["sasl_mechanism"],
                 options["sasl_plain_username"]) == ("SASL_SSL", "SCRAM-SHA-256", "registry")
+
+
+def test_a_ca_file_that_is_no_pem_certificate_names_the_variable(tmp_path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match="PLATEREG_KAFKA_SSL_CAFILE: not a readable PEM CA"):
+        load_settings(kafka_bootstrap_servers="k:9092", kafka_security_protocol="SSL",
+                      kafka_ssl_cafile=str(bad))

@@ -23,6 +23,8 @@ def test_the_dispatcher_runs_on_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
 
     saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     monkeypatch.setattr(notifications.service, "serve_dispatcher", serve)
+    monkeypatch.setenv("PLATEREG_DATABASE_URL", "postgresql://u:p@127.0.0.1:1/none")
+    monkeypatch.setenv("PLATEREG_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
     try:
         result = CliRunner().invoke(app, ["notices", "dispatch"])
     finally:

@@ -116,6 +116,24 @@ async def test_retry_stops_when_stop_is_set_and_lets_other_errors_through() -> N
         await retry(broken, asyncio.Event(), on=(OSError,), message="m")
 
 
+async def test_retry_lets_a_never_error_through_at_once_though_its_base_is_listed() -> None:
+    """The broker refusing this principal is a KafkaError, but waiting will not help."""
+    from aiokafka.errors import GroupAuthorizationFailedError, KafkaError
+
+    from platereg.kafka import AUTHORIZATION_ERRORS
+
+    calls: list[int] = []
+
+    async def refused() -> None:
+        calls.append(1)
+        raise GroupAuthorizationFailedError("platereg-registry")
+
+    with pytest.raises(GroupAuthorizationFailedError):
+        await retry(refused, asyncio.Event(), on=(KafkaError,), never=AUTHORIZATION_ERRORS,
+                    message="m", first=0.001)
+    assert calls == [1]
+
+
 async def test_repeat_runs_the_job_again_retries_listed_errors_and_ends_on_stop() -> None:
     stop = asyncio.Event()
     outcomes = ["ok", "down", "ok", "down", "ok"]

@@ -68,7 +68,7 @@ def notice_out(item: dict[str, Any]) -> dict[str, Any]:
 def preferences_out(owner_id: str, row: Any) -> dict[str, Any]:
     if row is None:
         return {"owner_id": owner_id, "channels": None, "language": None, "updated_at": None}
-    return {"owner_id": owner_id, "channels": list(row["channels"]),
+    return {"owner_id": owner_id, "channels": list(row["channels"]) or None,  # {}: default
             "language": row["language"], "updated_at": row["updated_at"]}
 
 
