@@ -2,8 +2,8 @@
 
 Shared commands live here (migrate, roles, topics, keys, schemas). Each service
 package offers its own commands through its ``cli`` module's ``register``
-function, and the developer tools (``devtools.cli``: run, simulate, the mail
-catcher) offer theirs as plain functions; this module imports all of them
+function, and the developer tools (``devtools.cli``: run, logs, demo, simulate, the
+mail catcher) offer theirs as plain functions; this module imports all of them
 directly, so the import-graph test sees every arrow, and no service imports
 another's internals or the developer tools.
 
@@ -35,6 +35,7 @@ from platereg.commands import (
     settings_or_exit,
     with_connection,
 )
+from platereg.listing import Field, JsonOption, emit
 from platereg.settings import ConfigError
 from registry.api import cli as registry_api_cli
 from registry.consumer import cli as registry_consumer_cli
@@ -183,23 +184,24 @@ def keys_create(
                "Store the key now: it cannot be shown again.")
 
 
+#: The columns of ``platereg keys list`` (and the fields of its ``--json``).
+KEY_FIELDS = (
+    Field("key_id", identifier=True), Field("name"), Field("role"), Field("sources"),
+    Field("rate_limit", text=lambda v: "default" if v is None else str(v)),
+    Field("created_at", "created"), Field("revoked_at", "revoked"),
+)
+
+
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(as_json: JsonOption = False) -> None:
     """List keys (ids, names, roles; never secrets)."""
-    from rich.console import Console
-    from rich.table import Table
+    from dataclasses import asdict
 
     from platereg.security import keys
 
     settings = settings_or_exit("keys list")
-
-    table = Table("key id", "name", "role", "sources", "rate limit", "created", "revoked")
-    for k in with_connection(settings.dsn(), keys.list_keys):
-        table.add_row(k.key_id, k.name, k.role, " ".join(k.sources),
-                      str(k.rate_limit or "default"),
-                      k.created_at.isoformat(timespec="seconds"),
-                      k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "")
-    Console().print(table)
+    rows = [asdict(k) for k in with_connection(settings.dsn(), keys.list_keys)]
+    emit(KEY_FIELDS, rows, as_json=as_json, noun="key")
 
 
 @keys_app.command("bind")
@@ -258,6 +260,8 @@ def schemas_export(
 def _register_commands() -> None:
     """The services' and the developer tools' commands, in the order ``--help`` lists them."""
     app.command("run")(devtools_cli.run)
+    app.command("logs")(devtools_cli.logs)
+    app.command("demo")(devtools_cli.demo)
     registry_consumer_cli.register(app, GROUPS)
     registry_api_cli.register(app, GROUPS)
     registry_sources_cli.register(app, GROUPS)

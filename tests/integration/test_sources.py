@@ -158,6 +158,13 @@ async def test_a_theft_produced_by_an_insurer_goes_to_the_dlq_and_a_policy_chang
     listed = platereg("sources", "list").stdout
     assert "/smartplate/\tplate.stolen_reported\tany" in listed
     assert "/police/\tplate.recovered" not in listed
+    rules = orjson.loads(platereg("sources", "list", "--json").stdout)
+    assert {"prefix": "/smartplate/", "type": "plate.stolen_reported", "reasons": None} in rules
+    assert all(set(r) == {"prefix", "type", "reasons"} for r in rules)
+    assert [r for r in rules if r["prefix"] == "/police/" and r["type"] == "plate.recovered"
+            ] == []
+    suspensions = [r for r in rules if r["type"] == "plate.suspended" and r["reasons"]]
+    assert suspensions and all(r["reasons"] == sorted(r["reasons"]) for r in suspensions)
 
 
 async def test_events_are_identified_by_source_and_id(topics, pool) -> None:
