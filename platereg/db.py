@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from importlib.resources import files
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -47,12 +47,17 @@ def _advisory_lock(dsn: str) -> Iterator[None]:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK_ID,))
 
 
-def migrate(dsn: str) -> list[str]:
-    """Apply pending migrations; safe to run twice and from several processes at once.
+def migrate(dsn: str, retention: Mapping[str, int] | None = None) -> list[str]:
+    """Apply pending migrations, then the grants of ``platereg.security.roles.GRANTS`` and
+    (when given) the retention of each kind of personal data (``platereg.retention``), in
+    one transaction; safe to run twice and from several processes at once.
 
     Returns the ids of the migrations applied by this call.
     """
     from yoyo import get_backend, read_migrations
+
+    from platereg.retention import write_retention
+    from platereg.security.roles import apply_grants
 
     with _advisory_lock(dsn):
         backend = get_backend(_yoyo_uri(dsn))
@@ -64,6 +69,10 @@ def migrate(dsn: str) -> list[str]:
         finally:
             with contextlib.suppress(Exception):
                 backend.connection.close()
+        with psycopg.connect(dsn) as conn:   # one transaction, committed on the way out
+            apply_grants(conn)
+            if retention is not None:
+                write_retention(conn, retention)
     applied = [m.id for m in pending]
     if applied:
         log.info("migrations applied", migrations=applied)

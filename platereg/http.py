@@ -17,6 +17,9 @@
   - more than ``PLATEREG_HTTP_MAX_CONCURRENT_REQUESTS`` requests in progress:
     503 with ``Retry-After`` at once (the probes are not counted or refused).
 
+  It also marks every answer that may hold plate or owner data (the ``/v1/`` routes
+  and the owner page: :func:`holds_personal_data`) ``Cache-Control: no-store``.
+
 * One strict JSON body reader for both APIs (:func:`read_json`): exact media
   types, ``charset`` only UTF-8, no repeated keys, bounded nesting.
 * Wrong methods get 405 with the ``Allow`` of every route on that path;
@@ -289,9 +292,14 @@ class ObservabilityMiddleware:
                 body_done = True
             return message
 
+        private = holds_personal_data(scope["path"])
+
         async def tracking_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                headers = message.get("headers", ())
+                if private and not any(k == NO_STORE[0] for k, _ in headers):
+                    message = {**message, "headers": [*headers, NO_STORE]}
             await send(message)
 
         try:
@@ -337,6 +345,18 @@ class ObservabilityMiddleware:
             key_id = (scope.get("state") or {}).get("key_id")
             log.info("request", route=template, method=scope["method"], status=status,
                             key_id=key_id, ms=round(elapsed * 1000, 2))
+
+
+#: Answers with plate or owner data are never stored by a browser or a proxy.
+NO_STORE = (b"cache-control", b"no-store")
+#: Paths whose answers may hold plate or owner data: every API route and the owner page
+#: (its static files excepted); not the probes, metrics, docs or landing page.
+PERSONAL_DATA_PREFIXES = ("/v1/", "/owner")
+
+
+def holds_personal_data(path: str) -> bool:
+    """Whether answers to ``path`` carry ``Cache-Control: no-store``."""
+    return path.startswith(PERSONAL_DATA_PREFIXES) and not path.startswith("/owner/static/")
 
 
 class _BodyTimeout(Exception):

@@ -133,7 +133,7 @@ async def database_url(servers: Servers, template_db: str) -> AsyncIterator[str]
 @pytest.fixture
 def settings(servers: Servers, database_url: str, monkeypatch: pytest.MonkeyPatch,
              tmp_path: Path) -> Settings:
-    """Settings for this test: its own database, topic prefix and audit journal directory.
+    """Settings for this test: its own database and topic prefix.
 
     Also exported as PLATEREG_* variables so subprocesses see the same.
     """

@@ -33,6 +33,7 @@ Rows are tuples in :data:`ROW_COLUMNS` order (missing trailing values of
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 import weakref
 from collections.abc import Iterable, Sequence
@@ -55,7 +56,6 @@ _TYPES = ("timestamptz",) + ("text",) * 8 + ("timestamptz",)
 #: One prepared statement for any number of rows: a column array per column.
 INSERT_ROWS = (f"INSERT INTO audit_log ({', '.join(ROW_COLUMNS)}) SELECT * FROM unnest("
                + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_TYPES, 1)) + ")")
-PURGE_LOCK_ID = 0x706C617465617564  # advisory lock shared by every purge (CLI and schedule)
 AuditRow = tuple[Any, ...]
 _WIDTH = len(ROW_COLUMNS)
 
@@ -76,6 +76,14 @@ def _full(row: Sequence[Any]) -> AuditRow:
     if not len(AUDIT_COLUMNS) <= len(row) < _WIDTH:
         raise ValueError(f"an audit row has {len(AUDIT_COLUMNS)} to {_WIDTH} values")
     return (*row, *(None,) * (_WIDTH - len(row)))
+
+
+def stamped(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Audit rows with the time of the real clock: when the read happened, whatever the
+    registry's clock says (``PLATEREG_CLOCK_OFFSET_SECONDS`` shifts it in tests); the
+    database refuses a row time ahead of its own clock (migration 0021)."""
+    now = dt.datetime.now(dt.UTC)
+    return [(now, *row[1:]) for row in rows]
 
 
 class _Waiting:
@@ -230,46 +238,3 @@ async def start_writer(pool: asyncpg.Pool, settings: Settings) -> AuditWriter:
     writer = AuditWriter(pool, max_pending=settings.audit_max_pending)
     writer.start()
     return writer
-
-
-async def purge(conn: asyncpg.Connection, retention_days: int, *,
-                chunk: int = 10_000) -> int | None:
-    """Delete audit rows older than ``retention_days``, in chunks.
-
-    Returns the number deleted, or None when another process is purging
-    (session advisory lock, so only one purge runs at a time however many API
-    processes schedule it).
-    """
-    if retention_days < 1:
-        raise ValueError("retention must be at least one day")
-    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", PURGE_LOCK_ID):
-        return None
-    try:
-        deleted = 0
-        while True:
-            status = await conn.execute(
-                "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log"
-                " WHERE at < now() - make_interval(days => $1) ORDER BY at LIMIT $2)",
-                retention_days, chunk,
-            )
-            n = int(status.split()[-1])
-            deleted += n
-            if n < chunk:
-                return deleted
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", PURGE_LOCK_ID)
-
-
-async def purge_periodically(pool: asyncpg.Pool, retention_days: int,
-                             every: float = 3600.0, first_after: float = 60.0) -> None:
-    """The in-process schedule: purge every ``every`` seconds (one process at a time)."""
-    await asyncio.sleep(first_after)
-    while True:
-        try:
-            async with pool.acquire() as conn:
-                deleted = await purge(conn, retention_days)
-            if deleted:
-                log.info("audit rows purged", count=deleted, retention_days=retention_days)
-        except Exception as exc:  # noqa: BLE001 - the schedule keeps going whatever failed
-            log.warning("audit purge failed", error_type=type(exc).__name__)
-        await asyncio.sleep(every)

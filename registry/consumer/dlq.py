@@ -19,7 +19,7 @@ async def list_rejections(settings: Settings, *, reason: str | None = None, limi
     try:
         return await conn.fetch(
             """SELECT id, topic, partition, kafka_offset, reason, detail, received_at,
-                      published_at, replayed_at
+                      published_at, replayed_at, purged_at
                FROM dlq_messages
                WHERE ($1::text IS NULL OR reason = $1) AND ($2 OR replayed_at IS NULL)
                ORDER BY id DESC LIMIT $3""",
@@ -34,14 +34,15 @@ async def replay(settings: Settings, *, ids: Sequence[int] = (), reason: str | N
     and the registry counts the second copy as a duplicate. Nothing is signed anew: a
     record passes only with its producer's own signature (a rejection for
     ``unauthorized_source`` replays after the producer is registered, or its secret
-    restored, never by laundering)."""
+    restored, never by laundering). Records whose bytes ``platereg purge`` removed (past
+    PLATEREG_DEAD_LETTER_RETENTION_DAYS) are left out."""
     conn = await connect(settings.dsn())
     producer = make_producer(settings, max_request_size=8 * 1024 * 1024)
     try:
         rows = await conn.fetch(
             """SELECT id, key, value, headers FROM dlq_messages
                WHERE (id = ANY($1::bigint[]) OR ($2::text IS NOT NULL AND reason = $2
-                      AND replayed_at IS NULL))
+                      AND replayed_at IS NULL)) AND purged_at IS NULL
                ORDER BY id""",
             list(ids), reason)
         if not rows:

@@ -15,7 +15,15 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from platereg.listing import Field, JsonOption, emit
+
 T = TypeVar("T")
+
+#: The columns of ``platereg sources list`` (reasons: null or "any" = any reason).
+SOURCE_FIELDS = (
+    Field("prefix", identifier=True), Field("type"),
+    Field("reasons", text=lambda v: "any" if v is None else ",".join(v)),
+)
 
 _REASON_HELP = ("A reason the prefix may use (plate.suspended / plate.reinstated; repeat it; "
                 "'none' = plate.reinstated without a reason). None given: any reason.")
@@ -42,16 +50,15 @@ def register(app: typer.Typer, groups: dict[str, typer.Typer]) -> None:
     app.add_typer(sources, name="sources")
 
     @sources.command("list")
-    def sources_list() -> None:
+    def sources_list(as_json: JsonOption = False) -> None:
         """List the policy: per source prefix, the event types (and reasons) it may send."""
         from platereg.security.policy_store import load_grants
 
         settings = settings_or_exit("sources list")
         grants = _with_conn(settings.dsn(), load_grants)
-        for g in grants:
-            reasons = "any" if g.reasons is None else ",".join(sorted(g.reasons))
-            typer.echo(f"{g.prefix}\t{g.type}\t{reasons}")
-        typer.echo(f"{len(grants)} rule(s)", err=True)
+        emit(SOURCE_FIELDS, [{"prefix": g.prefix, "type": g.type,
+                              "reasons": None if g.reasons is None else sorted(g.reasons)}
+                             for g in grants], as_json=as_json, noun="rule")
 
     @sources.command("set")
     def sources_set(

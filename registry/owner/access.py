@@ -21,7 +21,7 @@ from platereg.clock import Clock
 from platereg.http import ProblemError
 from platereg.metrics import AUTH_FAILURES
 from platereg.settings import Settings
-from registry.api.audit import AuditUnavailable
+from registry.api.audit import AuditUnavailable, stamped
 from registry.owner import sessions
 from registry.owner.guard import LinkLimiter, client_key
 from registry.owner.tokens import OwnerClaims, OwnerTokens, TokenExpired, TokenInvalid
@@ -69,7 +69,7 @@ class OwnerAccess:
     async def audit(self, rows: list[tuple[Any, ...]]) -> None:
         """Commit audit rows, or refuse the answer (503) when they cannot be written."""
         try:
-            await self.audit_of().write(rows)
+            await self.audit_of().write(stamped(rows))
         except AuditUnavailable:
             raise ProblemError(503, "Service Unavailable", "the audit log cannot keep up",
                                headers={"Retry-After": "5"}) from None

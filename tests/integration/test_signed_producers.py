@@ -172,11 +172,11 @@ async def test_a_replayed_rejection_keeps_its_signature_and_is_never_signed_anew
 
 
 async def test_only_the_consumers_and_operators_role_reads_the_secrets(database_url) -> None:
-    """Today the consumer and the operator commands share the services' role; the purge
-    role and a role in no group (PUBLIC) read nothing of the producers."""
+    """The consumer's and the operator commands' roles read the producers' secrets; every
+    other service's role and a role in no group (PUBLIC) read nothing of the producers."""
     from urllib.parse import urlsplit, urlunsplit
 
-    from platereg.security.roles import ensure_roles
+    from platereg.security.roles import ROLES, ensure_roles
 
     def login(user: str, password: str) -> str:
         parts = urlsplit(database_url)
@@ -184,19 +184,22 @@ async def test_only_the_consumers_and_operators_role_reads_the_secrets(database_
             netloc=f"{user}:{password}@{parts.netloc.rsplit('@', 1)[-1]}"))
 
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    users = [f"{prefix}_app", f"{prefix}_purge", f"{prefix}_nobody"]
-    service, purger, nobody = (login(u, new_secret()) for u in users)
-    ensure_roles(database_url, service_dsn=service, purge_dsn=purger)
+    logins = {role: login(f"{prefix}_{role}", new_secret()) for role in ROLES}
+    nobody = login(f"{prefix}_nobody", new_secret())
+    ensure_roles(database_url, logins)
+    users = [urlsplit(dsn).username for dsn in (*logins.values(), nobody)]
     admin = await asyncpg.connect(database_url)
     try:
         password = urlsplit(nobody).password
-        await admin.execute(f'CREATE ROLE "{users[2]}" LOGIN PASSWORD \'{password}\'')
-        conn = await asyncpg.connect(service)
-        try:
-            assert await conn.fetchval("SELECT count(*) FROM producer_secrets") == 1  # tests
-        finally:
-            await conn.close()
-        for dsn in (purger, nobody):
+        await admin.execute(f'CREATE ROLE "{users[-1]}" LOGIN PASSWORD \'{password}\'')
+        for role in ("consumer", "operator"):
+            conn = await asyncpg.connect(logins[role])
+            try:
+                assert await conn.fetchval("SELECT count(*) FROM producer_secrets") == 1, role
+            finally:
+                await conn.close()
+        refused = [dsn for role, dsn in logins.items() if role not in ("consumer", "operator")]
+        for dsn in (*refused, nobody):
             conn = await asyncpg.connect(dsn)
             try:
                 for table in ("producer_secrets", "producers", "producers_version"):

@@ -165,6 +165,27 @@ def test_compose_config_passes_with_only_env_example_filled_in(
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
 
 
+def test_the_replica_profile_passes_and_points_the_registry_api_at_the_replica(
+        filled: dict[str, str], tmp_path: Path, docker_compose: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--profile replica`` with .env.example's values: the read URL its make line writes
+    is the registry API's login on the replica, with its password from .env."""
+    monkeypatch.chdir(tmp_path)
+    password = filled["DB_REGISTRY_API_PASSWORD"]
+    (tmp_path / ".env").write_text(f"DB_REGISTRY_API_PASSWORD={password}\n")
+    made = subprocess.run(["bash", "-c", env_example()["DATABASE_READ_URLS"]],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert made == f"postgresql://app_registry_api:{password}@postgres-replica:5432/platereg"
+    monkeypatch.setenv("COMPOSE_PROFILES", "replica")
+    done = compose_config({**filled, "DATABASE_READ_URLS": made}, tmp_path, docker_compose)
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(done.stdout)
+    assert config["services"]["postgres-replica"]["profiles"] == ["replica"]
+    api_env = config["services"]["registry-api"]["environment"]
+    settings = Settings(database_read_urls=api_env["PLATEREG_DATABASE_READ_URLS"])
+    assert settings.read_dsns() == [made]
+
+
 @pytest.mark.parametrize("missing", REQUIRED)
 def test_compose_config_fails_naming_each_secret_left_out(
         missing: str, filled: dict[str, str], tmp_path: Path, docker_compose: str) -> None:
@@ -300,3 +321,18 @@ def test_start_sh_and_python_refuse_the_same_malformed_line(tmp_path: Path) -> N
     assert f"{acls}:3: expected" in done.stderr
     with pytest.raises(ValueError, match=f"{acls}:3: expected"):
         read_acls(acls)
+
+
+@pytest.mark.parametrize("command", sorted(c for c, n in COMMAND_NEEDS.items()
+                                           if n.role and "database_url" in n.required))
+def test_a_command_with_a_role_starts_with_only_that_roles_login(command: str) -> None:
+    """``PLATEREG_<ROLE>_DATABASE_URL`` alone is enough where a command needs the database
+    (a purge host is given the purge login, not the services' one); without either, both
+    are named."""
+    role = COMMAND_NEEDS[command].role
+    own = f"{role}_database_url"
+    others = {n: "x" for n in COMMAND_NEEDS[command].required if n != "database_url"}
+    alone = Settings(**{own: "postgresql://r:p@h/db"}, **others)
+    assert variable("database_url") not in " ".join(missing_settings(alone, command))
+    message = " ".join(missing_settings(Settings(**others), command))
+    assert variable("database_url") in message and variable(own) in message

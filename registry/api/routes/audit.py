@@ -1,15 +1,19 @@
 """The audit query route of the registry API: who read what (operator).
 
 Filters travel in the body (a plate or owner id is personal data). Reading who
-read what is itself a read: one ``audit`` row per entry listed (its plate and
-owner), or one ``empty`` row naming the filters. The page cursor is sealed like
-the hotlist's and holds the newest row id at the first page: later pages list
-nothing written since (the audit rows of the query's own pages among them, which
-are committed before each page is answered and would otherwise match its filters
-and keep the paging going).
+read what is itself a read, audited as one row of kind ``audit`` however many
+entries it lists (each page one row): its filters in the row's own columns
+(``jurisdiction``, ``plate``, ``owner_id``; ``since`` as ``as_at``), the key filter,
+if any, as ``result`` ``key_id=<id>`` (else ``all_keys``). So reviewing a trail adds
+one row to it, not one per entry: polling a plate's trail grows it by one row a poll.
+The page cursor is sealed like the hotlist's and holds the newest row id at the first
+page: later pages list nothing written since (the query's own row of each page among
+them, committed before the page is answered and matching its filters).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -22,6 +26,8 @@ from registry.api.models import AuditPage
 from registry.api.routes.common import (
     BODY_ERRORS,
     OperatorKey,
+    Read,
+    Reading,
     body,
     ctx_of,
     errors,
@@ -44,6 +50,13 @@ _QUERY_EXAMPLE = {"jurisdiction": "CA-ON", "plate": "ABC123", "since": "2026-11-
                   "purpose": "audit_review", "case_ref": "AR-17"}
 
 
+def audit_query_read(who: Reading, query: AuditQuery) -> Read:
+    """The one audit row of an audit query: its filters."""
+    read = who.read("audit", query.jurisdiction, query.plate,
+                    f"key_id={query.key_id}" if query.key_id else "all_keys", query.owner_id)
+    return dataclasses.replace(read, as_at=query.since)
+
+
 def open_id_cursor(text: str | None, sealer: Sealer) -> tuple[int, int | None]:
     """``(after id, last id)`` of an audit cursor: the page starts after the first; the
     second is the newest row when the query's first page was read (None: no page yet)."""
@@ -63,7 +76,10 @@ def open_id_cursor(text: str | None, sealer: Sealer) -> tuple[int, int | None]:
              summary="Who read what (oldest first, paged)",
              description="Filters combine with AND. `plate` needs `jurisdiction`. Rows "
                          "are committed before the read they record is answered. "
-                         "Pass `next` as `cursor` with the same filters for the next page.",
+                         "Pass `next` as `cursor` with the same filters for the next page; "
+                         "later pages list no row written after the first page. "
+                         "Each query is itself audited, as one row of kind `audit` with its "
+                         "filters, however many entries it lists.",
              responses={**ok(AuditPage, _EXAMPLE), **errors(*BODY_ERRORS)},
              openapi_extra=body(AuditQuery, _QUERY_EXAMPLE))
 async def query_audit(request: Request, principal: OperatorKey) -> Response:
@@ -80,10 +96,7 @@ async def query_audit(request: Request, principal: OperatorKey) -> Response:
         owner_id=query.owner_id, since=query.since, after_id=after_id, last_id=last_id,
         limit=query.limit)
     entries = [dict(r) for r in rows]
-    who = reading(ctx, principal, query)
-    await ctx.audit([who.read("audit", e["jurisdiction"], e["plate"], "listed", e["owner_id"])
-               for e in entries]
-              or [who.read("audit", query.jurisdiction, query.plate, "empty", query.owner_id)])
+    await ctx.audit([audit_query_read(reading(ctx, principal, query), query)])
     charge(request, len(entries))
     nxt = (seal(ctx.sealer, "a", f"{rows[-1]['id']}-{last_id}") if len(rows) == query.limit
            else None)

@@ -9,9 +9,9 @@ plain module-level functions.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import Depends, Request
@@ -22,14 +22,17 @@ from platereg.clock import Clock
 from platereg.http import ProblemError, read_json, validation_errors
 from platereg.metrics import LOOKUPS
 from platereg.plate_rows import state_from_row
+from platereg.replicas import ReadPools
 from platereg.security.auth import Principal, require
 from platereg.settings import Settings
-from registry.api.audit import ROW_COLUMNS, AuditUnavailable, AuditWriter
+from registry.api.audit import ROW_COLUMNS, AuditUnavailable, AuditWriter, stamped
 from registry.api.models import Problem
 from registry.api.sealing import Sealer
 from registry.domain import VIEW_PARTS, enforcement_view, full_view, owner_view_from, view_from
 from schemas.fold import PlateState, today_in
 from schemas.plates import InvalidPlate, normalize_jurisdiction, normalize_plate
+
+T = TypeVar("T")
 
 ENFORCEMENT, PORTAL, OPERATOR = "enforcement", "portal", "operator"
 WITH_OWNER = frozenset({PORTAL, OPERATOR})
@@ -105,12 +108,22 @@ class ApiContext:
         self.tz = settings.tz
         self.clock = clock
         self.pool: Any = None
+        self.reads: ReadPools | None = None
         self.audit_writer: AuditWriter | None = None
         self.sealer = Sealer(settings.cursor_key())
 
     def now(self) -> tuple[dt.datetime, dt.date]:
         now = self.clock.now()
         return now, today_in(self.tz, now)
+
+    async def read(self, query: Callable[[Any], Awaitable[T]]) -> tuple[T, dt.datetime, dt.date]:
+        """``query(pool)`` on a read pool (a read replica in rotation, else the primary;
+        ``platereg.replicas``): its result, the ``as_of`` of views made from it (the
+        replica's replay time, or now on the primary) and the registry's today."""
+        assert self.reads is not None
+        result, replayed = await self.reads.read(query)
+        now, today = self.now()
+        return result, replayed or now, today
 
     async def audit_keeping_up(self) -> bool | str:
         """/readyz: no audit row has waited longer than PLATEREG_AUDIT_READY_LAG_SECONDS."""
@@ -127,7 +140,7 @@ class ApiContext:
         """:meth:`audit` for rows already in ``Read.row`` form (:meth:`Reading.rows`)."""
         assert self.audit_writer is not None
         try:
-            await self.audit_writer.write(rows)
+            await self.audit_writer.write(stamped(rows))
         except AuditUnavailable:
             raise ProblemError(503, "Service Unavailable", "the audit log cannot keep up",
                                headers={"Retry-After": "5"}) from None

@@ -84,7 +84,7 @@ _AT_DESCRIPTION = (
 async def views_at(ctx: ApiContext, keys: list[str], with_owner: bool,
                    at: dt.datetime) -> dict[str, dict[str, Any]]:
     """The views of the plates among ``keys`` that were issued at ``at``, by key."""
-    histories = await lookups.histories_until(ctx.pool, keys, at)
+    histories, _, _ = await ctx.read(lambda pool: lookups.histories_until(pool, keys, at))
     out = {}
     for key, events in histories.items():
         jurisdiction, _, plate = key.partition("/")
@@ -98,9 +98,8 @@ async def views_now(ctx: ApiContext, keys: list[str],
                     with_owner: bool) -> dict[str, dict[str, Any]]:
     """The views of the issued plates among ``keys``, by key (one statement, no
     ``PlateState`` per row: ``registry.domain.view_from`` on the selected parts)."""
-    rows = await lookups.view_rows(ctx.pool, keys, with_owner)
-    now, today = ctx.now()
-    return views_of_rows(rows, with_owner, today, now)
+    rows, as_of, today = await ctx.read(lambda pool: lookups.view_rows(pool, keys, with_owner))
+    return views_of_rows(rows, with_owner, today, as_of)
 
 
 @router.post(QUERY_PATH, response_model=None,
@@ -119,9 +118,8 @@ async def query_plate(request: Request) -> Response:
     key = f"{j}/{p}"
     with_owner = principal.role in WITH_OWNER
     if query.at is None:
-        row = await lookups.plate(ctx.pool, key, with_owner)
-        now, today = ctx.now()
-        view = None if row is None else view_of(row, with_owner, today, now)
+        row, as_of, today = await ctx.read(lambda pool: lookups.plate(pool, key, with_owner))
+        view = None if row is None else view_of(row, with_owner, today, as_of)
     else:
         view = (await views_at(ctx, [key], with_owner, query.at)).get(key)
     who = reading(ctx, principal, query)
@@ -213,7 +211,7 @@ async def history(request: Request, principal: OperatorKey) -> Response:
     ctx = ctx_of(request)
     query: HistoryQuery = await json_body(request, HistoryQuery)
     j, p = query.jurisdiction, query.plate
-    rows = await lookups.events(ctx.pool, f"{j}/{p}", MAX_EVENTS + 1)
+    rows, _, _ = await ctx.read(lambda pool: lookups.events(pool, f"{j}/{p}", MAX_EVENTS + 1))
     who = reading(ctx, principal, query)
     await ctx.audit([who.read("history", j, p, "found" if rows else "not_found")])
     count("history", who.purpose, int(bool(rows)), int(not rows))
