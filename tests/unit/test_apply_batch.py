@@ -86,6 +86,9 @@ class MemoryStore:
         self.dlq.extend(letters)
 
     async def set_offsets(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
+        if any(self.offsets.get(p, o) >= o or p not in self.offsets
+               for p, o in offsets.items()):
+            raise Fenced({p: self.offsets[p] for p in offsets if p in self.offsets})
         self.offsets.update(offsets)
 
     async def record_notices(self, old: Mapping[str, PlateState | None],
@@ -192,6 +195,22 @@ async def test_a_fenced_batch_writes_nothing() -> None:
         await _apply(db, [_value("e1", "plate.issued", 1, ISSUED)], start=3, expected=3)
     assert fenced.value.stored == {0: 5}
     assert (db.events, db.plates, db.changes, db.dlq, db.offsets) == ({}, {}, [], [], {0: 5})
+
+
+async def test_offsets_stored_past_the_batch_meanwhile_abort_it() -> None:
+    """The guard behind the fence: a batch whose offsets would move a stored offset back
+    (or leave it where it is) raises Fenced from set_offsets, after which the caller rolls
+    the whole transaction back."""
+    class Overtaken(MemoryStore):
+        async def insert_status_changes(self, changes: Sequence[StatusChange]) -> None:
+            self.offsets[0] = 9   # another consumer stored further while this batch ran
+
+    db = Overtaken({0: 0})
+    with pytest.raises(Fenced) as fenced:
+        await _apply(db, [_value("e1", "plate.issued", 1, ISSUED)])
+    assert fenced.value.stored == {0: 9} and db.offsets == {0: 9}
+    with pytest.raises(Fenced):
+        await MemoryStore({0: 1}).set_offsets(GROUP, TOPIC, {0: 1})   # not forward either
 
 
 async def test_an_event_stored_concurrently_aborts_the_batch() -> None:
