@@ -55,7 +55,8 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
+    # out of disk (a full data directory), memory or connections: waited out
+    asyncpg.InsufficientResourcesError,
     # the server went away in the middle of an operation ("cannot switch to state ...")
     asyncpg.InternalClientError,
 )
