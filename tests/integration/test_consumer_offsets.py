@@ -106,6 +106,7 @@ async def test_stored_offsets_never_move_back_under_racing_writers(pool: asyncpg
                  for p in rng.sample([0, 1], rng.randint(1, 2))}
                 for k in range(40)] for _ in range(6)]
     outcomes = {"stored": 0, "refused": 0}
+    stored: list[dict[int, int]] = []
 
     async def writer(batches: list[dict[int, int]]) -> None:
         for offsets in batches:
@@ -118,6 +119,7 @@ async def test_stored_offsets_never_move_back_under_racing_writers(pool: asyncpg
                     await asyncio.sleep(0)
                     await sql.set_offsets(group, topic, offsets)
                 outcomes["stored"] += 1
+                stored.append(offsets)
             except Fenced as fence:
                 assert any(fence.stored[p] >= o for p, o in offsets.items())
                 outcomes["refused"] += 1
@@ -128,6 +130,8 @@ async def test_stored_offsets_never_move_back_under_racing_writers(pool: asyncpg
         group))
     assert await backward_moves(pool) == 0
     assert outcomes["stored"] and outcomes["refused"]
-    assert final == {p: max(o[p] for b in targets for o in b if p in o) for p in (0, 1)}
+    # the furthest offsets stored (a batch refused for one partition stores none of its
+    # others, so the furthest target of all may never be stored)
+    assert final == {p: max(o[p] for o in stored if p in o) for p in (0, 1)}
     figures("racing_offset_writers", writes=sum(map(len, targets)), **outcomes,
             moves=await offset_moves(pool), violations=await backward_moves(pool))
