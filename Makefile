@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-unit e2e lint bench soak schemas messages clean
+.PHONY: install run test test-unit e2e lint bench soak mutate schemas messages clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,16 @@ soak: $(STAMP)
 	E2E_REPORT_DIR=$(abspath $(SOAK_DIR)) \
 	$(BIN)/python -m pytest -q -s -m e2e -p no:cacheprovider --timeout=0 \
 	  --basetemp=/tmp/platereg-soak tests/integration/test_e2e_faults.py
+
+# Mutation testing (not in CI): mutmut over the fold, apply, offsets, notices, owner data,
+# audit, source policy and signature modules with the tests that cover them; each group at
+# most MUTATE_MINUTES of wall clock; report in build/mutate/report.md (devtools/mutate.py).
+# E.g. make mutate MUTATE_GROUPS=fold,apply MUTATE_MINUTES=5
+MUTATE_MINUTES ?= 12
+mutate: $(STAMP)
+	@$(KAFKA_JARS)
+	nice -n 10 $(BIN)/python -m devtools.mutate --minutes $(MUTATE_MINUTES) \
+	  $(if $(MUTATE_GROUPS),--groups $(MUTATE_GROUPS))
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
