@@ -85,7 +85,7 @@ GROUPS: tuple[Group, ...] = (
                "xǁRegistrySqlǁreset_offset", "xǁRegistrySqlǁlock_offsets",
                "xǁRegistrySqlǁset_offsets")
           + _fns("registry.consumer.loop", "xǁ_Batchǁdrop_before", "xǁ_Batchǁ_index"),
-          ("tests/unit/test_consumer_batch_window.py",
+          ("tests/unit/test_consumer_batch_window.py", "tests/unit/test_crash_points.py",
            "tests/integration/test_consumer_offsets.py",
            "tests/integration/test_consumer_fence_reseek.py",
            "tests/integration/test_seams_fencing.py::"

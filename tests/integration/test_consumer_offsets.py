@@ -135,3 +135,31 @@ async def test_stored_offsets_never_move_back_under_racing_writers(pool: asyncpg
     assert final == {p: max(o[p] for o in stored if p in o) for p in (0, 1)}
     figures("racing_offset_writers", writes=sum(map(len, targets)), **outcomes,
             moves=await offset_moves(pool), violations=await backward_moves(pool))
+
+
+async def test_the_offset_statements_create_read_compare_and_move_only_their_rows(
+        pool: asyncpg.Pool) -> None:
+    """Each statement on ``consumer_offsets`` by itself, on rows of two groups and two
+    topics: creation keeps rows already there, reads and writes touch only the named
+    group, topic and partitions, a compare-and-set needs the expected offset, and a
+    forward write naming a partition without a row is fenced."""
+    async with pool.acquire() as conn:
+        sql = RegistrySql(conn)
+        other = {("g", "other.topic"): {0: 50}, ("h", "t"): {0: 60, 1: 61}}
+        for (group, topic), initial in other.items():
+            await sql.ensure_offsets(group, topic, initial)
+        assert await sql.ensure_offsets("g", "t", {0: 3, 1: 4}) == {0: 3, 1: 4}
+        assert await sql.ensure_offsets("g", "t", {0: 9, 2: 7}) == {0: 3, 2: 7}
+        assert await sql.lock_offsets("g", "t", [2, 0]) == {0: 3, 2: 7}
+        assert await sql.reset_offset("g", "t", 1, 5, 0) is False
+        assert await sql.reset_offset("g", "t", 1, 4, 0) is True
+        await sql.set_offsets("g", "t", {0: 8, 1: 2})
+        with pytest.raises(Fenced) as fenced:
+            async with conn.transaction():   # as in a batch: the fence rolls it all back
+                await sql.set_offsets("g", "t", {2: 9, 5: 1})
+        assert fenced.value.stored == {2: 9}
+        rows = await conn.fetch("SELECT consumer_group, topic, partition, next_offset"
+                                " FROM consumer_offsets ORDER BY 1, 2, 3")
+    assert [tuple(r) for r in rows] == [
+        ("g", "other.topic", 0, 50), ("g", "t", 0, 8), ("g", "t", 1, 2), ("g", "t", 2, 7),
+        ("h", "t", 0, 60), ("h", "t", 1, 61)]
