@@ -313,8 +313,8 @@ def mutant_diff(work: Path, name: str) -> str:
 
 SQL_CASE = ("only the letter case of SQL keywords and unquoted names changed, which "
             "PostgreSQL does not tell apart")
-_SQL = re.compile(r"\b(select|from|where|insert|update|delete|order by|returning|values)\b",
-                  re.IGNORECASE)
+_SQL = re.compile(r"\b(select|from|where|insert|update|delete|order by|returning|values"
+                  r"|excluded|on conflict|join|limit)\b", re.IGNORECASE)
 
 
 def sql_case_only(diff: str) -> bool:
