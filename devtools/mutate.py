@@ -29,6 +29,7 @@ import argparse
 import ast
 import contextlib
 import difflib
+import functools
 import json
 import os
 import re
@@ -98,7 +99,8 @@ GROUPS: tuple[Group, ...] = (
                "x_record_attempts", "x_set_last_day", "x_queue_rechecks")
           + _fns("notifications.dispatcher", "x_backoff", "x_decide", "x_read_notice",
                  "xǁDispatcherǁ_enqueue", "xǁDispatcherǁdeliver"),
-          ("tests/unit/test_notices_read.py", "tests/unit/test_notices_dispatch_loop.py",
+          ("tests/unit/test_notices_retry.py", "tests/unit/test_notices_read.py",
+           "tests/unit/test_notices_dispatch_loop.py",
            "tests/integration/test_notices_dispatch.py"),
           servers=True, children=1),
     Group("owner_data", ("registry/owner/data.py",),
@@ -292,23 +294,29 @@ def load(group: Group, equivalent: dict[str, str]) -> Result | None:
     return result
 
 
+@functools.cache
+def _functions(path: Path) -> dict[str, list[str]]:
+    """Every function of one of mutmut's module copies, by name: its lines."""
+    text = path.read_text()
+    lines = text.splitlines()
+    return {node.name: lines[node.lineno - 1:node.end_lineno]
+            for node in ast.walk(ast.parse(text))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            and "__mutmut_" in node.name}
+
+
 def mutant_diff(work: Path, name: str) -> str:
     """The mutant's change as a diff of its function against the original, read from
     mutmut's copy of the module (what ``mutmut show`` prints, without starting mutmut
     once per survivor)."""
     module, _, function = name.rpartition(".")
-    path = work / "mutants" / (module.replace(".", "/") + ".py")
+    found = _functions(work / "mutants" / (module.replace(".", "/") + ".py"))
     original = function.rsplit("__mutmut_", 1)[0] + "__mutmut_orig"
-    text = path.read_text()
-    found = {node.name: ast.get_source_segment(text, node) or ""
-             for node in ast.walk(ast.parse(text))
-             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
-             and node.name in (original, function)}
-    if len(found) != 2:
+    if original not in found or function not in found:
         return "(diff not found)"
-    before = found[original].replace(original, function, 1).splitlines()
-    after = found[function].splitlines()
-    return "\n".join(difflib.unified_diff(before, after, module, module, lineterm="", n=1))
+    before = [line.replace(original, function, 1) for line in found[original]]
+    return "\n".join(difflib.unified_diff(before, found[function], module, module,
+                                           lineterm="", n=1))
 
 
 SQL_CASE = ("only the letter case of SQL keywords and unquoted names changed, which "
