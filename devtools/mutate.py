@@ -228,13 +228,9 @@ def run_group(group: Group, minutes: float, env: dict[str, str], fresh: bool,
         proc.wait(timeout=minutes * 60)
     except subprocess.TimeoutExpired:
         result.note = f"stopped at the time limit ({minutes:g} min)"
-        os.killpg(proc.pid, signal.SIGINT)     # mutmut keeps the results it has
-        try:
-            proc.wait(120)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     finally:
+        if proc.poll() is None:
+            stop_group(proc)
         log.close()
     result.seconds = time.monotonic() - started
     if proc.returncode not in (0, -signal.SIGINT, 130) and not result.note:
@@ -242,6 +238,24 @@ def run_group(group: Group, minutes: float, env: dict[str, str], fresh: bool,
     collect(result, work, env, equivalent)
     save(result, work)
     return result
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """End mutmut and the mutants it forked (SIGTERM, then SIGKILL): it saves each
+    mutant's result as it gets it, so what it has tested counts. Not SIGINT: a process
+    started in the background by a shell ignores it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 _LINE = re.compile(r"^\s*(\S+__mutmut_\d+): (.+)$")
@@ -393,6 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(filter(None, args.groups.split(","))) - {g.name for g in GROUPS}
     if unknown:
         parser.error(f"unknown groups: {', '.join(sorted(unknown))}")
+    # Ctrl-C or a kill stops mutmut and then the servers (the finally clauses), even when
+    # a shell started this in the background with SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupted)
+    signal.signal(signal.SIGTERM, _interrupted)
     equivalent = read_equivalent()
     started = time.monotonic()
     WORK.mkdir(parents=True, exist_ok=True)
