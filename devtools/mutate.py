@@ -100,7 +100,7 @@ GROUPS: tuple[Group, ...] = (
           + _fns("notifications.dispatcher", "x_backoff", "x_decide", "x_read_notice",
                  "xǁDispatcherǁ_enqueue", "xǁDispatcherǁdeliver"),
           ("tests/unit/test_notices_retry.py", "tests/unit/test_notices_read.py",
-           "tests/unit/test_notices_dispatch_loop.py",
+           "tests/unit/test_notices_dispatch_loop.py", "tests/integration/test_notices_store.py",
            "tests/integration/test_notices_dispatch.py"),
           servers=True, children=1),
     Group("owner_data", ("registry/owner/data.py",),
