@@ -1,6 +1,7 @@
 """registry.owner.data on PostgreSQL directly (no HTTP): an owner's notices, newest
 first, as many as asked, each with every field and every delivery attempt as stored;
-preferences set and cleared; the access log, newest first, as many as asked.
+preferences set and cleared; the access log, newest first, as many as asked; the
+issued plates in key order up to the cap.
 `make mutate` found the routes' tests not looking at these."""
 
 from __future__ import annotations
@@ -71,3 +72,18 @@ async def test_the_access_log_is_newest_first_and_as_long_as_asked(pool: asyncpg
         {"at": T0 + dt.timedelta(minutes=m), "key_name": "patrol", "role": "enforcement",
          "kind": "single", "purpose": p, "jurisdiction": "CA-ON", "plate": "AAA111"}
         for m, p in ((3, "third"), (2, "second"))]
+
+
+async def test_an_owner_s_plates_are_issued_ones_in_key_order_up_to_the_cap(
+        pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch) -> None:
+    for jurisdiction, plate, issued in (("CA-QC", "AAA3", True), ("CA-ON", "AAA1", True),
+                                        ("CA-ON", "AAA2", True), ("CA-ON", "AAA0", False)):
+        await insert_plate(pool, jurisdiction, plate, issued=issued,
+                           owner_data=owner("own-a"))
+    await insert_plate(pool, "CA-ON", "BBB1", owner_data=owner("own-b"))
+    today = dt.date(2026, 3, 1)
+    assert [(v["jurisdiction"], v["plate"]) for v in await data.plates(
+        pool, "own-a", today, T0)] == [("CA-ON", "AAA1"), ("CA-ON", "AAA2"), ("CA-QC", "AAA3")]
+    monkeypatch.setattr(data, "MAX_PLATES", 2)
+    assert [v["plate"] for v in await data.plates(pool, "own-a", today, T0)] == [
+        "AAA1", "AAA2"]
