@@ -17,10 +17,13 @@ given to the tests by ``PLATEREG_DATABASE_URL`` / ``PLATEREG_KAFKA_BOOTSTRAP_SER
 producer signatures, until they land) is skipped with a line saying so.
 
 The report, ``build/mutate/report.md`` (not committed), gives per group the mutants,
-killed, survived, the kill rate and the time, then every survivor's diff. Survivors
-listed in ``devtools/mutants-equivalent.txt`` (name, then why the change cannot be
-seen) are reported as equivalent instead; docs/testing.md ("Mutation testing") has the
-rates of the last run. Not in CI.
+killed (timeouts among them), survivors, the kill rate and the time, then every
+survivor's diff; groups not run this time show their last run (``--report-only``
+rebuilds it without running anything). Survivors listed in
+``devtools/mutants-equivalent.txt`` (name, then why the change cannot be seen) are
+reported as equivalent instead, as are mutants that only change the letter case of SQL
+without quoted text; docs/testing.md ("Mutation testing") has the rates of the last
+run. Not in CI.
 """
 
 from __future__ import annotations
@@ -183,9 +186,10 @@ def _toml_list(items: tuple[str, ...] | list[str]) -> str:
     return "[" + ", ".join(f'"{i}"' for i in items) + "]"
 
 
-def prepare(group: Group, fresh: bool) -> Path:
+def prepare(group: Group) -> Path:
+    """A fresh directory for the group (mutmut re-runs every mutant it is named anyway)."""
     work = WORK / group.name
-    if fresh and work.exists():
+    if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
     for name in TREE:
@@ -205,7 +209,7 @@ timeout_multiplier = 5.0
     return work
 
 
-def run_group(group: Group, minutes: float, env: dict[str, str], fresh: bool,
+def run_group(group: Group, minutes: float, env: dict[str, str],
               equivalent: dict[str, str]) -> Result:
     result = Result(group)
     missing = [s for s in group.sources if not (ROOT / s).exists()]
@@ -216,7 +220,7 @@ def run_group(group: Group, minutes: float, env: dict[str, str], fresh: bool,
         (WORK / group.name).mkdir(parents=True, exist_ok=True)
         save(result, WORK / group.name)
         return result
-    work = prepare(group, fresh)
+    work = prepare(group)
     started = time.monotonic()
     log = (work / "mutmut.log").open("w")
     print(f"== {group.name}: mutmut on {', '.join(group.sources)} "
@@ -391,9 +395,6 @@ def main(argv: list[str] | None = None) -> int:
                              + ", ".join(g.name for g in GROUPS))
     parser.add_argument("--minutes", type=float, default=12.0,
                         help="wall-clock limit per group (default 12)")
-    parser.add_argument("--keep", action="store_true",
-                        help="keep each group's earlier results (mutmut re-runs only what "
-                             "changed) instead of starting afresh")
     parser.add_argument("--report-only", action="store_true",
                         help="run nothing: rebuild the report from each group's last run "
                              "(after an edit of the equivalent list)")
@@ -417,11 +418,13 @@ def main(argv: list[str] | None = None) -> int:
         env.pop(key, None)
     results: list[Result] = []
     needs = any(g.servers and all((ROOT / s).exists() for s in g.sources) for g in chosen)
-    with servers(base) if needs else contextlib.nullcontext({}) as urls:
-        env.update(urls)
-        for group in chosen:
-            results.append(run_group(group, args.minutes, env, not args.keep, equivalent))
-    shutil.rmtree(base, ignore_errors=True)
+    try:
+        with servers(base) if needs else contextlib.nullcontext({}) as urls:
+            env.update(urls)
+            for group in chosen:
+                results.append(run_group(group, args.minutes, env, equivalent))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
     ran = {r.group.name: r for r in results}
     shown = [ran.get(g.name) or load(g, equivalent) for g in GROUPS]
     text = report([r for r in shown if r is not None], time.monotonic() - started)
