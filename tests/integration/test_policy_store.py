@@ -61,3 +61,29 @@ async def test_the_policy_is_read_with_its_version_and_cached_until_it_moves(
         assert Grant("/z/", "plate.renewed") in after.grants
         fresh = await cache.current(conn)
         assert fresh.version == after.version and fresh.allows("/z/1", "plate.renewed")
+
+
+class Asked:
+    """A connection that notes the transactions asked of it."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self.transactions: list[dict] = []
+
+    def transaction(self, **options: object):
+        self.transactions.append(options)
+        return self.conn.transaction(**options)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.conn, name)
+
+
+async def test_the_policy_and_its_version_come_from_one_read_only_snapshot(
+        pool: asyncpg.Pool) -> None:
+    """A grant committed between the two reads must not give a policy labelled with the
+    other version (no deterministic race here: the snapshot asked for is checked)."""
+    async with pool.acquire() as conn:
+        asked = Asked(conn)
+        policy = await load_policy(asked)   # type: ignore[arg-type]
+    assert asked.transactions == [{"isolation": "repeatable_read", "readonly": True}]
+    assert policy.grants
