@@ -1,5 +1,6 @@
 """python -m bench [--quick] [--write-baseline] [NAME ...]: run the benchmarks and print
-the table.
+the table. ``python -m bench scale [--factors 1,4,16]``: the consumer's and the lookup
+API's figures as the work grows (``bench/scale.py``).
 
 Each ratio (value / same-run baseline) is compared with ``bench/baseline.json``
 (ratios only, checked in): a ratio more than 30 % worse than its reference is
@@ -41,6 +42,11 @@ def _fmt(value: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["scale"]:   # the figures as the work grows: bench/scale.py
+        from bench import scale
+
+        return scale.main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("names", nargs="*", help="benchmark modules to run (default: all)")
     parser.add_argument("--quick", action="store_true", help="smaller sizes (smoke run)")

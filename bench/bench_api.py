@@ -18,7 +18,8 @@ asyncpg endpoint, and batch lookups of 1,000 plates.
   same rate (hey sends one plate: it has no per-request script). Missing tools
   are installed with apt-get when running as root, else the figure is skipped.
 
-Environment knobs: PLATEREG_BENCH_API_WORKERS (default 1),
+Environment knobs: PLATEREG_BENCH_API_PLATES (1,000,000; quick: 50,000),
+PLATEREG_BENCH_API_WORKERS (default 1),
 PLATEREG_BENCH_API_CONNECTIONS (64), PLATEREG_BENCH_API_SECONDS (per server, 24;
 quick: 6), PLATEREG_BENCH_API_ROUNDS (3; quick: 2), PLATEREG_BENCH_API_RATE (2000).
 """
@@ -286,7 +287,7 @@ async def _audit_rows(dsn: str) -> int:
 
 
 def run(ctx: BenchContext) -> list[Figure]:
-    n = 50_000 if ctx.quick else 1_000_000
+    n = int(os.environ.get("PLATEREG_BENCH_API_PLATES", 50_000 if ctx.quick else 1_000_000))
     seconds = int(os.environ.get("PLATEREG_BENCH_API_SECONDS", "6" if ctx.quick else "24"))
     rounds = int(os.environ.get("PLATEREG_BENCH_API_ROUNDS", "2" if ctx.quick else "3"))
     each = max(2, seconds // rounds)

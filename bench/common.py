@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -10,7 +11,8 @@ from pathlib import Path
 
 from devtools.apache_kafka import KafkaCluster
 from devtools.embedded import EmbeddedKafka, EmbeddedPostgres
-from platereg.db import create_database, migrate, with_database
+from platereg.db import connection, create_database, migrate, with_database
+from platereg.security import producer_store
 from platereg.settings import Settings, load_settings
 
 
@@ -54,6 +56,10 @@ class Figure:
 
 #: The broker label of figures measured on the embedded Tansu broker, for reference.
 TANSU = "embedded Tansu"
+#: The signed producer of every benchmark database (every source): what the benchmarks'
+#: own producers, the ingest API and `platereg import` sign as.
+BENCH_PRODUCER = "bench"
+BENCH_PRODUCER_SECRET = secrets.token_urlsafe(32)
 
 
 @dataclass
@@ -71,10 +77,12 @@ class BenchContext:
         return with_database(self.admin_dsn, database)
 
     async def fresh_database(self) -> str:
-        """A new migrated database; returns its DSN."""
+        """A new migrated database with the benchmarks' producer; returns its DSN."""
         name = f"bench_{uuid.uuid4().hex[:10]}"
         dsn = await create_database(self.admin_dsn, name)
         migrate(dsn)
+        async with connection(dsn) as conn:
+            await producer_store.add(conn, BENCH_PRODUCER, ["/"], BENCH_PRODUCER_SECRET)
         self._dbs.append(name)
         return dsn
 
@@ -92,6 +100,8 @@ class BenchContext:
             "PLATEREG_KAFKA_IDEMPOTENCE": "true",
             "PLATEREG_TOPIC_PREFIX": prefix,
             "PLATEREG_CONSUMER_GROUP": f"bench-{prefix}",
+            "PLATEREG_PRODUCER_NAME": BENCH_PRODUCER,
+            "PLATEREG_PRODUCER_SECRET": BENCH_PRODUCER_SECRET,
             **env,
         }
         os.environ.update(values)

@@ -68,9 +68,10 @@ def kafka_version(pom: Path = POM) -> str:
     """The Apache Kafka release pinned in ``deploy/kafka/pom.xml`` (``kafka.version``)."""
     ns = {"m": "http://maven.apache.org/POM/4.0.0"}
     node = ET.parse(pom).getroot().find("m:properties/m:kafka.version", ns)  # noqa: S314
-    if node is None or not (node.text or "").strip():
+    version = "" if node is None else (node.text or "").strip()
+    if not version:
         raise KafkaUnavailable(f"{pom} names no kafka.version property")
-    return node.text.strip()
+    return version
 
 
 def cache_root() -> Path:
@@ -116,7 +117,16 @@ def install(*, quiet: bool = True) -> Path:
     what is missing (JDK, Maven, the download) otherwise. Safe from several processes."""
     version = kafka_version()
     target = libs_dir(version)
-    stamp = target.parent / "complete"
+    return fetch_jars(POM, target, f"Apache Kafka {version}", stamp=target.parent / "complete",
+                      quiet=quiet)
+
+
+def fetch_jars(pom: Path, target: Path, label: str, *, stamp: Path, profile: str = "",
+               quiet: bool = True) -> Path:
+    """``mvn dependency:copy-dependencies`` of ``pom`` (its ``profile`` when given) into
+    ``target``, once: the file ``stamp`` marks it done, ``<stamp dir>/lock`` keeps several
+    processes from fetching at once. :class:`KafkaUnavailable` names what is missing (JDK,
+    Maven, the download)."""
     if stamp.exists():
         return target
     problem = java_problem()
@@ -124,26 +134,38 @@ def install(*, quiet: bool = True) -> Path:
         raise KafkaUnavailable(problem)
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise KafkaUnavailable("Apache Kafka's jars come from Maven Central: no `mvn` on PATH "
+        raise KafkaUnavailable(f"{label} comes from Maven Central: no `mvn` on PATH "
                                "(Debian: apt-get install maven)")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / "lock", "w") as lock:
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    with open(stamp.parent / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if stamp.exists():  # another process installed it meanwhile
+        if stamp.exists():  # another process fetched it meanwhile
             return target
         shutil.rmtree(target, ignore_errors=True)
         if not quiet:
-            print(f"fetching Apache Kafka {version} from Maven Central into {target.parent}")
+            print(f"fetching {label} from Maven Central into {target}")
         done = subprocess.run(
-            [mvn, "-B", "-q", "-f", str(POM), "dependency:copy-dependencies",
-             f"-DoutputDirectory={target}", "-DincludeScope=runtime"],
+            [mvn, "-B", "-q", "-f", str(pom), *([f"-P{profile}"] if profile else []),
+             "dependency:copy-dependencies", f"-DoutputDirectory={target}",
+             "-DincludeScope=runtime"],
             capture_output=True, text=True, check=False)
         if done.returncode != 0:
-            last = ((done.stdout + done.stderr).strip().splitlines() or ["no output"])[-1]
-            raise KafkaUnavailable(f"could not fetch Apache Kafka {version} with Maven "
-                                   f"(exit {done.returncode}): {last}")
-        stamp.write_text(version + "\n")
+            reason = maven_reason(done.stdout + done.stderr)
+            raise KafkaUnavailable(f"could not fetch {label} with Maven "
+                                   f"(exit {done.returncode}): {reason}")
+        stamp.write_text(label + "\n")
     return target
+
+
+def maven_reason(output: str) -> str:
+    """The line of Maven's output that says why it failed, without colour codes, cut
+    before the repository's address (e.g. ``io.debezium:...:jar:3.6.1.Final was not
+    found``)."""
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in output.splitlines()]
+    lines = [ln for ln in lines if ln] or ["no output"]
+    reason = next((ln for ln in lines if "ERROR" in ln), lines[-1])
+    found = re.search(r"([\w.-]+:[\w.-]+:\w+:[\w.-]+ was not found)", reason)
+    return found.group(1) if found else reason.removeprefix("[ERROR] ")
 
 
 def java_command(main: str, *args: str, heap_mb: int = 0, extra: tuple[str, ...] = ()) -> list[str]:
@@ -157,8 +179,13 @@ def java_command(main: str, *args: str, heap_mb: int = 0, extra: tuple[str, ...]
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid),
+    never starting with "-" (as Kafka's own ``Uuid.randomUuid``): the storage tool would
+    read such an id as an option and refuse to format."""
+    while True:
+        text = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 # -- nodes and clusters -------------------------------------------------------------------
@@ -195,13 +222,17 @@ class KafkaCluster:
 
     def __init__(self, base_dir: Path, *, nodes: int = 1, host: str = "127.0.0.1",
                  scram_users: Mapping[str, str] | None = None, tls: TlsFiles | None = None,
-                 heap_mb: int = 384, config: Mapping[str, str] | None = None) -> None:
+                 heap_mb: int = 384, config: Mapping[str, str] | None = None,
+                 jvm_options: tuple[str, ...] = ()) -> None:
         self.base_dir = Path(base_dir).resolve()
         self.host = host
         self.scram_users = dict(scram_users or {})
         self.tls = tls
         self.heap_mb = heap_mb
         self.config = dict(config or {})
+        #: extra options of every node's JVM, e.g. ``-XX:TieredStopAtLevel=1`` (half the CPU
+        #: of a start, for tests that restart nodes on a busy machine)
+        self.jvm_options = tuple(jvm_options)
         self.nodes = [self._node(i + 1) for i in range(nodes)]
 
     def _node(self, node_id: int) -> KafkaNode:
@@ -212,7 +243,7 @@ class KafkaCluster:
         if ports_file.exists():
             ports = [int(p) for p in ports_file.read_text().split()]
             if not any(_listening(self.host, p) for p in ports):
-                return KafkaNode(node_id, directory, *ports)
+                return KafkaNode(node_id, directory, ports[0], ports[1], ports[2])
         port, controller, client = (free_port(self.host) for _ in range(3))
         return KafkaNode(node_id, directory, port, controller, client)
 
@@ -300,7 +331,7 @@ class KafkaCluster:
             f"{node.port} {node.controller_port} {node.client_port}\n")
         path = node.directory / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in self._properties(node).items()))
-        (node.directory / "log4j2.properties").write_text(_LOG4J.format(
+        (node.directory / "log4j2.properties").write_text(LOG4J.format(
             log=node.log_path))
         return path
 
@@ -346,7 +377,7 @@ class KafkaCluster:
         node.proc = subprocess.Popen(
             java_command("kafka.Kafka", str(node.directory / "server.properties"),
                          heap_mb=self.heap_mb,
-                         extra=("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+                         extra=("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", *self.jvm_options,
                                 f"-Dlog4j2.configurationFile={node.directory}/log4j2.properties")),
             stdin=subprocess.DEVNULL, stdout=node.log_file, stderr=subprocess.STDOUT,
             start_new_session=True, preexec_fn=lambda: _die_with_parent(signal.SIGKILL),
@@ -429,7 +460,8 @@ class KafkaCluster:
         shutil.rmtree(self.base_dir, ignore_errors=True)
 
 
-_LOG4J = """\
+#: The log4j2 configuration of a node (and of a Kafka Connect worker): one file, INFO.
+LOG4J = """\
 status = warn
 appender.file.type = File
 appender.file.name = file

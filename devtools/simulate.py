@@ -169,12 +169,14 @@ MAKES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "Tesla": (("5YJ", "7SA"), ("Model 3", "Model Y")),
     "Ram": (("1C6", "3C6"), ("1500", "2500", "ProMaster")),
 }
-MOTORCYCLES = {"Harley-Davidson": (("1HD",), ("Street Glide", "Sportster")),
+#: make -> (VIN world manufacturer codes, models), as MAKES.
+Makes = dict[str, tuple[tuple[str, ...], tuple[str, ...]]]
+MOTORCYCLES: Makes = {"Harley-Davidson": (("1HD",), ("Street Glide", "Sportster")),
                "Honda": (("JH2", "MLH"), ("CB500F", "Gold Wing")),
                "Yamaha": (("JYA",), ("MT-07", "R3"))}
-TRAILERS = {"Big Tex": (("16V",), ("35SA", "70PI")),
+TRAILERS: Makes = {"Big Tex": (("16V",), ("35SA", "70PI")),
             "Remorques Laroche": (("2L9",), ("Utilitaire 5x8",))}
-COMMERCIAL = {"Ford": (("1FD", "1FT"), ("Transit", "F-550")),
+COMMERCIAL: Makes = {"Ford": (("1FD", "1FT"), ("Transit", "F-550")),
               "Freightliner": (("1FU", "3AK"), ("Cascadia", "M2 106")),
               "Isuzu": (("JAL", "54D"), ("NPR", "NRR"))}
 COLOURS = ["white", "black", "silver", "grey", "blue", "red", "green", "brown", "beige",
@@ -396,8 +398,9 @@ class PlateLife:
 
     def _vehicle(self, start_year: int) -> dict[str, Any]:
         rng = self.rng
-        table = {"motorcycle": MOTORCYCLES, "trailer": TRAILERS,
-                 "commercial": COMMERCIAL}.get(self.plate_class, MAKES)
+        tables: dict[str, Makes] = {
+            "motorcycle": MOTORCYCLES, "trailer": TRAILERS, "commercial": COMMERCIAL}
+        table = tables.get(self.plate_class, MAKES)
         make = rng.choice(sorted(table))
         wmis, models = table[make]
         vin = rng.choice(wmis) + "".join(rng.choice(VIN_CHARS) for _ in range(14))

@@ -2,7 +2,10 @@
 
 Request
     * one event: ``application/cloudevents+json`` or ``application/json`` with a
-      JSON object;
+      JSON object (structured mode), or the CloudEvents HTTP binding's binary mode:
+      the attributes in ``ce-`` headers (percent-encoded), the body the ``data``,
+      ``Content-Type: application/json`` or none (``schemas.content_modes``); both
+      modes are the same event;
     * a batch: ``application/cloudevents-batch+json`` or ``application/json``
       with a JSON array of 1 to :data:`MAX_BATCH` events.
     A ``charset`` parameter, when present, must be ``utf-8``.
@@ -31,7 +34,9 @@ Answers (errors are ``application/problem+json``)
 Published records: key = normalized plate key, value = the normalized
 CloudEvents JSON (``subject`` normalized, ``null`` attributes omitted) with the
 ``authcontext`` extension attributes ``authtype: api_key`` and ``authid: <key
-id>`` stamped on it, header ``content-type: application/cloudevents+json``.
+id>`` stamped on it, header ``content-type: application/cloudevents+json``, signed
+as the ingest API's own registered producer (``PLATEREG_PRODUCER_NAME``, after the
+key's source prefixes were checked; ``ingest.publisher``).
 
 ``platereg_ingest_events_total{outcome}`` counts ``accepted`` events (in 202
 answers), ``rejected`` events (the invalid events of 422 answers) and
@@ -67,21 +72,11 @@ from platereg.metrics import INGEST_API, INGEST_EVENTS
 from platereg.security.auth import Authenticator, Principal, require
 from platereg.security.policy_store import TimedPolicyCache
 from platereg.settings import Settings, load_settings
-from schemas.canonical import (
-    canonical_batch,
-    canonical_event,
-    canonical_time,
-    canonical_time_text,
-)
+from schemas.content_modes import has_http_attributes, http_binary_event
+from schemas.events import Event
 from schemas.policy import Policy, prefix_allows, reason_of
 from schemas.topics import CLOUDEVENTS_BATCH_JSON, CLOUDEVENTS_JSON
-from schemas.validation import (
-    FUTURE_TOLERANCE,
-    Rejection,
-    check_not_future,
-    keys_unique_shallow,
-    parse_event_obj,
-)
+from schemas.validation import Rejection, RejectReason, parse_event_objs
 from schemas.views import IngestAccepted
 
 log = get_logger("ingest.api")
@@ -145,38 +140,43 @@ def events_of(raw: bytes, kind: str) -> list[Any]:
                        "the body must be a JSON object (one event) or an array (a batch)")
 
 
-def canonical_body(raw: bytes, kind: str) -> tuple[list[Any], list[dict[str, Any]]] | None:
-    """(items, normalized events) of a body of canonical events (:func:`events_of` of it,
-    and :func:`schemas.canonical.canonical_batch` of those), or None: then take
-    :func:`events_of` and :func:`validate_batch`, which decide and explain.
+def is_binary_mode(headers: list[tuple[bytes, bytes]], content_type_header: str | None) -> bool:
+    """A request in the HTTP binding's binary mode: ``ce-`` headers, and no structured or
+    batch content type (with one of those, the body is the event and ``ce-`` headers are
+    ignored, as the binding says)."""
+    if not has_http_attributes(headers):
+        return False
+    kind = (content_type_header or "").split(";", 1)[0].strip().lower()
+    return kind not in (CLOUDEVENTS_JSON, CLOUDEVENTS_BATCH_JSON)
 
-    The strict decoder's checks hold here without its walk: the canonical schema
-    bounds the nesting, and :func:`schemas.validation.keys_unique_shallow` proves that
-    no key is repeated.
-    """
+
+def binary_event(headers: list[tuple[bytes, bytes]], content_type_header: str | None,
+                 raw: bytes) -> Any:
+    """The one event of a binary-mode request as a structured event object: 415 for a
+    body that is not ``application/json``, 400 for one that is not JSON, 422 for
+    attributes that cannot be read (a repeated header, text that is not UTF-8)."""
+    kind = None
+    if content_type_header:
+        content_type(content_type_header, (JSON,))
+        kind = content_type_header.strip()
     try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    expected = MEDIA_TYPES[kind]
-    if type(value) is list:
-        if expected == SINGLE or not 0 < len(value) <= MAX_BATCH:
-            return None
-        items = value
-    elif type(value) is dict and expected != BATCH:
-        items = [value]
-    else:
-        return None
-    events = canonical_batch(items)
-    if events is None or not keys_unique_shallow(raw, value):
-        return None
-    return items, events
+        return http_binary_event(headers, kind, raw)
+    except Rejection as exc:
+        if exc.reason == RejectReason.MALFORMED_JSON:
+            raise ProblemError(400, "Bad Request", "the body (the event's data) is not "
+                               f"acceptable JSON: {exc.detail}", reason=exc.reason.value
+                               ) from None
+        INGEST_EVENTS.labels("rejected").inc()
+        raise ProblemError(422, "Unprocessable Content",
+                           "1 of 1 event(s) are invalid; nothing was published",
+                           errors=[{"index": 0, "reason": exc.reason.value,
+                                    "detail": exc.detail}]) from None
 
 
 def authorization_problem(event: dict[str, Any], sources: Sequence[str] | None,
                           policy: Policy | None) -> str | None:
-    """Why the key may not publish ``event`` (a normalized event object:
-    :func:`normalized`), as an ``unauthorized_source`` detail; or None."""
+    """Why the key may not publish ``event`` (a normalized event object), as an
+    ``unauthorized_source`` detail; or None."""
     source = event["source"]
     if sources is not None and not prefix_allows(sources, source):
         return "source: outside the source prefixes of this API key"
@@ -187,66 +187,26 @@ def authorization_problem(event: dict[str, Any], sources: Sequence[str] | None,
     return None
 
 
-def normalized(item: Any, now: datetime) -> dict[str, Any]:
-    """The normalized JSON object of a valid event (what is published, before the
-    authcontext), or raises :class:`Rejection`.
-
-    Canonical input takes the fast path (:func:`schemas.canonical.canonical_event`,
-    then the ``future_time`` check); anything else the full validation, whose
-    model dump is the same object for the same event.
-    """
-    event = canonical_event(item)
-    if event is None:
-        return parse_event_obj(item, now=now).model_dump(mode="json", exclude_none=True)
-    check_not_future(canonical_time(event), now)
-    return event
-
-
 def validate_batch(items: list[Any], now: datetime, *, sources: Sequence[str] | None = None,
-                   policy: Policy | None = None, canonical: list[dict[str, Any]] | None = None,
+                   policy: Policy | None = None, depth_known: bool = False,
                    ) -> tuple[list[dict[str, Any]], list[dict]]:
     """Validate every item; returns (normalized events, errors listing invalid indexes).
 
-    With ``sources`` (the key's source prefixes) and ``policy``, an event outside
-    them is an ``unauthorized_source`` error. ``canonical``: the items' canonical
-    events when already known (:func:`canonical_body`).
+    The events are checked by the one event validator
+    (:func:`schemas.validation.parse_event_objs`, one schema call for the batch). With
+    ``sources`` (the key's source prefixes) and ``policy``, an event outside them is an
+    ``unauthorized_source`` error. ``depth_known``: the items come from the strict body
+    decoder, which already holds them to the nesting limit.
     """
-    events = _all_canonical_and_allowed(items, now, sources, policy, canonical)
-    if events is not None:
-        return events, []
-    return _validate_each(items, now, sources, policy)
-
-
-def _all_canonical_and_allowed(items: list[Any], now: datetime, sources: Sequence[str] | None,
-                               policy: Policy | None, canonical: list[dict[str, Any]] | None,
-                               ) -> list[dict[str, Any]] | None:
-    """The normalized events when every item is canonical, valid, allowed and has its own
-    (source, id); else None (then :func:`_validate_each` decides and explains)."""
-    events = canonical if canonical is not None else canonical_batch(items)
-    if events is None:
-        return None
-    latest = canonical_time_text(now + FUTURE_TOLERANCE)
-    seen: set[tuple[str, str]] = set()
-    for event in events:
-        identity = (event["source"], event["id"])
-        if event["time"] > latest or identity in seen \
-                or authorization_problem(event, sources, policy) is not None:
-            return None
-        seen.add(identity)
-    return events
-
-
-def _validate_each(items: list[Any], now: datetime, sources: Sequence[str] | None,
-                   policy: Policy | None) -> tuple[list[dict[str, Any]], list[dict]]:
     events: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
-    seen: dict[tuple[str, str], tuple[int, Any]] = {}
-    for index, item in enumerate(items):
-        try:
-            event = normalized(item, now)
-        except Rejection as exc:
-            errors.append({"index": index, "reason": exc.reason.value, "detail": exc.detail})
+    seen: dict[tuple[str, str], tuple[int, Event]] = {}
+    for index, result in enumerate(parse_event_objs(items, now=now, depth_known=depth_known)):
+        if isinstance(result, Rejection):
+            errors.append({"index": index, "reason": result.reason.value,
+                           "detail": result.detail})
             continue
+        event = result.obj
         problem = authorization_problem(event, sources, policy)
         if problem is not None:
             errors.append({"index": index, "reason": "unauthorized_source", "detail": problem})
@@ -254,19 +214,14 @@ def _validate_each(items: list[Any], now: datetime, sources: Sequence[str] | Non
         identity = (event["source"], event["id"])
         first = seen.get(identity)
         if first is None:
-            seen[identity] = (index, item)
-        elif _fingerprint(first[1], now) != _fingerprint(item, now):
+            seen[identity] = (index, result)
+        elif first[1].fingerprint() != result.fingerprint():
             errors.append({"index": index, "reason": "id_conflict",
                            "detail": f"id: also used by event [{first[0]}] of this batch "
                                      "(same source) with different content"})
             continue
         events.append(event)
     return events, errors
-
-
-def _fingerprint(item: Any, now: datetime) -> str:
-    """The content fingerprint of an item known to be valid (rare: repeated ids only)."""
-    return parse_event_obj(item, now=now).fingerprint()
 
 
 def _lifespan(settings: Settings) -> Any:
@@ -339,19 +294,28 @@ def create_ingest_app(settings: Settings | None = None) -> FastAPI:
     @app.post(
         "/v1/events", status_code=202, tags=["ingest"],
         summary="Publish one event or a batch (all or nothing)",
+        description="Structured mode: the body is the event (or a batch of events). "
+                    "Binary mode (the CloudEvents HTTP binding's), for one event: the "
+                    "attributes in `ce-` headers (`ce-specversion`, `ce-id`, `ce-source`, "
+                    "`ce-type`, `ce-time`, `ce-subject`, extensions; values "
+                    "percent-encoded), the body the event's `data` as JSON "
+                    "(`Content-Type: application/json` or none). Both modes are the "
+                    "same event.",
         response_model=IngestAccepted,
         responses=EVENTS_RESPONSES,
         openapi_extra={"requestBody": REQUEST_BODY},
     )
     async def post_events(request: Request,
                           principal: Principal = Depends(require("ingest"))) -> Response:
-        kind = media_type(request.headers.get("content-type"))
-        raw = await request.body()
-        fast = canonical_body(raw, kind)
-        items, canonical = fast if fast is not None else (events_of(raw, kind), None)
+        header = request.headers.get("content-type")
+        binary = is_binary_mode(request.scope["headers"], header)
+        if binary:
+            items = [binary_event(request.scope["headers"], header, await request.body())]
+        else:
+            items = events_of(await request.body(), media_type(header))
         policy = await request.app.state.policies.current()
         events, errors = validate_batch(items, datetime.now(UTC), sources=principal.sources,
-                                        policy=policy, canonical=canonical)
+                                        policy=policy, depth_known=not binary)
         if errors:
             INGEST_EVENTS.labels("rejected").inc(len(errors))
             log.info("events rejected", invalid=len(errors), batch=len(items),

@@ -10,12 +10,14 @@ from typing import Annotated, Any
 
 import typer
 
-from platereg.commands import fail, settings_or_exit
+from platereg.commands import PRODUCER_HELP, fail, settings_or_exit, with_producer
 
 IMPORT_HELP = """Import a file of plate events (NDJSON or CSV), streaming, in constant memory.
 
-Valid events are published to plates.events (or posted to the ingest API with
---api/--key); rejected lines go to the report file with their reasons.
+Valid events are published to plates.events, signed as the registered producer
+PLATEREG_PRODUCER_NAME (or --producer) with PLATEREG_PRODUCER_SECRET, or posted to
+the ingest API with --api/--key; rejected lines go to the report file with their
+reasons.
 Re-running the same file is harmless: events keep their ids and the registry
 deduplicates by id.
 
@@ -64,9 +66,9 @@ def _import_sink(settings: Any, api: str | None, key: str | None) -> Any:
         return ApiLineSink(api, key)
     try:
         settings.bootstrap()
+        return KafkaLineSink(settings)
     except ConfigError as exc:
         raise fail(str(exc), 2) from None
-    return KafkaLineSink(settings)
 
 
 def import_command(
@@ -79,10 +81,12 @@ def import_command(
     key: Annotated[str | None, typer.Option(
         envvar="PLATEREG_API_KEY", help="API key (role ingest) for --api")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar")] = True,
+    producer: Annotated[str | None, typer.Option(
+        help=PRODUCER_HELP, show_default="PLATEREG_PRODUCER_NAME")] = None,
 ) -> None:
     from ingest.importer import ImportUsageError, import_file
 
-    settings = settings_or_exit()
+    settings = with_producer(settings_or_exit(), producer)
     if fmt not in ("auto", "ndjson", "csv"):
         raise fail("--format must be auto, ndjson or csv", 2)
     if not file.is_file():

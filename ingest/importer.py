@@ -117,7 +117,7 @@ class Line:
     """One record of the input: its line number and either an event or a rejection."""
 
     number: int
-    event: Any = None              # schemas BaseEvent
+    event: Any = None              # schemas.events.Event
     rejection: Reject | None = None
     raw: Any = None                # for the report
 

@@ -2,7 +2,9 @@
 
 Every event goes out as CloudEvents structured JSON (the normalized event,
 ``null`` fields omitted), keyed by its plate key, with the header
-``content-type: application/cloudevents+json``, through an ``acks=all``
+``content-type: application/cloudevents+json`` and the signed producer's headers
+``platereg-producer`` and ``platereg-signature`` (``schemas.signing``; the producer is
+``PLATEREG_PRODUCER_NAME`` with ``PLATEREG_PRODUCER_SECRET``), through an ``acks=all``
 producer (:func:`platereg.kafka.make_producer`).
 
 :meth:`Publisher.publish` returns only when the broker acknowledged every
@@ -40,10 +42,10 @@ from tenacity import (
     wait_exponential,
 )
 
-from platereg.kafka import Record, make_producer, producer_dead
+from platereg.kafka import Record, make_producer
 from platereg.logging import get_logger
 from platereg.settings import Settings
-from schemas.events import BaseEvent
+from schemas.events import Event
 from schemas.topics import CLOUDEVENTS_JSON, CONTENT_TYPE_HEADER, EVENTS
 
 log = get_logger(__name__)
@@ -60,36 +62,36 @@ class BrokerUnavailable(Exception):
         self.retry_after = retry_after
 
 
-def published(event: BaseEvent | dict[str, Any], authid: str | None = None
+def published(event: Event | dict[str, Any], authid: str | None = None
               ) -> tuple[bytes, bytes]:
     """(key, value) of the Kafka record of a validated event: plate key -> normalized
     CloudEvents JSON.
 
-    ``event`` is a model or its normalized JSON object
-    (``model_dump(mode="json", exclude_none=True)``, e.g. from
-    :func:`ingest.api.normalized`). With ``authid`` (the API key id that sent it),
+    ``event`` is a validated event or its normalized JSON object (``Event.obj``, e.g.
+    from :func:`ingest.api.validate_batch`). With ``authid`` (the API key id that sent it),
     the CloudEvents ``authcontext`` extension attributes are stamped on it:
     ``authtype`` = ``api_key`` and ``authid``, replacing whatever the client put
     there.
     """
-    obj = event.model_dump(mode="json", exclude_none=True) \
-        if isinstance(event, BaseEvent) else event
+    obj = event.obj if isinstance(event, Event) else event
     if authid is not None:
         obj = {**obj, "authtype": "api_key", "authid": authid}
     return obj["subject"].encode(), orjson.dumps(obj)
 
 
-def record_of(event: BaseEvent | dict[str, Any], authid: str | None = None) -> Record:
+def record_of(event: Event | dict[str, Any], authid: str | None = None) -> Record:
     """:func:`published` as a :class:`Record`."""
     key, value = published(event, authid)
     return Record(key=key, value=value)
 
 
 class Publisher:
-    """One shared ``acks=all`` producer, started lazily and restarted after failures."""
+    """One shared ``acks=all`` producer, started lazily and restarted after failures;
+    :class:`platereg.settings.ConfigError` at once when no producer to sign as is set."""
 
     def __init__(self, settings: Settings, *, producer_options: dict | None = None) -> None:
         self.settings = settings
+        self.signer = settings.signer()
         self.topic = settings.topic(EVENTS)
         self.timeout = settings.kafka_timeout_seconds
         self.retry_after = max(1, min(30, math.ceil(self.timeout)))
@@ -144,8 +146,10 @@ class Publisher:
         try:
             async with asyncio.timeout(self.timeout):
                 producer = await self._get_producer()
+                sign = self.signer.headers
                 futures = [
-                    await producer.send(self.topic, value=value, key=key, headers=HEADERS)
+                    await producer.send(self.topic, value=value, key=key,
+                                        headers=sign(value, HEADERS))
                     for key, value in records
                 ]
                 await asyncio.gather(*futures)
@@ -157,9 +161,13 @@ class Publisher:
             ) from None
         except (KafkaError, OSError) as exc:
             log.warning("kafka publish failed", events=len(records), error=type(exc).__name__)
-            if self._producer is not None and producer_dead(self._producer):
+            # The next call gets a fresh producer. aiokafka has no public way to tell a
+            # producer whose background sender stopped (it would never send again) from
+            # one that met a passing error, and a new producer costs one connection
+            # and metadata fetch, only after a failure.
+            if self._producer is not None:
                 producer, self._producer = self._producer, None
-                self._stop_in_background(producer)   # a fresh one for the next call
+                self._stop_in_background(producer)
             raise BrokerUnavailable("the event broker is unavailable", self.retry_after) from None
         return len(records)
 
@@ -184,6 +192,7 @@ class StreamPublisher:
     def __init__(self, settings: Settings, *, window: int = 5000,
                  producer_options: dict | None = None) -> None:
         self.settings = settings
+        self.signer = settings.signer()
         self.topic = settings.topic(EVENTS)
         self.timeout = settings.kafka_timeout_seconds
         self.window = window
@@ -207,7 +216,7 @@ class StreamPublisher:
         try:
             async with asyncio.timeout(self.timeout):
                 future = await self._producer.send(self.topic, value=value, key=key,
-                                                   headers=HEADERS)
+                                                   headers=self.signer.headers(value, HEADERS))
         except (TimeoutError, KafkaError, OSError) as exc:
             raise self._failure(exc) from None
         self._inflight.append((tag, future))

@@ -11,6 +11,15 @@ HTTP goes over one aiohttp session per dispatcher, keeping a connection alive
 for each delivery that may be in flight: at this concurrency it costs much less
 CPU a request than httpx's connection pool, which scans every pooled connection
 with system calls for each request (see docs/benchmarks.md).
+
+Webhooks are URLs an owner's preferences hold, so they must not reach the registry's own
+network: unless ``PLATEREG_WEBHOOK_ALLOW_PRIVATE`` is set, a webhook whose host is, or
+resolves to, a loopback, private, link-local, cloud metadata or otherwise non-public
+address fails at once (no retry; the next channel takes over). Every address the name
+resolves to is checked, by the resolver of the webhooks' own connector, so the address
+connected to is one that was checked (a DNS answer cannot change in between); an IP
+address in the URL is checked before. Redirects are never followed (a 3xx answer fails
+the attempt), so a public webhook cannot send the dispatcher elsewhere.
 """
 
 from __future__ import annotations
@@ -18,14 +27,18 @@ from __future__ import annotations
 import email.utils
 import hashlib
 import hmac
+import ipaddress
+import socket
 import time
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import aiosmtplib
 import orjson
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 from notifications.render import Texts
 from platereg.settings import Settings
@@ -80,6 +93,73 @@ def verify(header: str, body: bytes, secret: str, *, now: float | None = None,
     return any(k == "v1" and hmac.compare_digest(v, expected) for k, v in parts)
 
 
+#: Cloud instance metadata services (AWS, GCP, Azure, OpenStack; AWS's IPv6; Alibaba).
+METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
+    "169.254.169.254", "fd00:ec2::254", "100.100.100.200"))
+
+
+class AddressRefused(OSError):
+    """A webhook's host is, or resolves to, an address the dispatcher may not call."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"webhook address refused: {reason}")
+        self.reason = reason
+
+
+def refused_address(address: str) -> str | None:
+    """Why the dispatcher may not call ``address`` (an IP address), or None if it may."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])     # an IPv6 zone is not part of it
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip in METADATA_ADDRESSES:
+        return "metadata"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_private:
+        return "private"
+    if ip.is_multicast or ip.is_unspecified or ip.is_reserved or not ip.is_global:
+        return "not public"
+    return None
+
+
+def refused_url(url: str) -> str | None:
+    """Why the webhook ``url`` may not be called before any name is resolved (its scheme,
+    or an IP address as its host), or None."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        return "malformed URL"
+    if parts.scheme not in ("http", "https") or not host:
+        return "not an http(s) URL"
+    try:
+        return refused_address(host)
+    except ValueError:
+        return None                                          # a name: the resolver checks it
+
+
+class PublicResolver(AbstractResolver):
+    """aiohttp resolver that refuses (``AddressRefused``) a name any of whose addresses
+    :func:`refused_address` refuses."""
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self.inner = inner or aiohttp.DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        infos = await self.inner.resolve(host, port, family)
+        for info in infos:
+            reason = refused_address(info["host"])
+            if reason is not None:
+                raise AddressRefused(reason)
+        return infos
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
 def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
     """``Retry-After`` as seconds (a number or an HTTP date), capped; None if absent/bad."""
     if not value:
@@ -113,6 +193,10 @@ async def post(session: aiohttp.ClientSession, url: str, body: bytes,
                 "Content-Type": "application/json", **headers}) as response:
             await response.read()
             return classify_response(response.status, response.headers.get("Retry-After"))
+    except aiohttp.ClientConnectorError as exc:
+        if isinstance(exc.os_error, AddressRefused):      # for good: no retry
+            return Result("failed", None, str(exc.os_error))
+        return Result("retry", None, f"network: {type(exc).__name__}")
     except aiohttp.ConnectionTimeoutError:
         return Result("retry", None, "timeout: ConnectTimeout")
     except TimeoutError:
@@ -128,26 +212,41 @@ class Channels:
     alive for each delivery that may be in flight (``PLATEREG_NOTICE_CONCURRENCY``),
     so a busy receiver is not reconnected to for each request and no request
     waits for a pooled connection. Connecting and each read are bounded by
-    ``PLATEREG_NOTICE_HTTP_TIMEOUT_SECONDS``.
+    ``PLATEREG_NOTICE_HTTP_TIMEOUT_SECONDS``. Webhooks have a session of their own, whose
+    resolver refuses non-public addresses (unless ``PLATEREG_WEBHOOK_ALLOW_PRIVATE``);
+    the gateways the operator configures (SMS, plate display) may be on a private network.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._session: aiohttp.ClientSession | None = None
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
         self._secrets = [s.get_secret_value() for s in settings.notice_webhook_secrets]
+        self.guarded = not settings.webhook_allow_private
+
+    def _session(self, name: str, resolver: AbstractResolver | None) -> aiohttp.ClientSession:
+        if name not in self._sessions:
+            t = self.settings.notice_http_timeout_seconds
+            self._sessions[name] = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.settings.notice_concurrency,
+                                               resolver=resolver),
+                timeout=aiohttp.ClientTimeout(total=None, connect=t, sock_read=t))
+        return self._sessions[name]
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            t = self.settings.notice_http_timeout_seconds
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.settings.notice_concurrency),
-                timeout=aiohttp.ClientTimeout(total=None, connect=t, sock_read=t))
-        return self._session
+        """The gateways' session."""
+        return self._session("gateways", None)
+
+    @property
+    def webhook_session(self) -> aiohttp.ClientSession:
+        """The webhooks' session: every address checked when guarded."""
+        if not self.guarded:
+            return self.session
+        return self._session("webhooks", PublicResolver())
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        for session in self._sessions.values():
+            await session.close()
 
     async def send(self, d: Delivery) -> Result:
         if d.channel == "email":
@@ -173,8 +272,10 @@ class Channels:
             return Result("failed", None, "no webhook URL")
         if not self._secrets:
             return Result("failed", None, "no webhook secret configured")
+        if self.guarded and (reason := refused_url(d.webhook_url)) is not None:
+            return Result("failed", None, f"webhook address refused: {reason}")
         body = orjson.dumps(d.message)
-        return await post(self.session, d.webhook_url, body, {
+        return await post(self.webhook_session, d.webhook_url, body, {
             "Idempotency-Key": d.idempotency_key, "X-Signature": sign(body, self._secrets)})
 
     def email_message(self, d: Delivery) -> EmailMessage:

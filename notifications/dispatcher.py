@@ -231,7 +231,7 @@ class Dispatcher:
                 notice_id, channels = read_notice(r.value)
             except Rejection as exc:
                 dead.append(DeadLetter(r.topic, r.partition, r.offset, r.key, r.value,
-                                       exc.reason.value, exc.detail))
+                                       exc.reason.value, exc.detail, tuple(r.headers or ())))
                 continue
             chain = rules.fallback_chain(channels)
             if chain:

@@ -46,7 +46,7 @@ def _applied(events: Sequence[NewEvent] | Sequence[HistoryEvent]) -> list[rules.
     return sorted(out, key=lambda e: e.sort_key)
 
 
-def batch_drafts(old: Mapping[str, PlateState], new_states: Mapping[str, PlateState],
+def batch_drafts(old: Mapping[str, PlateState | None], new_states: Mapping[str, PlateState],
                  by_plate: Mapping[str, Sequence[NewEvent]],
                  history: Mapping[str, Sequence[HistoryEvent]]) -> list[rules.Draft]:
     """Pure: the notices of one batch (``history`` holds the re-folded plates')."""
@@ -67,7 +67,7 @@ def batch_drafts(old: Mapping[str, PlateState], new_states: Mapping[str, PlateSt
 HORIZON = dt.timedelta(days=367)
 
 
-def schedule_changed(old: Mapping[str, PlateState], new_states: Mapping[str, PlateState],
+def schedule_changed(old: Mapping[str, PlateState | None], new_states: Mapping[str, PlateState],
                      now: dt.datetime) -> list[str]:
     """Plates whose expiry, issue or cancellation changed and that may already be inside
     a window (a later expiry is found by the scheduler's date lookup when its window
@@ -84,7 +84,7 @@ def schedule_changed(old: Mapping[str, PlateState], new_states: Mapping[str, Pla
     return out
 
 
-async def record_batch_notices(conn: asyncpg.Connection, old: Mapping[str, PlateState],
+async def record_batch_notices(conn: asyncpg.Connection, old: Mapping[str, PlateState | None],
                                new_states: Mapping[str, PlateState],
                                by_plate: Mapping[str, Sequence[NewEvent]],
                                history: Mapping[str, Sequence[HistoryEvent]],

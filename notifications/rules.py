@@ -174,7 +174,7 @@ def _context(event: AppliedEvent, after: PlateState) -> dict[str, Any]:
 
 def drafts_for_event(event: AppliedEvent, before: PlateState, after: PlateState) -> list[Draft]:
     """The notices one applied event makes: one per kind and recipient."""
-    out = []
+    out: list[Draft] = []
     if not after.issued:
         return out
     for kind in EVENT_KINDS.get(event.type, ()):

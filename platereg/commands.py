@@ -19,7 +19,13 @@ import typer
 
 from platereg.db import connection
 from platereg.logging import configure_logging
-from platereg.settings import ConfigError, Settings, load_settings, missing_settings
+from platereg.settings import (
+    COMMAND_NEEDS,
+    ConfigError,
+    Settings,
+    load_settings,
+    missing_settings,
+)
 
 T = TypeVar("T")
 
@@ -27,7 +33,8 @@ T = TypeVar("T")
 def settings_or_exit(command: str | None = None) -> Settings:
     """Load and validate settings; on error print which variable is wrong and exit 2. So
     too when ``command`` (as typed after ``platereg``, e.g. ``consume registry``) is in
-    ``COMMAND_NEEDS`` and a setting it requires is unset."""
+    ``COMMAND_NEEDS`` and a setting it requires is unset. The settings returned log in to
+    PostgreSQL as the command's role (its ``PLATEREG_<ROLE>_DATABASE_URL`` when set)."""
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -37,7 +44,25 @@ def settings_or_exit(command: str | None = None) -> Settings:
     if missing:
         raise fail(f"`platereg {command}` cannot start without {', '.join(missing)}", 2)
     configure_logging(settings.log_format, settings.log_level)
-    return settings
+    role = COMMAND_NEEDS[command].role if command in COMMAND_NEEDS else None
+    return settings if role is None else settings.for_role(role)
+
+
+PRODUCER_HELP = ("The registered producer to sign as when writing to Kafka (its secret: "
+                 "PLATEREG_PRODUCER_SECRET, never an option, which other users could read)")
+
+
+def with_producer(settings: Settings, producer: str | None) -> Settings:
+    """``settings`` signing as ``producer`` (a command's ``--producer``) when given."""
+    if producer is None:
+        return settings
+    from schemas.signing import ProducerError, check_name
+
+    try:
+        check_name(producer)
+    except ProducerError as exc:
+        raise fail(f"--producer: {exc}", 2) from None
+    return settings.model_copy(update={"producer_name": producer})
 
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:

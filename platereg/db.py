@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from importlib.resources import files
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -47,12 +47,17 @@ def _advisory_lock(dsn: str) -> Iterator[None]:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK_ID,))
 
 
-def migrate(dsn: str) -> list[str]:
-    """Apply pending migrations; safe to run twice and from several processes at once.
+def migrate(dsn: str, retention: Mapping[str, int] | None = None) -> list[str]:
+    """Apply pending migrations, then the grants of ``platereg.security.roles.GRANTS`` and
+    (when given) the retention of each kind of personal data (``platereg.retention``), in
+    one transaction; safe to run twice and from several processes at once.
 
     Returns the ids of the migrations applied by this call.
     """
     from yoyo import get_backend, read_migrations
+
+    from platereg.retention import write_retention
+    from platereg.security.roles import apply_grants
 
     with _advisory_lock(dsn):
         backend = get_backend(_yoyo_uri(dsn))
@@ -64,6 +69,10 @@ def migrate(dsn: str) -> list[str]:
         finally:
             with contextlib.suppress(Exception):
                 backend.connection.close()
+        with psycopg.connect(dsn) as conn:   # one transaction, committed on the way out
+            apply_grants(conn)
+            if retention is not None:
+                write_retention(conn, retention)
     applied = [m.id for m in pending]
     if applied:
         log.info("migrations applied", migrations=applied)
@@ -145,40 +154,62 @@ async def connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:
         await conn.close()
 
 
+class FifoGate:
+    """Permits handed out in arrival order, with a count of those waiting for one.
+
+    An ``asyncio.Semaphore`` wakes its waiters in order; the count is kept here, around
+    the semaphore, instead of being read from its internals."""
+
+    __slots__ = ("_permits", "waiting")
+
+    def __init__(self, permits: int) -> None:
+        self._permits = asyncio.Semaphore(permits)
+        self.waiting = 0
+
+    async def enter(self) -> None:
+        self.waiting += 1
+        try:
+            await self._permits.acquire()
+        finally:
+            self.waiting -= 1
+
+    def leave(self) -> None:
+        self._permits.release()
+
+
 class FairPool(asyncpg.Pool):
     """An asyncpg pool that hands out connections first come, first served.
 
     asyncpg's pool waits on an asyncio queue, where a request arriving just as a
     connection is released takes it before the waiter that release woke up: under
     load a few waiters starve (a long tail of waits; see docs/benchmarks.md).
-    Here every acquisition first takes a permit of a
-    FIFO semaphore with one permit per connection, given back only once the
-    connection is back in the pool, so whoever holds a permit finds a free
-    connection and waiters are served in arrival order. Only the public
-    ``acquire`` / ``release`` are overridden (``fetch`` and friends go through
-    ``acquire``).
+    Here every acquisition first passes a :class:`FifoGate` with one permit per
+    connection, given back only once the connection is back in the pool, so whoever
+    holds a permit finds a free connection and waiters are served in arrival order.
+    Only the public ``acquire`` / ``release`` are overridden (``fetch`` and friends go
+    through ``acquire``).
     """
 
     def __init__(self, *args: Any, max_size: int, **kwargs: Any) -> None:
         super().__init__(*args, max_size=max_size, **kwargs)
-        self._gate = asyncio.Semaphore(max_size)
+        self._gate = FifoGate(max_size)
         self._gated: set[Any] = set()
 
     @property
     def waiting(self) -> int:
         """Acquisitions waiting for their turn."""
-        return sum(not w.done() for w in (self._gate._waiters or ()))
+        return self._gate.waiting
 
     def acquire(self, *, timeout: float | None = None) -> _FairAcquire:  # type: ignore[override]
         return _FairAcquire(self, timeout)
 
     async def _acquire_in_turn(self, timeout: float | None) -> Any:
         async with asyncio.timeout(timeout):
-            await self._gate.acquire()
+            await self._gate.enter()
             try:
                 conn = await super().acquire()
             except BaseException:
-                self._gate.release()
+                self._gate.leave()
                 raise
         self._gated.add(conn)
         return conn
@@ -190,7 +221,7 @@ class FairPool(asyncpg.Pool):
             await super().release(connection, timeout=timeout)
         finally:
             if gated:
-                self._gate.release()
+                self._gate.leave()
 
 
 class _FairAcquire:
@@ -218,13 +249,18 @@ class _FairAcquire:
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10,
                       retry_for: float = 30.0, **kwargs: Any) -> FairPool:
     """A :class:`FairPool` with the codecs of :func:`init_connection`; retries while the
-    server starts. ``kwargs`` are asyncpg pool options (``reset``, ``max_queries`` ...)."""
+    server starts or restarts, for ``retry_for`` seconds. ``kwargs`` are asyncpg pool
+    options (``reset``, ``max_queries`` ...)."""
     options: dict[str, Any] = {
         "max_queries": 50_000, "max_inactive_connection_lifetime": 300.0, "loop": None,
         "connection_class": asyncpg.Connection, "record_class": asyncpg.Record,
         "init": init_connection, **kwargs}
     async for attempt in AsyncRetrying(
+        # PostgresConnectionError: a server shutting down or restarting closes a new
+        # connection in the middle of its start-up (after the SSL negotiation)
         retry=retry_if_exception_type((OSError, asyncpg.CannotConnectNowError,
+                                       asyncpg.AdminShutdownError,
+                                       asyncpg.PostgresConnectionError,
                                        asyncpg.TooManyConnectionsError)),
         wait=wait_exponential(multiplier=0.2, max=3),
         stop=stop_after_delay(retry_for),

@@ -1,7 +1,7 @@
 """Dead-lettering: a message a consumer cannot use goes to the dead-letter topic with a reason.
 
-The contract's DLQ record (section 2, "Rejections"): the original key and bytes,
-and the headers ``x-dlq-reason``, ``x-dlq-detail``, ``x-original-topic``,
+The contract's DLQ record (section 2, "Rejections"): the original key, bytes and
+headers, and the headers ``x-dlq-reason``, ``x-dlq-detail``, ``x-original-topic``,
 ``x-original-partition``, ``x-original-offset``; where the broker cannot take the
 original bytes back, no value and ``x-dlq-value-omitted: true``.
 
@@ -15,9 +15,12 @@ texts without personal data; nothing here logs a key or a value.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaProducer
 
 from platereg import metrics
@@ -44,6 +47,33 @@ def dlq_headers(reason: str, detail: str, topic: str, partition: int,
     ]
 
 
+#: Original headers that are not copied to the dead-letter record: the DLQ's own names
+#: (a producer cannot pass off its headers as the registry's verdict).
+_OWN_HEADERS = frozenset((*topics.DLQ_HEADERS, VALUE_OMITTED_HEADER))
+
+
+def kept_headers(original: Iterable[tuple[str, bytes | None]]) -> list[tuple[str, bytes]]:
+    """The original headers a dead-letter copy keeps, in their order."""
+    return [(name, value or b"") for name, value in original if name not in _OWN_HEADERS]
+
+
+def headers_json(headers: Sequence[tuple[str, bytes | None]]) -> str | None:
+    """Headers as stored in ``dlq_messages.headers``: JSON ``[[name, base64], ...]``."""
+    if not headers:
+        return None
+    return orjson.dumps([[name, base64.b64encode(value or b"").decode()]
+                         for name, value in headers]).decode()
+
+
+def headers_of_json(stored: Any) -> list[tuple[str, bytes]]:
+    """:func:`headers_json` read back (a decoded jsonb value, its text, or NULL)."""
+    if stored is None:
+        return []
+    if isinstance(stored, str):
+        stored = orjson.loads(stored)
+    return [(str(name), base64.b64decode(value)) for name, value in stored]
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """One consumed message that goes to the DLQ, and why."""
@@ -55,9 +85,12 @@ class DeadLetter:
     value: bytes | None
     reason: str
     detail: str
+    original_headers: tuple[tuple[str, bytes | None], ...] = ()
 
     def headers(self) -> list[tuple[str, bytes]]:
-        return dlq_headers(self.reason, self.detail, self.topic, self.partition, self.offset)
+        """The original headers, then the contract's DLQ headers."""
+        return [*kept_headers(self.original_headers),
+                *dlq_headers(self.reason, self.detail, self.topic, self.partition, self.offset)]
 
 
 class DeadLetters:

@@ -19,6 +19,9 @@
   - more than ``PLATEREG_HTTP_MAX_CONCURRENT_REQUESTS`` requests in progress:
     503 with ``Retry-After`` at once (the probes are not counted or refused).
 
+  It also marks every answer that may hold plate or owner data (the ``/v1/`` routes
+  and the owner page: :func:`holds_personal_data`) ``Cache-Control: no-store``.
+
 * One strict JSON body reader for both APIs (:func:`read_json`): exact media
   types, ``charset`` only UTF-8, no repeated keys, bounded nesting.
 * Wrong methods get 405 with the ``Allow`` of every route on that path;
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import asyncpg
@@ -93,7 +96,7 @@ class ProblemError(Exception):
         self.headers, self.extra = headers, extra
 
 
-def validation_errors(errors: Iterable[dict[str, Any]], model: type[BaseModel] | None = None,
+def validation_errors(errors: Iterable[Mapping[str, Any]], model: type[BaseModel] | None = None,
                       data: Any = None) -> list[dict[str, str]]:
     """Pydantic errors without anything the client wrote (values or unknown key names).
 
@@ -301,9 +304,14 @@ class ObservabilityMiddleware:
                 body_done = True
             return message
 
+        private = holds_personal_data(scope["path"])
+
         async def tracking_send(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                headers = message.get("headers", ())
+                if private and not any(k == NO_STORE[0] for k, _ in headers):
+                    message = {**message, "headers": [*headers, NO_STORE]}
             await send(message)
 
         try:
@@ -349,6 +357,18 @@ class ObservabilityMiddleware:
             key_id = (scope.get("state") or {}).get("key_id")
             log.info("request", route=template, method=scope["method"], status=status,
                             key_id=key_id, ms=round(elapsed * 1000, 2))
+
+
+#: Answers with plate or owner data are never stored by a browser or a proxy.
+NO_STORE = (b"cache-control", b"no-store")
+#: Paths whose answers may hold plate or owner data: every API route and the owner page
+#: (its static files excepted); not the probes, metrics, docs or landing page.
+PERSONAL_DATA_PREFIXES = ("/v1/", "/owner")
+
+
+def holds_personal_data(path: str) -> bool:
+    """Whether answers to ``path`` carry ``Cache-Control: no-store``."""
+    return path.startswith(PERSONAL_DATA_PREFIXES) and not path.startswith("/owner/static/")
 
 
 class _BodyTimeout(Exception):
@@ -401,8 +421,8 @@ def add_probes(app: FastAPI, checks: dict[str, ReadinessCheck], *,
         return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics",
-             response_class=Response)
-    async def metrics() -> Response:
+             response_class=Response, name="metrics")
+    async def metrics_page() -> Response:
         return Response(exposition(exported), media_type=CONTENT_TYPE_LATEST)
 
 

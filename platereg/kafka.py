@@ -89,12 +89,13 @@ def refused(settings: Settings, exc: BaseException, what: str) -> KafkaAccessErr
 @dataclass(frozen=True, slots=True)
 class Record:
     """A Kafka record as our code passes it around: what to produce (key, value), or
-    what was consumed (value, partition, offset)."""
+    what was consumed (value, partition, offset, headers)."""
 
     key: bytes | None
     value: bytes | None
     partition: int = -1
     offset: int = -1
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 def security_options(settings: Settings) -> dict[str, object]:
@@ -259,17 +260,6 @@ def make_consumer(settings: Settings, *topic_names: str, **overrides: object) ->
                              client_id="platereg")
     options.update(overrides)
     return AIOKafkaConsumer(*topic_names, **options)  # type: ignore[arg-type]
-
-
-def producer_dead(producer: AIOKafkaProducer) -> bool:
-    """True when a started producer's background sender has stopped: it sends nothing more.
-
-    aiokafka has no public API for this; this is the one place that reads its
-    internals (``_sender.sender_task``), and tests/unit/test_kafka_internals.py
-    fails when they change.
-    """
-    task = producer._sender.sender_task
-    return task is not None and task.done()
 
 
 async def broker_reachable(settings: Settings, timeout: float = 3.0) -> bool:

@@ -11,7 +11,10 @@ process has one format.
 Privacy rule (contract section 5): no log line may carry a plate, an owner's
 name, e-mail address or phone number, or a raw request path. Call sites log route
 templates and ids only; the ``_redact`` processor is a second line of defence that
-masks keys that must never be logged, whatever a caller passes.
+masks keys that must never be logged, whatever a caller passes, and ``_scrub`` a third:
+it masks anything shaped like an e-mail address or a phone number in every text of every
+line, ours and the standard library's (a library logging a recipient, such as the mail
+catcher's SMTP server, or an error message quoting one), tracebacks included.
 
 Tracebacks (ours, and uvicorn's "Exception in ASGI application" which goes
 through the same root handler) never show local variables: they would hold
@@ -23,8 +26,11 @@ log one per reconnect attempt, so the consumer's /healthz stopped answering.
 
 from __future__ import annotations
 
+import io
 import logging
+import re
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -37,13 +43,52 @@ SENSITIVE_KEYS = frozenset(
 )
 
 
-def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _redact(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in SENSITIVE_KEYS.intersection(event_dict):
         event_dict[key] = "[redacted]"
     return event_dict
 
 
-def _logger_key(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+#: An e-mail address; a phone number written with a leading + (E.164 and international
+#: forms) or in the North American 3-3-4 form. Dates, times, versions, IP addresses and
+#: bare numbers (ids, offsets, counts) are left alone.
+CONTACT = re.compile(
+    r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+    r"|(?<![\w+])\+\d[\d ().-]{5,}\d(?!\w)"
+    r"|(?<![\w(])\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}(?!\w)")
+#: Keys whose values the processors themselves write (never contact data).
+_OWN_KEYS = frozenset({"timestamp", "level", "logger", "logger_name"})
+
+
+def scrub(text: str) -> str:
+    """``text`` with every e-mail address and phone number masked."""
+    return CONTACT.sub("[redacted]", text)
+
+
+def _scrub_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return scrub(value)
+    if isinstance(value, (list, tuple)):
+        return [_scrub_value(v) for v in value]
+    return value
+
+
+def _scrub(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+    for key, value in event_dict.items():
+        if key not in _OWN_KEYS and isinstance(value, (str, list, tuple)):
+            event_dict[key] = _scrub_value(value)
+    return event_dict
+
+
+def _scrubbed_traceback(sio: Any, exc_info: Any) -> None:
+    """The console's traceback (plain, no locals) with contact data masked."""
+    buffer = io.StringIO()
+    structlog.dev.plain_traceback(buffer, exc_info)
+    sio.write(scrub(buffer.getvalue()))
+
+
+def _logger_key(_: Any, __: str, event_dict: MutableMapping[str, Any]
+                ) -> MutableMapping[str, Any]:
     """The logger's name under ``logger``, as the standard library's records have it
     (:func:`get_logger` binds it as ``logger_name``: ``logger`` is structlog's own
     argument name)."""
@@ -92,11 +137,14 @@ _STDERR = _Stderr()
 def _renderers(fmt: str) -> tuple[Any, Any, Any]:
     """(structlog's renderer, its logger factory, the renderer of stdlib records)."""
     if fmt == "json":
-        return (structlog.processors.JSONRenderer(serializer=orjson.dumps),
-                structlog.BytesLoggerFactory(_STDERR),
-                structlog.processors.JSONRenderer(serializer=_orjson_text))
+        # non-string keys as strings (json.dumps does so; orjson raises without the option,
+        # and a logging call must not fail: e.g. offsets by partition number)
+        keys = orjson.OPT_NON_STR_KEYS
+        return (structlog.processors.JSONRenderer(serializer=orjson.dumps, option=keys),
+                structlog.BytesLoggerFactory(_STDERR),  # type: ignore[arg-type]
+                structlog.processors.JSONRenderer(serializer=_orjson_text, option=keys))
     console = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty(),
-                                            exception_formatter=structlog.dev.plain_traceback)
+                                            exception_formatter=_scrubbed_traceback)
     return console, structlog.WriteLoggerFactory(_STDERR), console  # type: ignore[arg-type]
 
 
@@ -112,6 +160,7 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
     ]
     if fmt == "json":
         shared.append(structlog.processors.format_exc_info)
+    shared.append(_scrub)   # last: the formatted exception too
     renderer, factory, stdlib_renderer = _renderers(fmt)
     structlog.configure(
         processors=[_logger_key, *shared, renderer],

@@ -113,6 +113,13 @@ AUDIT_REFUSED = Counter("platereg_audit_refused",
 AUDIT_REPLAYED = Counter("platereg_audit_replayed",
                          "Audit rows written from the journals of stopped or killed registry "
                          "API processes (rows already in audit_log are not counted).")
+REPLICA_LAG = Gauge("platereg_replica_lag_seconds",
+                    "How far a read replica is behind the primary at the last check "
+                    "(NaN: not measured: unreachable or not a standby).", ["replica"])
+REPLICA_SERVING = Gauge("platereg_replica_serving",
+                        "1 while a read replica serves the registry API's reads, 0 while it "
+                        "is left out (too far behind, unreachable or not a standby).",
+                        ["replica"])
 AUTH_FAILURES = Counter("platereg_auth_failures", "Requests refused with 401 or 403.",
                         ["reason"])
 INGEST_EVENTS = Counter("platereg_ingest_events", "Events through the ingest API.", ["outcome"])
@@ -136,7 +143,7 @@ EXPIRY_SWEEP_LAST_RUN = Gauge(
 # What each process moves, so what it exports (by the job names of deploy/prometheus).
 HTTP_API = (HTTP_DURATION, AUTH_FAILURES)
 REGISTRY_API = (*HTTP_API, LOOKUPS, AUDIT_BACKLOG, AUDIT_OLDEST, AUDIT_WRITE_FAILURES,
-                AUDIT_REFUSED, AUDIT_REPLAYED)
+                AUDIT_REFUSED, AUDIT_REPLAYED, REPLICA_LAG, REPLICA_SERVING)
 INGEST_API = (*HTTP_API, INGEST_EVENTS)
 #: The consumer counts the notices its batches create (the notices hook runs in them).
 REGISTRY_CONSUMER = (EVENTS, DLQ, QUARANTINED_PLATES, APPLY_LATENCY, CONSUMER_LAG, NOTICES)

@@ -61,7 +61,8 @@ class OutboxRecord:
 class Outbox(Protocol):
     """What the relay needs of an outbox."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def topic(self, settings: Settings) -> str: ...
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
-from schemas.fold import PlateState, state_from_values
+from schemas.fold import PlateState
 
 #: ``PlateState``'s fields, which are also the ``plates`` columns holding them.
 STATE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(PlateState))
@@ -30,4 +30,4 @@ def state_from_row(row: Sequence[Any]) -> PlateState:
     """The state in the first columns of ``row`` (an asyncpg Record or a tuple)."""
     values = list(row[: len(STATE_FIELDS)])
     values[_REASONS] = tuple(values[_REASONS] or ())
-    return state_from_values(values)
+    return PlateState(*values)

@@ -192,10 +192,13 @@ async def retry(call: Callable[[], Awaitable[T]], stop: asyncio.Event, *,
         if on_error is not None and exc is not None:
             on_error(exc)
 
+    async def sleep(seconds: float) -> None:
+        await wait(stop, seconds)
+
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(lambda exc: isinstance(exc, (*on, *at_once))
                                  and not isinstance(exc, never)), wait=pause,
-        sleep=lambda seconds: wait(stop, seconds), before_sleep=before_sleep, reraise=True,
+        sleep=sleep, before_sleep=before_sleep, reraise=True,
     ):
         with attempt:
             if attempt.retry_state.attempt_number > 1 and stop.is_set():
@@ -231,12 +234,12 @@ def ops_app(ready: Callable[[], bool], metrics: Iterable[Collector] = ()) -> Sta
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "not ready"}, status_code=503)
 
-    async def metrics(_: Request) -> Response:
+    async def metrics_page(_: Request) -> Response:
         return Response(exposition(registry), media_type=CONTENT_TYPE_LATEST)
 
     return Starlette(routes=[Route("/healthz", healthz, methods=["GET"]),
                              Route("/readyz", readyz, methods=["GET"]),
-                             Route("/metrics", metrics, methods=["GET"])])
+                             Route("/metrics", metrics_page, methods=["GET"])])
 
 
 class _Server(uvicorn.Server):

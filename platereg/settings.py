@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import json
 import os
 import re
 import secrets
@@ -16,12 +17,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from schemas.signing import ProducerError, Signer
 
 ENV_PREFIX = "PLATEREG_"
 
@@ -42,22 +45,67 @@ class Settings(BaseSettings):
     # --- servers -----------------------------------------------------------
     database_url: SecretStr | None = Field(
         default=None,
-        description="PostgreSQL DSN of the services (no DDL; audit rows only added and read). "
-                    "Unset: `make run` and the tests start an embedded PostgreSQL.",
+        description="PostgreSQL DSN of this process. A command that has its own role "
+                    "(below) uses that role's URL when it is set, else this one. Unset: "
+                    "`make run` and the tests start an embedded PostgreSQL.",
     )
     migrate_database_url: SecretStr | None = Field(
         default=None,
-        description="DSN of the role that owns the schema, for `platereg migrate`. "
+        description="DSN of the role that owns the schema, for `platereg migrate` (it also "
+                    "applies the grants and the retention settings). "
                     "Unset: PLATEREG_DATABASE_URL.",
     )
+    consumer_database_url: SecretStr | None = Field(
+        default=None,
+        description="DSN of the registry consumer's role (`platereg consume registry|relay`)"
+                    ". Unset: PLATEREG_DATABASE_URL.")
+    registry_api_database_url: SecretStr | None = Field(
+        default=None,
+        description="DSN of the registry API's role (`platereg serve registry`). "
+                    "Unset: PLATEREG_DATABASE_URL.")
+    ingest_api_database_url: SecretStr | None = Field(
+        default=None,
+        description="DSN of the ingest API's role (`platereg serve ingest`). "
+                    "Unset: PLATEREG_DATABASE_URL.")
+    notices_scheduler_database_url: SecretStr | None = Field(
+        default=None,
+        description="DSN of the notice scheduler's role (`platereg notices schedule`). "
+                    "Unset: PLATEREG_DATABASE_URL.")
+    notices_dispatcher_database_url: SecretStr | None = Field(
+        default=None,
+        description="DSN of the notice dispatcher's role (`platereg notices dispatch|paper`)"
+                    ". Unset: PLATEREG_DATABASE_URL.")
     purge_database_url: SecretStr | None = Field(
         default=None,
-        description="DSN of the role allowed to delete audit rows, for `platereg audit "
-                    "purge`. Unset: PLATEREG_DATABASE_URL.",
+        description="DSN of the role that removes personal data past its retention "
+                    "(`platereg purge`). Unset: PLATEREG_DATABASE_URL.",
     )
+    operator_database_url: SecretStr | None = Field(
+        default=None,
+        description="DSN of the operator commands' role (`platereg keys`, `sources`, `dlq`, "
+                    "`quarantine`): the only one that may write API keys and the source "
+                    "policy. Unset: PLATEREG_DATABASE_URL.")
     admin_database_url: SecretStr | None = Field(
         default=None,
         description="DSN of a role that may create roles, for `platereg roles` only.",
+    )
+    database_read_urls: Annotated[list[SecretStr], NoDecode] = Field(
+        default=[],
+        description="DSNs of streaming replicas (hot standbys) of PLATEREG_DATABASE_URL's "
+                    "server, comma-separated (or a JSON list, for DSNs with commas): the "
+                    "registry API reads plates, views, the hotlist and history there and "
+                    "writes audit rows to the primary. Empty: every read goes to the primary.",
+    )
+    replica_max_lag_seconds: float = Field(
+        default=5.0, gt=0, le=3600,
+        description="A read replica further behind the primary than this is left out of "
+                    "the registry API's reads until it catches up; with none left, reads go "
+                    "to the primary.",
+    )
+    replica_check_seconds: float = Field(
+        default=1.0, gt=0, le=300,
+        description="How often each registry API process measures each read replica's lag "
+                    "(in the background, not per request).",
     )
     kafka_bootstrap_servers: str | None = Field(
         default=None,
@@ -80,6 +128,16 @@ class Settings(BaseSettings):
         description="Idempotent producers (no duplicate or reordered records when a send is "
                     "retried). Off only for brokers without it (`make run`'s embedded "
                     "fallback broker).")
+    producer_name: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="The registered producer this process signs what it writes to "
+                    "plates.events as (the ingest API, `platereg import` and `platereg "
+                    "simulate` to Kafka): `platereg sources producer add NAME --source "
+                    "PREFIX` registers one and prints its secret.")
+    producer_secret: SecretStr | None = Field(
+        default=None,
+        description="That producer's secret (43 characters, as `platereg sources producer "
+                    "add` or `rotate` printed it).")
     data_dir: Path = Field(
         default=Path(".platereg"),
         description="Where `make run` keeps the embedded PostgreSQL data (survives restarts).",
@@ -125,7 +183,29 @@ class Settings(BaseSettings):
         description="Delivery attempts per notice and channel before the next channel.")
     audit_retention_days: int = Field(
         default=365, ge=1, le=36500,
-        description="Audit rows older than this are deleted by `platereg audit purge`.")
+        description="Days an audit row is kept; `platereg purge` deletes older ones and the "
+                    "database refuses to delete younger ones. Reaches the database with "
+                    "`platereg migrate`.")
+    notice_retention_days: int = Field(
+        default=365, ge=1, le=36500,
+        description="Days a notice keeps its recipient's contact data and its text's "
+                    "details; then `platereg purge` clears them (the notice and its "
+                    "delivery attempts stay). Reaches the database with `platereg migrate`.")
+    dead_letter_retention_days: int = Field(
+        default=30, ge=1, le=36500,
+        description="Days a rejected message's key and value (the original bytes) are "
+                    "kept for `platereg dlq replay`; then `platereg purge` clears them. "
+                    "Reaches the database with `platereg migrate`.")
+    sign_in_link_retention_days: int = Field(
+        default=30, ge=1, le=36500,
+        description="Days a sign-in link's record is kept after the link expired; then "
+                    "`platereg purge` deletes it. Reaches the database with "
+                    "`platereg migrate`.")
+    owner_session_retention_days: int = Field(
+        default=30, ge=1, le=36500,
+        description="Days an owner session's record is kept after it expired; then "
+                    "`platereg purge` deletes it. Reaches the database with "
+                    "`platereg migrate`.")
     audit_flush_seconds: float = Field(
         default=0.2, gt=0, le=86400,
         description="How often the registry API writes buffered audit rows (and on shutdown).",
@@ -187,10 +267,6 @@ class Settings(BaseSettings):
                     "(a key created since the last reload); beyond it they are refused.")
     max_body_bytes: int = Field(
         default=4 * 1024 * 1024, ge=1024, description="Larger request bodies get 413.")
-    http_header_timeout_seconds: float = Field(
-        default=10.0, gt=0, le=300,
-        description="A request's headers must arrive within this time, else the connection "
-                    "is closed (slow-header clients).")
     http_body_timeout_seconds: float = Field(
         default=30.0, gt=0, le=3600,
         description="A request's body must arrive within this time from its first read, else "
@@ -227,6 +303,11 @@ class Settings(BaseSettings):
         default=None, description="Smart plate device gateway (HTTP POST {device_id, message}).")
     notice_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
         default=[], description="Webhook signing secrets, comma-separated (two while rotating).")
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let the notice dispatcher call webhooks on loopback, private, link-local "
+                    "and cloud metadata addresses (refused by default: an owner's webhook URL "
+                    "must not reach the registry's own network). For development and tests.")
     notice_http_timeout_seconds: float = Field(
         default=10.0, gt=0, le=300,
         description="Timeout of one delivery attempt (HTTP or SMTP).")
@@ -346,6 +427,16 @@ class Settings(BaseSettings):
             raise ValueError("must be a comma-separated list of days between 1 and 366")
         return sorted(set(value), reverse=True)
 
+    @field_validator("database_read_urls", mode="before")
+    @classmethod
+    def _parse_read_urls(cls, value: object) -> object:
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            try:
+                return json.loads(value)
+            except ValueError:
+                raise ValueError("not a JSON list of DSNs") from None
+        return _split_csv(value)
+
     @field_validator("notice_webhook_secrets", mode="before")
     @classmethod
     def _parse_secrets(cls, value: object) -> object:
@@ -435,6 +526,19 @@ class Settings(BaseSettings):
                               "PLATEREG_CURSOR_SECRET")
         return secret
 
+    def signer(self) -> Signer:
+        """The producer this process signs as (PLATEREG_PRODUCER_NAME and _SECRET), or
+        :class:`ConfigError` saying what is missing."""
+        if self.producer_name is None or self.producer_secret is None:
+            raise ConfigError(
+                "PLATEREG_PRODUCER_NAME and PLATEREG_PRODUCER_SECRET must be set to write to "
+                "plates.events: every message is signed by a registered producer (`platereg "
+                "sources producer add NAME --source PREFIX` prints the secret)")
+        try:
+            return Signer.of(self.producer_name, self.producer_secret.get_secret_value())
+        except ProducerError as exc:
+            raise ConfigError(f"PLATEREG_PRODUCER_SECRET: {exc}") from None
+
     def audit_journal_path(self) -> Path:
         """PLATEREG_AUDIT_JOURNAL_DIR, or ``audit-journal`` in the data dir."""
         return self.audit_journal_dir or self.data_dir / "audit-journal"
@@ -454,17 +558,29 @@ class Settings(BaseSettings):
             )
         return self.database_url.get_secret_value()
 
+    def read_dsns(self) -> list[str]:
+        """The read replicas' DSNs (none: the primary serves every read)."""
+        return [url.get_secret_value() for url in self.database_read_urls]
+
     def migrate_dsn(self) -> str:
         """The schema owner's DSN (falls back to the services' one)."""
         if self.migrate_database_url is not None:
             return self.migrate_database_url.get_secret_value()
         return self.dsn()
 
-    def purge_dsn(self) -> str:
-        """The audit purge's DSN (falls back to the services' one)."""
-        if self.purge_database_url is not None:
-            return self.purge_database_url.get_secret_value()
-        return self.dsn()
+    def role_dsn(self, role: str) -> str | None:
+        """PLATEREG_<ROLE>_DATABASE_URL of a database role (``platereg.security.roles``),
+        or None when it is unset."""
+        value = getattr(self, f"{role}_database_url")
+        return None if value is None else value.get_secret_value()
+
+    def for_role(self, role: str) -> Settings:
+        """These settings as a process logging in as ``role`` sees them: PLATEREG_DATABASE_URL
+        is the role's own URL when it is set."""
+        dsn = self.role_dsn(role)
+        if dsn is None:
+            return self
+        return self.model_copy(update={"database_url": SecretStr(dsn)})
 
     def bootstrap(self) -> str:
         if not self.kafka_bootstrap_servers:
@@ -546,7 +662,11 @@ def load_settings(**overrides: object) -> Settings:
 # --- what each command needs ----------------------------------------------------------------
 
 #: A setting that, unset, takes another's value (one DSN for everything still works).
-FALLBACKS = {"migrate_database_url": "database_url", "purge_database_url": "database_url"}
+#: The roles with a login URL setting of their own (``<role>_database_url``).
+_ROLE_LOGINS = ("consumer", "registry_api", "ingest_api", "notices_scheduler",
+                "notices_dispatcher", "purge", "operator")
+FALLBACKS = {"migrate_database_url": "database_url",
+             **{f"{role}_database_url": "database_url" for role in _ROLE_LOGINS}}
 
 
 @dataclass(frozen=True)
@@ -563,6 +683,9 @@ class Needs:
 
     required: tuple[str, ...] = ()
     deployment: tuple[str, ...] = ()
+    #: The database role it logs in as (``platereg.security.roles``): PLATEREG_DATABASE_URL
+    #: is replaced by that role's own URL (``PLATEREG_<ROLE>_DATABASE_URL``) when it is set.
+    role: str | None = None
 
     @property
     def kafka(self) -> bool:
@@ -576,24 +699,27 @@ _DB_KAFKA = ("database_url", "kafka_bootstrap_servers")
 #: ``platereg.commands.settings_or_exit`` before it starts; docker-compose.yml sets every
 #: one of them for the service running the command (tests/unit/test_compose_env.py).
 COMMAND_NEEDS: dict[str, Needs] = {
-    "roles": Needs(("admin_database_url", "database_url"),
-                   ("migrate_database_url", "purge_database_url")),
+    "roles": Needs(("admin_database_url",),
+                   tuple(f"{role}_database_url" for role in _ROLE_LOGINS)),
     "migrate": Needs(("migrate_database_url",)),
     "topics": Needs(("kafka_bootstrap_servers",)),
-    "consume registry": Needs(_DB_KAFKA),
-    "consume relay": Needs(_DB_KAFKA),
+    "consume registry": Needs(_DB_KAFKA, role="consumer"),
+    "consume relay": Needs(_DB_KAFKA, role="consumer"),
     "serve registry": Needs(_DB_KAFKA, ("cursor_secret", "owner_token_keys",
-                                        "audit_journal_dir")),
-    "serve ingest": Needs(_DB_KAFKA),
-    "audit purge": Needs(("purge_database_url",)),
-    "notices schedule": Needs(_DB_KAFKA),
-    "notices dispatch": Needs(_DB_KAFKA, ("smtp_host", "owner_page_url")),
-    "notices paper": Needs(_DB),
-    "dlq list": Needs(_DB),
-    "dlq replay": Needs(_DB_KAFKA),
-    **{f"{group} {verb}": Needs(_DB) for group, verbs in (
+                                        "audit_journal_dir"), role="registry_api"),
+    "serve ingest": Needs((*_DB_KAFKA, "producer_name", "producer_secret"), role="ingest_api"),
+    "purge": Needs(_DB, role="purge"),
+    "notices schedule": Needs(_DB_KAFKA, role="notices_scheduler"),
+    "notices dispatch": Needs(_DB_KAFKA, ("smtp_host", "owner_page_url"),
+                              role="notices_dispatcher"),
+    "notices paper": Needs(_DB, role="notices_dispatcher"),
+    "dlq list": Needs(_DB, role="operator"),
+    "dlq replay": Needs(_DB_KAFKA, role="operator"),
+    **{f"{group} {verb}": Needs(_DB, role="operator") for group, verbs in (
         ("keys", ("create", "list", "bind", "revoke")), ("quarantine", ("list", "release")),
-        ("sources", ("list", "set", "remove", "check"))) for verb in verbs},
+        ("sources", ("list", "set", "remove", "check")),
+        ("sources producer", ("add", "rotate", "retire-secret", "revoke", "list")))
+        for verb in verbs},
 }
 
 
@@ -614,8 +740,15 @@ def _is_set(settings: Settings, name: str) -> bool:
 def missing_settings(settings: Settings, command: str) -> list[str]:
     """The variables ``command`` refuses to start without that ``settings`` leave unset."""
     needs = COMMAND_NEEDS.get(command, Needs())
-    return [variable(name) + (f" (or {variable(FALLBACKS[name])})" if name in FALLBACKS else "")
-            for name in needs.required if not _is_set(settings, name)]
+    own = f"{needs.role}_database_url" if needs.role else None   # the role's own login
+
+    def instead(name: str) -> str | None:
+        return FALLBACKS.get(name) or (own if name == "database_url" else None)
+
+    return [variable(name) + (f" (or {variable(other)})" if (other := instead(name)) else "")
+            for name in needs.required
+            if not (_is_set(settings, name) or (name == "database_url" and own
+                                                 and _is_set(settings, own)))]
 
 
 # --- the settings table of docs/configuration.md ------------------------------------------
@@ -623,8 +756,8 @@ def missing_settings(settings: Settings, command: str) -> list[str]:
 #: The generated table sits between these two lines of docs/configuration.md.
 TABLE_BEGIN = "<!-- BEGIN settings table: python -m platereg.settings --markdown FILE -->"
 TABLE_END = "<!-- END settings table -->"
-_TYPE_NAMES = {str: "text", int: "integer", float: "number", bool: "true/false",
-               SecretStr: "secret", Path: "path"}
+_TYPE_NAMES: dict[Any, str] = {str: "text", int: "integer", float: "number",
+                               bool: "true/false", SecretStr: "secret", Path: "path"}
 
 
 def _type_text(field: FieldInfo) -> str:
@@ -675,14 +808,20 @@ def settings_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def with_generated(page: str, begin_line: str, end_line: str, text: str) -> str:
+    """``page`` with ``text`` between the line ``begin_line`` and ``end_line`` (a generated
+    block of a documentation page); ValueError when the page has no such block."""
+    head, begin, rest = page.partition(begin_line + "\n")
+    _, end, tail = rest.partition(end_line)
+    if not begin or not end:
+        raise ValueError(f"the page has no {begin_line!r} ... {end_line!r} block")
+    return head + begin + text + end + tail
+
+
 def with_settings_table(page: str) -> str:
     """``page`` with the text between :data:`TABLE_BEGIN` and :data:`TABLE_END` replaced
     by :func:`settings_table`."""
-    head, begin, rest = page.partition(TABLE_BEGIN + "\n")
-    _, end, tail = rest.partition(TABLE_END)
-    if not begin or not end:
-        raise ValueError(f"the page has no {TABLE_BEGIN!r} ... {TABLE_END!r} block")
-    return head + begin + settings_table() + end + tail
+    return with_generated(page, TABLE_BEGIN, TABLE_END, settings_table())
 
 
 def main(argv: list[str]) -> int:

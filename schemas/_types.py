@@ -101,7 +101,9 @@ def time_in_range(value: datetime) -> bool:
     return offset is not None and MIN_TIME <= value < MAX_TIME
 
 
-def _iso_date(value: object) -> object:
+def iso_date(value: object) -> date:
+    """A calendar date from 1900 to 2200 (``YYYY-MM-DD`` text or a date), or a
+    ``PydanticCustomError``."""
     if isinstance(value, datetime):
         raise PydanticCustomError("iso_date", DATE_MESSAGE)
     if isinstance(value, date):
@@ -122,7 +124,7 @@ def _iso_date(value: object) -> object:
 #: ``YYYY-MM-DD`` is accepted.
 IsoDate = Annotated[
     date,
-    BeforeValidator(_iso_date),
+    BeforeValidator(iso_date),
     Field(description=f"Calendar date YYYY-MM-DD, year {MIN_YEAR} to {MAX_YEAR}"),
 ]
 
@@ -138,7 +140,9 @@ OFFSET_MESSAGE = "UTC offset must be from -12:00 to +14:00"
 LEAP_SECOND_MESSAGE = "seconds must be 00 to 59 (leap seconds are not accepted)"
 
 
-def _rfc3339(value: object) -> object:
+def rfc3339(value: object) -> datetime:
+    """An aware instant (RFC 3339 text or an aware datetime) within the accepted years and
+    offsets, or a ``PydanticCustomError``."""
     parsed = _parse_rfc3339(value)
     offset = parsed.utcoffset()
     if offset is None or not MIN_OFFSET <= offset <= MAX_OFFSET:
@@ -173,7 +177,7 @@ def _parse_rfc3339(value: object) -> datetime:
 #: from JSON only RFC 3339 strings with an offset are accepted (no leap seconds).
 Rfc3339Datetime = Annotated[
     datetime,
-    BeforeValidator(_rfc3339),
+    BeforeValidator(rfc3339),
     Field(description="RFC 3339 timestamp with offset, e.g. 2026-11-24T15:04:05Z; "
           f"from {MIN_YEAR}-01-01T00:00:00Z to before {MAX_YEAR + 1}-01-01T00:00:00Z, "
           "offset from -12:00 to +14:00"),

@@ -1,9 +1,24 @@
 """Plate events: CloudEvents 1.0 structured-mode JSON on ``plates.events`` (contract section 2).
 
+The event types are declared once, as typed dictionaries, and validated by one
+pydantic-core schema (:data:`PLATE_EVENT_ADAPTER`, a discriminated union on
+``type``) that returns the **normalized JSON object** of an event: no model
+instances, the same object for ingest (which publishes it) and the registry
+consumer (which fingerprints and folds it). :mod:`schemas.validation` wraps it
+with the rejection reasons; :class:`Event` gives the helpers (time as a datetime,
+content, fingerprint).
+
+Normalized means: ``subject`` as the normalized plate key; ``time`` as pydantic
+prints an aware datetime (the producer's offset kept, UTC as ``Z``, fractions to
+microseconds); dates as ``YYYY-MM-DD``; ``null`` attributes and fields dropped;
+defaults filled in (an owner's ``language``: ``en``; ``data`` of
+``plate.device_unpaired``: ``{}``); keys in declaration order, extension
+attributes last.
+
 Decisions where the contract is silent (see also the package README notes):
 
-* ``time`` keeps the producer's offset; ordering (:attr:`BaseEvent.sort_key`)
-  and :meth:`BaseEvent.fingerprint` use the instant, so ``...T10:00:00-05:00``
+* ``time`` keeps the producer's offset; ordering (:attr:`Event.sort_key`)
+  and :meth:`Event.fingerprint` use the instant, so ``...T10:00:00-05:00``
   and ``...T15:00:00Z`` are the same time.
 * ``data`` fields that are ``null`` mean "not given": ``{"reason": null}`` and
   ``{}`` are the same content. ``plate.owner_updated`` therefore cannot clear
@@ -11,7 +26,7 @@ Decisions where the contract is silent (see also the package README notes):
 * ``plate.device_unpaired`` accepts ``data`` as ``{}``, ``null`` or absent.
 * Unknown top-level attributes are CloudEvents extension attributes: allowed
   when the name matches ``^[a-z0-9]{1,20}$`` and the value is a JSON scalar;
-  they are kept on the model (``model_extra``) but are not part of the content.
+  they are kept in the normalized object but are not part of the content.
 * Free-text fields reject control characters; ids used in URLs and headers
   (``owner_id``, ``device_id``) are limited to ``[A-Za-z0-9._:@-]``.
 """
@@ -21,29 +36,22 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NotRequired, Union
 
 import orjson
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    Strict,
-    TypeAdapter,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict, TypeAdapter
 from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
 
 from schemas._types import (
     FORBIDDEN_TEXT_CHARS,
-    STRICT_INPUT,
+    MAX_YEAR,
+    MIN_YEAR,
     DeviceId,
-    IsoDate,
     OwnerId,
-    Rfc3339Datetime,
     Text50,
     Text100,
     Text128,
@@ -51,6 +59,8 @@ from schemas._types import (
     Text500,
     Text512,
     has_forbidden_chars,
+    iso_date,
+    rfc3339,
     utc_iso,
 )
 from schemas.plates import PlateKey, parse_plate_key
@@ -62,8 +72,8 @@ __all__ = [
     "Language",
     "EventType",
     "Vehicle",
+    "Address",
     "Owner",
-    "EventData",
     "PlateIssuedData",
     "PlateRenewedData",
     "PlateSuspendedData",
@@ -75,7 +85,6 @@ __all__ = [
     "PlateCancelledData",
     "PlateDevicePairedData",
     "PlateDeviceUnpairedData",
-    "BaseEvent",
     "PlateIssued",
     "PlateRenewed",
     "PlateSuspended",
@@ -89,9 +98,11 @@ __all__ = [
     "PlateDeviceUnpaired",
     "PlateEvent",
     "PLATE_EVENT_ADAPTER",
-    "EVENT_MODELS",
-    "DATA_MODELS",
+    "EVENT_TYPES",
+    "DATA_TYPES",
+    "ENVELOPE_FIELDS",
     "EXTENSION_NAME_PATTERN",
+    "Event",
 ]
 
 
@@ -140,6 +151,12 @@ class EventType(StrEnum):
 
 # --------------------------------------------------------------------------- parts
 
+#: Configuration of every event part: unknown fields are errors, the input never appears
+#: in an error, enum fields hold their string values.
+_INPUT = ConfigDict(extra="forbid", hide_input_in_errors=True, use_enum_values=True)
+#: Absent and ``null`` mean the same (the JSON Schema says ``"default": null``).
+_NULL = Field(json_schema_extra={"default": None})
+
 VIN_PATTERN = r"^[A-Za-z0-9]{1,32}$"
 # Deliberately lenient: "basic" shape only, bounded (RFC 5321 path limit).
 _NOT_IN_EMAIL = r"\s@" + FORBIDDEN_TEXT_CHARS
@@ -148,6 +165,14 @@ EMAIL_PATTERN = (
 )
 # E.164-ish: optional '+', digits, common separators; 4..15 digits checked below.
 PHONE_PATTERN = r"^\+?[0-9][0-9 ().-]{2,30}$"
+
+
+def _check_phone_digits(value: str) -> str:
+    digits = sum(map(str.isdigit, value))
+    if not 4 <= digits <= 15:
+        raise PydanticCustomError("phone", "phone number must have 4 to 15 digits")
+    return value
+
 
 Email = Annotated[
     str,
@@ -162,21 +187,50 @@ Phone = Annotated[
         pattern=PHONE_PATTERN,
         description="Phone number, E.164 preferred (+15551234567); spaces, '-', '.', '()' allowed",
     ),
+    AfterValidator(_check_phone_digits),
 ]
 
+_YEAR = r"(?:19[0-9]{2}|2[01][0-9]{2}|2200)"
+#: Month and day, every day that exists in every year (29 February goes the long way).
+_MONTH_DAY = (r"(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+              r"|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)")
+#: Dates and times already in the form the validators return: returned as they are.
+_NORMAL_DATE_RE = re.compile(rf"{_YEAR}-{_MONTH_DAY}", re.ASCII)
+_NORMAL_TIME_RE = re.compile(
+    rf"{_YEAR}-{_MONTH_DAY}T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]Z", re.ASCII)
+_DATETIME = TypeAdapter(datetime)
 
-def _check_phone_digits(value: str | None) -> str | None:
-    if value is not None:
-        digits = sum(map(str.isdigit, value))
-        if not 4 <= digits <= 15:
-            raise PydanticCustomError("phone", "phone number must have 4 to 15 digits")
-    return value
+
+def _date_text(value: object) -> str:
+    """A calendar date (``schemas._types.iso_date``'s rules) as ``YYYY-MM-DD``."""
+    if type(value) is str and _NORMAL_DATE_RE.fullmatch(value):
+        return value
+    parsed = iso_date(value)
+    return parsed.isoformat()
 
 
-class Vehicle(BaseModel):
+def _time_text(value: object) -> str:
+    """An instant (``schemas._types.rfc3339``'s rules) as pydantic prints the datetime."""
+    if type(value) is str and _NORMAL_TIME_RE.fullmatch(value):
+        return value
+    text: str = _DATETIME.dump_python(rfc3339(value), mode="json")
+    return text
+
+
+IsoDateText = Annotated[
+    str,
+    BeforeValidator(_date_text),
+    Field(description=f"Calendar date YYYY-MM-DD, year {MIN_YEAR} to {MAX_YEAR}",
+          json_schema_extra={"format": "date"}),
+]
+Rfc3339Text = Annotated[str, BeforeValidator(_time_text),
+                        Field(json_schema_extra={"format": "date-time"})]
+
+
+class Vehicle(TypedDict):
     """The vehicle a plate is issued for."""
 
-    model_config = STRICT_INPUT
+    __pydantic_config__ = _INPUT  # type: ignore[misc]
 
     vin: Annotated[
         str, Strict(), Field(pattern=VIN_PATTERN, description="Vehicle identification number")
@@ -187,110 +241,123 @@ class Vehicle(BaseModel):
     colour: Text50
 
 
-class Address(BaseModel):
+class Address(TypedDict):
     """A postal address (paper notices are sent to it)."""
 
-    model_config = STRICT_INPUT
+    __pydantic_config__ = _INPUT  # type: ignore[misc]
 
-    lines: list[Text100] = Field(min_length=1, max_length=3)
+    lines: Annotated[list[Text100], Field(min_length=1, max_length=3)]
     city: Text100
     region: Text50
     postal_code: Text50
     country: Text50
 
 
-class Owner(BaseModel):
+class Owner(TypedDict):
     """The registered owner of a plate."""
 
-    model_config = STRICT_INPUT
+    __pydantic_config__ = _INPUT  # type: ignore[misc]
 
     owner_id: OwnerId
     name: Text200
-    email: Email | None = None
-    phone: Phone | None = None
-    language: Language = Language.EN
-    address: Address | None = None
-
-    _phone = field_validator("phone")(_check_phone_digits)
+    email: NotRequired[Annotated[Email | None, _NULL]]
+    phone: NotRequired[Annotated[Phone | None, _NULL]]
+    language: NotRequired[Annotated[Language, Field(json_schema_extra={"default": "en"})]]
+    address: NotRequired[Annotated[Address | None, _NULL]]
 
 
 # --------------------------------------------------------------------------- data
 
 
-class EventData(BaseModel):
-    """Base of every ``data`` model: unknown fields are rejected."""
+class PlateIssuedData(TypedDict):
+    __pydantic_config__ = _INPUT  # type: ignore[misc]
 
-    model_config = STRICT_INPUT
-
-
-class PlateIssuedData(EventData):
     plate_class: PlateClass
-    expires_on: IsoDate
+    expires_on: IsoDateText
     vehicle: Vehicle
     owner: Owner
-    device_id: DeviceId | None = None
+    device_id: NotRequired[Annotated[DeviceId | None, _NULL]]
 
 
-class PlateRenewedData(EventData):
-    expires_on: IsoDate
+class PlateRenewedData(TypedDict):
+    __pydantic_config__ = _INPUT  # type: ignore[misc]
+
+    expires_on: IsoDateText
 
 
-class PlateSuspendedData(EventData):
+class PlateSuspendedData(TypedDict):
+    __pydantic_config__ = _INPUT  # type: ignore[misc]
+
     reason: SuspensionReason
-    detail: Text500 | None = None
+    detail: NotRequired[Annotated[Text500 | None, _NULL]]
 
 
-class PlateReinstatedData(EventData):
-    reason: SuspensionReason | None = Field(
-        default=None, description="The suspension reason lifted; absent lifts every suspension"
-    )
+class PlateReinstatedData(TypedDict):
+    __pydantic_config__ = _INPUT  # type: ignore[misc]
+
+    reason: NotRequired[Annotated[SuspensionReason | None, Field(
+        description="The suspension reason lifted; absent lifts every suspension",
+        json_schema_extra={"default": None})]]
 
 
-class PlateStolenReportedData(EventData):
+class PlateStolenReportedData(TypedDict):
+    __pydantic_config__ = _INPUT  # type: ignore[misc]
+
     agency: Text100
     report_id: Text100
 
 
-class PlateRecoveredData(EventData):
-    agency: Text100 | None = None
+class PlateRecoveredData(TypedDict):
+    __pydantic_config__ = _INPUT  # type: ignore[misc]
+
+    agency: NotRequired[Annotated[Text100 | None, _NULL]]
 
 
-class PlateTransferredData(EventData):
+class PlateTransferredData(TypedDict):
+    __pydantic_config__ = _INPUT  # type: ignore[misc]
+
     owner: Owner
 
 
-class PlateOwnerUpdatedData(EventData):
+_OWNER_UPDATE_FIELDS = ("name", "email", "phone", "language", "address")
+
+
+class PlateOwnerUpdatedData(TypedDict):
     """Fields of the current owner to change; ``null`` or absent means unchanged."""
 
-    name: Text200 | None = None
-    email: Email | None = None
-    phone: Phone | None = None
-    language: Language | None = None
-    address: Address | None = None
+    __pydantic_config__ = _INPUT  # type: ignore[misc]
 
-    _phone = field_validator("phone")(_check_phone_digits)
-
-    @model_validator(mode="after")
-    def _at_least_one(self) -> PlateOwnerUpdatedData:
-        if all(getattr(self, name) is None
-               for name in ("name", "email", "phone", "language", "address")):
-            raise PydanticCustomError(
-                "owner_update_empty",
-                "at least one of name, email, phone, language, address is required"
-            )
-        return self
+    name: NotRequired[Annotated[Text200 | None, _NULL]]
+    email: NotRequired[Annotated[Email | None, _NULL]]
+    phone: NotRequired[Annotated[Phone | None, _NULL]]
+    language: NotRequired[Annotated[Language | None, _NULL]]
+    address: NotRequired[Annotated[Address | None, _NULL]]
 
 
-class PlateCancelledData(EventData):
+def _at_least_one(data: PlateOwnerUpdatedData) -> PlateOwnerUpdatedData:
+    if all(data.get(name) is None for name in _OWNER_UPDATE_FIELDS):
+        raise PydanticCustomError(
+            "owner_update_empty",
+            "at least one of name, email, phone, language, address is required")
+    return data
+
+
+class PlateCancelledData(TypedDict):
+    __pydantic_config__ = _INPUT  # type: ignore[misc]
+
     reason: CancelReason
 
 
-class PlateDevicePairedData(EventData):
+class PlateDevicePairedData(TypedDict):
+    __pydantic_config__ = _INPUT  # type: ignore[misc]
+
     device_id: DeviceId
 
 
-class PlateDeviceUnpairedData(EventData):
+class PlateDeviceUnpairedData(TypedDict):
     """No fields; ``data`` may be ``{}``, ``null`` or absent."""
+
+    __pydantic_config__ = _INPUT  # type: ignore[misc]
 
 
 # --------------------------------------------------------------------------- envelope
@@ -346,72 +413,346 @@ class FoldOrder:
         return (self.source, self.event_id)
 
 
-class BaseEvent(BaseModel):
-    """CloudEvents 1.0 envelope shared by every plate event type.
 
-    Instances are immutable. ``subject`` is the normalized plate key.
-    """
 
-    model_config = ConfigDict(extra="allow", frozen=True, hide_input_in_errors=True)
+def _content_type(value: str | None) -> str | None:
+    if value == "application/json":   # the common case
+        return value
+    if value is not None and (len(value) > MAX_CONTENT_TYPE_CHARS
+                              or not _MEDIA_TYPE_RE.fullmatch(value)):
+        raise PydanticCustomError(
+            "datacontenttype",
+            f"must be application/json (at most {MAX_CONTENT_TYPE_CHARS} characters, "
+            "parameters in printable ASCII)")
+    return value
 
-    specversion: Literal["1.0"] = Field(description="CloudEvents version, exactly the string '1.0'")
-    id: Text128 = Field(description="Producer idempotency key, unique within its source: an "
-                                    "event is identified by (source, id)")
-    source: Text512 = Field(description="CloudEvents source (URI-reference) of the producer")
-    type: str
-    time: Rfc3339Datetime = Field(description="When the fact happened (RFC 3339 with offset)")
+
+def _null_data(value: object) -> object:
+    return {} if value is None else value
+
+
+SpecVersion = Annotated[Literal["1.0"],
+                        Field(description="CloudEvents version, exactly the string '1.0'")]
+EventId = Annotated[Text128, Field(description="Producer idempotency key, unique within its "
+                                               "source: an event is identified by (source, id)")]
+Source = Annotated[Text512, Field(description="CloudEvents source (URI-reference) of the "
+                                              "producer")]
+Time = Annotated[Rfc3339Text, Field(description="When the fact happened (RFC 3339 with offset)")]
+ContentType = Annotated[str | None, AfterValidator(_content_type), Field(
+    description="Optional; when given it must be application/json",
+    json_schema_extra={"default": None})]
+
+#: Envelope configuration: unknown attributes are extension attributes (checked by
+#: :func:`_normalized`).
+_ENVELOPE = ConfigDict(extra="allow", hide_input_in_errors=True, use_enum_values=True)
+
+
+# One declaration per type (the envelope written out in each, in CloudEvents order: a
+# TypedDict cannot narrow a field it inherits).
+class PlateIssued(TypedDict):
+    __pydantic_config__ = _ENVELOPE  # type: ignore[misc]
+
+    specversion: SpecVersion
+    id: EventId
+    source: Source
+    type: Literal["plate.issued"]
+    time: Time
     subject: PlateKey
-    datacontenttype: str | None = Field(
-        default=None, description="Optional; when given it must be application/json"
-    )
-    data: EventData
+    datacontenttype: NotRequired[ContentType]
+    data: PlateIssuedData
 
-    @field_validator("specversion", mode="before")
-    @classmethod
-    def _specversion(cls, value: object) -> object:
-        if value != "1.0" or not isinstance(value, str):
-            raise PydanticCustomError("specversion", "must be '1.0'")
-        return value
 
-    @field_validator("datacontenttype")
-    @classmethod
-    def _content_type(cls, value: str | None) -> str | None:
-        if value is not None and (len(value) > MAX_CONTENT_TYPE_CHARS
-                                  or not _MEDIA_TYPE_RE.fullmatch(value)):
+class PlateRenewed(TypedDict):
+    __pydantic_config__ = _ENVELOPE  # type: ignore[misc]
+
+    specversion: SpecVersion
+    id: EventId
+    source: Source
+    type: Literal["plate.renewed"]
+    time: Time
+    subject: PlateKey
+    datacontenttype: NotRequired[ContentType]
+    data: PlateRenewedData
+
+
+class PlateSuspended(TypedDict):
+    __pydantic_config__ = _ENVELOPE  # type: ignore[misc]
+
+    specversion: SpecVersion
+    id: EventId
+    source: Source
+    type: Literal["plate.suspended"]
+    time: Time
+    subject: PlateKey
+    datacontenttype: NotRequired[ContentType]
+    data: PlateSuspendedData
+
+
+class PlateReinstated(TypedDict):
+    __pydantic_config__ = _ENVELOPE  # type: ignore[misc]
+
+    specversion: SpecVersion
+    id: EventId
+    source: Source
+    type: Literal["plate.reinstated"]
+    time: Time
+    subject: PlateKey
+    datacontenttype: NotRequired[ContentType]
+    data: PlateReinstatedData
+
+
+class PlateStolenReported(TypedDict):
+    __pydantic_config__ = _ENVELOPE  # type: ignore[misc]
+
+    specversion: SpecVersion
+    id: EventId
+    source: Source
+    type: Literal["plate.stolen_reported"]
+    time: Time
+    subject: PlateKey
+    datacontenttype: NotRequired[ContentType]
+    data: PlateStolenReportedData
+
+
+class PlateRecovered(TypedDict):
+    __pydantic_config__ = _ENVELOPE  # type: ignore[misc]
+
+    specversion: SpecVersion
+    id: EventId
+    source: Source
+    type: Literal["plate.recovered"]
+    time: Time
+    subject: PlateKey
+    datacontenttype: NotRequired[ContentType]
+    data: PlateRecoveredData
+
+
+class PlateTransferred(TypedDict):
+    __pydantic_config__ = _ENVELOPE  # type: ignore[misc]
+
+    specversion: SpecVersion
+    id: EventId
+    source: Source
+    type: Literal["plate.transferred"]
+    time: Time
+    subject: PlateKey
+    datacontenttype: NotRequired[ContentType]
+    data: PlateTransferredData
+
+
+class PlateOwnerUpdated(TypedDict):
+    __pydantic_config__ = _ENVELOPE  # type: ignore[misc]
+
+    specversion: SpecVersion
+    id: EventId
+    source: Source
+    type: Literal["plate.owner_updated"]
+    time: Time
+    subject: PlateKey
+    datacontenttype: NotRequired[ContentType]
+    data: Annotated[PlateOwnerUpdatedData, AfterValidator(_at_least_one)]
+
+
+class PlateCancelled(TypedDict):
+    __pydantic_config__ = _ENVELOPE  # type: ignore[misc]
+
+    specversion: SpecVersion
+    id: EventId
+    source: Source
+    type: Literal["plate.cancelled"]
+    time: Time
+    subject: PlateKey
+    datacontenttype: NotRequired[ContentType]
+    data: PlateCancelledData
+
+
+class PlateDevicePaired(TypedDict):
+    __pydantic_config__ = _ENVELOPE  # type: ignore[misc]
+
+    specversion: SpecVersion
+    id: EventId
+    source: Source
+    type: Literal["plate.device_paired"]
+    time: Time
+    subject: PlateKey
+    datacontenttype: NotRequired[ContentType]
+    data: PlateDevicePairedData
+
+
+class PlateDeviceUnpaired(TypedDict):
+    __pydantic_config__ = _ENVELOPE  # type: ignore[misc]
+
+    specversion: SpecVersion
+    id: EventId
+    source: Source
+    type: Literal["plate.device_unpaired"]
+    time: Time
+    subject: PlateKey
+    datacontenttype: NotRequired[ContentType]
+    data: NotRequired[Annotated[PlateDeviceUnpairedData, BeforeValidator(_null_data)]]
+
+
+#: The envelope's attributes (any other top-level name is an extension attribute).
+ENVELOPE_FIELDS = frozenset(PlateIssued.__annotations__)
+
+
+def _without_nulls(obj: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in obj.items() if v is not None}
+
+
+def _owner(owner: dict[str, Any]) -> dict[str, Any]:
+    """An owner with ``null`` fields dropped and its language filled in, in field order."""
+    if None in owner.values():
+        owner = _without_nulls(owner)
+    if "language" not in owner:
+        address = owner.pop("address", None)
+        owner["language"] = "en"
+        if address is not None:
+            owner["address"] = address
+    return owner
+
+
+def _extension_check(event: dict[str, Any]) -> None:
+    for name, value in event.items():
+        if name in ENVELOPE_FIELDS:
+            continue
+        shown = repr(name) if _PRINTABLE_NAME_RE.fullmatch(name) else "attribute"
+        if not _EXTENSION_NAME_RE.fullmatch(name):
             raise PydanticCustomError(
-                "datacontenttype",
-                f"must be application/json (at most {MAX_CONTENT_TYPE_CHARS} characters, "
-                "parameters in printable ASCII)")
-        return value
+                "extension_name",
+                "unknown attribute {name}: extension attribute names must match "
+                + EXTENSION_NAME_PATTERN, {"name": shown})
+        problem = extension_value_problem(value)
+        if problem is not None:
+            raise PydanticCustomError(
+                "extension_value", "extension attribute {name} " + problem, {"name": shown})
 
-    @model_validator(mode="after")
-    def _extensions(self) -> BaseEvent:
-        for name, value in (self.model_extra or {}).items():
-            shown = repr(name) if _PRINTABLE_NAME_RE.fullmatch(name) else "attribute"
-            if not _EXTENSION_NAME_RE.fullmatch(name):
-                raise PydanticCustomError(
-                    "extension_name",
-                    "unknown attribute {name}: extension attribute names must match "
-                    + EXTENSION_NAME_PATTERN,
-                    {"name": shown},
-                )
-            problem = extension_value_problem(value)
-            if problem is not None:
-                raise PydanticCustomError(
-                    "extension_value", "extension attribute {name} " + problem, {"name": shown}
-                )
-        return self
 
-    # -- helpers -------------------------------------------------------------
+def _normalized(event: dict[str, Any]) -> dict[str, Any]:
+    """The validated event as its normalized JSON object (see the module docstring)."""
+    if len(event) > len(ENVELOPE_FIELDS) or not event.keys() <= ENVELOPE_FIELDS:
+        _extension_check(event)
+    if None in event.values():
+        event = _without_nulls(event)
+    data = event.get("data")
+    if data is None:  # plate.device_unpaired without data: {} in its place
+        extras = {k: event.pop(k) for k in list(event) if k not in ENVELOPE_FIELDS}
+        event["data"] = {}
+        event.update(extras)
+        return event
+    if None in data.values():
+        data = event["data"] = _without_nulls(data)
+    owner = data.get("owner")
+    if owner is not None and event["type"] != "plate.owner_updated":
+        data["owner"] = _owner(owner)
+    return event
+
+
+PlateEvent = Annotated[
+    Union[  # noqa: UP007 - keep the explicit Union for readability of the discriminated union
+        PlateIssued,
+        PlateRenewed,
+        PlateSuspended,
+        PlateReinstated,
+        PlateStolenReported,
+        PlateRecovered,
+        PlateTransferred,
+        PlateOwnerUpdated,
+        PlateCancelled,
+        PlateDevicePaired,
+        PlateDeviceUnpaired,
+    ],
+    Field(discriminator="type"),
+]
+
+#: Validates any plate event into its normalized JSON object: the one event validator.
+#: Prefer :func:`schemas.validation.parse_event_bytes` / ``parse_event_obj`` /
+#: ``parse_event_objs``, which also classify rejections.
+_NORMALIZED: Any = Annotated[PlateEvent, AfterValidator(_normalized)]
+PLATE_EVENT_ADAPTER: TypeAdapter[dict[str, Any]] = TypeAdapter(
+    _NORMALIZED, config=ConfigDict(hide_input_in_errors=True))
+#: The same for a list of events (one call for a whole batch).
+PLATE_EVENTS_ADAPTER: TypeAdapter[list[dict[str, Any]]] = TypeAdapter(
+    list[_NORMALIZED], config=ConfigDict(hide_input_in_errors=True))
+
+EVENT_TYPES: dict[EventType, Any] = {
+    EventType.PLATE_ISSUED: PlateIssued,
+    EventType.PLATE_RENEWED: PlateRenewed,
+    EventType.PLATE_SUSPENDED: PlateSuspended,
+    EventType.PLATE_REINSTATED: PlateReinstated,
+    EventType.PLATE_STOLEN_REPORTED: PlateStolenReported,
+    EventType.PLATE_RECOVERED: PlateRecovered,
+    EventType.PLATE_TRANSFERRED: PlateTransferred,
+    EventType.PLATE_OWNER_UPDATED: PlateOwnerUpdated,
+    EventType.PLATE_CANCELLED: PlateCancelled,
+    EventType.PLATE_DEVICE_PAIRED: PlateDevicePaired,
+    EventType.PLATE_DEVICE_UNPAIRED: PlateDeviceUnpaired,
+}
+
+DATA_TYPES: dict[EventType, Any] = {
+    EventType.PLATE_ISSUED: PlateIssuedData,
+    EventType.PLATE_RENEWED: PlateRenewedData,
+    EventType.PLATE_SUSPENDED: PlateSuspendedData,
+    EventType.PLATE_REINSTATED: PlateReinstatedData,
+    EventType.PLATE_STOLEN_REPORTED: PlateStolenReportedData,
+    EventType.PLATE_RECOVERED: PlateRecoveredData,
+    EventType.PLATE_TRANSFERRED: PlateTransferredData,
+    EventType.PLATE_OWNER_UPDATED: PlateOwnerUpdatedData,
+    EventType.PLATE_CANCELLED: PlateCancelledData,
+    EventType.PLATE_DEVICE_PAIRED: PlateDevicePairedData,
+    EventType.PLATE_DEVICE_UNPAIRED: PlateDeviceUnpairedData,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A valid event: its normalized JSON object ``obj`` (what is published) and its
+    ``time`` as an aware datetime."""
+
+    obj: dict[str, Any]
+    time: datetime
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> Event:
+        """The event of a normalized object (:data:`PLATE_EVENT_ADAPTER`'s result)."""
+        return cls(obj, datetime.fromisoformat(obj["time"]))
+
+    @property
+    def id(self) -> str:
+        return str(self.obj["id"])
+
+    @property
+    def type(self) -> str:
+        return str(self.obj["type"])
 
     @property
     def event_type(self) -> EventType:
-        return EventType(self.type)
+        return EventType(self.obj["type"])
 
     @property
-    def plate_key(self) -> str:
-        """The normalized plate key; the same as ``subject``."""
-        return self.subject
+    def source(self) -> str:
+        return str(self.obj["source"])
+
+    @property
+    def subject(self) -> str:
+        """The normalized plate key."""
+        return str(self.obj["subject"])
+
+    plate_key = subject
+
+    @property
+    def data(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.obj["data"]
+        return data
+
+    @property
+    def datacontenttype(self) -> str | None:
+        return self.obj.get("datacontenttype")
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        """The extension attributes (not content)."""
+        return {k: v for k, v in self.obj.items() if k not in ENVELOPE_FIELDS}
 
     @property
     def jurisdiction(self) -> str:
@@ -434,13 +775,9 @@ class BaseEvent(BaseModel):
         dropped. Extension attributes, ``id``, ``specversion`` and
         ``datacontenttype`` are not content.
         """
-        return {
-            "type": self.type,
-            "source": self.source,
-            "time": utc_iso(self.time),
-            "subject": self.subject,
-            "data": self.data.model_dump(mode="json", exclude_none=True),
-        }
+        obj = self.obj
+        return {"type": obj["type"], "source": obj["source"], "time": utc_iso(self.time),
+                "subject": obj["subject"], "data": obj["data"]}
 
     def fingerprint(self) -> str:
         """SHA-256 hex of :meth:`content` as canonical JSON (sorted keys, no spaces).
@@ -458,108 +795,6 @@ class BaseEvent(BaseModel):
         return content, hashlib.sha256(canonical).hexdigest()
 
     def to_json(self) -> bytes:
-        """Structured-mode CloudEvents JSON of this (normalized) event, ``null`` fields omitted."""
-        return orjson.dumps(self.model_dump(mode="json", exclude_none=True))
+        """Structured-mode CloudEvents JSON of this (normalized) event."""
+        return orjson.dumps(self.obj)
 
-
-class PlateIssued(BaseEvent):
-    type: Literal["plate.issued"]
-    data: PlateIssuedData
-
-
-class PlateRenewed(BaseEvent):
-    type: Literal["plate.renewed"]
-    data: PlateRenewedData
-
-
-class PlateSuspended(BaseEvent):
-    type: Literal["plate.suspended"]
-    data: PlateSuspendedData
-
-
-class PlateReinstated(BaseEvent):
-    type: Literal["plate.reinstated"]
-    data: PlateReinstatedData
-
-
-class PlateStolenReported(BaseEvent):
-    type: Literal["plate.stolen_reported"]
-    data: PlateStolenReportedData
-
-
-class PlateRecovered(BaseEvent):
-    type: Literal["plate.recovered"]
-    data: PlateRecoveredData
-
-
-class PlateTransferred(BaseEvent):
-    type: Literal["plate.transferred"]
-    data: PlateTransferredData
-
-
-class PlateOwnerUpdated(BaseEvent):
-    type: Literal["plate.owner_updated"]
-    data: PlateOwnerUpdatedData
-
-
-class PlateCancelled(BaseEvent):
-    type: Literal["plate.cancelled"]
-    data: PlateCancelledData
-
-
-class PlateDevicePaired(BaseEvent):
-    type: Literal["plate.device_paired"]
-    data: PlateDevicePairedData
-
-
-class PlateDeviceUnpaired(BaseEvent):
-    type: Literal["plate.device_unpaired"]
-    data: PlateDeviceUnpairedData = Field(default_factory=PlateDeviceUnpairedData)
-
-    @field_validator("data", mode="before")
-    @classmethod
-    def _null_data(cls, value: object) -> object:
-        return {} if value is None else value
-
-
-PlateEvent = Annotated[
-    Union[  # noqa: UP007 - keep the explicit Union for readability of the discriminated union
-        PlateIssued,
-        PlateRenewed,
-        PlateSuspended,
-        PlateReinstated,
-        PlateStolenReported,
-        PlateRecovered,
-        PlateTransferred,
-        PlateOwnerUpdated,
-        PlateCancelled,
-        PlateDevicePaired,
-        PlateDeviceUnpaired,
-    ],
-    Field(discriminator="type"),
-]
-
-#: Validates any plate event. Prefer :func:`schemas.validation.parse_event_bytes`
-#: / :func:`schemas.validation.parse_event_obj`, which also classify rejections.
-PLATE_EVENT_ADAPTER: TypeAdapter[BaseEvent] = TypeAdapter(
-    PlateEvent, config=ConfigDict(hide_input_in_errors=True)
-)
-
-EVENT_MODELS: dict[EventType, type[BaseEvent]] = {
-    EventType.PLATE_ISSUED: PlateIssued,
-    EventType.PLATE_RENEWED: PlateRenewed,
-    EventType.PLATE_SUSPENDED: PlateSuspended,
-    EventType.PLATE_REINSTATED: PlateReinstated,
-    EventType.PLATE_STOLEN_REPORTED: PlateStolenReported,
-    EventType.PLATE_RECOVERED: PlateRecovered,
-    EventType.PLATE_TRANSFERRED: PlateTransferred,
-    EventType.PLATE_OWNER_UPDATED: PlateOwnerUpdated,
-    EventType.PLATE_CANCELLED: PlateCancelled,
-    EventType.PLATE_DEVICE_PAIRED: PlateDevicePaired,
-    EventType.PLATE_DEVICE_UNPAIRED: PlateDeviceUnpaired,
-}
-
-DATA_MODELS: dict[EventType, type[EventData]] = {
-    event_type: model.model_fields["data"].annotation  # type: ignore[misc]
-    for event_type, model in EVENT_MODELS.items()
-}

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, TypeAdapter
 
-from schemas import catalogue, topics
+from schemas import catalogue, signing, topics
 from schemas.events import PlateEvent
 from schemas.notices import Notice
 from schemas.plates import PLATE_KEY_PATTERN
@@ -91,7 +91,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         if isinstance(tp, type) and issubclass(tp, BaseModel):
             schema = tp.model_json_schema(mode=mode)  # type: ignore[arg-type]
         else:
-            schema = TypeAdapter(tp).json_schema(mode=mode)
+            schema = TypeAdapter(tp).json_schema(mode=mode)  # type: ignore[arg-type]
             schema.setdefault("title", "PlateEvent")
         schema["$schema"] = JSON_SCHEMA_DIALECT
         schema["$id"] = SCHEMA_ID_PREFIX + stem
@@ -191,6 +191,49 @@ def _dlq_headers() -> dict[str, Any]:
     return dlq_headers
 
 
+_EVENT_MODES = (
+    "CloudEvents 1.0 in either content mode of the Kafka protocol binding. Structured: the "
+    "value is the whole event (this payload). Binary: the attributes in `ce_` headers "
+    "(`ce_specversion`, `ce_id`, `ce_source`, `ce_type`, `ce_time`, `ce_subject`, "
+    "extensions), `content-type: application/json`, the value the event's `data` only; a "
+    "message with a `ce_` header is binary. Every message is signed by a registered "
+    "producer: HMAC-SHA256 with the producer's secret over the signed bytes, which are the "
+    "exact value bytes in structured mode, and in binary mode the `ce_` headers sorted by "
+    "name, each as `name:value` and a line feed, then a line feed, then the value bytes.")
+
+
+def _event_headers() -> dict[str, Any]:
+    """The headers of a plate event (contract section 2, "Signed producers")."""
+    return {
+        "type": "object",
+        "required": [signing.PRODUCER_HEADER, signing.SIGNATURE_HEADER],
+        "properties": {
+            topics.CONTENT_TYPE_HEADER: {
+                "type": "string",
+                "description": "Optional in structured mode (consumers do not require it); "
+                               "binary mode: the data's media type, application/json",
+                "examples": [topics.CLOUDEVENTS_JSON],
+            },
+            signing.PRODUCER_HEADER: {
+                "type": "string", "pattern": signing.PRODUCER_NAME_PATTERN,
+                "description": "The registered producer that signed the message "
+                               "(`platereg sources producer add`)",
+            },
+            signing.SIGNATURE_HEADER: {
+                "type": "string", "pattern": signing.SIGNATURE_PATTERN,
+                "description": "v1= and the base64url (no padding) HMAC-SHA256 of the signed "
+                               "bytes, keyed with the producer's secret as UTF-8 text",
+            },
+        },
+        "patternProperties": {
+            "^ce_[a-z0-9]{1,20}$": {
+                "type": "string",
+                "description": "Binary mode: one CloudEvents attribute (UTF-8 text)",
+            },
+        },
+    }
+
+
 def _messages(schemas: dict[str, Any]) -> dict[str, Any]:
     """The message of each topic."""
     dlq_headers = _dlq_headers()
@@ -199,17 +242,9 @@ def _messages(schemas: dict[str, Any]) -> dict[str, Any]:
             "name": "PlateEvent",
             "title": "Plate event",
             "summary": "A fact about a plate, from a producer system.",
+            "description": _EVENT_MODES,
             "contentType": topics.CLOUDEVENTS_JSON,
-            "headers": {
-                "type": "object",
-                "properties": {
-                    topics.CONTENT_TYPE_HEADER: {
-                        "type": "string",
-                        "description": "Optional; consumers do not require it",
-                        "examples": [topics.CLOUDEVENTS_JSON],
-                    }
-                },
-            },
+            "headers": _event_headers(),
             "payload": _payload("plate-event", schemas),
             "bindings": _kafka_binding(_KEY),
         },
@@ -303,7 +338,8 @@ def asyncapi() -> dict[str, Any]:
         },
         "components": {"messages": messages, "schemas": component_schemas(schemas)},
     }
-    return json.loads(json.dumps(doc))
+    plain: dict[str, Any] = json.loads(json.dumps(doc))
+    return plain
 
 
 def export_all() -> dict[str, str]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.events import FoldOrder
@@ -56,30 +56,6 @@ class PlateState:
         return (self.last_event_time, self.last_event_id)
 
 
-_STATE_FIELDS = tuple(f.name for f in fields(PlateState))
-
-
-def _compile_builders() -> tuple[Any, Any]:
-    """``replace(state, changes)`` and ``from_values(values)``: a frozen ``PlateState``
-    built through its slots' own setters, one line per field (the fold makes one per
-    event; the dataclass ``__init__`` or a loop over the fields costs more: see
-    docs/benchmarks.md)."""
-    env: dict[str, Any] = {"new": object.__new__, "PlateState": PlateState}
-    replace = ["def replace(state, changes):", "    s = new(PlateState)", "    get = changes.get"]
-    from_values = ["def from_values(v):", "    s = new(PlateState)"]
-    for i, name in enumerate(_STATE_FIELDS):
-        env[f"set_{name}"] = PlateState.__dict__[name].__set__   # type: ignore[index]
-        replace.append(f"    set_{name}(s, get({name!r}, state.{name}))")
-        from_values.append(f"    set_{name}(s, v[{i}])")
-    exec("\n".join([*replace, "    return s", *from_values, "    return s"]), env)  # noqa: S102
-    return env["replace"], env["from_values"]
-
-
-#: ``dataclasses.replace(state, **changes)`` for valid field names; and a state from
-#: its field values in field order (no defaults, no checks: the values are a state's).
-_replace, state_from_values = _compile_builders()
-
-
 def _date(value: Any) -> dt.date | None:
     if value is None or isinstance(value, dt.date):
         return value
@@ -94,57 +70,55 @@ def _owner(value: Mapping[str, Any]) -> dict[str, Any]:
 
 def apply(state: PlateState, event_type: str, data: Mapping[str, Any] | None,
           event_time: dt.datetime, event_id: str) -> PlateState:
-    """The state after one more event (the caller keeps (time, id) order)."""
+    """The state after one more event (the caller keeps (time, id) order).
+
+    Plain code: the fields the event changes are computed into locals and the new
+    state is built with one positional call (``dataclasses.replace`` costs about twice
+    as much, once per folded event; see docs/benchmarks.md)."""
     data = data or {}
-    changes: dict[str, Any] = {
-        "last_event_time": event_time,
-        "last_event_id": event_id,
-        "event_count": state.event_count + 1,
-    }
+    issued, plate_class, expires_on, vehicle, owner = (
+        state.issued, state.plate_class, state.expires_on, state.vehicle, state.owner)
+    device_id, reasons, stolen, cancelled = (
+        state.device_id, state.suspension_reasons, state.stolen, state.cancelled)
     if event_type == "plate.issued":
-        changes.update(issued=True, cancelled=False)
-        if "plate_class" in data:
-            changes["plate_class"] = data["plate_class"]
+        issued, cancelled = True, False
+        plate_class = data.get("plate_class", plate_class)
         if "expires_on" in data:
-            changes["expires_on"] = _date(data["expires_on"])
+            expires_on = _date(data["expires_on"])
         if data.get("vehicle") is not None:
-            changes["vehicle"] = dict(data["vehicle"])
+            vehicle = dict(data["vehicle"])
         if data.get("owner") is not None:
-            changes["owner"] = _owner(data["owner"])
+            owner = _owner(data["owner"])
         if data.get("device_id") is not None:
-            changes["device_id"] = data["device_id"]
+            device_id = data["device_id"]
     elif event_type == "plate.renewed":
-        changes["expires_on"] = _date(data["expires_on"])
+        expires_on = _date(data["expires_on"])
     elif event_type == "plate.suspended":
-        changes["suspension_reasons"] = tuple(
-            sorted(set(state.suspension_reasons) | {data["reason"]})
-        )
+        reasons = tuple(sorted(set(reasons) | {data["reason"]}))
     elif event_type == "plate.reinstated":
         reason = data.get("reason")
-        changes["suspension_reasons"] = (
-            () if reason is None else tuple(r for r in state.suspension_reasons if r != reason)
-        )
+        reasons = () if reason is None else tuple(r for r in reasons if r != reason)
     elif event_type == "plate.stolen_reported":
-        changes["stolen"] = True
+        stolen = True
     elif event_type == "plate.recovered":
-        changes["stolen"] = False
+        stolen = False
     elif event_type == "plate.transferred":
-        changes["owner"] = _owner(data["owner"])
+        owner = _owner(data["owner"])
     elif event_type == "plate.owner_updated":
-        if state.owner is not None:
-            owner = dict(state.owner)
-            owner.update({k: v for k, v in data.items()
-                          if k in ("name", "email", "phone", "language", "address")})
-            changes["owner"] = owner
+        if owner is not None:
+            owner = {**owner, **{k: v for k, v in data.items()
+                                 if k in ("name", "email", "phone", "language", "address")}}
     elif event_type == "plate.cancelled":
-        changes["cancelled"] = True
+        cancelled = True
     elif event_type == "plate.device_paired":
-        changes["device_id"] = data["device_id"]
+        device_id = data["device_id"]
     elif event_type == "plate.device_unpaired":
-        changes["device_id"] = None
+        device_id = None
     else:
         raise ValueError(f"unknown event type {event_type!r}")
-    return _replace(state, changes)
+    return PlateState(state.jurisdiction, state.plate, issued, plate_class, expires_on,
+                      vehicle, owner, device_id, reasons, stolen, cancelled, event_time,
+                      event_id, state.event_count + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +145,7 @@ def fold_until(jurisdiction: str, plate: str, events: Iterable[HistoryEvent],
     """The state as it stood at ``at``: the fold of the events whose ``time`` is at or
     before it (contract section 5, ``at``)."""
     return fold(jurisdiction, plate, (ev for ev in events if ev.time <= at))
+
 
 def today_in(tz: dt.tzinfo, now: dt.datetime | None = None) -> dt.date:
     """The registry's calendar date (``PLATEREG_TIMEZONE``) at ``now``."""

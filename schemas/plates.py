@@ -22,6 +22,7 @@ end up in logs, DLQ headers and HTTP problem responses.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, Strict
@@ -98,27 +99,6 @@ def normalize_plate(value: str) -> str:
     return plate
 
 
-def canonical_refs(items: object) -> list[tuple[str, str]] | None:
-    """``(jurisdiction, plate)`` of each item when every item is exactly
-    ``{"jurisdiction": J, "plate": P}`` with both already canonical (what the
-    normalizers return unchanged); else None, and the caller validates the usual
-    way (with its error messages). One regex match per part: the fast path of a
-    1,000-plate batch lookup."""
-    if type(items) is not list:
-        return None
-    j_match, p_match = _JURISDICTION_RE.fullmatch, _PLATE_RE.fullmatch
-    out = []
-    for item in items:
-        if type(item) is not dict or len(item) != 2:
-            return None
-        j, p = item.get("jurisdiction"), item.get("plate")
-        if type(j) is not str or type(p) is not str or j_match(j) is None \
-                or p_match(p) is None:
-            return None
-        out.append((j, p))
-    return out
-
-
 def plate_key(jurisdiction: str, plate: str) -> str:
     """Normalize both parts and return the plate key ``"JURISDICTION/PLATE"``."""
     return f"{normalize_jurisdiction(jurisdiction)}/{normalize_plate(plate)}"
@@ -140,7 +120,7 @@ def parse_plate_key(key: str) -> tuple[str, str]:
     return normalize_jurisdiction(jurisdiction), normalize_plate(plate)
 
 
-def _pydantic(fn):  # type: ignore[no-untyped-def]
+def _pydantic(fn: Callable[[str], str]) -> Callable[[str], str]:
     """Wrap a normalizer so pydantic reports a stable error type ``invalid_plate``."""
 
     def validate(value: str) -> str:
@@ -154,6 +134,8 @@ def _pydantic(fn):  # type: ignore[no-untyped-def]
 
 
 def _normalize_key(value: str) -> str:
+    if _CANONICAL_KEY_RE.fullmatch(value):   # already normalized: the common case
+        return value
     jurisdiction, plate = parse_plate_key(value)
     return f"{jurisdiction}/{plate}"
 

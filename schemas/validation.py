@@ -36,14 +36,15 @@ from pydantic import ValidationError
 from schemas._types import NO_CONTROL_PATTERN, SAFE_ID_PATTERN
 from schemas.events import (
     EMAIL_PATTERN,
+    ENVELOPE_FIELDS,
     PHONE_PATTERN,
     PLATE_EVENT_ADAPTER,
+    PLATE_EVENTS_ADAPTER,
     VIN_PATTERN,
-    BaseEvent,
+    Event,
     EventType,
     extension_value_problem,
 )
-from schemas.plates import InvalidPlate, parse_plate_key
 
 __all__ = [
     "MAX_EVENT_BYTES",
@@ -53,9 +54,9 @@ __all__ = [
     "Rejection",
     "check_not_future",
     "decode_json",
-    "keys_unique_shallow",
     "parse_event_bytes",
     "parse_event_obj",
+    "parse_event_objs",
 ]
 
 MAX_EVENT_BYTES = 64 * 1024
@@ -107,95 +108,43 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _depth_ok(value: object, limit: int) -> bool:
-    stack: list[tuple[object, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
+    """True when ``value`` nests containers (objects, arrays) at most ``limit`` deep."""
+    if limit <= 0:
+        return not isinstance(value, dict | list)
+    children = value.values() if isinstance(value, dict) else value \
+        if isinstance(value, list) else ()
+    for child in children:
+        kind = type(child)
+        if (kind is dict or kind is list) and not _depth_ok(child, limit - 1):
             return False
-        stack.extend((child, depth + 1) for child in children)
     return True
 
 
-#: The closing quote of every object key is followed by optional whitespace and a
-#: colon; so is an occasional quote inside or at the start of a string. The number
-#: of matches is therefore never less than the number of keys in the text.
-_KEY_END_RE = re.compile(rb'"[ \t\n\r]*:')
-#: A quote followed by whitespace.
-_QUOTE_SPACE_RE = re.compile(rb'"[ \t\n\r]')
+def _repeats_a_key(raw: bytes, value: dict[str, Any] | list[Any]) -> bool:
+    """True when the JSON text ``raw``, which orjson decoded to ``value``, repeats a key in
+    one of its objects (orjson silently keeps the last value). The one duplicate-key check.
 
-
-class _TooDeep(Exception):
-    pass
-
-
-def _key_total(value: dict | list, depth: int = 1) -> int:
-    """Keys of every object in a decoded value; raises ``_TooDeep`` where
-    :func:`_depth_ok` would find nesting deeper than :data:`MAX_JSON_DEPTH`."""
-    if depth > MAX_JSON_DEPTH:
-        raise _TooDeep
-    if type(value) is dict:
-        total = len(value)
-        children: Any = value.values()
-    else:
-        total = 0
-        children = value
-    for child in children:
-        kind = type(child)
-        if kind is dict or kind is list:
-            total += _key_total(child, depth + 1)
-    return total
-
-
-def _no_duplicate_keys_fast(raw: bytes, value: dict | list) -> bool:
-    """True when ``raw`` provably has no duplicate object keys (False: unknown).
-
-    orjson keeps the last of duplicate keys, so the decoded objects hold fewer
-    keys than the text does exactly when there are duplicates. The text holds at
-    most as many keys as :data:`_KEY_END_RE` matches; when that upper bound
-    equals the decoded keys, no key was dropped. Escapes or ``":`` inside
-    strings only make the bound larger (then the caller re-parses to decide).
-    Raises ``_TooDeep`` for nesting deeper than :data:`MAX_JSON_DEPTH`.
+    Without a backslash, ``raw`` has no escapes: its strings are their decoded text. A
+    colon in a JSON text either ends a key or is inside a string, and orjson writes the
+    strings' colons as they are; so ``raw``'s colons are its keys plus those of its
+    strings, and those of orjson's output of ``value`` are the decoded keys plus those of
+    the decoded strings, which are ``raw``'s strings less those of dropped (repeated) keys
+    and their values. The counts are equal exactly when no key was dropped. Texts with
+    escapes (and integers beyond 64 bits, which orjson does not write) are parsed again
+    by the standard library with a hook that sees every key.
     """
-    return _key_bound(raw) == _key_total(value)
-
-
-def keys_unique_shallow(raw: bytes, value: dict | list) -> bool:
-    """True when ``raw``, which orjson decoded to ``value``, provably has no duplicate
-    object keys (False: unknown). For values whose nesting the caller already knows
-    to be shallow (e.g. schema-valid events): this does not check depth.
-
-    Cheaper than :func:`_no_duplicate_keys_fast` (no Python walk, single-byte
-    scans). Without a backslash, ``raw`` has no escapes: its strings are their
-    decoded text. A colon in a JSON text is either inside a string or ends a key,
-    and orjson writes strings' colons as they are; so the colons of ``raw`` are its
-    keys plus those of its strings, and the colons of orjson's output are the
-    decoded keys plus those of the decoded strings, which are ``raw``'s strings
-    minus those of dropped (repeated) keys. The counts are equal exactly when no
-    key was dropped.
-    """
-    if b"\\" in raw:
-        return False
+    if b"\\" not in raw:
+        try:
+            return raw.count(b":") != orjson.dumps(value).count(b":")
+        except orjson.JSONEncodeError:
+            pass
     try:
-        decoded = orjson.dumps(value).count(b":")
-    except orjson.JSONEncodeError:  # e.g. integers beyond 64 bits
-        return False
-    return raw.count(b":") == decoded
-
-
-def _key_bound(raw: bytes) -> int:
-    """At least the number of object keys in the JSON text ``raw`` (see _KEY_END_RE)."""
-    # Raw tabs and line breaks cannot be inside JSON strings: without any, only a quote
-    # followed by a space can be one followed by whitespace (memchr-fast checks).
-    if b'" ' in raw or ((b"\n" in raw or b"\t" in raw or b"\r" in raw)
-                        and _QUOTE_SPACE_RE.search(raw) is not None):
-        return len(_KEY_END_RE.findall(raw))
-    return raw.count(b'":')  # no quote is followed by whitespace: every key ends with '":'
+        json.loads(raw, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey:
+        return True
+    except (ValueError, RecursionError):  # e.g. integers of more than 4300 digits
+        raise Rejection(RejectReason.MALFORMED_JSON, "not valid JSON") from None
+    return False
 
 
 def decode_json(raw: bytes | bytearray | memoryview | str) -> Any:
@@ -211,31 +160,12 @@ def decode_json(raw: bytes | bytearray | memoryview | str) -> Any:
     except orjson.JSONDecodeError as exc:
         detail = "nesting too deep" if "depth" in str(exc) else "not valid JSON"
         raise Rejection(RejectReason.MALFORMED_JSON, detail) from None
-    kind = type(value)
-    if (kind is dict or kind is list) and type(raw) is bytes:
-        try:
-            fast = _no_duplicate_keys_fast(raw, value)   # one walk: depth and keys
-        except _TooDeep:
-            raise Rejection(
-                RejectReason.MALFORMED_JSON, f"nesting deeper than {MAX_JSON_DEPTH} levels"
-            ) from None
-        if fast:
-            # Fast path. What the slow path below would still check cannot fail here:
-            # depth is within the limit, there are no duplicate keys, and the stdlib
-            # decoder accepts every text orjson accepts (its only other refusal,
-            # integers of more than 4300 digits, is beyond orjson's double range).
-            return value
-    if not _depth_ok(value, MAX_JSON_DEPTH):
-        raise Rejection(RejectReason.MALFORMED_JSON, f"nesting deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, dict | list):
-        # orjson silently keeps the last of duplicate keys; detect them with a
-        # second (bounded: size and depth are already checked) parse.
-        try:
-            json.loads(raw, object_pairs_hook=_no_duplicates)
-        except _DuplicateKey:
-            raise Rejection(RejectReason.MALFORMED_JSON, "duplicate object key") from None
-        except (ValueError, RecursionError):  # e.g. integers of more than 4300 digits
-            raise Rejection(RejectReason.MALFORMED_JSON, "not valid JSON") from None
+        if not _depth_ok(value, MAX_JSON_DEPTH):
+            raise Rejection(RejectReason.MALFORMED_JSON,
+                            f"nesting deeper than {MAX_JSON_DEPTH} levels")
+        if _repeats_a_key(raw.encode() if isinstance(raw, str) else raw, value):
+            raise Rejection(RejectReason.MALFORMED_JSON, "duplicate object key")
     return value
 
 
@@ -373,11 +303,11 @@ def _distinct_within_detail(texts: Iterable[str]) -> list[str]:
     return list(problems)
 
 
-_ENVELOPE_FIELDS = frozenset(BaseEvent.model_fields)
+_ENVELOPE_FIELDS = ENVELOPE_FIELDS
 
 
 def _extension_problems(obj: dict[str, Any]) -> list[str]:
-    """Same rule as ``BaseEvent``'s validator, but reported with the other problems
+    """Same rule as the envelope's check (``schemas.events``), but reported with the other problems
     (distinct texts, at most about a detail's worth)."""
     if obj.keys() <= _ENVELOPE_FIELDS:
         return []
@@ -399,12 +329,12 @@ def _extension_problems(obj: dict[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------- parsing
 
 
-def _parse(obj: object, now: datetime) -> BaseEvent:
-    if now.tzinfo is None or now.utcoffset() is None:
-        raise ValueError("now must be a timezone-aware datetime")
-    if not isinstance(obj, dict):
-        raise Rejection(RejectReason.MALFORMED_JSON, "event must be a JSON object")
-
+def _precheck(obj: dict[str, Any]) -> list[str]:
+    """What is decided before the schema: ``type`` (``schema_invalid`` / ``unknown_type``);
+    returns the extension attributes' problems, which are reported with the schema's
+    (``schema_invalid``). A ``subject`` that is a string but no plate key is
+    ``invalid_plate`` whatever else is wrong: :func:`_schema_rejection` finds it among the
+    schema's errors (the plate key type's own check)."""
     event_type = obj.get("type")
     if "type" not in obj:
         raise Rejection(RejectReason.SCHEMA_INVALID, "type: field required")
@@ -413,26 +343,40 @@ def _parse(obj: object, now: datetime) -> BaseEvent:
     if event_type not in _EVENT_TYPES:
         shown = event_type if _SAFE_SEGMENT_RE.fullmatch(event_type) else "<type>"
         raise Rejection(RejectReason.UNKNOWN_TYPE, f"type: unknown event type {shown!r}")
+    return _extension_problems(obj)
 
-    subject = obj.get("subject")
-    if isinstance(subject, str):
-        try:
-            parse_plate_key(subject)
-        except InvalidPlate as exc:
-            raise Rejection(RejectReason.INVALID_PLATE, f"subject: {exc}") from None
 
-    problems = _extension_problems(obj)
+def _schema_rejection(problems: list[str], errors: list[Any]) -> Rejection:
+    for error in errors:
+        if error["type"] == "invalid_plate" and error["loc"][1:] == ("subject",):
+            return Rejection(RejectReason.INVALID_PLATE, f"subject: {error['msg']}")
+    errors = [e for e in errors if e["type"] not in ("extension_name", "extension_value")]
+    seen = set(problems)
+    problems = problems + [p for p in _problems(errors) if p not in seen]
+    return Rejection(RejectReason.SCHEMA_INVALID, "; ".join(problems) or "invalid event")
+
+
+def _error_list(exc: ValidationError) -> list[Any]:
+    return list(exc.errors(include_url=False, include_input=False))
+
+
+def _check_now(now: datetime) -> None:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be a timezone-aware datetime")
+
+
+def _parse(obj: object, now: datetime) -> Event:
+    _check_now(now)
+    if not isinstance(obj, dict):
+        raise Rejection(RejectReason.MALFORMED_JSON, "event must be a JSON object")
+    problems = _precheck(obj)
     try:
-        event = PLATE_EVENT_ADAPTER.validate_python(obj)
+        normalized = PLATE_EVENT_ADAPTER.validate_python(obj)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        errors = [e for e in errors if e["type"] not in ("extension_name", "extension_value")]
-        seen = set(problems)
-        problems += [p for p in _problems(errors) if p not in seen]
-        event = None
-    if problems or event is None:
-        raise Rejection(RejectReason.SCHEMA_INVALID, "; ".join(problems) or "invalid event")
-
+        raise _schema_rejection(problems, _error_list(exc)) from None
+    if problems:
+        raise _schema_rejection(problems, [])
+    event = Event.of(normalized)
     check_not_future(event.time, now)
     return event
 
@@ -448,10 +392,14 @@ def check_not_future(time: datetime, now: datetime) -> None:
         )
 
 
-def parse_event_bytes(raw: bytes | bytearray | memoryview | None, *, now: datetime) -> BaseEvent:
+def parse_event_bytes(raw: bytes | bytearray | memoryview | None, *, now: datetime) -> Event:
     """Validate one Kafka message value; raise :class:`Rejection` if it must be dead-lettered.
 
     ``now`` is the registry's clock (timezone-aware) used for ``future_time``.
+    This, :func:`parse_event_obj` and :func:`parse_event_objs` are the entry points of
+    the one event validator (:data:`schemas.events.PLATE_EVENT_ADAPTER`); the registry
+    consumer and the ingest API take them, and a check that applies to every event
+    (e.g. a producer's signature) belongs beside them.
     """
     if raw is None:
         raise Rejection(RejectReason.MALFORMED_JSON, "message has no value")
@@ -460,23 +408,103 @@ def parse_event_bytes(raw: bytes | bytearray | memoryview | None, *, now: dateti
     return _parse(decode_json(raw), now)
 
 
-def parse_event_obj(obj: object, *, now: datetime) -> BaseEvent:
+def _json_size(obj: dict[str, Any]) -> int:
+    """Bytes of the compact JSON serialization of ``obj`` (``malformed_json`` when it has
+    none)."""
+    try:
+        return len(orjson.dumps(obj))
+    except (TypeError, orjson.JSONEncodeError):
+        try:  # e.g. integers beyond 64 bits, which the stdlib decoder produces
+            return len(json.dumps(obj, separators=(",", ":"), allow_nan=False).encode())
+        except (TypeError, ValueError, RecursionError):
+            raise Rejection(RejectReason.MALFORMED_JSON, "not representable as JSON") from None
+
+
+def _shape_rejection(obj: dict[str, Any], depth_known: bool) -> Rejection | None:
+    """``malformed_json`` (nesting) or ``too_large`` for an object, the checks that come
+    before the schema's; None when neither applies."""
+    if not depth_known and not _depth_ok(obj, MAX_JSON_DEPTH):
+        return Rejection(RejectReason.MALFORMED_JSON,
+                         f"nesting deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        size = _json_size(obj)
+    except Rejection as rejection:
+        return rejection
+    if size > MAX_EVENT_BYTES:
+        return Rejection(RejectReason.TOO_LARGE, f"event is over {MAX_EVENT_BYTES} bytes as JSON")
+    return None
+
+
+def parse_event_obj(obj: object, *, now: datetime) -> Event:
     """Validate one already-decoded JSON value (e.g. an element of an HTTP batch).
 
     Same checks as :func:`parse_event_bytes`; ``too_large`` applies to the
     compact JSON serialization of ``obj``.
     """
-    if not isinstance(obj, dict):
-        raise Rejection(RejectReason.MALFORMED_JSON, "event must be a JSON object")
-    if not _depth_ok(obj, MAX_JSON_DEPTH):
-        raise Rejection(RejectReason.MALFORMED_JSON, f"nesting deeper than {MAX_JSON_DEPTH} levels")
+    result = parse_event_objs([obj], now=now)[0]
+    if isinstance(result, Rejection):
+        raise result
+    return result
+
+
+def parse_event_objs(objs: list[Any], *, now: datetime,
+                     depth_known: bool = False) -> list[Event | Rejection]:
+    """:func:`parse_event_obj` of every item, in order, each an :class:`Event` or its
+    :class:`Rejection`; the schema is checked for the whole list in one call.
+
+    The nesting and size checks come first in the order of reasons, but they are made
+    only where they can fail: an object the schema accepts nests at most a few levels,
+    and without extension attributes its every string is bounded, which keeps it under
+    :data:`MAX_EVENT_BYTES` (``tests/unit/test_schemas_events.py`` holds the largest one
+    under it). ``depth_known``: the items come from :func:`decode_json`, which already
+    held them to the nesting limit.
+    """
+    _check_now(now)
+    results: list[Event | Rejection | None] = [None] * len(objs)
+    problems: dict[int, list[str]] = {}
+    for index, obj in enumerate(objs):
+        if not isinstance(obj, dict):
+            results[index] = Rejection(RejectReason.MALFORMED_JSON, "event must be a JSON object")
+            continue
+        try:
+            problems[index] = _precheck(obj)
+        except Rejection as rejection:
+            results[index] = _shape_rejection(obj, depth_known) or rejection
+    for index, outcome in _validated(objs, list(problems), problems):
+        obj = objs[index]
+        if isinstance(outcome, Rejection):
+            results[index] = _shape_rejection(obj, depth_known) or outcome
+            continue
+        if len(obj) > len(outcome) or not obj.keys() <= ENVELOPE_FIELDS:
+            shape = _shape_rejection(obj, depth_known)   # extension attributes: any size
+            if shape is not None:
+                results[index] = shape
+                continue
+        event = Event.of(outcome)
+        try:
+            check_not_future(event.time, now)
+            results[index] = event
+        except Rejection as rejection:
+            results[index] = rejection
+    return [r for r in results if r is not None]
+
+
+def _validated(objs: list[Any], indexes: list[int], problems: dict[int, list[str]]
+               ) -> list[tuple[int, dict[str, Any] | Rejection]]:
+    """(index, normalized object or ``schema_invalid`` rejection) of ``objs[i]`` for each
+    of ``indexes`` (``problems``: those found before the schema, by index): one schema call
+    for them all, and one more for those that pass when some do not (a list's validation
+    returns nothing when any item fails)."""
     try:
-        size = len(orjson.dumps(obj))
-    except (TypeError, orjson.JSONEncodeError):
-        try:  # e.g. integers beyond 64 bits, which the stdlib decoder produces
-            size = len(json.dumps(obj, separators=(",", ":"), allow_nan=False).encode())
-        except (TypeError, ValueError, RecursionError):
-            raise Rejection(RejectReason.MALFORMED_JSON, "not representable as JSON") from None
-    if size > MAX_EVENT_BYTES:
-        raise Rejection(RejectReason.TOO_LARGE, f"event is over {MAX_EVENT_BYTES} bytes as JSON")
-    return _parse(obj, now)
+        valid = PLATE_EVENTS_ADAPTER.validate_python([objs[i] for i in indexes])
+    except ValidationError as exc:
+        errors: dict[int, list[Any]] = {}
+        for error in _error_list(exc):
+            position, *loc = error["loc"]
+            errors.setdefault(indexes[position], []).append({**error, "loc": tuple(loc)})
+        passing = [i for i in indexes if i not in errors]
+        out: list[tuple[int, dict[str, Any] | Rejection]] = [
+            (i, _schema_rejection(problems[i], errors[i])) for i in errors]
+        return out + (_validated(objs, passing, problems) if passing else [])
+    return [(i, _schema_rejection(problems[i], []) if problems[i] else event)
+            for i, event in zip(indexes, valid, strict=True)]

@@ -79,7 +79,9 @@ class EnforcementView(BaseModel):
     vehicle: VehicleView | None
     smart_plate: bool = Field(description="A smart plate device is paired")
     as_of: Rfc3339Datetime = Field(
-        description="When the view was derived (for a query with `at`: that instant)")
+        description="When the view was derived: the registry data in it is current as of "
+                    "this instant (read on a read replica: the replica's replay time, "
+                    "behind the request's; for a query with `at`: that instant)")
     version: int = Field(ge=0, description="How many of the plate's accepted events are "
                          "folded into this view")
 

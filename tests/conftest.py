@@ -30,6 +30,7 @@ from devtools.apache_kafka import KafkaCluster
 from devtools.embedded import EmbeddedPostgres
 from platereg.db import create_database, create_pool, drop_database, migrate, with_database
 from platereg.kafka import ensure_topics
+from platereg.security import producer_store
 from platereg.settings import Settings, load_settings
 from tests.broker import (
     AclBroker,
@@ -38,6 +39,7 @@ from tests.broker import (
     describe_test_broker,
     start_test_kafka,
 )
+from tests.integration.consumer_support import TEST_PRODUCER, TEST_PRODUCER_SECRET
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
@@ -108,8 +110,16 @@ def embedded(servers: Servers) -> Servers:
 
 @pytest.fixture(scope="session")
 async def template_db(servers: Servers) -> str:
+    """The migrated template of every test database, with the tests' signed producer
+    (``TEST_PRODUCER``, every source) registered."""
     await drop_database(servers.admin_dsn, TEMPLATE_DB)
-    migrate(await create_database(servers.admin_dsn, TEMPLATE_DB))
+    dsn = await create_database(servers.admin_dsn, TEMPLATE_DB)
+    migrate(dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await producer_store.add(conn, TEST_PRODUCER, ["/"], TEST_PRODUCER_SECRET)
+    finally:
+        await conn.close()
     return TEMPLATE_DB
 
 
@@ -140,6 +150,9 @@ def settings(servers: Servers, database_url: str, monkeypatch: pytest.MonkeyPatc
         "PLATEREG_NOTICES_PARTITIONS": "2",
         "PLATEREG_CONSUMER_GROUP": f"registry-{prefix}",
         "PLATEREG_AUDIT_JOURNAL_DIR": str(tmp_path / "audit-journal"),
+        # what the ingest API, import and simulate sign as (registered in the template)
+        "PLATEREG_PRODUCER_NAME": TEST_PRODUCER,
+        "PLATEREG_PRODUCER_SECRET": TEST_PRODUCER_SECRET,
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

@@ -2,8 +2,8 @@
 
 Shared commands live here (migrate, roles, topics, keys, schemas). Each service
 package offers its own commands through its ``cli`` module's ``register``
-function, and the developer tools (``devtools.cli``: run, simulate, the mail
-catcher) offer theirs as plain functions; this module imports all of them
+function, and the developer tools (``devtools.cli``: run, logs, demo, simulate, the
+mail catcher) offer theirs as plain functions; this module imports all of them
 directly, so the import-graph test sees every arrow, and no service imports
 another's internals or the developer tools.
 
@@ -28,7 +28,14 @@ from devtools import cli as devtools_cli
 from ingest import cli as ingest_cli
 from notifications import cli as notifications_cli
 from notifications.events import record_batch_notices
-from platereg.commands import config_errors_exit, fail, settings_or_exit, with_connection
+from platereg.commands import (
+    config_errors_exit,
+    fail,
+    run_async,
+    settings_or_exit,
+    with_connection,
+)
+from platereg.listing import Field, JsonOption, emit
 from platereg.settings import ConfigError
 from registry.api import cli as registry_api_cli
 from registry.consumer import cli as registry_consumer_cli
@@ -62,13 +69,16 @@ BATCH_HOOK: BatchHook = record_batch_notices
 
 @app.command()
 def migrate() -> None:
-    """Apply database migrations (safe to run twice, or from several processes at once)."""
+    """Apply database migrations, the grants of each database role and the retention
+    settings (safe to run twice, or from several processes at once)."""
     from platereg.db import migrate as run_migrations
+    from platereg.retention import retention_days
+    from platereg.security.roles import GrantsMissing
 
     settings = settings_or_exit("migrate")
     try:
-        applied = run_migrations(settings.migrate_dsn())
-    except ConfigError as exc:
+        applied = run_migrations(settings.migrate_dsn(), retention_days(settings))
+    except (ConfigError, GrantsMissing) as exc:
         raise fail(str(exc), 2) from None
     typer.echo(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied
                                                           else "; the schema is up to date"))
@@ -76,30 +86,57 @@ def migrate() -> None:
 
 @app.command()
 def roles() -> None:
-    """Create or update the database login roles (run as an admin, before `migrate`).
+    """Create or update the database roles (run as an admin, before `migrate`).
 
-    Connects with PLATEREG_ADMIN_DATABASE_URL; the users and passwords of
-    PLATEREG_MIGRATE_DATABASE_URL (made owner of the database),
-    PLATEREG_DATABASE_URL (the services) and PLATEREG_PURGE_DATABASE_URL (the
-    audit purge) become login roles with just their privileges.
+    Connects with PLATEREG_ADMIN_DATABASE_URL and creates the group role of each
+    service and job; the user of PLATEREG_MIGRATE_DATABASE_URL becomes the owner of
+    the database, and the user and password of each PLATEREG_<ROLE>_DATABASE_URL that
+    is set (CONSUMER, REGISTRY_API, INGEST_API, NOTICES_SCHEDULER, NOTICES_DISPATCHER,
+    PURGE, OPERATOR) a login role in its group. `platereg migrate` then grants each
+    group just what it needs.
     """
     import psycopg
 
-    from platereg.security.roles import ensure_roles
+    from platereg.security.roles import ROLES, ensure_roles
 
     settings = settings_or_exit("roles")
     assert settings.admin_database_url is not None   # required: checked above
+    logins = {name: dsn for name in ROLES if (dsn := settings.role_dsn(name)) is not None}
     try:
-        ensure_roles(settings.admin_database_url.get_secret_value(),
-                     service_dsn=settings.dsn(),
-                     purge_dsn=settings.purge_dsn(),
-                     owner_dsn=settings.migrate_dsn())
+        done = ensure_roles(settings.admin_database_url.get_secret_value(), logins,
+                            owner_dsn=settings.migrate_dsn())
     except (ConfigError, ValueError) as exc:
         raise fail(str(exc), 2) from None
     except psycopg.Error as exc:
         raise fail(f"could not set up the roles: {type(exc).__name__}: "
                    f"{exc.diag.message_primary or exc}", 1) from None
-    typer.echo("roles are set up")
+    unset = [name for name in ROLES if name not in logins]
+    typer.echo(f"roles are set up; logins: {', '.join(done) or 'none'}"
+               + (f"; no URL (no login made) for: {', '.join(unset)}" if unset else ""))
+
+
+@app.command()
+def purge(
+    every: Annotated[float | None, typer.Option(
+        min=1, help="Keep running and purge every this many seconds (SIGTERM stops)")] = None,
+) -> None:
+    """Remove the personal data past its retention: audit rows, notices' recipients and
+    texts, dead-letter values, sign-in links, owner sessions.
+
+    The retention of each kind is the database's (PLATEREG_*_RETENTION_DAYS, written by
+    `platereg migrate`). Logs in with PLATEREG_PURGE_DATABASE_URL; shows a progress bar on
+    a terminal. One purge runs at a time.
+    """
+    from platereg import retention
+
+    settings = settings_or_exit("purge")
+    if every is not None:
+        raise typer.Exit(run_async(retention.purge_forever(settings.dsn(), every)))
+    outcomes = retention.purge_once(settings.dsn())
+    if outcomes is None:
+        raise fail("another purge is running; try again later", 1)
+    for line in retention.summary(outcomes):
+        typer.echo(line)
 
 
 @app.command()
@@ -147,23 +184,24 @@ def keys_create(
                "Store the key now: it cannot be shown again.")
 
 
+#: The columns of ``platereg keys list`` (and the fields of its ``--json``).
+KEY_FIELDS = (
+    Field("key_id", identifier=True), Field("name"), Field("role"), Field("sources"),
+    Field("rate_limit", text=lambda v: "default" if v is None else str(v)),
+    Field("created_at", "created"), Field("revoked_at", "revoked"),
+)
+
+
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(as_json: JsonOption = False) -> None:
     """List keys (ids, names, roles; never secrets)."""
-    from rich.console import Console
-    from rich.table import Table
+    from dataclasses import asdict
 
     from platereg.security import keys
 
     settings = settings_or_exit("keys list")
-
-    table = Table("key id", "name", "role", "sources", "rate limit", "created", "revoked")
-    for k in with_connection(settings.dsn(), keys.list_keys):
-        table.add_row(k.key_id, k.name, k.role, " ".join(k.sources),
-                      str(k.rate_limit or "default"),
-                      k.created_at.isoformat(timespec="seconds"),
-                      k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "")
-    Console().print(table)
+    rows = [asdict(k) for k in with_connection(settings.dsn(), keys.list_keys)]
+    emit(KEY_FIELDS, rows, as_json=as_json, noun="key")
 
 
 @keys_app.command("bind")
@@ -222,6 +260,8 @@ def schemas_export(
 def _register_commands() -> None:
     """The services' and the developer tools' commands, in the order ``--help`` lists them."""
     app.command("run")(devtools_cli.run)
+    app.command("logs")(devtools_cli.logs)
+    app.command("demo")(devtools_cli.demo)
     registry_consumer_cli.register(app, GROUPS)
     registry_api_cli.register(app, GROUPS)
     registry_sources_cli.register(app, GROUPS)

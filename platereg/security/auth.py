@@ -129,9 +129,9 @@ class Authenticator:
         self._ids_loaded = -math.inf
         self._ids_task: asyncio.Task[None] | None = None
         # Room for a few keys created together (a deployment's keys, a test's roles).
-        burst = max(10.0, 2 * unknown_lookups_per_second)
-        self._unknown_budget = _Bucket(burst, time.monotonic(), unknown_lookups_per_second,
-                                       burst)
+        room = max(10.0, 2 * unknown_lookups_per_second)
+        self._unknown_budget = _Bucket(room, time.monotonic(), unknown_lookups_per_second,
+                                       room)
 
     @classmethod
     def from_settings(cls, pool: asyncpg.Pool, settings: Any) -> Authenticator:

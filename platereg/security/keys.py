@@ -55,7 +55,8 @@ def secret_matches(secret: str, stored_hash: str) -> bool:
 
 def check_sources(role: str, sources: Sequence[str]) -> list[str]:
     """The source prefixes of a new key: required (one or more) for ``ingest``, refused
-    for the other roles (they publish nothing)."""
+    for the other roles (they publish nothing). Each has at least one path segment:
+    ``/`` (or ``//``) would match every source."""
     if role != "ingest":
         if sources:
             raise ValueError("--source is for ingest keys only")
@@ -67,6 +68,10 @@ def check_sources(role: str, sources: Sequence[str]) -> list[str]:
     for prefix in sources:
         if not prefix or len(prefix) > 512 or not prefix.isprintable():
             raise ValueError("a source prefix must be 1 to 512 printable characters")
+        if not any(prefix.split("/")):
+            raise ValueError(f"source prefix {prefix!r} has no path segment: it would let "
+                             "the key speak for every source; name at least one, e.g. "
+                             "--source /insurance/acme/")
         out.append(prefix)
     return sorted(set(out))
 

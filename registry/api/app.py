@@ -7,6 +7,10 @@ hotlist, owners, audit; shared parts in ``registry.api.routes.common``):
   derived at request time in ``PLATEREG_TIMEZONE``.
 * Enforcement keys get the enforcement view, read with ``NULL AS owner``;
   ``portal`` and ``operator`` keys get ``owner`` as well.
+* Plates, views, the hotlist and history are read through ``ApiContext.read``: on a
+  read replica within ``PLATEREG_REPLICA_MAX_LAG_SECONDS`` (``platereg.replicas``; a
+  view's ``as_of`` is then the replica's replay time), else on the primary. Audit rows,
+  keys, owners and the audit query use the primary.
 * Every plate answered is audited through :class:`registry.api.audit.AuditWriter`
   (journaled to local disk and buffered, written in batches in the background; one typed
   :class:`registry.api.routes.common.Read` per row) and counted in
@@ -20,15 +24,12 @@ hotlist, owners, audit; shared parts in ``registry.api.routes.common``):
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
-from starlette.routing import Match, Route
-from starlette.types import Scope
 
 from platereg.clock import Clock
 from platereg.db import create_pool, ping
@@ -36,10 +37,11 @@ from platereg.http import add_probes, create_app
 from platereg.kafka import broker_reachable
 from platereg.logging import configure_logging
 from platereg.metrics import REGISTRY_API
+from platereg.replicas import ReadPools
 from platereg.security.auth import Authenticator
 from platereg.settings import Settings, load_settings
 from registry.api import landing
-from registry.api.audit import purge_periodically, start_writer
+from registry.api.audit import start_writer
 from registry.api.routes import audit, hotlist, owners, plates
 from registry.api.routes.common import (
     CURSOR_PATTERN,
@@ -74,28 +76,16 @@ async def _keep_session(conn: Any) -> None:
     """Pool ``reset`` hook: skip asyncpg's per-release reset round trip.
 
     This API leaves no session state behind (no LISTEN, no SET, no open
-    cursors; the purge releases its advisory lock itself), so the default
+    cursors), so the default
     ``RESET ALL; CLOSE ALL; UNLISTEN *; pg_advisory_unlock_all()`` on every
     release would only add a round trip to each lookup.
     """
 
 
-class _PlainRoute(Route):
-    """A Starlette route that puts itself in the scope as ``route`` when it matches, as
-    FastAPI's routes do (the access log and metrics label requests by its ``path``)."""
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        match, child_scope = super().matches(scope)
-        if match is not Match.NONE:
-            child_scope["route"] = self
-        return match, child_scope
-
-
-def create_registry_app(settings: Settings | None = None, *, purge_every: float | None = 3600.0,
+def create_registry_app(settings: Settings | None = None, *,
                         clock: Clock | None = None) -> FastAPI:
-    """The registry API; ``purge_every=None`` disables the in-process audit purge schedule
-    (it also stays off when the API's role may not delete audit rows); ``clock`` (default:
-    the settings' clock) gives "now" and the registry's "today"."""
+    """The registry API; ``clock`` (default: the settings' clock) gives "now" and the
+    registry's "today"."""
     settings = settings or load_settings()
     ctx = ApiContext(settings, clock or Clock.from_settings(settings))
 
@@ -104,6 +94,11 @@ def create_registry_app(settings: Settings | None = None, *, purge_every: float 
         ctx.pool = await create_pool(settings.dsn(), min_size=settings.db_pool_min,
                                      max_size=settings.db_pool_max, reset=_keep_session)
         app.state.pool = ctx.pool
+        ctx.reads = app.state.reads = ReadPools(
+            ctx.pool, settings.read_dsns(), max_lag=settings.replica_max_lag_seconds,
+            check_every=settings.replica_check_seconds, min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max, reset=_keep_session)
+        await ctx.reads.start()
         app.state.authenticator = Authenticator.from_settings(ctx.pool, settings)
         ctx.audit_writer = app.state.audit = await start_writer(ctx.pool, settings)
         # Long-lived objects (modules, routes, pool) leave the collector's working set and
@@ -111,20 +106,11 @@ def create_registry_app(settings: Settings | None = None, *, purge_every: float 
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 20, 20)
-        purge_task = None
-        # With least-privilege roles the purge is `platereg audit purge --every` instead.
-        if purge_every and await ctx.pool.fetchval(
-                "SELECT has_table_privilege('audit_log', 'DELETE')"):
-            purge_task = asyncio.create_task(
-                purge_periodically(ctx.pool, settings.audit_retention_days, every=purge_every))
         try:
             yield
         finally:
-            if purge_task is not None:
-                purge_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await purge_task
             await ctx.audit_writer.stop()
+            await ctx.reads.close()
             await ctx.pool.close()
 
     app = create_app(
@@ -141,13 +127,6 @@ def create_registry_app(settings: Settings | None = None, *, purge_every: float 
     for module in _ROUTERS:
         app.include_router(module.router)
     app.include_router(landing.router)
-    # The hot path also as a plain Starlette route ahead of the routers: the same endpoint
-    # (it takes only the Request and parses its own body) and the same exception handlers,
-    # without FastAPI's per-request dependency, exit-stack and telemetry layers or the walk
-    # of the included routers; its APIRoute stays for the OpenAPI document and the Allow
-    # header.
-    app.router.routes.insert(0, _PlainRoute(plates.QUERY_PATH, plates.query_plate,
-                                            methods=["POST"], include_in_schema=False))
     install_owner_access(app, settings, ctx.clock, lambda: ctx.pool, lambda: ctx.audit_writer)
 
     base_openapi = app.openapi
@@ -170,4 +149,4 @@ def app_from_env() -> FastAPI:
     """uvicorn factory (``--factory``): settings and logging from PLATEREG_* variables."""
     settings = load_settings()
     configure_logging(settings.log_format, settings.log_level)
-    return create_registry_app(settings)
+    return create_registry_app(settings.for_role("registry_api"))

@@ -33,8 +33,10 @@ Exactly once, and what survives what:
   the rows appended since the last seal (the last ``interval``, up to ``max_backoff``
   while PostgreSQL is unreachable) may be lost with the page cache. Losing the
   journal's disk loses the rows not yet committed.
-* A journal left for longer than the retention (``PLATEREG_AUDIT_RETENTION_DAYS``) is
-  replayed without its rows past retention (the purge would delete them, and may have).
+* A journal left for longer than the retention (the database's, which ``platereg migrate``
+  writes from ``PLATEREG_AUDIT_RETENTION_DAYS``) is replayed without its rows past
+  retention, less an hour (the purge would delete them, and may have; the database
+  refuses a row past retention, migration 0021).
 * A journal written for another database (same directory, another
   ``PLATEREG_DATABASE_URL``) is left alone and reported once (by writer id only).
 
@@ -102,8 +104,10 @@ _TYPES = ("timestamptz",) + ("text",) * 8 + ("timestamptz", "uuid")
 INSERT_NEW = (f"INSERT INTO audit_log ({', '.join(DB_COLUMNS)}) SELECT * FROM unnest("
               + ", ".join(f"${i}::{t}[]" for i, t in enumerate(_TYPES, 1))
               + ") ON CONFLICT (row_id) DO NOTHING")
-PURGE_LOCK_ID = 0x706C617465617564  # advisory lock shared by every purge (CLI and schedule)
 AuditRow = tuple[Any, ...]
+#: A replayed journal's rows this close to the retention are left out too: the database,
+#: whose clock may differ a little, would refuse a row past it.
+REPLAY_MARGIN = dt.timedelta(hours=1)
 _WIDTH = len(COPY_COLUMNS)
 
 #: Every live writer of this process: the backlog gauges are read at scrape time
@@ -125,6 +129,15 @@ def _full(row: Sequence[Any]) -> AuditRow:
     return (*row, *(None,) * (_WIDTH - len(row)))
 
 
+def stamped(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Audit rows with the time of the real clock: when the read happened, whatever the
+    registry's clock says (``PLATEREG_CLOCK_OFFSET_SECONDS`` shifts it in tests); the
+    database refuses a row time ahead of its own clock (migration 0021)."""
+    now = dt.datetime.now(dt.UTC)
+    return [(now, *row[1:]) for row in rows]
+
+
+
 class AuditWriter:
     """Buffers audit rows (journaled first when it has a journal) and writes them in batches.
 
@@ -134,7 +147,7 @@ class AuditWriter:
     def __init__(self, pool: asyncpg.Pool, *, batch_size: int = 5000, interval: float = 0.2,
                  max_pending: int = 50_000, max_backoff: float = 5.0,
                  write_timeout: float = 30.0, journal: AuditJournal | None = None,
-                 retention_days: int | None = None, claim_every: float = 60.0) -> None:
+                 claim_every: float = 60.0) -> None:
         self.pool = pool
         self.batch_size = batch_size
         self.interval = interval
@@ -142,7 +155,6 @@ class AuditWriter:
         self.max_backoff = max_backoff
         self.write_timeout = write_timeout
         self.journal = journal
-        self.retention_days = retention_days
         self.claim_every = claim_every
         self._id = journal.writer if journal is not None else secrets.token_hex(8)
         self._seq = 0
@@ -306,8 +318,10 @@ class AuditWriter:
         return inserted
 
     async def _replay(self, orphan: Orphan) -> int:
-        not_before = (dt.datetime.now(dt.UTC) - dt.timedelta(days=self.retention_days)
-                      if self.retention_days else None)
+        async with self.pool.acquire() as conn:
+            days = await conn.fetchval("SELECT days FROM retention WHERE kind = 'audit'")
+        not_before = (dt.datetime.now(dt.UTC) - dt.timedelta(days=days) + REPLAY_MARGIN
+                      if days else None)
         database, rows, skipped = await asyncio.to_thread(orphan.read, not_before)
         assert self.journal is not None
         if database is not None and database != self.journal.database:
@@ -397,50 +411,6 @@ async def start_writer(pool: asyncpg.Pool, settings: Settings) -> AuditWriter:
     database = await pool.fetchval("SELECT current_database()")
     writer = AuditWriter(pool, interval=settings.audit_flush_seconds,
                          max_pending=settings.audit_max_pending,
-                         journal=open_journal(settings, database),
-                         retention_days=settings.audit_retention_days)
+                         journal=open_journal(settings, database))
     writer.start()
     return writer
-
-
-async def purge(conn: asyncpg.Connection, retention_days: int, *,
-                chunk: int = 10_000) -> int | None:
-    """Delete audit rows older than ``retention_days``, in chunks.
-
-    Returns the number deleted, or None when another process is purging
-    (session advisory lock, so only one purge runs at a time however many API
-    processes schedule it).
-    """
-    if retention_days < 1:
-        raise ValueError("retention must be at least one day")
-    if not await conn.fetchval("SELECT pg_try_advisory_lock($1)", PURGE_LOCK_ID):
-        return None
-    try:
-        deleted = 0
-        while True:
-            status = await conn.execute(
-                "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log"
-                " WHERE at < now() - make_interval(days => $1) ORDER BY at LIMIT $2)",
-                retention_days, chunk,
-            )
-            n = int(status.split()[-1])
-            deleted += n
-            if n < chunk:
-                return deleted
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", PURGE_LOCK_ID)
-
-
-async def purge_periodically(pool: asyncpg.Pool, retention_days: int,
-                             every: float = 3600.0, first_after: float = 60.0) -> None:
-    """The in-process schedule: purge every ``every`` seconds (one process at a time)."""
-    await asyncio.sleep(first_after)
-    while True:
-        try:
-            async with pool.acquire() as conn:
-                deleted = await purge(conn, retention_days)
-            if deleted:
-                log.info("audit rows purged", count=deleted, retention_days=retention_days)
-        except Exception as exc:  # noqa: BLE001 - the schedule keeps going whatever failed
-            log.warning("audit purge failed", error_type=type(exc).__name__)
-        await asyncio.sleep(every)

@@ -287,9 +287,10 @@ def _claim(directory: Path, writer: str) -> Orphan | None:
     try:
         fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:   # segments without a lock file: take them by creating it
-        fd = _create_locked(path)
-        if fd is None:
+        created = _create_locked(path)
+        if created is None:
             return None
+        fd = created
     else:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -147,7 +147,8 @@ async def view_rows(conn: asyncpg.Pool | asyncpg.Connection, keys: Sequence[str]
 async def events(conn: asyncpg.Pool | asyncpg.Connection, key: str,
                  limit: int) -> list[asyncpg.Record]:
     return await conn.fetch(
-        "SELECT event_id, type, source, event_time, data, received_at FROM plate_events"
+        "SELECT event_id, type, source, event_time, data, received_at, producer, authtype,"
+        " authid FROM plate_events"
         " WHERE plate_key = $1 ORDER BY event_time, event_id, source LIMIT $2",
         key, limit,
     )

@@ -53,6 +53,13 @@ class StoredEvent(BaseModel):
     time: datetime
     data: dict[str, Any]
     received_at: datetime
+    producer: str | None = Field(
+        description="The signed producer that sent the event (its signature was checked)")
+    authtype: str | None = Field(
+        description="CloudEvents authcontext the producer stamped: `api_key` from the "
+                    "ingest API")
+    authid: str | None = Field(
+        description="CloudEvents authcontext: the principal, for the ingest API the key id")
 
 
 class PlateEvents(BaseModel):

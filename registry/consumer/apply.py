@@ -3,7 +3,8 @@
 :func:`apply_batch` does everything one batch does, in the caller's
 transaction: the offset fence, new events into the history, plates folded
 (incrementally, or re-folded from the history when an event arrives late;
-a plate whose stored history cannot be folded is quarantined),
+a plate whose stored history cannot be folded is quarantined), after the signed
+producers' checks (``registry.consumer.signatures``) and the source policy,
 status changes and rejections recorded in their outboxes, and the consumed
 offsets stored. No Kafka here: ``registry.consumer.loop`` feeds it records and
 handles :class:`Fenced` and :class:`ConcurrentWriter`.
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from platereg.dead_letter import DeadLetter
+from platereg.security.producer_store import Producers
 from registry.consumer.batch import (
     Parsed,
     Rejected,
@@ -29,6 +31,7 @@ from registry.consumer.batch import (
     plan_plates,
     status_changes,
 )
+from registry.consumer.signatures import Message, verify
 from schemas.fold import HistoryEvent, PlateState, today_in
 from schemas.policy import Policy
 
@@ -58,6 +61,11 @@ class BatchStore(Protocol):
     async def source_policy(self) -> Policy:
         """The source policy as of this transaction (contract section 2, "Who may say
         what")."""
+        ...
+
+    async def producers(self) -> Producers:
+        """The registered producers as of this transaction (contract section 2, "Signed
+        producers")."""
         ...
 
     async def known_fingerprints(self, ids: Sequence[tuple[str, str]]
@@ -138,24 +146,25 @@ class Outcome:
 async def apply_batch(
     db: BatchStore, *, group: str, topic: str,
     expected: dict[int, int], next_offsets: dict[int, int],
-    parsed: Sequence[Parsed | Rejected],
-    raw: Mapping[tuple[int, int], tuple[bytes | None, bytes | None]],
+    parsed: Sequence[Parsed | Rejected], messages: Sequence[Message],
     tz: dt.tzinfo, now: dt.datetime,
 ) -> Outcome:
     """Everything one batch does, in the caller's transaction (``db``).
 
     ``expected``: partition -> offset this consumer started the batch at;
-    ``next_offsets``: partition -> offset after the batch; ``raw``:
-    (partition, offset) -> (key, value) for dead-lettered records.
+    ``next_offsets``: partition -> offset after the batch; ``messages``: the consumed
+    records ``parsed`` came from, in the same order (their headers and values are what
+    the signatures cover; rejected ones go to the dead-letter outbox as they are).
     """
     out = Outcome()
     stored = await db.lock_offsets(group, topic, sorted(expected))
     if any(stored.get(p) != o for p, o in expected.items()):
         raise Fenced(stored)
 
+    checked = verify(parsed, messages, await db.producers())
     policy = await db.source_policy()
-    events, out.rejected = authorize([p for p in parsed if isinstance(p, Parsed)], policy)
-    out.rejected += [p for p in parsed if isinstance(p, Rejected)]
+    events, out.rejected = authorize([p for p in checked if isinstance(p, Parsed)], policy)
+    out.rejected += [p for p in checked if isinstance(p, Rejected)]
     known = await db.known_fingerprints([e.identity for e in events]) if events else {}
     cls = classify(events, known)
     out.rejected += cls.conflicts
@@ -173,7 +182,7 @@ async def apply_batch(
         changes = []
 
     if out.rejected:
-        await db.insert_dlq([_dead_letter(topic, r, raw) for r in out.rejected])
+        await db.insert_dlq(dead_letters(topic, out.rejected, messages))
     # Last: recording status changes takes a lock held to commit (their order is the
     # commit order), so concurrent batches wait on each other for the shortest time.
     await db.insert_status_changes(changes)
@@ -181,11 +190,18 @@ async def apply_batch(
     return out
 
 
-def _dead_letter(topic: str, rejected: Rejected,
-                 raw: Mapping[tuple[int, int], tuple[bytes | None, bytes | None]]) -> DeadLetter:
-    key, value = raw[(rejected.partition, rejected.offset)]
-    return DeadLetter(topic=topic, partition=rejected.partition, offset=rejected.offset,
-                      key=key, value=value, reason=rejected.reason, detail=rejected.detail)
+def dead_letters(topic: str, rejected: Sequence[Rejected],
+                 messages: Sequence[Message]) -> list[DeadLetter]:
+    """The dead-letter records of ``rejected``: each message's key, value and headers as
+    consumed, and why."""
+    by_position = {(m.partition, m.offset): m for m in messages}
+    out = []
+    for r in rejected:
+        m = by_position[(r.partition, r.offset)]
+        out.append(DeadLetter(topic=topic, partition=r.partition, offset=r.offset,
+                              key=m.key, value=m.value, reason=r.reason, detail=r.detail,
+                              original_headers=tuple(m.headers or ())))
+    return out
 
 
 async def _fold_plates(db: BatchStore, by_plate: dict[str, list[Parsed]],

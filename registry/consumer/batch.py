@@ -3,7 +3,10 @@
 The consumer hands a batch of Kafka records through these steps:
 
 1. :func:`parse_values` turns raw values into :class:`Parsed` events or
-   :class:`Rejected` records (``schemas.validation`` decides the reasons).
+   :class:`Rejected` records (``schemas.validation`` decides the reasons); a message in
+   binary content mode (``ce_`` headers) is first made the structured event object
+   (``schemas.content_modes``). Then ``registry.consumer.signatures.verify`` checks who
+   signed each message (in the batch's transaction, where the producers are current).
 2. :func:`classify` splits the parsed events, given the fingerprints already
    stored for their (source, id) pairs, into new events to insert, duplicates
    and ``id_conflict`` rejections. The first occurrence of a pair stands.
@@ -32,10 +35,12 @@ import orjson
 from platereg.kafka import Record
 from registry.domain import comparable, enforcement_view, flags_of
 from schemas._types import MAX_YEAR, MIN_YEAR, time_in_range
+from schemas.content_modes import kafka_binary_event
 from schemas.events import EventType, FoldOrder
 from schemas.fold import HistoryEvent, PlateState, apply
 from schemas.policy import Policy, reason_of
-from schemas.validation import Rejection, parse_event_bytes
+from schemas.signing import CE_PREFIX, PRODUCER_HEADER, Headers
+from schemas.validation import Rejection, parse_event_bytes, parse_event_obj
 
 KNOWN_TYPES = frozenset(t.value for t in EventType)
 
@@ -58,6 +63,12 @@ class Parsed(FoldOrder):
     #: ``data`` as JSON text, when the parser already has it (``orjson.dumps(data)``);
     #: spares the store a second serialization. Not part of the event's value.
     data_json: str | None = field(default=None, compare=False, repr=False)
+    #: Who sent it: the producer the message names (its signature is checked before
+    #: anything is stored) and the CloudEvents ``authcontext`` the producer stamped
+    #: (``authtype``, ``authid``; the ingest API's: ``api_key`` and the key id).
+    producer: str | None = None
+    authtype: str | None = None
+    authid: str | None = None
 
     def history(self) -> HistoryEvent:
         return HistoryEvent(event_id=self.event_id, type=self.type, time=self.time, data=self.data,
@@ -75,8 +86,12 @@ class Rejected:
     type_label: str      # a known event type, or "invalid" (metrics label; never raw input)
 
 
-def _type_label(value: bytes | None) -> str:
-    """The event type for metrics, when the value says one we know; never raw text."""
+def _type_label(value: bytes | None, headers: Headers | None = None) -> str:
+    """The event type for metrics, when the message says one we know; never raw text."""
+    if headers is not None:
+        kind: object = next((v.decode("utf-8", "replace") for n, v in headers
+                             if n == "ce_type" and v is not None), None)
+        return kind if isinstance(kind, str) and kind in KNOWN_TYPES else "invalid"
     if value is None or len(value) > 65536:
         return "invalid"
     try:
@@ -87,25 +102,52 @@ def _type_label(value: bytes | None) -> str:
     return kind if isinstance(kind, str) and kind in KNOWN_TYPES else "invalid"
 
 
-def parse_value(value: bytes | None, partition: int, offset: int,
-                now: dt.datetime) -> Parsed | Rejected:
+def _text_extension(extra: dict[str, Any] | None, name: str) -> str | None:
+    value = (extra or {}).get(name)
+    return value if isinstance(value, str) else None
+
+
+def parse_value(value: bytes | None, partition: int, offset: int, now: dt.datetime,
+                binary: Headers | None = None, producer: str | None = None) -> Parsed | Rejected:
+    """One message's value (with ``binary``: the headers of a binary-mode message) as an
+    event; ``producer`` is the producer the message names."""
     try:
-        event = parse_event_bytes(value, now=now)
+        if binary is None:
+            event = parse_event_bytes(value, now=now)
+        else:
+            event = parse_event_obj(kafka_binary_event(binary, value), now=now)
     except Rejection as rej:
-        return Rejected(partition, offset, str(rej.reason), rej.detail, _type_label(value))
+        return Rejected(partition, offset, str(rej.reason), rej.detail,
+                        _type_label(value, binary))
     content, fingerprint = event.content_and_fingerprint()
     jurisdiction, _, plate = event.subject.partition("/")
+    extra = event.extensions
     return Parsed(
         event_id=event.id, type=event.type, source=event.source, time=event.time,
         plate_key=event.subject, jurisdiction=jurisdiction, plate=plate,
         data=content["data"], fingerprint=fingerprint,
-        partition=partition, offset=offset,
+        partition=partition, offset=offset, producer=producer,
+        authtype=_text_extension(extra, "authtype"), authid=_text_extension(extra, "authid"),
     )
+
+
+def message_parts(headers: Headers) -> tuple[Headers | None, str | None]:
+    """(the headers when the message is in binary mode, else None; the producer it names)."""
+    binary = None
+    producer = None
+    for name, value in headers:
+        if name == PRODUCER_HEADER:
+            if producer is None:
+                producer = (value or b"").decode("utf-8", "replace")
+        elif binary is None and name.startswith(CE_PREFIX):
+            binary = headers
+    return binary, producer
 
 
 def parse_values(records: Sequence[Record], now: dt.datetime) -> list[Parsed | Rejected]:
     """Parse every record in this process."""
-    return [parse_value(r.value, r.partition, r.offset, now) for r in records]
+    return [parse_value(r.value, r.partition, r.offset, now, *message_parts(r.headers))
+            for r in records]
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -114,7 +156,7 @@ _MICROSECOND = dt.timedelta(microseconds=1)
 
 class CompactParsed(NamedTuple):
     """A valid event as a parse worker sends it back: what :class:`Parsed` needs besides
-    the record's position, in types that are cheap to pickle."""
+    the record's position and producer, in types that are cheap to pickle."""
 
     event_id: str
     type: str
@@ -123,6 +165,8 @@ class CompactParsed(NamedTuple):
     subject: str          # the plate key
     data_json: bytes      # ``orjson.dumps(data)``
     fingerprint: str
+    authtype: str | None
+    authid: str | None
 
 
 class CompactRejected(NamedTuple):
@@ -133,18 +177,22 @@ class CompactRejected(NamedTuple):
     type_label: str
 
 
-def parse_compact(values: Sequence[bytes | None],
-                  now: dt.datetime) -> list[CompactParsed | CompactRejected]:
-    """Parse in a worker process; returns small named tuples that are cheap to pickle."""
+def parse_compact(values: Sequence[bytes | None], now: dt.datetime,
+                  binary: Sequence[Headers | None] | None = None,
+                  ) -> list[CompactParsed | CompactRejected]:
+    """Parse in a worker process; returns small named tuples that are cheap to pickle.
+    ``binary``: per value, the headers of a binary-mode message or None (all None when
+    not given)."""
     out: list[CompactParsed | CompactRejected] = []
-    for value in values:
-        ev = parse_value(value, 0, 0, now)
+    for i, value in enumerate(values):
+        ev = parse_value(value, 0, 0, now, None if binary is None else binary[i])
         if isinstance(ev, Rejected):
             out.append(CompactRejected(ev.reason, ev.detail, ev.type_label))
         else:
             out.append(CompactParsed(ev.event_id, ev.type, ev.source,
                                      (ev.time - _EPOCH) // _MICROSECOND, ev.plate_key,
-                                     orjson.dumps(ev.data), ev.fingerprint))
+                                     orjson.dumps(ev.data), ev.fingerprint,
+                                     ev.authtype, ev.authid))
     return out
 
 
@@ -161,7 +209,8 @@ def expand_compact(compact: Sequence[CompactParsed | CompactRejected],
             out.append(Parsed(c.event_id, c.type, c.source,
                               _EPOCH + dt.timedelta(microseconds=c.time_us), c.subject,
                               jurisdiction, plate, orjson.loads(c.data_json), c.fingerprint,
-                              r.partition, r.offset, c.data_json.decode()))
+                              r.partition, r.offset, c.data_json.decode(),
+                              message_parts(r.headers)[1], c.authtype, c.authid))
     return out
 
 
@@ -338,7 +387,8 @@ class StatusChange:
     was_flagged: bool
 
 
-def view_of(state: PlateState | None, today: dt.date, as_of: dt.datetime) -> dict | None:
+def view_of(state: PlateState | None, today: dt.date,
+            as_of: dt.datetime) -> dict[str, Any] | None:
     """The enforcement view, or None for a plate that does not exist (no plate.issued)."""
     if state is None or not state.issued:
         return None
@@ -362,7 +412,7 @@ def _change(plate_key: str, view: dict[str, Any], *, was_flagged: bool) -> Statu
                         was_flagged=was_flagged)
 
 
-def _view_inputs(state: PlateState | None) -> tuple | None:
+def _view_inputs(state: PlateState | None) -> tuple[Any, ...] | None:
     """Everything the enforcement view depends on (besides the date)."""
     if state is None or not state.issued:
         return None

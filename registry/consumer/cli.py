@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from platereg.commands import fail, run_async, settings_or_exit
+from platereg.listing import Field, JsonOption, emit
 
 if TYPE_CHECKING:
     from platereg.settings import Settings
@@ -80,6 +81,23 @@ def _register_relay(consume: typer.Typer) -> None:
         raise typer.Exit(code)
 
 
+#: The columns of ``platereg dlq list`` (and the fields of its ``--json``).
+DLQ_FIELDS = (
+    Field("id", identifier=True), Field("reason"), Field("detail"), Field("topic"),
+    Field("partition"), Field("offset"), Field("received_at", "received"),
+    Field("published_at", "published", text=lambda v: "yes" if v else "no"),
+    Field("replayed_at", "replayed"),
+    Field("purged_at", "purged", text=lambda v: "yes" if v else ""),
+)
+
+#: The columns of ``platereg quarantine list`` (the plate key is what ``release`` takes).
+QUARANTINE_FIELDS = (
+    Field("plate_key", "plate", identifier=True), Field("reason"), Field("event_id", "event"),
+    Field("held_events", "held events"), Field("quarantined_at", "since"),
+    Field("updated_at", "last held"),
+)
+
+
 def _register_dlq(app: typer.Typer) -> None:
     dlq = typer.Typer(help="Rejected events: list and replay.", no_args_is_help=True)
     app.add_typer(dlq, name="dlq")
@@ -89,25 +107,16 @@ def _register_dlq(app: typer.Typer) -> None:
         reason: Annotated[str | None, typer.Option(help="Only this reason")] = None,
         limit: Annotated[int, typer.Option(help="At most this many, newest first")] = 50,
         include_replayed: Annotated[bool, typer.Option(help="Show replayed ones too")] = False,
+        as_json: JsonOption = False,
     ) -> None:
         """List rejected messages (ids, reasons, positions; never their content)."""
-        from rich.console import Console
-        from rich.table import Table
-
         from registry.consumer.dlq import list_rejections
 
         settings = settings_or_exit("dlq list")
         rows = asyncio.run(list_rejections(settings, reason=reason, limit=limit,
                                            include_replayed=include_replayed))
-        table = Table("id", "reason", "detail", "partition", "offset", "received",
-                      "published", "replayed")
-        for r in rows:
-            table.add_row(str(r["id"]), r["reason"], r["detail"][:80], str(r["partition"]),
-                          str(r["kafka_offset"]), r["received_at"].isoformat(timespec="seconds"),
-                          "yes" if r["published_at"] else "no",
-                          r["replayed_at"].isoformat(timespec="seconds")
-                          if r["replayed_at"] else "")
-        Console().print(table)
+        emit(DLQ_FIELDS, [{**r, "offset": r["kafka_offset"]} for r in map(dict, rows)],
+             as_json=as_json, noun="rejected message")
 
     @dlq.command("replay")
     def dlq_replay(
@@ -136,26 +145,17 @@ def _register_quarantine(app: typer.Typer) -> None:
     @quarantine.command("list")
     def quarantine_list(
         limit: Annotated[int, typer.Option(help="At most this many, oldest first")] = 100,
+        as_json: JsonOption = False,
     ) -> None:
         """List quarantined plates (their new events are stored but not folded).
 
         A plate stays quarantined until its history is repaired and it is released.
         """
-        from rich.console import Console
-        from rich.table import Table
-
         from registry.consumer.quarantine import list_plates
 
         settings = settings_or_exit("quarantine list")
         rows = asyncio.run(list_plates(settings, limit=limit))
-        table = Table("plate", "reason", "event", "held events", "since", "last held")
-        for r in rows:
-            table.add_row(r["plate_key"], r["reason"], r["event_id"] or "",
-                          str(r["held_events"]),
-                          r["quarantined_at"].isoformat(timespec="seconds"),
-                          r["updated_at"].isoformat(timespec="seconds"))
-        Console(width=200).print(table)
-        typer.echo(f"{len(rows)} quarantined plate(s)")
+        emit(QUARANTINE_FIELDS, map(dict, rows), as_json=as_json, noun="quarantined plate")
 
     @quarantine.command("release")
     def quarantine_release(

@@ -42,11 +42,13 @@ from platereg.kafka import AUTHORIZATION_ERRORS, Record, make_consumer, refused
 from platereg.logging import get_logger
 from platereg.process import Health, Stopped, retry
 from platereg.security.policy_store import PolicyCache
+from platereg.security.producer_store import ProducerCache
 from platereg.settings import Settings
 from registry.consumer import store
 from registry.consumer.apply import ConcurrentWriter, Fenced, Outcome, apply_batch
 from registry.consumer.batch import expand_compact, parse_compact, parse_values
 from schemas import topics
+from schemas.signing import is_binary
 
 log = get_logger(__name__)
 
@@ -69,20 +71,6 @@ RETRY_AT_ONCE: tuple[type[BaseException], ...] = (
 )
 
 
-class _RawIndex:
-    """(partition, offset) -> (key, value) of a batch's records, built on first use
-    (only batches with rejections need it)."""
-
-    def __init__(self, records: list) -> None:
-        self.records = records
-        self._index: dict[tuple[int, int], tuple[bytes | None, bytes | None]] | None = None
-
-    def __getitem__(self, position: tuple[int, int]) -> tuple[bytes | None, bytes | None]:
-        if self._index is None:
-            self._index = {(r.partition, r.offset): (r.key, r.value) for r in self.records}
-        return self._index[position]
-
-
 class _Batch:
     """A fetched batch on its way to the database (kept across retries)."""
 
@@ -94,7 +82,6 @@ class _Batch:
         self._index()
 
     def _index(self) -> None:
-        self.raw = _RawIndex(self.records)
         self.next_offsets: dict[int, int] = {}
         for r in self.records:
             self.next_offsets[r.partition] = r.offset + 1
@@ -154,6 +141,7 @@ class RegistryConsumer:
         self.stop_event = asyncio.Event()
         self.batches = 0
         self.policies = PolicyCache()
+        self.producers = ProducerCache()
 
     # ------------------------------------------------------------------ life cycle
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -311,10 +299,13 @@ class RegistryConsumer:
         now = self.clock.now()
         if self.parse_executor is None:
             parsed: object = parse_values(
-                [Record(r.key, r.value, r.partition, r.offset) for r in records], now)
+                [Record(r.key, r.value, r.partition, r.offset, r.headers) for r in records],
+                now)
         else:
+            binary = [r.headers if is_binary(r.headers) else None for r in records]
             parsed = asyncio.get_running_loop().run_in_executor(
-                self.parse_executor, parse_compact, [r.value for r in records], now)
+                self.parse_executor, parse_compact, [r.value for r in records], now,
+                binary if any(h is not None for h in binary) else None)
         return records, generation, now, parsed
 
     async def _handle(self, records: list, generation: int, now: dt.datetime,
@@ -355,11 +346,13 @@ class RegistryConsumer:
             expected = {p: expected[p] for p in batch.next_offsets}
             try:
                 async with self.pool.acquire() as conn, conn.transaction():
-                    db = store.SqlStore(conn, self.policies, hook=self.batch_hook)
+                    db = store.SqlStore(conn, self.policies, hook=self.batch_hook,
+                                        producers=self.producers)
                     outcome = await apply_batch(
                         db, group=self.group, topic=self.topic,
                         expected=expected, next_offsets=batch.next_offsets,
-                        parsed=batch.parsed, raw=batch.raw, tz=self.tz, now=batch.now)
+                        parsed=batch.parsed, messages=batch.records, tz=self.tz,
+                        now=batch.now)
             except Fenced as fence:
                 self.generation += 1   # drop batches fetched before this seek ...
                 for p in batch.next_offsets:

@@ -15,7 +15,7 @@ import dataclasses
 import asyncpg
 import orjson
 
-from platereg.dead_letter import VALUE_OMITTED_HEADER, dlq_headers
+from platereg.dead_letter import VALUE_OMITTED_HEADER, dlq_headers, headers_of_json, kept_headers
 from platereg.logging import get_logger
 from platereg.outbox import (
     CursorOutbox,
@@ -41,8 +41,10 @@ def _status_record(r: asyncpg.Record) -> OutboxRecord:
 
 
 def _dlq_record(r: asyncpg.Record) -> OutboxRecord:
-    return OutboxRecord(r["id"], r["key"], r["value"], dlq_headers(
-        r["reason"], r["detail"], r["topic"], r["partition"], r["kafka_offset"]))
+    """The dead-letter copy: the original key, value and headers, then the DLQ headers."""
+    return OutboxRecord(r["id"], r["key"], r["value"], [
+        *kept_headers(headers_of_json(r["headers"])),
+        *dlq_headers(r["reason"], r["detail"], r["topic"], r["partition"], r["kafka_offset"])])
 
 
 def _dlq_without_value(record: OutboxRecord) -> OutboxRecord:
@@ -59,7 +61,7 @@ status_outbox = CursorOutbox(
 
 dlq_outbox = FlagOutbox(
     name="dlq", table="dlq_messages", id_column="id", id_type="bigint[]",
-    columns="topic, partition, kafka_offset, key, value, reason, detail",
+    columns="topic, partition, kafka_offset, key, value, reason, detail, headers",
     topic_name=topics.DLQ, to_record=_dlq_record, on_oversize=_dlq_without_value)
 
 

@@ -22,10 +22,11 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
-from platereg.dead_letter import DeadLetter
+from platereg.dead_letter import DeadLetter, headers_json
 from platereg.faults import crash_point
 from platereg.plate_rows import state_columns, state_from_row
 from platereg.security.policy_store import PolicyCache
+from platereg.security.producer_store import ProducerCache, Producers
 from registry.consumer.apply import Fenced, QuarantineRow
 from registry.consumer.batch import Parsed, StatusChange
 from schemas.fold import HistoryEvent, PlateState
@@ -140,17 +141,21 @@ class RegistrySql:
             return 0
         status = await self.conn.execute(
             """INSERT INTO plate_events (event_id, plate_key, type, source, event_time, data,
-                                         fingerprint, kafka_partition, kafka_offset)
-               SELECT i, k, t, s, tm, d::jsonb, f, p, o
+                                         fingerprint, kafka_partition, kafka_offset,
+                                         producer, authtype, authid)
+               SELECT i, k, t, s, tm, d::jsonb, f, p, o, pr, at, ai
                FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                           $6::text[], $7::text[], $8::int[], $9::bigint[])
-                    AS x(i, k, t, s, tm, d, f, p, o)
+                           $6::text[], $7::text[], $8::int[], $9::bigint[], $10::text[],
+                           $11::text[], $12::text[])
+                    AS x(i, k, t, s, tm, d, f, p, o, pr, at, ai)
                ON CONFLICT (source, event_id) DO NOTHING""",
             [e.event_id for e in events], [e.plate_key for e in events],
             [e.type for e in events], [e.source for e in events], [e.time for e in events],
             [orjson.dumps(e.data).decode() if (d := e.data_json) is None else d for e in events],
             [e.fingerprint for e in events],
             [e.partition for e in events], [e.offset for e in events],
+            [e.producer for e in events], [e.authtype for e in events],
+            [e.authid for e in events],
         )
         return int(status.rsplit(" ", 1)[1])
 
@@ -239,13 +244,16 @@ class RegistrySql:
         if not letters:
             return
         await self.conn.execute(
-            """INSERT INTO dlq_messages (topic, partition, kafka_offset, key, value, reason, detail)
-               SELECT * FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[],
-                                    $5::bytea[], $6::text[], $7::text[])
+            """INSERT INTO dlq_messages (topic, partition, kafka_offset, key, value, reason, detail,
+                                         headers)
+               SELECT tp, p, o, k, v, r, d, h::jsonb
+               FROM unnest($1::text[], $2::int[], $3::bigint[], $4::bytea[], $5::bytea[],
+                           $6::text[], $7::text[], $8::text[]) AS x(tp, p, o, k, v, r, d, h)
                ON CONFLICT (topic, partition, kafka_offset) DO NOTHING""",
             [d.topic for d in letters], [d.partition for d in letters],
             [d.offset for d in letters], [d.key for d in letters], [d.value for d in letters],
             [d.reason for d in letters], [d.detail for d in letters],
+            [headers_json(d.original_headers) for d in letters],
         )
 
     # ----------------------------------------------------------------------- expiry
@@ -263,7 +271,7 @@ class RegistrySql:
             today)
 
     async def mark_expired(self, keys: Sequence[str],
-                           dates: Sequence[dt.date]) -> None:
+                           dates: Sequence[dt.date | None]) -> None:
         await self.conn.execute(
             """INSERT INTO expiry_marks (plate_key, expires_on)
                SELECT * FROM unnest($1::text[], $2::date[]) ON CONFLICT DO NOTHING""",
@@ -301,18 +309,22 @@ class RegistrySql:
 
 class SqlStore(RegistrySql):
     """:class:`registry.consumer.apply.BatchStore` in PostgreSQL: the statements of
-    :class:`RegistrySql` on the batch's connection, the source policy as of this
-    transaction, and ``hook`` run on the same connection (so the notices commit, or
-    roll back, with the batch's events and offsets)."""
+    :class:`RegistrySql` on the batch's connection, the source policy and the
+    registered producers as of this transaction, and ``hook`` run on the same connection
+    (so the notices commit, or roll back, with the batch's events and offsets)."""
 
     def __init__(self, conn: asyncpg.Connection, policies: PolicyCache | None = None, *,
-                 hook: BatchHook) -> None:
+                 hook: BatchHook, producers: ProducerCache | None = None) -> None:
         super().__init__(conn)
         self.policies = policies or PolicyCache()
+        self.producer_cache = producers or ProducerCache()
         self.hook = hook
 
     async def source_policy(self) -> Policy:
         return await self.policies.current(self.conn)
+
+    async def producers(self) -> Producers:
+        return await self.producer_cache.current(self.conn)
 
     async def record_notices(self, old: Mapping[str, PlateState | None],
                              new_states: Mapping[str, PlateState],

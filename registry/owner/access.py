@@ -21,7 +21,7 @@ from platereg.clock import Clock
 from platereg.http import ProblemError
 from platereg.metrics import AUTH_FAILURES
 from platereg.settings import Settings
-from registry.api.audit import AuditUnavailable
+from registry.api.audit import AuditUnavailable, stamped
 from registry.owner import sessions
 from registry.owner.guard import LinkLimiter, client_key
 from registry.owner.tokens import OwnerClaims, OwnerTokens, TokenExpired, TokenInvalid
@@ -69,7 +69,7 @@ class OwnerAccess:
     def audit(self, rows: list[tuple[Any, ...]]) -> None:
         """Buffer audit rows, or refuse the answer (503) when the audit log lags."""
         try:
-            self.audit_of().record_many(rows)
+            self.audit_of().record_many(stamped(rows))
         except AuditUnavailable:
             raise ProblemError(503, "Service Unavailable", "the audit log cannot keep up",
                                headers={"Retry-After": "5"}) from None

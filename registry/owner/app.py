@@ -32,9 +32,10 @@ def install(app: FastAPI, settings: Settings, clock: Clock, pool_of: Callable[[]
         # link limit, the cookie's Secure flag); uvicorn itself believes no proxy
         # (platereg.http_server.uvicorn_options), so nobody else can set them.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
-    original = app.exception_handlers[AuthError]
+    original: Any = app.exception_handlers[AuthError]
 
-    async def auth_error(request: Request, exc: AuthError) -> Any:
+    async def auth_error(request: Request, exc: Exception) -> Any:
+        assert isinstance(exc, AuthError)
         scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
         if exc.status == 401 and scheme.lower() == "bearer" and token.startswith("ot_"):
             try:

@@ -16,6 +16,7 @@ access log), so an operator can see that an owner looked.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -117,7 +118,7 @@ async def access_log(pool: asyncpg.Pool, owner_id: str, limit: int) -> list[dict
             for r in rows]
 
 
-def self_read_rows(owner_id: str, now: dt.datetime, *, views: list[dict[str, Any]] = (),
+def self_read_rows(owner_id: str, now: dt.datetime, *, views: Sequence[dict[str, Any]] = (),
                    record: str | None = None) -> list[tuple[Any, ...]]:
     """Audit rows (AUDIT_COLUMNS + owner_id) of one read by the owner themselves."""
     rows: list[tuple[Any, ...]] = [

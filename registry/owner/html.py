@@ -118,7 +118,8 @@ async def form(request: Request) -> dict[str, list[str]]:
 
 
 def first(fields: dict[str, list[str]], name: str) -> str | None:
-    return (fields.get(name) or [None])[0]
+    values = fields.get(name)
+    return values[0] if values else None
 
 
 def form_lang(fields: dict[str, list[str]]) -> str | None:

@@ -87,7 +87,8 @@ _LINK_ERRORS: dict[int | str, dict[str, Any]] = {
               "address; see Retry-After"),
         (503, "Owner sign-in not configured (PLATEREG_OWNER_TOKEN_KEYS) or the audit log "
               "cannot keep up"))}
-_MINTED = {201: {"model": OwnerToken, "description": "Created", "content": {
+_MINTED: dict[int | str, dict[str, Any]] = {
+    201: {"model": OwnerToken, "description": "Created", "content": {
     "application/json": {"example": {"token": "ot_eyJvIjoib3duLTEyMyJ9.Z2.abc",
                                      "expires_at": "2026-11-24T15:19:05+00:00"}}}}}
 _PREFS_EXAMPLE = {"owner_id": "own-123", "channels": ["email", "plate_display"],

@@ -79,7 +79,7 @@ async def _usable(request: Request, access: OwnerAccess, link: str, lang: str | 
     if found is None or found.refused:
         access.links.refused(client)
         shown = html.page_language(request, lang, found.language if found else None)
-        return _refused_page(shown, department, found.refused if found else "unknown")
+        return _refused_page(shown, department, (found.refused if found else None) or "unknown")
     return found
 
 

@@ -108,7 +108,7 @@ async def running_api(settings: Settings, *, clock: Clock | None = None,
     """The registry app with its lifespan running, and a client over ASGI."""
     if overrides:
         settings = settings.model_copy(update=overrides)
-    app = create_registry_app(settings, purge_every=None, clock=clock)
+    app = create_registry_app(settings, clock=clock)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://registry") as client:

@@ -22,8 +22,14 @@ import orjson
 from platereg.kafka import make_producer
 from platereg.settings import Settings
 from schemas import topics
+from schemas.signing import Signer
 
 BASE_TIME = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
+#: The signed producer every test database has (source prefix "/", registered in the
+#: template database by conftest): what the test helpers, the ingest API, import and
+#: simulate sign as unless a test says otherwise.
+TEST_PRODUCER = "tests"
+TEST_PRODUCER_SECRET = "dGVzdHMtb25seS1zZWNyZXQtbm90LWZvci1wcm9kdWN"  # noqa: S105 - tests only
 REASONS = ["insurance_lapsed", "unpaid_fines", "emissions_failed", "court_order",
            "administrative"]
 
@@ -196,15 +202,26 @@ def unique_first(events: Iterable[dict]) -> list[dict]:
 
 # --------------------------------------------------------------------------- Kafka
 
-async def produce(settings: Settings, messages: Iterable[tuple[bytes | None, bytes | None]],
-                  topic: str | None = None, **producer_options: Any) -> dict[int, int]:
-    """Produce (key, value) pairs fast; returns partition -> log end after them."""
+async def produce(settings: Settings, messages: Iterable[tuple[Any, ...]],
+                  topic: str | None = None, *, signer: Signer | None | bool = True,
+                  **producer_options: Any) -> dict[int, int]:
+    """Produce (key, value) or (key, value, headers) messages fast; returns partition ->
+    log end after them. Each is signed (``schemas.signing``) as the settings' producer
+    (the tests' one, registered in every test database), or as ``signer``;
+    ``signer=False``: sent as given, unsigned."""
+    if signer is True:
+        signer = settings.signer()
     producer = make_producer(settings, **producer_options)
     await producer.start()
     ends: dict[int, int] = {}
     try:
-        futures = [await producer.send(topic or settings.topic(topics.EVENTS), key=k, value=v)
-                   for k, v in messages]
+        futures = []
+        for key, value, *rest in messages:
+            headers = list(rest[0]) if rest else []
+            if signer:
+                headers = signer.headers(value, headers)
+            futures.append(await producer.send(topic or settings.topic(topics.EVENTS),
+                                               key=key, value=value, headers=headers or None))
         for fut in futures:
             md = await fut
             ends[md.partition] = max(ends.get(md.partition, 0), md.offset + 1)

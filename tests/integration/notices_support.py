@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import email
 import email.policy
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -45,14 +46,16 @@ async def apply_events(pool: asyncpg.Pool, settings: Settings, events: list[dict
     """Apply events with the registry consumer's own batch transaction (no broker)."""
     async with pool.acquire() as conn:
         start = (await registry_store.RegistrySql(conn).ensure_offsets(GROUP, TOPIC, {0: 0}))[0]
-        records = [Record(None, orjson.dumps(e), 0, start + i) for i, e in enumerate(events)]
+        sign = settings.signer().headers   # as the tests' registered producer
+        records = [Record(None, value, 0, start + i, tuple(sign(value)))
+                   for i, value in enumerate(orjson.dumps(e) for e in events)]
         parsed = parse_values(records, now)
         async with conn.transaction():
             out = await apply_batch(
                 registry_store.SqlStore(conn, hook=BATCH_HOOK), group=GROUP, topic=TOPIC,
                 expected={0: start},
-                next_offsets={0: start + len(events)}, parsed=parsed,
-                raw={(0, r.offset): (None, r.value) for r in records}, tz=settings.tz, now=now)
+                next_offsets={0: start + len(events)}, parsed=parsed, messages=records,
+                tz=settings.tz, now=now)
     assert not out.rejected, [(r.reason, r.detail) for r in out.rejected]
     return out
 
@@ -104,6 +107,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
+    at: float = field(default_factory=time.monotonic)     # when it arrived
 
 
 @dataclass
@@ -174,11 +178,13 @@ class MailCatcher:
 
     def __init__(self) -> None:
         self.messages: list[email.message.EmailMessage] = []
+        self.arrivals: list[float] = []      # time.monotonic() of each message
         self.port = 0
 
     async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001, N802
         self.messages.append(email.message_from_bytes(envelope.content,
                                                       policy=email.policy.default))
+        self.arrivals.append(time.monotonic())
         return "250 OK"
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import signal
-import subprocess
 
 import asyncpg
 import httpx
@@ -20,11 +18,10 @@ from api_helpers import (
     running_api,
     served_registry,
 )
-from cli_support import PLATEREG
 from prometheus_client import REGISTRY
 
 from platereg.db import create_pool
-from registry.api.audit import PURGE_LOCK_ID, AuditWriter
+from registry.api.audit import AuditWriter
 from tests.integration.seam_support import wait_for
 
 
@@ -202,31 +199,3 @@ async def test_sigterm_of_the_served_api_flushes_the_audit(settings, pool, tmp_p
         assert "Application shutdown complete" in served.log()
     assert await pool.fetchval(
         "SELECT count(*) FROM audit_log WHERE plate = 'TERM1' AND purpose = 'testing'") == 7
-
-
-def _purge_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PLATEREG, "audit", "purge", *args],
-                          env=os.environ.copy(), capture_output=True, text=True, timeout=120)
-
-
-async def test_purge_deletes_only_rows_past_retention(settings, pool: asyncpg.Pool) -> None:
-    await pool.execute(
-        "INSERT INTO audit_log (at, key_id, kind, jurisdiction, plate, result)"
-        " SELECT now() - make_interval(days => d) + interval '1 hour', 'k', 'single', 'CA-ON',"
-        " 'P' || d, 'valid'"
-        " FROM generate_series(0, 39) AS d")
-    done = await asyncio.to_thread(_purge_cli, "--days", "30")
-    assert done.returncode == 0, done.stderr
-    assert "purged 9 audit row(s)" in done.stdout  # 31..39 days old (less 1 h)
-    assert await pool.fetchval("SELECT count(*) FROM audit_log") == 31
-    # Only one purge at a time: with the lock held elsewhere the CLI says so.
-    async with pool.acquire() as conn:
-        await conn.execute("SELECT pg_advisory_lock($1)", PURGE_LOCK_ID)
-        try:
-            busy = await asyncio.to_thread(_purge_cli, "--days", "1")
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock($1)", PURGE_LOCK_ID)
-    assert busy.returncode == 1 and "another purge" in busy.stderr
-    assert await pool.fetchval("SELECT count(*) FROM audit_log") == 31
-    done = await asyncio.to_thread(_purge_cli)  # default retention (365 days) keeps the rest
-    assert done.returncode == 0 and "purged 0" in done.stdout

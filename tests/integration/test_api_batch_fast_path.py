@@ -1,5 +1,5 @@
-"""The batch lookup's fast path for canonical plates answers, audits and refuses exactly
-as the validating path does for the same plates written any other way."""
+"""The batch lookup answers, audits and refuses plates written in their canonical form
+exactly as it does the same plates written any other way."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ OWNER_NAME = "Hidden Outage Person"
 
 @pytest.mark.parametrize("fmt", ["console", "json"])
 async def test_a_500_from_a_stopped_database_logs_no_plate_owner_or_local(
-        tmp_path: Path, fmt: str) -> None:
+        tmp_path: Path, fmt: str, servers) -> None:
     pg = EmbeddedPostgres(tmp_path / "pg", durable=False)  # its own: this test stops it
     dsn = pg.start()
     try:
@@ -33,7 +33,10 @@ async def test_a_500_from_a_stopped_database_logs_no_plate_owner_or_local(
             _, key = await create_key(pool, role="operator", name="outage test")
         finally:
             await pool.close()
+        # the suite's broker: `serve registry` needs one to start (COMMAND_NEEDS), whatever
+        # the environment the suite was started in
         env = {"PLATEREG_DATABASE_URL": dsn, "PLATEREG_LOG_FORMAT": fmt,
+               "PLATEREG_KAFKA_BOOTSTRAP_SERVERS": servers.bootstrap,
                "PLATEREG_LOG_LEVEL": "DEBUG"}
         with served_registry(str(tmp_path / "api.log"), env=env) as served:
             # A 500 closes its connection (uvicorn): one connection per request.

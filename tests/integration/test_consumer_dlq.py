@@ -20,6 +20,8 @@ from platereg.kafka import ensure_topics
 from platereg.settings import load_settings
 from schemas import topics as contract
 from tests.integration.consumer_support import (
+    TEST_PRODUCER,
+    TEST_PRODUCER_SECRET,
     consumer_running,
     event,
     produce,
@@ -77,7 +79,8 @@ async def dlq_run(servers, template_db):
     prefix = f"t{uuid.uuid4().hex[:10]}."
     settings = load_settings(database_url=servers.dsn_for(name),
                              kafka_bootstrap_servers=servers.bootstrap, topic_prefix=prefix,
-                             events_partitions=4, consumer_group=f"registry-{prefix}")
+                             events_partitions=4, consumer_group=f"registry-{prefix}",
+                             producer_name=TEST_PRODUCER, producer_secret=TEST_PRODUCER_SECRET)
     await ensure_topics(settings)
     pool = await create_pool(settings.dsn(), min_size=1, max_size=3)
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)   # when the run starts

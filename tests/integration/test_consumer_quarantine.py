@@ -16,6 +16,7 @@ import subprocess
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 
 from devtools.embedded import free_port
@@ -143,7 +144,14 @@ async def test_unfoldable_stored_rows_quarantine_only_their_plates(
     # the operator lists them
     listed = _cli("quarantine", "list")
     assert listed.returncode == 0, listed.stderr
-    assert all(key in listed.stdout for key in BAD) and "4 quarantined plate(s)" in listed.stdout
+    assert all(key in listed.stdout for key in BAD) and "4 quarantined plate(s)" in listed.stderr
+    as_json = orjson.loads(_cli("quarantine", "list", "--json").stdout)
+    assert sorted(r["plate_key"] for r in as_json) == sorted(rows)
+    for r in as_json:
+        assert (r["reason"], r["held_events"]) == (rows[r["plate_key"]]["reason"],
+                                                   rows[r["plate_key"]]["held_events"])
+        assert set(r) == {"plate_key", "reason", "event_id", "held_events", "quarantined_at",
+                          "updated_at"}
 
     # repaired, the plate is released and folded from its history; unrepaired, it stays
     await pool.execute("DELETE FROM plate_events WHERE event_id = 'bad-inf'")

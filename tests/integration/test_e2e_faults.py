@@ -1,28 +1,46 @@
-"""The whole system under faults: nothing lost, nothing doubled.
+"""The whole system under faults, on a three-broker Apache Kafka cluster: nothing lost,
+nothing doubled.
 
 Every process runs as its own OS process (registry consumer without relays, the
-relays, both APIs, the notices scheduler and dispatcher). ``platereg simulate``
-drives a simulated week of traffic, late, duplicate and invalid events
-included, through Kafka and, with another seed, through the ingest API. The
-scheduler's clock moves across the week (PLATEREG_CLOCK_OFFSET_SECONDS, one day
-per incarnation). Meanwhile a random process is SIGKILLed and restarted every
-few seconds, PostgreSQL is restarted once, and the broker is frozen once
-(SIGSTOP, then SIGCONT). Tansu keeps its log in memory only, so restarting it
-would lose every topic and offset: "nothing lost" would be meaningless. A
-frozen broker is what its clients see of a network partition or a stalled
-host: connections hang and requests time out, then it comes back with its
-log intact.
+relays, both APIs, the notices scheduler and dispatcher). The broker is a cluster of
+three combined KRaft nodes started for this module (replication factor 3,
+``min.insync.replicas=2``; producers acks=all and idempotent). ``platereg simulate``
+drives a simulated week of traffic, late, duplicate and invalid events included,
+through Kafka and, with another seed, through the ingest API. The scheduler's clock
+moves across the week (PLATEREG_CLOCK_OFFSET_SECONDS, one day per incarnation).
+Meanwhile:
+
+* a process is SIGKILLed and restarted every few seconds, in an order drawn from the
+  seed alone (rounds of every process kind, so the first two rounds kill each kind
+  twice) by a generator of its own: neither the traffic nor the reader shares it,
+  so no timing changes who dies;
+* the leader of the busiest partition of plates.events is SIGKILLed mid-stream and
+  started again on its log;
+* the leader of the busiest partition is frozen (SIGSTOP) until the controller has
+  fenced it and moved its leaderships, then resumed: unlike a crash, its clients'
+  requests hang instead of failing, and it wakes up a stale leader that has to find
+  out and follow;
+* all three brokers are restarted one after another (controlled shutdown), each
+  back with no under-replicated partition before the next goes;
+* PostgreSQL is restarted once.
+
+One broker fault at a time: two nodes of three are always up, so the controller
+quorum and ``min.insync.replicas`` hold and no producer has to give up. Partition
+leadership is watched through the admin API throughout (the failovers seen are in
+the figures).
 
 At the end the invariants are checked against an independent reference (the
 generator's items and the reference fold of tests/integration/consumer_support.py).
-``make soak`` runs the same for longer (E2E_* variables) and writes a table and
-a plot of throughput and lag (E2E_REPORT_DIR).
+The report names the seed and the kills in the order made. ``make soak`` runs the
+same for longer (E2E_* variables) and writes the report and a plot of throughput and
+lag (E2E_REPORT_DIR).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import os
 import random
 import signal
@@ -30,6 +48,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -37,18 +56,25 @@ import asyncpg
 import httpx
 import orjson
 import pytest
+from aiokafka import TopicPartition
 from aiosmtpd.controller import Controller
 
 from devtools import simulate as sim
+from devtools.apache_kafka import KafkaCluster
 from devtools.embedded import free_port
+from notifications.dispatcher import dispatcher_group
+from platereg.kafka import ensure_topics, make_admin, make_consumer
 from platereg.security.keys import create_key
+from platereg.settings import Settings, load_settings
 from schemas import topics as contract
 from tests.integration.consumer_support import reference_fold, stored_plates, wait_offsets
 from tests.integration.e2e_support import (
+    ClusterWatch,
     Figures,
     Proc,
     env_float,
     env_int,
+    kill_schedule,
     plot,
     sample_timeline,
 )
@@ -67,6 +93,44 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.e2e]
 
 SHARES = {"late_share": 0.03, "duplicate_share": 0.02, "invalid_share": 0.02}
 REMINDER_DAYS = (60, 30, 7)
+#: The channels the test's sinks receive (paper goes to the print queue).
+SINK_CHANNELS = ("email", "sms", "plate_display")
+#: How long after its dispatcher was SIGKILLed a request the dead process had written may
+#: still be read by a sink (the sinks run on this test's busy event loop).
+IN_FLIGHT_SLACK = 2.0
+NOTICE_HTTP_TIMEOUT = 3.0
+#: A delivery claimed by a dispatcher that dies is claimed again when its lease ends
+#: (twice the HTTP timeout plus 5 s after the claim), so a copy sent by the next
+#: incarnation arrives at least the lease minus the longest attempt (twice the timeout)
+#: after the first.
+MIN_RESEND_GAP = 5.0
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """Three combined KRaft nodes: three replicas of every topic, two in sync to accept a
+    write (so one node may be down or frozen at a time). Their JVMs compile with C1 only:
+    a node restarts on half the CPU, which the busy test is short of."""
+    nodes = KafkaCluster(tmp_path_factory.mktemp("cluster"), nodes=3, config={
+        "default.replication.factor": "3", "min.insync.replicas": "2"},
+        jvm_options=("-XX:TieredStopAtLevel=1",))
+    nodes.start()
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+@pytest.fixture
+async def on_cluster(settings: Settings, cluster: KafkaCluster,
+                     monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """This test's settings on the cluster (exported for the processes too), its topics
+    created with three replicas."""
+    monkeypatch.setenv("PLATEREG_KAFKA_BOOTSTRAP_SERVERS", cluster.bootstrap)
+    monkeypatch.setenv("PLATEREG_REPLICATION_FACTOR", "3")
+    moved = load_settings()
+    await ensure_topics(moved)
+    return moved
 
 
 def _streams(seed: int, start: dt.datetime) -> dict[str, sim.SimConfig]:
@@ -115,11 +179,15 @@ async def _committed(pool: asyncpg.Pool) -> int:
 class Run:
     """One end-to-end run: processes, sinks, traffic, faults, reads and figures."""
 
-    def __init__(self, settings, pool, embedded, tmp: Path, seed: int) -> None:  # noqa: ANN001
+    def __init__(self, settings, pool, embedded, cluster: KafkaCluster,  # noqa: ANN001
+                 tmp: Path, seed: int) -> None:
         self.settings, self.pool, self.embedded, self.tmp = settings, pool, embedded, tmp
-        self.seed, self.rng = seed, random.Random(seed)
-        self.figures = Figures()
+        self.cluster = cluster
+        self.seed, self.rng = seed, random.Random(seed)     # the reader's choices
+        self.figures = Figures(seed=seed)
         self.started = time.monotonic()
+        self.traffic_at = self.started                     # set when the traffic starts
+        self.watch = ClusterWatch(settings, settings.topic(contract.EVENTS), self.started)
         self.day = [0]
         self.reads: Counter[str] = Counter()        # key id -> audited answers (200/404)
         #: each read's own case_ref: those sent, and those answered 200/404 (audited)
@@ -132,10 +200,23 @@ class Run:
     def note(self, what: str) -> None:
         self.figures.faults.append((time.monotonic() - self.started, what))
 
-    async def restart(self, proc: Proc, *, kill: bool = True) -> None:
+    def since_traffic(self) -> float:
+        return time.monotonic() - self.traffic_at
+
+    async def until(self, seconds: float) -> None:
+        """Sleep until ``seconds`` after the traffic started."""
+        await asyncio.sleep(max(0.0, seconds - self.since_traffic()))
+
+    async def restart(self, proc: Proc, *, kill: bool = True, day: bool = False) -> None:
+        """SIGKILL ``proc`` (a kill of the schedule, or the scheduler's day move) and start
+        it again; ``kill=False`` starts one that exited."""
         if kill:
             proc.kill()
-            self.figures.kills[proc.name] = self.figures.kills.get(proc.name, 0) + 1
+            if day:
+                self.figures.day_moves += 1
+            else:
+                self.figures.kills[proc.name] = self.figures.kills.get(proc.name, 0) + 1
+                self.figures.schedule.append((time.monotonic() - self.started, proc.name))
             self.note(f"kill {proc.name}")
         if proc.name == "consumer":     # the next incarnation counts from here
             self.consumer_resumed_at = await self._committed_retrying()
@@ -193,12 +274,13 @@ def _reference(streams: dict[str, sim.SimConfig]) -> dict[str, list[sim.Item]]:
     return {name: list(sim.generate(config)) for name, config in streams.items()}
 
 
-@pytest.mark.timeout(600 + 4 * env_float("E2E_TRAFFIC_SECONDS", 30))
+@pytest.mark.timeout(600 + 4 * env_float("E2E_TRAFFIC_SECONDS", 60))
 async def test_whole_system_under_faults_loses_and_doubles_nothing(
-        embedded, topics, pool: asyncpg.Pool, tmp_path: Path, monkeypatch) -> None:
+        embedded, on_cluster: Settings, cluster: KafkaCluster, pool: asyncpg.Pool,
+        tmp_path: Path) -> None:
     seed = env_int("E2E_SEED", 20261125)
-    run = Run(topics, pool, embedded, tmp_path, seed)
-    tz = ZoneInfo(topics.timezone)
+    run = Run(on_cluster, pool, embedded, cluster, tmp_path, seed)
+    tz = ZoneInfo(on_cluster.timezone)
     start = (dt.datetime.now(dt.UTC) - dt.timedelta(days=8)).replace(
         hour=0, minute=0, second=0, microsecond=0)
     streams = _streams(seed, start)
@@ -214,11 +296,12 @@ async def test_whole_system_under_faults_loses_and_doubles_nothing(
             await _run(run, streams, items, (catcher, smtp.port), sms, display, tz)
     finally:
         smtp.stop()
-        print(f"\nseed {seed}\n{run.figures.table()}")
+        run.figures.leader_changes = list(run.watch.changes)
+        print(f"\n{run.figures.report()}")
         report = os.environ.get("E2E_REPORT_DIR")
         if report:
             Path(report).mkdir(parents=True, exist_ok=True)
-            (Path(report) / "figures.txt").write_text(run.figures.table() + "\n")
+            (Path(report) / "figures.txt").write_text(run.figures.report() + "\n")
             plot(run.figures, Path(report) / "throughput_lag.png")
             print(f"figures and plot in {report}")
 
@@ -232,7 +315,8 @@ async def _run(run: Run, streams, items, mail, sms, display, tz) -> None:  # noq
            "PLATEREG_SMS_GATEWAY_URL": sms.url + "/sms",
            "PLATEREG_PLATE_DISPLAY_URL": display.url + "/display",
            "PLATEREG_NOTICE_RETRY_INITIAL_SECONDS": "0.2",
-           "PLATEREG_NOTICE_RETRY_MAX_SECONDS": "2", "PLATEREG_NOTICE_HTTP_TIMEOUT_SECONDS": "3",
+           "PLATEREG_NOTICE_RETRY_MAX_SECONDS": "2",
+           "PLATEREG_NOTICE_HTTP_TIMEOUT_SECONDS": str(NOTICE_HTTP_TIMEOUT),
            "PLATEREG_RENEWAL_REMINDER_DAYS": ",".join(map(str, REMINDER_DAYS)),
            "PLATEREG_KAFKA_TIMEOUT_SECONDS": "30"}
     procs = _processes(run.tmp, env, ingest_port, registry_port, run.day)
@@ -247,7 +331,8 @@ async def _run(run: Run, streams, items, mail, sms, display, tz) -> None:  # noq
     background: list[asyncio.Task] = []
     try:
         await _wait_up(procs, ingest_port, registry_port)
-        seconds = env_float("E2E_TRAFFIC_SECONDS", 30)
+        seconds = env_float("E2E_TRAFFIC_SECONDS", 60)
+        run.traffic_at = time.monotonic()
         for name, config in streams.items():
             rate = max(len(items[name]) / seconds, 1.0)
             api = f"http://127.0.0.1:{ingest_port}" if name == "api" else None
@@ -259,11 +344,13 @@ async def _run(run: Run, streams, items, mail, sms, display, tz) -> None:  # noq
                          if i.kind == sim.VALID})
         background = [asyncio.create_task(run.reader(registry_port, plates, stop)),
                       asyncio.create_task(sample_timeline(pool, run.figures, run.started, stop,
-                                                          lambda: _lag(procs["consumer"])))]
+                                                          lambda: _lag(procs["consumer"]))),
+                      asyncio.create_task(run.watch.run(stop))]
         await _faults(run, procs, traffic, seconds)
         for t in traffic:
             assert await asyncio.to_thread(t.wait, 300) == 0, t.args
         await _settle(run, procs)
+        await _replay_notices(run, procs["dispatcher"])
         stop.set()
         await asyncio.gather(*background)
         await _check(run, procs, items, catcher, sms, display, tz, registry_port)
@@ -299,35 +386,46 @@ async def _lag(consumer: Proc) -> int:
 
 async def _faults(run: Run, procs: dict[str, Proc], traffic: list[subprocess.Popen],
                   seconds: float) -> None:
-    """SIGKILL a random process every few seconds; restart PostgreSQL once and freeze the
-    broker once; move the scheduler's clock one day per incarnation. Until the traffic has
-    been sent and every planned fault happened."""
+    """The process faults here, the broker faults in a task beside them."""
+    brokers = asyncio.create_task(_broker_faults(run, seconds))
+    try:
+        await _process_faults(run, procs, traffic, seconds, brokers)
+    finally:
+        if not brokers.done():
+            brokers.cancel()
+            await asyncio.gather(brokers, return_exceptions=True)
+
+
+async def _process_faults(run: Run, procs: dict[str, Proc], traffic: list[subprocess.Popen],
+                          seconds: float, brokers: asyncio.Task) -> None:
+    """SIGKILL a process every few seconds, in the seed's order; restart PostgreSQL once;
+    move the scheduler's clock one day per incarnation. Until the traffic has been sent,
+    every broker fault made and every process kind killed twice."""
     kill_every = env_float("E2E_KILL_EVERY", 3.0)
-    pg_at, freeze_at = seconds * 0.35, seconds * 0.65
+    schedule = kill_schedule(run.seed, procs)
+    required = 2 * len(procs)                   # two rounds of the schedule
     day_every = seconds / 8
-    names = sorted(procs)
-    t0 = time.monotonic()
     next_kill, next_day = kill_every, day_every
-    pg_done = freeze_done = False
+    pg_done = False
     while True:
-        now = time.monotonic() - t0
-        traffic_done = all(t.poll() is not None for t in traffic)
-        if traffic_done and pg_done and freeze_done and run.day[0] >= 7:
+        if brokers.done():
+            brokers.result()                    # a broker fault that failed fails the run
+        now = run.since_traffic()
+        if (brokers.done() and pg_done and run.day[0] >= 7
+                and len(run.figures.schedule) >= required
+                and all(t.poll() is not None for t in traffic)):
             return
         await run.revive(procs)
         if now >= next_kill:
-            await run.restart(procs[run.rng.choice(names)])
+            await run.restart(procs[next(schedule)])
             next_kill = now + kill_every
         if now >= next_day and run.day[0] < 7:
             run.day[0] += 1                       # the scheduler's next incarnation: next day
-            await run.restart(procs["scheduler"])
+            await run.restart(procs["scheduler"], day=True)
             next_day = now + day_every
-        if now >= pg_at and not pg_done:
+        if now >= seconds * 0.45 and not pg_done:
             pg_done = True
             await _restart_postgres(run)
-        if now >= freeze_at and not freeze_done:
-            freeze_done = True
-            await _freeze_broker(run, env_float("E2E_FREEZE_SECONDS", 6.0))
         await asyncio.sleep(0.2)
 
 
@@ -338,19 +436,75 @@ async def _restart_postgres(run: Run) -> None:
     await asyncio.to_thread(pg.stop)
     await asyncio.to_thread(pg.start)
     await run.pool.expire_connections()
+    run.figures.postgres_restarts += 1
     run.note("PostgreSQL up")
 
 
-async def _freeze_broker(run: Run, seconds: float) -> None:
-    """SIGSTOP the broker for ``seconds`` (the fault itself lasts that long), then SIGCONT."""
-    pid = run.embedded.kafka.nodes[0].proc.pid
-    run.note("broker frozen")
+async def _broker_faults(run: Run, seconds: float) -> None:
+    """One broker at a time, the cluster in sync again before the next fault."""
+    await run.until(seconds * 0.1)
+    await _kill_busy_leader(run)
+    await run.until(seconds * 0.3)
+    await _freeze_busy_leader(run, env_float("E2E_FREEZE_SECONDS", 6.0))
+    await run.until(seconds * 0.45)
+    await _rolling_restart(run)
+
+
+async def _busy_leader(run: Run, *, wait: bool = True) -> tuple[int, int]:
+    """The busiest partition of plates.events (records in the last second) and its leader;
+    with ``wait``, once records flow (the traffic's processes may start slowly)."""
+    async def busiest() -> tuple[int, int] | None:
+        partition, grew = await run.watch.busiest()
+        return (partition, grew) if grew > 0 or not wait else None
+
+    partition, _ = await wait_for(busiest, "records on the events topic", timeout=60)
+    return partition, (await run.watch.observe())[partition]
+
+
+async def _kill_busy_leader(run: Run) -> None:
+    """SIGKILL the leader of the busiest partition; once another broker leads it, start
+    the dead one again on its log and wait until it is back in sync."""
+    partition, leader = await _busy_leader(run)
+    run.note(f"SIGKILL broker {leader}, leader of p{partition}")
+    await asyncio.to_thread(run.cluster.kill_node, leader)
+    run.figures.broker_kills += 1
+    now_led_by = await run.watch.wait_leader_moved(partition, leader)
+    run.note(f"p{partition} failed over to broker {now_led_by}")
+    await asyncio.to_thread(run.cluster.start_node, leader)
+    await run.watch.wait_in_sync()
+    run.note(f"broker {leader} back on its log, in sync")
+
+
+async def _freeze_busy_leader(run: Run, seconds: float) -> None:
+    """SIGSTOP the busiest partition's leader for at least ``seconds`` and until another
+    broker leads that partition (the controller fences a broker silent for its session,
+    6 s, longer when the frozen node was the active controller), then SIGCONT; wait until
+    it follows and is in sync again."""
+    partition, leader = await _busy_leader(run, wait=False)
+    pid = run.cluster.nodes[leader - 1].proc.pid
+    run.note(f"broker {leader} frozen, leader of p{partition}")
     os.kill(pid, signal.SIGSTOP)
     try:
         await asyncio.sleep(seconds)
+        now_led_by = await run.watch.wait_leader_moved(partition, leader, timeout=60)
     finally:
         os.kill(pid, signal.SIGCONT)
-        run.note("broker resumed")
+    run.figures.broker_freezes += 1
+    run.note(f"broker {leader} resumed, p{partition} led by broker {now_led_by}")
+    await run.watch.wait_in_sync()
+    run.note(f"broker {leader} in sync")
+
+
+async def _rolling_restart(run: Run) -> None:
+    """Every broker in turn: controlled shutdown (SIGTERM), started again, and no
+    under-replicated partition before the next one goes."""
+    for node in run.cluster.nodes:
+        run.note(f"broker {node.node_id} controlled shutdown")
+        await asyncio.to_thread(run.cluster.stop_node, node.node_id)
+        await asyncio.to_thread(run.cluster.start_node, node.node_id)
+        run.figures.broker_restarts += 1
+        await run.watch.wait_in_sync()
+        run.note(f"broker {node.node_id} back, in sync")
 
 
 async def _settle(run: Run, procs: dict[str, Proc]) -> list:
@@ -377,15 +531,9 @@ async def _settle(run: Run, procs: dict[str, Proc]) -> list:
 
     await wait_for(scheduled, "a scheduler run after the consumer caught up", timeout=120)
 
-    async def delivered() -> bool:
-        return await pool.fetchval(
-            "SELECT (SELECT count(*) FROM notices WHERE published_at IS NULL)"
-            " + (SELECT count(*) FROM notices n WHERE NOT EXISTS (SELECT 1 FROM "
-            "    notice_dispatch d WHERE d.notice_id = n.notice_id))"
-            " + (SELECT count(*) FROM notice_dispatch WHERE state = 'pending')") == 0
-
     try:
-        await wait_for(delivered, "every notice published and dispatched", timeout=180)
+        await wait_for(lambda: _delivered(pool), "every notice published and dispatched",
+                       timeout=180)
     except AssertionError:
         lost = await pool.fetch(
             "SELECT seq, kind, published_at FROM notices n WHERE published_at IS NOT NULL AND "
@@ -396,6 +544,48 @@ async def _settle(run: Run, procs: dict[str, Proc]) -> list:
         raise
     run.records = records
     return records
+
+
+async def _delivered(pool: asyncpg.Pool) -> bool:
+    return await pool.fetchval(
+        "SELECT (SELECT count(*) FROM notices WHERE published_at IS NULL)"
+        " + (SELECT count(*) FROM notices n WHERE NOT EXISTS (SELECT 1 FROM "
+        "    notice_dispatch d WHERE d.notice_id = n.notice_id))"
+        " + (SELECT count(*) FROM notice_dispatch WHERE state = 'pending')") == 0
+
+
+async def _replay_notices(run: Run, dispatcher: Proc) -> None:
+    """The dispatcher reads every notice again: its group's offsets moved back to the
+    start while it is stopped (as when committed offsets expire, or an operator resets
+    them). Nothing may be sent again (the deliveries check)."""
+    settings = run.settings
+    group = dispatcher_group(settings)
+    tps = [TopicPartition(settings.topic(contract.NOTICES), p)
+           for p in range(settings.notices_partitions)]
+    assert dispatcher.stop() in (0, -signal.SIGTERM), dispatcher.tail()
+    rewind = make_consumer(settings, group_id=group)
+    await rewind.start()
+    try:
+        rewind.assign(tps)
+        ends = await rewind.end_offsets(tps)
+        await rewind.commit({tp: 0 for tp in tps})
+    finally:
+        await rewind.stop()
+    run.note("dispatcher reads every notice again")
+    dispatcher.start()
+    admin = make_admin(settings)
+    await admin.start()
+
+    async def read_again() -> bool:
+        committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+        return all(committed[tp].offset == ends[tp] for tp in tps)
+
+    try:
+        await wait_for(read_again, "the dispatcher to read the notices again", timeout=60)
+    finally:
+        await admin.close()
+    run.figures.notices_read_again = sum(ends.values())
+    await wait_for(lambda: _delivered(run.pool), "deliveries after the replay", timeout=60)
 
 
 async def _check(run: Run, procs, items, catcher, sms, display, tz,  # noqa: ANN001
@@ -416,6 +606,9 @@ async def _check(run: Run, procs, items, catcher, sms, display, tz,  # noqa: ANN
     await _check_audit(run, procs, registry_port, sorted(views))
     await _check_consumer_metrics(run, procs["consumer"])
     assert not run.exits, f"processes exited by themselves: {run.exits}"
+    spared = {name: run.figures.kills.get(name, 0) for name in procs
+              if run.figures.kills.get(name, 0) < 2}
+    assert not spared, f"process kinds killed fewer than twice: {spared}"
 
 
 async def _applied_versions(pool: asyncpg.Pool, items) -> list[dict]:  # noqa: ANN001
@@ -531,22 +724,61 @@ async def _check_notices(run: Run, expected: dict, catcher, sms, display,  # noq
             due.add((key, expires, w))
     missing = due - set(windows)
     assert not missing, f"{len(missing)} due notices missing, e.g. {sorted(missing)[:3]}"
-    # every sent delivery reached its sink, with one key per notice and channel
-    sent = {(str(r["notice_id"]), r["channel"]) for r in await pool.fetch(
-        "SELECT notice_id, channel FROM notice_dispatch WHERE state = 'sent'")}
-    seen: dict[tuple[str, str], set[str]] = {}
-    for m in catcher.messages:
-        mid = m["Message-ID"].strip("<>").split("@")[0]
-        notice_id, channel = mid.rsplit(".", 1)
-        seen.setdefault((notice_id, channel), set()).add(mid)
+    await _check_deliveries(run, catcher, sms, display)
+
+
+def _receipts(run: Run, catcher, sms, display) -> dict[tuple[str, str], list[float]]:  # noqa: ANN001
+    """(notice id, channel) -> when each request for it reached a sink (seconds into the
+    run), from the SMTP catcher's Message-IDs and the HTTP sinks' Idempotency-Keys."""
+    out: dict[tuple[str, str], list[float]] = {}
+    for message, at in zip(catcher.messages, catcher.arrivals, strict=True):
+        notice_id, channel = message["Message-ID"].strip("<>").split("@")[0].rsplit(".", 1)
+        out.setdefault((notice_id, channel), []).append(at - run.started)
     for sink in (sms, display):
         for req in sink.requests:
-            key = req.headers["idempotency-key"]
-            notice_id, channel = key.rsplit(":", 1)
-            seen.setdefault((notice_id, channel), set()).add(key)
-    assert set(seen) == {s for s in sent if s[1] in ("email", "sms", "plate_display")}
-    assert all(len(keys) == 1 for keys in seen.values())
-    run.figures.deliveries = len(catcher.messages) + len(sms.requests) + len(display.requests)
+            notice_id, channel = req.headers["idempotency-key"].rsplit(":", 1)
+            out.setdefault((notice_id, channel), []).append(req.at - run.started)
+    return {pair: sorted(times) for pair, times in out.items()}
+
+
+async def _check_deliveries(run: Run, catcher, sms, display) -> None:  # noqa: ANN001
+    """Exactly one sent delivery per notice and channel.
+
+    In the database, one ``sent`` attempt for each delivery in state ``sent`` and none for
+    any other. At the sinks, every such delivery received and nothing else; a request
+    received again only after its dispatcher was SIGKILLed in between (the dead
+    incarnation sent it and died before recording it; its lease brought it back, so not
+    before MIN_RESEND_GAP) or after an attempt recorded as not sent (a timeout, say): what
+    the Idempotency-Key is for. A dispatcher that sends twice, or a delivery sent again
+    after it was recorded, fails here."""
+    rows = await run.pool.fetch(
+        "SELECT d.notice_id::text AS notice_id, d.channel, d.state,"
+        " count(a.id) FILTER (WHERE a.outcome = 'sent') AS sent,"
+        " count(a.id) FILTER (WHERE a.outcome <> 'sent') AS unsent"
+        " FROM notice_dispatch d LEFT JOIN notice_deliveries a USING (notice_id, channel)"
+        " GROUP BY 1, 2, 3")
+    problems = [f"{r['channel']} delivery of {r['notice_id']} ({r['state']}) has "
+                f"{r['sent']} sent attempts" for r in rows
+                if r["sent"] != int(r["state"] == "sent")]
+    sent = {(r["notice_id"], r["channel"]) for r in rows
+            if r["state"] == "sent" and r["channel"] in SINK_CHANNELS}
+    receipts = _receipts(run, catcher, sms, display)
+    problems += [f"{c} delivery of {n} sent but never received" for n, c in sent - set(receipts)]
+    problems += [f"{c} delivery of {n} received but not sent" for n, c in set(receipts) - sent]
+    retried = {(r["notice_id"], r["channel"]) for r in rows if r["unsent"]}
+    kills = [at for at, what in run.figures.faults if what == "kill dispatcher"]
+    for (notice_id, channel), times in receipts.items():
+        for a, b in itertools.pairwise(times):
+            if b - a >= MIN_RESEND_GAP and any(a - IN_FLIGHT_SLACK <= k <= b for k in kills):
+                run.figures.repeats_after_kill += 1
+            elif (notice_id, channel) in retried:
+                run.figures.repeats_after_retry += 1
+            else:
+                problems.append(f"{channel} delivery of {notice_id} received again {b - a:.2f}s "
+                                "later, with no dispatcher kill or failed attempt between")
+    run.figures.deliveries = sum(map(len, receipts.values()))
+    run.figures.violations += problems
+    assert not problems, f"{len(problems)} delivery problems, e.g. {problems[:5]}"
 
 
 async def _check_audit(run: Run, procs: dict[str, Proc], port: int, plates: list[str]) -> None:

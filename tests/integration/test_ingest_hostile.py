@@ -23,7 +23,7 @@ CE = "application/cloudevents+json"
 
 async def test_hostile_events_get_422_with_the_rule_and_nothing_is_published(
         topics, pool) -> None:
-    key = (await create_key(pool, role="ingest", name="hostile", sources=["/"]))[1]
+    key = (await create_key(pool, role="ingest", name="hostile", sources=["/registry/"]))[1]
     headers = {"Authorization": f"Bearer {key}", "Content-Type": CE}
     hostile = [c for c in cases() if c.reason == "schema_invalid"]
     async with ingest_server(topics) as url, httpx.AsyncClient(base_url=url, timeout=60) as c:

@@ -117,10 +117,59 @@ async def test_email_notices_in_both_languages_over_real_smtp(
         assert r.key.decode() == notice.plate_key and b"example.org" not in r.value
 
 
+async def _stolen_plate_with_webhook(pool: asyncpg.Pool, settings: Settings, n: int,
+                                     url: str) -> None:
+    o = owner(n, email=False)
+    await pool.execute("INSERT INTO owner_preferences (owner_id, channels, webhook_url) "
+                       "VALUES ($1, '{webhook}', $2)", o["owner_id"], url)
+    await apply_events(pool, settings, [
+        issued(f"CA-ON/HOOK{n}", NOW.date() + dt.timedelta(days=300),
+               NOW - dt.timedelta(hours=1), o),
+        event("plate.stolen_reported", f"CA-ON/HOOK{n}", NOW - dt.timedelta(minutes=1),
+              {"agency": "OPP", "report_id": "r1"}, source="/police/opp/")], NOW)
+
+
+async def test_webhooks_to_the_registrys_own_network_are_refused(
+        topics: Settings, pool: asyncpg.Pool) -> None:
+    """A loopback webhook, by address or by a name resolving to it, fails at once (no
+    retry, no request), and the notice falls back; a redirect is never followed."""
+    async with http_sink() as sink, http_sink(
+            lambda r: (302, {"Location": f"http://127.0.0.1:{sink.port}/inside"})) as outside:
+        settings = with_(topics, notice_webhook_secrets=[SecretStr("s")])
+        await _stolen_plate_with_webhook(pool, settings, 41, f"{sink.url}/hook")
+        await _stolen_plate_with_webhook(pool, settings, 42, f"http://localhost:{sink.port}/h")
+        await _stolen_plate_with_webhook(pool, settings, 43, f"http://[::1]:{sink.port}/h")
+        async with notices_running(settings):
+            await wait_until(lambda: _count(pool, "webhook", 3), what="three webhook outcomes")
+            await wait_until(lambda: pool.fetchval(      # queued for the print file
+                "SELECT count(*) = 3 FROM notice_dispatch WHERE channel = 'paper'"),
+                what="the fallbacks")
+        rows = await outcome_of(pool, "stolen_reported", "webhook")
+        assert sorted((r["attempt"], r["outcome"], r["error"]) for r in rows) == [
+            (1, "failed", "webhook address refused: loopback")] * 3
+        assert sink.requests == []
+        # Allowed to call 127.0.0.1, the dispatcher still does not follow a redirect.
+        allowed = with_(topics, notice_webhook_secrets=[SecretStr("s")],
+                        webhook_allow_private=True)
+        await _stolen_plate_with_webhook(pool, allowed, 44, f"{outside.url}/hook")
+        async with notices_running(allowed):
+            await wait_until(lambda: _count(pool, "webhook", 4), what="the redirected one")
+        [redirected] = [r for r in await outcome_of(pool, "stolen_reported", "webhook")
+                        if r["status_code"] == 302]
+        assert (redirected["outcome"], redirected["error"]) == ("failed", "HTTP 302")
+        assert len(outside.requests) == 1 and sink.requests == []
+
+
+async def _count(pool: asyncpg.Pool, channel: str, n: int) -> bool:
+    return await pool.fetchval("SELECT count(*) FROM notice_deliveries WHERE channel = $1",
+                               channel) >= n
+
+
 async def test_webhook_is_signed_with_both_secrets(topics: Settings, pool: asyncpg.Pool) -> None:
-    async with http_sink() as sink:
+    async with http_sink() as sink:   # on 127.0.0.1: allowed by the setting only
         settings = with_(topics, notice_webhook_secrets=[SecretStr("old-secret"),
-                                                         SecretStr("new-secret")])
+                                                         SecretStr("new-secret")],
+                         webhook_allow_private=True)
         o = owner(3, email=False)
         await pool.execute("INSERT INTO owner_preferences (owner_id, channels, webhook_url) "
                            "VALUES ($1, '{webhook}', $2)", o["owner_id"], sink.url + "/hook")

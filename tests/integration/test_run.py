@@ -4,16 +4,12 @@ foreground process group, ports may be taken, the user's own servers get no demo
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
-import pty
 import re
 import signal
 import socket
 import subprocess
 import sys
-import termios
-import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -24,6 +20,7 @@ import psutil
 import pytest
 
 from devtools.embedded import EmbeddedPostgres, free_port
+from devtools.screen import TerminalSession
 from platereg.security.keys import create_key
 from tests.integration.cli_support import gone
 
@@ -116,6 +113,7 @@ def test_ctrl_c_to_the_process_group_stops_services_then_servers(tmp_path: Path)
     proc, log_path = _start(tmp_path, "--no-demo", env=env)
     output = _wait_for(proc, log_path.read_text, BANNER)
     pids = _descendants(proc.pid)
+    _assert_each_service_logs_in_as_its_own_role(pids)
     asyncio.run(_lookup_is_audited(_admin_dsn(output),
                                    f"http://127.0.0.1:{env['PLATEREG_REGISTRY_PORT']}"))
     os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
@@ -130,51 +128,79 @@ def test_ctrl_c_to_the_process_group_stops_services_then_servers(tmp_path: Path)
     assert "terminating connection due to administrator command" not in pg_log
 
 
-def _set_controlling_terminal() -> None:
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+def _assert_each_service_logs_in_as_its_own_role(pids: dict[int, str]) -> None:
+    """Every child's environment has at most one database URL, its own role's login, never
+    the superuser's; together they are one login per service role."""
+    from devtools.runner import SERVICES, embedded_login
+
+    users = set()
+    for pid in pids:
+        try:
+            environ = psutil.Process(pid).environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        urls = {k: v for k, v in environ.items()
+                if k.startswith("PLATEREG_") and k.endswith("DATABASE_URL")}
+        assert set(urls) <= {"PLATEREG_DATABASE_URL"}, (pids[pid], sorted(urls))
+        if urls:
+            user = urlsplit(urls["PLATEREG_DATABASE_URL"]).username
+            assert user != "postgres", pids[pid]
+            users.add(user)
+    assert users == {embedded_login(s.role) for s in SERVICES if s.role}
 
 
-def test_make_run_in_a_terminal_exits_0_on_ctrl_c_and_ignores_a_second_one(
+
+#: How long the terminal test watches `make run`'s screen: a newcomer's first minutes.
+SCREEN_SECONDS = float(os.environ.get("PLATEREG_TEST_SCREEN_SECONDS", "180"))
+
+
+def _banner_rows(screen: list[str]) -> range:
+    """The rows of the banner: from its first line to "Press Ctrl-C"."""
+    first = next(i for i, line in enumerate(screen) if "Plate Registry is running" in line)
+    last = next(i for i, line in enumerate(screen) if BANNER in line)
+    return range(first, last + 1)
+
+
+@pytest.mark.slow
+def test_make_run_in_an_80x24_terminal_keeps_the_banner_and_stops_on_ctrl_c(
         tmp_path: Path) -> None:
-    """`make run` in a pseudo-terminal; Ctrl-C typed twice (the second during clean-up)."""
-    master, slave = pty.openpty()
+    """A fresh data directory's `make run` in an 80x24 pseudo-terminal, read as the screen a
+    newcomer sees (pyte, a terminal emulator, fed what the terminal receives): the banner
+    (the API addresses, both demo keys, the owner link) stays where it was, under it the
+    status block redrawn in place, sampled every 15 s for its first three minutes; Ctrl-C
+    typed twice (the second during the clean-up) ends it with exit 0, nothing left."""
+    env = _run_env(tmp_path)
     # -o: the virtual environment is installed already; never reinstall it under a test.
-    proc = subprocess.Popen(
-        ["make", "--no-print-directory", "-o", ".venv/.installed", "run"], cwd=ROOT,
-        env=_run_env(tmp_path), stdin=slave, stdout=slave, stderr=slave,
-        start_new_session=True, preexec_fn=_set_controlling_terminal,
-    )
-    os.close(slave)
-    received = bytearray()
-
-    def drain() -> None:
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            received.extend(chunk)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
+    session = TerminalSession(["make", "--no-print-directory", "-o", ".venv/.installed-run",
+                               "run"], cwd=ROOT, env=env, columns=80, lines=24)
     try:
-        def read() -> str:
-            return received.decode(errors="replace")
-
-        _wait_for(proc, read, BANNER, timeout=180)
-        pids = _descendants(proc.pid)
-        os.write(master, b"\x03")
-        _wait_for(proc, read, "stopping...", timeout=30)
-        os.write(master, b"\x03")
-        assert proc.wait(60) == 0, read()[-5000:]
-        reader.join(10)
+        session.wait_for(BANNER, timeout=240)
+        # the screen once the status block is drawn under the banner (the first drawing
+        # may scroll the screen up by the block's height; from then on nothing moves)
+        first = session.wait_for("── status ", timeout=30)
+        rows = _banner_rows(first)
+        banner = "\n".join(first[i] for i in rows)
+        for port in (env["PLATEREG_REGISTRY_PORT"], env["PLATEREG_INGEST_PORT"]):
+            assert f"http://127.0.0.1:{port}/docs" in banner, banner
+        assert len(re.findall(r"^  prk_[\w-]+$", banner, re.MULTILINE)) == 2, banner
+        assert re.search(r"^ http://\S+/owner/\?token=\S+$", banner, re.MULTILINE), banner
+        pids = _descendants(session.proc.pid)
+        deadline, times = time.monotonic() + SCREEN_SECONDS, set()
+        while time.monotonic() < deadline:
+            time.sleep(15)
+            screen = session.display()
+            assert [screen[i] for i in rows] == [first[i] for i in rows], session.text()
+            status = [line for line in screen[rows[-1] + 1:] if line.startswith("── status ")]
+            assert status, f"no status block under the banner:\n{session.text()}"
+            times.add(status[0].split()[2])
+        assert len(times) > 1, "the status block was not redrawn"
+        session.ctrl_c()
+        session.wait_for("stopping...", timeout=30)
+        session.ctrl_c()
+        assert session.wait(60) == 0, session.text()
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        os.close(master)
-    output = read()
+        session.close()
+    output = session.raw.decode(errors="replace")
     assert "Traceback" not in output and "make: ***" not in output, output[-5000:]
     assert "stopped" in output
     _assert_all_gone(pids)
@@ -190,7 +216,9 @@ def test_a_taken_port_is_named_and_nothing_starts(tmp_path: Path, field: str) ->
         env = {**_run_env(tmp_path), variable: str(port)}
         proc, log_path = _start(tmp_path, env=env)
         try:
-            code = proc.wait(5)
+            # It stops before starting anything; the bound is for a loaded machine, where
+            # the CLI's imports alone can take seconds (a stack that went on never exits).
+            code = proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
             pytest.fail("`platereg run` went on with a taken port:\n" + log_path.read_text())
@@ -219,7 +247,8 @@ async def test_own_servers_get_no_demo_data_and_no_key(settings, tmp_path: Path)
         assert await conn.fetchval("SELECT count(*) FROM plate_events") == 0
     finally:
         await conn.close()
-    assert not (tmp_path / "data").exists()  # nothing embedded either
+    # nothing embedded either: the data directory holds only the services' logs
+    assert [p.name for p in (tmp_path / "data").iterdir()] == ["logs"]
     _assert_all_gone(pids)
 
 

@@ -140,8 +140,11 @@ async def test_platereg_run_demo_load_reaches_the_api(tmp_path, broker: str) -> 
             assert "embedded Tansu, memory only, because Apache Kafka needs a JDK 17+" in text
         else:
             assert re.search(r"^Apache Kafka 4\.\S+ \(KRaft\), data in ", text, re.MULTILINE)
-        key = re.search(r"Demo operator API key \(shown once\): (\S+)", text).group(1)
-        sample = re.search(r"-d '(\{.*\})' \S+/v1/plates/query", text).group(1)
+        key = re.search(r"Demo operator API key \(shown once[^)]*\):\s+(\S+)", text).group(1)
+        # the curl commands of `platereg demo`, which work verbatim
+        demo = (tmp_path / "data" / "demo.txt").read_text()
+        sample = re.search(r"-d '(\{.*\})' \S+/v1/plates/query", demo).group(1)
+        assert key in demo
         base = re.search(r"registry-api +(http://[0-9.:]+)/docs", text).group(1)
         metrics_url = re.search(r"registry-consumer +(http://\S+/metrics)", text).group(1)
         auth = {"Authorization": f"Bearer {key}"}

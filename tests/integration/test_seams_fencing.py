@@ -168,14 +168,16 @@ async def test_a_batch_started_at_offsets_another_consumer_moved_is_refused(
     # new events (not duplicates): without the fence they would be written
     stale = random_events(random.Random(4), ["CA-MB/NEW1"], 3)
     now = dt.datetime.now(dt.UTC)
-    parsed = parse_values([Record(None, orjson.dumps(ev), part, i)
-                           for i, ev in enumerate(stale)], now)
+    sign = topics.signer().headers
+    records = [Record(None, value, part, i, tuple(sign(value)))
+               for i, value in enumerate(orjson.dumps(ev) for ev in stale)]
+    parsed = parse_values(records, now)
     with pytest.raises(Fenced) as fenced:
         async with pool.acquire() as conn, conn.transaction():
             await apply_batch(SqlStore(conn, hook=BATCH_HOOK), group=topics.consumer_group,
                               topic=topics.topic(contract.EVENTS), expected={part: 0},
-                              next_offsets={part: 3}, parsed=parsed, raw={}, tz=topics.tz,
-                              now=now)
+                              next_offsets={part: 3}, parsed=parsed, messages=records,
+                              tz=topics.tz, now=now)
     assert fenced.value.stored == {part: ends[part]}
     assert await pool.fetchval("SELECT count(*) FROM plate_events") == before
     assert not await pool.fetchval("SELECT count(*) FROM plates WHERE plate_key = 'CA-MB/NEW1'")

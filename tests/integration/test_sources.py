@@ -102,6 +102,15 @@ async def test_ingest_keys_need_sources_on_the_command_line(topics) -> None:
     listed = platereg("keys", "list", env={"COLUMNS": "250"})
     assert "/emissions/acme/" in listed.stdout and "/fines/acme/" not in listed.stdout
     assert platereg("keys", "bind", "nosuchkey123", "--source", "/x/").returncode == 1
+    # A prefix must name a path segment: `/` would speak for every source.
+    for prefix in ("/", "//"):
+        for command in (("keys", "create", "--role", "ingest", "--name", "all"),
+                        ("keys", "bind", key_id)):
+            refused = platereg(*command, "--source", "/registry/", "--source", prefix)
+            assert refused.returncode == 2, (command, prefix)
+            assert f"source prefix '{prefix}' has no path segment" in refused.stderr
+    listed = platereg("keys", "list", env={"COLUMNS": "250"})
+    assert "/emissions/acme/" in listed.stdout and "all" not in listed.stdout.split()
 
 
 # --------------------------------------------------------------------------- consumer
@@ -149,6 +158,13 @@ async def test_a_theft_produced_by_an_insurer_goes_to_the_dlq_and_a_policy_chang
     listed = platereg("sources", "list").stdout
     assert "/smartplate/\tplate.stolen_reported\tany" in listed
     assert "/police/\tplate.recovered" not in listed
+    rules = orjson.loads(platereg("sources", "list", "--json").stdout)
+    assert {"prefix": "/smartplate/", "type": "plate.stolen_reported", "reasons": None} in rules
+    assert all(set(r) == {"prefix", "type", "reasons"} for r in rules)
+    assert [r for r in rules if r["prefix"] == "/police/" and r["type"] == "plate.recovered"
+            ] == []
+    suspensions = [r for r in rules if r["type"] == "plate.suspended" and r["reasons"]]
+    assert suspensions and all(r["reasons"] == sorted(r["reasons"]) for r in suspensions)
 
 
 async def test_events_are_identified_by_source_and_id(topics, pool) -> None:

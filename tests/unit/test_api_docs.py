@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def apps() -> dict[str, FastAPI]:
     settings = load_settings()   # no lifespan: these routes need no database
-    return {"registry": create_registry_app(settings, purge_every=None),
+    return {"registry": create_registry_app(settings),
             "ingest": create_ingest_app(settings)}
 
 

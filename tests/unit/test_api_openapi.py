@@ -27,7 +27,7 @@ REGISTRY_PUBLIC = {"/v1/owner-sessions/link"}
 @pytest.fixture(scope="module")
 def documents() -> dict[str, dict]:
     settings = load_settings()
-    return {"registry": create_registry_app(settings, purge_every=None).openapi(),
+    return {"registry": create_registry_app(settings).openapi(),
             "ingest": create_ingest_app(settings).openapi()}
 
 

@@ -15,6 +15,8 @@ import orjson
 import pytest
 
 from platereg.dead_letter import DeadLetter
+from platereg.kafka import Record
+from platereg.security.producer_store import Producer, Producers
 from registry.consumer.apply import BatchStore, ConcurrentWriter, Fenced, apply_batch
 from registry.consumer.batch import (
     STORED_TIME_REASON,
@@ -26,10 +28,12 @@ from registry.consumer.batch import (
 from registry.consumer.store import SqlStore
 from schemas.fold import HistoryEvent, PlateState, fold
 from schemas.policy import DEFAULT_POLICY, KNOWN_TYPES, Policy, check_grant, compile_policy
+from schemas.signing import Signer
 
 NOW = dt.datetime(2025, 6, 1, 12, tzinfo=dt.UTC)
 TZ = ZoneInfo("America/Toronto")
 GROUP, TOPIC = "g", "t.plates.events"
+SIGNER = Signer.of("unit", "u" * 43)
 ISSUED = {"plate_class": "passenger", "expires_on": "2030-01-31",
           "vehicle": {"vin": "V1", "make": "Honda", "model": "Civic", "year": 2019,
                       "colour": "blue"},
@@ -59,6 +63,9 @@ class MemoryStore:
 
     async def source_policy(self) -> Policy:
         return compile_policy(check_grant("/", kind, None) for kind in KNOWN_TYPES)
+
+    async def producers(self) -> Producers:
+        return Producers({"unit": Producer("unit", ("/",), (SIGNER.key,))}, 1)
 
     async def known_fingerprints(self, ids: Sequence[tuple[str, str]]
                                  ) -> dict[tuple[str, str], str]:
@@ -124,7 +131,7 @@ def test_the_stores_offer_the_protocol_as_declared() -> None:
     """BatchStore and the SQL store's methods are the two declarations of the store's
     operations: every one of the protocol, with the same parameters, in both stores."""
     declared = _operations(BatchStore)
-    assert len(declared) == 13
+    assert len(declared) == 14
     for store in (SqlStore, MemoryStore):
         offered = _operations(store)
         assert {name: offered.get(name) for name in declared} == declared, store
@@ -141,12 +148,14 @@ def _value(id: str, kind: str, minute: int, data: dict | None = None,
 async def _apply(db: BatchStore, values: list[bytes | None], start: int = 0,
                  partition: int = 0, expected: int | None = None, now: dt.datetime = NOW):
     parsed: list[Parsed | Rejected] = [
-        parse_value(v, partition, start + i, now) for i, v in enumerate(values)]
-    raw = {(partition, start + i): (b"key", v) for i, v in enumerate(values)}
+        parse_value(v, partition, start + i, now, producer="unit") for i, v in enumerate(values)]
+    messages = [Record(b"key", v, partition, start + i, tuple(SIGNER.headers(v)))
+                for i, v in enumerate(values)]
     return await apply_batch(
         db, group=GROUP, topic=TOPIC,
         expected={partition: start if expected is None else expected},
-        next_offsets={partition: start + len(values)}, parsed=parsed, raw=raw, tz=TZ, now=now)
+        next_offsets={partition: start + len(values)}, parsed=parsed, messages=messages,
+        tz=TZ, now=now)
 
 
 async def test_new_events_fold_into_the_plate_record_a_change_and_move_the_offset() -> None:

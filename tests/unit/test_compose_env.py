@@ -57,8 +57,8 @@ def service_commands(name: str) -> list[str]:
     """The COMMAND_NEEDS commands a compose service runs."""
     if name == "prestart":
         script = (ROOT / "deploy" / "prestart.sh").read_text().splitlines()
-        return [line.removeprefix("platereg ") for line in script
-                if line.startswith("platereg ")]
+        return [max((c for c in COMMAND_NEEDS if line.startswith(f"platereg {c}")), key=len)
+                for line in script if line.startswith("platereg ")]
     if name == "operator":    # any operator command not run by a service
         run = {c for other in PLATEREG if other != "operator" for c in service_commands(other)}
         return sorted(set(COMMAND_NEEDS) - run)
@@ -77,7 +77,9 @@ ARGS = {"dlq replay": ["1"], "keys create": ["--role", "operator", "--name", "x"
         "keys bind": ["k", "--source", "/x/"], "keys revoke": ["k"],
         "quarantine release": ["CA-ON/X"], "sources set": ["/x/", "plate.issued"],
         "sources remove": ["/x/"], "sources check": ["/x/", "plate.issued"],
-        "notices paper": ["--date", "2026-01-01"]}
+        "notices paper": ["--date", "2026-01-01"],
+        "sources producer add": ["p", "--source", "/x/"], "sources producer rotate": ["p"],
+        "sources producer retire-secret": ["p"], "sources producer revoke": ["p"]}
 
 
 @pytest.mark.parametrize("command", sorted(COMMAND_NEEDS))
@@ -91,7 +93,8 @@ def test_each_command_refuses_to_start_without_what_it_requires(command: str) ->
 
 
 def test_every_platereg_service_runs_commands_of_the_table() -> None:
-    assert service_commands("prestart") == ["roles", "migrate", "topics"]
+    assert service_commands("prestart") == ["roles", "migrate", "topics",
+                                            "sources producer add"]
     for name in PLATEREG:
         assert service_commands(name), name
 
@@ -137,7 +140,10 @@ def test_env_example_lists_every_variable_of_the_compose_file() -> None:
 
 def test_each_make_command_makes_a_usable_value(filled: dict[str, str]) -> None:
     for var in REQUIRED:
-        assert re.fullmatch(r"[0-9a-f]{48,}", filled[var]), var   # URL-safe, 24+ bytes
+        if var == "INGEST_PRODUCER_SECRET":   # the contract's form: 32 bytes as base64url
+            assert re.fullmatch(r"[A-Za-z0-9_-]{43}", filled[var]), var
+        else:
+            assert re.fullmatch(r"[0-9a-f]{48,}", filled[var]), var   # URL-safe, 24+ bytes
     assert re.fullmatch(r"([a-z-]+:[0-9a-f]{48})( [a-z-]+:[0-9a-f]{48})*",
                         filled["KAFKA_PRODUCERS"])
 
@@ -157,6 +163,27 @@ def test_compose_config_passes_with_only_env_example_filled_in(
         filled: dict[str, str], tmp_path: Path, docker_compose: str) -> None:
     done = compose_config(filled, tmp_path, docker_compose, "-q")
     assert (done.returncode, done.stdout, done.stderr) == (0, "", "")
+
+
+def test_the_replica_profile_passes_and_points_the_registry_api_at_the_replica(
+        filled: dict[str, str], tmp_path: Path, docker_compose: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--profile replica`` with .env.example's values: the read URL its make line writes
+    is the registry API's login on the replica, with its password from .env."""
+    monkeypatch.chdir(tmp_path)
+    password = filled["DB_REGISTRY_API_PASSWORD"]
+    (tmp_path / ".env").write_text(f"DB_REGISTRY_API_PASSWORD={password}\n")
+    made = subprocess.run(["bash", "-c", env_example()["DATABASE_READ_URLS"]],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert made == f"postgresql://app_registry_api:{password}@postgres-replica:5432/platereg"
+    monkeypatch.setenv("COMPOSE_PROFILES", "replica")
+    done = compose_config({**filled, "DATABASE_READ_URLS": made}, tmp_path, docker_compose)
+    assert done.returncode == 0, done.stderr
+    config = yaml.safe_load(done.stdout)
+    assert config["services"]["postgres-replica"]["profiles"] == ["replica"]
+    api_env = config["services"]["registry-api"]["environment"]
+    settings = Settings(database_read_urls=api_env["PLATEREG_DATABASE_READ_URLS"])
+    assert settings.read_dsns() == [made]
 
 
 @pytest.mark.parametrize("missing", REQUIRED)
@@ -294,3 +321,18 @@ def test_start_sh_and_python_refuse_the_same_malformed_line(tmp_path: Path) -> N
     assert f"{acls}:3: expected" in done.stderr
     with pytest.raises(ValueError, match=f"{acls}:3: expected"):
         read_acls(acls)
+
+
+@pytest.mark.parametrize("command", sorted(c for c, n in COMMAND_NEEDS.items()
+                                           if n.role and "database_url" in n.required))
+def test_a_command_with_a_role_starts_with_only_that_roles_login(command: str) -> None:
+    """``PLATEREG_<ROLE>_DATABASE_URL`` alone is enough where a command needs the database
+    (a purge host is given the purge login, not the services' one); without either, both
+    are named."""
+    role = COMMAND_NEEDS[command].role
+    own = f"{role}_database_url"
+    others = {n: "x" for n in COMMAND_NEEDS[command].required if n != "database_url"}
+    alone = Settings(**{own: "postgresql://r:p@h/db"}, **others)
+    assert variable("database_url") not in " ".join(missing_settings(alone, command))
+    message = " ".join(missing_settings(Settings(**others), command))
+    assert variable("database_url") in message and variable(own) in message

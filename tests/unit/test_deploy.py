@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from platereg.settings import Settings
+from platereg.settings import COMMAND_NEEDS, Settings
 from wiring.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,13 @@ def test_service_commands_exist(name: str) -> None:
 def test_prestart_sets_up_roles_then_migrates_then_creates_topics() -> None:
     script = (ROOT / "deploy" / "prestart.sh").read_text()
     commands = [line for line in script.splitlines() if line.startswith("platereg ")]
-    assert commands == ["platereg roles", "platereg migrate", "platereg topics"]
+    assert commands == ["platereg roles", "platereg migrate", "platereg topics",
+                        'platereg sources producer add "$PLATEREG_PRODUCER_NAME" --source / '
+                        '--secret-from-env PLATEREG_PRODUCER_SECRET']
+    assert "--secret-from-env PLATEREG_PRODUCER_SECRET" in script   # never on a command line
+    prestart, ingest = SERVICES["prestart"]["environment"], SERVICES["ingest-api"]["environment"]
+    assert prestart["PLATEREG_PRODUCER_NAME"] == ingest["PLATEREG_PRODUCER_NAME"]
+    assert prestart["PLATEREG_PRODUCER_SECRET"] == ingest["PLATEREG_PRODUCER_SECRET"]
     for name, svc in PLATEREG_SERVICES.items():
         if name != "prestart":
             assert svc["depends_on"]["prestart"]["condition"] == "service_completed_successfully"
@@ -55,7 +61,7 @@ def test_dockerfile_copies_existing_paths() -> None:
 PROMETHEUS = ROOT / "deploy" / "prometheus"
 GRAFANA = ROOT / "deploy" / "grafana"
 #: platereg services that serve no /metrics (one-shot or periodic commands).
-NOT_SCRAPED = {"prestart", "audit-purge", "operator"}
+NOT_SCRAPED = {"prestart", "purge", "operator"}
 
 
 def test_prometheus_scrapes_every_service_on_its_port() -> None:
@@ -180,26 +186,42 @@ def test_dashboard_queries_parse(promtool: str, tmp_path: Path) -> None:
 
 
 URL = re.compile(r"postgresql://(?P<user>[^:@/]+):(?P<password>[^@]+)@")
-#: The database login each URL variable carries.
-URL_USERS = {"PLATEREG_ADMIN_DATABASE_URL": "postgres",
-             "PLATEREG_MIGRATE_DATABASE_URL": "platereg_owner",
-             "PLATEREG_DATABASE_URL": "platereg_app",
-             "PLATEREG_PURGE_DATABASE_URL": "platereg_purger"}
+#: The database login each role's URL carries (the compose users of docs/operations.md).
+ROLE_USERS = {role: f"app_{role}" for role in ("consumer", "registry_api", "ingest_api",
+                                               "notices_scheduler", "notices_dispatcher",
+                                               "purge", "operator")}
 
 
-def test_only_the_prestart_connects_as_the_superuser_and_no_password_has_a_default() -> None:
+def _expected_user(service: str, var: str) -> str:
+    """The login ``var`` of compose service ``service`` must carry."""
+    fixed = {"PLATEREG_ADMIN_DATABASE_URL": "postgres",
+             "PLATEREG_MIGRATE_DATABASE_URL": "platereg_owner"}
+    if var in fixed:
+        return fixed[var]
+    role = var.removeprefix("PLATEREG_").removesuffix("_DATABASE_URL").lower()
+    if var == "PLATEREG_DATABASE_URL":   # the role of the command it runs
+        if service in ("prestart", "operator"):   # the operator commands' role
+            return ROLE_USERS["operator"]
+        command = " ".join(PLATEREG_SERVICES[service]["command"])
+        role = COMMAND_NEEDS[max((c for c in COMMAND_NEEDS if command.startswith(c)),
+                                 key=len)].role or ""
+    return ROLE_USERS[role]
+
+
+def test_each_service_logs_in_to_postgres_as_its_own_role() -> None:
+    """No password has a default; only the prestart holds the superuser's; every other
+    URL carries the login of the role its command uses (COMMAND_NEEDS)."""
     for name, svc in PLATEREG_SERVICES.items():
         for var, value in svc["environment"].items():
             match = URL.match(str(value))
             if not match:
                 continue
             assert re.fullmatch(r"\$\{[A-Z_]+:\?[^}]+\}", match["password"]), (name, var)
-            assert match["user"] == URL_USERS[var], (name, var)
+            assert match["user"] == _expected_user(name, var), (name, var)
             if var == "PLATEREG_ADMIN_DATABASE_URL":
                 assert name == "prestart"
-    # The purge holds only the purge role's URL; everything else the services' one.
-    assert [v for v in PLATEREG_SERVICES["audit-purge"]["environment"] if "DATABASE" in v] == [
-        "PLATEREG_PURGE_DATABASE_URL"]
+        if name != "prestart":   # one database password per service container
+            assert len([v for v in svc["environment"] if "DATABASE_URL" in v]) == 1, name
     postgres_env = SERVICES["postgres"]["environment"]
     assert postgres_env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
 
@@ -212,3 +234,32 @@ def test_the_registry_api_keeps_its_audit_journal_on_a_volume() -> None:
     assert mounts.get(path) in COMPOSE["volumes"], f"no named volume at {path}"
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert f"-o platereg /var/lib/platereg {path}" in dockerfile  # the image user owns it
+
+
+def test_the_optional_read_replica_streams_from_postgres_and_feeds_the_registry_api() -> None:
+    """The replica profile: a hot standby of the postgres service (same image: physical
+    replication needs the same major version), made by pg_basebackup -R as a user the
+    primary's hba file lets replicate, on a volume of its own; the registry API reads
+    there when DATABASE_READ_URLS says so, and only then (empty by default)."""
+    replica, primary = SERVICES["postgres-replica"], SERVICES["postgres"]
+    assert replica["profiles"] == ["replica"]
+    assert replica["image"] == primary["image"]
+    assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in replica["volumes"]}
+    script = (ROOT / mounts[replica["entrypoint"][0]]).read_text()
+    assert "pg_basebackup -h \"$PRIMARY_HOST\" -U postgres" in script and " -R " in script
+    assert replica["environment"]["PRIMARY_HOST"] == "postgres"
+    assert replica["environment"]["PGPASSWORD"] == primary["environment"]["POSTGRES_PASSWORD"]
+    assert mounts["/var/lib/postgresql/data"] in COMPOSE["volumes"]
+    assert mounts["/var/lib/postgresql/data"] != "pgdata"
+
+    hba_path = next(arg.partition("=")[2] for arg in primary["command"]
+                    if arg.startswith("hba_file="))
+    primary_mounts = {v.split(":")[1]: v.split(":")[0] for v in primary["volumes"]}
+    rules = [line.split() for line in (ROOT / primary_mounts[hba_path]).read_text()
+             .splitlines() if line.strip() and not line.startswith("#")]
+    assert ["host", "replication", "postgres", "all", "scram-sha-256"] in rules
+    assert ["host", "all", "all", "all", "scram-sha-256"] in rules   # as the image has it
+
+    api_env = SERVICES["registry-api"]["environment"]
+    assert api_env["PLATEREG_DATABASE_READ_URLS"] == "${DATABASE_READ_URLS:-}"

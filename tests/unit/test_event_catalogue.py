@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from schemas import catalogue, export, topics
-from schemas.events import DATA_MODELS, EVENT_MODELS
+from schemas.events import DATA_TYPES, EVENT_TYPES
 
 
 class Sections(HTMLParser):
@@ -50,11 +50,11 @@ def sections(page: str) -> Sections:
 
 
 def test_every_event_type_with_every_data_field(sections: Sections) -> None:
-    assert len(EVENT_MODELS) == 11
-    for event_type, data_model in DATA_MODELS.items():
+    assert len(EVENT_TYPES) == 11
+    for event_type, data_type in DATA_TYPES.items():
         text = sections.text[f"event-{event_type}"]
         assert text.startswith(str(event_type)), event_type
-        for name in data_model.model_fields:
+        for name in data_type.__annotations__:
             assert re.search(rf"\b{name}\b", text), (event_type, name)
 
 

@@ -7,8 +7,9 @@ The rooms and what each may import:
   platereg/ and schemas/ only: never another service's internals, devtools/ or wiring/.
 * The shared layers (platereg/, schemas/) import no service, no devtools/, no wiring/.
 * Production code (platereg/, schemas/ and the services) never imports devtools/.
-* devtools/ (embedded servers, the runner, the simulator, the mail catcher, Debian tool
-  installs) is a client of platereg/, schemas/ and the services; never of wiring/.
+* devtools/ (embedded servers, Apache Kafka and Kafka Connect from their jars, the runner,
+  the simulator, the mail catcher, Debian tool installs) is a client of platereg/,
+  schemas/ and the services; never of wiring/.
 * Only the composition root (wiring/) imports devtools/ and, of the production rooms,
   several services (devtools/ may, as their client): where one service's work runs
   inside another's, the host defines a hook and wiring/ plugs the other's function in,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from ingest.api import MAX_BATCH, canonical_body, events_of, media_type, validate_batch
+from ingest.api import MAX_BATCH, events_of, media_type, validate_batch
 from ingest.importer import (
     ImportUsageError,
     csv_lines,
@@ -19,7 +19,7 @@ from ingest.importer import (
 from ingest.publisher import record_of
 from platereg.http import ProblemError
 from schemas.policy import DEFAULT_POLICY, compile_policy
-from schemas.validation import parse_event_bytes, parse_event_obj
+from schemas.validation import Rejection, parse_event_bytes, parse_event_obj
 
 NOW = datetime.now(UTC)
 
@@ -41,25 +41,29 @@ BATCH_TYPE = "application/cloudevents-batch+json"
     (orjson.dumps(event()), "application/cloudevents+json"),
     (orjson.dumps([event()], option=orjson.OPT_INDENT_2), "application/json"),
 ])
-def test_canonical_body_is_what_the_strict_path_gives(raw: bytes, kind: str) -> None:
-    fast = canonical_body(raw, kind)
-    assert fast is not None
-    items, events = fast
-    assert items == events_of(raw, kind)
-    assert (events, []) == validate_batch(events_of(raw, kind), NOW)
+def test_a_valid_batch_gives_what_each_event_gives_alone(raw: bytes, kind: str) -> None:
+    items = events_of(raw, kind)
+    events, errors = validate_batch(items, NOW, depth_known=True)
+    assert errors == []
+    assert events == [parse_event_obj(item, now=NOW).obj for item in items]
 
 
-@pytest.mark.parametrize("raw,kind", [
-    (b'[' + orjson.dumps(event())[:-1] + b',"id":"e-2"}]', BATCH_TYPE),  # repeated key
-    (orjson.dumps(event()), BATCH_TYPE),                  # wrong shape: the 400 path explains
-    (orjson.dumps([event()]), "application/cloudevents+json"),
-    (b"[]", BATCH_TYPE),
-    (orjson.dumps([event()] * (MAX_BATCH + 1)), BATCH_TYPE),
-    (orjson.dumps([{**event(), "time": "bad"}]), BATCH_TYPE),  # not canonical
-    (b'[{"a":', BATCH_TYPE),
-])
-def test_canonical_body_leaves_everything_else_to_the_strict_path(raw: bytes, kind: str) -> None:
-    assert canonical_body(raw, kind) is None
+def test_each_invalid_item_of_a_batch_gets_its_own_rejection() -> None:
+    items = [event(id="a"), {**event(id="b"), "time": "bad"}, event("CA-ON/A B C $", id="c"),
+             {**event(id="d"), "data": {}, "x!": 1}, [1], event(id="e"),
+             {**event(id="f"), "type": "plate.nope"},
+             {**event(id="g"), "time": "2100-01-01T00:00:00Z"}]
+    events, errors = validate_batch(items, NOW)
+    expected = []
+    for index, item in enumerate(items):
+        try:
+            parse_event_obj(item, now=NOW)
+        except Rejection as exc:
+            expected.append({"index": index, "reason": exc.reason.value, "detail": exc.detail})
+    assert errors == expected
+    assert [e["reason"] for e in errors] == ["schema_invalid", "invalid_plate", "schema_invalid",
+                                             "malformed_json", "unknown_type", "future_time"]
+    assert [e["id"] for e in events] == ["a", "e"]
 
 
 @pytest.mark.parametrize("header,kind", [

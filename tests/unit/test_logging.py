@@ -20,11 +20,15 @@ def _run(fmt: str, level: str = "INFO") -> str:
                  name="Jane Doe", path="/v1/plates/CA-ON/ABC123", key_id="k1",
                  email="jane@example.org", phone="+14165550123", ms=1.5)
         log.debug("below the level", plate="DEBUGPLATE")
+        log.info("partitions assigned", offsets={{0: 12, 3: 40}})   # int keys (the consumer)
         with structlog.contextvars.bound_contextvars(request_id="r1", owner="Jane Doe"):
             log.warning("bound", count=3)
         logging.getLogger("uvicorn.access").info("GET /v1/plates/CA-ON/ABC123 200")
         logging.getLogger("third.party").warning("stdlib line %s", 7)
         logging.getLogger("third.party").info("stdlib info")
+        logging.getLogger("mail.log").info("%r recip: %s", ("127.0.0.1", 5), "<jo@example.net>")
+        log.warning("gateway refused +1 (416) 555-0199 and 416-555-0188 for x.y@mail.example",
+                    detail=["call 416.555.0177"], day="2026-12-06", at="12:00:00+00:00")
         """
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -44,8 +48,10 @@ def test_json_format_is_one_object_per_line() -> None:
     stdlib = next(line for line in lines if line["event"] == "stdlib line 7")
     assert (stdlib["logger"], stdlib["level"]) == ("third.party", "warning")
     assert stdlib.keys() >= {"event", "logger", "level", "timestamp"}
-    assert [line["event"] for line in lines] == ["lookup", "bound", "stdlib line 7",
-                                                 "stdlib info"]
+    assigned = next(line for line in lines if line["event"] == "partitions assigned")
+    assert assigned["offsets"] == {"0": 12, "3": 40}
+    assert [line["event"] for line in lines][:5] == [
+        "lookup", "partitions assigned", "bound", "stdlib line 7", "stdlib info"]
 
 
 def test_console_format_is_readable_lines() -> None:
@@ -62,6 +68,18 @@ def test_sensitive_fields_and_uvicorn_access_lines_never_reach_the_log() -> None
         for value in ("ABC123", "Jane Doe", "jane@example.org", "+14165550123", "4165550123"):
             assert value not in out, (fmt, value)
         assert "[redacted]" in out
+
+
+def test_e_mail_addresses_and_phone_numbers_in_any_text_are_masked() -> None:
+    """Whatever key or message carries them, ours or a library's (the mail catcher's SMTP
+    server logs each recipient); dates and times are left alone."""
+    for fmt in ("json", "console"):
+        out = _run(fmt)
+        for value in ("jo@example.net", "x.y@mail.example", "555-0199", "416-555-0188",
+                      "416.555.0177"):
+            assert value not in out, (fmt, value)
+        assert "recip: <[redacted]>" in out and "gateway refused [redacted]" in out
+        assert "2026-12-06" in out and "12:00:00+00:00" in out
 
 
 def test_the_level_drops_lines_below_it_ours_and_the_standard_librarys() -> None:
@@ -84,7 +102,7 @@ def _crash(fmt: str) -> str:
 
         def handler(authorization, body):
             secret_local = "LOCALSECRET42"
-            raise RuntimeError("boom")
+            raise RuntimeError("boom: no mailbox jane@example.org")
 
         try:
             handler("Bearer prk_abc_SECRETKEY", b'{{"plates": "BODYPLATE9"}}')
@@ -105,6 +123,7 @@ def test_exception_logs_never_show_local_variables() -> None:
         assert "RuntimeError" in out and "boom" in out, out  # the traceback is there...
         for value in ("LOCALSECRET42", "SECRETKEY", "BODYPLATE9"):  # ...its locals are not
             assert value not in out, (fmt, value, out)
+        assert "jane@example.org" not in out and "no mailbox [redacted]" in out, (fmt, out)
 
 
 def test_the_access_log_line_and_captured_logs() -> None:

@@ -115,27 +115,25 @@ def test_consumers_run_on_uvloop(loops: list, command: list[str]) -> None:
     assert len(loops) == 1 and isinstance(loops[0], uvloop.Loop)
 
 
-def test_audit_purge_every_runs_on_uvloop(monkeypatch: pytest.MonkeyPatch,
-                                          loops: list) -> None:
-    import platereg.db
-    import registry.api.audit
+def test_purge_every_runs_on_uvloop(monkeypatch: pytest.MonkeyPatch, loops: list) -> None:
+    import platereg.retention
 
-    class Pool:
+    class Conn:
         async def close(self) -> None:
             pass
 
-    async def pool(*_args: object, **_kwargs: object) -> Pool:
-        return Pool()
+    async def connect(*_args: object, **_kwargs: object) -> Conn:
+        return Conn()
 
-    async def purge_periodically(*_args: object, **_kwargs: object) -> None:
+    async def purge(*_args: object, **_kwargs: object) -> list:
         loops.append(asyncio.get_running_loop())
         signal.raise_signal(signal.SIGTERM)  # what stops the process
-        await asyncio.sleep(3600)
+        return []
 
-    monkeypatch.setattr(platereg.db, "create_pool", pool)
-    monkeypatch.setattr(registry.api.audit, "purge_periodically", purge_periodically)
+    monkeypatch.setattr(platereg.retention.asyncpg, "connect", connect)
+    monkeypatch.setattr(platereg.retention, "purge", purge)
     monkeypatch.setenv("PLATEREG_DATABASE_URL", "postgresql://unused@127.0.0.1:1/x")
-    result = CliRunner().invoke(app, ["audit", "purge", "--every", "60"])
+    result = CliRunner().invoke(app, ["purge", "--every", "60"])
     assert result.exit_code == 0, result.output
     assert len(loops) == 1 and isinstance(loops[0], uvloop.Loop)
 
@@ -155,6 +153,36 @@ def test_apis_run_on_uvloop(monkeypatch: pytest.MonkeyPatch, command: list[str])
     monkeypatch.setattr(uvicorn, "run", run)
     monkeypatch.setenv("PLATEREG_DATABASE_URL", "postgresql://unused@127.0.0.1:1/x")
     monkeypatch.setenv("PLATEREG_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+    monkeypatch.setenv("PLATEREG_PRODUCER_NAME", "ingest-api")
+    monkeypatch.setenv("PLATEREG_PRODUCER_SECRET", "s" * 43)
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 0, result.output
     assert len(seen) == 1 and isinstance(seen[0], uvloop.Loop)
+
+
+def test_a_service_is_given_its_own_database_url_only() -> None:
+    from devtools.runner import service_env
+
+    env = {"PATH": "/bin", "PLATEREG_DATABASE_URL": "postgresql://postgres:su@h/db",
+           "PLATEREG_MIGRATE_DATABASE_URL": "postgresql://postgres:su@h/db",
+           "PLATEREG_CONSUMER_DATABASE_URL": "postgresql://app_consumer:c@h/db",
+           "PLATEREG_PURGE_DATABASE_URL": "postgresql://app_purge:p@h/db",
+           "PLATEREG_KAFKA_BOOTSTRAP_SERVERS": "k:9092"}
+    consumer = service_env(env, "consumer")
+    assert consumer == {"PATH": "/bin", "PLATEREG_KAFKA_BOOTSTRAP_SERVERS": "k:9092",
+                        "PLATEREG_DATABASE_URL": "postgresql://app_consumer:c@h/db"}
+    # No URL for the role (the user's own servers): the common one, and no other.
+    assert service_env(env, "ingest_api")["PLATEREG_DATABASE_URL"] == env[
+        "PLATEREG_DATABASE_URL"]
+    assert "PLATEREG_PURGE_DATABASE_URL" not in service_env(env, "ingest_api")
+    # A child with no database role (the mail catcher, the demo loader): no URL at all.
+    assert not [k for k in service_env(env, None) if k.endswith("DATABASE_URL")]
+
+
+def test_every_database_service_of_make_run_has_a_role() -> None:
+    from devtools.runner import SERVICES
+    from platereg.security.roles import ROLES
+
+    roles = {s.name: s.role for s in SERVICES}
+    assert roles["mail-catcher"] is None
+    assert {r for r in roles.values() if r} == set(ROLES) - {"operator"}

@@ -1,12 +1,17 @@
 """The audit query route of the registry API: who read what (operator).
 
 Filters travel in the body (a plate or owner id is personal data). Reading who
-read what is itself a read: one ``audit`` row per entry listed (its plate and
-owner), or one ``empty`` row naming the filters. The page cursor is sealed like
-the hotlist's.
+read what is itself a read, audited as one row of kind ``audit`` however many
+entries it lists (each page one row): its filters in the row's own columns
+(``jurisdiction``, ``plate``, ``owner_id``; ``since`` as ``as_at``), the key filter,
+if any, as ``result`` ``key_id=<id>`` (else ``all_keys``). So reviewing a trail adds
+one row to it, not one per entry: polling a plate's trail grows it by one row a poll.
+The page cursor is sealed like the hotlist's.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -19,6 +24,8 @@ from registry.api.models import AuditPage
 from registry.api.routes.common import (
     BODY_ERRORS,
     OperatorKey,
+    Read,
+    Reading,
     body,
     ctx_of,
     errors,
@@ -41,6 +48,13 @@ _QUERY_EXAMPLE = {"jurisdiction": "CA-ON", "plate": "ABC123", "since": "2026-11-
                   "purpose": "audit_review", "case_ref": "AR-17"}
 
 
+def audit_query_read(who: Reading, query: AuditQuery) -> Read:
+    """The one audit row of an audit query: its filters."""
+    read = who.read("audit", query.jurisdiction, query.plate,
+                    f"key_id={query.key_id}" if query.key_id else "all_keys", query.owner_id)
+    return dataclasses.replace(read, as_at=query.since)
+
+
 def open_id_cursor(text: str | None, sealer: Sealer) -> int:
     if text is None:
         return 0
@@ -57,7 +71,9 @@ def open_id_cursor(text: str | None, sealer: Sealer) -> int:
              summary="Who read what (oldest first, paged)",
              description="Filters combine with AND. `plate` needs `jurisdiction`. Rows "
                          "appear within about a second of the read (written in batches). "
-                         "Pass `next` as `cursor` with the same filters for the next page.",
+                         "Pass `next` as `cursor` with the same filters for the next page. "
+                         "Each query is itself audited, as one row of kind `audit` with its "
+                         "filters, however many entries it lists.",
              responses={**ok(AuditPage, _EXAMPLE), **errors(*BODY_ERRORS)},
              openapi_extra=body(AuditQuery, _QUERY_EXAMPLE))
 async def query_audit(request: Request, principal: OperatorKey) -> Response:
@@ -71,10 +87,7 @@ async def query_audit(request: Request, principal: OperatorKey) -> Response:
         ctx.pool, jurisdiction=query.jurisdiction, plate=query.plate, key_id=query.key_id,
         owner_id=query.owner_id, since=query.since, after_id=after_id, limit=query.limit)
     entries = [dict(r) for r in rows]
-    who = reading(ctx, principal, query)
-    ctx.audit([who.read("audit", e["jurisdiction"], e["plate"], "listed", e["owner_id"])
-               for e in entries]
-              or [who.read("audit", query.jurisdiction, query.plate, "empty", query.owner_id)])
+    ctx.audit([audit_query_read(reading(ctx, principal, query), query)])
     charge(request, len(entries))
     nxt = seal(ctx.sealer, "a", str(rows[-1]["id"])) if len(rows) == query.limit else None
     return json_response({"entries": entries, "next": nxt})

@@ -9,9 +9,9 @@ plain module-level functions.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import Depends, Request
@@ -22,14 +22,17 @@ from platereg.clock import Clock
 from platereg.http import ProblemError, read_json, validation_errors
 from platereg.metrics import LOOKUPS
 from platereg.plate_rows import state_from_row
+from platereg.replicas import ReadPools
 from platereg.security.auth import Principal, require
 from platereg.settings import Settings
-from registry.api.audit import COPY_COLUMNS, AuditUnavailable, AuditWriter
+from registry.api.audit import COPY_COLUMNS, AuditUnavailable, AuditWriter, stamped
 from registry.api.models import Problem
 from registry.api.sealing import Sealer
 from registry.domain import VIEW_PARTS, enforcement_view, full_view, owner_view_from, view_from
 from schemas.fold import PlateState, today_in
 from schemas.plates import InvalidPlate, normalize_jurisdiction, normalize_plate
+
+T = TypeVar("T")
 
 ENFORCEMENT, PORTAL, OPERATOR = "enforcement", "portal", "operator"
 WITH_OWNER = frozenset({PORTAL, OPERATOR})
@@ -105,12 +108,22 @@ class ApiContext:
         self.tz = settings.tz
         self.clock = clock
         self.pool: Any = None
+        self.reads: ReadPools | None = None
         self.audit_writer: AuditWriter | None = None
         self.sealer = Sealer(settings.cursor_key())
 
     def now(self) -> tuple[dt.datetime, dt.date]:
         now = self.clock.now()
         return now, today_in(self.tz, now)
+
+    async def read(self, query: Callable[[Any], Awaitable[T]]) -> tuple[T, dt.datetime, dt.date]:
+        """``query(pool)`` on a read pool (a read replica in rotation, else the primary;
+        ``platereg.replicas``): its result, the ``as_of`` of views made from it (the
+        replica's replay time, or now on the primary) and the registry's today."""
+        assert self.reads is not None
+        result, replayed = await self.reads.read(query)
+        now, today = self.now()
+        return result, replayed or now, today
 
     async def audit_keeping_up(self) -> bool | str:
         """/readyz: no audit row has waited longer than PLATEREG_AUDIT_READY_LAG_SECONDS."""
@@ -127,7 +140,7 @@ class ApiContext:
         """:meth:`audit` for rows already in ``Read.row`` form (:meth:`Reading.rows`)."""
         assert self.audit_writer is not None
         try:
-            self.audit_writer.record_many(rows)
+            self.audit_writer.record_many(stamped(rows))
         except AuditUnavailable:
             raise ProblemError(503, "Service Unavailable", "the audit log cannot keep up",
                                headers={"Retry-After": "5"}) from None
@@ -137,7 +150,7 @@ def ctx_of(request: Request) -> ApiContext:
     return request.app.state.ctx
 
 
-def count(kind: str, purpose: str, found: int, not_found: int = 0) -> None:
+def count(kind: str, purpose: str | None, found: int, not_found: int = 0) -> None:
     """``platereg_lookups_total`` for one answer."""
     if found:
         LOOKUPS.labels(kind, "found", purpose).inc(found)
@@ -198,17 +211,20 @@ def view_of(row: Any, with_owner: bool, today: dt.date, now: dt.datetime) -> dic
 
 
 _PARTS = len(VIEW_PARTS)
+#: ``view_from`` taking a row's first ``_PARTS`` columns by position (a row's length is
+#: not known to the type checker).
+_VIEW_FROM: Callable[..., dict[str, Any]] = view_from
 
 
 def views_of_rows(rows: Iterable[Any], with_owner: bool, today: dt.date,
                   now: dt.datetime) -> dict[str, dict[str, Any]]:
     """The views of ``registry.api.lookups.view_rows`` rows, by plate key (the owner only when
     ``with_owner``)."""
-    n = _PARTS
+    n, view = _PARTS, _VIEW_FROM
     if with_owner:
-        return {r[n + 1]: {**view_from(*r[:n], today, now), "owner": owner_view_from(r[n])}
+        return {r[n + 1]: {**view(*r[:n], today, now), "owner": owner_view_from(r[n])}
                 for r in rows}
-    return {r[n + 1]: view_from(*r[:n], today, now) for r in rows}
+    return {r[n + 1]: view(*r[:n], today, now) for r in rows}
 
 
 def state_view(state: PlateState, with_owner: bool, today: dt.date,

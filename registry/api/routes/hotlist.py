@@ -11,11 +11,13 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 
 from platereg.http import ProblemError
+from platereg.replicas import ReplicaBehind
 from platereg.security.auth import charge
 from registry.api import lookups
 from registry.api.hotlist import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
+    Cursor,
     InvalidCursor,
     change_entry,
     current_entry,
@@ -69,11 +71,10 @@ async def get_hotlist(request: Request, principal: EnforcementKey,
     except InvalidCursor:
         raise ProblemError(400, "Bad Request", "malformed cursor") from None
     if cursor is None or cursor.full:
-        snapshot = cursor.seq if cursor is not None else await lookups.max_status_seq(ctx.pool)
-        entries, nxt = await _full_page(ctx, snapshot, cursor.after_key if cursor else None,
-                                        limit)
+        entries, nxt = await _full_page(ctx, cursor, limit)
     else:
-        rows = await lookups.hotlist_changes(ctx.pool, cursor.seq, limit)
+        rows, _, _ = await ctx.read(
+            lambda pool: lookups.hotlist_changes(pool, cursor.seq, limit))
         entries = [e for r in rows
                    if (e := change_entry(r["view"], r["flagged"], r["was_flagged"]))
                    is not None]
@@ -88,12 +89,25 @@ async def get_hotlist(request: Request, principal: EnforcementKey,
     return json_response({"entries": entries, "next": nxt})
 
 
-async def _full_page(ctx: ApiContext, snapshot: int, after_key: str | None,
+async def _full_page(ctx: ApiContext, cursor: Cursor | None,
                      limit: int) -> tuple[list[dict[str, Any]], str]:
-    """One page of the plates flagged now, and the cursor after it."""
-    now, today = ctx.now()
-    rows = await lookups.flagged_plates(ctx.pool, after_key, today, limit)
-    entries = [current_entry(view_of(r, False, today, now)) for r in rows]
+    """One page of the plates flagged now, and the cursor after it. The snapshot (the
+    last status change the full list includes) and the page come from one server; a
+    later page is read where that snapshot is replayed already (a read replica behind
+    it leaves the page to the primary), so the changes after it miss nothing."""
+    _, day = ctx.now()
+
+    async def page(pool: Any) -> tuple[int, list[Any]]:
+        if cursor is None:
+            snapshot, after_key = await lookups.max_status_seq(pool), None
+        else:
+            snapshot, after_key = cursor.seq, cursor.after_key
+            if pool is not ctx.pool and await lookups.max_status_seq(pool) < snapshot:
+                raise ReplicaBehind
+        return snapshot, await lookups.flagged_plates(pool, after_key, day, limit)
+
+    (snapshot, rows), as_of, _ = await ctx.read(page)
+    entries = [current_entry(view_of(r, False, day, as_of)) for r in rows]
     nxt = (full_cursor(snapshot, rows[-1]["plate_key"]) if len(rows) == limit
            else delta_cursor(snapshot))
     return entries, nxt.encode(ctx.sealer)

@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from platereg.http import ProblemError, read_json
+from platereg.http import ProblemError
 from platereg.security.auth import authenticate_request, charge
 from registry.api import lookups
 from registry.api.candidates import variants
@@ -42,14 +42,11 @@ from registry.api.routes.common import (
     json_response,
     ok,
     reading,
-    validated,
     view_of,
     views_of_rows,
 )
 from registry.domain import view_at
-from schemas.plates import canonical_refs
 from schemas.views import (
-    MAX_LOOKUP_PLATES,
     CandidatesQuery,
     EnforcementView,
     FullView,
@@ -60,7 +57,6 @@ from schemas.views import (
 )
 
 MAX_EVENTS = 10_000
-#: The single query's path (``registry.api.app`` also serves it as a plain Starlette route).
 QUERY_PATH = "/v1/plates/query"
 QUERY_ROLES = frozenset({ENFORCEMENT, OPERATOR})
 
@@ -77,7 +73,8 @@ _CANDIDATES_EXAMPLE = {"jurisdiction": "CA-ON", "plate": "ABC123",
 _EVENTS_EXAMPLE = {"jurisdiction": "CA-ON", "plate": "ABC123", "events": [{
     "id": "2b7c1d5e", "type": "plate.renewed", "source": "/registry/office/0042",
     "time": "2026-11-24T15:04:05Z", "data": {"expires_on": "2027-11-30"},
-    "received_at": "2026-11-24T15:04:06Z"}], "truncated": False}
+    "received_at": "2026-11-24T15:04:06Z", "producer": "ingest-api", "authtype": "api_key",
+    "authid": "3f9a1c2b7d0e"}], "truncated": False}
 _AT_DESCRIPTION = (
     "With `at` (RFC 3339): the view as it stood at that instant, the fold of the plate's "
     "accepted events whose `time` is at or before it, with flags for that day in the "
@@ -87,7 +84,7 @@ _AT_DESCRIPTION = (
 async def views_at(ctx: ApiContext, keys: list[str], with_owner: bool,
                    at: dt.datetime) -> dict[str, dict[str, Any]]:
     """The views of the plates among ``keys`` that were issued at ``at``, by key."""
-    histories = await lookups.histories_until(ctx.pool, keys, at)
+    histories, _, _ = await ctx.read(lambda pool: lookups.histories_until(pool, keys, at))
     out = {}
     for key, events in histories.items():
         jurisdiction, _, plate = key.partition("/")
@@ -101,9 +98,8 @@ async def views_now(ctx: ApiContext, keys: list[str],
                     with_owner: bool) -> dict[str, dict[str, Any]]:
     """The views of the issued plates among ``keys``, by key (one statement, no
     ``PlateState`` per row: ``registry.domain.view_from`` on the selected parts)."""
-    rows = await lookups.view_rows(ctx.pool, keys, with_owner)
-    now, today = ctx.now()
-    return views_of_rows(rows, with_owner, today, now)
+    rows, as_of, today = await ctx.read(lambda pool: lookups.view_rows(pool, keys, with_owner))
+    return views_of_rows(rows, with_owner, today, as_of)
 
 
 @router.post(QUERY_PATH, response_model=None,
@@ -113,8 +109,8 @@ async def views_now(ctx: ApiContext, keys: list[str],
                         **errors(404, *BODY_ERRORS)},
              openapi_extra=body(PlateQuery, _QUERY_EXAMPLE))
 async def query_plate(request: Request) -> Response:
-    """The hot path: a plain route (no FastAPI parameters); checks the key and role, then
-    the body, with the same errors as the other routes."""
+    """The hot path: the route takes only the request (no FastAPI dependencies); checks the
+    key and role, then the body, with the same errors as the other routes."""
     ctx = ctx_of(request)
     principal = await authenticate_request(request, QUERY_ROLES)
     query: PlateQuery = await json_body(request, PlateQuery)
@@ -122,9 +118,8 @@ async def query_plate(request: Request) -> Response:
     key = f"{j}/{p}"
     with_owner = principal.role in WITH_OWNER
     if query.at is None:
-        row = await lookups.plate(ctx.pool, key, with_owner)
-        now, today = ctx.now()
-        view = None if row is None else view_of(row, with_owner, today, now)
+        row, as_of, today = await ctx.read(lambda pool: lookups.plate(pool, key, with_owner))
+        view = None if row is None else view_of(row, with_owner, today, as_of)
     else:
         view = (await views_at(ctx, [key], with_owner, query.at)).get(key)
     who = reading(ctx, principal, query)
@@ -134,23 +129,6 @@ async def query_plate(request: Request) -> Response:
         raise ProblemError(404, "Not Found", "no issued plate with this key")
     count("single", who.purpose, 1)
     return json_response(view)
-
-
-async def lookup_body(request: Request) -> tuple[LookupRequest, list[tuple[str, str]]]:
-    """The batch body and its ``(jurisdiction, plate)`` pairs, in request order.
-
-    Fast path: when every plate is already canonical (``canonical_refs``: one regex
-    per part), the items are not turned into 1,000 models (see docs/benchmarks.md); the rest of
-    the body is validated with the first item alone, so the returned model's
-    ``plates`` holds that item only: use the pairs. Any other body is validated
-    whole, with the usual 422 errors.
-    """
-    _, data = await read_json(request)
-    refs = canonical_refs(data.get("plates")) if isinstance(data, dict) else None
-    if refs is not None and 1 <= len(refs) <= MAX_LOOKUP_PLATES:
-        return validated(LookupRequest, {**data, "plates": data["plates"][:1]}), refs
-    req = validated(LookupRequest, data)
-    return req, [(ref.jurisdiction, ref.plate) for ref in req.plates]
 
 
 @router.post("/v1/plates/lookup", response_model=None,
@@ -165,7 +143,8 @@ async def lookup_body(request: Request) -> tuple[LookupRequest, list[tuple[str, 
              openapi_extra=body(LookupRequest, _BATCH_EXAMPLE))
 async def lookup_batch(request: Request, principal: EnforcementKey) -> Response:
     ctx = ctx_of(request)
-    req, refs = await lookup_body(request)
+    req: LookupRequest = await json_body(request, LookupRequest)
+    refs = [(ref.jurisdiction, ref.plate) for ref in req.plates]
     with_owner = principal.role in WITH_OWNER
     keys = [f"{j}/{p}" for j, p in refs]
     unique = list(dict.fromkeys(keys))
@@ -219,7 +198,12 @@ async def candidates(request: Request, principal: EnforcementKey) -> Response:
 
 @router.post("/v1/plates/history", response_model=None,
              summary="The plate's accepted events in fold order (time, then id)",
-             description=f"At most {MAX_EVENTS} events (`truncated` when there are more).",
+             description=f"At most {MAX_EVENTS} events (`truncated` when there are more). "
+                         "Each says who sent it: `producer`, the signed producer whose "
+                         "signature the registry checked, and `authtype` / `authid`, the "
+                         "CloudEvents authcontext that producer stamped (the ingest API: "
+                         "`api_key` and the API key's id); null for events stored before "
+                         "producers signed, or sent without one.",
              responses={**ok(PlateEvents, _EVENTS_EXAMPLE), **errors(404, *BODY_ERRORS)},
              openapi_extra=body(HistoryQuery, {**_QUERY_EXAMPLE,
                                                "purpose": "registry_administration"}))
@@ -227,14 +211,15 @@ async def history(request: Request, principal: OperatorKey) -> Response:
     ctx = ctx_of(request)
     query: HistoryQuery = await json_body(request, HistoryQuery)
     j, p = query.jurisdiction, query.plate
-    rows = await lookups.events(ctx.pool, f"{j}/{p}", MAX_EVENTS + 1)
+    rows, _, _ = await ctx.read(lambda pool: lookups.events(pool, f"{j}/{p}", MAX_EVENTS + 1))
     who = reading(ctx, principal, query)
     ctx.audit([who.read("history", j, p, "found" if rows else "not_found")])
     count("history", who.purpose, int(bool(rows)), int(not rows))
     if not rows:
         raise ProblemError(404, "Not Found", "no events for this plate")
     events = [{"id": r["event_id"], "type": r["type"], "source": r["source"],
-               "time": r["event_time"], "data": r["data"], "received_at": r["received_at"]}
+               "time": r["event_time"], "data": r["data"], "received_at": r["received_at"],
+               "producer": r["producer"], "authtype": r["authtype"], "authid": r["authid"]}
               for r in rows[:MAX_EVENTS]]
     return json_response({"jurisdiction": j, "plate": p, "events": events,
                           "truncated": len(rows) > MAX_EVENTS})

@@ -1,0 +1,57 @@
+"""The peer's pinned jars and configuration (devtools/kafka_connect.py, bench/bench_peer.py)."""
+
+from __future__ import annotations
+
+import orjson
+
+from bench.bench_peer import SCHEMA, enveloped, per_event, sink_config
+from devtools import kafka_connect
+from devtools.apache_kafka import kafka_version
+
+
+def test_connect_is_the_brokers_kafka_release():
+    pinned = kafka_connect.versions()
+    assert pinned["kafka.version"] == kafka_version()
+    assert pinned["debezium.version"].startswith("3.")
+
+
+def test_the_sink_reads_each_event_with_its_schema_keyed_by_plate():
+    event = {"specversion": "1.0", "id": "e1", "source": "/registry/office/x",
+             "type": "plate.renewed", "time": "2024-01-02T03:04:05Z", "subject": "CA-ON/B1",
+             "data": {"expires_on": "2025-01-02"}}
+    [(key, value)] = enveloped([(b"CA-ON/B1", orjson.dumps(event))])
+    assert key == b"CA-ON/B1"
+    record = orjson.loads(value)
+    assert record["schema"] == SCHEMA
+    assert record["payload"] == {"event_id": "e1", "type": "plate.renewed",
+                                 "source": "/registry/office/x",
+                                 "time": "2024-01-02T03:04:05Z",
+                                 "data": '{"expires_on":"2025-01-02"}'}
+    assert [f["field"] for f in SCHEMA["fields"]] == list(record["payload"])
+
+
+def test_upsert_by_plate_into_the_same_postgresql():
+    config = sink_config("postgresql://bench:s3cret@127.0.0.1:5433/bench_x", "b1.plates.events")
+    assert config["connection.url"] == "jdbc:postgresql://127.0.0.1:5433/bench_x"
+    assert (config["connection.username"], config["connection.password"]) == ("bench", "s3cret")
+    assert config["insert.mode"] == "upsert"
+    assert (config["primary.key.mode"], config["primary.key.fields"]) == ("record_key", "plate")
+    assert config["connector.class"] == kafka_connect.CONNECTORS["jdbc-sink"]
+
+
+def test_cpu_per_event_sums_the_processes():
+    total, parts = per_event({"consumer": 1.0, "PostgreSQL": 0.5}, 100_000)
+    assert round(total, 6) == 15.0
+    assert parts == "consumer 10.0, PostgreSQL 5.0"
+
+
+def test_a_failed_fetch_names_the_missing_artifact():
+    from devtools.apache_kafka import maven_reason
+
+    output = ("\x1b[0m\x1b[0m[ERROR] Failed to execute goal on project x: Could not resolve "
+              "dependencies for project a:b:pom:1: io.debezium:debezium-connector-jdbc:jar:"
+              "3.6.1.Final was not found in https://repository.example/maven2 during a "
+              "previous attempt.\n[ERROR] \n[ERROR] Re-run Maven using the -X switch\n")
+    assert maven_reason(output) == ("io.debezium:debezium-connector-jdbc:jar:3.6.1.Final "
+                                    "was not found")
+    assert maven_reason("[ERROR] no network\n") == "no network"
