@@ -420,8 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     needs = any(g.servers and all((ROOT / s).exists() for s in g.sources) for g in chosen)
     try:
-        with servers(base) if needs else contextlib.nullcontext({}) as urls:
-            env.update(urls)
+        with contextlib.ExitStack() as stack:
+            if needs:
+                env.update(stack.enter_context(servers(base)))
             for group in chosen:
                 results.append(run_group(group, args.minutes, env, equivalent))
     finally:
