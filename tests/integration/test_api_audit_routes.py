@@ -119,7 +119,7 @@ ROUTES: dict[tuple[str, str], Case] = {
     ("POST", "/v1/audit/query"): Case(
         lambda c: c.client.post(BASE + "/v1/audit/query", headers=c.key("operator"), json={
             "jurisdiction": "CA-ON", "plate": "NOPE2", "purpose": "audit_review"}),
-        lambda c: [(c.ids["operator"], "audit", "CA-ON", "NOPE2", "empty", None)]),
+        lambda c: [(c.ids["operator"], "audit", "CA-ON", "NOPE2", "all_keys", None)]),
     ("POST", "/v1/owner-sessions"): Case(
         lambda c: c.client.post(BASE + "/v1/owner-sessions", headers=c.key("portal"),
                                 json={"owner_id": OWNER}),

@@ -36,10 +36,13 @@ from api_helpers import bearer, running_api
 
 from devtools.embedded import EmbeddedPostgres
 from platereg.db import create_pool, migrate
+from platereg.security import producer_store
 from platereg.security.keys import create_key
 from platereg.settings import Settings, load_settings
 from schemas import topics as contract
 from tests.integration.consumer_support import (
+    TEST_PRODUCER,
+    TEST_PRODUCER_SECRET,
     encoded,
     produce,
     random_events,
@@ -82,6 +85,11 @@ async def own_server(base: Path, monkeypatch: pytest.MonkeyPatch,
     dsn = pg.start()
     try:
         await asyncio.to_thread(migrate, dsn)
+        conn = await asyncpg.connect(dsn)
+        try:   # the tests' signed producer, as in the suite's template database
+            await producer_store.add(conn, TEST_PRODUCER, ["/"], TEST_PRODUCER_SECRET)
+        finally:
+            await conn.close()
         monkeypatch.setenv("PLATEREG_DATABASE_URL", dsn)
         yield pg, load_settings()
     finally:

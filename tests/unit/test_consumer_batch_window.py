@@ -1,6 +1,6 @@
 """The consumer's fetched batch against the stored offsets, without servers: records
 before the stored offsets are dropped (and said so in one log line), those at or after
-them kept, and the next offsets and the raw records of dead letters follow what is kept.
+them kept, and the next offsets and the records kept for dead letters follow what is kept.
 `make mutate` found no test looking at these edges."""
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def test_a_batch_at_the_stored_offsets_is_kept_whole_without_a_word(logged: Line
     assert b.drop_before({0: 5, 1: 2}) is True
     assert logged.lines == []
     assert b.next_offsets == {0: 7, 1: 3} and len(b.records) == 3
-    assert b.raw[(0, 5)] == (b"k0.5", b"v0.5") and b.raw[(1, 2)] == (b"k1.2", b"v1.2")
+    assert [(r.key, r.value) for r in b.records] == [
+        (b"k0.5", b"v0.5"), (b"k0.6", b"v0.6"), (b"k1.2", b"v1.2")]
 
 
 def test_records_before_the_stored_offsets_are_dropped_with_their_parses(
@@ -54,5 +55,5 @@ def test_records_before_the_stored_offsets_are_dropped_with_their_parses(
     assert [(r.partition, r.offset) for r in b.records] == [(0, 6), (1, 2), (1, 3)]
     assert b.parsed == ["parsed 0.6", "parsed 1.2", "parsed 1.3"]
     assert b.next_offsets == {0: 7, 1: 4}
-    assert b.raw[(0, 6)] == (b"k0.6", b"v0.6")
+    assert (b.records[0].key, b.records[0].value) == (b"k0.6", b"v0.6")
     assert b.drop_before({0: 7, 1: 4}) is False and b.records == [] and b.next_offsets == {}
