@@ -16,7 +16,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 INSTALL = $(UV) pip install --quiet --python $(BIN)/python -c constraints.txt \
 	--build-constraint constraints.txt -e
 
-.PHONY: install run test test-unit e2e lint bench soak schemas messages clean
+.PHONY: install run test test-unit e2e lint bench soak mutate schemas messages clean
 
 $(UV):
 	$(PYTHON) -m venv --without-pip $(VENV)
@@ -71,6 +71,16 @@ soak: $(DEV_STAMP)
 	E2E_REPORT_DIR=$(abspath $(SOAK_DIR)) \
 	$(BIN)/python -m pytest -q -s -m e2e -p no:cacheprovider --timeout=0 \
 	  --basetemp=/tmp/platereg-soak tests/integration/test_e2e_faults.py
+
+# Mutation testing (not in CI): mutmut over the fold, apply, offsets, notices, owner data,
+# audit, source policy and signature modules with the tests that cover them; each group at
+# most MUTATE_MINUTES of wall clock; report in build/mutate/report.md (devtools/mutate.py).
+# E.g. make mutate MUTATE_GROUPS=fold,apply MUTATE_MINUTES=5
+MUTATE_MINUTES ?= 12
+mutate: $(DEV_STAMP)
+	@$(KAFKA_JARS)
+	nice -n 10 $(BIN)/python -m devtools.mutate --minutes $(MUTATE_MINUTES) \
+	  $(if $(MUTATE_GROUPS),--groups $(MUTATE_GROUPS))
 
 # ruff; mypy ([tool.mypy] in pyproject.toml: strict on schemas/ and the pure domain
 # modules, the default checks elsewhere); the generated contract files up to date.

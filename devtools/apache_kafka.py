@@ -339,7 +339,9 @@ class KafkaCluster:
         """Start formatting a node's storage, unless it holds a cluster already."""
         if (node.directory / "data" / "meta.properties").exists():
             return None
-        args = ["format", "-t", cluster_id, "-c", str(node.directory / "server.properties")]
+        # one argument: an id starting with "-" (1 in 64) is not taken for an option
+        args = ["format", f"--cluster-id={cluster_id}", "-c",
+                str(node.directory / "server.properties")]
         for user, password in self.scram_users.items():
             args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={password}]"]
         return subprocess.Popen(java_command("kafka.tools.StorageTool", *args),

@@ -147,11 +147,12 @@ class EmbeddedPostgres(_ChildServer):
     """A PostgreSQL server on 127.0.0.1 with its data in ``data_dir``, password required."""
 
     def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True,
-                 host: str = "127.0.0.1") -> None:
+                 host: str = "127.0.0.1", config: dict[str, str] | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
         self.port = port or free_port(host)
         self.durable = durable
+        self.config = dict(config or {})   # more server settings (-c name=value)
         self.proc: subprocess.Popen | None = None
         self._log_file: IO[bytes] | None = None
 
@@ -262,6 +263,8 @@ class EmbeddedPostgres(_ChildServer):
         if not self.durable:  # tests and benchmarks: speed over crash safety
             args += ["-c", "fsync=off", "-c", "synchronous_commit=off",
                      "-c", "full_page_writes=off"]
+        for name, value in self.config.items():
+            args += ["-c", f"{name}={value}"]
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - kept open while running
         self.proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT,
@@ -293,6 +296,23 @@ class EmbeddedPostgres(_ChildServer):
         """Crash it (for outage tests): SIGKILL the postmaster."""
         stop_process(self.proc, signal.SIGKILL, 10)
         self.proc = None
+
+    def crash(self) -> None:
+        """Crash it as a power cut or the OOM killer of the whole server would: SIGKILL
+        the postmaster and every backend at once (its process group), nothing flushed
+        or shut down; the next :meth:`start` runs crash recovery from the WAL."""
+        group = self.proc.pid if self.proc is not None else None   # its own session
+        if group is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(group, signal.SIGKILL)
+        self._end(signal.SIGKILL, 10)
+        deadline = time.monotonic() + 10   # every backend gone: shared memory free again
+        while group is not None and time.monotonic() < deadline:
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
 
     def destroy(self) -> None:
         self.stop()

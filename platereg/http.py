@@ -2,6 +2,8 @@
 
 * Errors are RFC 9457 ``application/problem+json``; validation errors list
   field locations and messages but never echo the input (it may be a plate).
+  PostgreSQL out of resources (a full disk, memory, connections) is 503 with
+  ``Retry-After``, not 500: it passes.
 * ``/healthz`` (process up), ``/readyz`` (PostgreSQL and Kafka reachable),
   ``/metrics`` (Prometheus) need no key.
 * One pure-ASGI middleware times each request into
@@ -35,6 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+import asyncpg
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -219,6 +222,15 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
         return problem(422, "Unprocessable Content", "the request is not valid",
                        errors=validation_errors(exc.errors()))
+
+    @app.exception_handler(asyncpg.InsufficientResourcesError)
+    async def _out_of_resources(_: Request, exc: asyncpg.InsufficientResourcesError
+                                ) -> Response:
+        # PostgreSQL out of disk (a full data directory), memory or connections: a
+        # condition that passes, not a bug; the client retries.
+        log.warning("database out of resources", error_type=type(exc).__name__)
+        return problem(503, "Service Unavailable", "the database cannot take writes now; "
+                       "retry shortly", {"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> Response:

@@ -114,7 +114,8 @@ class BatchStore(Protocol):
         ...
 
     async def set_offsets(self, group: str, topic: str, offsets: Mapping[int, int]) -> None:
-        """Store the offsets after the batch."""
+        """Store the offsets after the batch, only forward: raise :class:`Fenced` (with
+        the stored offsets) when a stored offset is not below the new one."""
         ...
 
 

@@ -14,7 +14,9 @@ if another group member (after a rebalance) got there first, the batch is
 rolled back and the partitions re-seek to the stored offsets (every other owned
 partition re-seeks to where it stands, so the records of a batch fetched before
 the fence are fetched again rather than skipped). So an offset range is applied
-by exactly one committed transaction.
+by exactly one committed transaction. The offsets are stored by a guarded UPDATE that
+only moves them forward: a write that would move one back (a fence bypassed) aborts the
+batch the same way, so stored offsets never go backwards.
 
 Logs carry counts, partitions, offsets, reasons and event ids only: never a
 plate, subject, owner or payload.
@@ -55,7 +57,8 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError, asyncio.TimeoutError, asyncpg.InterfaceError,
     asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
     asyncpg.AdminShutdownError, asyncpg.CrashShutdownError,
-    asyncpg.TooManyConnectionsError,
+    # out of disk (a full data directory), memory or connections: waited out
+    asyncpg.InsufficientResourcesError,
     # the server went away in the middle of an operation ("cannot switch to state ...")
     asyncpg.InternalClientError,
 )

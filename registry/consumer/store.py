@@ -23,10 +23,11 @@ import asyncpg
 import orjson
 
 from platereg.dead_letter import DeadLetter, headers_json
+from platereg.faults import crash_point
 from platereg.plate_rows import state_columns, state_from_row
 from platereg.security.policy_store import PolicyCache
 from platereg.security.producer_store import ProducerCache, Producers
-from registry.consumer.apply import QuarantineRow
+from registry.consumer.apply import Fenced, QuarantineRow
 from registry.consumer.batch import Parsed, StatusChange
 from schemas.fold import HistoryEvent, PlateState
 from schemas.policy import Policy
@@ -103,13 +104,22 @@ class RegistrySql:
 
     async def set_offsets(self, group: str, topic: str,
                           offsets: Mapping[int, int]) -> None:
+        """Store the offsets after a batch, only forward: a partition whose stored offset
+        is not below the new one (another consumer stored past it, or its row is gone)
+        is a fence violation, :class:`Fenced` with the stored offsets, which aborts the
+        batch's transaction."""
+        crash_point("offsets.store")
         parts = sorted(offsets)
-        await self.conn.execute(
+        moved = await self.conn.fetch(
             """UPDATE consumer_offsets AS c SET next_offset = t.o, updated_at = now()
                FROM unnest($3::int[], $4::bigint[]) AS t(p, o)
-               WHERE c.consumer_group = $1 AND c.topic = $2 AND c.partition = t.p""",
+               WHERE c.consumer_group = $1 AND c.topic = $2 AND c.partition = t.p
+                 AND c.next_offset < t.o
+               RETURNING c.partition""",
             group, topic, parts, [offsets[p] for p in parts],
         )
+        if len(moved) != len(parts):
+            raise Fenced(await self.lock_offsets(group, topic, parts))
 
     # ----------------------------------------------------------------------- events
 

@@ -363,3 +363,48 @@ async def test_an_intake_batch_that_could_not_be_recorded_is_read_again(
                 await pool.execute(
                     "ALTER TABLE notice_dispatch_away RENAME TO notice_dispatch")
     assert [r["outcome"] for r in rows] == ["sent"] and len(sink.requests) == 1
+
+
+async def test_a_notice_received_again_after_it_was_sent_is_not_sent_again(
+        topics: Settings, pool: asyncpg.Pool) -> None:
+    """plates.notices is read at least once (a relay repeats a message whose ack it lost,
+    a dispatcher re-reads a batch it had not committed): the same notice arriving after
+    its delivery was sent must change nothing (contract: each notice sent once per
+    channel). Once the dispatcher's group has committed past the repeat, its intake has
+    recorded it: the delivery is still the one sent, nothing queued, nothing sent."""
+    from aiokafka import TopicPartition
+
+    from notifications.dispatcher import dispatcher_group
+    from platereg.kafka import make_admin
+    from tests.integration.consumer_support import produce
+    from tests.integration.kafka_support import read_topic
+
+    async with http_sink() as sink:
+        settings = with_(topics, sms_gateway_url=sink.url + "/sms")
+        await apply_events(pool, settings, [
+            issued("CA-ON/AGN1", NOW.date() + dt.timedelta(days=300),
+                   NOW - dt.timedelta(hours=1), owner(11, email=False, phone=True)),
+            event("plate.reinstated", "CA-ON/AGN1", NOW - dt.timedelta(minutes=1), {})], NOW)
+        async with notices_running(settings):
+            [sent] = await wait_until(lambda: outcome_of(pool, "reinstated", "sms"),
+                                      what="the notice sent")
+            assert sent["outcome"] == "sent" and len(sink.requests) == 1
+            notices_topic = settings.topic(contract.NOTICES)
+            [message] = await read_topic(settings, notices_topic, at_least=1)
+            ends = await produce(settings, [(message.key, message.value)], topic=notices_topic)
+            admin = make_admin(settings)
+            await admin.start()
+            try:
+                async def committed_past_it() -> bool:
+                    offsets = await admin.list_consumer_group_offsets(dispatcher_group(settings))
+                    return all((m := offsets.get(TopicPartition(notices_topic, p))) is not None
+                               and m.offset >= end for p, end in ends.items())
+
+                await wait_until(committed_past_it, what="the repeat read and committed")
+            finally:
+                await admin.close()
+            dispatch = await pool.fetch("SELECT channel, state, attempts FROM notice_dispatch")
+            attempts = await outcome_of(pool, "reinstated", "sms")
+    assert [tuple(r) for r in dispatch] == [("sms", "sent", 1)]
+    assert [(r["attempt"], r["outcome"]) for r in attempts] == [(1, "sent")]
+    assert len(sink.requests) == 1

@@ -339,3 +339,41 @@ async def test_a_portal_key_reads_no_owner_data_directly(settings, pool, keys) -
             r = await api.client.get(path, headers=portal)
             assert r.status_code in (403, 404, 405), (path, r.status_code)
             assert "Alice" not in r.text
+
+
+async def test_access_log_leaves_out_reads_of_another_owners_record_on_my_plate(
+        settings, pool, keys) -> None:
+    """AAA111 was own-b's until an hour ago. An operator reading own-b's record now lists
+    own-b's old notice about AAA111: that read is about own-b, not own-a, although it names
+    own-a's plate and comes after the transfer; own-a's log lists only reads about own-a's
+    record or about the plate itself."""
+    await _plates(pool)
+    now = dt.datetime.now(dt.UTC)
+    await insert_event(pool, "CA-ON/AAA111", "tr-a", "plate.transferred",
+                       now - dt.timedelta(hours=1), {"owner": owner("own-a")})
+    await insert_notice(pool, "own-b", "CA-ON/AAA111", "suspended", [("email", "sent")],
+                        created_at=now - dt.timedelta(days=3))
+    op = bearer(keys["operator"])
+    async with running_api(settings, owner_token_keys=[OWNER_KEY]) as api:
+        for owner_id in ("own-b", "own-a"):
+            r = await api.client.post("/v1/owners/query", headers=op, json={
+                "owner_id": owner_id, "purpose": "registry_administration"})
+            assert r.status_code == 200, r.text
+        r = await read_plate(api.client, keys["enforcement"], "CA-ON", "AAA111", "traffic_stop")
+        assert r.status_code == 200
+        # In the database: own-b's notice read names own-a's plate, after the transfer.
+        assert await pool.fetchval(
+            "SELECT count(*) FROM audit_log WHERE owner_id = 'own-b' AND plate = 'AAA111'"
+            " AND kind = 'owner_notices' AND at > $1", now - dt.timedelta(hours=1)) == 1
+        token = await _link_session(api, pool, "own-a")
+        r = await api.client.get("/v1/me/access-log", headers=bearer(token))
+        assert r.status_code == 200, r.text
+    seen = sorted((e["kind"], e["jurisdiction"] or "", e["plate"] or "", e["role"])
+                  for e in r.json()["entries"])
+    assert seen == sorted([
+        ("owner", "CA-ON", "AAA111", "operator"),        # own-a's record: their plates
+        ("owner", "CA-QC", "AAA222", "operator"),
+        ("owner_notices", "", "", "operator"),           # own-a has no notices
+        ("owner_preferences", "", "", "operator"),
+        ("single", "CA-ON", "AAA111", "enforcement"),    # the plate itself
+    ])

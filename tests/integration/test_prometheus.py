@@ -73,7 +73,9 @@ _HTTP = {"platereg_http_request_duration_seconds", "platereg_auth_failures"}
 OWN: dict[str, set[str]] = {
     "registry-api": _HTTP | {"platereg_lookups", "platereg_audit_backlog",
                              "platereg_audit_oldest_unwritten_seconds",
-                             "platereg_audit_write_failures", "platereg_audit_refused"},
+                             "platereg_audit_write_failures", "platereg_audit_refused",
+                             # its read replicas (none in this test: families, no series)
+                             "platereg_replica_lag_seconds", "platereg_replica_serving"},
     "ingest-api": _HTTP | {"platereg_ingest_events"},
     "registry-consumer": {"platereg_events", "platereg_dlq", "platereg_quarantined_plates",
                           "platereg_event_apply_latency_seconds", "platereg_consumer_lag",
