@@ -118,12 +118,20 @@ class AuditWriter:
         self.written = 0
         self.writes = 0
         self.failed_writes = 0
+        #: When the latest write failed, if none has committed since (monotonic time).
+        self.failing_since: float | None = None
         _WRITERS.add(self)
 
     @property
     def pending(self) -> int:
         """Rows queued or being written."""
         return self._pending
+
+    def failing(self, within: float) -> bool:
+        """The latest write failed less than ``within`` seconds ago and none has committed
+        since (a full disk, PostgreSQL refusing writes): its reads answered 503."""
+        return (self.failing_since is not None
+                and time.monotonic() - self.failing_since < within)
 
     def oldest_age(self) -> float:
         """Seconds the oldest unwritten row has been waiting (0 when none)."""
@@ -198,6 +206,7 @@ class AuditWriter:
             self._failed(exc, len(records))
         else:
             self.written += len(records)
+            self.failing_since = None
             self.writes += 1
         self._pending -= len(records)
         for waiting in batch:
@@ -211,6 +220,7 @@ class AuditWriter:
     def _failed(self, exc: BaseException, rows: int) -> None:
         """Count and log one failed write: the exception type only, never its text or rows."""
         self.failed_writes += 1
+        self.failing_since = time.monotonic()
         error = type(exc).__name__
         AUDIT_WRITE_FAILURES.labels(error).inc()
         log.warning("audit write failed; its reads answer 503", error_type=error, rows=rows)

@@ -126,10 +126,14 @@ class ApiContext:
         return result, replayed or now, today
 
     async def audit_keeping_up(self) -> bool | str:
-        """/readyz: no audit row has waited longer than PLATEREG_AUDIT_READY_LAG_SECONDS."""
+        """/readyz: no audit row has waited longer than PLATEREG_AUDIT_READY_LAG_SECONDS,
+        and no audit write has failed within that time without one committing since."""
         writer = self.audit_writer
-        if writer is None or writer.oldest_age() > self.settings.audit_ready_lag_seconds:
+        lag = self.settings.audit_ready_lag_seconds
+        if writer is None or writer.oldest_age() > lag:
             return "lagging"
+        if writer.failing(lag):
+            return "failing"
         return True
 
     async def audit(self, reads: list[Read]) -> None:
