@@ -649,7 +649,7 @@ def _revoke_demo_keys(revoke: Callable[[], None]) -> None:
 
 #: What ``platereg run`` keeps in its data directory; ``--reset`` deletes only a directory
 #: holding nothing else.
-DATA_DIR_ENTRIES = {"postgres", "kafka", "mail", "logs", "audit-journal", "demo-loaded",
+DATA_DIR_ENTRIES = {"postgres", "kafka", "mail", "logs", "demo-loaded",
                     "owner-token.key", "cursor-secret", "tansu.log", "demo.txt"}
 
 

@@ -106,13 +106,11 @@ AUDIT_BACKLOG = Gauge("platereg_audit_backlog", "Audit rows waiting to be writte
 AUDIT_OLDEST = Gauge("platereg_audit_oldest_unwritten_seconds",
                      "Age of the oldest audit row not yet written (0: none waiting).")
 AUDIT_WRITE_FAILURES = Counter("platereg_audit_write_failures",
-                               "Failed audit writes (retried), by exception type.", ["error"])
+                               "Failed audit writes (their reads answered 503), by exception "
+                               "type.", ["error"])
 AUDIT_REFUSED = Counter("platereg_audit_refused",
-                        "Reads refused with 503 because the audit buffer was full "
-                        "(or the audit journal could not be written).")
-AUDIT_REPLAYED = Counter("platereg_audit_replayed",
-                         "Audit rows written from the journals of stopped or killed registry "
-                         "API processes (rows already in audit_log are not counted).")
+                        "Reads refused with 503 because their audit rows could not be written "
+                        "(the queue full, or the write failed).")
 REPLICA_LAG = Gauge("platereg_replica_lag_seconds",
                     "How far a read replica is behind the primary at the last check "
                     "(NaN: not measured: unreachable or not a standby).", ["replica"])
@@ -143,7 +141,7 @@ EXPIRY_SWEEP_LAST_RUN = Gauge(
 # What each process moves, so what it exports (by the job names of deploy/prometheus).
 HTTP_API = (HTTP_DURATION, AUTH_FAILURES)
 REGISTRY_API = (*HTTP_API, LOOKUPS, AUDIT_BACKLOG, AUDIT_OLDEST, AUDIT_WRITE_FAILURES,
-                AUDIT_REFUSED, AUDIT_REPLAYED, REPLICA_LAG, REPLICA_SERVING)
+                AUDIT_REFUSED, REPLICA_LAG, REPLICA_SERVING)
 INGEST_API = (*HTTP_API, INGEST_EVENTS)
 #: The consumer counts the notices its batches create (the notices hook runs in them).
 REGISTRY_CONSUMER = (EVENTS, DLQ, QUARANTINED_PLATES, APPLY_LATENCY, CONSUMER_LAG, NOTICES)

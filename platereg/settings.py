@@ -206,21 +206,11 @@ class Settings(BaseSettings):
         description="Days an owner session's record is kept after it expired; then "
                     "`platereg purge` deletes it. Reaches the database with "
                     "`platereg migrate`.")
-    audit_flush_seconds: float = Field(
-        default=0.2, gt=0, le=86400,
-        description="How often the registry API writes buffered audit rows (and on shutdown).",
-    )
     audit_max_pending: int = Field(
         default=50_000, ge=1, le=1_000_000,
-        description="Audit rows a registry API process may hold unwritten; beyond it reads "
-                    "get 503 (a read is never served un-audited).",
-    )
-    audit_journal_dir: Path | None = Field(
-        default=None,
-        description="Where each registry API process journals its audit rows before it "
-                    "answers, so that the rows of a killed process are written by the next "
-                    "one to start. Local disk, kept across restarts, the same directory for "
-                    "every API process of a host. Unset: PLATEREG_DATA_DIR/audit-journal.",
+        description="Audit rows a registry API process may have waiting to be written (each "
+                    "read waits for its own); beyond it reads get 503 at once (a read is never "
+                    "served un-audited).",
     )
     audit_ready_lag_seconds: float = Field(
         default=5.0, gt=0, le=3600,
@@ -539,9 +529,6 @@ class Settings(BaseSettings):
         except ProducerError as exc:
             raise ConfigError(f"PLATEREG_PRODUCER_SECRET: {exc}") from None
 
-    def audit_journal_path(self) -> Path:
-        """PLATEREG_AUDIT_JOURNAL_DIR, or ``audit-journal`` in the data dir."""
-        return self.audit_journal_dir or self.data_dir / "audit-journal"
 
     @property
     def tz(self) -> ZoneInfo:
@@ -705,8 +692,8 @@ COMMAND_NEEDS: dict[str, Needs] = {
     "topics": Needs(("kafka_bootstrap_servers",)),
     "consume registry": Needs(_DB_KAFKA, role="consumer"),
     "consume relay": Needs(_DB_KAFKA, role="consumer"),
-    "serve registry": Needs(_DB_KAFKA, ("cursor_secret", "owner_token_keys",
-                                        "audit_journal_dir"), role="registry_api"),
+    "serve registry": Needs(_DB_KAFKA, ("cursor_secret", "owner_token_keys"),
+                         role="registry_api"),
     "serve ingest": Needs((*_DB_KAFKA, "producer_name", "producer_secret"), role="ingest_api"),
     "purge": Needs(_DB, role="purge"),
     "notices schedule": Needs(_DB_KAFKA, role="notices_scheduler"),

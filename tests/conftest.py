@@ -136,7 +136,7 @@ async def database_url(servers: Servers, template_db: str) -> AsyncIterator[str]
 @pytest.fixture
 def settings(servers: Servers, database_url: str, monkeypatch: pytest.MonkeyPatch,
              tmp_path: Path) -> Settings:
-    """Settings for this test: its own database, topic prefix and audit journal directory.
+    """Settings for this test: its own database and topic prefix.
 
     Also exported as PLATEREG_* variables so subprocesses see the same.
     """
@@ -149,7 +149,6 @@ def settings(servers: Servers, database_url: str, monkeypatch: pytest.MonkeyPatc
         "PLATEREG_STATUS_PARTITIONS": "2",
         "PLATEREG_NOTICES_PARTITIONS": "2",
         "PLATEREG_CONSUMER_GROUP": f"registry-{prefix}",
-        "PLATEREG_AUDIT_JOURNAL_DIR": str(tmp_path / "audit-journal"),
         # what the ingest API, import and simulate sign as (registered in the template)
         "PLATEREG_PRODUCER_NAME": TEST_PRODUCER,
         "PLATEREG_PRODUCER_SECRET": TEST_PRODUCER_SECRET,

@@ -129,8 +129,7 @@ GRANTS: dict[str, dict[str, tuple[str, ...]]] = {
     "quarantined_plates": {"consumer": ("SELECT", "INSERT", "UPDATE"),
                            "operator": ("SELECT", "UPDATE", "DELETE")},
     "relay_cursors": {"consumer": ("SELECT", "INSERT", "UPDATE")},
-    # The registry API's audit journal replay leaves out rows the database would refuse.
-    "retention": {"purge": ("SELECT",), "registry_api": ("SELECT",)},
+    "retention": {"purge": ("SELECT",)},
     "source_policy": {"operator": ("SELECT", "INSERT", "UPDATE", "DELETE"),
                       "consumer": ("SELECT",), "ingest_api": ("SELECT",)},
     # The policy's change trigger bumps the version as whoever changed the policy.

@@ -12,7 +12,7 @@ hotlist, owners, audit; shared parts in ``registry.api.routes.common``):
   view's ``as_of`` is then the replica's replay time), else on the primary. Audit rows,
   keys, owners and the audit query use the primary.
 * Every plate answered is audited through :class:`registry.api.audit.AuditWriter`
-  (journaled to local disk and buffered, written in batches in the background; one typed
+  (committed before the answer, concurrent reads' rows in shared statements; one typed
   :class:`registry.api.routes.common.Read` per row) and counted in
   ``platereg_lookups_total``.
 * Bodies are parsed by the routes, not by FastAPI, with the strict reader shared

@@ -231,11 +231,12 @@ async def put_preferences(conn: asyncpg.Pool | asyncpg.Connection, owner_id: str
 
 async def audit_entries(conn: asyncpg.Pool | asyncpg.Connection, *, jurisdiction: str | None,
                         plate: str | None, key_id: str | None, owner_id: str | None = None,
-                        since: dt.datetime | None, after_id: int,
+                        since: dt.datetime | None, after_id: int, last_id: int,
                         limit: int) -> list[asyncpg.Record]:
-    """Audit rows matching every given filter, by id (insertion order), after ``after_id``."""
-    where = ["id > $1"]
-    args: list[Any] = [after_id]
+    """Audit rows matching every given filter, by id (insertion order), after ``after_id``
+    and up to ``last_id``."""
+    where = ["id > $1", "id <= $2"]
+    args: list[Any] = [after_id, last_id]
     for column, value in (("jurisdiction", jurisdiction), ("plate", plate),
                           ("key_id", key_id), ("owner_id", owner_id)):
         if value is not None:
@@ -251,6 +252,11 @@ async def audit_entries(conn: asyncpg.Pool | asyncpg.Connection, *, jurisdiction
         f" WHERE {' AND '.join(where)} ORDER BY id LIMIT ${len(args)}",
         *args,
     )
+
+
+async def last_audit_id(conn: asyncpg.Pool | asyncpg.Connection) -> int:
+    """The newest audit row's id (0 when there is none)."""
+    return await conn.fetchval("SELECT coalesce(max(id), 0) FROM audit_log")
 
 
 async def histories_until(conn: asyncpg.Pool | asyncpg.Connection, keys: Sequence[str],

@@ -66,10 +66,10 @@ class OwnerAccess:
             raise ProblemError(503, "Service Unavailable", NOT_CONFIGURED)
         return self.tokens
 
-    def audit(self, rows: list[tuple[Any, ...]]) -> None:
-        """Buffer audit rows, or refuse the answer (503) when the audit log lags."""
+    async def audit(self, rows: list[tuple[Any, ...]]) -> None:
+        """Commit audit rows, or refuse the answer (503) when they cannot be written."""
         try:
-            self.audit_of().record_many(stamped(rows))
+            await self.audit_of().write(stamped(rows))
         except AuditUnavailable:
             raise ProblemError(503, "Service Unavailable", "the audit log cannot keep up",
                                headers={"Retry-After": "5"}) from None

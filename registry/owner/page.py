@@ -83,7 +83,7 @@ async def _page(request: Request, access: OwnerAccess, claims: OwnerClaims, lang
     notices = await data.notices(access.pool, owner_id, 50)
     prefs = await data.preferences(access.pool, owner_id)
     access_log = await data.access_log(access.pool, owner_id, 100)
-    access.audit(data.self_read_rows(owner_id, now, views=plates, record="page"))
+    await access.audit(data.self_read_rows(owner_id, now, views=plates, record="page"))
     owner_language = next((p["owner"].get("language") for p in plates if p.get("owner")), None)
     lang = words.pick_language(lang, prefs["language"], owner_language)
     department = Department.from_settings(settings)

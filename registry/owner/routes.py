@@ -131,7 +131,7 @@ async def mint_from_link(access: OwnerAccess, link_token: str, client: str) -> s
         raise link_refused(access, client, exc.reason) from None
     except sessions.MintLimited as exc:
         raise _limited(exc) from None
-    access.audit([data.mint_row(minted.owner_id, None, now)])
+    await access.audit([data.mint_row(minted.owner_id, None, now)])
     return minted
 
 
@@ -158,7 +158,7 @@ async def post_owner_session(request: Request, principal: PortalKey) -> Response
                                                 now)
     except sessions.MintLimited as exc:
         raise _limited(exc) from None
-    access.audit([data.mint_row(body.owner_id, principal.key_id, now)])
+    await access.audit([data.mint_row(body.owner_id, principal.key_id, now)])
     return _minted(minted)
 
 
@@ -207,11 +207,11 @@ async def owner_claims(request: Request) -> OwnerClaims:
 Owner = Annotated[OwnerClaims, Depends(owner_claims)]
 
 
-def _own_list(request: Request, access: OwnerAccess, owner_id: str, now: dt.datetime,
+async def _own_list(request: Request, access: OwnerAccess, owner_id: str, now: dt.datetime,
               record: str, items: list[Any], key: str | None = None) -> Response:
     """An owner's own list: one self-read audit row naming ``record``, charged per item,
     answered as ``{"owner_id": ..., key: items}`` (``key`` defaults to ``record``)."""
-    access.audit(data.self_read_rows(owner_id, now, record=record))
+    await access.audit(data.self_read_rows(owner_id, now, record=record))
     charge(request, len(items))
     return _json({"owner_id": owner_id, key or record: items})
 
@@ -222,7 +222,7 @@ async def me_plates(request: Request, owner: Owner) -> Response:
     access = owner_access(request)
     now, today = access.now()
     views = await data.plates(access.pool, owner.owner_id, today, now)
-    access.audit(data.self_read_rows(owner.owner_id, now, views=views))
+    await access.audit(data.self_read_rows(owner.owner_id, now, views=views))
     charge(request, len(views))
     return _json({"owner_id": owner.owner_id, "plates": views})
 
@@ -236,7 +236,7 @@ async def me_notices(request: Request, owner: Owner,
     access = owner_access(request)
     now, _ = access.now()
     notices = await data.notices(access.pool, owner.owner_id, limit)
-    return _own_list(request, access, owner.owner_id, now, "notices", notices)
+    return await _own_list(request, access, owner.owner_id, now, "notices", notices)
 
 
 @router.get("/v1/me/preferences", response_model=None,
@@ -246,7 +246,7 @@ async def me_preferences(request: Request, owner: Owner) -> Response:
     access = owner_access(request)
     now, _ = access.now()
     prefs = await data.preferences(access.pool, owner.owner_id)
-    access.audit(data.self_read_rows(owner.owner_id, now, record="preferences"))
+    await access.audit(data.self_read_rows(owner.owner_id, now, record="preferences"))
     return _json(prefs)
 
 
@@ -277,7 +277,7 @@ async def me_put_preferences(request: Request, owner: Owner) -> Response:
     prefs = await data.put_preferences(access.pool, owner.owner_id, channels,
                                        body.language.value if body.language else None)
     now, _ = access.now()   # the answer is the owner's record: audited like a read
-    access.audit(data.self_read_rows(owner.owner_id, now, record="preferences_update"))
+    await access.audit(data.self_read_rows(owner.owner_id, now, record="preferences_update"))
     return _json(prefs)
 
 
@@ -292,5 +292,5 @@ async def me_access_log(request: Request, owner: Owner,
     access = owner_access(request)
     now, _ = access.now()
     entries = await data.access_log(access.pool, owner.owner_id, limit)
-    return _own_list(request, access, owner.owner_id, now, "access_log", entries,
+    return await _own_list(request, access, owner.owner_id, now, "access_log", entries,
                      key="entries")

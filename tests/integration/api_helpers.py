@@ -98,9 +98,6 @@ class Api:
     app: FastAPI
     client: httpx.AsyncClient
 
-    async def flush(self) -> None:
-        await self.app.state.audit.flush()
-
 
 @contextlib.asynccontextmanager
 async def running_api(settings: Settings, *, clock: Clock | None = None,

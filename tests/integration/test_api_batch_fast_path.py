@@ -32,7 +32,7 @@ async def test_canonical_and_loose_spellings_answer_and_audit_alike(settings, po
     loose = {"plates": [{"jurisdiction": " us-ny", "plate": p[:2].lower() + "-" + p[2:]}
                         for p in ORDER], "purpose": "traffic_stop"}
     answers = []
-    async with running_api(settings, audit_flush_seconds=0.05) as api:
+    async with running_api(settings) as api:
         for body in (canonical, loose):
             r = await api.client.post("/v1/plates/lookup", json=body,
                                       headers=bearer(keys["operator"]))

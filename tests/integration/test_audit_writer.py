@@ -1,12 +1,15 @@
 """The audit writer under pressure, with the real PostgreSQL: a lock held on ``audit_log``
-stalls it (reads get 503 once the bounded buffer is full, ``/readyz`` 503 once the oldest
-row waits too long, both recover when the lock goes); a write failure of a type nobody
-expected is logged (type only), counted and retried; owner, notice, preference, empty
-hotlist and audit-route reads are audited (tests/integration/test_audit_guards.py: what
-the database itself refuses)."""
+holds the reads whose rows wait for it (more than the bounded queue get 503 at once,
+``/readyz`` 503 once the oldest row waits too long, both recover when the lock goes); a
+write failure of a type nobody expected fails its reads (503), is logged (type only) and
+counted, and the writer goes on; owner, notice, preference, empty hotlist and audit-route
+reads are audited (tests/integration/test_audit_guards.py: what the database itself
+refuses)."""
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import uuid
 
 import asyncpg
@@ -18,7 +21,7 @@ from prometheus_client import REGISTRY
 
 from platereg.db import create_pool
 from platereg.security.keys import create_key
-from registry.api.audit import AuditWriter
+from registry.api.audit import AuditUnavailable, AuditWriter
 from tests.integration.seam_support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -28,7 +31,7 @@ def _sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-async def test_a_lock_on_audit_log_gives_503_to_reads_and_readyz_until_released(
+async def test_a_lock_on_audit_log_holds_reads_then_gives_503_and_readyz_until_released(
         settings, pool, database_url: str) -> None:
     await insert_plate(pool, "CA-ON", "LOCK1")
     enf = bearer((await role_keys(pool))["enforcement"])
@@ -36,16 +39,18 @@ async def test_a_lock_on_audit_log_gives_503_to_reads_and_readyz_until_released(
     refused = _sample("platereg_audit_refused_total")
     locker = await asyncpg.connect(database_url)
     try:
-        async with running_api(settings, audit_max_pending=3, audit_ready_lag_seconds=0.5,
-                               audit_flush_seconds=0.05) as api:
+        async with running_api(settings, audit_max_pending=3,
+                               audit_ready_lag_seconds=0.5) as api:
             assert (await api.client.get("/readyz")).status_code == 200
             tx = locker.transaction()
             await tx.start()
             await locker.execute("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
             try:
-                for _ in range(3):   # buffered: the writer's COPY waits for the lock
-                    r = await api.client.post("/v1/plates/query", json=lock1, headers=enf)
-                    assert r.status_code == 200
+                held = [asyncio.create_task(api.client.post(
+                    "/v1/plates/query", json=lock1, headers=enf)) for _ in range(3)]
+                await wait_for(lambda: _is(_sample("platereg_audit_backlog") >= 3),
+                               "three reads waiting for their audit rows", 30)
+                assert not any(t.done() for t in held)   # not answered before the audit
                 r = await api.client.post("/v1/plates/query", json=lock1, headers=enf)
                 assert r.status_code == 503, r.text
                 assert r.headers["retry-after"] and "audit" in r.json()["detail"]
@@ -56,9 +61,9 @@ async def test_a_lock_on_audit_log_gives_503_to_reads_and_readyz_until_released(
                     return r.status_code == 503 and r.json()["checks"]["audit"] == "lagging"
 
                 await wait_for(not_ready, "/readyz 503 with the audit writer stalled", 30)
-                assert _sample("platereg_audit_backlog") >= 3
             finally:
                 await tx.rollback()
+            assert [(await t).status_code for t in held] == [200, 200, 200]
 
             async def ready() -> bool:
                 return (await api.client.get("/readyz")).status_code == 200
@@ -66,10 +71,9 @@ async def test_a_lock_on_audit_log_gives_503_to_reads_and_readyz_until_released(
             await wait_for(ready, "/readyz 200 once the lock is gone", 60)
             r = await api.client.post("/v1/plates/query", json=lock1, headers=enf)
             assert r.status_code == 200
-            await api.flush()
     finally:
         await locker.close()
-    # The three answered before the lock went and the one after; never the refused one.
+    # The three held by the lock and the one after; never the refused one.
     assert await pool.fetchval("SELECT count(*) FROM audit_log WHERE plate = 'LOCK1'") == 4
 
 
@@ -91,36 +95,38 @@ class FailingPool:
         return self.pool.acquire()
 
 
-async def test_a_write_failure_of_an_unexpected_type_is_logged_counted_and_retried(
+def _row(plate: str) -> tuple:
+    return (dt.datetime.now(dt.UTC), "k1", "single", "CA-ON", plate, "testing", "valid")
+
+
+async def test_a_write_failure_of_an_unexpected_type_fails_its_read_and_the_writer_goes_on(
         database_url: str) -> None:
     pool = await create_pool(database_url, min_size=1, max_size=2)
-    failing = FailingPool(pool, failures=3)
-    writer = AuditWriter(failing, interval=0.01, max_backoff=0.05)  # type: ignore[arg-type]
+    failing = FailingPool(pool, failures=1)
+    writer = AuditWriter(failing)  # type: ignore[arg-type]
     before = _sample("platereg_audit_write_failures_total", error="Surprise")
     try:
+        writer.start()
         with structlog.testing.capture_logs() as logs:
-            writer.start()
-            writer.record("k1", "single", "CA-ON", "SECRETPLATE7", "testing", "valid")
-
-            async def written() -> bool:
-                return writer.written == 1
-
-            await wait_for(written, "the row written after the failures", 30)
+            with pytest.raises(AuditUnavailable):
+                await writer.write([_row("SECRETPLATE7")])
         assert writer.pending == 0 and failing.failures == 0
-        assert _sample("platereg_audit_write_failures_total", error="Surprise") == before + 3
-        failures = [e for e in logs if e["event"] == "audit write failed; retrying"]
-        assert len(failures) == 3
-        assert all(e["error_type"] == "Surprise" and e["log_level"] == "warning"
-                   for e in failures)
+        assert _sample("platereg_audit_write_failures_total", error="Surprise") == before + 1
+        failures = [e for e in logs if e["event"] == "audit write failed; its reads answer 503"]
+        assert len(failures) == 1
+        assert failures[0]["error_type"] == "Surprise" and failures[0]["log_level"] == "warning"
         assert "SECRETPLATE7" not in repr(logs)
-        assert await pool.fetchval("SELECT count(*) FROM audit_log"
-                                   " WHERE plate = 'SECRETPLATE7'") == 1
-        # The task is still running: a later row is written too.
-        writer.record("k1", "single", "CA-ON", "LATER1", "testing", "valid")
-        await wait_for(lambda: _is(writer.written == 2), "a later row written", 30)
+        # The task is still running: a later read's row is written.
+        await writer.write([_row("LATER1")])
+        assert writer.written == 1
     finally:
         await writer.stop()
         await pool.close()
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert [r["plate"] for r in await conn.fetch("SELECT plate FROM audit_log")] == ["LATER1"]
+    finally:
+        await conn.close()
 
 
 async def _is(value: bool) -> bool:
@@ -150,7 +156,6 @@ async def test_owner_notice_preference_hotlist_and_audit_reads_are_audited(
         r = await api.client.get("/v1/hotlist", params={"purpose": "alpr_hit"},
                                  headers=enf)   # nothing flagged: empty
         assert r.status_code == 200 and r.json()["entries"] == []
-        await api.flush()
         r = await api.client.post("/v1/audit/query", headers=op, json={
             "owner_id": "own-a", "purpose": "audit_review"})
         assert r.status_code == 200
@@ -158,7 +163,6 @@ async def test_owner_notice_preference_hotlist_and_audit_reads_are_audited(
         r = await api.client.post("/v1/audit/query", headers=op, json={
             "jurisdiction": "CA-QC", "plate": "NONE1", "purpose": "audit_review"})
         assert r.status_code == 200 and r.json()["entries"] == []
-        await api.flush()
         rows = await pool.fetch("SELECT key_id, kind, jurisdiction, plate, owner_id, result,"
                                 " purpose FROM audit_log ORDER BY id")
     by_kind: dict[str, list[tuple]] = {}
@@ -194,23 +198,5 @@ async def test_an_owner_setting_preferences_is_audited_like_a_read(settings, poo
         r = await api.client.put("/v1/me/preferences", headers=me,
                                  json={"channels": ["email"], "language": "fr"})
         assert r.status_code == 200 and r.json()["language"] == "fr"
-        await api.flush()
     rows = await pool.fetch("SELECT kind, owner_id FROM audit_log WHERE key_id = 'owner'")
     assert [(r["kind"], r["owner_id"]) for r in rows] == [("owner_preferences_update", "own-p")]
-
-
-async def test_a_batch_whose_commit_answer_was_lost_is_not_written_twice(pool) -> None:
-    """A COPY can commit and its answer be lost (the connection drops): the writer keeps the
-    rows and writes them again. Their row_ids are in audit_log already, so the COPY fails
-    on the unique index and the batch is inserted with ON CONFLICT DO NOTHING instead."""
-    writer = AuditWriter(pool, interval=3600)
-    for plate in ("TWICE1", "TWICE2", "TWICE3"):
-        writer.record("k1", "single", "CA-ON", plate, "testing", "valid")
-    batch = list(writer._buffer)
-    assert await writer.flush() == 3
-    writer._buffer[:0] = batch            # as if the first COPY's answer never arrived
-    writer.record("k1", "single", "CA-ON", "ONCE4", "testing", "valid")
-    assert await writer.flush() == 4
-    plates = await pool.fetch("SELECT plate, row_id FROM audit_log ORDER BY id")
-    assert [r["plate"] for r in plates] == ["TWICE1", "TWICE2", "TWICE3", "ONCE4"]
-    assert len({r["row_id"] for r in plates}) == 4 and None not in {r["row_id"] for r in plates}

@@ -164,9 +164,7 @@ def _processes(tmp: Path, env: dict[str, str], ingest_port: int, registry_port: 
              "--max-records", "500"),
         proc("relay", "consume", "relay", "--metrics-port", "{port}"),
         proc("ingest-api", "serve", "ingest", "--port", str(ingest_port)),
-        # audit rows buffered for a second: a SIGKILL almost always finds some unwritten
-        proc("registry-api", "serve", "registry", "--port", str(registry_port),
-             env_for=lambda _incarnation: {"PLATEREG_AUDIT_FLUSH_SECONDS": "1"}),
+        proc("registry-api", "serve", "registry", "--port", str(registry_port)),
         proc("scheduler", "notices", "schedule", "--metrics-port", "{port}", "--every", "0.5",
              env_for=clock),
         proc("dispatcher", "notices", "dispatch", "--metrics-port", "{port}"))}
@@ -783,9 +781,9 @@ async def _check_deliveries(run: Run, catcher, sms, display) -> None:  # noqa: A
 
 async def _check_audit(run: Run, procs: dict[str, Proc], port: int, plates: list[str]) -> None:
     """Every read answered (200/404) has exactly one audit row, SIGKILLed API incarnations
-    included (their journals are replayed by the next one); no read has two. Each read has
-    its own case_ref. A read whose answer never arrived (the API killed after it journaled
-    the row, before the answer) may have its row: it was looked up. The last incarnation,
+    included (a read is answered only once its row is committed); no read has two. Each
+    read has its own case_ref. A read whose answer never arrived (the API killed after the
+    row was committed, before the answer) may have its row: it was looked up. The last incarnation,
     with a fresh key, is stopped cleanly after 50 reads."""
     api = procs["registry-api"]
     run.read_keys[api.incarnation] = await create_key(run.pool, role="operator",

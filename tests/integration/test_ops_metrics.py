@@ -4,15 +4,17 @@ committed sweeps, and 401/403 answers count by reason."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 
+import asyncpg
 import pytest
 from api_helpers import bearer, insert_plate, role_keys, running_api
 from prometheus_client import REGISTRY
 
 from platereg.security.keys import create_key, revoke_key
-from registry.api.audit import AuditWriter
+from registry.api.audit import AuditUnavailable, AuditWriter
 from registry.consumer.expiry import sweep
 
 pytestmark = pytest.mark.integration
@@ -24,33 +26,50 @@ def sample(name: str, **labels: str) -> float:
     return value
 
 
-async def test_audit_backlog_counts_rows_until_postgresql_has_them(pool) -> None:
+async def test_audit_backlog_counts_rows_until_postgresql_has_them(pool,
+                                                                   database_url: str) -> None:
     base = sample("platereg_audit_backlog")
-    writer = AuditWriter(pool, interval=3600)   # not started: only flush() writes
+    writer = AuditWriter(pool)
+    writer.start()
     now = dt.datetime.now(dt.UTC)
-    writer.record_many([(now, "k1", "single", "CA-ON", "AUD1", "testing", "valid")])
-    writer.record_many([(now, "k1", "batch", "CA-ON", f"AUD{i}", "testing", "valid")
-                        for i in range(4)])
-    assert sample("platereg_audit_backlog") == base + 5
-    assert await writer.flush() == 5
+    locker = await asyncpg.connect(database_url)
+    try:
+        tx = locker.transaction()
+        await tx.start()
+        await locker.execute("LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE")
+        reads = [asyncio.create_task(writer.write(
+                     [(now, "k1", "single", "CA-ON", "AUD1", "testing", "valid")])),
+                 asyncio.create_task(writer.write(
+                     [(now, "k1", "batch", "CA-ON", f"AUD{i}", "testing", "valid")
+                      for i in range(4)]))]
+        await asyncio.sleep(0.2)          # waiting for the lock
+        assert sample("platereg_audit_backlog") == base + 5
+        await tx.rollback()
+        await asyncio.gather(*reads)
+    finally:
+        await locker.close()
+        await writer.stop()
     assert sample("platereg_audit_backlog") == base
     assert await pool.fetchval("SELECT count(*) FROM audit_log") == 5
 
 
-async def test_audit_backlog_keeps_rows_postgresql_refused(pool) -> None:
+async def test_audit_rows_postgresql_refused_leave_the_backlog_with_their_reads(pool) -> None:
     base = sample("platereg_audit_backlog")
-    writer = AuditWriter(pool, interval=3600)
-    writer.record_many([(dt.datetime.now(dt.UTC), "k1", "single", "CA-ON", "AUD1", "testing",
-                        "valid")])
+    failures = REGISTRY.get_sample_value("platereg_audit_write_failures_total",
+                                         {"error": "UndefinedTableError"}) or 0.0
+    writer = AuditWriter(pool)
+    writer.start()
     await pool.execute("ALTER TABLE audit_log RENAME TO audit_log_away")
     try:
-        with pytest.raises(Exception):  # noqa: B017 - whatever asyncpg raises for a missing table
-            await writer.flush()
-        assert sample("platereg_audit_backlog") == base + 1
+        with pytest.raises(AuditUnavailable):
+            await writer.write([(dt.datetime.now(dt.UTC), "k1", "single", "CA-ON", "AUD1",
+                                 "testing", "valid")])
+        assert sample("platereg_audit_backlog") == base   # the read failed: nothing waits
+        assert sample("platereg_audit_write_failures_total",
+                      error="UndefinedTableError") == failures + 1
     finally:
         await pool.execute("ALTER TABLE audit_log_away RENAME TO audit_log")
-    await writer.flush()
-    assert sample("platereg_audit_backlog") == base
+        await writer.stop()
 
 
 async def test_expiry_sweep_sets_its_last_run_time_when_committed(pool) -> None:

@@ -78,7 +78,6 @@ async def test_sign_in_links_work_once_and_for_fourteen_days(settings, pool) -> 
         assert r.status_code == 401
         r = await api.client.post("/v1/owner-sessions/link", json={"token": token})
         assert r.status_code == 422 and token not in r.text
-        await api.flush()
     rows = await pool.fetch("SELECT key_id, kind, owner_id, result FROM audit_log"
                             " WHERE kind = 'owner_session'")
     assert [tuple(r) for r in rows] == [("link", "owner_session", "own-a", "minted")]
@@ -128,7 +127,6 @@ async def test_portal_mints_are_audited_and_limited_per_owner(settings, pool, ke
         r = await api.client.post("/v1/owner-sessions", headers=portal,
                                   json={"owner_id": "own a"})
         assert r.status_code == 422
-        await api.flush()
     rows = await pool.fetch("SELECT key_id, owner_id FROM audit_log"
                             " WHERE kind = 'owner_session' ORDER BY id")
     portal_id, second_id = _key_id(keys["portal"]), _key_id(second)
@@ -233,7 +231,6 @@ async def test_owner_token_sees_only_its_owner(settings, pool, keys) -> None:
             assert (await api.client.get("/v1/me/plates", headers=bearer(keys[role]))
                     ).status_code == 403
         assert (await api.client.get("/v1/me/plates")).status_code == 401
-        await api.flush()
     rows = await pool.fetch("SELECT key_id, kind, jurisdiction, plate, owner_id FROM audit_log"
                             " WHERE key_id = 'owner' ORDER BY id")
     assert {r["owner_id"] for r in rows} == {"own-a"}
@@ -293,7 +290,6 @@ async def test_access_log_lists_reads_of_my_plates_and_nobody_elses(settings, po
             r = await read_plate(api.client, keys["enforcement"], jurisdiction, plate,
                                  "traffic_stop")
             assert r.status_code == 200, r.text
-        await api.flush()
         token = await _link_session(api, pool, "own-a")
         r = await api.client.get("/v1/me/access-log", headers=bearer(token))
         assert r.status_code == 200, r.text
@@ -365,7 +361,6 @@ async def test_access_log_leaves_out_reads_of_another_owners_record_on_my_plate(
             assert r.status_code == 200, r.text
         r = await read_plate(api.client, keys["enforcement"], "CA-ON", "AAA111", "traffic_stop")
         assert r.status_code == 200
-        await api.flush()
         # In the database: own-b's notice read names own-a's plate, after the transfer.
         assert await pool.fetchval(
             "SELECT count(*) FROM audit_log WHERE owner_id = 'own-b' AND plate = 'AAA111'"

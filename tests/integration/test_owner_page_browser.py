@@ -56,8 +56,7 @@ AXE_CACHE = Path(os.environ.get("PLATEREG_AXE_DIR",
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 #: A notice about the CA-BC plate, at 19:30 UTC: 12:30 in Vancouver (PDT in July).
 BC_NOTICE_AT = dt.datetime(2026, 7, 1, 19, 30, tzinfo=dt.UTC)
-ENV = {"PLATEREG_OWNER_TOKEN_KEYS": OWNER_KEY, "PLATEREG_AUDIT_FLUSH_SECONDS": "0.05",
-       "PLATEREG_OWNER_TOKEN_MINUTES": "20"}
+ENV = {"PLATEREG_OWNER_TOKEN_KEYS": OWNER_KEY, "PLATEREG_OWNER_TOKEN_MINUTES": "20"}
 
 
 def axe_source() -> str:

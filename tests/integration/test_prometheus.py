@@ -74,7 +74,6 @@ OWN: dict[str, set[str]] = {
     "registry-api": _HTTP | {"platereg_lookups", "platereg_audit_backlog",
                              "platereg_audit_oldest_unwritten_seconds",
                              "platereg_audit_write_failures", "platereg_audit_refused",
-                             "platereg_audit_replayed",
                              # its read replicas (none in this test: families, no series)
                              "platereg_replica_lag_seconds", "platereg_replica_serving"},
     "ingest-api": _HTTP | {"platereg_ingest_events"},

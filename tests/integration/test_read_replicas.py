@@ -101,10 +101,13 @@ async def standby(cluster: Cluster) -> AsyncIterator[asyncpg.Connection]:
 
 
 def settings_for(cluster: Cluster, tmp_path: Path, max_lag: float) -> Settings:
+    # Keys' rate limits out of the way: the load of the kill test is eight clients back to
+    # back, and a 429 from a fast moment is not what it looks at (every answer 200 or 404).
     return Settings(database_url=cluster.dsn, database_read_urls=[cluster.replica_dsn],
                     replica_max_lag_seconds=max_lag, replica_check_seconds=CHECK_SECONDS,
                     kafka_bootstrap_servers="127.0.0.1:9", data_dir=tmp_path / "data",
-                    audit_journal_dir=tmp_path / "audit-journal")
+                    rate_limit_enforcement_per_second=1_000_000,
+                    rate_limit_operator_per_second=1_000_000)
 
 
 @contextlib.asynccontextmanager
@@ -178,8 +181,8 @@ async def test_reads_come_from_the_replica_audit_rows_go_to_the_primary_as_of_is
         assert as_of < asked - dt.timedelta(seconds=1)
         assert batch.json()["results"][0]["as_of"] == found.json()["as_of"]
 
-        # the audit rows were written to the primary (the replica is read-only)
-        await api.flush()
+        # the audit rows were committed to the primary (the replica is read-only) before
+        # each read was answered
         assert await primary.fetchval(
             "SELECT count(*) FROM audit_log WHERE plate IN ('RPL1', 'RPL2')") == 5
 

@@ -1,5 +1,5 @@
 """``Reading.rows`` (the batch's audit rows without a ``Read`` per plate) gives exactly the
-rows of ``Reading.read(...).row()``, in ``registry.api.audit.COPY_COLUMNS`` order."""
+rows of ``Reading.read(...).row()``, in ``registry.api.audit.ROW_COLUMNS`` order."""
 
 from __future__ import annotations
 

@@ -226,16 +226,6 @@ def test_each_service_logs_in_to_postgres_as_its_own_role() -> None:
     assert postgres_env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
 
 
-def test_the_registry_api_keeps_its_audit_journal_on_a_volume() -> None:
-    """The journal must survive a container restart, or a killed API's audit rows are lost."""
-    api = SERVICES["registry-api"]
-    path = api["environment"]["PLATEREG_AUDIT_JOURNAL_DIR"]
-    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in api["volumes"]}
-    assert mounts.get(path) in COMPOSE["volumes"], f"no named volume at {path}"
-    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
-    assert f"-o platereg /var/lib/platereg {path}" in dockerfile  # the image user owns it
-
-
 def test_the_optional_read_replica_streams_from_postgres_and_feeds_the_registry_api() -> None:
     """The replica profile: a hot standby of the postgres service (same image: physical
     replication needs the same major version), made by pg_basebackup -R as a user the

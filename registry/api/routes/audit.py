@@ -6,7 +6,9 @@ entries it lists (each page one row): its filters in the row's own columns
 (``jurisdiction``, ``plate``, ``owner_id``; ``since`` as ``as_at``), the key filter,
 if any, as ``result`` ``key_id=<id>`` (else ``all_keys``). So reviewing a trail adds
 one row to it, not one per entry: polling a plate's trail grows it by one row a poll.
-The page cursor is sealed like the hotlist's.
+The page cursor is sealed like the hotlist's and holds the newest row id at the first
+page: later pages list nothing written since (the query's own row of each page among
+them, committed before the page is answered and matching its filters).
 """
 
 from __future__ import annotations
@@ -55,23 +57,27 @@ def audit_query_read(who: Reading, query: AuditQuery) -> Read:
     return dataclasses.replace(read, as_at=query.since)
 
 
-def open_id_cursor(text: str | None, sealer: Sealer) -> int:
+def open_id_cursor(text: str | None, sealer: Sealer) -> tuple[int, int | None]:
+    """``(after id, last id)`` of an audit cursor: the page starts after the first; the
+    second is the newest row when the query's first page was read (None: no page yet)."""
     if text is None:
-        return 0
+        return 0, None
     try:
         kind, value = open_cursor(sealer, text)
     except InvalidCursor:
         kind = value = ""
-    if kind != "a" or not value.isdigit() or len(value) > 18:
+    after, _, last = value.partition("-")
+    if kind != "a" or not all(v.isdigit() and len(v) <= 18 for v in (after, last)):
         raise ProblemError(400, "Bad Request", "malformed cursor")
-    return int(value)
+    return int(after), int(last)
 
 
 @router.post("/v1/audit/query", response_model=None,
              summary="Who read what (oldest first, paged)",
              description="Filters combine with AND. `plate` needs `jurisdiction`. Rows "
-                         "appear within about a second of the read (written in batches). "
-                         "Pass `next` as `cursor` with the same filters for the next page. "
+                         "are committed before the read they record is answered. "
+                         "Pass `next` as `cursor` with the same filters for the next page; "
+                         "later pages list no row written after the first page. "
                          "Each query is itself audited, as one row of kind `audit` with its "
                          "filters, however many entries it lists.",
              responses={**ok(AuditPage, _EXAMPLE), **errors(*BODY_ERRORS)},
@@ -82,14 +88,18 @@ async def query_audit(request: Request, principal: OperatorKey) -> Response:
     if query.plate is not None and query.jurisdiction is None:
         raise ProblemError(422, "Unprocessable Content", "invalid filter", errors=[
             {"field": "body.plate", "message": "plate needs jurisdiction"}])
-    after_id = open_id_cursor(query.cursor, ctx.sealer)
+    after_id, last_id = open_id_cursor(query.cursor, ctx.sealer)
+    if last_id is None:   # the first page: later pages list no row written after it
+        last_id = await lookups.last_audit_id(ctx.pool)
     rows = await lookups.audit_entries(
         ctx.pool, jurisdiction=query.jurisdiction, plate=query.plate, key_id=query.key_id,
-        owner_id=query.owner_id, since=query.since, after_id=after_id, limit=query.limit)
+        owner_id=query.owner_id, since=query.since, after_id=after_id, last_id=last_id,
+        limit=query.limit)
     entries = [dict(r) for r in rows]
-    ctx.audit([audit_query_read(reading(ctx, principal, query), query)])
+    await ctx.audit([audit_query_read(reading(ctx, principal, query), query)])
     charge(request, len(entries))
-    nxt = seal(ctx.sealer, "a", str(rows[-1]["id"])) if len(rows) == query.limit else None
+    nxt = (seal(ctx.sealer, "a", f"{rows[-1]['id']}-{last_id}") if len(rows) == query.limit
+           else None)
     return json_response({"entries": entries, "next": nxt})
 
 

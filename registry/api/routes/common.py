@@ -25,7 +25,7 @@ from platereg.plate_rows import state_from_row
 from platereg.replicas import ReadPools
 from platereg.security.auth import Principal, require
 from platereg.settings import Settings
-from registry.api.audit import COPY_COLUMNS, AuditUnavailable, AuditWriter, stamped
+from registry.api.audit import ROW_COLUMNS, AuditUnavailable, AuditWriter, stamped
 from registry.api.models import Problem
 from registry.api.sealing import Sealer
 from registry.domain import VIEW_PARTS, enforcement_view, full_view, owner_view_from, view_from
@@ -64,8 +64,8 @@ class Read:
     owner_id: str | None = None
 
     def row(self) -> tuple[Any, ...]:
-        """The values in ``registry.api.audit.COPY_COLUMNS`` order."""
-        return tuple(getattr(self, column) for column in COPY_COLUMNS)
+        """The values in ``registry.api.audit.ROW_COLUMNS`` order."""
+        return tuple(getattr(self, column) for column in ROW_COLUMNS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +96,8 @@ class Reading:
 #: The order :meth:`Reading.rows` builds rows in, without a :class:`Read` per row.
 _ROW_ORDER = ("at", "key_id", "kind", "jurisdiction", "plate", "purpose", "result",
               "owner_id", "case_ref", "as_at")
-if COPY_COLUMNS != _ROW_ORDER:  # registry.api.audit changed its columns: update Reading.rows
-    raise ImportError(f"registry.api.audit.COPY_COLUMNS is {COPY_COLUMNS}, not {_ROW_ORDER}")
+if ROW_COLUMNS != _ROW_ORDER:  # registry.api.audit changed its columns: update Reading.rows
+    raise ImportError(f"registry.api.audit.ROW_COLUMNS is {ROW_COLUMNS}, not {_ROW_ORDER}")
 
 
 class ApiContext:
@@ -126,21 +126,25 @@ class ApiContext:
         return result, replayed or now, today
 
     async def audit_keeping_up(self) -> bool | str:
-        """/readyz: no audit row has waited longer than PLATEREG_AUDIT_READY_LAG_SECONDS."""
+        """/readyz: no audit row has waited longer than PLATEREG_AUDIT_READY_LAG_SECONDS,
+        and no audit write has failed within that time without one committing since."""
         writer = self.audit_writer
-        if writer is None or writer.oldest_age() > self.settings.audit_ready_lag_seconds:
+        lag = self.settings.audit_ready_lag_seconds
+        if writer is None or writer.oldest_age() > lag:
             return "lagging"
+        if writer.failing(lag):
+            return "failing"
         return True
 
-    def audit(self, reads: list[Read]) -> None:
-        """Buffer the audit rows of one answer, or refuse it (503) when the log lags."""
-        self.audit_rows([r.row() for r in reads])
+    async def audit(self, reads: list[Read]) -> None:
+        """Commit the audit rows of one answer, or refuse it (503) when they cannot be."""
+        await self.audit_rows([r.row() for r in reads])
 
-    def audit_rows(self, rows: list[tuple[Any, ...]]) -> None:
+    async def audit_rows(self, rows: list[tuple[Any, ...]]) -> None:
         """:meth:`audit` for rows already in ``Read.row`` form (:meth:`Reading.rows`)."""
         assert self.audit_writer is not None
         try:
-            self.audit_writer.record_many(stamped(rows))
+            await self.audit_writer.write(stamped(rows))
         except AuditUnavailable:
             raise ProblemError(503, "Service Unavailable", "the audit log cannot keep up",
                                headers={"Retry-After": "5"}) from None

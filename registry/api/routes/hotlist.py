@@ -82,7 +82,7 @@ async def get_hotlist(request: Request, principal: EnforcementKey,
     now, _ = ctx.now()
     who = Reading(now, principal.key_id, purpose.value, case_ref)
     # Every hotlist read is audited: one row per entry, or one saying it was empty.
-    ctx.audit([who.read("hotlist", e["jurisdiction"], e["plate"], e["status"])
+    await ctx.audit([who.read("hotlist", e["jurisdiction"], e["plate"], e["status"])
                for e in entries] or [who.read("hotlist", None, None, "empty")])
     charge(request, len(entries))
     count("hotlist", purpose.value, len(entries))

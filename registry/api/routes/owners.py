@@ -92,7 +92,7 @@ async def query_owner(request: Request, principal: OperatorKey) -> Response:
     views = [view_of(r, True, today, now) for r in rows]
     notices_out = [notice_out(i) for i in notices]
     who = reading(ctx, principal, query)
-    ctx.audit([
+    await ctx.audit([
         *([who.read("owner", v["jurisdiction"], v["plate"], v["status"], owner_id)
            for v in views] or [who.read("owner", None, None, "not_found", owner_id)]),
         *([who.read("owner_notices", n["jurisdiction"], n["plate"], n["kind"], owner_id)

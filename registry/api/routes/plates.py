@@ -123,7 +123,7 @@ async def query_plate(request: Request) -> Response:
     else:
         view = (await views_at(ctx, [key], with_owner, query.at)).get(key)
     who = reading(ctx, principal, query)
-    ctx.audit([who.read("single", j, p, "not_found" if view is None else view["status"])])
+    await ctx.audit([who.read("single", j, p, "not_found" if view is None else view["status"])])
     if view is None:
         count("single", who.purpose, 0, 1)
         raise ProblemError(404, "Not Found", "no issued plate with this key")
@@ -161,7 +161,7 @@ async def lookup_batch(request: Request, principal: EnforcementKey) -> Response:
         else:
             results.append(view)
             answers.append((j, p, view["status"]))
-    ctx.audit_rows(who.rows("batch", answers))
+    await ctx.audit_rows(who.rows("batch", answers))
     charge(request, len(results))
     found = sum(1 for k in keys if k in views)
     count("batch", who.purpose, found, len(keys) - found)
@@ -188,7 +188,7 @@ async def candidates(request: Request, principal: EnforcementKey) -> Response:
     missing = f"{j}/{p}" not in views
     if missing:
         reads.append(who.read("candidates", j, p, "not_found"))
-    ctx.audit(reads)
+    await ctx.audit(reads)
     charge(request, len(found))
     count("candidates", who.purpose, len(found), int(missing))
     return json_response({"jurisdiction": j, "plate": p, "candidates": found,
@@ -213,7 +213,7 @@ async def history(request: Request, principal: OperatorKey) -> Response:
     j, p = query.jurisdiction, query.plate
     rows, _, _ = await ctx.read(lambda pool: lookups.events(pool, f"{j}/{p}", MAX_EVENTS + 1))
     who = reading(ctx, principal, query)
-    ctx.audit([who.read("history", j, p, "found" if rows else "not_found")])
+    await ctx.audit([who.read("history", j, p, "found" if rows else "not_found")])
     count("history", who.purpose, int(bool(rows)), int(not rows))
     if not rows:
         raise ProblemError(404, "Not Found", "no events for this plate")
