@@ -1,5 +1,6 @@
 """`make run`'s mail catcher keeps every message but logs no recipient, sender or phone
-number (its SMTP server logs each envelope address; the log redaction masks them)."""
+number, even at DEBUG: it logs counts (its SMTP server's protocol log, which names each
+envelope address, is kept to warnings; the log redaction would mask what got through)."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def test_the_mail_catcher_logs_no_contact_data(tmp_path: Path) -> None:
     (kept,) = (tmp_path / "mail").glob("*.eml")
     assert "jane.doe@example.org" in kept.read_text()       # the message itself is kept
     out = log_path.read_text()
-    assert "mail caught" in out and "recip: [redacted]" in out, out
+    assert "mail caught" in out and "messages=1" in out, out
     for value in ("jane.doe@example.org", "notices@platereg.localhost", "14165550199",
                   "555-0199"):
         assert value not in out, (value, out)
