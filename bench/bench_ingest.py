@@ -160,7 +160,9 @@ async def _http(ctx: BenchContext, events: list[dict], broker: str = ""
 
     conn = await asyncpg.connect(dsn)
     try:
-        key_id, key = await create_key(conn, role="ingest", name="bench", sources=["/"])
+        # every source the simulated week uses (a key may not be bound to "/" alone)
+        key_id, key = await create_key(conn, role="ingest", name="bench", sources=[
+            "/registry/", "/police/", "/insurance/", "/smartplate/", "/courts/", "/emissions/"])
     finally:
         await conn.close()
     port = free_port()
