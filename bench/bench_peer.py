@@ -89,6 +89,11 @@ def sink_config(dsn: str, topic: str) -> dict[str, str]:
         "delete.enabled": "false",
         "primary.key.mode": "record_key",
         "primary.key.fields": "plate",
+        # the sink takes a key with fields (a Struct): Kafka's own transform wraps the
+        # plain plate of the topic's key into one field ``plate``
+        "transforms": "plate",
+        "transforms.plate.type": "org.apache.kafka.connect.transforms.HoistField$Key",
+        "transforms.plate.field": "plate",
         "schema.evolution": "basic",
         "collection.name.format": TABLE,
         "use.time.zone": "UTC",
@@ -136,6 +141,7 @@ async def _sink(ctx: BenchContext, worker: ConnectWorker, dsn: str, topic: str,
             break
         if worker.proc is None or worker.proc.poll() is not None:
             raise RuntimeError("Kafka Connect exited during the benchmark")
+        await asyncio.to_thread(worker.running, CONNECTOR)   # raises when the task failed
         await asyncio.sleep(0.2)
     cpu = {"Connect JVM": tree_cpu(worker.pid) - jvm, **meter.read()}
     conn = await asyncpg.connect(dsn)
@@ -175,6 +181,9 @@ async def _run(ctx: BenchContext) -> list[Figure]:
         sink = await _sink(ctx, worker, dsn, topic, sink_ends)
     finally:
         await asyncio.to_thread(worker.stop)
+    plates = len({key for key, _ in messages})
+    if sink[-1] != plates:   # a figure from a sink that wrote nothing is no figure
+        raise RuntimeError(f"the JDBC sink left {sink[-1]} rows for {plates} plates")
     return figures + _sink_figures(n, base_s, rate, *sink)
 
 

@@ -5,8 +5,10 @@ The jars come from Maven Central through the pinned descriptor ``deploy/connect/
 as the broker's do (:func:`devtools.apache_kafka.fetch_jars`), into the same cache outside
 git: its ``worker`` profile (``connect-runtime`` of the broker's Kafka release, the JSON
 converter, logging) onto the class path, each connector profile (``jdbc-sink``: the
-Debezium JDBC sink and the PostgreSQL driver) into a directory of its own under the
-worker's ``plugin.path``, where Connect loads it in an isolated class loader.
+Debezium JDBC sink, Hibernate ORM and its Agroal pool, the PostgreSQL driver) into a
+directory of its own under the worker's ``plugin.path``, where Connect loads it in an
+isolated class loader. The plugin path is named after a digest of the pom, so a changed
+pin or exclusion fetches the plugins anew.
 
 :class:`ConnectWorker` writes the worker's properties (bootstrap, a file for source
 offsets, ``plugin.path``, the REST listener on loopback, offsets committed every second),
@@ -20,6 +22,7 @@ with a parent-death signal, as the broker.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import signal
 import subprocess
@@ -47,8 +50,7 @@ log = get_logger(__name__)
 POM = REPO / "deploy" / "connect" / "pom.xml"
 WORKER_MAIN = "org.apache.kafka.connect.cli.ConnectStandalone"
 #: The connector profiles of ``deploy/connect/pom.xml`` and the class each one brings.
-CONNECTORS = {"jdbc-sink": "io.debezium.connector.jdbc.JdbcSinkConnector",
-              "file-sink": "org.apache.kafka.connect.file.FileStreamSinkConnector"}
+CONNECTORS = {"jdbc-sink": "io.debezium.connector.jdbc.JdbcSinkConnector"}
 
 
 def versions(pom: Path = POM) -> dict[str, str]:
@@ -73,15 +75,21 @@ def install_worker(*, quiet: bool = True) -> Path:
                       stamp=root / "libs.complete", profile="worker", quiet=quiet)
 
 
+def plugin_path(pom: Path = POM) -> Path:
+    """The worker's ``plugin.path``: ``plugins-<digest of the pom>``, so that a change of
+    the pinned jars or their exclusions fetches them anew instead of reusing the cache."""
+    return home() / f"plugins-{hashlib.sha256(pom.read_bytes()).hexdigest()[:12]}"
+
+
 def install_connector(profile: str, *, quiet: bool = True) -> Path:
-    """One connector's plugin directory (``plugins/<profile>``), fetched on first use;
-    :class:`KafkaUnavailable` says why it cannot be had."""
-    root = home()
+    """One connector's plugin directory (``<plugin path>/<profile>``), fetched on first
+    use; returns the plugin path. :class:`KafkaUnavailable` says why it cannot be had."""
+    root = plugin_path()
     label = {"jdbc-sink": f"the Debezium JDBC sink {versions()['debezium.version']}"}.get(
         profile, profile)
-    fetch_jars(POM, root / "plugins" / profile, label, stamp=root / f"{profile}.complete",
+    fetch_jars(POM, root / profile, label, stamp=root / f"{profile}.complete",
                profile=profile, quiet=quiet)
-    return root / "plugins"
+    return root
 
 
 class ConnectWorker:
@@ -112,7 +120,7 @@ class ConnectWorker:
             raise EmbeddedError("the Connect worker is not running")
         return self.proc.pid
 
-    def properties(self, plugin_path: Path | None) -> dict[str, str]:
+    def properties(self, plugin_dir: Path | None) -> dict[str, str]:
         """The worker's configuration: records keyed by a plain string, values as JSON
         with their schema (the JDBC sink needs a schema to make its columns)."""
         props = {
@@ -128,22 +136,22 @@ class ConnectWorker:
             # (which took half a minute of the worker's start on the 2-core machine)
             "plugin.discovery": "service_load",
         }
-        if plugin_path is not None:
-            props["plugin.path"] = str(plugin_path)
+        if plugin_dir is not None:
+            props["plugin.path"] = str(plugin_dir)
         return {**props, **self.config}
 
     def start(self, timeout: float = 120.0) -> str:
         """Fetch what is missing, start the worker, wait for its REST API; returns its URL."""
         libs = install_worker()
-        plugin_path = None
+        plugin_dir = None
         for profile in self.plugins:
-            plugin_path = install_connector(profile)
+            plugin_dir = install_connector(profile)
         java = java_binary()
         if java is None:
             raise KafkaUnavailable("Kafka Connect needs a JDK: no `java`")
         self.directory.mkdir(parents=True, exist_ok=True)
         worker = self.directory / "worker.properties"
-        worker.write_text("".join(f"{k}={v}\n" for k, v in self.properties(plugin_path).items()))
+        worker.write_text("".join(f"{k}={v}\n" for k, v in self.properties(plugin_dir).items()))
         (self.directory / "log4j2.properties").write_text(LOG4J.format(log=self.log_path))
         self._log_file = open(self.directory / "stdout.log", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -174,14 +182,17 @@ class ConnectWorker:
             raise EmbeddedError(f"Kafka Connect refused connector {name} ({exc.code}): "
                                 f"{exc.read()[:2000].decode(errors='replace')}") from exc
 
-        def running() -> bool:
-            tasks = self.request("GET", f"/connectors/{name}/status").get("tasks", [])
-            failed = [t for t in tasks if t.get("state") == "FAILED"]
-            if failed:
-                raise EmbeddedError(f"connector {name} failed: {failed[0].get('trace', '')[:2000]}")
-            return bool(tasks) and all(t.get("state") == "RUNNING" for t in tasks)
+        self._wait(lambda: self.running(name), timeout, f"connector {name}'s task")
 
-        self._wait(running, timeout, f"connector {name}'s task")
+    def running(self, name: str) -> bool:
+        """Whether each task of connector ``name`` runs; :class:`EmbeddedError` with the
+        trace when one failed (a failed sink task never commits again: whoever waits for
+        its offsets asks this too)."""
+        tasks = self.request("GET", f"/connectors/{name}/status").get("tasks", [])
+        failed = [t for t in tasks if t.get("state") == "FAILED"]
+        if failed:
+            raise EmbeddedError(f"connector {name} failed: {failed[0].get('trace', '')[:2000]}")
+        return bool(tasks) and all(t.get("state") == "RUNNING" for t in tasks)
 
     def _wait(self, ready: Any, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout

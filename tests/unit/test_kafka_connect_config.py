@@ -36,7 +36,20 @@ def test_upsert_by_plate_into_the_same_postgresql():
     assert (config["connection.username"], config["connection.password"]) == ("bench", "s3cret")
     assert config["insert.mode"] == "upsert"
     assert (config["primary.key.mode"], config["primary.key.fields"]) == ("record_key", "plate")
+    # the sink's record_key mode takes a key with fields: the plain plate is wrapped into one
+    assert config["transforms.plate.type"].endswith("HoistField$Key")
+    assert config["transforms.plate.field"] == "plate"
     assert config["connector.class"] == kafka_connect.CONNECTORS["jdbc-sink"]
+
+
+def test_a_changed_pom_gets_a_plugin_path_of_its_own(tmp_path):
+    pom = tmp_path / "pom.xml"
+    pom.write_text(kafka_connect.POM.read_text())
+    same = kafka_connect.plugin_path(pom)
+    assert same == kafka_connect.plugin_path()
+    pom.write_text(pom.read_text().replace("</project>", "<!-- changed --></project>"))
+    assert kafka_connect.plugin_path(pom) != same
+    assert kafka_connect.plugin_path(pom).parent == kafka_connect.home()
 
 
 def test_cpu_per_event_sums_the_processes():
