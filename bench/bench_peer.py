@@ -17,6 +17,8 @@ PLATEREG_BENCH_CONSUMER_EVENTS, default 200,000, quick 20,000):
   the sink creates (``schema.evolution=basic``) in a database of the same PostgreSQL.
   The worker is started first (idle); the clock runs from the connector's creation to
   the committed offsets of its group reaching the log end (committed every second).
+  Then the table must hold one row per plate, or the bench fails: no figure from a
+  sink that wrote nothing.
 
 CPU per event: each process's CPU time over its window (``bench.cpu``): the consumer
 process and its parse worker (process start included), the sink's JVM (the connector's
