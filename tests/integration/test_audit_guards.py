@@ -18,7 +18,7 @@ from api_helpers import bearer, insert_plate, pq, role_keys, running_api
 from platereg.db import migrate
 from platereg.retention import KINDS
 from platereg.security.roles import ensure_roles
-from registry.api.audit import INSERT_ROWS
+from registry.api.audit import insert_rows
 
 pytestmark = pytest.mark.integration
 
@@ -95,9 +95,9 @@ async def test_an_inserted_row_time_must_be_near_the_database_clock(
         for at in (_days(400), now + dt.timedelta(minutes=10), _days(366)):
             with pytest.raises(asyncpg.CheckViolationError, match="row time .* refused"):
                 await api.execute(INSERT, at, "BAD")
-            with pytest.raises(asyncpg.CheckViolationError):   # the API writer's statement
-                await api.execute(INSERT_ROWS, *([v] for v in (
-                    at, "k1", "single", None, None, None, "valid", None, None, None)))
+            with pytest.raises(asyncpg.CheckViolationError):   # the API writer's copy
+                await insert_rows(api, [(
+                    at, "k1", "single", None, None, None, "valid", None, None, None)])
             with pytest.raises(asyncpg.CheckViolationError):   # COPY too
                 await api.copy_records_to_table(
                     "audit_log", columns=("at", "key_id", "kind", "result"),

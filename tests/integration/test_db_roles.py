@@ -22,7 +22,7 @@ from cli_support import PLATEREG
 from platereg.db import create_pool, migrate
 from platereg.security import keys, policy_store
 from platereg.security.roles import ACTIONS, GRANTS, ROLES, ensure_roles, may
-from registry.api.audit import INSERT_ROWS
+from registry.api.audit import insert_rows
 
 pytestmark = pytest.mark.integration
 
@@ -194,10 +194,10 @@ async def test_the_registry_api_reads_plates_and_adds_audit_rows_only(
         await conn.fetch("SELECT key_id, role, secret_hash FROM api_keys")
         await conn.fetch("SELECT notice_id, kind, context FROM notices")
         await conn.execute(AUDIT_ROW)
-        # The API's audit writer (one INSERT of column arrays) needs no more than this.
+        # The API's audit writer (one binary COPY) needs no more than this.
         row = (dt.datetime.now(dt.UTC), "k1", "single", "CA-ON", "AUD2", "testing",
                "valid", None, None, None)
-        await conn.execute(INSERT_ROWS, *([value] for value in row))
+        await insert_rows(conn, [row])
         assert await conn.fetchval("SELECT count(*) FROM audit_log") == 2
         await conn.execute("INSERT INTO owner_preferences (owner_id, channels) VALUES"
                            " ('own-1', '{email}') ON CONFLICT (owner_id) DO UPDATE"

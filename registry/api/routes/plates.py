@@ -20,7 +20,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from platereg.http import ProblemError
+from platereg.http import ProblemError, RequestRoute
 from platereg.security.auth import authenticate_request, charge
 from registry.api import lookups
 from registry.api.candidates import variants
@@ -102,15 +102,10 @@ async def views_now(ctx: ApiContext, keys: list[str],
     return views_of_rows(rows, with_owner, today, as_of)
 
 
-@router.post(QUERY_PATH, response_model=None,
-             summary="A plate's view (operator keys add the owner), now or at a past instant",
-             description=_AT_DESCRIPTION,
-             responses={**ok(FullView | EnforcementView, VIEW_EXAMPLE),
-                        **errors(404, *BODY_ERRORS)},
-             openapi_extra=body(PlateQuery, _QUERY_EXAMPLE))
 async def query_plate(request: Request) -> Response:
-    """The hot path: the route takes only the request (no FastAPI dependencies); checks the
-    key and role, then the body, with the same errors as the other routes."""
+    """The hot path, served as a :class:`~platereg.http.RequestRoute` (the request goes
+    straight to it): checks the key and role, then the body, with the same errors as the
+    other routes."""
     ctx = ctx_of(request)
     principal = await authenticate_request(request, QUERY_ROLES)
     query: PlateQuery = await json_body(request, PlateQuery)
@@ -129,6 +124,16 @@ async def query_plate(request: Request) -> Response:
         raise ProblemError(404, "Not Found", "no issued plate with this key")
     count("single", who.purpose, 1)
     return json_response(view)
+
+
+router.add_api_route(QUERY_PATH, query_plate, methods=["POST"], response_model=None,
+                     route_class_override=RequestRoute,
+                     summary="A plate's view (operator keys add the owner), now or at a past "
+                             "instant",
+                     description=_AT_DESCRIPTION,
+                     responses={**ok(FullView | EnforcementView, VIEW_EXAMPLE),
+                                **errors(404, *BODY_ERRORS)},
+                     openapi_extra=body(PlateQuery, _QUERY_EXAMPLE))
 
 
 @router.post("/v1/plates/lookup", response_model=None,
