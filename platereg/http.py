@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import asyncpg
@@ -48,7 +48,7 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.routing import Match
+from starlette.routing import Match, request_response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from platereg.api_docs import install_docs
@@ -241,14 +241,18 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 class RequestRoute(APIRoute):
     """A route whose endpoint takes the request alone and returns its response, for the
-    hot paths: FastAPI's documented ``get_route_handler`` hook hands the request straight to
-    the endpoint (no dependency solving, no response serialisation: the endpoint reads,
-    validates and answers itself, with the same problem answers as every route). Its
-    OpenAPI operation is declared as any other route's. Why: docs/benchmarks.md."""
+    hot paths. It is served as a plain Starlette route (``starlette.routing.request_response``
+    around the endpoint): no dependency solving, no response serialisation and none of the
+    per-request exit stacks that FastAPI keeps for dependencies with ``yield``; the endpoint
+    reads, validates and answers itself, with the same problem answers as every route. It is
+    still an ``APIRoute``, so its OpenAPI operation is declared as any other route's. Add it
+    to the application's own router (``app.router.add_api_route(...,
+    route_class_override=RequestRoute)``): a route of an included router is served through
+    FastAPI's handler instead. Why: docs/benchmarks.md."""
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
-        return endpoint
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        self.app = request_response(endpoint)
 
 
 class ObservabilityMiddleware:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 
 from platereg.http import ProblemError, RequestRoute
@@ -103,9 +103,8 @@ async def views_now(ctx: ApiContext, keys: list[str],
 
 
 async def query_plate(request: Request) -> Response:
-    """The hot path, served as a :class:`~platereg.http.RequestRoute` (the request goes
-    straight to it): checks the key and role, then the body, with the same errors as the
-    other routes."""
+    """The hot path (:func:`add_query_route`): checks the key and role, then the body, with
+    the same errors as the other routes."""
     ctx = ctx_of(request)
     principal = await authenticate_request(request, QUERY_ROLES)
     query: PlateQuery = await json_body(request, PlateQuery)
@@ -126,14 +125,16 @@ async def query_plate(request: Request) -> Response:
     return json_response(view)
 
 
-router.add_api_route(QUERY_PATH, query_plate, methods=["POST"], response_model=None,
-                     route_class_override=RequestRoute,
-                     summary="A plate's view (operator keys add the owner), now or at a past "
-                             "instant",
-                     description=_AT_DESCRIPTION,
-                     responses={**ok(FullView | EnforcementView, VIEW_EXAMPLE),
-                                **errors(404, *BODY_ERRORS)},
-                     openapi_extra=body(PlateQuery, _QUERY_EXAMPLE))
+def add_query_route(app: FastAPI) -> None:
+    """The single lookup on ``app``'s own router, ahead of the routers included after it:
+    the hot path, served as a :class:`~platereg.http.RequestRoute`."""
+    app.router.add_api_route(
+        QUERY_PATH, query_plate, methods=["POST"], response_model=None, tags=["plates"],
+        route_class_override=RequestRoute,
+        summary="A plate's view (operator keys add the owner), now or at a past instant",
+        description=_AT_DESCRIPTION,
+        responses={**ok(FullView | EnforcementView, VIEW_EXAMPLE), **errors(404, *BODY_ERRORS)},
+        openapi_extra=body(PlateQuery, _QUERY_EXAMPLE))
 
 
 @router.post("/v1/plates/lookup", response_model=None,
