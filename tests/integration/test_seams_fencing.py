@@ -76,7 +76,10 @@ async def test_a_consumer_frozen_mid_batch_is_fenced_after_losing_its_partitions
         await wait_for(split, "both consumers to hold partitions")
         a_parts = assignment(logs[0])
         # A's parse worker freezes: A fetches its records but cannot apply them
-        await wait_for(lambda: _async(len(a_tree.children(recursive=True)) >= 1),
+        # the worker itself, not only the fork server it is forked from (a child of A that
+        # exists first): a worker forked after the freeze would apply A's records
+        await wait_for(lambda: _async(any(p.ppid() != a.pid
+                                          for p in a_tree.children(recursive=True))),
                        "A's parse worker")
         signal_tree(a_tree, signal.SIGSTOP, children_only=True)
         ends = await produce(topics, encoded(events[:2000]))
