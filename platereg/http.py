@@ -33,6 +33,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
@@ -369,11 +370,18 @@ class ObservabilityMiddleware:
         route = scope.get("route")
         template = getattr(route, "path", None) or UNMATCHED
         elapsed = time.perf_counter() - start
-        HTTP_DURATION.labels(template, scope["method"], str(status)).observe(elapsed)
+        _duration(template, scope["method"], status).observe(elapsed)
         if template not in PROBES:
             key_id = (scope.get("state") or {}).get("key_id")
             log.info("request", route=template, method=scope["method"], status=status,
                             key_id=key_id, ms=round(elapsed * 1000, 2))
+
+
+@functools.lru_cache(maxsize=1024)
+def _duration(route: str, method: str, status: int) -> Any:
+    """The duration histogram's child of a route template, method and status, looked up
+    once (``labels`` builds and locks on every call)."""
+    return HTTP_DURATION.labels(route, method, str(status))
 
 
 #: Answers with plate or owner data are never stored by a browser or a proxy.

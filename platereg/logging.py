@@ -26,6 +26,7 @@ log one per reconnect attempt, so the consumer's /healthz stopped answering.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import re
@@ -62,6 +63,19 @@ _OWN_KEYS = frozenset({"timestamp", "level", "logger", "logger_name"})
 
 def scrub(text: str) -> str:
     """``text`` with every e-mail address and phone number masked."""
+    if len(text) <= _SCRUB_CACHED_LENGTH:
+        return _scrub_short(text)
+    return CONTACT.sub("[redacted]", text)
+
+
+#: Short values repeat from line to line (route templates, methods, key ids, reasons):
+#: their masked form is remembered (in this process's memory only, bounded) instead of
+#: searched again. Why: docs/benchmarks.md.
+_SCRUB_CACHED_LENGTH = 64
+
+
+@functools.lru_cache(maxsize=4096)
+def _scrub_short(text: str) -> str:
     return CONTACT.sub("[redacted]", text)
 
 

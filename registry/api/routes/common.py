@@ -9,6 +9,7 @@ plain module-level functions.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
@@ -157,9 +158,15 @@ def ctx_of(request: Request) -> ApiContext:
 def count(kind: str, purpose: str | None, found: int, not_found: int = 0) -> None:
     """``platereg_lookups_total`` for one answer."""
     if found:
-        LOOKUPS.labels(kind, "found", purpose).inc(found)
+        _lookups(kind, "found", purpose).inc(found)
     if not_found:
-        LOOKUPS.labels(kind, "not_found", purpose).inc(not_found)
+        _lookups(kind, "not_found", purpose).inc(not_found)
+
+
+@functools.lru_cache(maxsize=256)
+def _lookups(kind: str, result: str, purpose: str | None) -> Any:
+    """``platereg_lookups_total``'s child, looked up once per label set."""
+    return LOOKUPS.labels(kind, result, purpose)
 
 
 # --------------------------------------------------------------------------- requests
