@@ -89,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         dsn = asyncio.run(ctx.fresh_database())
         ctx.settings(dsn)
         key, _ = asyncio.run(bench_api._prepare(dsn, args.plates))
-        env = {**os.environ, "PLATEREG_DATABASE_URL": dsn, "PLATEREG_LOG_FORMAT": "json",
-               "PLATEREG_LOG_LEVEL": "INFO", "PLATEREG_DB_POOL_MIN": "2",
-               "PLATEREG_DB_POOL_MAX": "16"}
+        env = bench_api.server_env(dsn)
         pin, gen = bench_api.pinning()
         script = work / "load.lua"
         lua = bench_api.BATCH_LUA if args.batch else bench_api.SINGLE_POST_LUA

@@ -220,6 +220,14 @@ def interleave(rounds: int, measure_a, measure_b) -> tuple[Rounds, Rounds]:
     return a, b
 
 
+def server_env(dsn: str) -> dict[str, str]:
+    """The environment both servers run with: the database, JSON logs at INFO (the API's
+    access lines included) and the same pool size (PLATEREG_BENCH_API_POOL, 16)."""
+    return {**os.environ, "PLATEREG_DATABASE_URL": dsn, "PLATEREG_LOG_FORMAT": "json",
+            "PLATEREG_LOG_LEVEL": "INFO", "PLATEREG_DB_POOL_MIN": "2",
+            "PLATEREG_DB_POOL_MAX": os.environ.get("PLATEREG_BENCH_API_POOL", "16")}
+
+
 def _serve(argv: list[str], env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
     with open(log, "wb") as f:
         proc = subprocess.Popen(argv, env=env, stdout=f, stderr=subprocess.STDOUT,
@@ -307,9 +315,7 @@ def run(ctx: BenchContext) -> list[Figure]:
     print(f"bench_api: loaded {n:,} plates in {load_s:.1f} s", file=sys.stderr)
     work = ctx.work_dir / "bench_api"
     work.mkdir(exist_ok=True)
-    env = {**os.environ, "PLATEREG_DATABASE_URL": dsn, "PLATEREG_LOG_FORMAT": "json",
-           "PLATEREG_LOG_LEVEL": "INFO", "PLATEREG_DB_POOL_MIN": "2",
-           "PLATEREG_DB_POOL_MAX": os.environ.get("PLATEREG_BENCH_API_POOL", "16")}
+    env = server_env(dsn)
     server_pin, gen = pinning()
     batch_lua = work / "batch.lua"
     batch_lua.write_text(BATCH_LUA.format(n=n, key=key, seed=2))
