@@ -26,6 +26,7 @@ log one per reconnect attempt, so the consumer's /healthz stopped answering.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import io
 import logging
@@ -123,6 +124,8 @@ class _Stderr:
     stream, a broken pipe) is dropped, as the standard library's handler drops it,
     rather than failing the code that logged it."""
 
+    _flush_loop: asyncio.AbstractEventLoop | None = None
+
     def write(self, data: bytes | str) -> None:
         stream = sys.stderr
         try:
@@ -138,6 +141,23 @@ class _Stderr:
             pass
 
     def flush(self) -> None:
+        """Now, outside an event loop; in one, once when the loop turn ends, so that the
+        lines of every request a turn answered leave in one write. A line is written out
+        within the loop turn that logged it (a SIGKILL in that turn can lose it)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush_now()
+            return
+        if self._flush_loop is not loop:
+            self._flush_loop = loop
+            loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_loop = None
+        self.flush_now()
+
+    def flush_now(self) -> None:
         stream = sys.stderr
         try:
             getattr(stream, "buffer", stream).flush()
