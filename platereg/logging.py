@@ -22,6 +22,19 @@ API keys, raw paths and request bodies. Both formats use the plain traceback:
 rich's renderer (even without locals) is slow enough on a loaded machine to
 block the event loop (see docs/benchmarks.md) while a database outage made asyncpg
 log one per reconnect attempt, so the consumer's /healthz stopped answering.
+
+One standard-library line changes level, and only for a while
+(:class:`TransientKafkaErrors`): aiokafka's consumer logs ``Group Coordinator Request
+failed: [Error 15] GroupCoordinatorNotAvailableError`` at ERROR while the broker is still
+creating its offsets topic, on a healthy start against a new or restarted broker, then
+retries by itself and joins the group within seconds. For the first minute of such a wait
+it is written as a warning, as aiokafka already writes the "Marking the coordinator dead"
+lines of the same wait, so an alert on error lines (and ``platereg run``'s error count)
+does not fire on a good start; a wait that goes on longer is an error again, line by
+line: a consumer that never joins its group has no partitions, so no lag to alert on.
+Matched exactly: that logger, that message and protocol error 15
+(coordinator not available); the same message with another error (authorization, a
+broken connection), every other aiokafka error and every other logger's stay errors.
 """
 
 from __future__ import annotations
@@ -31,10 +44,12 @@ import atexit
 import functools
 import io
 import logging
+import math
 import re
 import sys
 import threading
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import orjson
@@ -186,6 +201,39 @@ def _write_out(lines: list[bytes | str]) -> None:
 _STDERR = _Stderr()
 
 
+class TransientKafkaErrors(logging.Filter):
+    """Writes aiokafka's retried "no group coordinator yet" line at WARNING instead of
+    ERROR during the first ``grace`` seconds of a wait (the module docstring says why);
+    a wait starts with the first such line after ``grace`` seconds without one (one wait
+    per process, whichever of its consumers logs). Lets every record through."""
+
+    LOGGER = "aiokafka.consumer.group_coordinator"
+    MESSAGE = "Group Coordinator Request failed: %s"
+    #: Kafka protocol error 15, COORDINATOR_NOT_AVAILABLE (aiokafka's
+    #: GroupCoordinatorNotAvailableError); matched by its code, so this module does not
+    #: import aiokafka in processes that do not use Kafka.
+    ERRNO = 15
+
+    def __init__(self, grace: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.grace, self.clock = grace, clock
+        self.since = self.last = -math.inf
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if (record.levelno == logging.ERROR and record.name == self.LOGGER
+                and record.msg == self.MESSAGE and isinstance(record.args, tuple)
+                and len(record.args) == 1
+                and getattr(record.args[0], "errno", None) == self.ERRNO):
+            now = self.clock()
+            if now - self.last > self.grace:     # a new wait
+                self.since = now
+            self.last = now
+            if now - self.since <= self.grace:
+                record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 def _renderers(fmt: str) -> tuple[Any, Any, Any]:
     """(structlog's renderer, its logger factory, the renderer of stdlib records)."""
     if fmt == "json":
@@ -225,6 +273,7 @@ def configure_logging(fmt: str = "console", level: str = "INFO") -> None:
         foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     stdlib_renderer]))
+    handler.addFilter(TransientKafkaErrors())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(threshold)

@@ -181,6 +181,12 @@ def test_the_replica_profile_passes_and_points_the_registry_api_at_the_replica(
     assert done.returncode == 0, done.stderr
     config = yaml.safe_load(done.stdout)
     assert config["services"]["postgres-replica"]["profiles"] == ["replica"]
+    # it streams with the replication role's password, not the superuser's
+    replica_env = config["services"]["postgres-replica"]["environment"]
+    assert replica_env["PGPASSWORD"] == filled["DB_REPLICATOR_PASSWORD"]
+    assert replica_env["PGPASSWORD"] != filled["POSTGRES_PASSWORD"]
+    assert config["services"]["postgres"]["environment"]["DB_REPLICATOR_PASSWORD"] == \
+        filled["DB_REPLICATOR_PASSWORD"]
     api_env = config["services"]["registry-api"]["environment"]
     settings = Settings(database_read_urls=api_env["PLATEREG_DATABASE_READ_URLS"])
     assert settings.read_dsns() == [made]

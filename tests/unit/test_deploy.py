@@ -226,6 +226,20 @@ def test_each_service_logs_in_to_postgres_as_its_own_role() -> None:
     assert postgres_env["POSTGRES_PASSWORD"].startswith("${POSTGRES_PASSWORD:?")
 
 
+def _mounts(service: dict) -> dict[str, Path]:
+    """Container path -> the repository file a service mounts there."""
+    return {v.split(":")[1]: ROOT / v.split(":")[0] for v in service["volumes"]
+            if v.startswith("./")}
+
+
+def _hba_rules() -> list[list[str]]:
+    primary = SERVICES["postgres"]
+    hba_path = next(arg.partition("=")[2] for arg in primary["command"]
+                    if arg.startswith("hba_file="))
+    return [line.split() for line in _mounts(primary)[hba_path].read_text().splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
 def test_the_optional_read_replica_streams_from_postgres_and_feeds_the_registry_api() -> None:
     """The replica profile: a hot standby of the postgres service (same image: physical
     replication needs the same major version), made by pg_basebackup -R as a user the
@@ -235,21 +249,51 @@ def test_the_optional_read_replica_streams_from_postgres_and_feeds_the_registry_
     assert replica["profiles"] == ["replica"]
     assert replica["image"] == primary["image"]
     assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
-    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in replica["volumes"]}
-    script = (ROOT / mounts[replica["entrypoint"][0]]).read_text()
-    assert "pg_basebackup -h \"$PRIMARY_HOST\" -U postgres" in script and " -R " in script
+    script = _mounts(replica)[replica["entrypoint"][0]].read_text()
+    assert "pg_basebackup -h \"$PRIMARY_HOST\" -U " in script and " -R " in script
     assert replica["environment"]["PRIMARY_HOST"] == "postgres"
-    assert replica["environment"]["PGPASSWORD"] == primary["environment"]["POSTGRES_PASSWORD"]
+    mounts = {volume.split(":")[1]: volume.split(":")[0] for volume in replica["volumes"]}
     assert mounts["/var/lib/postgresql/data"] in COMPOSE["volumes"]
     assert mounts["/var/lib/postgresql/data"] != "pgdata"
-
-    hba_path = next(arg.partition("=")[2] for arg in primary["command"]
-                    if arg.startswith("hba_file="))
-    primary_mounts = {v.split(":")[1]: v.split(":")[0] for v in primary["volumes"]}
-    rules = [line.split() for line in (ROOT / primary_mounts[hba_path]).read_text()
-             .splitlines() if line.strip() and not line.startswith("#")]
-    assert ["host", "replication", "postgres", "all", "scram-sha-256"] in rules
-    assert ["host", "all", "all", "all", "scram-sha-256"] in rules   # as the image has it
+    assert ["host", "all", "all", "all", "scram-sha-256"] in _hba_rules()   # as the image has it
 
     api_env = SERVICES["registry-api"]["environment"]
     assert api_env["PLATEREG_DATABASE_READ_URLS"] == "${DATABASE_READ_URLS:-}"
+
+
+def test_the_read_replica_streams_as_a_replication_only_role_never_the_superuser() -> None:
+    """The replica's pg_basebackup (and so the primary_conninfo -R writes) logs in as a
+    role the primary's init script creates with LOGIN and REPLICATION and nothing else,
+    with a password of its own; the hba file lets that role, and only it, replicate over
+    the network, and it may not open an ordinary session."""
+    replica, primary = SERVICES["postgres-replica"], SERVICES["postgres"]
+    script = _mounts(replica)[replica["entrypoint"][0]].read_text()
+    users = re.findall(r"pg_basebackup .*-U (\S+)", script)
+    assert users == ["platereg_replicator"], users
+    superuser = primary["environment"]["POSTGRES_USER"]
+    assert superuser not in users and "PGUSER" not in replica["environment"]
+
+    password = replica["environment"]["PGPASSWORD"]
+    assert password == "${DB_REPLICATOR_PASSWORD:?set DB_REPLICATOR_PASSWORD}"
+    assert password != primary["environment"]["POSTGRES_PASSWORD"]
+    assert primary["environment"]["DB_REPLICATOR_PASSWORD"] == password
+
+    init = {target: source for target, source in _mounts(primary).items()
+            if target.startswith("/docker-entrypoint-initdb.d/")}
+    sql = " ".join(word for path in init.values() for line in path.read_text().splitlines()
+                   if not line.lstrip().startswith("#") for word in line.split())
+    assert "CREATE ROLE platereg_replicator;" in sql
+    granted = re.search(r"ALTER ROLE platereg_replicator WITH (.*?) PASSWORD :'password';",
+                        sql)
+    assert granted, sql
+    assert set(granted[1].split()) == {"LOGIN", "REPLICATION", "NOSUPERUSER", "NOCREATEDB",
+                                       "NOCREATEROLE", "NOINHERIT", "NOBYPASSRLS"}
+    assert "GRANT" not in sql.upper()
+    assert 'password="$DB_REPLICATOR_PASSWORD"' in sql   # a psql variable, not in the SQL
+
+    rules = _hba_rules()
+    assert [r for r in rules if r[1] == "replication"] == [
+        ["host", "replication", "platereg_replicator", "all", "scram-sha-256"]]
+    own = [r for r in rules if r[0] == "host" and r[2] in ("platereg_replicator", "all")
+           and r[1] == "all" and r[3] == "all"]
+    assert own[0] == ["host", "all", "platereg_replicator", "all", "reject"], own

@@ -198,3 +198,86 @@ def test_lines_of_one_loop_turn_leave_in_one_write_and_none_is_held_back() -> No
     assert outside == 1                    # no loop: written at once
     assert during_turn == 0                # five lines in one turn: none written yet...
     assert after_turn == 1 and lines == 6  # ...then all five in one write, none lost
+
+def _aiokafka_lines(monkeypatch, records: list[tuple[str, str, tuple]]) -> list[bytes]:
+    """``records`` ((logger, message, args) at ERROR) through configure_logging's handler:
+    the JSON lines it writes."""
+    import io
+    import logging
+
+    from platereg.logging import configure_logging
+
+    configure_logging("json", "INFO")
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
+    monkeypatch.setattr(sys, "stderr", out)
+    for name, message, args in records:
+        logging.getLogger(name).error(message, *args)
+    out.flush()
+    return out.buffer.getvalue().splitlines()
+
+
+def test_the_coordinator_wait_of_a_healthy_start_is_a_warning_other_kafka_errors_are_not(
+        monkeypatch) -> None:
+    """aiokafka's "Group Coordinator Request failed: [Error 15] ..." while the broker makes
+    its offsets topic is written as a warning (and ``platereg run`` counts no error); the
+    same message with another error, another aiokafka error line and another logger's
+    line with the same text stay errors."""
+    from aiokafka.errors import (
+        GroupCoordinatorNotAvailableError,
+        KafkaConnectionError,
+        NotCoordinatorForGroupError,
+    )
+
+    from devtools.runlogs import is_error
+
+    coordinator = "aiokafka.consumer.group_coordinator"
+    failed = "Group Coordinator Request failed: %s"
+    written = _aiokafka_lines(monkeypatch, [
+        (coordinator, failed, (GroupCoordinatorNotAvailableError(),)),
+        (coordinator, failed, (KafkaConnectionError("no route"),)),
+        (coordinator, failed, (NotCoordinatorForGroupError(),)),
+        (coordinator, "Heartbeat send request failed: %s. Will retry.",
+         (GroupCoordinatorNotAvailableError(),)),
+        ("aiokafka.consumer.fetcher", failed, (GroupCoordinatorNotAvailableError(),)),
+        ("third.party", failed, (GroupCoordinatorNotAvailableError(),)),
+    ])
+    lines = [json.loads(line) for line in written]
+    assert [(line["event"], line["logger"], line["level"]) for line in lines] == [
+        ("Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError",
+         coordinator, "warning"),
+        ("Group Coordinator Request failed: KafkaConnectionError: no route",
+         coordinator, "error"),
+        ("Group Coordinator Request failed: [Error 16] NotCoordinatorForGroupError",
+         coordinator, "error"),
+        ("Heartbeat send request failed: [Error 15] GroupCoordinatorNotAvailableError. "
+         "Will retry.", coordinator, "error"),
+        ("Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError",
+         "aiokafka.consumer.fetcher", "error"),
+        ("Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError",
+         "third.party", "error"),
+    ]
+    assert [is_error(line) for line in written] == [False, True, True, True, True, True]
+
+
+def test_a_coordinator_wait_longer_than_the_grace_is_an_error_again() -> None:
+    """Warnings for the first ``grace`` seconds of a wait, then errors while it lasts; a
+    wait after a quiet spell longer than ``grace`` is a new one."""
+    import logging
+
+    from aiokafka.errors import GroupCoordinatorNotAvailableError
+
+    from platereg.logging import TransientKafkaErrors
+
+    now = [0.0]
+    transient = TransientKafkaErrors(grace=60.0, clock=lambda: now[0])
+    levels = []
+    for at in (0.0, 0.5, 30.0, 60.0, 60.5, 120.0, 200.0, 260.0, 261.0):
+        now[0] = at
+        record = logging.LogRecord(TransientKafkaErrors.LOGGER, logging.ERROR, __file__, 1,
+                                   TransientKafkaErrors.MESSAGE,
+                                   (GroupCoordinatorNotAvailableError(),), None)
+        assert transient.filter(record)
+        levels.append((at, record.levelname))
+    assert levels == [(0.0, "WARNING"), (0.5, "WARNING"), (30.0, "WARNING"),
+                      (60.0, "WARNING"), (60.5, "ERROR"), (120.0, "ERROR"),
+                      (200.0, "WARNING"), (260.0, "WARNING"), (261.0, "ERROR")]
