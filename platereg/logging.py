@@ -39,15 +39,12 @@ broken connection), every other aiokafka error and every other logger's stay err
 
 from __future__ import annotations
 
-import asyncio
-import atexit
 import functools
 import io
 import logging
 import math
 import re
 import sys
-import threading
 import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
@@ -137,65 +134,30 @@ def _orjson_text(obj: Any, **kwargs: Any) -> str:
 class _Stderr:
     """The file structlog's loggers and the root handler write to: the process's stderr
     as it is when a line is written (test runners and embedding tools swap
-    ``sys.stderr``), as bytes to its binary buffer. A line that cannot be written (a closed
+    ``sys.stderr``), bytes to its binary buffer. A line that cannot be written (a closed
     stream, a broken pipe) is dropped, as the standard library's handler drops it,
-    rather than failing the code that logged it.
-
-    In a running event loop the lines of one loop turn are kept and leave in one write
-    when the turn ends: one system call for the access lines of every request the turn
-    answered, instead of one each (docs/benchmarks.md). Outside a loop (start-up,
-    command-line tools, other threads) a line is written at once, after any kept ones.
-    So a line is written within the loop turn that logged it; a SIGKILL during that turn
-    can lose it, and at exit the kept lines are written."""
-
-    def __init__(self) -> None:
-        self._kept: list[bytes | str] = []
-        self._scheduled_on: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
-        atexit.register(self.write_kept)
+    rather than failing the code that logged it."""
 
     def write(self, data: bytes | str) -> None:
+        stream = sys.stderr
         try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
-        with self._lock:
-            self._kept.append(data)
-            if loop is None:
-                kept, self._kept = self._kept, []
-            elif self._scheduled_on is not loop:
-                self._scheduled_on = loop
-                loop.call_soon(self.write_kept)
-                return
+            if isinstance(data, bytes):
+                buffer = getattr(stream, "buffer", None)
+                if buffer is None:
+                    stream.write(data.decode())
+                else:
+                    buffer.write(data)
             else:
-                return
-        _write_out(kept)
-
-    def write_kept(self) -> None:
-        """Write the kept lines now (the end of a loop turn, or exit)."""
-        with self._lock:
-            kept, self._kept, self._scheduled_on = self._kept, [], None
-        if kept:
-            _write_out(kept)
+                stream.write(data)
+        except (OSError, ValueError):
+            pass
 
     def flush(self) -> None:
-        """Nothing to do: :meth:`write` and :meth:`write_kept` flush what they write."""
-
-
-def _write_out(lines: list[bytes | str]) -> None:
-    """``lines`` to the current stderr in one write (bytes to its buffer when it has one)."""
-    stream = sys.stderr
-    try:
-        buffer = getattr(stream, "buffer", None)
-        if buffer is None:
-            stream.write("".join(x if isinstance(x, str) else x.decode() for x in lines))
-            stream.flush()
-        else:
-            buffer.write(b"".join(x if isinstance(x, bytes)
-                                  else x.encode("utf-8", "backslashreplace") for x in lines))
-            buffer.flush()
-    except (OSError, ValueError):
-        pass
+        stream = sys.stderr
+        try:
+            getattr(stream, "buffer", stream).flush()
+        except (OSError, ValueError):
+            pass
 
 
 _STDERR = _Stderr()

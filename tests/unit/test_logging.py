@@ -163,42 +163,6 @@ def test_lines_go_to_the_current_stderr_and_a_closed_one_fails_no_caller(monkeyp
     logging.getLogger("third.party").error("to a closed stream")
 
 
-def test_lines_of_one_loop_turn_leave_in_one_write_and_none_is_held_back() -> None:
-    """In an event loop, the lines logged in one turn are flushed once, when the turn ends;
-    outside a loop every line is flushed at once. Counted on a real process's stderr."""
-    code = textwrap.dedent(
-        """
-        import asyncio, io, sys
-        from platereg.logging import configure_logging, get_logger
-        writes = []
-        class Counting(io.RawIOBase):
-            def writable(self): return True
-            def write(self, b): writes.append(bytes(b)); return len(b)
-        sys.stderr = io.TextIOWrapper(io.BufferedWriter(Counting(), 1 << 16), line_buffering=True)
-        configure_logging("json", "INFO")
-        log = get_logger("probe")
-        log.info("outside a loop")
-        outside = len(writes)
-
-        async def main():
-            for n in range(5):
-                log.info("in a loop", n=n)
-            held = len(writes)
-            await asyncio.sleep(0)
-            await asyncio.sleep(0)
-            return held, len(writes)
-
-        held, after = asyncio.run(main())
-        print(outside, held - outside, after - outside, sum(w.count(b"\\n") for w in writes))
-        """
-    )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True, timeout=60)
-    outside, during_turn, after_turn, lines = map(int, res.stdout.split())
-    assert outside == 1                    # no loop: written at once
-    assert during_turn == 0                # five lines in one turn: none written yet...
-    assert after_turn == 1 and lines == 6  # ...then all five in one write, none lost
-
 def _aiokafka_lines(monkeypatch, records: list[tuple[str, str, tuple]]) -> list[bytes]:
     """``records`` ((logger, message, args) at ERROR) through configure_logging's handler:
     the JSON lines it writes."""
