@@ -44,6 +44,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 from pydantic import BaseModel
@@ -263,6 +264,7 @@ class ObservabilityMiddleware:
         self.app = app
         self.max_body_bytes = settings.max_body_bytes
         self.body_timeout = settings.http_body_timeout_seconds
+        self.deadlines = BodyDeadlines(tick=min(1.0, self.body_timeout / 10))
         self.max_in_flight = settings.http_max_concurrent_requests
         self.in_flight = 0
         self.service = service
@@ -305,14 +307,9 @@ class ObservabilityMiddleware:
             nonlocal received, body_done, deadline
             if body_done:  # after the body: only the wait for a disconnect, unbounded
                 return await receive()
-            loop = asyncio.get_running_loop()
             if deadline is None:
-                deadline = loop.time() + self.body_timeout
-            try:
-                async with asyncio.timeout_at(deadline):
-                    message = await receive()
-            except TimeoutError:
-                raise _BodyTimeout from None
+                deadline = asyncio.get_running_loop().time() + self.body_timeout
+            message = await self.deadlines.receive(receive, deadline)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
@@ -400,6 +397,55 @@ class _BodyTimeout(Exception):
     pass
 
 
+class BodyDeadlines:
+    """The body deadlines of the requests waiting for their bodies, kept by one timer.
+
+    A request waiting in ``receive`` for its body is one entry here; one loop timer, armed
+    while any request waits, cancels those past their deadline every ``tick`` seconds (so a
+    deadline fires up to ``tick`` late), and their ``receive`` raises ``_BodyTimeout``.
+    Why not ``asyncio.timeout_at`` around each ``receive``: it schedules and cancels a timer
+    handle per request, several times the cost of this (docs/benchmarks.md)."""
+
+    def __init__(self, tick: float) -> None:
+        self.tick = tick
+        self._waiting: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+
+    async def receive(self, receive: Receive, deadline: float) -> Message:
+        """``receive()``, or ``_BodyTimeout`` once the loop's time passes ``deadline``."""
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        if self._timer_loop is not loop:
+            self._timer_loop = loop
+            loop.call_at(loop.time() + self.tick, self._sweep, loop)
+        self._waiting[task] = deadline
+        try:
+            return await receive()
+        except asyncio.CancelledError:
+            if task in self._expired and task.uncancel() == 0:
+                raise _BodyTimeout from None
+            raise
+        finally:
+            del self._waiting[task]
+            self._expired.discard(task)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Cancel the waits past their deadline; again in ``tick`` while any request waits."""
+        if self._timer_loop is not loop:
+            return
+        now = loop.time()
+        for task, deadline in self._waiting.items():
+            if deadline <= now and task not in self._expired:
+                self._expired.add(task)
+                task.cancel()
+        if self._waiting:
+            loop.call_at(now + self.tick, self._sweep, loop)
+        else:
+            self._timer_loop = None
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -451,10 +497,18 @@ def add_probes(app: FastAPI, checks: dict[str, ReadinessCheck], *,
         return Response(exposition(exported), media_type=CONTENT_TYPE_LATEST)
 
 
+#: FastAPI's native OpenTelemetry instrumentation, off: this project exports Prometheus
+#: metrics (:mod:`platereg.metrics`) and configures no OpenTelemetry provider, and with the
+#: instrumentation on FastAPI looks the global providers up on every request. Why:
+#: docs/benchmarks.md.
+NO_OPENTELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+
+
 def create_app(*, title: str, description: str, version: str = "1.0.0",
                settings: Settings, lifespan: Any = None, service: str) -> FastAPI:
     app = FastAPI(title=title, description=description, version=version, lifespan=lifespan,
-                  docs_url=None, openapi_url="/openapi.json", redoc_url=None)
+                  docs_url=None, openapi_url="/openapi.json", redoc_url=None,
+                  telemetry=NO_OPENTELEMETRY)
     install_docs(app)   # Swagger UI from the package itself, not from a CDN
     install_problem_handlers(app)
     app.add_middleware(ObservabilityMiddleware, settings=settings, service=service)

@@ -160,7 +160,9 @@ class AuditWriter:
         self._pending += len(full)
         self._wake.set()
         try:
-            await asyncio.shield(waiting.done)
+            # Not shielded: a cancelled read (its client gone) cancels only its future; its
+            # rows stay queued and are written, and the writer skips a future already done.
+            await waiting.done
         except AuditUnavailable:
             AUDIT_REFUSED.inc()
             raise
