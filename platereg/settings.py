@@ -260,7 +260,8 @@ class Settings(BaseSettings):
     http_body_timeout_seconds: float = Field(
         default=30.0, gt=0, le=3600,
         description="A request's body must arrive within this time from its first read, else "
-                    "408 and the connection is closed (slow-body clients).")
+                    "408 and the connection is closed (slow-body clients); checked ten times "
+                    "per timeout (at most every second), so it may fire that much later.")
     http_keepalive_timeout_seconds: int = Field(
         default=5, ge=1, le=300, description="Idle keep-alive connections close after this.")
     http_max_concurrent_requests: int = Field(
