@@ -17,6 +17,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 
 from platereg import metrics
 from platereg.kafka import require_topics
+from platereg.logging import get_logger
 from platereg.process import exit_with_parent, service_process
 from platereg.settings import Settings
 from registry.consumer.expiry import run_sweeper
@@ -24,6 +25,8 @@ from registry.consumer.loop import RegistryConsumer
 from registry.consumer.relay import run_relays
 from registry.consumer.store import BatchHook
 from schemas import topics
+
+log = get_logger(__name__)
 
 #: The topics the relays write (the consumer reads plates.events besides).
 RELAYED = (topics.STATUS, topics.DLQ)
@@ -38,6 +41,13 @@ def _warm_up(executor: Executor, workers: int) -> None:
     too) before the first batch."""
     for f in [executor.submit(_worker_ready) for _ in range(workers)]:
         f.result()
+
+
+async def _start_workers(executor: Executor, workers: int) -> None:
+    """:func:`_warm_up` in a thread (starting the fork server blocks), then say so: until
+    then a batch may wait for a worker that is still importing."""
+    await asyncio.to_thread(_warm_up, executor, workers)
+    log.info("parse workers ready", workers=workers)
 
 
 async def serve_registry_consumer(settings: Settings, *, batch_hook: BatchHook,
@@ -56,9 +66,9 @@ async def serve_registry_consumer(settings: Settings, *, batch_hook: BatchHook,
             executor = ProcessPoolExecutor(
                 parse_workers, mp_context=multiprocessing.get_context("forkserver"),
                 initializer=exit_with_parent, initargs=(os.getpid(),))
-            # Start the workers now (in a thread: starting the fork server blocks), so
-            # they are up by the end of the group join instead of at the first batch.
-            warm_up = asyncio.create_task(asyncio.to_thread(_warm_up, executor, parse_workers))
+            # Start the workers now, so they are up by the end of the group join instead
+            # of at the first batch.
+            warm_up = asyncio.create_task(_start_workers(executor, parse_workers))
         wakeup = asyncio.Event()
         consumer = RegistryConsumer(settings, max_records=max_records, parse_executor=executor,
                                     health=proc.health, on_commit=wakeup,

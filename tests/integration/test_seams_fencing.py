@@ -75,11 +75,12 @@ async def test_a_consumer_frozen_mid_batch_is_fenced_after_losing_its_partitions
 
         await wait_for(split, "both consumers to hold partitions")
         a_parts = assignment(logs[0])
-        # A's parse worker freezes: A fetches its records but cannot apply them
-        # the worker itself, not only the fork server it is forked from (a child of A that
-        # exists first): a worker forked after the freeze would apply A's records
-        await wait_for(lambda: _async(any(p.ppid() != a.pid
-                                          for p in a_tree.children(recursive=True))),
+        # A's parse worker freezes: A fetches its records but cannot apply them.
+        # Only once A says its worker is ready: the worker itself is frozen, not only the
+        # fork server (a worker forked after the freeze would apply A's records), and no
+        # start of it is half done (A would wait for the frozen fork server's answer
+        # before it even counts the records it fetched)
+        await wait_for(lambda: _async("parse workers ready" in log_text(logs[0])),
                        "A's parse worker")
         signal_tree(a_tree, signal.SIGSTOP, children_only=True)
         ends = await produce(topics, encoded(events[:2000]))
