@@ -50,7 +50,7 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.routing import Match, request_response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from platereg.api_docs import install_docs
@@ -243,18 +243,69 @@ def install_problem_handlers(app: FastAPI) -> None:
 
 class RequestRoute(APIRoute):
     """A route whose endpoint takes the request alone and returns its response, for the
-    hot paths. It is served as a plain Starlette route (``starlette.routing.request_response``
-    around the endpoint): no dependency solving, no response serialisation and none of the
-    per-request exit stacks that FastAPI keeps for dependencies with ``yield``; the endpoint
-    reads, validates and answers itself, with the same problem answers as every route. It is
-    still an ``APIRoute``, so its OpenAPI operation is declared as any other route's. Add it
-    to the application's own router (``app.router.add_api_route(...,
-    route_class_override=RequestRoute)``): a route of an included router is served through
-    FastAPI's handler instead. Why: docs/benchmarks.md."""
+    hot paths: no dependency solving and no response serialisation; the endpoint reads,
+    validates and answers itself. Its exceptions get the application's own handlers (the
+    same problem answers as every route; an unexpected one goes on to the 500 handler). It
+    is still an ``APIRoute``, so its OpenAPI operation is declared as any other route's.
+    Add it to the application's own router (``app.router.add_api_route(...,
+    route_class_override=RequestRoute)``), where :class:`HotRoutes` serves it; it has no
+    path parameters (matched by its exact path). Why: docs/benchmarks.md."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
-        self.app = request_response(endpoint)
+        if self.param_convertors:
+            raise ValueError(f"a RequestRoute has no path parameters: {path}")
+        self.answer: Callable[[Request], Awaitable[Response]] = endpoint
+        self.app = self.serve
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        try:
+            response = await self.answer(request)
+        except Exception as exc:
+            handler = exception_handler(scope["app"], exc)
+            if handler is None:
+                raise
+            response = await handler(request, exc)
+        await response(scope, receive, send)
+
+
+def exception_handler(app: FastAPI, exc: Exception) -> Callable[..., Any] | None:
+    """``app``'s handler of ``exc`` by its class (nearest first), as Starlette's exception
+    middleware picks it; not the one of ``Exception`` itself, which answers 500 from the
+    outermost layer and lets the error reach the server's log."""
+    for cls in type(exc).__mro__:
+        if cls is Exception:
+            return None
+        handler = app.exception_handlers.get(cls)
+        if handler is not None:
+            return handler
+    return None
+
+
+class HotRoutes:
+    """Serves ``application``'s :class:`RequestRoute` routes, matched by exact path and
+    method in a dictionary, straight to the route: none of the layers the framework keeps
+    for every other route (its walk of the route list, its exception middleware, the exit
+    stack kept for dependencies with ``yield``). The innermost of the middlewares, so the
+    guards, metrics and headers of the ones around it apply to these routes as to all.
+    Anything else (another method on the same path, OPTIONS) goes on to the framework.
+    Why: docs/benchmarks.md."""
+
+    def __init__(self, app: ASGIApp, *, application: FastAPI) -> None:
+        self.app = app
+        # built with the middleware stack, at the first request: every route is added
+        self.routes = {route.path: route for route in application.router.routes
+                       if isinstance(route, RequestRoute)}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if route is None or scope["method"] not in route.methods:
+            await self.app(scope, receive, send)
+            return
+        # what the router's match would put in the scope (the access line's route template)
+        scope["route"], scope["endpoint"], scope["path_params"] = route, route.endpoint, {}
+        await route.app(scope, receive, send)
 
 
 class ObservabilityMiddleware:
@@ -511,6 +562,7 @@ def create_app(*, title: str, description: str, version: str = "1.0.0",
                   telemetry=NO_OPENTELEMETRY)
     install_docs(app)   # Swagger UI from the package itself, not from a CDN
     install_problem_handlers(app)
+    app.add_middleware(HotRoutes, application=app)   # innermost: see the class
     app.add_middleware(ObservabilityMiddleware, settings=settings, service=service)
     # Outermost, so that answers made by the layer above (408 after auth) get them too.
     app.add_middleware(RateLimitHeadersMiddleware)
