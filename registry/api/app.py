@@ -121,7 +121,7 @@ def create_registry_app(settings: Settings | None = None, *,
             "`Authorization: Bearer <api key>`. Errors are `application/problem+json`."),
         settings=settings, lifespan=lifespan, service="registry-api")
     app.state.ctx = ctx
-    plates.add_query_route(app)   # first: the hot path is matched before everything else
+    plates.add_query_route(app)   # the hot path (served by platereg.http.HotRoutes)
     add_probes(app, {"postgres": lambda: ping(ctx.pool),
                      "kafka": lambda: broker_reachable(settings),
                      "audit": ctx.audit_keeping_up}, metrics=REGISTRY_API)

@@ -126,8 +126,8 @@ async def query_plate(request: Request) -> Response:
 
 
 def add_query_route(app: FastAPI) -> None:
-    """The single lookup on ``app``'s own router, ahead of the routers included after it:
-    the hot path, served as a :class:`~platereg.http.RequestRoute`."""
+    """The single lookup on ``app``'s own router: the hot path, a
+    :class:`~platereg.http.RequestRoute` (served by :class:`~platereg.http.HotRoutes`)."""
     app.router.add_api_route(
         QUERY_PATH, query_plate, methods=["POST"], response_model=None, tags=["plates"],
         route_class_override=RequestRoute,
