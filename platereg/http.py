@@ -300,7 +300,7 @@ class HotRoutes:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
-        if route is None or scope["method"] not in route.methods:
+        if route is None or scope["method"] not in (route.methods or ()):
             await self.app(scope, receive, send)
             return
         # what the router's match would put in the scope (the access line's route template)
