@@ -28,11 +28,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
-from platereg.kafka import Record
 from registry.domain import comparable, enforcement_view, flags_of
 from schemas._types import MAX_YEAR, MIN_YEAR, time_in_range
 from schemas.content_modes import kafka_binary_event
@@ -41,6 +40,9 @@ from schemas.fold import HistoryEvent, PlateState, apply
 from schemas.policy import Policy, reason_of
 from schemas.signing import CE_PREFIX, PRODUCER_HEADER, Headers
 from schemas.validation import Rejection, parse_event_bytes, parse_event_obj
+
+if TYPE_CHECKING:   # the parse workers import this module: no Kafka client there
+    from platereg.kafka import Record
 
 KNOWN_TYPES = frozenset(t.value for t in EventType)
 
