@@ -165,7 +165,8 @@ class CompactParsed(NamedTuple):
     source: str
     time_us: int          # microseconds since the epoch
     subject: str          # the plate key
-    data_json: bytes      # ``orjson.dumps(data)``
+    data_json: str        # ``orjson.dumps(data).decode()``: a str is its size, while the
+                          # bytes orjson returns keep its whole (larger) output buffer
     fingerprint: str
     authtype: str | None
     authid: str | None
@@ -193,7 +194,7 @@ def parse_compact(values: Sequence[bytes | None], now: dt.datetime,
         else:
             out.append(CompactParsed(ev.event_id, ev.type, ev.source,
                                      (ev.time - _EPOCH) // _MICROSECOND, ev.plate_key,
-                                     orjson.dumps(ev.data), ev.fingerprint,
+                                     orjson.dumps(ev.data).decode(), ev.fingerprint,
                                      ev.authtype, ev.authid))
     return out
 
@@ -211,7 +212,7 @@ def expand_compact(compact: Sequence[CompactParsed | CompactRejected],
             out.append(Parsed(c.event_id, c.type, c.source,
                               _EPOCH + dt.timedelta(microseconds=c.time_us), c.subject,
                               jurisdiction, plate, orjson.loads(c.data_json), c.fingerprint,
-                              r.partition, r.offset, c.data_json.decode(),
+                              r.partition, r.offset, c.data_json,
                               message_parts(r.headers)[1], c.authtype, c.authid))
     return out
 
