@@ -39,7 +39,7 @@ from platereg.settings import Settings
 log = get_logger(__name__)
 
 BATCH = 1000
-#: Big enough for any message the registry consumer fetches (the broker's message.max.bytes).
+#: Big enough for any message the registry consumer fetches (max_partition_fetch_bytes).
 MAX_REQUEST_SIZE = 16 * 1024 * 1024
 _PARTITIONER = DefaultPartitioner()
 

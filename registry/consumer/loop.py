@@ -150,12 +150,8 @@ class RegistryConsumer:
         self.pool = await self._connect_db()
         if self.pool is None:
             return
-        # Fetched records wait in aiokafka's buffers, up to max_partition_fetch_bytes for
-        # every assigned partition (and the fetch response is held beside its records while
-        # it is split): Kafka's default of 1 MiB keeps that small. A record batch larger
-        # than it still comes whole (fetch requests v3 and later).
         self.consumer = make_consumer(
-            self.settings, group_id=self.group, max_partition_fetch_bytes=1024 * 1024,
+            self.settings, group_id=self.group, max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024, max_poll_records=self.max_records,
             session_timeout_ms=6_000, heartbeat_interval_ms=1_000,
             max_poll_interval_ms=600_000, rebalance_timeout_ms=60_000,
