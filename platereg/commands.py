@@ -4,7 +4,9 @@ short command.
 
 ``wiring.cli`` (the entry point) and each service's ``cli`` module import
 these; this module imports no command module, so any of them can import it at
-the top.
+the top. It imports the settings, logging and database layers only when a function
+needs them: importing the command line stays light, and the registry consumer's parse
+worker processes import it (``registry.consumer.parse_worker``).
 """
 
 from __future__ import annotations
@@ -12,20 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import asyncpg
 import typer
 
-from platereg.db import connection
-from platereg.logging import configure_logging
-from platereg.settings import (
-    COMMAND_NEEDS,
-    ConfigError,
-    Settings,
-    load_settings,
-    missing_settings,
-)
+if TYPE_CHECKING:
+    import asyncpg
+
+    from platereg.settings import Settings
 
 T = TypeVar("T")
 
@@ -35,6 +31,9 @@ def settings_or_exit(command: str | None = None) -> Settings:
     too when ``command`` (as typed after ``platereg``, e.g. ``consume registry``) is in
     ``COMMAND_NEEDS`` and a setting it requires is unset. The settings returned log in to
     PostgreSQL as the command's role (its ``PLATEREG_<ROLE>_DATABASE_URL`` when set)."""
+    from platereg.logging import configure_logging
+    from platereg.settings import COMMAND_NEEDS, ConfigError, load_settings, missing_settings
+
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -79,6 +78,8 @@ def config_errors_exit() -> Iterator[None]:
     """A :class:`ConfigError` raised in the block (a bad setting, a topic that does not
     exist, the broker refusing this principal) ends the command with its message and exit
     status 2, without a traceback: restarting it would not help."""
+    from platereg.settings import ConfigError
+
     try:
         yield
     except ConfigError as exc:
@@ -93,6 +94,7 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 def with_connection(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     """Run ``work(conn)`` on one database connection, closed afterwards."""
+    from platereg.db import connection
 
     async def go() -> T:
         async with connection(dsn) as conn:

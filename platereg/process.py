@@ -21,8 +21,9 @@ What this module owns:
 * :func:`install_stop_signals` - the first SIGTERM/SIGINT sets ``stop`` (graceful
   stop, at most ``grace`` seconds, then a hard exit from a timer thread); a
   second one exits at once.
-* :func:`exit_with_parent` - initializer for worker processes: exit when the
-  process that started them is gone (a ``kill -9`` leaves no orphans).
+* worker processes exit when the process that started them is gone
+  (``platereg.parent_watch.exit_with_parent``, a module of its own so that a worker
+  imports none of this one).
 * :func:`wait` - the one stop-aware sleep: returns when ``stop`` (or ``wakeup``)
   is set or ``seconds`` have passed.
 * :func:`retry` - await a call until it succeeds, with exponential backoff
@@ -41,7 +42,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -122,22 +122,6 @@ def install_stop_signals(stop: asyncio.Event, grace: float = STOP_GRACE_SECONDS)
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-
-
-def exit_with_parent(parent_pid: int, every: float = 0.5) -> None:
-    """Worker-process initializer: exit as soon as process ``parent_pid`` is gone."""
-
-    def watch() -> None:
-        while True:
-            try:
-                os.kill(parent_pid, 0)
-            except ProcessLookupError:
-                os._exit(0)
-            except PermissionError:
-                pass
-            time.sleep(every)
-
-    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 async def wait(stop: asyncio.Event, seconds: float, wakeup: asyncio.Event | None = None) -> bool:

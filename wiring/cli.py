@@ -13,6 +13,11 @@ the batch that applies them (contract section 4: one notice per event per
 recipient, made exactly once with the event that caused it). The registry
 defines the hook (``registry.consumer.store.BatchHook``); the notices provide it
 (``notifications.events.record_batch_notices``); here the two meet.
+
+Importing this module builds the command tree and no more: the command modules import
+what a command needs (settings, database, Kafka, the services) when it runs. The registry
+consumer's parse worker processes import it too, since ``multiprocessing`` starts a worker
+by importing the main module of its parent (``registry.consumer.parse_worker``).
 """
 
 from __future__ import annotations
@@ -20,14 +25,13 @@ from __future__ import annotations
 import asyncio
 import sys
 import warnings
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from devtools import cli as devtools_cli
 from ingest import cli as ingest_cli
 from notifications import cli as notifications_cli
-from notifications.events import record_batch_notices
 from platereg.commands import (
     config_errors_exit,
     fail,
@@ -36,11 +40,12 @@ from platereg.commands import (
     with_connection,
 )
 from platereg.listing import Field, JsonOption, emit
-from platereg.settings import ConfigError
 from registry.api import cli as registry_api_cli
 from registry.consumer import cli as registry_consumer_cli
 from registry.consumer import sources_cli as registry_sources_cli
-from registry.consumer.store import BatchHook
+
+if TYPE_CHECKING:
+    from registry.consumer.store import BatchHook
 
 warnings.filterwarnings("ignore", module="platformdirs")
 
@@ -63,8 +68,20 @@ app.add_typer(schemas_app, name="schemas")
 # The groups the services add commands to (notifications.cli adds "notices").
 GROUPS = {"serve": serve_app, "consume": consume_app}
 
-#: What the registry consumer runs in each batch transaction.
-BATCH_HOOK: BatchHook = record_batch_notices
+
+def batch_hook() -> BatchHook:
+    """What the registry consumer runs in each batch transaction: the notices of its events
+    (imported when the consumer starts)."""
+    from notifications.events import record_batch_notices
+
+    return record_batch_notices
+
+
+def __getattr__(name: str) -> object:
+    """``BATCH_HOOK``: :func:`batch_hook`'s hook, for code that runs the consumer itself."""
+    if name == "BATCH_HOOK":
+        return batch_hook()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @app.command()
@@ -74,6 +91,7 @@ def migrate() -> None:
     from platereg.db import migrate as run_migrations
     from platereg.retention import retention_days
     from platereg.security.roles import GrantsMissing
+    from platereg.settings import ConfigError
 
     settings = settings_or_exit("migrate")
     try:
@@ -98,6 +116,7 @@ def roles() -> None:
     import psycopg
 
     from platereg.security.roles import ROLES, ensure_roles
+    from platereg.settings import ConfigError
 
     settings = settings_or_exit("roles")
     assert settings.admin_database_url is not None   # required: checked above
@@ -269,7 +288,7 @@ def _register_commands() -> None:
     app.command("simulate", help=devtools_cli.SIMULATE_HELP)(devtools_cli.simulate_command)
     notifications_cli.register(app, GROUPS)
     GROUPS["notices"].command("mail-catcher")(devtools_cli.mail_catcher)
-    registry_consumer_cli.register_consumer(GROUPS["consume"], BATCH_HOOK)
+    registry_consumer_cli.register_consumer(GROUPS["consume"], batch_hook)
 
 
 _register_commands()

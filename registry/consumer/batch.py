@@ -28,11 +28,10 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
 
-from platereg.kafka import Record
 from registry.domain import comparable, enforcement_view, flags_of
 from schemas._types import MAX_YEAR, MIN_YEAR, time_in_range
 from schemas.content_modes import kafka_binary_event
@@ -41,6 +40,9 @@ from schemas.fold import HistoryEvent, PlateState, apply
 from schemas.policy import Policy, reason_of
 from schemas.signing import CE_PREFIX, PRODUCER_HEADER, Headers
 from schemas.validation import Rejection, parse_event_bytes, parse_event_obj
+
+if TYPE_CHECKING:   # the parse workers import this module: no Kafka client there
+    from platereg.kafka import Record
 
 KNOWN_TYPES = frozenset(t.value for t in EventType)
 
@@ -163,7 +165,8 @@ class CompactParsed(NamedTuple):
     source: str
     time_us: int          # microseconds since the epoch
     subject: str          # the plate key
-    data_json: bytes      # ``orjson.dumps(data)``
+    data_json: str        # ``orjson.dumps(data).decode()``: a str is its size, while the
+                          # bytes orjson returns keep its whole (larger) output buffer
     fingerprint: str
     authtype: str | None
     authid: str | None
@@ -191,7 +194,7 @@ def parse_compact(values: Sequence[bytes | None], now: dt.datetime,
         else:
             out.append(CompactParsed(ev.event_id, ev.type, ev.source,
                                      (ev.time - _EPOCH) // _MICROSECOND, ev.plate_key,
-                                     orjson.dumps(ev.data), ev.fingerprint,
+                                     orjson.dumps(ev.data).decode(), ev.fingerprint,
                                      ev.authtype, ev.authid))
     return out
 
@@ -209,7 +212,7 @@ def expand_compact(compact: Sequence[CompactParsed | CompactRejected],
             out.append(Parsed(c.event_id, c.type, c.source,
                               _EPOCH + dt.timedelta(microseconds=c.time_us), c.subject,
                               jurisdiction, plate, orjson.loads(c.data_json), c.fingerprint,
-                              r.partition, r.offset, c.data_json.decode(),
+                              r.partition, r.offset, c.data_json,
                               message_parts(r.headers)[1], c.authtype, c.authid))
     return out
 

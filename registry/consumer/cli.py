@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -36,9 +36,10 @@ def _port_in_use_exits(settings: Settings, metrics_port: int | None) -> Iterator
                    "PLATEREG_CONSUMER_METRICS_PORT (or --metrics-port) to a free port") from None
 
 
-def register_consumer(consume: typer.Typer, batch_hook: BatchHook) -> None:
-    """``platereg consume registry``, with ``batch_hook`` run in each batch's transaction
-    (added by the composition root, ``wiring.cli``, which knows the hook)."""
+def register_consumer(consume: typer.Typer, batch_hook: Callable[[], BatchHook]) -> None:
+    """``platereg consume registry``, with the hook ``batch_hook()`` gives run in each
+    batch's transaction (added by the composition root, ``wiring.cli``, which knows the
+    hook and imports it only when the command runs)."""
 
     @consume.command("registry")
     def consume_registry(
@@ -60,7 +61,7 @@ def register_consumer(consume: typer.Typer, batch_hook: BatchHook) -> None:
         settings = settings_or_exit("consume registry")
         with _port_in_use_exits(settings, metrics_port):
             code = run_async(serve_registry_consumer(
-                settings, batch_hook=batch_hook, relays=relays, sweep=sweep,
+                settings, batch_hook=batch_hook(), relays=relays, sweep=sweep,
                 metrics_port=metrics_port, max_records=max_records, parse_workers=parse_workers))
         raise typer.Exit(code)
 

@@ -18,8 +18,9 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from platereg import metrics
 from platereg.kafka import require_topics
 from platereg.logging import get_logger
-from platereg.process import exit_with_parent, service_process
+from platereg.process import service_process
 from platereg.settings import Settings
+from registry.consumer import parse_worker
 from registry.consumer.expiry import run_sweeper
 from registry.consumer.loop import RegistryConsumer
 from registry.consumer.relay import run_relays
@@ -32,19 +33,15 @@ log = get_logger(__name__)
 RELAYED = (topics.STATUS, topics.DLQ)
 
 
-def _worker_ready() -> bool:
-    return True
-
-
 def _warm_up(executor: Executor, workers: int) -> None:
-    """Have the parse workers started (a worker imports this module, so the parse code
+    """Have the parse workers started (a worker imports ``parse_worker``, so the parse code
     too) before the first batch."""
-    for f in [executor.submit(_worker_ready) for _ in range(workers)]:
+    for f in [executor.submit(parse_worker.ready) for _ in range(workers)]:
         f.result()
 
 
 async def _start_workers(executor: Executor, workers: int) -> None:
-    """:func:`_warm_up` in a thread (starting the fork server blocks), then say so: until
+    """:func:`_warm_up` in a thread (starting a worker blocks), then say so: until
     then a batch may wait for a worker that is still importing."""
     await asyncio.to_thread(_warm_up, executor, workers)
     log.info("parse workers ready", workers=workers)
@@ -63,9 +60,11 @@ async def serve_registry_consumer(settings: Settings, *, batch_hook: BatchHook,
         executor = None
         warm_up: asyncio.Task | None = None
         if parse_workers > 0:
+            # spawn: a fresh interpreter per worker, which imports only the command tree
+            # and the parse code (``parse_worker``); no fork server process beside it.
             executor = ProcessPoolExecutor(
-                parse_workers, mp_context=multiprocessing.get_context("forkserver"),
-                initializer=exit_with_parent, initargs=(os.getpid(),))
+                parse_workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=parse_worker.start, initargs=(os.getpid(),))
             # Start the workers now, so they are up by the end of the group join instead
             # of at the first batch.
             warm_up = asyncio.create_task(_start_workers(executor, parse_workers))

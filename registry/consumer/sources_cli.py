@@ -127,9 +127,8 @@ def _producer_call(dsn: str, action: Callable[..., Awaitable[T]], fail: Callable
 
 def register_producers(sources: typer.Typer, settings_or_exit: Callable,
                        fail: Callable) -> None:
-    """``platereg sources producer ...``."""
-    from platereg.security import producer_store as store
-
+    """``platereg sources producer ...`` (each command imports the producer store when
+    it runs)."""
     producer = typer.Typer(help="Signed producers: who may write plates.events, for which "
                                 "sources, with which secrets.", no_args_is_help=True)
     sources.add_typer(producer, name="producer")
@@ -148,6 +147,8 @@ def register_producers(sources: typer.Typer, settings_or_exit: Callable,
         """Register a producer and print its secret, once."""
         import os
 
+        from platereg.security import producer_store as store
+
         dsn = settings_or_exit("sources producer add").dsn()
         if secret_from_env is not None:
             given = os.environ.get(secret_from_env, "")
@@ -164,6 +165,8 @@ def register_producers(sources: typer.Typer, settings_or_exit: Callable,
     @producer.command("rotate")
     def producer_rotate(name: Annotated[str, typer.Argument(help="The producer's name")]) -> None:
         """Add a new secret and print it once; the old one stays valid until retire-secret."""
+        from platereg.security import producer_store as store
+
         dsn = settings_or_exit("sources producer rotate").dsn()
         secret = _producer_call(dsn, lambda c: store.rotate(c, name), fail)
         typer.echo(f"new secret: {secret}\nBoth secrets are accepted until `platereg sources "
@@ -172,6 +175,8 @@ def register_producers(sources: typer.Typer, settings_or_exit: Callable,
     @producer.command("retire-secret")
     def producer_retire(name: Annotated[str, typer.Argument(help="The producer's name")]) -> None:
         """Keep only the newest secret: messages signed with the older one are refused."""
+        from platereg.security import producer_store as store
+
         dsn = settings_or_exit("sources producer retire-secret").dsn()
         count = _producer_call(dsn, lambda c: store.retire_secret(c, name), fail)
         if count == 0:
@@ -181,6 +186,8 @@ def register_producers(sources: typer.Typer, settings_or_exit: Callable,
     @producer.command("revoke")
     def producer_revoke(name: Annotated[str, typer.Argument(help="The producer's name")]) -> None:
         """End the producer: every message naming it is refused (the name is never reused)."""
+        from platereg.security import producer_store as store
+
         dsn = settings_or_exit("sources producer revoke").dsn()
         _producer_call(dsn, lambda c: store.revoke(c, name), fail)
         typer.echo(f"revoked {name}")
@@ -188,6 +195,8 @@ def register_producers(sources: typer.Typer, settings_or_exit: Callable,
     @producer.command("list")
     def producer_list() -> None:
         """List producers, their source prefixes and how many secrets (never a secret)."""
+        from platereg.security import producer_store as store
+
         infos = _with_conn(settings_or_exit("sources producer list").dsn(), store.list_producers)
         for p in infos:
             state = (f"revoked {p.revoked_at.isoformat(timespec='seconds')}" if p.revoked_at

@@ -76,10 +76,10 @@ async def test_a_consumer_frozen_mid_batch_is_fenced_after_losing_its_partitions
         await wait_for(split, "both consumers to hold partitions")
         a_parts = assignment(logs[0])
         # A's parse worker freezes: A fetches its records but cannot apply them.
-        # Only once A says its worker is ready: the worker itself is frozen, not only the
-        # fork server (a worker forked after the freeze would apply A's records), and no
-        # start of it is half done (A would wait for the frozen fork server's answer
-        # before it even counts the records it fetched)
+        # Only once A says its worker is ready: the worker itself is frozen, not a process
+        # still starting it (a worker started after the freeze would apply A's records),
+        # and no start of it is half done (A would wait for the frozen worker's first
+        # answer before it even counts the records it fetched)
         await wait_for(lambda: _async("parse workers ready" in log_text(logs[0])),
                        "A's parse worker")
         signal_tree(a_tree, signal.SIGSTOP, children_only=True)
