@@ -77,13 +77,6 @@ def batch_hook() -> BatchHook:
     return record_batch_notices
 
 
-def __getattr__(name: str) -> object:
-    """``BATCH_HOOK``: :func:`batch_hook`'s hook, for code that runs the consumer itself."""
-    if name == "BATCH_HOOK":
-        return batch_hook()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @app.command()
 def migrate() -> None:
     """Apply database migrations, the grants of each database role and the retention

@@ -268,11 +268,11 @@ async def consumer_running(settings: Settings, **options: Any) -> AsyncIterator[
     """The real consumer in this process (with its relays), stopped cleanly on exit."""
     from registry.consumer.loop import RegistryConsumer
     from registry.consumer.relay import run_relays
-    from wiring.cli import BATCH_HOOK
+    from wiring.cli import batch_hook
 
     stop = asyncio.Event()
     wakeup = asyncio.Event()
-    options.setdefault("batch_hook", BATCH_HOOK)    # the hook `platereg consume registry` runs
+    options.setdefault("batch_hook", batch_hook())    # the hook `platereg consume registry` runs
     consumer = RegistryConsumer(settings, on_commit=wakeup, **options)
     tasks = [asyncio.create_task(consumer.run(stop)),
              asyncio.create_task(run_relays(settings, stop, wakeup, idle=0.2))]

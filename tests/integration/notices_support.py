@@ -26,7 +26,7 @@ from platereg.settings import Settings
 from registry.consumer import store as registry_store
 from registry.consumer.apply import apply_batch
 from registry.consumer.batch import parse_values
-from wiring.cli import BATCH_HOOK
+from wiring.cli import batch_hook
 
 GROUP, TOPIC = "notices-test", "notices-test.events"
 
@@ -52,7 +52,7 @@ async def apply_events(pool: asyncpg.Pool, settings: Settings, events: list[dict
         parsed = parse_values(records, now)
         async with conn.transaction():
             out = await apply_batch(
-                registry_store.SqlStore(conn, hook=BATCH_HOOK), group=GROUP, topic=TOPIC,
+                registry_store.SqlStore(conn, hook=batch_hook()), group=GROUP, topic=TOPIC,
                 expected={0: start},
                 next_offsets={0: start + len(events)}, parsed=parsed, messages=records,
                 tz=settings.tz, now=now)

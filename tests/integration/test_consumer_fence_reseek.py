@@ -33,7 +33,7 @@ from tests.integration.consumer_support import (
     reference_fold,
     stored_plates,
 )
-from wiring.cli import BATCH_HOOK
+from wiring.cli import batch_hook
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,7 @@ async def test_a_batch_dropped_after_a_fence_is_fetched_again(
     ends = await produce(topics, encoded(events))
     assert len(ends) >= 2, ends
     p, q = sorted(ends, key=lambda part: ends[part], reverse=True)[:2]
-    a = RegistryConsumer(topics, batch_hook=BATCH_HOOK)
+    a = RegistryConsumer(topics, batch_hook=batch_hook())
     a.pool = pool
     a.consumer = make_consumer(topics)
     await a.consumer.start()
@@ -92,7 +92,7 @@ async def test_a_batch_dropped_after_a_fence_is_fetched_again(
         q_batch = a._start_parse(q_records, a.generation)
         assert len(q_records) < ends[q]
         # another consumer (the partition's new owner) applies P's records first
-        b = RegistryConsumer(topics, batch_hook=BATCH_HOOK)
+        b = RegistryConsumer(topics, batch_hook=batch_hook())
         b.pool, b.consumer, b.positions = pool, a.consumer, {p: 0}
         await b._handle(*b._start_parse(p_batch[0], b.generation))
         p_next = p_batch[0][-1].offset + 1

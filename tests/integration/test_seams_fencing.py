@@ -161,7 +161,7 @@ async def test_a_batch_started_at_offsets_another_consumer_moved_is_refused(
     from registry.consumer.batch import parse_values
     from registry.consumer.store import SqlStore
     from tests.integration.consumer_support import consumer_running
-    from wiring.cli import BATCH_HOOK
+    from wiring.cli import batch_hook
 
     events = random_events(random.Random(3), [f"CA-MB/G{i}" for i in range(5)], 40)
     async with consumer_running(topics):
@@ -178,7 +178,7 @@ async def test_a_batch_started_at_offsets_another_consumer_moved_is_refused(
     parsed = parse_values(records, now)
     with pytest.raises(Fenced) as fenced:
         async with pool.acquire() as conn, conn.transaction():
-            await apply_batch(SqlStore(conn, hook=BATCH_HOOK), group=topics.consumer_group,
+            await apply_batch(SqlStore(conn, hook=batch_hook()), group=topics.consumer_group,
                               topic=topics.topic(contract.EVENTS), expected={part: 0},
                               next_offsets={part: 3}, parsed=parsed, messages=records,
                               tz=topics.tz, now=now)
