@@ -452,17 +452,28 @@ def _embedded_kafka(settings: Settings
     return apache_kafka if problem is None else tansu
 
 
-def _stop_children(children: list[tuple[Service, subprocess.Popen]], timeout: float = 15) -> None:
+def _stop_children(children: list[tuple[Service, subprocess.Popen]], timeout: float = 15,
+                   patience: float = 5) -> None:
+    """SIGTERM to every service; after ``patience`` seconds, name those still stopping;
+    after ``timeout``, SIGKILL them (and say so)."""
     for _, proc in children:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for _, proc in children:
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+    start = time.monotonic()
+    named = False
+    while (left := [(s, p) for s, p in children if p.poll() is None]):
+        waited = time.monotonic() - start
+        if waited >= timeout:
+            for service, proc in left:
+                proc.kill()
+                proc.wait(5)
+                print(f"{service.name} did not stop in {timeout:.0f} s; killed", file=sys.stderr)
+            return
+        if waited >= patience and not named:
+            named = True
+            print("waiting for " + ", ".join(s.name for s, _ in left) + " to stop...",
+                  file=sys.stderr, flush=True)
+        time.sleep(0.1)
 
 
 @contextlib.contextmanager

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import inspect
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -55,12 +56,15 @@ def as_published(view: dict) -> dict:
     return {k: v for k, v in view.items() if k not in ("as_of", "version")}
 
 
-async def wait_for(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 60.0,
+async def wait_for(check: Callable[[], Any], what: str, timeout: float = 60.0,
                    every: float = 0.1) -> Any:
-    """Poll ``check`` until it returns something truthy; fail naming ``what``."""
+    """Poll ``check`` (a function or a coroutine function) until it returns something
+    truthy; fail naming ``what``."""
     deadline = time.monotonic() + timeout
     while True:
-        result = await check()
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
         if result:
             return result
         if time.monotonic() > deadline:
@@ -119,6 +123,27 @@ async def ops_port(log_path: str, timeout: float = 30.0) -> int:
         return ports[-1] if ports else None
 
     return await wait_for(check, "the consumer's ops server", timeout)
+
+
+def held_partitions(log_path: str) -> set[int]:
+    """The partitions a consumer process holds by its log: its last "partitions assigned"
+    line, less those of any "partitions revoked" line after it. A consumer logs its
+    assignment only once it has sought to the stored offsets, and its revocation before it
+    rejoins the group, so mid-rebalance it holds none of the partitions it is giving up."""
+    held: set[int] = set()
+    for m in re.finditer(r"partitions (assigned|revoked).*?partitions=\[([0-9, ]*)\]",
+                         log_text(log_path)):
+        parts = {int(p) for p in m.group(2).split(",") if p.strip()}
+        held = parts if m.group(1) == "assigned" else held - parts
+    return held
+
+
+def settled(log_paths: list[str], everyone: set[int]) -> bool:
+    """True once these consumers hold every partition between them, each some and none
+    twice: the group's assignment settled on them alone (not a stale line of one beside the
+    new one of another)."""
+    held = [held_partitions(path) for path in log_paths]
+    return all(held) and sum(map(len, held)) == len(everyone) and set().union(*held) == everyone
 
 
 def log_text(path: str) -> str:

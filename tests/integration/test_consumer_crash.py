@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import signal
 import time
 
@@ -44,11 +43,13 @@ from tests.integration.consumer_support import (
 )
 from tests.integration.kafka_support import read_topic
 from tests.integration.seam_support import (
+    held_partitions,
     listening_ports,
     log_text,
     metric,
     ops_port,
     scrape,
+    settled,
     wait_for,
     wait_relayed,
 )
@@ -204,19 +205,6 @@ async def test_sigkill_at_random_moments_applies_each_event_exactly_once(
     print(f"messages published again after the kills: {repeats}")
 
 
-def _assigned(log: str) -> set[int]:
-    """The partitions a consumer holds: its log's last assignment."""
-    found = re.findall(r"partitions assigned.*?partitions=\[([0-9, ]*)\]", log_text(log))
-    return {int(p) for p in found[-1].split(",") if p.strip()} if found else set()
-
-
-async def _shared(logs: list[str], everyone: set[int]) -> bool:
-    """True once these consumers hold every partition between them, none twice (the
-    group's assignment settled on them alone)."""
-    held = [_assigned(log) for log in logs]
-    return all(held) and sum(map(len, held)) == len(everyone) and set().union(*held) == everyone
-
-
 def _processed(samples: dict) -> float:
     """The records one consumer process committed, whatever their outcome."""
     return sum(metric(samples, "platereg_events_total", outcome=o)
@@ -243,7 +231,7 @@ async def test_rebalance_with_a_consumer_killed_and_one_joining(
     everyone = set(range(12))
     victim, late = logs[1], logs[3]
     try:
-        await wait_for(lambda: _shared(logs[:3], everyone), "three consumers to share", 60)
+        await wait_for(lambda: settled(logs[:3], everyone), "three consumers to share", 60)
         half = len(messages) // 2
         ends1 = await produce(settings, messages[:half])
 
@@ -252,7 +240,7 @@ async def test_rebalance_with_a_consumer_killed_and_one_joining(
                                        "consumer_offsets") >= half // 2
 
         await wait_for(busy, "a quarter of the records consumed", 120, every=0.02)
-        held = _assigned(victim)
+        held = held_partitions(victim)
         procs[victim].send_signal(signal.SIGKILL)
         procs[victim].wait(10)
         await asyncio.sleep(0.5)      # its last commit, if one was on the way, is in
@@ -263,7 +251,7 @@ async def test_rebalance_with_a_consumer_killed_and_one_joining(
         procs[late] = start_consumer_process(settings, "--max-records", "500", log_path=late)
         ends2 = await produce(settings, messages[half:])
         live = [log for log in logs if log != victim]
-        await wait_for(lambda: _shared(live, everyone), "the others to take over", 60)
+        await wait_for(lambda: settled(live, everyone), "the others to take over", 60)
         ends = await merge_ends(ends1, ends2)
         await wait_offsets(pool, settings, ends, timeout=120)
         samples = [await scrape(await ops_port(log)) for log in live]

@@ -4,6 +4,7 @@ foreground process group, ports may be taken, the user's own servers get no demo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -70,6 +71,35 @@ def _wait_for(proc: subprocess.Popen, read: callable, text: str, timeout: float 
     pytest.fail(f"no {text!r} from `platereg run`:\n{read()[-5000:]}")
 
 
+def _ctrl_c(proc: subprocess.Popen, log_path: Path, timeout: float = 60) -> str:
+    """Ctrl-C as a terminal sends it (SIGINT to the foreground process group); the run's
+    output once it has exited 0. A run still going after ``timeout`` fails the test with
+    what it was doing: its output, its processes and the end of each service's log."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        code = proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        report = _still_running(proc, log_path)
+        for p in [*psutil.Process(proc.pid).children(recursive=True), proc]:
+            with contextlib.suppress(psutil.NoSuchProcess, ProcessLookupError):
+                p.kill()
+        pytest.fail(f"`platereg run` still running {timeout:.0f} s after Ctrl-C\n{report}")
+    output = log_path.read_text()
+    assert code == 0, output[-5000:]
+    return output
+
+
+def _still_running(proc: subprocess.Popen, log_path: Path) -> str:
+    lines = []
+    for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            lines.append(f"  {p.pid} {p.status()} {' '.join(p.cmdline()[:6])}")
+    lines.append(f"--- its output:\n{log_path.read_text()[-3000:]}")
+    for service_log in sorted((log_path.parent / "data" / "logs").glob("*.log")):
+        lines.append(f"--- {service_log.name}:\n{service_log.read_text(errors='replace')[-1500:]}")
+    return "\n".join(lines)
+
+
 def _descendants(pid: int) -> dict[int, str]:
     return {c.pid: " ".join(c.cmdline()[:4]) for c in psutil.Process(pid).children(recursive=True)}
 
@@ -116,9 +146,7 @@ def test_ctrl_c_to_the_process_group_stops_services_then_servers(tmp_path: Path)
     _assert_each_service_logs_in_as_its_own_role(pids)
     asyncio.run(_lookup_is_audited(_admin_dsn(output),
                                    f"http://127.0.0.1:{env['PLATEREG_REGISTRY_PORT']}"))
-    os.killpg(proc.pid, signal.SIGINT)  # what a terminal does on Ctrl-C
-    assert proc.wait(60) == 0, log_path.read_text()[-5000:]
-    output = log_path.read_text()
+    output = _ctrl_c(proc, log_path)
     assert "Traceback" not in output, output[-5000:]
     assert output.rstrip().endswith("stopped")
     _assert_all_gone(pids)
@@ -237,8 +265,7 @@ async def test_own_servers_get_no_demo_data_and_no_key(settings, tmp_path: Path)
     proc, log_path = _start(tmp_path, env=env)
     output = await asyncio.to_thread(_wait_for, proc, log_path.read_text, BANNER)
     pids = _descendants(proc.pid)
-    os.killpg(proc.pid, signal.SIGINT)
-    assert await asyncio.to_thread(proc.wait, 60) == 0
+    await asyncio.to_thread(_ctrl_c, proc, log_path)
     assert "Demo operator API key" not in output and "simulated" not in output
     assert "No demo data or key" in output
     conn = await asyncpg.connect(settings.dsn())
@@ -274,16 +301,14 @@ def test_make_run_keeps_the_database_across_restarts(tmp_path: Path) -> None:
     proc, log_path = _start(tmp_path, "--no-demo")
     output = _wait_for(proc, log_path.read_text, BANNER)
     assert asyncio.run(keys(_admin_dsn(output), add=True)) == 1
-    os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(60) == 0
+    _ctrl_c(proc, log_path)
     proc, log_path = _start(tmp_path, "--no-demo")
     try:
         output = _wait_for(proc, log_path.read_text, BANNER)
         assert "migrations: 0 applied" in output
         assert asyncio.run(keys(_admin_dsn(output), add=False)) == 1
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(60) == 0
+        _ctrl_c(proc, log_path)
 
 
 def test_demo_data_is_loaded_once_and_no_demo_key_outlives_its_run(tmp_path: Path) -> None:
@@ -311,9 +336,7 @@ def test_demo_data_is_loaded_once_and_no_demo_key_outlives_its_run(tmp_path: Pat
                 break
             assert time.monotonic() < deadline, f"the demo load was not consumed: {seen}"
             time.sleep(0.5)
-        os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(60) == 0
-        return log_path.read_text(), seen
+        return _ctrl_c(proc, log_path), seen
 
     first, (events, live_keys, offsets) = one_run()
     assert "Apache Kafka" in first and "simulated" in first

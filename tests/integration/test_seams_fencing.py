@@ -11,7 +11,6 @@ second time. Every wait is on a condition (logs, stored offsets, metrics).
 
 from __future__ import annotations
 
-import ast
 import random
 import re
 import signal
@@ -35,21 +34,17 @@ from tests.integration.consumer_support import (
 )
 from tests.integration.kafka_support import read_topic
 from tests.integration.seam_support import (
+    held_partitions,
     log_text,
     metric,
     ops_port,
     scrape,
+    settled,
     wait_for,
     wait_relayed,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-def assignment(log_path: str) -> set[int]:
-    """The partitions a consumer holds by its last "partitions assigned" line."""
-    found = re.findall(r"partitions assigned.*?partitions=(\[[0-9, ]*\])", log_text(log_path))
-    return set(ast.literal_eval(found[-1])) if found else set()
 
 
 def signal_tree(proc: psutil.Process, sig: int, children_only: bool = False) -> None:
@@ -69,18 +64,18 @@ async def test_a_consumer_frozen_mid_batch_is_fenced_after_losing_its_partitions
     try:
         ports = [await ops_port(path) for path in logs]
 
-        async def split() -> bool:
-            mine, theirs = assignment(logs[0]), assignment(logs[1])
-            return bool(mine) and bool(theirs) and mine | theirs == set(range(4))
-
-        await wait_for(split, "both consumers to hold partitions")
-        a_parts = assignment(logs[0])
+        # settled: a stale assignment line of A's beside B's new one would make A's
+        # partitions look like all four, and A could fetch a batch mid-rebalance and wait
+        # on it before it ever sets its lag gauge
+        await wait_for(lambda: settled(logs, set(range(4))),
+                       "both consumers to hold partitions")
+        a_parts = held_partitions(logs[0])
         # A's parse worker freezes: A fetches its records but cannot apply them.
         # Only once A says its worker is ready: the worker itself is frozen, not a process
         # still starting it (a worker started after the freeze would apply A's records),
         # and no start of it is half done (A would wait for the frozen worker's first
         # answer before it even counts the records it fetched)
-        await wait_for(lambda: _async("parse workers ready" in log_text(logs[0])),
+        await wait_for(lambda: "parse workers ready" in log_text(logs[0]),
                        "A's parse worker")
         signal_tree(a_tree, signal.SIGSTOP, children_only=True)
         ends = await produce(topics, encoded(events[:2000]))
@@ -99,18 +94,18 @@ async def test_a_consumer_frozen_mid_batch_is_fenced_after_losing_its_partitions
         assert all(a_stored.get(p, 0) < ends[p] for p in a_parts if ends.get(p))
         # A freezes entirely; B takes its partitions over and applies A's records
         a.send_signal(signal.SIGSTOP)
-        await wait_for(lambda: _async(assignment(logs[1]) == set(range(4))),
+        await wait_for(lambda: held_partitions(logs[1]) == set(range(4)),
                        "B to take A's partitions", timeout=90)
         await wait_offsets(pool, topics, ends, proc=b)
         # A wakes up with its stale batch: the worker first, so the parsed batch is
         # waiting for A when A wakes
         signal_tree(a_tree, signal.SIGCONT, children_only=True)
-        await wait_for(lambda: _async(all(p.status() != psutil.STATUS_STOPPED
-                                          for p in a_tree.children(recursive=True))),
+        await wait_for(lambda: all(p.status() != psutil.STATUS_STOPPED
+                                   for p in a_tree.children(recursive=True)),
                        "A's worker to run again")
         a.send_signal(signal.SIGCONT)
-        await wait_for(lambda: _async(bool(re.search(
-            r"batch fenced|batch dropped", log_text(logs[0])))), "A to refuse its stale batch")
+        await wait_for(lambda: re.search(r"batch fenced|batch dropped", log_text(logs[0])),
+                       "A to refuse its stale batch")
         ends = await merge_ends(ends, await produce(topics, encoded(events[2000:])))
         await wait_offsets(pool, topics, ends, proc=b)
         await wait_relayed(pool, topics)
@@ -135,10 +130,6 @@ async def test_a_consumer_frozen_mid_batch_is_fenced_after_losing_its_partitions
     text = log_text(logs[0])
     print("A refused its stale batch by:",
           "fence" if "batch fenced" in text else "reassignment")
-
-
-async def _async(value: object) -> object:
-    return value
 
 
 async def _stored(pool: asyncpg.Pool, settings, parts: set[int]) -> dict[int, int]:

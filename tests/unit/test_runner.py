@@ -15,7 +15,7 @@ import uvicorn
 import uvloop
 from typer.testing import CliRunner
 
-from devtools.runner import Service, StackError, _wait_healthy, check_ports
+from devtools.runner import Service, StackError, _stop_children, _wait_healthy, check_ports
 from platereg.settings import Settings
 from wiring.cli import app
 
@@ -186,3 +186,22 @@ def test_every_database_service_of_make_run_has_a_role() -> None:
     roles = {s.name: s.role for s in SERVICES}
     assert roles["mail-catcher"] is None
     assert {r for r in roles.values() if r} == set(ROLES) - {"operator"}
+
+
+def test_stopping_names_the_services_that_take_long_and_kills_those_that_stay(capsys) -> None:
+    """A service that ignores SIGTERM is named while the run waits for it, then killed;
+    one that stops at once is not named."""
+    stubborn = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "print('ready', flush=True); time.sleep(60)")
+    children = [(Service(name, ()), subprocess.Popen([sys.executable, "-c", code],
+                                                     stdout=subprocess.PIPE))
+                for name, code in (("prompt", "import time; print('ready', flush=True); "
+                                              "time.sleep(60)"), ("stubborn", stubborn))]
+    for _, proc in children:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    _stop_children(children, timeout=2, patience=0.5)
+    err = capsys.readouterr().err
+    assert [proc.returncode for _, proc in children] == [-15, -9]
+    assert "waiting for stubborn to stop..." in err
+    assert "stubborn did not stop in 2 s; killed" in err
+    assert "prompt" not in err
