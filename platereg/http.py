@@ -181,7 +181,21 @@ async def read_json(request: Request, accepted: Iterable[str] = ("application/js
                     ) -> tuple[str, Any]:
     """The media type and the strictly decoded JSON body of a request (415 / 400 problems)."""
     kind = content_type(request.headers.get("content-type"), accepted)
-    return kind, decode_body(await request.body())
+    return kind, decode_body(await _body(request.receive))
+
+
+async def _body(receive: Receive) -> bytes:
+    """The request body from the ASGI messages (what ``Request.body()`` reads, without its
+    stream generator: read once, by :func:`read_json`)."""
+    message = await receive()
+    chunks = []
+    while True:
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        message = await receive()
 
 
 # --------------------------------------------------------------------------- handlers
