@@ -308,7 +308,8 @@ def test_make_run_keeps_the_database_across_restarts(tmp_path: Path) -> None:
         assert "migrations: 0 applied" in output
         assert asyncio.run(keys(_admin_dsn(output), add=False)) == 1
     finally:
-        _ctrl_c(proc, log_path)
+        if proc.poll() is None:   # else the failure above says why it is gone
+            _ctrl_c(proc, log_path)
 
 
 def test_demo_data_is_loaded_once_and_no_demo_key_outlives_its_run(tmp_path: Path) -> None:
