@@ -104,7 +104,11 @@ def _scrub_value(value: Any) -> Any:
 
 def _scrub(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     for key, value in event_dict.items():
-        if key not in _OWN_KEYS and isinstance(value, (str, list, tuple)):
+        if key in _OWN_KEYS:
+            continue
+        if isinstance(value, str):       # most values: one call, not two
+            event_dict[key] = scrub(value)
+        elif isinstance(value, (list, tuple)):
             event_dict[key] = _scrub_value(value)
     return event_dict
 

@@ -211,8 +211,7 @@ def validated(model: type[BaseModel], data: Any) -> Any:
 
 def reading(ctx: ApiContext, principal: Principal, query: Any) -> Reading:
     """The audit context of a request whose body has ``purpose``, ``case_ref`` (and ``at``)."""
-    now, _ = ctx.now()
-    return Reading(now, principal.key_id, query.purpose.value, query.case_ref,
+    return Reading(ctx.clock.now(), principal.key_id, query.purpose.value, query.case_ref,
                    getattr(query, "at", None))
 
 

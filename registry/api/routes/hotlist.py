@@ -79,8 +79,7 @@ async def get_hotlist(request: Request, principal: EnforcementKey,
                    if (e := change_entry(r["view"], r["flagged"], r["was_flagged"]))
                    is not None]
         nxt = delta_cursor(rows[-1]["seq"] if rows else cursor.seq).encode(ctx.sealer)
-    now, _ = ctx.now()
-    who = Reading(now, principal.key_id, purpose.value, case_ref)
+    who = Reading(ctx.clock.now(), principal.key_id, purpose.value, case_ref)
     # Every hotlist read is audited: one row per entry, or one saying it was empty.
     await ctx.audit([who.read("hotlist", e["jurisdiction"], e["plate"], e["status"])
                for e in entries] or [who.read("hotlist", None, None, "empty")])

@@ -117,7 +117,8 @@ async def query_plate(request: Request) -> Response:
     else:
         view = (await views_at(ctx, [key], with_owner, query.at)).get(key)
     who = reading(ctx, principal, query)
-    await ctx.audit([who.read("single", j, p, "not_found" if view is None else view["status"])])
+    await ctx.audit_rows(who.rows("single", [(j, p, "not_found" if view is None
+                                               else view["status"])]))
     if view is None:
         count("single", who.purpose, 0, 1)
         raise ProblemError(404, "Not Found", "no issued plate with this key")
