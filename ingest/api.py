@@ -46,7 +46,6 @@ here logs event content: only counts and reasons.
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -66,6 +65,7 @@ from platereg.http import (
     create_app,
     decode_body,
 )
+from platereg.http_server import settle_heap
 from platereg.kafka import broker_reachable
 from platereg.logging import get_logger
 from platereg.metrics import INGEST_API, INGEST_EVENTS
@@ -238,13 +238,7 @@ def _lifespan(settings: Settings) -> Any:
         app.state.policies = TimedPolicyCache(pool)
         if not await publisher.start():
             log.warning("event broker not reachable at start-up; will retry on each request")
-        # As in the registry API: start-up objects leave the collector's working set, and
-        # young collections run less often. A batch in flight is thousands of young
-        # objects that live until the broker acknowledges; with the default threshold
-        # they were scanned and promoted over and over (see docs/benchmarks.md).
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(20_000, 20, 20)
+        settle_heap()
         try:
             yield
         finally:

@@ -25,7 +25,6 @@ hotlist, owners, audit; shared parts in ``registry.api.routes.common``):
 from __future__ import annotations
 
 import contextlib
-import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,6 +33,7 @@ from fastapi import FastAPI
 from platereg.clock import Clock
 from platereg.db import create_pool, ping
 from platereg.http import add_probes, create_app
+from platereg.http_server import settle_heap
 from platereg.kafka import broker_reachable
 from platereg.logging import configure_logging
 from platereg.metrics import REGISTRY_API
@@ -101,11 +101,7 @@ def create_registry_app(settings: Settings | None = None, *,
         await ctx.reads.start()
         app.state.authenticator = Authenticator.from_settings(ctx.pool, settings)
         ctx.audit_writer = app.state.audit = await start_writer(ctx.pool, settings)
-        # Long-lived objects (modules, routes, pool) leave the collector's working set and
-        # young collections run less often: fewer, shorter pauses on the lookup path.
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(20_000, 20, 20)
+        settle_heap()
         try:
             yield
         finally:

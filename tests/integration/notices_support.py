@@ -26,6 +26,7 @@ from platereg.settings import Settings
 from registry.consumer import store as registry_store
 from registry.consumer.apply import apply_batch
 from registry.consumer.batch import parse_values
+from tests.integration.seam_support import wait_for
 from wiring.cli import batch_hook
 
 GROUP, TOPIC = "notices-test", "notices-test.events"
@@ -203,15 +204,5 @@ def smtp_catcher() -> Iterator[MailCatcher]:
 
 async def wait_until(check: Callable[[], Any], timeout: float = 30.0,
                      what: str = "condition") -> Any:
-    """Poll an async or sync check until it returns a truthy value."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+    """``seam_support.wait_for`` with the notice tests' defaults: 30 s, every 50 ms."""
+    return await wait_for(check, what, timeout, every=0.05)
